@@ -1,0 +1,97 @@
+"""Command-line flags. Parsing only: nothing here loads data or touches a device.
+
+Every flag name and default of the reference repository is kept, so its commands keep working;
+the flags it lacked are grouped after them.
+"""
+import argparse
+import os
+
+import torch
+
+DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr")
+DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
+
+
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_threads():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="TimeMAE: pretrain a decoupled masked autoencoder on time series, then probe (FineLast) "
+                    "and fine-tune (FineAll) it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="ucr", choices=DATASETS)
+    g.add_argument("--data_path", default=None,
+                   help=f"dataset folder; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
+    g.add_argument("--UCR_folder", default=None,
+                   help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts or .arff) for --dataset ucr")
+    g.add_argument("--save_path", default=None, help="run folder; default exp/<dataset>/seed<seed>")
+    g.add_argument("--val_ratio", type=float, default=0.2,
+                   help="stratified share of the labelled training data held out for model selection")
+    g.add_argument("--normalize", default="channel", choices=("channel", "none"),
+                   help="channel: z-score every channel with statistics of the pretraining data")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--d_model", type=int, default=64)
+    g.add_argument("--dropout", type=float, default=0.2)
+    g.add_argument("--attn_heads", type=int, default=4)
+    g.add_argument("--layers", type=int, default=8, help="visible encoder blocks")
+    g.add_argument("--reg_layers", type=int, default=4, help="decoupled encoder (regressor) blocks")
+    g.add_argument("--enable_res_parameter", type=int, default=1,
+                   help="1: residual branches scaled by a learnable scalar initialised at 1e-8")
+    g.add_argument("--vocab_size", type=int, default=192, help="tokenizer codewords")
+    g.add_argument("--wave_length", type=int, default=8, help="window length sigma of the window slicer")
+    g.add_argument("--mask_ratio", type=float, default=0.6)
+    g.add_argument("--mask_mode", default="sample", choices=("sample", "batch"),
+                   help="sample: a fresh mask per series; batch: one mask per batch (reference code)")
+    g.add_argument("--tokenizer", default="ste", choices=("ste", "argmax"),
+                   help="ste: straight-through Gumbel-softmax targets (paper); argmax: index targets (reference)")
+    g.add_argument("--target_noise", default="none", choices=("none", "gumbel"),
+                   help="Gumbel noise in the hard codeword target (gumbel: as the reference code, whose targets "
+                        "then carry almost no information at initialisation)")
+    g.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature of the STE gradient path")
+
+    g = p.add_argument_group("pretraining")
+    g.add_argument("--alpha", type=float, default=5.0, help="weight of MRR (masked representation regression)")
+    g.add_argument("--beta", type=float, default=1.0, help="weight of MCC (masked codeword classification)")
+    g.add_argument("--momentum", type=float, default=0.99, help="EMA rate of the momentum target encoder")
+    g.add_argument("--num_epoch_pretrain", type=int, default=100, help="0 gives the FineZero baseline")
+    g.add_argument("--probe_every", type=int, default=5, help="linear probe every N pretraining epochs")
+    g.add_argument("--select_on", default="val", choices=("val", "test"),
+                   help="val: select checkpoints and fine-tuning epochs on a held-out split of the labelled "
+                        "training data; test: the reference code's selection on the test set (optimistic)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train_batch_size", type=int, default=128)
+    g.add_argument("--test_batch_size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr_decay_rate", type=float, default=1.0, help="multiply lr by this every --lr_decay_steps")
+    g.add_argument("--lr_decay_steps", type=int, default=100, help="optimiser steps between lr decays")
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--num_epoch", type=int, default=100, help="fine-tuning (FineAll) epochs; 0 skips it")
+    g.add_argument("--load_pretrained_model", type=int, default=1,
+                   help="1: fine-tune from the selected pretrained checkpoint; 0: from scratch")
+    g.add_argument("--eval_per_steps", type=int, default=16, help="fine-tuning steps between evaluations")
+
+    g = p.add_argument_group("system")
+    g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=default_threads(), help="CPU threads for torch")
+    g.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
+    g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
+    g.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)

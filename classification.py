@@ -1,0 +1,46 @@
+"""Evaluation protocols as pure functions: representation extraction, the FineLast linear probe, scores."""
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def scores(y_true, y_pred):
+    """Accuracy and macro-F1 (both in [0, 1])."""
+    return {"acc": float(accuracy_score(y_true, y_pred)),
+            "f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
+@torch.inference_mode()
+def extract_representations(model, x, batch_size):
+    """Mean-pooled representations (N, d) of x (N, T, C), a tensor on the model's device, in eval mode."""
+    was_training = model.training
+    model.eval()
+    reps = torch.cat([model.represent(xb) for xb in x.split(batch_size)])
+    model.train(was_training)
+    return reps.float().cpu().numpy()
+
+
+@torch.inference_mode()
+def predict(model, x, batch_size):
+    """Class predictions (N,) of the fine-tuned model."""
+    was_training = model.training
+    model.eval()
+    pred = torch.cat([model(xb).argmax(-1) for xb in x.split(batch_size)])
+    model.train(was_training)
+    return pred.cpu().numpy()
+
+
+def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
+    """FineLast: StandardScaler + LogisticRegression fitted on frozen training representations;
+    returns test accuracy and macro-F1."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+    clf.fit(train_repr, train_y)
+    return scores(test_y, clf.predict(test_repr))
+
+
+def majority_accuracy(train_y, test_y):
+    """Accuracy of always predicting the most frequent training class: the floor a collapsed model hits."""
+    return float(np.mean(np.asarray(test_y) == np.bincount(train_y).argmax()))

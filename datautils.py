@@ -1,0 +1,298 @@
+"""Reading the benchmark formats into arrays of shape (N, T, C) with labels 0..K-1.
+
+Formats (the folder decides which one is read, in this order):
+- TS-TCC dicts `train.pt`, `val.pt` (optional), `test.pt`: {'samples': (N, C, T), 'labels': (N,)} (HAR, Epilepsy).
+- `train_new.pt`/`test_new.pt`, or `train.pt`/`test.pt` for uwave: samples (N, T, C), labels 1..K (UWave 896/3582).
+- UEA/UCR `<Name>_TRAIN.ts`/`<Name>_TEST.ts` or `.arff`: univariate or multivariate, variable lengths NaN-padded.
+"""
+import glob
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from args import DATA_ENV
+from errors import TimeMAEError
+
+DEFAULT_FOLDERS = {"har": "HAR", "epilepsy": "Epilepsy", "uwave": "UWave", "ps": "PhonemeSpectra",
+                   "ad": "SpokenArabicDigits"}
+UEA_NAMES = {"uwave": "UWaveGestureLibrary", "ps": "PhonemeSpectra", "ad": "SpokenArabicDigits"}
+TIME_MAJOR_PT = {"uwave"}  # datasets whose plain train.pt/test.pt hold (N, T, C)
+
+
+@dataclass
+class DatasetSplits:
+    """float32 arrays (N, T, C) and int64 labels 0..K-1; val is None when the dataset ships none."""
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    val_x: Optional[np.ndarray] = None
+    val_y: Optional[np.ndarray] = None
+    classes: tuple = ()
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    @property
+    def seq_len(self):
+        return self.train_x.shape[1]
+
+    @property
+    def channels(self):
+        return self.train_x.shape[2]
+
+    def pretrain_x(self):
+        """Unlabelled pretraining data: train + val, as the reference code does."""
+        return self.train_x if self.val_x is None else np.concatenate([self.train_x, self.val_x])
+
+
+def resolve_folder(dataset, data_path=None, ucr_folder=None):
+    if data_path:
+        return data_path
+    sub = ucr_folder if dataset == "ucr" else DEFAULT_FOLDERS[dataset]
+    if not sub:
+        raise TimeMAEError("--dataset ucr needs --UCR_folder <Name> (or --data_path <folder>)")
+    return os.path.join(os.environ.get(DATA_ENV, "data"), sub)
+
+
+def load_dataset(dataset, data_path=None, ucr_folder=None):
+    """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder; see the module doc."""
+    folder = resolve_folder(dataset, data_path, ucr_folder)
+    if not os.path.isdir(folder):
+        raise TimeMAEError(f"data folder {folder!r} does not exist (set --data_path or ${DATA_ENV})")
+    has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
+    if has("train_new.pt") and has("test_new.pt"):
+        splits = _load_pt(folder, "train_new.pt", None, "test_new.pt", time_major=True)
+    elif has("train.pt") and has("test.pt"):
+        val = "val.pt" if has("val.pt") else None
+        splits = _load_pt(folder, "train.pt", val, "test.pt", time_major=dataset in TIME_MAJOR_PT)
+    else:
+        splits = _load_uea(folder, ucr_folder or UEA_NAMES.get(dataset))
+    return _finalise(dataset, *splits)
+
+
+# ----------------------------------------------------------------------------------------------- .pt files
+
+def _load_pt(folder, train, val, test, time_major):
+    out = []
+    for name in (train, val, test):
+        if name is None:
+            out.append((None, None))
+            continue
+        path = os.path.join(folder, name)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise TimeMAEError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        x, y = _unpack(obj, path)
+        if x.ndim == 2:  # univariate (N, T)
+            x = x[:, :, None] if time_major else x[:, None, :]
+        if x.ndim != 3:
+            raise TimeMAEError(f"{path}: samples must have 3 dimensions (N, C, T) or (N, T, C), got {x.shape}")
+        out.append((x if time_major else x.transpose(0, 2, 1), y))
+    (trx, try_), (vax, vay), (tex, tey) = out
+    return trx, try_, vax, vay, tex, tey
+
+
+def _unpack(obj, path):
+    if isinstance(obj, dict) and "samples" in obj and "labels" in obj:
+        x, y = obj["samples"], obj["labels"]
+    elif isinstance(obj, (tuple, list)) and len(obj) == 2:
+        x, y = obj
+    else:
+        raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
+    x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+    y = np.asarray(y.numpy() if torch.is_tensor(y) else y).reshape(-1)
+    if len(x) != len(y):
+        raise TimeMAEError(f"{path}: {len(x)} samples but {len(y)} labels")
+    if len(x) == 0:
+        raise TimeMAEError(f"{path}: holds no samples")
+    return x, y
+
+
+# ----------------------------------------------------------------------------------------------- UEA / UCR
+
+def _load_uea(folder, name):
+    for ext, reader in ((".ts", read_ts), (".arff", read_arff)):
+        pattern = f"{name}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
+        found = sorted(glob.glob(os.path.join(folder, pattern)))
+        if found:
+            train_path = found[0]
+            test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"
+            if not os.path.isfile(test_path):
+                raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
+            trx, try_ = reader(train_path)
+            tex, tey = reader(test_path)
+            trx, tex = _pad_to_same_length(trx, tex)
+            return trx, try_, None, None, tex, tey
+    want = name or "<Name>"
+    raise TimeMAEError(
+        f"no dataset files in {folder!r}: expected train.pt + test.pt (+ val.pt), train_new.pt + test_new.pt, "
+        f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff)")
+
+
+def _stack_ragged(series, path):
+    """series: list over samples of lists over channels of 1-D arrays -> (N, T_max, C), NaN-padded."""
+    channels = {len(s) for s in series}
+    if len(channels) != 1:
+        raise TimeMAEError(f"{path}: series have different channel counts {sorted(channels)}")
+    t_max = max(len(ch) for s in series for ch in s)
+    x = np.full((len(series), t_max, channels.pop()), np.nan, dtype=np.float32)
+    for i, s in enumerate(series):  # parsing text is per line anyway; the model never loops over samples
+        for c, ch in enumerate(s):
+            x[i, : len(ch), c] = ch
+    return x
+
+
+def _floats(text, path, lineno):
+    try:
+        return np.array([float("nan") if v.strip() == "?" else float(v) for v in text.split(",")], np.float32)
+    except ValueError:
+        raise TimeMAEError(f"{path}:{lineno}: cannot parse values {text[:60]!r}") from None
+
+
+def read_ts(path):
+    """sktime/aeon `.ts` text: `@` header lines, then one series per line, channels split by ':', label last."""
+    series, labels, in_data = [], [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                in_data = line.lower().startswith("@data")
+                continue
+            *dims, label = line.split(":")
+            if not dims:
+                raise TimeMAEError(f"{path}:{lineno}: expected values and a label separated by ':'")
+            series.append([_floats(d, path, lineno) for d in dims])
+            labels.append(label.strip())
+    if not series:
+        raise TimeMAEError(f"{path}: no series after an @data line")
+    return _stack_ragged(series, path), np.array(labels)
+
+
+def read_arff(path):
+    """Weka `.arff` as in the UEA/UCR archive: univariate rows `v1,...,vT,label` or multivariate rows
+    `'c1v1,...\\nc2v1,...',label` (a relational attribute whose channels are split by a literal \\n)."""
+    series, labels, in_data = [], [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("%"):
+                continue
+            if not in_data:
+                in_data = line.lower().startswith("@data")
+                continue
+            if line[0] in "'\"":
+                end = line.rfind(line[0])
+                body, label = line[1:end], line[end + 1:].lstrip(",")
+                dims = body.replace("\\n", "\n").split("\n")
+            else:
+                body, _, label = line.rpartition(",")
+                dims = [body]
+            series.append([_floats(d, path, lineno) for d in dims])
+            labels.append(label.strip().strip("'\""))
+    if not series:
+        raise TimeMAEError(f"{path}: no rows after an @data line")
+    return _stack_ragged(series, path), np.array(labels)
+
+
+def _pad_to_same_length(a, b):
+    t = max(a.shape[1], b.shape[1])
+    pad = lambda x: np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)), constant_values=np.nan)  # noqa: E731
+    return pad(a), pad(b)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+def _class_order(labels):
+    """Sorted unique labels; numerically when every label is a number, so '10' follows '9'."""
+    uniq = np.unique(labels.astype(str))
+    try:
+        return tuple(sorted(uniq, key=float))
+    except ValueError:
+        return tuple(uniq)
+
+
+def _encode(y, classes, split, dataset):
+    index = {c: i for i, c in enumerate(classes)}
+    keys = np.asarray(y).astype(str)
+    unknown = sorted(set(keys) - set(index))
+    if unknown:
+        raise TimeMAEError(f"{dataset}: {split} labels {unknown[:5]} do not occur in the training labels "
+                           f"{list(classes)[:10]}")
+    return np.array([index[k] for k in keys], dtype=np.int64)
+
+
+def _check_values(x, split, dataset):
+    """NaN is allowed only as trailing padding of a channel; inf never."""
+    nan = np.isnan(x)
+    trailing = np.flip(np.cumprod(np.flip(nan, axis=1), axis=1), axis=1).astype(bool)  # NaN up to the end
+    bad = np.isinf(x) | (nan & ~trailing)
+    if bad.any():
+        n = int(bad.any(axis=(1, 2)).sum())
+        raise TimeMAEError(f"{dataset}: {split} data has non-finite values (NaN/inf) inside {n} series; "
+                           "only trailing NaN padding of variable-length series is allowed")
+    if trailing.all(axis=1).any():
+        raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
+
+
+def _finalise(dataset, trx, try_, vax, vay, tex, tey):
+    classes = _class_order(np.asarray(try_).astype(str))
+    if len(classes) < 2:
+        raise TimeMAEError(f"{dataset}: training labels hold {len(classes)} class; at least 2 are needed")
+    for split, x in (("train", trx), ("val", vax), ("test", tex)):
+        if x is not None:
+            _check_values(x, split, dataset)
+    if tex.shape[2] != trx.shape[2] or (vax is not None and vax.shape[2] != trx.shape[2]):
+        raise TimeMAEError(f"{dataset}: train has {trx.shape[2]} channels but another split differs")
+    t = max(a.shape[1] for a in (trx, vax, tex) if a is not None)
+    pad = lambda a: None if a is None else np.pad(a, ((0, 0), (0, t - a.shape[1]), (0, 0)),  # noqa: E731
+                                                  constant_values=np.nan)
+    return DatasetSplits(
+        name=dataset, classes=classes,
+        train_x=pad(trx), train_y=_encode(try_, classes, "train", dataset),
+        val_x=pad(vax), val_y=None if vay is None else _encode(vay, classes, "val", dataset),
+        test_x=pad(tex), test_y=_encode(tey, classes, "test", dataset))
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+def normalize(splits, mode="channel"):
+    """z-score each channel with the pretraining data's statistics, then fill NaN padding with 0 (the mean).
+
+    Global (not per-series) statistics keep amplitude, which is what separates e.g. seizure EEG."""
+    arrays = {k: getattr(splits, k) for k in ("train_x", "val_x", "test_x") if getattr(splits, k) is not None}
+    if mode == "channel":
+        ref = splits.pretrain_x()
+        mean = np.nanmean(ref, axis=(0, 1), keepdims=True)
+        std = np.nanstd(ref, axis=(0, 1), keepdims=True)
+        std = np.where(std > 0, std, 1.0)
+        arrays = {k: (a - mean) / std for k, a in arrays.items()}
+    for k, a in arrays.items():
+        setattr(splits, k, np.nan_to_num(a, nan=0.0).astype(np.float32))
+    return splits
+
+
+def stratified_split(y, ratio, seed):
+    """Indices (fit, held_out) with `ratio` of every class held out (at least one sample per class where
+    the class has two or more)."""
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(len(y))
+    counts = np.bincount(y)
+    if ratio <= 0 or len(y) * ratio < len(counts[counts > 0]) or counts[counts > 0].min() < 2:
+        raise TimeMAEError(f"cannot hold out a stratified {ratio:.0%} of {len(y)} labelled series with class "
+                           f"counts {counts.tolist()}; change --val_ratio or use --select_on test")
+    fit, held = train_test_split(idx, test_size=ratio, stratify=y, random_state=seed)
+    return np.sort(fit), np.sort(held)
+
+
+def num_windows(seq_len, wave_length):
+    return math.ceil(seq_len / wave_length)

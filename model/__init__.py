@@ -1,0 +1,3 @@
+from model.TimeMAE import TimeMAE
+
+__all__ = ["TimeMAE"]

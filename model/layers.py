@@ -1,0 +1,143 @@
+"""Building blocks of TimeMAE: window slicer, attention, post-norm Transformer blocks, tokenizer."""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class WindowSlicer(nn.Module):
+    """Window-slicing feature encoder: one shared Conv1d over non-overlapping windows of length sigma.
+    (B, T, C) -> zero-pad T to a multiple of sigma -> (B, S, d) with S = ceil(T / sigma)."""
+
+    def __init__(self, channels, d_model, wave_length):
+        super().__init__()
+        self.wave_length = wave_length
+        self.conv = nn.Conv1d(channels, d_model, kernel_size=wave_length, stride=wave_length)
+
+    def forward(self, x):                                        # (B, T, C)
+        pad = -x.shape[1] % self.wave_length
+        x = F.pad(x.transpose(1, 2), (0, pad))                   # (B, C, S*sigma)
+        return self.conv(x).transpose(1, 2)                      # (B, S, d)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with one fused QKV projection. Self-attention uses it in one matmul;
+    cross-attention (decoupled encoder) projects queries and keys/values with slices of the same weight."""
+
+    def __init__(self, d_model, heads, dropout):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def _split(self, t):                                         # (B, L, d) -> (B, h, L, d/h)
+        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(self, x, context=None):                          # x (B, L, d), context (B, Lc, d)
+        d = x.shape[-1]
+        if context is None:
+            q, k, v = self.qkv(x).split(d, dim=-1)
+        else:
+            q = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])
+            k, v = F.linear(context, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
+        y = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v),
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).flatten(2))            # (B, L, d)
+
+
+class Residual(nn.Module):
+    """Post-norm residual: LayerNorm(x + dropout(a * f(x))), a learnable scalar initialised at 1e-8 so
+    each block starts near the identity (the reference's `--enable_res_parameter 1`), else a = 1."""
+
+    def __init__(self, d_model, dropout, learnable_scale):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+        self.scale = nn.Parameter(torch.tensor(1e-8)) if learnable_scale else None
+
+    def forward(self, x, branch):
+        return self.norm(x + self.drop(branch if self.scale is None else self.scale * branch))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention + FFN (4d, GELU). With `context`, attention is cross-attention from x to context:
+    the decoupled encoder's block, where only the queries x are updated."""
+
+    def __init__(self, d_model, heads, dropout, learnable_scale):
+        super().__init__()
+        self.attn = Attention(d_model, heads, dropout)
+        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(4 * d_model, d_model))
+        self.res_attn = Residual(d_model, dropout, learnable_scale)
+        self.res_ffn = Residual(d_model, dropout, learnable_scale)
+
+    def forward(self, x, context=None):
+        x = self.res_attn(x, self.attn(x, context))
+        return self.res_ffn(x, self.ffn(x))
+
+
+class Encoder(nn.Module):
+    """A stack of self-attention blocks (the visible encoder H_theta and its momentum copy H_xi)."""
+
+    def __init__(self, d_model, heads, dropout, layers, learnable_scale):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, dropout, learnable_scale)
+                                    for _ in range(layers))
+
+    def forward(self, x):                                        # (B, L, d) -> (B, L, d)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class DecoupledEncoder(nn.Module):
+    """F_phi: cross-attention blocks whose queries (mask token + position of each masked window) read the
+    visible encoder's outputs; mask tokens never pass through the visible encoder."""
+
+    def __init__(self, d_model, heads, dropout, layers, learnable_scale):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, dropout, learnable_scale)
+                                    for _ in range(layers))
+
+    def forward(self, queries, visible):                         # (B, M, d), (B, S-M, d) -> (B, M, d)
+        for block in self.blocks:
+            queries = block(queries, visible)
+        return queries
+
+
+class Tokenizer(nn.Module):
+    """Codebook of V codewords scored by inner product with a window embedding: a Linear(d, V).
+
+    `targets` turns scores into one-hot codeword targets. `ste` follows the paper: the forward value is the
+    hard one-hot, the gradient is that of the Gumbel-softmax (q_hat = q_soft + sg(q_hard - q_soft)).
+    `argmax` follows the reference code: a plain index, no gradient. With target_noise='none' the hard
+    target is the argmax of the noise-free scores, so it is a deterministic function of the window;
+    with 'gumbel' the Gumbel noise (std 1.28) swamps the ~0.3 spread of scores at initialisation."""
+
+    def __init__(self, d_model, vocab_size, mode="ste", target_noise="none", tau=1.0):
+        super().__init__()
+        self.codebook = nn.Linear(d_model, vocab_size)
+        self.mode, self.target_noise, self.tau = mode, target_noise, tau
+
+    def forward(self, z):                                        # (..., d) -> scores (..., V)
+        return self.codebook(z)
+
+    def targets(self, scores):                                   # (..., V) -> one-hot (..., V)
+        gumbel = -torch.empty_like(scores).exponential_().log()
+        noisy = scores + gumbel if self.target_noise == "gumbel" else scores
+        hard = F.one_hot(noisy.argmax(-1), scores.shape[-1]).to(scores.dtype)
+        if self.mode == "argmax":
+            return hard.detach()
+        soft = ((scores + gumbel) / self.tau).softmax(-1)
+        return hard - soft.detach() + soft
+
+
+def sinusoid_init_(table):
+    """Initialise a learnable (S, d) position table with sinusoids: distinct, bounded codes for every window."""
+    pos = torch.arange(table.shape[0], dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, table.shape[1], 2, dtype=torch.float32) * (-math.log(1e4) / table.shape[1]))
+    with torch.no_grad():
+        table[:, 0::2] = torch.sin(pos * freq)
+        table[:, 1::2] = torch.cos(pos * freq[: table.shape[1] // 2])
+    return table

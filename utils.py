@@ -1,0 +1,72 @@
+"""Run plumbing: seeds, devices, the run folder and crash-safe (atomic) writes."""
+import json
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+from errors import TimeMAEError
+
+RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "linear_result.txt", "result.txt", "pretrain_model.pkl",
+               "model.pkl", "metrics.json")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name):
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TimeMAEError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise TimeMAEError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
+
+
+def prepare_run_dir(path, overwrite):
+    """Create the run folder; refuse to reuse one that holds results unless overwrite is set."""
+    existing = [f for f in RUN_OUTPUTS if os.path.exists(os.path.join(path, f))]
+    if existing and not overwrite:
+        raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --overwrite to "
+                           "replace them or choose another --save_path")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _atomic(path, write):
+    """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save(obj, path):
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text, path):
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(obj, path):
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def append_line(path, line):
+    """Append one line of a log (a kill can lose at most the line being written, never earlier ones)."""
+    with open(path, "a") as f:
+        f.write(line + "\n")
