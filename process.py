@@ -74,7 +74,7 @@ class Trainer:
         untrained model is saved and probed (FineZero)."""
         cfg, model = self.cfg, self.model
         params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = make_loader(self.pretrain_set, cfg.train_batch_size, shuffle=True, seed=cfg.seed,
                              num_workers=cfg.num_workers)
@@ -158,7 +158,7 @@ class Trainer:
             load_checkpoint(self.path("pretrain_model.pkl"), model)
         model.head.reset_parameters()
         params = [p for n, p in model.named_parameters() if not n.startswith("target_encoder.")]
-        opt = torch.optim.Adam(params, lr=cfg.lr)
+        opt = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = make_loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.train_batch_size,
                              shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)

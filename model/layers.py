@@ -6,6 +6,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class Dropout(nn.Module):
+    """Dropout. On the CPU its keep-mask takes 16 random bits per element, four from each int64 draw:
+    CPU random number generation is single-threaded and made F.dropout the costliest op of a training step.
+    p is rounded to a multiple of 1/65536 (0.2 -> 0.199997). Elsewhere it is F.dropout."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+        self.threshold = round(p * 65536) - 32768     # keep an int16 draw when it is >= this
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        n = x.numel()
+        bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
+        keep = bits[:n].view(x.shape) >= self.threshold
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
 class WindowSlicer(nn.Module):
     """Window-slicing feature encoder: one shared Conv1d over non-overlapping windows of length sigma.
     (B, T, C) -> zero-pad T to a multiple of sigma -> (B, S, d) with S = ceil(T / sigma)."""
@@ -53,7 +74,7 @@ class Residual(nn.Module):
     def __init__(self, d_model, dropout, learnable_scale):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.scale = nn.Parameter(torch.tensor(1e-8)) if learnable_scale else None
 
     def forward(self, x, branch):
@@ -67,7 +88,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, d_model, heads, dropout, learnable_scale):
         super().__init__()
         self.attn = Attention(d_model, heads, dropout)
-        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout),
+        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), Dropout(dropout),
                                  nn.Linear(4 * d_model, d_model))
         self.res_attn = Residual(d_model, dropout, learnable_scale)
         self.res_ffn = Residual(d_model, dropout, learnable_scale)
@@ -124,7 +145,7 @@ class Tokenizer(nn.Module):
         return self.codebook(z)
 
     def targets(self, scores):                                   # (..., V) -> one-hot (..., V)
-        gumbel = -torch.empty_like(scores).exponential_().log()
+        gumbel = -(-torch.rand_like(scores).clamp_min(1e-20).log()).log()   # Gumbel(0, 1)
         noisy = scores + gumbel if self.target_noise == "gumbel" else scores
         hard = F.one_hot(noisy.argmax(-1), scores.shape[-1]).to(scores.dtype)
         if self.mode == "argmax":
