@@ -60,6 +60,10 @@ def build_parser():
                    help="Gumbel noise in the hard codeword target (gumbel: as the reference code, whose targets "
                         "then carry almost no information at initialisation)")
     g.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature of the STE gradient path")
+    g.add_argument("--codebook", default="linear", choices=("linear", "cosine"),
+                   help="tokenizer scores: linear = inner product (paper); cosine = cosine of batch-centred "
+                        "vectors and codewords over --codebook_tau")
+    g.add_argument("--codebook_tau", type=float, default=0.1, help="temperature of the cosine codebook")
 
     g = p.add_argument_group("pretraining")
     g.add_argument("--alpha", type=float, default=5.0, help="weight of MRR (masked representation regression)")

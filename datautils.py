@@ -214,7 +214,7 @@ def _pad_to_same_length(a, b):
 
 def _class_order(labels):
     """Sorted unique labels; numerically when every label is a number, so '10' follows '9'."""
-    uniq = np.unique(labels.astype(str))
+    uniq = [str(u) for u in np.unique(labels.astype(str))]
     try:
         return tuple(sorted(uniq, key=float))
     except ValueError:
@@ -224,7 +224,7 @@ def _class_order(labels):
 def _encode(y, classes, split, dataset):
     index = {c: i for i, c in enumerate(classes)}
     keys = np.asarray(y).astype(str)
-    unknown = sorted(set(keys) - set(index))
+    unknown = sorted(str(k) for k in set(keys) - set(index))
     if unknown:
         raise TimeMAEError(f"{dataset}: {split} labels {unknown[:5]} do not occur in the training labels "
                            f"{list(classes)[:10]}")

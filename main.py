@@ -21,6 +21,7 @@ def build_model(cfg, splits):
                    dropout=cfg.dropout, enable_res_parameter=cfg.enable_res_parameter,
                    vocab_size=cfg.vocab_size, wave_length=cfg.wave_length, mask_ratio=cfg.mask_ratio,
                    mask_mode=cfg.mask_mode, tokenizer=cfg.tokenizer, target_noise=cfg.target_noise, tau=cfg.tau,
+                   codebook=cfg.codebook, codebook_tau=cfg.codebook_tau,
                    momentum=cfg.momentum)
 
 

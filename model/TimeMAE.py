@@ -24,13 +24,15 @@ def _gather(t, ids):                                             # (B, S, d), (B
 class TimeMAE(nn.Module):
     def __init__(self, channels, seq_len, num_classes, d_model=64, attn_heads=4, layers=8, reg_layers=4,
                  dropout=0.2, enable_res_parameter=1, vocab_size=192, wave_length=8, mask_ratio=0.6,
-                 mask_mode="sample", tokenizer="ste", target_noise="none", tau=1.0, momentum=0.99):
+                 mask_mode="sample", tokenizer="ste", target_noise="none", tau=1.0, codebook="linear",
+                 codebook_tau=0.1, momentum=0.99):
         super().__init__()
         self.config = dict(channels=channels, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
                            attn_heads=attn_heads, layers=layers, reg_layers=reg_layers, dropout=dropout,
                            enable_res_parameter=enable_res_parameter, vocab_size=vocab_size,
                            wave_length=wave_length, mask_ratio=mask_ratio, mask_mode=mask_mode,
-                           tokenizer=tokenizer, target_noise=target_noise, tau=tau, momentum=momentum)
+                           tokenizer=tokenizer, target_noise=target_noise, tau=tau, codebook=codebook,
+                           codebook_tau=codebook_tau, momentum=momentum)
         self.num_windows, self.num_masked = check_config(self.config)
         self.mask_mode, self.momentum = mask_mode, momentum
         res = bool(enable_res_parameter)
@@ -40,7 +42,7 @@ class TimeMAE(nn.Module):
         self.mask_token = nn.Parameter(torch.randn(d_model) * 0.02)                         # z_mask (d,)
         self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)           # H_theta
         self.decoupled_encoder = DecoupledEncoder(d_model, attn_heads, dropout, reg_layers, res)  # F_phi
-        self.tokenizer = Tokenizer(d_model, vocab_size, tokenizer, target_noise, tau)
+        self.tokenizer = Tokenizer(d_model, vocab_size, tokenizer, target_noise, tau, codebook, codebook_tau)
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
         self.head = nn.Linear(d_model, num_classes)                                          # FineAll
 

@@ -128,21 +128,30 @@ class DecoupledEncoder(nn.Module):
 
 
 class Tokenizer(nn.Module):
-    """Codebook of V codewords scored by inner product with a window embedding: a Linear(d, V).
+    """Codebook of V codewords that scores a window embedding against every codeword.
 
-    `targets` turns scores into one-hot codeword targets. `ste` follows the paper: the forward value is the
+    codebook='linear' scores by inner product, a Linear(d, V) (paper, reference code). 'cosine' scores by the
+    cosine between the batch-centred vector and each codeword, divided by `codebook_tau`: raw window embeddings
+    share one large bias direction, so inner products send most windows to a few codewords from the start.
+
+    `targets` turns scores into one-hot codeword targets. 'ste' follows the paper: the forward value is the
     hard one-hot, the gradient is that of the Gumbel-softmax (q_hat = q_soft + sg(q_hard - q_soft)).
-    `argmax` follows the reference code: a plain index, no gradient. With target_noise='none' the hard
-    target is the argmax of the noise-free scores, so it is a deterministic function of the window;
-    with 'gumbel' the Gumbel noise (std 1.28) swamps the ~0.3 spread of scores at initialisation."""
+    'argmax' follows the reference code: a plain index, no gradient. With target_noise='none' the hard target
+    is the argmax of the noise-free scores, a deterministic function of the window; with 'gumbel' the Gumbel
+    noise (std 1.28) swamps the ~0.3 spread of linear scores at initialisation."""
 
-    def __init__(self, d_model, vocab_size, mode="ste", target_noise="none", tau=1.0):
+    def __init__(self, d_model, vocab_size, mode="ste", target_noise="none", tau=1.0, codebook="linear",
+                 codebook_tau=0.1):
         super().__init__()
-        self.codebook = nn.Linear(d_model, vocab_size)
+        self.codebook = nn.Linear(d_model, vocab_size, bias=codebook == "linear")
         self.mode, self.target_noise, self.tau = mode, target_noise, tau
+        self.kind, self.codebook_tau = codebook, codebook_tau
 
-    def forward(self, z):                                        # (..., d) -> scores (..., V)
-        return self.codebook(z)
+    def forward(self, z):                                        # (B, L, d) -> scores (B, L, V)
+        if self.kind == "linear":
+            return self.codebook(z)
+        z = z - z.mean(dim=(0, 1), keepdim=True).detach()
+        return F.normalize(z, dim=-1) @ F.normalize(self.codebook.weight, dim=-1).T / self.codebook_tau
 
     def targets(self, scores):                                   # (..., V) -> one-hot (..., V)
         gumbel = -(-torch.rand_like(scores).clamp_min(1e-20).log()).log()   # Gumbel(0, 1)

@@ -1,0 +1,37 @@
+"""Shared fixtures: small synthetic datasets written in the formats the loaders read."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+TINY = ["--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--vocab_size", "16",
+        "--train_batch_size", "32", "--threads", "1", "--no_progress", "--device", "cpu"]
+
+
+def synthetic_series(n, length=32, channels=2, classes=3, seed=0):
+    """Sines whose frequency depends on the class, plus noise: (N, T, C) float32 and labels (N,)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    t = np.linspace(0, 1, length)
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, channels))
+    x = np.sin(2 * np.pi * (2 + 3 * y)[:, None, None] * t[None, :, None] + phase)
+    x = x + 0.1 * rng.standard_normal((n, length, channels))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def write_tstcc(folder, n_train=96, n_val=32, n_test=48, **kw):
+    """TS-TCC dict files train/val/test.pt with samples (N, C, T)."""
+    os.makedirs(folder, exist_ok=True)
+    for i, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        x, y = synthetic_series(n, seed=i, **kw)
+        torch.save({"samples": torch.from_numpy(x.transpose(0, 2, 1)), "labels": torch.from_numpy(y)},
+                   os.path.join(folder, f"{name}.pt"))
+    return str(folder)
+
+
+@pytest.fixture
+def tstcc_dir(tmp_path):
+    return write_tstcc(tmp_path / "Synthetic")

@@ -1,0 +1,116 @@
+"""Every loader on small files written here in each format."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_series, write_tstcc
+from datautils import load_dataset, normalize, read_arff, read_ts, stratified_split
+from errors import TimeMAEError
+
+
+def test_tstcc_dicts_are_channel_first(tmp_path):
+    folder = write_tstcc(tmp_path / "HAR", n_train=30, n_val=12, n_test=18, length=20, channels=3)
+    s = load_dataset("har", str(folder))
+    assert s.train_x.shape == (30, 20, 3) and s.val_x.shape == (12, 20, 3) and s.test_x.shape == (18, 20, 3)
+    raw = torch.load(os.path.join(folder, "train.pt"))["samples"].numpy()
+    np.testing.assert_array_equal(s.train_x, raw.transpose(0, 2, 1))
+    assert s.classes == ("0", "1", "2") and s.pretrain_x().shape == (42, 20, 3)
+
+
+def test_tstcc_univariate_2d_samples(tmp_path):
+    x, y = synthetic_series(10, channels=1)
+    for split in ("train", "test"):
+        torch.save({"samples": torch.from_numpy(x[:, :, 0]), "labels": torch.from_numpy(y)}, tmp_path / f"{split}.pt")
+    s = load_dataset("epilepsy", str(tmp_path))
+    assert s.train_x.shape == (10, 32, 1) and s.val_x is None
+
+
+@pytest.mark.parametrize("train_file, test_file, dataset", [("train_new.pt", "test_new.pt", "ucr"),
+                                                             ("train.pt", "test.pt", "uwave")])
+def test_time_major_pt_with_one_based_labels(tmp_path, train_file, test_file, dataset):
+    x, y = synthetic_series(16, length=24, channels=3, classes=4)
+    torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y + 1)}, tmp_path / train_file)
+    torch.save({"samples": torch.from_numpy(x[:8]), "labels": torch.from_numpy(y[:8] + 1)}, tmp_path / test_file)
+    s = load_dataset(dataset, str(tmp_path))
+    assert s.train_x.shape == (16, 24, 3)
+    np.testing.assert_array_equal(s.train_y, y)                    # 1..4 -> 0..3
+    assert s.classes == ("1", "2", "3", "4")
+
+
+def _write_ts(path, rows, labels, univariate=False):
+    header = ["# a comment", "@problemName Toy", "@timeStamps false", "@missing false",
+              f"@univariate {str(univariate).lower()}", "@equalLength false", "@classLabel true walk run jump",
+              "@data"]
+    lines = [":".join(",".join(str(v) for v in ch) for ch in row) + f":{lab}" for row, lab in zip(rows, labels)]
+    path.write_text("\n".join(header + lines) + "\n")
+
+
+def test_ts_variable_length_with_string_labels(tmp_path):
+    train = [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], [[0, 1], [1, 0]]]
+    _write_ts(tmp_path / "Toy_TRAIN.ts", train, ["walk", "run", "jump"])
+    _write_ts(tmp_path / "Toy_TEST.ts", [[[1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 1, 1]]], ["run"])
+    x, y = read_ts(tmp_path / "Toy_TRAIN.ts")
+    assert x.shape == (3, 5, 2) and list(y) == ["walk", "run", "jump"]
+    assert np.isnan(x[0, 3:]).all() and not np.isnan(x[1]).any()
+    s = load_dataset("ucr", str(tmp_path), "Toy")
+    assert s.train_x.shape == (3, 6, 2) and s.test_x.shape == (1, 6, 2)       # padded to the longest split
+    assert s.classes == ("jump", "run", "walk")                              # stable sorted order
+    assert list(s.train_y) == [2, 1, 0] and list(s.test_y) == [1]
+    normalize(s)
+    assert np.isfinite(s.train_x).all() and s.train_x[0, 3:].tolist() == [[0, 0]] * 3   # padding -> 0
+
+
+def test_ts_numeric_labels_sort_numerically(tmp_path):
+    rows = [[[float(i), 1.0, 2.0]] for i in range(3)]
+    _write_ts(tmp_path / "N_TRAIN.ts", rows, ["10.0", "9.0", "2.0"], univariate=True)
+    _write_ts(tmp_path / "N_TEST.ts", rows[:1], ["9.0"], univariate=True)
+    s = load_dataset("ucr", str(tmp_path), "N")
+    assert s.classes == ("2.0", "9.0", "10.0") and list(s.train_y) == [2, 1, 0]
+
+
+def test_arff_univariate_and_multivariate(tmp_path):
+    uni = tmp_path / "U_TRAIN.arff"
+    uni.write_text("% comment\n@relation U\n@attribute t1 numeric\n@attribute t2 numeric\n@attribute t3 numeric\n"
+                   "@attribute target {a,b}\n@data\n1,2,3,a\n4,5,?,b\n")
+    x, y = read_arff(uni)
+    assert x.shape == (2, 3, 1) and list(y) == ["a", "b"] and np.isnan(x[1, 2, 0])
+    multi = tmp_path / "M_TRAIN.arff"
+    multi.write_text("@relation M\n@attribute series relational\n@attribute t1 numeric\n@end series\n"
+                     "@attribute target {1,2}\n@data\n'1,2,3\\n4,5,6',1\n'7,8,9\\n1,1,1',2\n")
+    x, y = read_arff(multi)
+    assert x.shape == (2, 3, 2) and x[0, :, 1].tolist() == [4, 5, 6] and list(y) == ["1", "2"]
+    (tmp_path / "M_TEST.arff").write_text(multi.read_text())
+    assert load_dataset("ucr", str(tmp_path), "M").train_x.shape == (2, 3, 2)
+
+
+def test_missing_folder_and_files_name_what_was_expected(tmp_path):
+    with pytest.raises(TimeMAEError, match="does not exist"):
+        load_dataset("har", str(tmp_path / "nowhere"))
+    with pytest.raises(TimeMAEError, match=r"expected train.pt \+ test.pt .*PhonemeSpectra_TRAIN.ts"):
+        load_dataset("ps", str(tmp_path))
+
+
+def test_bad_values_and_labels_are_refused(tmp_path):
+    x, y = synthetic_series(12)
+    x[8, 5, 0] = np.nan                                                  # a hole, not trailing padding
+    torch.save({"samples": torch.from_numpy(x.transpose(0, 2, 1).copy()), "labels": torch.from_numpy(y)},
+               tmp_path / "train.pt")
+    torch.save({"samples": torch.from_numpy(x[:4].transpose(0, 2, 1).copy()), "labels": torch.tensor([0, 1, 2, 7])},
+               tmp_path / "test.pt")
+    with pytest.raises(TimeMAEError, match="non-finite"):
+        load_dataset("har", str(tmp_path))
+    x[8, 5, 0] = 0.0
+    torch.save({"samples": torch.from_numpy(x.transpose(0, 2, 1).copy()), "labels": torch.from_numpy(y)},
+               tmp_path / "train.pt")
+    with pytest.raises(TimeMAEError, match=r"test labels \['7'\] do not occur"):
+        load_dataset("har", str(tmp_path))
+
+
+def test_stratified_split_is_stratified_and_deterministic():
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    fit, held = stratified_split(y, 0.2, seed=1)
+    assert np.bincount(y[held]).tolist() == [10, 6, 4]
+    assert set(fit).isdisjoint(held) and len(fit) + len(held) == 100
+    np.testing.assert_array_equal(held, stratified_split(y, 0.2, seed=1)[1])

@@ -1,0 +1,36 @@
+"""Losses and the codeword diagnostics against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from loss import codebook_usage, hits_ndcg, mcc_loss, mrr_loss, pretrain_loss
+
+
+def test_hits_and_ndcg_by_hand():
+    scores = torch.tensor([[0.9, 0.1, 0.5],     # target 0 ranked first
+                           [0.9, 0.1, 0.5],     # target 2 ranked second
+                           [0.9, 0.1, 0.5]])    # target 1 ranked third
+    hits, ndcg = hits_ndcg(scores, torch.tensor([0, 2, 1]))
+    assert hits.tolist() == [1.0, 0.0, 0.0]
+    assert ndcg.tolist() == pytest.approx([1.0, 1 / math.log2(3), 1 / math.log2(4)])
+    _, ndcg_k1 = hits_ndcg(scores, torch.tensor([0, 2, 1]), k=1)
+    assert ndcg_k1.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_mcc_uses_label_smoothing_and_mrr_is_mse():
+    scores = torch.tensor([[[2.0, 0.0, 0.0]]])
+    target = torch.tensor([[[1.0, 0.0, 0.0]]])
+    logp = scores.log_softmax(-1).flatten()
+    smoothed = -(0.8 * logp[0] + 0.2 / 3 * logp.sum())
+    assert mcc_loss(scores, target).item() == pytest.approx(smoothed.item(), rel=1e-6)
+    assert mrr_loss(torch.ones(2, 3, 4), torch.zeros(2, 3, 4)).item() == 1.0
+    out = dict(rep_predicted=torch.ones(1, 1, 2), rep_target=torch.zeros(1, 1, 2), codeword_scores=scores,
+               codeword_target=target)
+    total, mrr, mcc = pretrain_loss(out, alpha=5.0, beta=2.0)
+    assert total.item() == pytest.approx(5.0 * 1.0 + 2.0 * smoothed.item(), rel=1e-6)
+
+
+def test_codebook_usage():
+    used, ppl = codebook_usage(torch.tensor([5, 5, 0, 0]))
+    assert used == 2 and ppl == pytest.approx(2.0)

@@ -1,0 +1,118 @@
+"""End-to-end runs through main.main: every output file, FineZero, repeatability, errors, real Epilepsy data."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from main import main
+from utils import RUN_OUTPUTS
+
+
+def run_main(args, capsys=None):
+    code = main(args)
+    return code, (capsys.readouterr().err if capsys else "")
+
+
+def test_end_to_end_writes_every_output(tstcc_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(out), "--wave_length", "4",
+                 "--num_epoch_pretrain", "2", "--probe_every", "1", "--num_epoch", "2", "--eval_per_steps", "1",
+                 *TINY]) == 0
+    for name in RUN_OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    pre = (out / "pretrain_result.txt").read_text().splitlines()
+    assert len(pre) == 2 and pre[0].startswith("epoch1, loss") and "ce" in pre[0] and "ndcg" in pre[0]
+    linear = (out / "linear_result.txt").read_text().splitlines()
+    assert linear[0].startswith("epoch1, acc") and linear[-1].startswith("epoch0, acc")
+    assert all(line.endswith("select_on=val") for line in linear)
+    assert (out / "result.txt").read_text().splitlines()[-1].startswith("final, acc")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["select_on"] == "val" and set(metrics["finelast"]) >= {"acc", "f1"}
+    assert 0 <= metrics["fineall"]["acc"] <= 1
+    args = json.loads((out / "args.json").read_text())
+    assert args["num_windows"] == 8 and args["num_masked"] == 4
+    ckpt = torch.load(out / "pretrain_model.pkl", weights_only=False)
+    assert {"model", "config", "epoch", "select_on"} <= set(ckpt)
+
+
+def test_fewer_than_five_epochs_and_finezero(tstcc_dir, tmp_path):
+    for epochs in ("3", "0"):
+        out = tmp_path / f"e{epochs}"
+        assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(out), "--wave_length", "4",
+                     "--num_epoch_pretrain", epochs, "--num_epoch", "1", *TINY]) == 0
+        linear = (out / "linear_result.txt").read_text().splitlines()
+        assert linear[0].startswith(f"epoch{epochs}, acc")           # probed after the last epoch
+        assert json.loads((out / "metrics.json").read_text())["finelast"]["epoch"] == int(epochs)
+
+
+def test_same_seed_same_result_and_test_protocol(tstcc_dir, tmp_path):
+    common = ["--dataset", "har", "--data_path", tstcc_dir, "--wave_length", "4", "--num_epoch_pretrain", "2",
+              "--num_epoch", "1", "--select_on", "test", *TINY]
+    curves, finals = [], []
+    for name in ("a", "b"):
+        assert main([*common, "--save_path", str(tmp_path / name)]) == 0
+        curves.append([line.split(", sec")[0] for line in (tmp_path / name / "pretrain_result.txt").open()])
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["select_on"] == "test"
+        finals.append((metrics["finelast"], metrics["fineall"]))
+    assert curves[0] == curves[1] and finals[0] == finals[1]
+
+
+def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(out), "--wave_length", "4",
+            "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]
+    assert main(args) == 0
+    before = (out / "metrics.json").read_text()
+    code, err = run_main(args, capsys)
+    assert code == 2 and "already holds" in err and "--overwrite" in err
+    assert (out / "metrics.json").read_text() == before
+    assert main([*args, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--wave_length", "64"], "longer than the series"),
+    (["--wave_length", "4", "--mask_ratio", "0.1"], "at least one window must be masked"),
+    (["--wave_length", "4", "--mask_ratio", "1"], "at least one window must be masked"),
+    (["--d_model", "30", "--attn_heads", "4"], "divisible by --attn_heads"),
+    (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
+])
+def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, message):
+    code, err = run_main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"),
+                          *TINY, *extra], capsys)
+    if "cuda" in extra[-1] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_files_name_the_path(tmp_path, capsys):
+    code, err = run_main(["--dataset", "epilepsy", "--data_path", str(tmp_path), *TINY], capsys)
+    assert code == 2 and str(tmp_path) in err and "train.pt + test.pt" in err
+
+
+def test_unknown_dataset_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset", "mnist"])
+    assert e.value.code == 2 and "invalid choice: 'mnist'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(os.environ.get("TIMEMAE_DATA", ""), "Epilepsy", "test.pt")),
+                    reason="real Epilepsy data not found under $TIMEMAE_DATA")
+def test_short_real_epilepsy_run_beats_majority(tmp_path):
+    src = os.path.join(os.environ["TIMEMAE_DATA"], "Epilepsy")
+    sub = tmp_path / "Epilepsy"
+    sub.mkdir()
+    for split, n in (("train", 400), ("val", 100), ("test", 400)):
+        d = torch.load(os.path.join(src, f"{split}.pt"))
+        torch.save({"samples": d["samples"][:n], "labels": d["labels"][:n]}, sub / f"{split}.pt")
+    out = tmp_path / "run"
+    assert main(["--dataset", "epilepsy", "--data_path", str(sub), "--save_path", str(out), "--d_model", "32",
+                 "--layers", "2", "--reg_layers", "1", "--num_epoch_pretrain", "3", "--num_epoch", "0",
+                 "--threads", "2", "--no_progress", "--device", "cpu"]) == 0
+    test_y = torch.load(sub / "test.pt")["labels"].numpy()
+    majority = np.mean(test_y == np.bincount(torch.load(sub / "train.pt")["labels"].numpy()).argmax())
+    acc = json.loads((out / "metrics.json").read_text())["finelast"]["acc"]
+    assert acc > majority + 0.05, (acc, majority)

@@ -1,0 +1,159 @@
+"""Shapes, masking, the decoupled design, the momentum encoder and the tokenizer's straight-through estimator."""
+import pytest
+import torch
+
+from errors import TimeMAEError
+from model import TimeMAE
+from model.layers import Attention, DecoupledEncoder, Dropout, Encoder, Tokenizer, TransformerBlock, WindowSlicer
+
+B, T, C, D = 4, 30, 3, 16
+
+
+def tiny(**kw):
+    cfg = dict(channels=C, seq_len=T, num_classes=5, d_model=D, attn_heads=2, layers=2, reg_layers=1,
+               vocab_size=12, wave_length=4, mask_ratio=0.6)
+    return TimeMAE(**{**cfg, **kw})
+
+
+def test_window_slicer_pads_and_slices():
+    slicer = WindowSlicer(C, D, wave_length=4)
+    x = torch.randn(B, T, C)
+    z = slicer(x)
+    assert z.shape == (B, 8, D)                       # ceil(30 / 4) windows
+    # the last window sees 2 real steps and 2 zeros: equal to convolving the zero-padded series
+    padded = torch.cat([x, torch.zeros(B, 2, C)], dim=1)
+    last = padded[:, 28:32].transpose(1, 2)           # (B, C, 4)
+    expected = torch.einsum("bck,dck->bd", last, slicer.conv.weight) + slicer.conv.bias
+    torch.testing.assert_close(z[:, -1], expected)
+
+
+def test_block_shapes_self_and_cross():
+    x, ctx = torch.randn(B, 5, D), torch.randn(B, 7, D)
+    assert Attention(D, 2, 0.0)(x).shape == (B, 5, D)
+    assert Attention(D, 2, 0.0)(x, ctx).shape == (B, 5, D)
+    assert TransformerBlock(D, 2, 0.1, True)(x, ctx).shape == (B, 5, D)
+    assert Encoder(D, 2, 0.1, 3, True)(x).shape == (B, 5, D)
+    assert DecoupledEncoder(D, 2, 0.1, 2, True)(x, ctx).shape == (B, 5, D)
+    assert Tokenizer(D, 12)(x).shape == (B, 5, 12)
+
+
+def test_cross_attention_matches_explicit_softmax():
+    attn = Attention(D, 2, 0.0).eval()
+    x, ctx = torch.randn(B, 3, D), torch.randn(B, 6, D)
+    w, b = attn.qkv.weight, attn.qkv.bias
+    q, k, v = x @ w[:D].T + b[:D], ctx @ w[D:2 * D].T + b[D:2 * D], ctx @ w[2 * D:].T + b[2 * D:]
+    split = lambda t: t.view(B, -1, 2, D // 2).transpose(1, 2)  # noqa: E731
+    att = (split(q) @ split(k).transpose(-1, -2) / (D // 2) ** 0.5).softmax(-1) @ split(v)
+    expected = attn.out(att.transpose(1, 2).reshape(B, 3, D))
+    torch.testing.assert_close(attn(x, ctx), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_learnable_residual_scale_starts_near_identity():
+    block = TransformerBlock(D, 2, 0.0, learnable_scale=True).eval()
+    assert block.res_attn.scale.item() == pytest.approx(1e-8)
+    x = torch.randn(B, 5, D)
+    torch.testing.assert_close(block(x), torch.nn.functional.layer_norm(x, (D,)), atol=1e-5, rtol=1e-4)
+    assert TransformerBlock(D, 2, 0.0, learnable_scale=False).res_attn.scale is None
+
+
+def test_pretrain_outputs_and_representation_shapes():
+    model = tiny()
+    out = model.forward_pretrain(torch.randn(B, T, C))
+    S, M = 8, 4                                       # floor(0.6 * 8) masked
+    assert (model.num_windows, model.num_masked) == (S, M)
+    assert out["rep_predicted"].shape == out["rep_target"].shape == (B, M, D)
+    assert out["codeword_scores"].shape == out["codeword_target"].shape == (B, M, 12)
+    assert model.represent(torch.randn(B, T, C)).shape == (B, D)
+    assert model(torch.randn(B, T, C)).shape == (B, 5)
+
+
+@pytest.mark.parametrize("mode", ["sample", "batch"])
+def test_random_masking_counts_and_partition(mode):
+    model = tiny(mask_mode=mode)
+    visible, masked = model.random_masking(64, "cpu")
+    assert visible.shape == (64, 4) and masked.shape == (64, 4)
+    everything = torch.cat([visible, masked], 1).sort(1).values
+    assert torch.equal(everything, torch.arange(8).expand(64, -1))   # disjoint, covering every window
+    distinct_rows = len({tuple(r) for r in masked.sort(1).values.tolist()})
+    assert (distinct_rows == 1) == (mode == "batch")
+    # drawn afresh at every step
+    assert not torch.equal(masked, model.random_masking(64, "cpu")[1])
+
+
+def test_visible_encoder_never_sees_mask_tokens():
+    model = tiny().eval()
+    seen = {}
+    model.visible_encoder.register_forward_hook(lambda m, inp, out: seen.setdefault("x", inp[0]))
+    x = torch.randn(B, T, C)
+    torch.manual_seed(3)
+    ids_visible, ids_masked = model.random_masking(B, "cpu")
+    torch.manual_seed(3)
+    model.forward_pretrain(x)
+    h = model.feature_encoder(x) + model.position
+    expected = torch.stack([h[i, ids_visible[i]] for i in range(B)])
+    assert seen["x"].shape == (B, model.num_windows - model.num_masked, D)
+    torch.testing.assert_close(seen["x"], expected)
+
+
+def test_momentum_update_arithmetic_and_no_gradient():
+    model = tiny(momentum=0.9)
+    for p in model.visible_encoder.parameters():
+        torch.nn.init.normal_(p)
+    before = [p.clone() for p in model.target_encoder.parameters()]
+    online = [p.clone() for p in model.visible_encoder.parameters()]
+    model.update_target_encoder()
+    for xi, old, theta in zip(model.target_encoder.parameters(), before, online):
+        torch.testing.assert_close(xi, 0.9 * old + 0.1 * theta)
+    out = model.forward_pretrain(torch.randn(B, T, C))
+    (out["rep_predicted"] - out["rep_target"]).pow(2).mean().backward()
+    assert all(not p.requires_grad and p.grad is None for p in model.target_encoder.parameters())
+    assert not out["rep_target"].requires_grad
+
+
+def test_target_encoder_stays_in_eval_mode():
+    model = tiny().train()
+    assert model.visible_encoder.training and not model.target_encoder.training
+
+
+@pytest.mark.parametrize("codebook", ["linear", "cosine"])
+def test_ste_targets_are_one_hot_and_pass_gradient_to_codebook(codebook):
+    tok = Tokenizer(D, 12, mode="ste", codebook=codebook)
+    z = torch.randn(B, 5, D, requires_grad=True)
+    target = tok.targets(tok(z))
+    assert set(target.detach().unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(target.detach().sum(-1), torch.ones(B, 5))
+    torch.testing.assert_close(target.argmax(-1), tok(z).argmax(-1))   # noise-free hard target
+    (target * torch.randn(12)).sum().backward()
+    assert tok.codebook.weight.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
+
+
+def test_argmax_targets_carry_no_gradient():
+    tok = Tokenizer(D, 12, mode="argmax")
+    target = tok.targets(tok(torch.randn(B, 5, D)))
+    assert not target.requires_grad and set(target.unique().tolist()) == {0.0, 1.0}
+
+
+def test_gumbel_target_noise_changes_targets():
+    tok = Tokenizer(D, 12, target_noise="gumbel")
+    scores = tok(torch.randn(256, 5, D))
+    assert (tok.targets(scores).argmax(-1) != scores.argmax(-1)).float().mean() > 0.3
+
+
+def test_dropout_rate_scale_and_eval_identity():
+    drop = Dropout(0.2)
+    x = torch.ones(200_000)
+    y = drop(x)
+    assert set(y.unique().tolist()) == {0.0, 1.25}
+    assert (y == 0).float().mean().item() == pytest.approx(0.2, abs=0.005)
+    assert torch.equal(drop.eval()(x), x)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(d_model=18, attn_heads=4), "divisible"),
+    (dict(wave_length=40), "longer than the series"),
+    (dict(mask_ratio=0.05), "at least one window must be masked"),
+    (dict(mask_ratio=1.0), "at least one window must be masked"),
+])
+def test_bad_config_is_refused_in_one_line(kw, message):
+    with pytest.raises(TimeMAEError, match=message):
+        tiny(**kw)
