@@ -1,0 +1,121 @@
+"""Plots of a run folder: pretraining curves (with codebook usage) and a t-SNE of the representations.
+
+    python visualize.py exp/epilepsy/seed1 [--data_path DIR] [--max_points 2000]
+
+Writes curves.png and tsne.png into the run folder.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from classification import extract_representations  # noqa: E402
+from datautils import load_dataset, normalize  # noqa: E402
+from errors import TimeMAEError  # noqa: E402
+from model import TimeMAE  # noqa: E402
+from process import load_checkpoint  # noqa: E402
+
+FIELD = re.compile(r"([a-z_]+)(-?[\d.]+(?:e-?\d+)?|nan|inf)")
+
+
+def read_log(path):
+    """Parse 'epoch3, loss1.2, mse0.4, ...' lines into a DataFrame (one row per line)."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            row = {k: float(v) for k, v in FIELD.findall(line.split("select_on")[0])}
+            if row:
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_curves(run_dir):
+    pre = read_log(os.path.join(run_dir, "pretrain_result.txt"))
+    if pre.empty:
+        raise TimeMAEError(f"{run_dir}/pretrain_result.txt holds no epochs (a FineZero run has no curves)")
+    probe = read_log(os.path.join(run_dir, "linear_result.txt"))
+    probe = probe[(probe.epoch > 0) & probe.get("f1", pd.Series(np.nan, index=probe.index)).isna()]
+    panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
+              ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (key, title) in zip(axes.flat, panels):
+        if key is None:
+            ax.plot(probe.epoch, 100 * probe.acc, "o-")
+            ax.set_ylabel("%")
+        else:
+            ax.plot(pre.epoch, pre[key], label=key)
+            partner = {"hits": "ndcg", "used": "ppl"}.get(key)
+            if partner in pre:
+                ax.plot(pre.epoch, pre[partner], label=partner)
+                ax.legend()
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    protocol = open(os.path.join(run_dir, "linear_result.txt")).read().rsplit("select_on=", 1)[-1].strip()
+    fig.suptitle(f"{run_dir}  (probe selection on {protocol})")
+    fig.tight_layout()
+    out = os.path.join(run_dir, "curves.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
+    from sklearn.manifold import TSNE
+    with open(os.path.join(run_dir, "args.json")) as f:
+        cfg = json.load(f)
+    splits = normalize(load_dataset(cfg["dataset"], data_path or cfg["data_path"], cfg.get("UCR_folder")),
+                       cfg.get("normalize", "channel"))
+    ckpt_path = os.path.join(run_dir, "pretrain_model.pkl")
+    config = torch.load(ckpt_path, map_location="cpu", weights_only=False)["config"]
+    model = TimeMAE.from_config(config)
+    ckpt = load_checkpoint(ckpt_path, model)
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(splits.test_x))[:max_points]
+    reps = extract_representations(model, torch.from_numpy(splits.test_x[idx]), 512)
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(idx) - 1)).fit_transform(reps)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    labels = splits.test_y[idx]
+    for k, name in enumerate(splits.classes):
+        ax.scatter(*xy[labels == k].T, s=6, alpha=0.7, label=name)
+    ax.legend(markerscale=3, fontsize=8, title="class")
+    ax.set_title(f"t-SNE of test representations, {cfg['dataset']}, pretraining epoch {ckpt['epoch']}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    out = os.path.join(run_dir, "tsne.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    p.add_argument("--data_path", help="dataset folder, if it moved since the run")
+    p.add_argument("--max_points", type=int, default=2000, help="test series shown in the t-SNE")
+    p.add_argument("--no_tsne", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        if not os.path.isfile(os.path.join(a.run_dir, "pretrain_result.txt")):
+            raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no pretrain_result.txt)")
+        print(plot_curves(a.run_dir))
+        if not a.no_tsne:
+            print(plot_tsne(a.run_dir, a.data_path, a.max_points))
+    except TimeMAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
