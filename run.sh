@@ -12,7 +12,7 @@ if [ $# -ge 2 ]; then shift 2; elif [ $# -ge 1 ]; then shift 1; fi
 # wave length, codebook size, MRR weight alpha, MCC weight beta, pretraining and fine-tuning epochs
 case "$dataset" in
   har)      preset=(--wave_length 8  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
-  epilepsy) preset=(--wave_length 8  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 20) ;;
+  epilepsy) preset=(--wave_length 16 --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 20) ;;
   uwave)    preset=(--wave_length 16 --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
   ps)       preset=(--wave_length 8  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
   ad)       preset=(--wave_length 4  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
