@@ -157,51 +157,52 @@ def _floats(text, path, lineno):
         raise TimeMAEError(f"{path}:{lineno}: cannot parse values {text[:60]!r}") from None
 
 
-def read_ts(path):
-    """sktime/aeon `.ts` text: `@` header lines, then one series per line, channels split by ':', label last."""
-    series, labels, in_data = [], [], False
+def _data_lines(path, comment):
+    """(line number, stripped line) of every data row after the `@data` header line."""
+    in_data = False
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
-            if not line or line.startswith("#"):
+            if not line or line.startswith(comment):
                 continue
-            if not in_data:
+            if in_data:
+                yield lineno, line
+            else:
                 in_data = line.lower().startswith("@data")
-                continue
-            *dims, label = line.split(":")
-            if not dims:
-                raise TimeMAEError(f"{path}:{lineno}: expected values and a label separated by ':'")
-            series.append([_floats(d, path, lineno) for d in dims])
-            labels.append(label.strip())
+
+
+def _read_rows(path, comment, split_row):
+    """Parse every data row with split_row(line) -> (channel strings, label) into (N, T_max, C) + labels."""
+    series, labels = [], []
+    for lineno, line in _data_lines(path, comment):
+        dims, label = split_row(line)
+        if not dims:
+            raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
+        series.append([_floats(d, path, lineno) for d in dims])
+        labels.append(label.strip().strip("'\""))
     if not series:
         raise TimeMAEError(f"{path}: no series after an @data line")
     return _stack_ragged(series, path), np.array(labels)
 
 
+def read_ts(path):
+    """sktime/aeon `.ts` text: `@` header lines, then one series per line, channels split by ':', label last."""
+    def split_row(line):
+        *dims, label = line.split(":")
+        return dims, label
+    return _read_rows(path, "#", split_row)
+
+
 def read_arff(path):
     """Weka `.arff` as in the UEA/UCR archive: univariate rows `v1,...,vT,label` or multivariate rows
     `'c1v1,...\\nc2v1,...',label` (a relational attribute whose channels are split by a literal \\n)."""
-    series, labels, in_data = [], [], False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("%"):
-                continue
-            if not in_data:
-                in_data = line.lower().startswith("@data")
-                continue
-            if line[0] in "'\"":
-                end = line.rfind(line[0])
-                body, label = line[1:end], line[end + 1:].lstrip(",")
-                dims = body.replace("\\n", "\n").split("\n")
-            else:
-                body, _, label = line.rpartition(",")
-                dims = [body]
-            series.append([_floats(d, path, lineno) for d in dims])
-            labels.append(label.strip().strip("'\""))
-    if not series:
-        raise TimeMAEError(f"{path}: no rows after an @data line")
-    return _stack_ragged(series, path), np.array(labels)
+    def split_row(line):
+        if line[0] in "'\"":
+            end = line.rfind(line[0])
+            return line[1:end].replace("\\n", "\n").split("\n"), line[end + 1:].lstrip(",")
+        body, _, label = line.rpartition(",")
+        return [body], label
+    return _read_rows(path, "%", split_row)
 
 
 def _pad_to_same_length(a, b):
