@@ -58,11 +58,11 @@ def _read_matrix(path):
         raise TimeMAEError(f"{path}: expected whitespace-separated numbers, one window per line ({e})") from None
 
 
-def build_har(tree, out):
-    """UCI HAR `Inertial Signals`: 9 channels (body_acc, body_gyro, total_acc; x, y, z each) x 128 steps.
+def read_har(tree):
+    """UCI HAR `Inertial Signals` as ((train x, y), (val x, y), (test x, y)) with x (N, 9, 128) float64: channels
+    body_acc, body_gyro, total_acc (x, y, z each); activity ids 1..6 become labels 0..5.
 
-    Like TS-TCC: train.pt holds all training windows, val.pt a stratified 20% of them (a copy, not removed from
-    train), test.pt the test windows; activity ids 1..6 become labels 0..5; samples stay float64."""
+    Like TS-TCC: train keeps all training windows and val is a stratified 20% of them (copies, not removed)."""
     data = {}
     for split in ("train", "test"):
         channels = [_read_matrix(tree.require(f"{signal}_{split}.txt")) for signal in HAR_SIGNALS]
@@ -77,9 +77,13 @@ def build_har(tree, out):
         data[split] = (x, labels)
     train_x, train_y = data["train"]
     _, val_x, _, val_y = _split(train_x, train_y, HAR_VAL_RATIO, stratify=True, where="HAR validation split")
-    save_split(out, "train.pt", train_x, train_y)
-    save_split(out, "val.pt", val_x, val_y)
-    save_split(out, "test.pt", *data["test"])
+    return data["train"], (val_x, val_y), data["test"]
+
+
+def build_har(tree, out):
+    """TS-TCC-style train.pt / val.pt / test.pt from the UCI HAR archive (see read_har)."""
+    for name, (x, y) in zip(("train.pt", "val.pt", "test.pt"), read_har(tree)):
+        save_split(out, name, x, y)
 
 
 # ----------------------------------------------------------------------------------------------- Epilepsy

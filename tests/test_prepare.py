@@ -192,13 +192,16 @@ def test_har_download_prepare_and_load(tmp_path, publisher):
     assert s.num_classes == 6
 
 
-def test_har_from_an_extracted_folder(tmp_path):
+def test_har_from_an_extracted_folder_and_read_directly(tmp_path):
     outer, expected = har_archive()
     with zipfile.ZipFile(io.BytesIO(outer)) as z:
         zipfile.ZipFile(io.BytesIO(z.read("UCI HAR Dataset.zip"))).extractall(tmp_path / "src")
-    splits = prepare("har", out=str(tmp_path / "HAR"), sources=[str(tmp_path / "src" / "UCI HAR Dataset")],
-                     log=lambda _: None)
-    np.testing.assert_array_equal(splits.test_y, expected["test"][1] - 1)
+    raw = str(tmp_path / "src" / "UCI HAR Dataset")
+    prepared = prepare("har", out=str(tmp_path / "HAR"), sources=[raw], log=lambda _: None)
+    np.testing.assert_array_equal(prepared.test_y, expected["test"][1] - 1)
+    direct = load_dataset("har", raw)                               # datautils reads the raw folder as well
+    for split in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        np.testing.assert_array_equal(getattr(direct, split), getattr(prepared, split))
 
 
 # ----------------------------------------------------------------------------------------------- Epilepsy
