@@ -3,11 +3,13 @@
 Formats (the folder decides which one is read, in this order):
 - TS-TCC dicts `train.pt`, `val.pt` (optional), `test.pt`: {'samples': (N, C, T), 'labels': (N,)} (HAR, Epilepsy).
 - `train_new.pt`/`test_new.pt`, or `train.pt`/`test.pt` for uwave: samples (N, T, C), labels 1..K (UWave 896/3582).
+- the extracted UCI `UCI HAR Dataset/` folder (`train/Inertial Signals/...`), split as `data.prepare` splits it.
 - UEA/UCR `<Name>_TRAIN.ts`/`<Name>_TEST.ts` or `.arff`: univariate or multivariate, variable lengths NaN-padded.
 """
 import glob
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -72,6 +74,8 @@ def load_dataset(dataset, data_path=None, ucr_folder=None):
     elif has("train.pt") and has("test.pt"):
         val = "val.pt" if has("val.pt") else None
         splits = _load_pt(folder, "train.pt", val, "test.pt", time_major=dataset in TIME_MAJOR_PT)
+    elif os.path.isdir(os.path.join(folder, "train", "Inertial Signals")):
+        splits = _load_raw_har(folder)
     else:
         splits = _load_uea(folder, ucr_folder or UEA_NAMES.get(dataset))
     return _finalise(dataset, *splits)
@@ -114,6 +118,16 @@ def _unpack(obj, path):
     if len(x) == 0:
         raise TimeMAEError(f"{path}: holds no samples")
     return x, y
+
+
+def _load_raw_har(folder):
+    """The extracted `UCI HAR Dataset/` folder, split exactly as `python -m data.prepare har` splits it."""
+    from data.builders import read_har
+    from data.sources import SourceTree
+    with tempfile.TemporaryDirectory() as work:
+        (trx, try_), (vax, vay), (tex, tey) = read_har(SourceTree([folder], work))
+    time_major = lambda x: x.transpose(0, 2, 1).astype(np.float32)  # noqa: E731  (N, 9, T) -> (N, T, 9)
+    return time_major(trx), try_, time_major(vax), vay, time_major(tex), tey
 
 
 # ----------------------------------------------------------------------------------------------- UEA / UCR

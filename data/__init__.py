@@ -1,0 +1,1 @@
+"""Preparing the benchmarks from their publishers' distributions: `python -m data.prepare <dataset>`."""

@@ -1,0 +1,110 @@
+"""Prepare a benchmark from its publisher's distribution into the folder the loaders read.
+
+    python -m data.prepare har --download                 # fetch from UCI, write data/HAR/{train,val,test}.pt
+    python -m data.prepare epilepsy --source data.zip     # an archive (or folder, or CSV) downloaded by hand
+    python -m data.prepare uwave --download               # UCR UWaveGestureLibraryX/Y/Z -> train_new.pt/test_new.pt
+    python -m data.prepare BasicMotions --download        # any UEA/UCR dataset: <Name>_TRAIN.ts/_TEST.ts
+
+The output is built in a hidden sibling folder, loaded back with datautils.load_dataset as a check, and only
+then renamed to its final name: an interrupted or failed run never leaves a half-written dataset folder.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+from data.catalog import SHA256, lookup
+from data.download import fetch
+from data.sources import SourceTree
+from datautils import load_dataset, resolve_folder
+from errors import TimeMAEError
+
+
+def default_out(source):
+    """$TIMEMAE_DATA/<Folder> when set, else data/<Folder>: where `main.py --dataset ...` looks by default."""
+    return resolve_folder(source.loader, None, source.ucr_folder)
+
+
+def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=None, overwrite=False, log=print):
+    """Build `dataset` into `out` from the publisher's files (download=True) or local `sources`; returns the
+    DatasetSplits that datautils reads from the result."""
+    source = lookup(dataset)
+    out = os.path.abspath(out or default_out(source))
+    if download == bool(sources):
+        raise TimeMAEError("pass either --download (fetch from the publisher) or --source PATH (an archive or "
+                           "folder already downloaded)")
+    _check_target(out, overwrite)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    if download:
+        cache = cache or os.path.join(parent, "downloads")
+        sources = [fetch(url, os.path.join(cache, name), SHA256.get(name), log=log)
+                   for url, name in source.downloads(base_url)]
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
+            source.build(SourceTree(sources, work), staging)
+        splits = load_dataset(source.loader, staging, source.ucr_folder)  # what the loaders will see
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    n_val = 0 if splits.val_x is None else len(splits.val_x)
+    log(f"{source.name}: wrote {out}: train {len(splits.train_x)}, val {n_val}, test {len(splits.test_x)}; "
+        f"{splits.channels} channels x {splits.seq_len} steps; {splits.num_classes} classes")
+    return splits
+
+
+def _check_target(out, overwrite):
+    if os.path.isfile(out):
+        raise TimeMAEError(f"--out {out} is a file, not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise TimeMAEError(f"{out} already holds files; pass --overwrite to replace it (the old folder is kept "
+                           "until the new one is complete)")
+
+
+def _publish(staging, out):
+    """Rename the finished folder into place; an existing one is moved aside first and removed last."""
+    old = None
+    if os.path.isdir(out):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+        os.rename(out, os.path.join(old, "previous"))
+    os.rename(staging, out)
+    if old:
+        shutil.rmtree(old)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m data.prepare",
+        description="Prepare a benchmark (har, epilepsy, uwave, ps, ad, or any UEA/UCR dataset by name) from its "
+                    "publisher's distribution into the files the TimeMAE loaders read.")
+    p.add_argument("dataset", help="har, epilepsy, uwave (paper's 896/3582 split), ps (PhonemeSpectra), "
+                                   "ad (SpokenArabicDigits), or a UEA/UCR archive name such as BasicMotions")
+    p.add_argument("--download", action="store_true", help="fetch the publisher's files (kept in --cache)")
+    p.add_argument("--source", action="append", default=[], metavar="PATH",
+                   help="an already downloaded zip, extracted folder or file (repeat for several, e.g. the "
+                        "three UWaveGestureLibraryX/Y/Z zips)")
+    p.add_argument("--out", default=None, help="output folder; default $TIMEMAE_DATA/<Name> if set, else "
+                                               "data/<Name>")
+    p.add_argument("--cache", default=None, help="where downloads are kept; default <out's parent>/downloads")
+    p.add_argument("--base-url", default=None,
+                   help="fetch from this base URL (a mirror laid out like the publisher's) instead")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that already holds files")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        prepare(args.dataset, out=args.out, download=args.download, sources=args.source, cache=args.cache,
+                base_url=args.base_url, overwrite=args.overwrite)
+    except TimeMAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

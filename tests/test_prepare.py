@@ -1,0 +1,420 @@
+"""data.prepare end to end: tiny archives in each publisher's layout, served over HTTP from 127.0.0.1."""
+import hashlib
+import io
+import os
+import socket
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data import catalog
+from data.prepare import main, prepare
+from datautils import load_dataset
+from errors import TimeMAEError
+
+HAR_ZIP = "human+activity+recognition+using+smartphones.zip"
+EPILEPSY_ZIP = "epileptic+seizure+recognition.zip"
+
+
+# ----------------------------------------------------------------------------------------------- a local publisher
+
+class Publisher:
+    """Serves files by URL path. `cut` names paths whose next response stops halfway (the connection drops);
+    `ignore_range` makes it answer every request with the whole file, as servers without range support do."""
+
+    def __init__(self):
+        self.files, self.cut, self.requests, self.ignore_range = {}, set(), [], False
+        publisher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                publisher.requests.append((self.path, self.headers.get("Range")))
+                body = publisher.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                etag = '"%s"' % hashlib.sha256(body).hexdigest()[:16]
+                start, status = 0, 200
+                wanted = self.headers.get("Range")
+                if wanted and not publisher.ignore_range and self.headers.get("If-Range") in (None, etag):
+                    start, status = int(wanted.split("=")[1].rstrip("-")), 206
+                part = body[start:]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(part)))
+                self.send_header("ETag", etag)
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                if self.path in publisher.cut:
+                    publisher.cut.discard(self.path)
+                    part = part[: len(part) // 2]
+                self.wfile.write(part)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def publisher():
+    p = Publisher()
+    yield p
+    p.close()
+
+
+def zip_bytes(members):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def run(dataset, tmp_path, publisher, base, name="out", **kw):
+    """prepare() against the local publisher; returns (output folder, log lines)."""
+    lines = []
+    out = tmp_path / name
+    prepare(dataset, out=str(out), download=True, cache=str(tmp_path / "cache"), base_url=publisher.url + base,
+            log=lines.append, **kw)
+    return out, lines
+
+
+def load_pt(path):
+    return torch.load(path, weights_only=True)
+
+
+# ----------------------------------------------------------------------------------------------- file layouts
+
+def matrix_text(m):
+    return "".join(" " + " ".join(f"{v:15.7e}" for v in row) + "\n" for row in m)
+
+
+def har_archive(n_train_per_class=6, n_test_per_class=2, length=128):
+    """UCI's outer zip holding `UCI HAR Dataset.zip`; value of window i, channel c: c + i / 100 (+ a ramp)."""
+    rng = np.random.default_rng(0)
+    signals = [f"{k}_{a}" for k in ("body_acc", "body_gyro", "total_acc") for a in "xyz"]
+    inner, expected = {}, {}
+    for split, per_class in (("train", n_train_per_class), ("test", n_test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(1, 7), per_class))
+        n = len(labels)
+        x = (np.arange(9)[None, :, None] + np.arange(n)[:, None, None] / 100
+             + np.linspace(0, 1e-3, length)[None, None, :])  # (N, 9, T)
+        root = "UCI HAR Dataset/" + split
+        for c, s in enumerate(signals):
+            inner[f"{root}/Inertial Signals/{s}_{split}.txt"] = matrix_text(x[:, c])
+        inner[f"{root}/y_{split}.txt"] = "".join(f"{v}\n" for v in labels)
+        inner[f"{root}/subject_{split}.txt"] = "".join(f"{1 + i % 30}\n" for i in range(n))
+        expected[split] = (x, labels)
+    inner["UCI HAR Dataset/activity_labels.txt"] = "1 WALKING\n2 WALKING_UPSTAIRS\n3 WALKING_DOWNSTAIRS\n" \
+                                                   "4 SITTING\n5 STANDING\n6 LAYING\n"
+    inner["UCI HAR Dataset/README.txt"] = "Human Activity Recognition Using Smartphones Dataset\n"
+    inner["__MACOSX/UCI HAR Dataset/._README.txt"] = "\x00\x05\x16\x07"
+    outer = zip_bytes({"UCI HAR Dataset.zip": zip_bytes(inner), "UCI HAR Dataset.names": "names\n"})
+    return outer, expected
+
+
+def epilepsy_csv(values, labels):
+    """The UCI CSV layout: an id column, X1..X178, y."""
+    table = pd.DataFrame(values, columns=[f"X{i + 1}" for i in range(values.shape[1])])
+    table.insert(0, "", [f"X{1 + i % 23}.V1.{i}" for i in range(len(values))])
+    table["y"] = labels
+    return table.to_csv(index=False)
+
+
+def ts_text(name, series, labels):
+    """sktime/aeon .ts: series is a list of (C, T_i) arrays."""
+    equal = len({s.shape[1] for s in series}) == 1
+    head = [f"@problemName {name}", "@timeStamps false", "@missing false",
+            f"@univariate {'true' if series[0].shape[0] == 1 else 'false'}",
+            f"@dimensions {series[0].shape[0]}", f"@equalLength {'true' if equal else 'false'}",
+            f"@classLabel true {' '.join(sorted(set(labels), key=int))}", "@data"]
+    rows = [":".join(",".join(repr(float(v)) for v in ch) for ch in s) + f":{lab}" for s, lab in zip(series, labels)]
+    return "\n".join(head + rows) + "\n"
+
+
+def uea_archive(name, channels, lengths, classes, n_train, n_test, seed=0):
+    rng = np.random.default_rng(seed)
+    members, expected = {}, {}
+    for split, n in (("TRAIN", n_train), ("TEST", n_test)):
+        labels = [str(1 + i % classes) for i in range(n)]
+        series = [rng.standard_normal((channels, int(rng.choice(lengths)))).round(4) for _ in range(n)]
+        members[f"{name}_{split}.ts"] = ts_text(name, series, labels)
+        expected[split] = (series, labels)
+    return zip_bytes(members), members, expected
+
+
+# ----------------------------------------------------------------------------------------------- HAR
+
+def test_har_download_prepare_and_load(tmp_path, publisher):
+    outer, expected = har_archive()
+    publisher.files[f"/static/public/240/{HAR_ZIP}"] = outer
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(catalog.SHA256, HAR_ZIP, sha(outer))
+        out, lines = run("har", tmp_path, publisher, "/static/public")
+        again, _ = run("har", tmp_path, publisher, "/static/public", name="again")  # from the cache
+    assert sorted(os.listdir(out)) == ["test.pt", "train.pt", "val.pt"]
+    train, val, test = (load_pt(out / f) for f in ("train.pt", "val.pt", "test.pt"))
+    x, labels = expected["train"]
+    assert train["samples"].shape == (36, 9, 128) and train["samples"].dtype == torch.float64
+    np.testing.assert_allclose(train["samples"].numpy(), x, rtol=1e-7)       # channel order body_acc, gyro, total
+    np.testing.assert_array_equal(train["labels"].numpy(), labels - 1)       # activity 1..6 -> 0..5
+    assert train["labels"].dtype == torch.int64 and test["samples"].shape == (12, 9, 128)
+    assert val["samples"].shape == (8, 9, 128)                               # ceil(20% of 36)
+    assert sorted(np.bincount(val["labels"].numpy(), minlength=6)) == [1, 1, 1, 1, 2, 2]   # stratified
+    rows = {round(float(r), 4) for r in train["samples"][:, 0, 0]}
+    assert all(round(float(r), 4) in rows for r in val["samples"][:, 0, 0])  # val windows are train copies
+    assert any("wrote" in line for line in lines)
+
+    assert len(publisher.requests) == 1
+    for f in ("train.pt", "val.pt", "test.pt"):
+        a, b = load_pt(out / f), load_pt(again / f)
+        assert torch.equal(a["samples"], b["samples"]) and torch.equal(a["labels"], b["labels"])
+
+    s = load_dataset("har", str(out))
+    assert (s.train_x.shape, s.val_x.shape, s.test_x.shape) == ((36, 128, 9), (8, 128, 9), (12, 128, 9))
+    assert s.num_classes == 6
+
+
+def test_har_from_an_extracted_folder_and_read_directly(tmp_path):
+    outer, expected = har_archive()
+    with zipfile.ZipFile(io.BytesIO(outer)) as z:
+        zipfile.ZipFile(io.BytesIO(z.read("UCI HAR Dataset.zip"))).extractall(tmp_path / "src")
+    raw = str(tmp_path / "src" / "UCI HAR Dataset")
+    prepared = prepare("har", out=str(tmp_path / "HAR"), sources=[raw], log=lambda _: None)
+    np.testing.assert_array_equal(prepared.test_y, expected["test"][1] - 1)
+    direct = load_dataset("har", raw)                               # datautils reads the raw folder as well
+    for split in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        np.testing.assert_array_equal(getattr(direct, split), getattr(prepared, split))
+
+
+# ----------------------------------------------------------------------------------------------- Epilepsy
+
+def test_epilepsy_scaling_labels_and_splits(tmp_path, publisher):
+    rng = np.random.default_rng(1)
+    values = rng.integers(-500, 500, size=(50, 178))
+    labels = np.arange(50) % 5 + 1
+    body = zip_bytes({"data.csv": epilepsy_csv(values, labels)})
+    publisher.files[f"/static/public/388/{EPILEPSY_ZIP}"] = body
+    out, lines = run("epilepsy", tmp_path, publisher, "/static/public")
+    assert any(sha(body) in line for line in lines)                 # no digest recorded: it is printed
+    parts = {f: load_pt(out / f"{f}.pt") for f in ("train", "val", "test")}
+    assert [len(parts[f]["labels"]) for f in ("train", "val", "test")] == [32, 8, 10]
+    x = np.concatenate([parts[f]["samples"].numpy() for f in parts])
+    y = np.concatenate([parts[f]["labels"].numpy() for f in parts])
+    assert x.shape == (50, 1, 178) and parts["train"]["samples"].dtype == torch.float64
+    scaled = (values - values.min(0)) / (values.max(0) - values.min(0))  # min-max per column over all rows
+    order = [np.flatnonzero(np.isclose(scaled, row).all(1))[0] for row in x[:, 0]]
+    assert sorted(order) == list(range(50))                          # every row once, none lost or doubled
+    np.testing.assert_array_equal(y, (labels[order] != 1).astype(int))  # seizure (1) -> 0, others -> 1
+    s = load_dataset("epilepsy", str(out))
+    assert s.train_x.shape == (32, 178, 1) and s.num_classes == 2
+
+
+def recover_raw_rows(x):
+    """The integer EEG values behind TS-TCC's MinMaxScaler output x (N, 178): per column, the range is the
+    inverse of the smallest gap and the minimum the one integer offset whose scaling gives x back exactly."""
+    gaps = np.diff(np.sort(x, axis=0), axis=0)
+    span = np.rint(1 / np.where(gaps > 0, gaps, np.inf).min(0))
+    steps = np.rint(x * span).astype(np.int64)
+    raw = np.empty_like(steps)
+    for j in range(x.shape[1]):  # candidates for the column minimum, narrowed on a few rows, then on all
+        cand = np.arange(-4096, 1)
+        for rows in (slice(0, 200), slice(None)):
+            c = cand[:, None]
+            cand = cand[(((steps[rows, j] + c) * (1 / span[j]) + (0 - c * (1 / span[j]))) == x[rows, j]).all(1)]
+        raw[:, j] = steps[:, j] + cand[0]
+    return raw
+
+
+@pytest.mark.skipif(not os.environ.get("TIMEMAE_DATA"), reason="needs TIMEMAE_DATA with Epilepsy/")
+def test_epilepsy_reproduces_tstcc_val_and_test_exactly(tmp_path):
+    """Rebuild the UCI CSV from the shared rows (raw integers, original row positions), prepare it, and compare."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import MinMaxScaler
+    folder = os.path.join(os.environ["TIMEMAE_DATA"], "Epilepsy")
+    if not os.path.isfile(os.path.join(folder, "test.pt")):
+        pytest.skip(f"{folder} holds no Epilepsy files")
+    shared = {f: load_pt(os.path.join(folder, f"{f}.pt")) for f in ("train", "val", "test")}
+    n = sum(len(d["labels"]) for d in shared.values())
+    rest, test_pos = train_test_split(np.arange(n), test_size=0.2, random_state=42)  # where TS-TCC's rows sat
+    train_pos, val_pos = train_test_split(rest, test_size=0.2, random_state=42)
+    x = np.empty((n, 178))
+    y = np.empty(n, dtype=np.int64)
+    for f, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos)):
+        x[pos], y[pos] = shared[f]["samples"][:, 0].numpy(), shared[f]["labels"].numpy()
+    raw = recover_raw_rows(x)
+    assert np.array_equal(MinMaxScaler().fit_transform(raw), x)     # the CSV is exactly what TS-TCC scaled
+    labels = np.where(y == 0, 1, 2 + np.arange(n) % 4)              # seizure = 1, others 2..5
+    (tmp_path / "data.csv").write_text(epilepsy_csv(raw, labels))
+    splits = prepare("epilepsy", out=str(tmp_path / "Epilepsy"), sources=[str(tmp_path / "data.csv")],
+                     log=lambda _: None)
+    for f in ("val", "test"):
+        ours = load_pt(tmp_path / "Epilepsy" / f"{f}.pt")
+        assert ours["samples"].dtype == shared[f]["samples"].dtype == torch.float64
+        assert torch.equal(ours["samples"], shared[f]["samples"]), f
+        assert torch.equal(ours["labels"], shared[f]["labels"]), f
+    assert len(splits.train_x) + len(splits.val_x) + len(splits.test_x) == 11500
+    assert (splits.seq_len, splits.channels, splits.num_classes) == (178, 1, 2)
+
+
+# ----------------------------------------------------------------------------------------------- UEA / UCR
+
+def test_uea_variable_length_copied_as_distributed(tmp_path, publisher):
+    body, members, expected = uea_archive("SpokenArabicDigits", 13, [4, 7, 9], 10, 20, 10)
+    publisher.files["/uea/SpokenArabicDigits.zip"] = body
+    out, _ = run("ad", tmp_path, publisher, "/uea")
+    assert sorted(os.listdir(out)) == ["SpokenArabicDigits_TEST.ts", "SpokenArabicDigits_TRAIN.ts"]
+    assert (out / "SpokenArabicDigits_TRAIN.ts").read_text() == members["SpokenArabicDigits_TRAIN.ts"]
+    s = load_dataset("ad", str(out))
+    t = max(x.shape[1] for x in expected["TRAIN"][0] + expected["TEST"][0])
+    assert s.train_x.shape == (20, t, 13) and s.test_x.shape == (10, t, 13) and s.num_classes == 10
+    first = expected["TRAIN"][0][0]
+    np.testing.assert_allclose(s.train_x[0, : first.shape[1]], first.T, rtol=1e-6)
+    assert np.isnan(s.train_x[0, first.shape[1]:]).all()            # shorter series padded at the end
+
+
+def test_any_uea_dataset_by_name_into_the_default_folder(tmp_path, publisher, monkeypatch, capsys):
+    body, _, _ = uea_archive("BasicMotions", 6, [100], 4, 8, 8)
+    publisher.files["/aeon/BasicMotions.zip"] = body
+    monkeypatch.setenv("TIMEMAE_DATA", str(tmp_path / "root"))
+    assert main(["BasicMotions", "--download", "--base-url", publisher.url + "/aeon"]) == 0
+    assert "BasicMotions: wrote" in capsys.readouterr().out
+    s = load_dataset("ucr", None, "BasicMotions")                   # $TIMEMAE_DATA/BasicMotions
+    assert s.train_x.shape == (8, 100, 6) and s.num_classes == 4
+    assert sorted(os.listdir(tmp_path / "root")) == ["BasicMotions", "downloads"]
+
+
+def test_uwave_paper_split_stacks_xyz(tmp_path, publisher):
+    members = {}
+    for a, axis in enumerate("XYZ"):
+        name = f"UWaveGestureLibrary{axis}"
+        files = {}
+        for split, n in (("TRAIN", 16), ("TEST", 8)):
+            series = [np.full((1, 315), a + i / 100) for i in range(n)]
+            files[f"{name}_{split}.ts"] = ts_text(name, series, [str(1 + i % 8) for i in range(n)])
+        members[name] = files
+        publisher.files[f"/uea/{name}.zip"] = zip_bytes(files)
+    out, _ = run("uwave", tmp_path, publisher, "/uea")
+    assert sorted(os.listdir(out)) == ["test_new.pt", "train_new.pt"]
+    train = load_pt(out / "train_new.pt")
+    assert train["samples"].shape == (16, 315, 3)                   # time-major
+    np.testing.assert_allclose(train["samples"][3, 0].numpy(), [0.03, 1.03, 2.03], rtol=1e-6)
+    np.testing.assert_array_equal(train["labels"].numpy(), 1 + np.arange(16) % 8)
+    s = load_dataset("uwave", str(out))
+    assert s.train_x.shape == (16, 315, 3) and s.test_x.shape == (8, 315, 3) and s.num_classes == 8
+
+    # the same three zips handed over by hand, as one folder
+    for name, files in members.items():
+        (tmp_path / "zips").mkdir(exist_ok=True)
+        (tmp_path / "zips" / f"{name}.zip").write_bytes(zip_bytes(files))
+    prepare("uwave", out=str(tmp_path / "local"), sources=[str(tmp_path / "zips")], log=lambda _: None)
+    assert torch.equal(load_pt(tmp_path / "local" / "test_new.pt")["samples"],
+                       load_pt(out / "test_new.pt")["samples"])
+
+
+# ----------------------------------------------------------------------------------------------- failures
+
+def leftovers(folder):
+    """Everything in `folder` except the download cache."""
+    return sorted(f for f in os.listdir(folder) if f != "cache")
+
+
+def small_epilepsy_zip():
+    values = np.arange(40 * 178).reshape(40, 178) % 97
+    return zip_bytes({"data.csv": epilepsy_csv(values, np.arange(40) % 5 + 1)})
+
+
+def test_checksum_mismatch_is_refused(tmp_path, publisher, monkeypatch):
+    body = small_epilepsy_zip()
+    tampered = bytearray(body)
+    tampered[len(body) // 2] ^= 0xFF
+    path = f"/static/public/388/{EPILEPSY_ZIP}"
+    publisher.files[path] = bytes(tampered)
+    monkeypatch.setitem(catalog.SHA256, EPILEPSY_ZIP, sha(body))
+    with pytest.raises(TimeMAEError, match="SHA-256"):
+        run("epilepsy", tmp_path, publisher, "/static/public")
+    assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
+
+    publisher.files[path] = body                                     # the genuine file goes through
+    out, lines = run("epilepsy", tmp_path, publisher, "/static/public")
+    assert (out / "test.pt").is_file() and not any("no digest" in line for line in lines)
+
+
+@pytest.mark.parametrize("ignore_range", [False, True])
+def test_interrupted_download_leaves_nothing_and_resumes(tmp_path, publisher, ignore_range):
+    body = small_epilepsy_zip()
+    path = f"/static/public/388/{EPILEPSY_ZIP}"
+    publisher.files[path] = body
+    publisher.cut.add(path)
+    with pytest.raises(TimeMAEError, match="interrupted"):
+        run("epilepsy", tmp_path, publisher, "/static/public")
+    assert leftovers(tmp_path) == []                                  # no dataset folder, no staging folder
+    part = tmp_path / "cache" / (EPILEPSY_ZIP + ".part")
+    assert 0 < part.stat().st_size < len(body)
+
+    publisher.ignore_range = ignore_range                             # a server without ranges: start over
+    out, _ = run("epilepsy", tmp_path, publisher, "/static/public")
+    assert publisher.requests[-1][1] == f"bytes={len(body) // 2}-"
+    assert (tmp_path / "cache" / EPILEPSY_ZIP).read_bytes() == body and not part.exists()
+    assert len(load_pt(out / "test.pt")["labels"]) == 8
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_is_a_one_line_refusal(tmp_path, capsys):
+    code = main(["har", "--download", "--out", str(tmp_path / "HAR"),
+                 "--base-url", f"http://127.0.0.1:{closed_port()}/static/public"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot reach 127.0.0.1") and "--source" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert os.listdir(tmp_path) == []                                 # no dataset, no empty cache folder
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / EPILEPSY_ZIP).write_bytes(small_epilepsy_zip())
+    out = tmp_path / "Epilepsy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TimeMAEError, match="--overwrite"):
+        prepare("epilepsy", out=str(out), sources=[str(tmp_path / "src")], log=lambda _: None)
+    assert (out / "notes.txt").read_text() == "mine"
+    prepare("epilepsy", out=str(out), sources=[str(tmp_path / "src")], overwrite=True, log=lambda _: None)
+    assert sorted(os.listdir(out)) == ["test.pt", "train.pt", "val.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["Epilepsy", "src"]        # the old folder is gone, nothing hidden
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dataset="../etc"), "not a dataset name"),
+    (dict(dataset="har"), "either --download"),
+    (dict(dataset="har", sources=["missing.zip"]), "does not exist"),
+    (dict(dataset="BasicMotions", sources=["EMPTY"]), "no BasicMotions_TRAIN.ts"),
+    (dict(dataset="har", sources=["EMPTY"]), "no file named 'body_acc_x_train.txt'"),
+])
+def test_bad_requests_are_clear_errors(tmp_path, kwargs, message):
+    (tmp_path / "EMPTY").mkdir()
+    kwargs["sources"] = [str(tmp_path / s) for s in kwargs.get("sources", [])]
+    with pytest.raises(TimeMAEError, match=message):
+        prepare(out=str(tmp_path / "out"), log=lambda _: None, **kwargs)
+    assert sorted(os.listdir(tmp_path)) == ["EMPTY"]
