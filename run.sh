@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pretrain + FineLast + FineAll with the per-dataset preset, over several seeds, then mean ± std.
 #   bash run.sh <har|epilepsy|uwave|ps|ad> [runs=3] [extra main.py flags, e.g. --data_path DIR --overwrite]
-# Results: exp/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...), exp/<dataset>/summary.csv
+# Results: $EXP_DIR/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...) and
+#          $EXP_DIR/<dataset>/summary.csv, with EXP_DIR=exp unless set. Later flags override the preset.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,8 +21,9 @@ case "$dataset" in
 esac
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
 
+exp_dir=${EXP_DIR:-exp}
 for seed in $(seq 1 "$runs"); do
   echo "== $dataset run $seed/$runs (seed $seed)"
-  python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "exp/$dataset/seed$seed" "$@"
+  python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "$exp_dir/$dataset/seed$seed" "$@"
 done
-python summarize.py "exp/$dataset" --out "exp/$dataset/summary.csv"
+python summarize.py "$exp_dir/$dataset" --out "$exp_dir/$dataset/summary.csv"

@@ -1,0 +1,59 @@
+"""run.sh over seeds with its summary, summarize.py and visualize.py on real run folders."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import TINY
+from summarize import main as summarize_main
+from visualize import main as visualize_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--wave_length", "4", "--num_epoch_pretrain", "2", "--probe_every", "1", "--num_epoch", "1", *TINY]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    from conftest import write_tstcc
+    tmp = tmp_path_factory.mktemp("runsh")
+    data = write_tstcc(tmp / "HAR")
+    env = {**os.environ, "EXP_DIR": str(tmp / "exp")}
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "2", "--data_path", data, *FAST],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "exp" / "har", proc.stdout, data
+
+
+def test_run_sh_runs_each_seed_and_summarises(two_runs):
+    folder, stdout, _ = two_runs
+    assert (folder / "seed1" / "metrics.json").exists() and (folder / "seed2" / "metrics.json").exists()
+    summary = pd.read_csv(folder / "summary.csv")
+    assert summary.loc[0, "runs"] == 2 and summary.loc[0, "select_on"] == "val"
+    runs = [pd.read_json(folder / f"seed{k}" / "metrics.json", typ="series") for k in (1, 2)]
+    mean = 100 * sum(r["finelast"]["acc"] for r in runs) / 2
+    assert summary.loc[0, "finelast_acc_mean"] == pytest.approx(mean, abs=0.01)
+    assert "±" in stdout
+
+
+def test_run_sh_rejects_unknown_dataset():
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "mnist"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_summarize_refuses_empty_folder(tmp_path, capsys):
+    assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
+
+
+def test_visualize_writes_curves_and_tsne(two_runs):
+    folder, _, data = two_runs
+    run = folder / "seed1"
+    assert visualize_main([str(run), "--data_path", data, "--max_points", "40"]) == 0
+    for name in ("curves.png", "tsne.png"):
+        with open(run / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
+    assert visualize_main([str(tmp_path)]) == 2 and "not a run folder" in capsys.readouterr().err
