@@ -107,8 +107,13 @@ def _unpack(obj, path):
         x, y = obj
     else:
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
-    x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+    try:
+        x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
     y = np.asarray(y.numpy() if torch.is_tensor(y) else y).reshape(-1)
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)  # 1.0 and 1 are the same class, whichever split stored floats
     if len(x) != len(y):
         raise TimeMAEError(f"{path}: {len(x)} samples but {len(y)} labels")
     if len(x) == 0:
@@ -226,8 +231,8 @@ def _encode(y, classes, split, dataset):
     keys = np.asarray(y).astype(str)
     unknown = sorted(set(keys) - set(index))
     if unknown:
-        raise TimeMAEError(f"{dataset}: {split} labels {unknown[:5]} do not occur in the training labels "
-                           f"{list(classes)[:10]}")
+        raise TimeMAEError(f"{dataset}: {split} labels {[str(u) for u in unknown[:5]]} do not occur in the "
+                           f"training labels {[str(c) for c in classes[:10]]}")
     return np.array([index[k] for k in keys], dtype=np.int64)
 
 
