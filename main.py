@@ -41,20 +41,21 @@ def check_flags(cfg):
 
 
 def open_run(cfg, model):
-    """Rank 0's part: prepare the run folder, or with --resume check it and read its last state (None when
-    the killed run had not finished an epoch: it starts afresh), and only when all of it fits `model` cut
-    the logs back to that state."""
-    if not cfg.resume:
-        prepare_run_dir(cfg.save_path, cfg.overwrite)
-        return None
-    last = check_resumable(cfg.save_path, cfg)
-    if last is None:
-        return None
-    state = read_checkpoint(last, model.config)
-    load_state(model, state, last)
-    check_last_state(state, last)
-    rewind_logs(cfg.save_path, state["logs"])
-    return state
+    """Rank 0's part: with --resume and a run in the folder, check it and return its last state (None when
+    it had not finished an epoch: it starts again in place), cutting the logs back to that state only once
+    all of it fits `model`. Otherwise prepare a new run folder. So the same command, --resume included, can
+    start a run and continue it (as torchrun --max_restarts reruns it)."""
+    if cfg.resume and os.path.isfile(os.path.join(cfg.save_path, "args.json")):
+        last = check_resumable(cfg.save_path, cfg)
+        if last is None:
+            return None
+        state = read_checkpoint(last, model.config)
+        load_state(model, state, last)
+        check_last_state(state, last)
+        rewind_logs(cfg.save_path, state["logs"])
+        return state
+    prepare_run_dir(cfg.save_path, cfg.overwrite)
+    return None
 
 
 def run(cfg, log=print):
@@ -79,7 +80,9 @@ def run(cfg, log=print):
             f"test {len(splits.test_x)}; {splits.channels} channels x {splits.seq_len} steps, "
             f"{splits.num_classes} classes; {model.num_windows} windows, {model.num_masked} masked; "
             f"device {dist.device} x {dist.world_size} processes; selection on {cfg.select_on}; run folder {run_dir}")
-        if dist.is_main and not cfg.resume:
+        if cfg.resume and state is None:
+            log(f"--resume: no finished epoch to continue in {run_dir}; starting the run from the beginning")
+        if dist.is_main and state is None:
             atomic_write_json({**vars(cfg), "num_windows": model.num_windows, "num_masked": model.num_masked,
                                "num_classes": splits.num_classes, "classes": list(splits.classes)},
                               os.path.join(run_dir, "args.json"))

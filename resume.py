@@ -68,16 +68,12 @@ def rewind_logs(run_dir, sizes):
 
 
 def check_resumable(run_dir, cfg):
-    """Refuse to resume a folder that holds no run, a finished run, or a run started with other flags;
-    return the path of last.pkl, or None when the run was killed before its first epoch ended."""
-    args_path = os.path.join(run_dir, "args.json")
-    if not os.path.isfile(args_path):
-        raise TimeMAEError(f"--resume: {run_dir!r} holds no run to resume (no args.json); drop --resume to "
-                           "start one")
-    last = os.path.join(run_dir, LAST)
+    """Refuse to resume a finished run or one started with other flags (args.json); return the path of
+    last.pkl, or None when the run was killed before its first epoch ended."""
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
         raise TimeMAEError(f"--resume: the run in {run_dir!r} has finished (metrics.json exists); nothing to "
                            "resume")
+    args_path = os.path.join(run_dir, "args.json")
     try:
         with open(args_path) as f:
             saved = json.load(f)
@@ -90,4 +86,5 @@ def check_resumable(run_dir, cfg):
                            "with the original flags or start a new run")
     for tmp in glob.glob(os.path.join(run_dir, ".tmp-*")):  # half-written files of the killed process
         os.remove(tmp)
+    last = os.path.join(run_dir, LAST)
     return last if os.path.isfile(last) else None

@@ -202,8 +202,11 @@ def checkpoint_truncated(data, run):
     return ["--resume"]
 
 
-def resume_without_run(data, run):
+def resume_unreadable_args(data, run):
     write_pt_dataset(data)
+    _killed_run(data, run, lambda path: save_checkpoint(path, _model()))
+    with open(os.path.join(run, "args.json"), "w") as f:
+        f.write('{"lr": 0.0')
     return ["--resume"]
 
 
@@ -270,7 +273,7 @@ CASES = [
     (checkpoint_state_mismatch, "does not fit this model"),
     (checkpoint_without_training_state, "is not a last-state checkpoint (it lacks phase, epoch"),
     (checkpoint_truncated, "cannot read checkpoint"),
-    (resume_without_run, "holds no run to resume"),
+    (resume_unreadable_args, "--resume: cannot read"),
     (resume_changed_flags, "flags differ from the run's args.json (--lr 0.001 -> 0.5)"),
     (resume_finished_run, "has finished"),
     (resume_and_overwrite, "pass one of them"),

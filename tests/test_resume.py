@@ -92,8 +92,9 @@ def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_p
             raise Crash
         return real(self, *args)
     monkeypatch.setattr(process.Trainer, "_scores", scores_then_crash)
-    with pytest.raises(Crash):
-        main.main(tiny_flags(data, run, **EPOCHS))
+    with pytest.raises(Crash):  # --resume from the start, as torchrun --max_restarts would rerun the command
+        main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"])
+    assert "starting the run from the beginning" in capsys.readouterr().out
     monkeypatch.undo()
     state = torch.load(os.path.join(run, LAST), weights_only=False)
     assert (state["phase"], state["epoch"]) == ("fineall", 1)
