@@ -231,8 +231,8 @@ def _encode(y, classes, split, dataset):
     keys = np.asarray(y).astype(str)
     unknown = sorted(set(keys) - set(index))
     if unknown:
-        raise TimeMAEError(f"{dataset}: {split} labels {[str(u) for u in unknown[:5]]} do not occur in the "
-                           f"training labels {[str(c) for c in classes[:10]]}")
+        raise TimeMAEError(f"{dataset}: {split} labels {unknown[:5]} do not occur in the training labels "
+                           f"{list(classes)[:10]}")
     return np.array([index[k] for k in keys], dtype=np.int64)
 
 
