@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from errors import TimeMAEError
+from utils import RUN_STATE as LAST
 
-LAST = "last.pkl"
 LOGS = ("pretrain_result.txt", "linear_result.txt", "result.txt")
-# Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
+# Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
 RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",
                  "data_path", "save_path"}
 
