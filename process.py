@@ -82,7 +82,7 @@ class Trainer:
         self.protocol = cfg.select_on
         self.dist = dist or Dist(device)
         self.state, self.pending = state, None      # pending: best checkpoint of this epoch, not yet written
-        self.elapsed = state["elapsed"] if state else 0.0
+        self.elapsed, self.started = (state["elapsed"] if state else 0.0), time.perf_counter()
         to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.pretrain_set = SeriesDataset(splits.pretrain_x(), device=device)
         if self.protocol == "val":
@@ -239,7 +239,6 @@ class Trainer:
         return {**res, "step": self.best[1]}
 
     def run(self):
-        self.started = time.perf_counter()
         if self.state is None or self.state["phase"] == "pretrain":
             self.pretrain()
             finelast = self.finelast()
