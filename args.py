@@ -93,6 +93,10 @@ def build_parser():
     g.add_argument("--threads", type=int, default=default_threads(), help="CPU threads for torch")
     g.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the killed run in --save_path from its last checkpoint (last.pkl), same flags")
+    g.add_argument("--skip_nonfinite", action="store_true",
+                   help="skip optimiser steps whose loss or gradients are NaN/inf instead of stopping the run")
     g.add_argument("--no_progress", action="store_true", help="hide progress bars")
     return p
 

@@ -111,8 +111,13 @@ def _unpack(obj, path):
         x, y = obj
     else:
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
-    x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+    try:
+        x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
     y = np.asarray(y.numpy() if torch.is_tensor(y) else y).reshape(-1)
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)  # 1.0 and 1 are the same class, whichever split stored floats
     if len(x) != len(y):
         raise TimeMAEError(f"{path}: {len(x)} samples but {len(y)} labels")
     if len(x) == 0:

@@ -9,10 +9,12 @@ import torch
 
 from args import parse_args
 from datautils import load_dataset, normalize, resolve_folder
+from distributed import init_distributed, is_main_process, rank_seed
 from errors import TimeMAEError
 from model import TimeMAE
-from process import Trainer
-from utils import atomic_write_json, prepare_run_dir, resolve_device, seed_everything
+from process import Trainer, load_state, read_checkpoint
+from resume import check_last_state, check_resumable, rewind_logs
+from utils import atomic_write_json, prepare_run_dir, seed_everything
 
 
 def build_model(cfg, splits):
@@ -35,26 +37,57 @@ def check_flags(cfg):
     for flag in ("num_epoch_pretrain", "num_epoch"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
+    if cfg.resume and cfg.overwrite:
+        raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
+
+
+def open_run(cfg, model):
+    """Rank 0's part: with --resume and a run in the folder, check it and return its last state (None when
+    it had not finished an epoch: it starts again in place), cutting the logs back to that state only once
+    all of it fits `model`. Otherwise prepare a new run folder. So the same command, --resume included, can
+    start a run and continue it (as torchrun --max_restarts reruns it)."""
+    if cfg.resume and os.path.isfile(os.path.join(cfg.save_path, "args.json")):
+        last = check_resumable(cfg.save_path, cfg)
+        if last is None:
+            return None
+        state = read_checkpoint(last, model.config)
+        load_state(model, state, last)
+        check_last_state(state, last)
+        rewind_logs(cfg.save_path, state["logs"])
+        return state
+    prepare_run_dir(cfg.save_path, cfg.overwrite)
+    return None
 
 
 def run(cfg, log=print):
+    """One experiment; under torchrun (WORLD_SIZE > 1) this process's share of it, with rank 0 logging."""
     check_flags(cfg)
     torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
-    splits = normalize(load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder), cfg.normalize)
-    model = build_model(cfg, splits)
-    cfg.save_path = cfg.save_path or os.path.join("exp", cfg.dataset, f"seed{cfg.seed}")
-    run_dir = prepare_run_dir(cfg.save_path, cfg.overwrite)
-    log(f"{cfg.dataset}: train {len(splits.train_x)}, val {0 if splits.val_x is None else len(splits.val_x)}, "
-        f"test {len(splits.test_x)}; {splits.channels} channels x {splits.seq_len} steps, "
-        f"{splits.num_classes} classes; {model.num_windows} windows, {model.num_masked} masked; "
-        f"device {device}; selection on {cfg.select_on}; run folder {run_dir}")
-    atomic_write_json({**vars(cfg), "num_windows": model.num_windows, "num_masked": model.num_masked,
-                       "num_classes": splits.num_classes, "classes": list(splits.classes)},
-                      os.path.join(run_dir, "args.json"))
-    return Trainer(model, splits, cfg, run_dir, device, log=log).run()
+    with init_distributed(cfg.device) as dist:
+        if cfg.train_batch_size % dist.world_size:
+            raise TimeMAEError(f"--train_batch_size {cfg.train_batch_size} is the global batch and must be "
+                               f"divisible by the {dist.world_size} processes")
+        log = log if dist.is_main else (lambda *_: None)
+        seed_everything(cfg.seed)
+        cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
+        splits = normalize(load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder), cfg.normalize)
+        model = build_model(cfg, splits)
+        if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
+            seed_everything(rank_seed(cfg.seed, dist.rank))
+        cfg.save_path = cfg.save_path or os.path.join("exp", cfg.dataset, f"seed{cfg.seed}")
+        state = dist.on_main(open_run, cfg, model)
+        run_dir = cfg.save_path
+        log(f"{cfg.dataset}: train {len(splits.train_x)}, val {0 if splits.val_x is None else len(splits.val_x)}, "
+            f"test {len(splits.test_x)}; {splits.channels} channels x {splits.seq_len} steps, "
+            f"{splits.num_classes} classes; {model.num_windows} windows, {model.num_masked} masked; "
+            f"device {dist.device} x {dist.world_size} processes; selection on {cfg.select_on}; run folder {run_dir}")
+        if cfg.resume and state is None:
+            log(f"--resume: no finished epoch to continue in {run_dir}; starting the run from the beginning")
+        if dist.is_main and state is None:
+            atomic_write_json({**vars(cfg), "num_windows": model.num_windows, "num_masked": model.num_masked,
+                               "num_classes": splits.num_classes, "classes": list(splits.classes)},
+                              os.path.join(run_dir, "args.json"))
+        return Trainer(model, splits, cfg, run_dir, dist.device, log=log, dist=dist, state=state).run()
 
 
 def main(argv=None):
@@ -64,8 +97,9 @@ def main(argv=None):
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"done: {cfg.save_path}/metrics.json  FineLast acc {metrics['finelast']['acc']:.4f}"
-          + (f", FineAll acc {metrics['fineall']['acc']:.4f}" if "fineall" in metrics else ""))
+    if is_main_process():
+        print(f"done: {cfg.save_path}/metrics.json  FineLast acc {metrics['finelast']['acc']:.4f}"
+              + (f", FineAll acc {metrics['fineall']['acc']:.4f}" if "fineall" in metrics else ""))
     return 0
 
 

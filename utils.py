@@ -11,6 +11,7 @@ from errors import TimeMAEError
 
 RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "linear_result.txt", "result.txt", "pretrain_model.pkl",
                "model.pkl", "metrics.json")
+RUN_STATE = "last.pkl"  # the state to resume from; present only while a run is unfinished
 
 
 def seed_everything(seed):
@@ -29,12 +30,16 @@ def resolve_device(name):
 
 
 def prepare_run_dir(path, overwrite):
-    """Create the run folder; refuse to reuse one that holds results unless overwrite is set."""
-    existing = [f for f in RUN_OUTPUTS if os.path.exists(os.path.join(path, f))]
+    """Create the run folder; refuse to reuse one that holds results unless overwrite is set. Overwriting
+    removes the old run's last-state checkpoint and metrics at once, so neither can pass for the new run's."""
+    existing = [f for f in (*RUN_OUTPUTS, RUN_STATE) if os.path.exists(os.path.join(path, f))]
     if existing and not overwrite:
-        raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --overwrite to "
-                           "replace them or choose another --save_path")
+        raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
+                           "that run, --overwrite to replace it, or choose another --save_path")
     os.makedirs(path, exist_ok=True)
+    for stale in (RUN_STATE, "metrics.json"):
+        if os.path.exists(os.path.join(path, stale)):
+            os.remove(os.path.join(path, stale))
     return path
 
 

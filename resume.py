@@ -1,0 +1,90 @@
+"""Resumable runs: what the last-state checkpoint (last.pkl) holds beyond the model, and the checks that
+make `--resume` continue exactly the run that was killed.
+
+last.pkl is written atomically at the end of every epoch (pretraining and fine-tuning) and removed when the
+run finishes. Besides model, optimiser and scheduler it keeps every RNG state (per rank) and the size of each
+log, so a resumed run rewinds the logs to that moment and replays the lost epoch with the same draws.
+"""
+import glob
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+from errors import TimeMAEError
+from utils import RUN_STATE as LAST
+
+LOGS = ("pretrain_result.txt", "linear_result.txt", "result.txt")
+STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
+# Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
+RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",
+                 "data_path", "save_path"}
+
+
+def check_last_state(state, path):
+    """Refuse a checkpoint without the training state a resumed run needs (e.g. a best-model file)."""
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise TimeMAEError(f"{path!r} is not a last-state checkpoint (it lacks {', '.join(missing)}); start the "
+                           "run afresh with --overwrite")
+
+
+def rng_state(device, generator=None):
+    """Every RNG a run draws from: Python, NumPy, torch (CPU and the CUDA device) and the DataLoader's."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if generator is not None:
+        state["loader"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state, device, generator=None):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if generator is not None and "loader" in state:
+        generator.set_state(state["loader"])
+
+
+def log_sizes(run_dir):
+    """Bytes in each log now: a resumed run cuts the logs back to these sizes."""
+    return {name: os.path.getsize(os.path.join(run_dir, name)) for name in LOGS
+            if os.path.isfile(os.path.join(run_dir, name))}
+
+
+def rewind_logs(run_dir, sizes):
+    """Drop the lines written after the checkpoint (the epoch being replayed) and logs begun after it."""
+    for name in LOGS:
+        path = os.path.join(run_dir, name)
+        if name in sizes and os.path.isfile(path):
+            os.truncate(path, sizes[name])
+        elif os.path.isfile(path):
+            os.remove(path)
+
+
+def check_resumable(run_dir, cfg):
+    """Refuse to resume a finished run or one started with other flags (args.json); return the path of
+    last.pkl, or None when the run was killed before its first epoch ended."""
+    if os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        raise TimeMAEError(f"--resume: the run in {run_dir!r} has finished (metrics.json exists); nothing to "
+                           "resume")
+    args_path = os.path.join(run_dir, "args.json")
+    try:
+        with open(args_path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TimeMAEError(f"--resume: cannot read {args_path}: {e}") from None
+    changed = [f"--{k} {saved[k]} -> {v}" for k, v in sorted(vars(cfg).items())
+               if k in saved and k not in RUNTIME_FLAGS and saved[k] != v]
+    if changed:
+        raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
+                           "with the original flags or start a new run")
+    for tmp in glob.glob(os.path.join(run_dir, ".tmp-*")):  # half-written files of the killed process
+        os.remove(tmp)
+    last = os.path.join(run_dir, LAST)
+    return last if os.path.isfile(last) else None

@@ -1,0 +1,294 @@
+"""Bad-input matrix: every case ends in exit code 2 and ONE line `error: ...` on stderr naming the problem,
+never a traceback. Each case builds its broken input in a fresh folder and runs main.main in-process."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import main
+from args import parse_args
+from model import TimeMAE
+from process import save_checkpoint
+from scale_helpers import tiny_flags, write_pt_dataset
+
+
+def _pt(folder, name, obj):
+    torch.save(obj, os.path.join(folder, name))
+
+
+def _pt_split(folder, name, x, y):
+    _pt(folder, name, {"samples": torch.as_tensor(x, dtype=torch.float32), "labels": torch.as_tensor(y)})
+
+
+def _ts(folder, name, lines, header="@problemName toy\n@univariate true\n@classLabel true 1 2\n@data\n"):
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(header + "".join(line + "\n" for line in lines))
+
+
+def _model(channels=2, layers=1):
+    """A TimeMAE shaped like the tiny runs' (see tiny_flags), on data with `channels` channels."""
+    return TimeMAE(channels=channels, seq_len=32, num_classes=2, d_model=16, attn_heads=2, layers=layers,
+                   reg_layers=1, vocab_size=16, wave_length=4)
+
+
+def _killed_run(data, run, ckpt_writer):
+    """A run folder as a killed run leaves it: args.json of the same flags plus a last.pkl from `ckpt_writer`."""
+    os.makedirs(run)
+    cfg = vars(parse_args(tiny_flags(data, run)))
+    with open(os.path.join(run, "args.json"), "w") as f:
+        json.dump(cfg, f)
+    ckpt_writer(os.path.join(run, "last.pkl"))
+
+
+# ---------------------------------------------------------------------------------------------- the cases
+# Each case: (prepare(data, run) -> extra argv or None, expected fragment of the message).
+
+def no_folder(data, run):
+    return ["--data_path", os.path.join(data, "missing")]
+
+
+def no_files(data, run):
+    os.makedirs(data)
+
+
+def empty_pt(data, run):
+    write_pt_dataset(data)
+    open(os.path.join(data, "train.pt"), "wb").close()
+
+
+def corrupt_pt(data, run):
+    write_pt_dataset(data)
+    with open(os.path.join(data, "train.pt"), "wb") as f:
+        f.write(b"\x80\x02not a torch file at all" * 10)
+
+
+def truncated_pt(data, run):
+    write_pt_dataset(data)
+    path = os.path.join(data, "test.pt")
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def pt_without_samples(data, run):
+    write_pt_dataset(data)
+    _pt(data, "train.pt", {"x": torch.zeros(4, 2, 32), "y": torch.zeros(4)})
+
+
+def pt_text_samples(data, run):
+    write_pt_dataset(data)
+    _pt(data, "train.pt", {"samples": [["a", "b"]] * 4, "labels": [0, 1, 0, 1]})
+
+
+def pt_count_mismatch(data, run):
+    write_pt_dataset(data)
+    _pt_split(data, "train.pt", np.zeros((10, 2, 32)), np.arange(8) % 2)
+
+
+def pt_wrong_rank(data, run):
+    write_pt_dataset(data)
+    _pt_split(data, "train.pt", np.zeros((8, 2, 32, 1)), np.arange(8) % 2)
+
+
+def empty_ts(data, run):
+    os.makedirs(data)
+    _ts(data, "Toy_TRAIN.ts", [])
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def corrupt_ts(data, run):
+    os.makedirs(data)
+    _ts(data, "Toy_TRAIN.ts", ["1,2,3,4:1", "1,2,x?,4:2"])
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def binary_ts(data, run):
+    os.makedirs(data)
+    with open(os.path.join(data, "Toy_TRAIN.ts"), "wb") as f:
+        f.write(os.urandom(256))
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def ts_without_test(data, run):
+    os.makedirs(data)
+    _ts(data, "Toy_TRAIN.ts", ["1,2,3,4:1", "2,3,4,5:2"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def label_outside_classes(data, run):
+    write_pt_dataset(data)
+    x = torch.load(os.path.join(data, "test.pt"))["samples"]
+    _pt_split(data, "test.pt", x, np.r_[np.zeros(len(x) - 1), 7])
+
+
+def negative_label(data, run):
+    write_pt_dataset(data)
+    x = torch.load(os.path.join(data, "val.pt"))["samples"]
+    _pt_split(data, "val.pt", x, np.r_[np.zeros(len(x) - 1), -1])
+
+
+def one_class(data, run):
+    write_pt_dataset(data)
+    x = torch.load(os.path.join(data, "train.pt"))["samples"]
+    _pt_split(data, "train.pt", x, np.zeros(len(x)))
+
+
+def nan_in_data(data, run):
+    write_pt_dataset(data)
+    d = torch.load(os.path.join(data, "train.pt"))
+    d["samples"][3, 0, 5] = float("nan")
+    _pt(data, "train.pt", d)
+
+
+def inf_in_data(data, run):
+    write_pt_dataset(data)
+    d = torch.load(os.path.join(data, "test.pt"))
+    d["samples"][0, 1, 0] = float("inf")
+    _pt(data, "test.pt", d)
+
+
+def series_shorter_than_window(data, run):
+    write_pt_dataset(data, length=3)
+
+
+def channels_differ_between_splits(data, run):
+    write_pt_dataset(data)
+    _pt_split(data, "val.pt", np.zeros((6, 3, 32)), np.arange(6) % 2)
+
+
+def checkpoint_other_channels(data, run):
+    write_pt_dataset(data)  # 2 channels; the killed run's checkpoint was built for 3
+    _killed_run(data, run, lambda path: save_checkpoint(path, _model(channels=3)))
+    return ["--resume"]
+
+
+def checkpoint_other_architecture(data, run):
+    write_pt_dataset(data)
+    _killed_run(data, run, lambda path: save_checkpoint(path, _model(layers=2)))
+    return ["--resume"]
+
+
+def checkpoint_not_timemae(data, run):
+    write_pt_dataset(data)
+    _killed_run(data, run, lambda path: torch.save(torch.nn.Linear(2, 2).state_dict(), path))
+    return ["--resume"]
+
+
+def checkpoint_state_mismatch(data, run):
+    write_pt_dataset(data)
+
+    def writer(path):  # right config, but weights of something else
+        torch.save({"model": torch.nn.Linear(2, 2).state_dict(), "config": _model().config}, path)
+    _killed_run(data, run, writer)
+    return ["--resume"]
+
+
+def checkpoint_without_training_state(data, run):
+    write_pt_dataset(data)  # a best-model file put where the last state belongs
+    _killed_run(data, run, lambda path: save_checkpoint(path, _model()))
+    return ["--resume"]
+
+
+def checkpoint_truncated(data, run):
+    write_pt_dataset(data)
+
+    def writer(path):
+        save_checkpoint(path, _model())
+        os.truncate(path, os.path.getsize(path) // 3)
+    _killed_run(data, run, writer)
+    return ["--resume"]
+
+
+def resume_unreadable_args(data, run):
+    write_pt_dataset(data)
+    _killed_run(data, run, lambda path: save_checkpoint(path, _model()))
+    with open(os.path.join(run, "args.json"), "w") as f:
+        f.write('{"lr": 0.0')
+    return ["--resume"]
+
+
+def resume_changed_flags(data, run):
+    write_pt_dataset(data)
+    _killed_run(data, run, lambda path: save_checkpoint(path, _model()))
+    return ["--resume", "--lr", "0.5"]
+
+
+def resume_finished_run(data, run):
+    write_pt_dataset(data)
+    _killed_run(data, run, lambda path: None)
+    open(os.path.join(run, "metrics.json"), "w").close()
+    return ["--resume"]
+
+
+def resume_and_overwrite(data, run):
+    write_pt_dataset(data)
+    return ["--resume", "--overwrite"]
+
+
+def existing_run_folder(data, run):
+    write_pt_dataset(data)
+    os.makedirs(run)
+    open(os.path.join(run, "last.pkl"), "w").close()
+
+
+def cuda_without_gpu(data, run):
+    write_pt_dataset(data)
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    return ["--device", "cuda"]
+
+
+def unknown_device(data, run):
+    write_pt_dataset(data)
+    return ["--device", "tpu:9"]
+
+
+CASES = [
+    (no_folder, "does not exist"),
+    (no_files, "no dataset files in"),
+    (empty_pt, "cannot read"),
+    (corrupt_pt, "cannot read"),
+    (truncated_pt, "cannot read"),
+    (pt_without_samples, "expected a dict with 'samples' and 'labels'"),
+    (pt_text_samples, "samples must be numbers in an array"),
+    (pt_count_mismatch, "10 samples but 8 labels"),
+    (pt_wrong_rank, "samples must have 3 dimensions"),
+    (empty_ts, "no series after an @data line"),
+    (corrupt_ts, "cannot parse values"),
+    (binary_ts, "no series after an @data line"),
+    (ts_without_test, "but not its test file"),
+    (label_outside_classes, "test labels ["),
+    (negative_label, "val labels ["),
+    (one_class, "at least 2 are needed"),
+    (nan_in_data, "train data has non-finite values (NaN/inf) inside 1 series"),
+    (inf_in_data, "test data has non-finite values (NaN/inf) inside 1 series"),
+    (series_shorter_than_window, "--wave_length 4 is longer than the series (3 steps)"),
+    (channels_differ_between_splits, "train has 2 channels but another split differs"),
+    (checkpoint_other_channels, "built for another configuration (channels: checkpoint 3 vs run 2)"),
+    (checkpoint_other_architecture, "built for another configuration (layers: checkpoint 2 vs run 1)"),
+    (checkpoint_not_timemae, "is not a TimeMAE checkpoint"),
+    (checkpoint_state_mismatch, "does not fit this model"),
+    (checkpoint_without_training_state, "is not a last-state checkpoint (it lacks phase, epoch"),
+    (checkpoint_truncated, "cannot read checkpoint"),
+    (resume_unreadable_args, "--resume: cannot read"),
+    (resume_changed_flags, "flags differ from the run's args.json (--lr 0.001 -> 0.5)"),
+    (resume_finished_run, "has finished"),
+    (resume_and_overwrite, "pass one of them"),
+    (existing_run_folder, "pass --resume to continue that run, --overwrite to replace it"),
+    (cuda_without_gpu, "no CUDA GPU is available"),
+    (unknown_device, "is not a device name"),
+]
+
+
+@pytest.mark.parametrize("prepare, expected", CASES, ids=[c[0].__name__ for c in CASES])
+def test_bad_input_gives_one_line_error(tmp_path, capsys, prepare, expected):
+    data, run = str(tmp_path / "data"), str(tmp_path / "run")
+    extra = prepare(data, run) or []
+    code = main.main(tiny_flags(data, run) + extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert expected in err, err

@@ -1,0 +1,207 @@
+"""Nothing lost: a run killed at any moment continues with --resume to the same result files as a run never
+interrupted; a kill while a checkpoint is written leaves the previous one loadable; a non-finite loss stops
+the run naming epoch and step (or, with --skip_nonfinite, its steps are skipped)."""
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+import torch
+
+import main
+import process
+from resume import LAST, LOGS
+from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
+from utils import atomic_save, prepare_run_dir
+
+EPOCHS = dict(num_epoch_pretrain=5, num_epoch=3)  # 4 pretraining and 3 fine-tuning steps per epoch
+
+
+class Crash(Exception):
+    """Stands for the process dying at the point where it is raised."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_pt_dataset(str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The same run, never interrupted."""
+    run = str(tmp_path_factory.mktemp("reference") / "run")
+    assert main.main(tiny_flags(data, run, **EPOCHS)) == 0
+    return run
+
+
+def outputs(run):
+    """Metrics (less wall time), logs (less per-epoch seconds) and the weights of both best checkpoints."""
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    metrics.pop("seconds")
+    logs = {}
+    for name in LOGS:
+        with open(os.path.join(run, name)) as f:
+            logs[name] = re.sub(r", sec[0-9.]+", "", f.read())
+    weights = {name: torch.load(os.path.join(run, name), weights_only=False)["model"]
+               for name in ("pretrain_model.pkl", "model.pkl")}
+    return metrics, logs, weights
+
+
+def assert_same_run(run, reference):
+    metrics, logs, weights = outputs(run)
+    ref_metrics, ref_logs, ref_weights = outputs(reference)
+    assert metrics == ref_metrics
+    assert logs == ref_logs
+    for name, state in weights.items():
+        assert all(torch.equal(v, ref_weights[name][k]) for k, v in state.items()), name
+    assert not os.path.exists(os.path.join(run, LAST))  # a finished run leaves nothing to resume
+    assert not [f for f in os.listdir(run) if f.startswith(".tmp-")]
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_run(data, reference, tmp_path):
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen([PYTHON, "main.py", *tiny_flags(data, run, **EPOCHS)], cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not os.path.exists(os.path.join(run, LAST)):  # epoch 1 has ended: kill it inside epoch 2
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(os.path.join(run, "pretrain_result.txt")) as f:
+        assert f.read().count("\n") < EPOCHS["num_epoch_pretrain"]
+    assert not os.path.exists(os.path.join(run, "metrics.json"))
+
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0
+    assert_same_run(run, reference)
+
+
+def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_path, monkeypatch, capsys):
+    run = str(tmp_path / "run")
+    evaluations, real = itertools.count(1), process.Trainer._scores
+
+    def scores_then_crash(self, *args):
+        if next(evaluations) == 3:  # fine-tuning epoch 2, step 6: mid-epoch, after last.pkl of epoch 1
+            raise Crash
+        return real(self, *args)
+    monkeypatch.setattr(process.Trainer, "_scores", scores_then_crash)
+    with pytest.raises(Crash):  # --resume from the start, as torchrun --max_restarts would rerun the command
+        main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"])
+    assert "starting the run from the beginning" in capsys.readouterr().out
+    monkeypatch.undo()
+    state = torch.load(os.path.join(run, LAST), weights_only=False)
+    assert (state["phase"], state["epoch"]) == ("fineall", 1)
+
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0
+    assert "resuming fineall after epoch 1" in capsys.readouterr().out
+    assert_same_run(run, reference)
+
+
+def test_crash_between_last_state_and_best_checkpoint_loses_nothing(data, reference, tmp_path, monkeypatch):
+    run = str(tmp_path / "run")
+    real = process.atomic_save
+
+    def save_or_crash(obj, path):
+        if path.endswith("pretrain_model.pkl"):  # last.pkl of epoch 1 is written, its best checkpoint is not
+            raise Crash
+        real(obj, path)
+    monkeypatch.setattr(process, "atomic_save", save_or_crash)
+    with pytest.raises(Crash):
+        main.main(tiny_flags(data, run, **EPOCHS))
+    monkeypatch.undo()
+    assert not os.path.exists(os.path.join(run, "pretrain_model.pkl"))
+
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0
+    assert_same_run(run, reference)
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
+    path = str(tmp_path / "last.pkl")
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from utils import atomic_save
+        atomic_save({{"epoch": 1, "w": torch.ones(1000)}}, {path!r})
+        def dies_half_way(obj, f):
+            f.write(b"\\x80" * 4096)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = dies_half_way
+        atomic_save({{"epoch": 2, "w": torch.zeros(1000)}}, {path!r})
+    """)
+    proc = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=subprocess_env(), capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["epoch"] == 1 and torch.equal(ckpt["w"], torch.ones(1000))
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]  # the half-written file, beside it
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one_and_cleans_up(tmp_path, monkeypatch):
+    path = str(tmp_path / "model.pkl")
+    atomic_save({"epoch": 1}, path)
+
+    def fails_half_way(obj, f):
+        f.write(b"\x80" * 4096)
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", fails_half_way)
+    with pytest.raises(OSError):
+        atomic_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["model.pkl"]
+
+
+def test_nonfinite_loss_stops_then_resume_skips_it(data, tmp_path, monkeypatch, capsys):
+    run = str(tmp_path / "run")
+    real = process.pretrain_loss
+
+    def poison(bad_call):
+        calls = itertools.count(1)
+
+        def loss_with_nan(out, alpha, beta):
+            loss, mrr, mcc = real(out, alpha, beta)
+            return (loss * float("nan") if next(calls) == bad_call else loss), mrr, mcc
+        return loss_with_nan
+
+    monkeypatch.setattr(process, "pretrain_loss", poison(6))  # epoch 2, step 2 of 4
+    assert main.main(tiny_flags(data, run, **EPOCHS)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pretraining loss became non-finite (NaN/inf) at epoch 2, step 2 of 4" in err, err
+    assert "last.pkl keeps the state after the previous epoch" in err and "--skip_nonfinite" in err
+    assert torch.load(os.path.join(run, LAST), weights_only=False)["epoch"] == 1
+    with open(os.path.join(run, "pretrain_result.txt")) as f:
+        assert f.read().count("\n") == 1  # nothing of the failed epoch was kept
+
+    monkeypatch.setattr(process, "pretrain_loss", poison(2))  # the same step, counted from the resumed epoch 2
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume", "--skip_nonfinite"]) == 0
+    assert "at epoch 2, step 2 of 4: skipped 1 of 4 steps" in capsys.readouterr().out
+    final = torch.load(os.path.join(run, "model.pkl"), weights_only=False)["model"]
+    assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_skipped_step_leaves_weights_and_optimiser_untouched():
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    process.Trainer._optimise(layer(torch.ones(4, 3)).sum(), opt, sched, scaler)
+    before = [p.detach().clone() for p in layer.parameters()]
+    process.Trainer._optimise(layer(torch.full((4, 3), float("nan"))).sum(), opt, sched, scaler)
+    assert all(torch.equal(a, p) for a, p in zip(before, layer.parameters()))
+    assert int(opt.state[layer.weight]["step"]) == 1
+    process.Trainer._optimise(layer(torch.ones(4, 3)).sum(), opt, sched, scaler)
+    assert not torch.equal(before[0], layer.weight) and int(opt.state[layer.weight]["step"]) == 2
+
+
+def test_overwrite_drops_the_old_runs_resume_state(tmp_path):
+    run = str(tmp_path)
+    for name in (LAST, "metrics.json", "pretrain_result.txt"):
+        open(os.path.join(run, name), "w").close()
+    prepare_run_dir(run, overwrite=True)
+    assert sorted(os.listdir(run)) == ["pretrain_result.txt"]
