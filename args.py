@@ -71,6 +71,9 @@ def build_parser():
     g.add_argument("--momentum", type=float, default=0.99, help="EMA rate of the momentum target encoder")
     g.add_argument("--num_epoch_pretrain", type=int, default=100, help="0 gives the FineZero baseline")
     g.add_argument("--probe_every", type=int, default=5, help="linear probe every N pretraining epochs")
+    g.add_argument("--probe_C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],
+                   help="inverse regularisation of the FineLast LogisticRegression: the final probe takes the value "
+                        "most accurate on the selection split; the periodic checkpoint probes use 1.0")
     g.add_argument("--select_on", default="val", choices=("val", "test"),
                    help="val: select checkpoints and fine-tuning epochs on a held-out split of the labelled "
                         "training data; test: the reference code's selection on the test set (optimistic)")

@@ -41,6 +41,13 @@ def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
     return scores(test_y, clf.predict(test_repr))
 
 
+def select_probe_C(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
+    """The C of `grid` whose probe, fitted on the fit split, is most accurate on the selection split
+    (the smaller C on ties, i.e. the stronger regularisation)."""
+    accs = [linear_probe(fit_repr, fit_y, sel_repr, sel_y, seed=seed, C=C)["acc"] for C in sorted(grid)]
+    return sorted(grid)[int(np.argmax(accs))]
+
+
 def majority_accuracy(train_y, test_y):
     """Accuracy of always predicting the most frequent training class: the floor a collapsed model hits."""
     return float(np.mean(np.asarray(test_y) == np.bincount(train_y).argmax()))

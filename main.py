@@ -37,6 +37,8 @@ def check_flags(cfg):
     for flag in ("num_epoch_pretrain", "num_epoch"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
+    if min(cfg.probe_C) <= 0:
+        raise TimeMAEError(f"--probe_C values must be positive, got {cfg.probe_C}")
     if cfg.resume and cfg.overwrite:
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
 

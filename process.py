@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import extract_representations, linear_probe, predict, scores
+from classification import extract_representations, linear_probe, predict, scores, select_probe_C
 from dataset import SeriesDataset
 from datautils import stratified_split
 from distributed import Dist, rank_seed
@@ -177,12 +177,13 @@ class Trainer:
         """Linear probe of the selected checkpoint: fit on all labelled training data, report test."""
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.path("pretrain_model.pkl"), model)
-        res = self._probe(model, self.train_x, self.train_y, self.test_x, self.test_y)
+        C = self._probe_C(model)
+        res = self._probe(model, self.train_x, self.train_y, self.test_x, self.test_y, C)
         self._log_line("linear_result.txt",
-                       f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, select_on={self.protocol}")
-        self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}): test acc {res['acc']:.4f}, "
+                       f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, C{C:g}, select_on={self.protocol}")
+        self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): test acc {res['acc']:.4f}, "
                  f"macro-F1 {res['f1']:.4f}")
-        return {**res, "epoch": ckpt["epoch"]}
+        return {**res, "epoch": ckpt["epoch"], "C": C}
 
     def fineall(self, finelast):
         """Fine-tune encoder + linear head with Adam; evaluate every eval_per_steps steps on the selection
@@ -294,11 +295,23 @@ class Trainer:
                            "steps (with --resume to continue from the kept state)")
 
     # ------------------------------------------------------------------------------------------ ranks
-    def _probe(self, model, fit_x, fit_y, eval_x, eval_y):
+    def _represent(self, model, x):
+        """Representations of x gathered from every rank's shard (complete on rank 0)."""
+        return self.dist.gather_rows(lambda rows: extract_representations(model, rows, self.cfg.test_batch_size), x)
+
+    def _probe(self, model, fit_x, fit_y, eval_x, eval_y, C=1.0):
         """FineLast on representations gathered from every rank's shard; the probe is fitted once, by rank 0."""
-        represent = lambda x: extract_representations(model, x, self.cfg.test_batch_size)  # noqa: E731
-        fit_r, eval_r = self.dist.gather_rows(represent, fit_x), self.dist.gather_rows(represent, eval_x)
-        return self.dist.broadcast(linear_probe(fit_r, fit_y, eval_r, eval_y, seed=self.cfg.seed)
+        fit_r, eval_r = self._represent(model, fit_x), self._represent(model, eval_x)
+        return self.dist.broadcast(linear_probe(fit_r, fit_y, eval_r, eval_y, seed=self.cfg.seed, C=C)
+                                   if self.dist.is_main else None)
+
+    def _probe_C(self, model):
+        """The probe's C from --probe_C, chosen on the selection split like every other model choice."""
+        grid = self.cfg.probe_C
+        if len(grid) == 1:
+            return grid[0]
+        fit_r, sel_r = self._represent(model, self.fit_x), self._represent(model, self.sel_x)
+        return self.dist.broadcast(select_probe_C(fit_r, self.fit_y, sel_r, self.sel_y, grid, seed=self.cfg.seed)
                                    if self.dist.is_main else None)
 
     def _scores(self, model, x, y):

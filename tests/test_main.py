@@ -31,6 +31,8 @@ def test_end_to_end_writes_every_output(tstcc_dir, tmp_path):
     assert (out / "result.txt").read_text().splitlines()[-1].startswith("final, acc")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["select_on"] == "val" and set(metrics["finelast"]) >= {"acc", "f1"}
+    assert metrics["finelast"]["C"] in (0.1, 1.0, 10.0, 100.0)                 # chosen from the default grid
+    assert f", C{metrics['finelast']['C']:g}, " in linear[-1]
     assert 0 <= metrics["fineall"]["acc"] <= 1
     args = json.loads((out / "args.json").read_text())
     assert args["num_windows"] == 8 and args["num_masked"] == 4
@@ -78,6 +80,7 @@ def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
     (["--wave_length", "4", "--mask_ratio", "0.1"], "at least one window must be masked"),
     (["--wave_length", "4", "--mask_ratio", "1"], "at least one window must be masked"),
     (["--d_model", "30", "--attn_heads", "4"], "divisible by --attn_heads"),
+    (["--probe_C", "1", "0"], "--probe_C values must be positive"),
     (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
 ])
 def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, message):

@@ -1,0 +1,32 @@
+"""The FineLast probe's pure functions: the probe itself, its C chosen on the selection split, the floor."""
+import numpy as np
+
+from classification import linear_probe, majority_accuracy, select_probe_C
+
+
+def _blobs(n, seed, minority=0.2):
+    """Two Gaussian classes 3 std apart in 4 dimensions, the first (label 0) a `minority` share."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) > minority).astype(np.int64)
+    x = rng.standard_normal((n, 4)) + 3.0 * y[:, None]
+    return x, y
+
+
+def test_probe_separates_blobs_and_beats_the_majority_floor():
+    (x, y), (xt, yt) = _blobs(200, 0), _blobs(100, 1)
+    res = linear_probe(x, y, xt, yt)
+    assert res["acc"] > 0.95 and res["f1"] > 0.9 and res["acc"] > majority_accuracy(y, yt)
+
+
+def test_C_is_chosen_by_selection_accuracy():
+    (x, y), (xs, ys) = _blobs(200, 0), _blobs(100, 1)
+    # C = 1e-6 shrinks every weight to ~0, so the probe predicts the majority class: worse on the selection split
+    tiny = linear_probe(x, y, xs, ys, C=1e-6)["acc"]
+    assert tiny == majority_accuracy(y, ys) < linear_probe(x, y, xs, ys, C=1.0)["acc"]
+    assert select_probe_C(x, y, xs, ys, [1.0, 1e-6]) == 1.0
+
+
+def test_C_ties_go_to_the_stronger_regularisation():
+    (x, y), (xs, ys) = _blobs(200, 0), _blobs(100, 1)
+    assert linear_probe(x, y, xs, ys, C=1.0)["acc"] == linear_probe(x, y, xs, ys, C=10.0)["acc"]
+    assert select_probe_C(x, y, xs, ys, [10.0, 1.0]) == 1.0
