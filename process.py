@@ -23,6 +23,7 @@ from distributed import Dist, rank_seed
 from errors import TimeMAEError
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
+from model.TimeMAE import config_defaults
 from resume import LAST, log_sizes, rng_state, set_rng_state
 from utils import append_line, atomic_save, atomic_write_json, seed_everything
 
@@ -37,8 +38,8 @@ def save_checkpoint(path, model, **extra):
     atomic_save(checkpoint(model, **extra), path)
 
 
-def read_checkpoint(path, config):
-    """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture."""
+def open_checkpoint(path):
+    """The checkpoint dict at `path` ('model' state and 'config'), refusing a file that is none."""
     if not os.path.isfile(path):
         raise TimeMAEError(f"checkpoint {path!r} does not exist")
     try:
@@ -47,8 +48,15 @@ def read_checkpoint(path, config):
         raise TimeMAEError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (expected a dict with 'model' and 'config')")
-    diff = {k: (ckpt["config"].get(k), v) for k, v in config.items()
-            if ckpt["config"].get(k) != v and k not in ("dropout", "momentum", "mask_ratio", "mask_mode")}
+    return ckpt
+
+
+def read_checkpoint(path, config):
+    """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture."""
+    ckpt = open_checkpoint(path)
+    saved = {**config_defaults(), **ckpt["config"]}
+    diff = {k: (saved.get(k), v) for k, v in config.items()
+            if saved.get(k) != v and k not in ("dropout", "momentum", "mask_ratio", "mask_mode")}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
         raise TimeMAEError(f"checkpoint {path!r} was built for another configuration ({shown})")
