@@ -345,12 +345,8 @@ def random_subset(n, ratio, seed):
     return np.sort(np.random.default_rng(seed).permutation(n)[: max(1, round(ratio * n))])
 
 
-def restrict(splits, label_ratio=1.0, pretrain_ratio=1.0, seed=0):
-    """Splits for the label- and data-fraction studies: the labelled training data cut to a stratified
-    `label_ratio` (everything labelled, the validation split included, then comes from it) and the pretraining
-    pool (train + val, still unlabelled in full) cut to a random `pretrain_ratio`. Apply after `normalize`, so
-    the normalisation statistics are those of the whole pretraining data."""
-    labelled = stratified_subset(splits.train_y, label_ratio, seed)
+def restrict_pretraining(splits, ratio, seed):
+    """Splits whose pretraining pool (train + val, unlabelled) is cut to a seeded random `ratio`; the labelled
+    data is untouched. Apply after `normalize`, so normalisation keeps the statistics of all pretraining data."""
     pool = splits.pretrain_x()
-    return replace(splits, train_x=splits.train_x[labelled], train_y=splits.train_y[labelled],
-                   unlabelled_x=pool[random_subset(len(pool), pretrain_ratio, seed)])
+    return replace(splits, unlabelled_x=pool[random_subset(len(pool), ratio, seed)])

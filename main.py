@@ -8,7 +8,7 @@ import sys
 import torch
 
 from args import parse_args
-from datautils import load_dataset, normalize, resolve_folder, restrict
+from datautils import load_dataset, normalize, resolve_folder, restrict_pretraining
 from distributed import init_distributed, is_main_process, rank_seed
 from errors import TimeMAEError
 from model import TimeMAE
@@ -75,8 +75,8 @@ def run(cfg, log=print):
         seed_everything(cfg.seed)
         cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
         splits = normalize(load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder), cfg.normalize)
-        if cfg.label_ratio < 1 or cfg.pretrain_ratio < 1:
-            splits = restrict(splits, cfg.label_ratio, cfg.pretrain_ratio, cfg.seed)
+        if cfg.pretrain_ratio < 1:
+            splits = restrict_pretraining(splits, cfg.pretrain_ratio, cfg.seed)
         model = build_model(cfg, splits)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
@@ -87,9 +87,8 @@ def run(cfg, log=print):
             f"test {len(splits.test_x)}; {splits.channels} channels x {splits.seq_len} steps, "
             f"{splits.num_classes} classes; {model.num_windows} windows, {model.num_masked} masked; "
             f"device {dist.device} x {dist.world_size} processes; selection on {cfg.select_on}; run folder {run_dir}")
-        if cfg.label_ratio < 1 or cfg.pretrain_ratio < 1:
-            log(f"--label_ratio {cfg.label_ratio}: {len(splits.train_y)} labelled series; --pretrain_ratio "
-                f"{cfg.pretrain_ratio}: {len(splits.pretrain_x())} pretraining series")
+        if cfg.pretrain_ratio < 1:
+            log(f"--pretrain_ratio {cfg.pretrain_ratio}: pretraining on {len(splits.pretrain_x())} series")
         if cfg.pretrained_path and state is None:
             log(describe_transfer(cfg.pretrained_path, *transfer_weights(model, cfg.pretrained_path)))
         if cfg.resume and state is None:

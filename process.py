@@ -12,13 +12,14 @@ Under torchrun the same code runs on every rank; see distributed.py.
 import os
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from classification import extract_representations, linear_probe, predict, scores
 from dataset import SeriesDataset
-from datautils import stratified_split
+from datautils import stratified_split, stratified_subset
 from distributed import Dist, rank_seed
 from errors import TimeMAEError
 from loss import codebook_usage, hits_ndcg, pretrain_loss
@@ -98,9 +99,13 @@ class Trainer:
             self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
             self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         else:
+            fit = np.arange(len(splits.train_y))
             self.fit_x, self.fit_y = to(splits.train_x), splits.train_y
             self.sel_x, self.sel_y = to(splits.test_x), splits.test_y
         self.train_x, self.train_y = to(splits.train_x), splits.train_y
+        if cfg.label_ratio < 1:  # the probe and fine-tuning fit on a fraction of the labels left after selection's
+            fit = fit[stratified_subset(splits.train_y[fit], cfg.label_ratio, cfg.seed)]
+            self.fit_x, self.fit_y = self.train_x, self.train_y = to(splits.train_x[fit]), splits.train_y[fit]
         self.test_x, self.test_y = to(splits.test_x), splits.test_y
         self.path = lambda name: os.path.join(run_dir, name)  # noqa: E731
 
@@ -253,7 +258,7 @@ class Trainer:
         else:
             finelast = self.state["finelast"]
         metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol,
-                   "finelast": finelast}
+                   "labelled": len(self.train_y), "finelast": finelast}
         if self.cfg.num_epoch > 0:
             metrics["fineall"] = self.fineall(finelast)
         metrics["seconds"] = round(self._elapsed(), 1)

@@ -40,7 +40,7 @@ def transfer_weights(model, path):
         if name not in reinitialised and _owner(name) in misfit:
             reinitialised[name] = misfit[_owner(name)]
     transferred = [n for n in own if n not in reinitialised]
-    if not any(_module(n) == "visible_encoder" for n in transferred):
+    if any(_module(n) == "visible_encoder" and n in source for n in reinitialised) or not transferred:
         raise TimeMAEError(f"--pretrained_path {path!r}: its visible encoder does not fit this model (check "
                            "--d_model, --attn_heads and --layers against the pretrained run's args.json)")
     with torch.no_grad():
