@@ -183,3 +183,16 @@ def test_ablation_switches_drop_their_gradient_path(switch):
     if switch == "decouple":
         assert len(model.decoupled_encoder.blocks) == 0 and grads["mask_token"].abs().sum() > 0
     assert grads["visible_encoder.blocks.0.attn.qkv.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--label_ratio", "1.5"], "--label_ratio must lie in (0, 1]"),
+    (["--pretrain_ratio", "0"], "--pretrain_ratio must lie in (0, 1]"),
+    (["--label_ratio", "0.01"], "keeps no labelled series of class"),
+    (["--pretrained_path", "missing.pkl"], "does not exist"),
+])
+def test_bad_study_flags_are_one_line_errors(tstcc_dir, tmp_path, capsys, flags, message):
+    assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, *flags,
+                     "--save_path", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
