@@ -46,8 +46,8 @@ PRETRAIN_ONLY = ["--num_epoch", "0", "--probe_every", "100000"]
 def parser(description, datasets="one"):
     """The command line of a study; flags it does not know are passed on to every main.py run (last wins)."""
     p = argparse.ArgumentParser(description=description,
-                                epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; they override "
-                                       "the budget's flags, not the study's own.")
+                                epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
+                                       "they override the budget's flags, not the study's own.")
     if datasets == "one":
         p.add_argument("--dataset", required=True, help="har, epilepsy, uwave, ps, ad or ucr")
         p.add_argument("--data_path", help="dataset folder (default: $TIMEMAE_DATA/<Name>)")
@@ -57,13 +57,15 @@ def parser(description, datasets="one"):
     p.add_argument("--seeds", type=int, nargs="+", help="default: 1 with --quick, else 1 2 3")
     p.add_argument("--threads", default="1", help="torch CPU threads per run")
     p.add_argument("--out", default=os.path.join("exp", "studies"), help="root of the study folders")
+    p.add_argument("--budget", help="name of the budget in folders and tables when further flags change it "
+                                    "(default: quick or full)")
     return p
 
 
 def parse(p, argv):
     a, extra = p.parse_known_args(argv)
     a.seeds = a.seeds or ([1] if a.quick else [1, 2, 3])
-    a.budget = "quick" if a.quick else "full"
+    a.budget = a.budget or ("quick" if a.quick else "full")
     a.extra = extra
     return a
 
