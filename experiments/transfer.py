@@ -23,7 +23,9 @@ def plot(ax, table):
     for i in range(len(sources)):
         for j in range(len(targets)):
             a, b = last.iat[i, j], full.iat[i, j]
-            ax.text(j, i, "" if np.isnan(a) else f"{a:.1f}\n/ {b:.1f}", ha="center", va="center", fontsize=8)
+            dark = abs(gain.iat[i, j]) > 0.6 * bound                     # white text on saturated cells
+            ax.text(j, i, "" if np.isnan(a) else f"{a:.1f}\n/ {b:.1f}", ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
     ax.set_xticks(range(len(targets)), targets)
     ax.set_yticks(range(len(sources)), sources)
     ax.set_xlabel("evaluated on (cells: FineLast / FineAll accuracy, %)")
