@@ -24,7 +24,7 @@ def main(argv=None):
     study = Study("label_fraction", a)
     for seed in a.seeds:
         pretrained = study.run(a.dataset, "pretrained", PRETRAIN_ONLY, seed, a.data_path, label_ratio=1.0)
-        for r in a.fractions or FRACTIONS[a.budget]:
+        for r in a.fractions or FRACTIONS[a.scale]:
             ratio = ["--label_ratio", str(r)]
             if pretrained:
                 study.run(a.dataset, f"timemae_{r:g}", [*ratio, "--num_epoch_pretrain", "0", "--pretrained_path",

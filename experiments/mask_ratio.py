@@ -19,7 +19,7 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--ratios", type=float, nargs="+", help="default: 0.2 0.4 0.6 0.8 (--quick), else 0.1 .. 0.9")
     a = parse(p, argv)
-    ratios = a.ratios or RATIOS[a.budget]
+    ratios = a.ratios or RATIOS[a.scale]
     configs = [(f"{mode}_{r:g}", ["--mask_ratio", str(r), "--mask_mode", mode], dict(mask_ratio=r, mask_mode=mode))
                for mode in MODES for r in ratios]
     study = Study("mask_ratio", a)

@@ -17,7 +17,7 @@ def plot(ax, table):
 def main(argv=None):
     a = parse(parser(__doc__.splitlines()[0]), argv)
     configs = [(f"d{d}_L{n}", ["--d_model", str(d), "--layers", str(n)], dict(d_model=d, layers=n))
-               for d, n in SIZES[a.budget]]
+               for d, n in SIZES[a.scale]]
     study = Study("model_size", a)
     study.sweep(a.dataset, configs, a.data_path)
     return study.finish(plot, order=[c[0] for c in configs])

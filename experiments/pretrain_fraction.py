@@ -19,7 +19,7 @@ def main(argv=None):
     a = parse(p, argv)
     configs = [("no_pretraining", NO_PRETRAINING, dict(pretrain_ratio=0.0))]
     configs += [(f"pretrain_{r:g}", ["--pretrain_ratio", str(r)], dict(pretrain_ratio=r))
-                for r in a.fractions or FRACTIONS[a.budget]]
+                for r in a.fractions or FRACTIONS[a.scale]]
     study = Study("pretrain_fraction", a)
     study.sweep(a.dataset, configs, a.data_path)
     return study.finish(plot, order=[c[0] for c in configs])

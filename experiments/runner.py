@@ -65,7 +65,8 @@ def parser(description, datasets="one"):
 def parse(p, argv):
     a, extra = p.parse_known_args(argv)
     a.seeds = a.seeds or ([1] if a.quick else [1, 2, 3])
-    a.budget = a.budget or ("quick" if a.quick else "full")
+    a.scale = "quick" if a.quick else "full"  # picks the sweep's default values
+    a.budget = a.budget or a.scale
     a.extra = extra
     return a
 

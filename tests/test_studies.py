@@ -73,10 +73,12 @@ def test_ablation_reruns_reuse_finished_runs_and_keep_other_datasets(studies_env
 
 
 def test_mask_ratio_quick_sweeps_ratios_and_modes(studies_env, tmp_path):
-    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.25", "0.5", *studies_env, *STUDY_FLAGS])
+    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.25", "0.5", "--budget", "tiny", *studies_env,
+                     *STUDY_FLAGS])
     runs = outputs(tmp_path, "mask_ratio")
     assert set(zip(runs.mask_ratio, runs.mask_mode)) == {(r, m) for r in (0.25, 0.5) for m in ("sample", "batch")}
-    args = json.load(open(tmp_path / "studies/mask_ratio/quick/epilepsy/batch_0.25/seed1/args.json"))
+    assert set(runs.budget) == {"tiny"}
+    args = json.load(open(tmp_path / "studies/mask_ratio/tiny/epilepsy/batch_0.25/seed1/args.json"))
     assert args["num_masked"] == 2 and args["mask_mode"] == "batch"
 
 
