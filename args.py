@@ -101,6 +101,23 @@ def build_parser():
     g.add_argument("--skip_nonfinite", action="store_true",
                    help="skip optimiser steps whose loss or gradients are NaN/inf instead of stopping the run")
     g.add_argument("--no_progress", action="store_true", help="hide progress bars")
+
+    g = p.add_argument_group("studies (transfer, label and data fractions, ablations)")
+    g.add_argument("--pretrained_path", default=None,
+                   help="start from the pretrain_model.pkl of another run (possibly another dataset): parameters "
+                        "whose name and shape match are copied, the rest (e.g. window slicer, positions) stay freshly "
+                        "initialised; then pretrain further (--num_epoch_pretrain > 0) or probe/fine-tune (0)")
+    g.add_argument("--label_ratio", type=float, default=1.0,
+                   help="stratified, seeded share of the labelled training series left after the validation "
+                        "split that the probe and fine-tuning fit on (selection keeps the whole validation split; "
+                        "pretraining keeps all the unlabelled data)")
+    g.add_argument("--pretrain_ratio", type=float, default=1.0,
+                   help="seeded random share of the unlabelled (pretraining) data")
+    g.add_argument("--no_mcc", action="store_true", help="ablation: drop masked codeword classification")
+    g.add_argument("--no_mrr", action="store_true", help="ablation: drop masked representation regression")
+    g.add_argument("--no_decouple", action="store_true",
+                   help="ablation: mask tokens go through the visible encoder with the visible windows (BERT/TST "
+                        "style) and its outputs at the masked positions are the predictions; no decoupled encoder")
     return p
 
 

@@ -10,7 +10,7 @@ import glob
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -36,6 +36,7 @@ class DatasetSplits:
     val_x: Optional[np.ndarray] = None
     val_y: Optional[np.ndarray] = None
     classes: tuple = ()
+    unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
 
     @property
     def num_classes(self):
@@ -50,7 +51,9 @@ class DatasetSplits:
         return self.train_x.shape[2]
 
     def pretrain_x(self):
-        """Unlabelled pretraining data: train + val, as the reference code does."""
+        """Unlabelled pretraining data: train + val, as the reference code does (or the pool set by restrict)."""
+        if self.unlabelled_x is not None:
+            return self.unlabelled_x
         return self.train_x if self.val_x is None else np.concatenate([self.train_x, self.val_x])
 
 
@@ -316,3 +319,34 @@ def stratified_split(y, ratio, seed):
 
 def num_windows(seq_len, wave_length):
     return math.ceil(seq_len / wave_length)
+
+
+def stratified_subset(y, ratio, seed):
+    """Sorted indices of a seeded, stratified `ratio` of labels y: round(ratio * n_c) series of every class c,
+    drawn at random within the class. Refuses a ratio that would leave a class without a series."""
+    if not 0 < ratio <= 1:
+        raise TimeMAEError(f"--label_ratio must lie in (0, 1], got {ratio}")
+    counts = np.bincount(y)
+    keep = np.floor(ratio * counts + 0.5).astype(np.int64)                 # (K,) series kept per class
+    empty = np.flatnonzero((counts > 0) & (keep < 1))
+    if empty.size:
+        raise TimeMAEError(f"--label_ratio {ratio} keeps no labelled series of class(es) {empty.tolist()} "
+                           f"(class counts {counts.tolist()}): raise it")
+    order = np.lexsort((np.random.default_rng(seed).random(len(y)), y))   # by class, random within a class
+    grouped = y[order]
+    rank = np.arange(len(y)) - np.searchsorted(grouped, grouped)         # position within its class
+    return np.sort(order[rank < keep[grouped]])
+
+
+def random_subset(n, ratio, seed):
+    """Sorted indices of a seeded random `ratio` of n items (at least one)."""
+    if not 0 < ratio <= 1:
+        raise TimeMAEError(f"--pretrain_ratio must lie in (0, 1], got {ratio}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[: max(1, round(ratio * n))])
+
+
+def restrict_pretraining(splits, ratio, seed):
+    """Splits whose pretraining pool (train + val, unlabelled) is cut to a seeded random `ratio`; the labelled
+    data is untouched. Apply after `normalize`, so normalisation keeps the statistics of all pretraining data."""
+    pool = splits.pretrain_x()
+    return replace(splits, unlabelled_x=pool[random_subset(len(pool), ratio, seed)])

@@ -8,12 +8,13 @@ import sys
 import torch
 
 from args import parse_args
-from datautils import load_dataset, normalize, resolve_folder
+from datautils import load_dataset, normalize, resolve_folder, restrict_pretraining
 from distributed import init_distributed, is_main_process, rank_seed
 from errors import TimeMAEError
 from model import TimeMAE
 from process import Trainer, load_state, read_checkpoint
 from resume import check_last_state, check_resumable, rewind_logs
+from transfer import describe_transfer, transfer_weights
 from utils import atomic_write_json, prepare_run_dir, seed_everything
 
 
@@ -24,7 +25,7 @@ def build_model(cfg, splits):
                    vocab_size=cfg.vocab_size, wave_length=cfg.wave_length, mask_ratio=cfg.mask_ratio,
                    mask_mode=cfg.mask_mode, tokenizer=cfg.tokenizer, target_noise=cfg.target_noise, tau=cfg.tau,
                    codebook=cfg.codebook, codebook_tau=cfg.codebook_tau,
-                   momentum=cfg.momentum)
+                   momentum=cfg.momentum, mcc=not cfg.no_mcc, mrr=not cfg.no_mrr, decouple=not cfg.no_decouple)
 
 
 def check_flags(cfg):
@@ -39,6 +40,9 @@ def check_flags(cfg):
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
     if min(cfg.probe_C) <= 0:
         raise TimeMAEError(f"--probe_C values must be positive, got {cfg.probe_C}")
+    for flag in ("label_ratio", "pretrain_ratio"):
+        if not 0 < getattr(cfg, flag) <= 1:
+            raise TimeMAEError(f"--{flag} must lie in (0, 1], got {getattr(cfg, flag)}")
     if cfg.resume and cfg.overwrite:
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
 
@@ -73,6 +77,8 @@ def run(cfg, log=print):
         seed_everything(cfg.seed)
         cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
         splits = normalize(load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder), cfg.normalize)
+        if cfg.pretrain_ratio < 1:
+            splits = restrict_pretraining(splits, cfg.pretrain_ratio, cfg.seed)
         model = build_model(cfg, splits)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
@@ -83,6 +89,10 @@ def run(cfg, log=print):
             f"test {len(splits.test_x)}; {splits.channels} channels x {splits.seq_len} steps, "
             f"{splits.num_classes} classes; {model.num_windows} windows, {model.num_masked} masked; "
             f"device {dist.device} x {dist.world_size} processes; selection on {cfg.select_on}; run folder {run_dir}")
+        if cfg.pretrain_ratio < 1:
+            log(f"--pretrain_ratio {cfg.pretrain_ratio}: pretraining on {len(splits.pretrain_x())} series")
+        if cfg.pretrained_path and state is None:
+            log(describe_transfer(cfg.pretrained_path, *transfer_weights(model, cfg.pretrained_path)))
         if cfg.resume and state is None:
             log(f"--resume: no finished epoch to continue in {run_dir}; starting the run from the beginning")
         if dist.is_main and state is None:

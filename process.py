@@ -12,17 +12,19 @@ Under torchrun the same code runs on every rank; see distributed.py.
 import os
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from classification import extract_representations, linear_probe, predict, scores, select_probe_C
 from dataset import SeriesDataset
-from datautils import stratified_split
+from datautils import stratified_split, stratified_subset
 from distributed import Dist, rank_seed
 from errors import TimeMAEError
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
+from model.TimeMAE import config_defaults
 from resume import LAST, log_sizes, rng_state, set_rng_state
 from utils import append_line, atomic_save, atomic_write_json, seed_everything
 
@@ -37,8 +39,8 @@ def save_checkpoint(path, model, **extra):
     atomic_save(checkpoint(model, **extra), path)
 
 
-def read_checkpoint(path, config):
-    """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture."""
+def open_checkpoint(path):
+    """The checkpoint dict at `path` ('model' state and 'config'), refusing a file that is none."""
     if not os.path.isfile(path):
         raise TimeMAEError(f"checkpoint {path!r} does not exist")
     try:
@@ -47,8 +49,15 @@ def read_checkpoint(path, config):
         raise TimeMAEError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (expected a dict with 'model' and 'config')")
-    diff = {k: (ckpt["config"].get(k), v) for k, v in config.items()
-            if ckpt["config"].get(k) != v and k not in ("dropout", "momentum", "mask_ratio", "mask_mode")}
+    return ckpt
+
+
+def read_checkpoint(path, config):
+    """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture."""
+    ckpt = open_checkpoint(path)
+    saved = {**config_defaults(), **ckpt["config"]}
+    diff = {k: (saved.get(k), v) for k, v in config.items()
+            if saved.get(k) != v and k not in ("dropout", "momentum", "mask_ratio", "mask_mode")}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
         raise TimeMAEError(f"checkpoint {path!r} was built for another configuration ({shown})")
@@ -90,9 +99,13 @@ class Trainer:
             self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
             self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         else:
+            fit = np.arange(len(splits.train_y))
             self.fit_x, self.fit_y = to(splits.train_x), splits.train_y
             self.sel_x, self.sel_y = to(splits.test_x), splits.test_y
         self.train_x, self.train_y = to(splits.train_x), splits.train_y
+        if cfg.label_ratio < 1:  # the probe and fine-tuning fit on a fraction of the labels left after selection's
+            fit = fit[stratified_subset(splits.train_y[fit], cfg.label_ratio, cfg.seed)]
+            self.fit_x, self.fit_y = self.train_x, self.train_y = to(splits.train_x[fit]), splits.train_y[fit]
         self.test_x, self.test_y = to(splits.test_x), splits.test_y
         self.path = lambda name: os.path.join(run_dir, name)  # noqa: E731
 
@@ -246,7 +259,7 @@ class Trainer:
         else:
             finelast = self.state["finelast"]
         metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol,
-                   "finelast": finelast}
+                   "labelled": len(self.train_y), "finelast": finelast}
         if self.cfg.num_epoch > 0:
             metrics["fineall"] = self.fineall(finelast)
         metrics["seconds"] = round(self._elapsed(), 1)

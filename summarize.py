@@ -1,16 +1,28 @@
-"""Mean ± std of the final metrics over the runs found under a folder.
+"""Mean ± std of the final metrics over the runs found under a folder (searched recursively).
 
     python summarize.py exp/epilepsy --out exp/epilepsy/summary.csv
+    python summarize.py exp --out exp/summary.csv --markdown exp/summary.md     # every run of every study
+
+Runs are grouped by dataset, selection protocol, pretraining / fine-tuning epochs and `config`: the flags of
+args.json whose values differ between the runs of that dataset (seeds, paths and runtime flags aside). Runs
+with 0 pretraining epochs and no --pretrained_path give FineZero (their FineLast) and FineZero+ (their FineAll).
 """
 import argparse
 import glob
 import json
 import os
+import re
 import sys
 
 import pandas as pd
 
+from resume import RUNTIME_FLAGS
+
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
+KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
+# args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values.
+NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
+                              "num_epoch"}
 
 
 def collect_runs(root):
@@ -24,17 +36,37 @@ def collect_runs(root):
         config = json.load(open(args_path)) if os.path.isfile(args_path) else {}
         row = {"run": folder, "dataset": metrics.get("dataset"), "seed": metrics.get("seed"),
                "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
-               "finetune_epochs": config.get("num_epoch")}
+               "finetune_epochs": config.get("num_epoch"),
+               "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
         for phase, key in METRICS:
             if phase in metrics:
                 row[f"{phase}_{key}"] = 100 * metrics[phase][key]
         rows.append(row)
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    if not runs.empty:
+        runs["config"] = config_labels(runs)
+    return runs.drop(columns="args", errors="ignore")
+
+
+def _comparable(value):
+    """A flag value as text; seed folders in paths (a --pretrained_path per seed) count as one value."""
+    return re.sub(r"seed\d+", "seed*", str(value))
+
+
+def config_labels(runs):
+    """Per run, 'flag=value' for every flag whose value differs between the runs of its dataset."""
+    labels = pd.Series("", index=runs.index)
+    for _, part in runs.groupby("dataset", dropna=False):
+        table = pd.DataFrame(list(part.args), index=part.index)
+        varying = [c for c in table.columns if table[c].nunique(dropna=False) > 1]
+        labels[part.index] = [" ".join(f"{c}={v}" for c, v in r.items() if v == v) for _, r in
+                              table[varying].iterrows()]
+    return labels
 
 
 def summarize(runs):
-    """Group runs by dataset, protocol and budget; mean, std and count of every metric."""
-    keys = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs"]
+    """Group runs by dataset, protocol, budget and config; mean, std and count of every metric."""
+    keys = [k for k in KEYS if k in runs]
     cols = [c for c in (f"{p}_{k}" for p, k in METRICS) if c in runs]
     grouped = runs.groupby(keys, dropna=False)[cols]
     table = grouped.mean().round(2).add_suffix("_mean").join(grouped.std(ddof=1).round(2).add_suffix("_std"))
@@ -44,18 +76,26 @@ def summarize(runs):
 
 def format_table(summary):
     """Human-readable 'mean ± std' columns."""
-    out = summary[["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "runs"]].copy()
+    out = summary[[k for k in KEYS if k in summary] + ["runs"]].copy()
     for phase, key in METRICS:
         if f"{phase}_{key}_mean" in summary:
-            out[f"{phase} {key}"] = [f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}"
+            name = {"finelast": "FineLast", "fineall": "FineAll"}[phase] + (" acc" if key == "acc" else " macro-F1")
+            out[name] = [f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}"
                                      for m, s in zip(summary[f"{phase}_{key}_mean"], summary[f"{phase}_{key}_std"])]
     return out
+
+
+def markdown(table):
+    """A GitHub markdown table of a DataFrame of strings and numbers."""
+    rows = [list(table.columns)] + table.astype(str).values.tolist()
+    return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("root", help="folder searched recursively for run folders (metrics.json)")
     p.add_argument("--out", help="CSV to write the summary to")
+    p.add_argument("--markdown", help="markdown file to write the 'mean ± std' table to")
     a = p.parse_args(argv)
     runs = collect_runs(a.root)
     if runs.empty:
@@ -64,7 +104,11 @@ def main(argv=None):
     summary = summarize(runs)
     if a.out:
         summary.to_csv(a.out, index=False)
-    print(format_table(summary).to_string(index=False))
+    table = format_table(summary)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(markdown(table) + "\n")
+    print(table.to_string(index=False))
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Plots of a run folder: pretraining curves (with codebook usage) and a t-SNE of the representations.
+"""Plots of a run folder: pretraining curves, codebook usage and a t-SNE of the representations.
 
     python visualize.py exp/epilepsy/seed1 [--data_path DIR] [--max_points 2000]
 
-Writes curves.png and tsne.png into the run folder.
+Writes curves.png, codebook.png and tsne.png into the run folder. codebook.png shows, per pretraining epoch,
+how many of the tokenizer's codewords the MCC targets used and the perplexity of their distribution (the
+number of equally used codewords it equals): a tokenizer that collapsed onto a few codewords shows at a glance.
 """
 import argparse
 import json
@@ -14,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -69,6 +72,33 @@ def plot_curves(run_dir):
     return out
 
 
+def plot_codebook(run_dir):
+    """Codewords used and perplexity of the codeword targets per epoch, against the codebook size."""
+    pre = read_log(os.path.join(run_dir, "pretrain_result.txt"))
+    if pre.empty or "used" not in pre:
+        raise TimeMAEError(f"{run_dir}/pretrain_result.txt holds no codebook usage (no pretraining epochs)")
+    with open(os.path.join(run_dir, "args.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(pre.epoch, pre.used, "o-", ms=3, label="codewords used")
+    ax.plot(pre.epoch, pre.ppl, "s-", ms=3, label="perplexity of the assignments")
+    ax.axhline(vocab, ls="--", color="grey", label=f"codebook size {vocab}")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("pretraining epoch")
+    ax.set_ylabel("codewords (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    last = pre.iloc[-1]
+    ax.set_title(f"codebook usage, {run_dir}\nlast epoch: {int(last.used)} of {vocab} codewords used, "
+                 f"perplexity {last.ppl:.1f} ({100 * last.ppl / vocab:.1f}% of the codebook)", fontsize=9)
+    fig.tight_layout()
+    out = os.path.join(run_dir, "codebook.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
     from sklearn.manifold import TSNE
     with open(os.path.join(run_dir, "args.json")) as f:
@@ -109,6 +139,7 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(a.run_dir, "pretrain_result.txt")):
             raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no pretrain_result.txt)")
         print(plot_curves(a.run_dir))
+        print(plot_codebook(a.run_dir))
         if not a.no_tsne:
             print(plot_tsne(a.run_dir, a.data_path, a.max_points))
     except TimeMAEError as e:

@@ -6,8 +6,13 @@ Pretraining step for a batch x (B, T, C):
   (z_mask + P[masked]) cross-attend to them -> two targets for each masked window:
     MCC: the tokenizer's codeword of Z[masked] (classified from F_phi's output with the same codebook),
     MRR: the momentum encoder H_xi's representation of H[masked] (regressed by F_phi's output).
+
+Ablations (section 4.2 of the paper): mcc=False / mrr=False drop that task (its pair is returned detached, so
+it is logged as a diagnostic but gives no gradient); decouple=False puts mask tokens at the masked positions
+and runs the whole sequence through the visible encoder (BERT/TST style), whose outputs there are the predictions.
 """
 import copy
+import inspect
 import math
 
 import torch
@@ -25,24 +30,27 @@ class TimeMAE(nn.Module):
     def __init__(self, channels, seq_len, num_classes, d_model=64, attn_heads=4, layers=8, reg_layers=4,
                  dropout=0.2, enable_res_parameter=1, vocab_size=192, wave_length=8, mask_ratio=0.6,
                  mask_mode="sample", tokenizer="ste", target_noise="none", tau=1.0, codebook="linear",
-                 codebook_tau=0.1, momentum=0.99):
+                 codebook_tau=0.1, momentum=0.99, mcc=True, mrr=True, decouple=True):
         super().__init__()
         self.config = dict(channels=channels, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
                            attn_heads=attn_heads, layers=layers, reg_layers=reg_layers, dropout=dropout,
                            enable_res_parameter=enable_res_parameter, vocab_size=vocab_size,
                            wave_length=wave_length, mask_ratio=mask_ratio, mask_mode=mask_mode,
                            tokenizer=tokenizer, target_noise=target_noise, tau=tau, codebook=codebook,
-                           codebook_tau=codebook_tau, momentum=momentum)
+                           codebook_tau=codebook_tau, momentum=momentum, mcc=mcc, mrr=mrr, decouple=decouple)
         self.num_windows, self.num_masked = check_config(self.config)
         self.mask_mode, self.momentum = mask_mode, momentum
+        self.mcc, self.mrr, self.decouple = mcc, mrr, decouple
         res = bool(enable_res_parameter)
 
         self.feature_encoder = WindowSlicer(channels, d_model, wave_length)
         self.position = nn.Parameter(sinusoid_init_(torch.empty(self.num_windows, d_model)))   # P (S, d)
         self.mask_token = nn.Parameter(torch.randn(d_model) * 0.02)                         # z_mask (d,)
         self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)           # H_theta
-        self.decoupled_encoder = DecoupledEncoder(d_model, attn_heads, dropout, reg_layers, res)  # F_phi
+        self.decoupled_encoder = DecoupledEncoder(d_model, attn_heads, dropout, reg_layers if decouple else 0,
+                                                  res)                                       # F_phi
         self.tokenizer = Tokenizer(d_model, vocab_size, tokenizer, target_noise, tau, codebook, codebook_tau)
+        self.tokenizer.requires_grad_(mcc)  # without MCC the codebook only scores diagnostics
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
         self.head = nn.Linear(d_model, num_classes)                                          # FineAll
 
@@ -70,15 +78,25 @@ class TimeMAE(nn.Module):
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked = self.random_masking(x.shape[0], x.device)
 
-        rep_visible = self.visible_encoder(_gather(h, ids_visible))          # (B, S-M, d)
         queries = self.mask_token + self.position[ids_masked]                # (B, M, d)
-        rep_predicted = self.decoupled_encoder(queries, rep_visible)         # (B, M, d)
+        if self.decouple:
+            rep_visible = self.visible_encoder(_gather(h, ids_visible))      # (B, S-M, d)
+            rep_predicted = self.decoupled_encoder(queries, rep_visible)     # (B, M, d)
+        else:  # mask tokens in place of the masked windows, all S positions through H_theta
+            index = ids_masked[..., None].expand(-1, -1, h.shape[-1])        # (B, M, d)
+            rep_predicted = self.visible_encoder(h.scatter(1, index, queries)).gather(1, index)
 
-        with torch.no_grad():
-            rep_target = self.target_encoder(_gather(h, ids_masked))         # (B, M, d)
+        if self.mrr:
+            with torch.no_grad():
+                rep_target = self.target_encoder(_gather(h, ids_masked))     # (B, M, d)
+        else:  # no momentum encoder pass: target = prediction, so the MSE is 0 with zero gradient
+            rep_target = rep_predicted.detach()
         codeword_target = self.tokenizer.targets(self.tokenizer(_gather(z, ids_masked)))  # (B, M, V)
+        codeword_scores = self.tokenizer(rep_predicted)                                   # (B, M, V)
+        if not self.mcc:  # diagnostics only (hits, codebook usage): no gradient through either side
+            codeword_target, codeword_scores = codeword_target.detach(), codeword_scores.detach()
         return dict(rep_predicted=rep_predicted, rep_target=rep_target,
-                    codeword_scores=self.tokenizer(rep_predicted), codeword_target=codeword_target)
+                    codeword_scores=codeword_scores, codeword_target=codeword_target)
 
     @torch.no_grad()
     def update_target_encoder(self):
@@ -101,8 +119,16 @@ class TimeMAE(nn.Module):
         return self.head(self.represent(x))
 
 
+def config_defaults():
+    """Constructor defaults: a checkpoint written before a setting existed was built with its default."""
+    params = inspect.signature(TimeMAE.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def check_config(cfg):
     """Raise a one-line TimeMAEError for settings that cannot work; return (S windows, M masked)."""
+    if not (cfg["mcc"] or cfg["mrr"]):
+        raise TimeMAEError("--no_mcc and --no_mrr together leave nothing to learn: drop at most one of the tasks")
     if cfg["d_model"] % cfg["attn_heads"]:
         raise TimeMAEError(f"--d_model {cfg['d_model']} must be divisible by --attn_heads {cfg['attn_heads']}")
     if cfg["wave_length"] < 1:

@@ -1,5 +1,6 @@
 """run.sh over seeds with its summary, summarize.py and visualize.py on real run folders."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -50,10 +51,27 @@ def test_visualize_writes_curves_and_tsne(two_runs):
     folder, _, data = two_runs
     run = folder / "seed1"
     assert visualize_main([str(run), "--data_path", data, "--max_points", "40"]) == 0
-    for name in ("curves.png", "tsne.png"):
+    for name in ("curves.png", "codebook.png", "tsne.png"):
         with open(run / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
     assert visualize_main([str(tmp_path)]) == 2 and "not a run folder" in capsys.readouterr().err
+
+
+def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_runs, tmp_path, capsys):
+    folder, _, data = two_runs
+    other = tmp_path / "exp" / "ablation" / "no_mcc"
+    for seed in (1, 2):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--dataset", "har", "--data_path",
+                               data, *FAST, "--no_mcc", "--seed", str(seed), "--save_path", str(other / f"seed{seed}")],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for seed in (1, 2):
+        shutil.copytree(folder / f"seed{seed}", tmp_path / "exp" / "full" / f"seed{seed}")
+    md = tmp_path / "summary.md"
+    assert summarize_main([str(tmp_path / "exp"), "--out", str(tmp_path / "s.csv"), "--markdown", str(md)]) == 0
+    summary = pd.read_csv(tmp_path / "s.csv").set_index("config")
+    assert sorted(summary.index) == ["no_mcc=False", "no_mcc=True"] and (summary.runs == 2).all()
+    assert "FineLast acc" in md.read_text() and "±" in md.read_text()

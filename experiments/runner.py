@@ -1,0 +1,218 @@
+"""What every study shares: the command line, the flags of each budget, running main.run per configuration
+and seed, and writing results.csv, results.md and a figure.
+
+A run lands in <out>/<study>/<budget>/<dataset>/<config>/seed<k>; a run folder that already holds metrics.json
+is reused, so an interrupted study continues where it stopped. results.csv gathers every run of the study done
+so far (all datasets and budgets), one row per run and protocol, so Epilepsy and UWave invocations add up.
+"""
+import argparse
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from args import parse_args  # noqa: E402
+from errors import TimeMAEError  # noqa: E402
+from main import run  # noqa: E402
+from utils import append_line  # noqa: E402
+
+# run.sh's presets (window length and the paper's epochs); other datasets take --wave_length 8.
+FULL = {"epilepsy": ["--wave_length", "16", "--num_epoch_pretrain", "100", "--num_epoch", "20"],
+        "uwave": ["--wave_length", "16", "--num_epoch_pretrain", "100", "--num_epoch", "100"],
+        "har": ["--wave_length", "8", "--num_epoch_pretrain", "100", "--num_epoch", "100"],
+        "ps": ["--wave_length", "8", "--num_epoch_pretrain", "100", "--num_epoch", "100"],
+        "ad": ["--wave_length", "4", "--num_epoch_pretrain", "100", "--num_epoch", "100"]}
+# --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
+# UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
+QUICK_MODEL = ["--d_model", "32", "--attn_heads", "2", "--layers", "2", "--reg_layers", "1", "--vocab_size", "64",
+               "--probe_every", "5"]
+QUICK = {"uwave": ["--num_epoch_pretrain", "20", "--num_epoch", "50",
+                   "--train_batch_size", "16"]}
+QUICK_DEFAULT = ["--num_epoch_pretrain", "5", "--num_epoch", "3", "--pretrain_ratio", "0.25"]
+METRICS = ("acc", "f1")
+PROTOCOLS = ("finelast", "fineall")
+NO_PRETRAINING = ["--num_epoch_pretrain", "0"]  # FineZero (its FineLast) and FineZero+ (its FineAll)
+# Pretraining whose checkpoint is the last epoch (probed once, so no label selects it), not fine-tuned: the
+# source of runs that start from it with --pretrained_path.
+PRETRAIN_ONLY = ["--num_epoch", "0", "--probe_every", "100000"]
+
+
+def parser(description, datasets="one"):
+    """The command line of a study; flags it does not know are passed on to every main.py run (last wins)."""
+    p = argparse.ArgumentParser(description=description,
+                                epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
+                                       "they override the budget's flags, not the study's own.")
+    if datasets == "one":
+        p.add_argument("--dataset", required=True, help="har, epilepsy, uwave, ps, ad or ucr")
+        p.add_argument("--data_path", help="dataset folder (default: $TIMEMAE_DATA/<Name>)")
+    else:
+        p.add_argument("--datasets", nargs="+", required=True, help="pretrain on each, evaluate on each")
+    p.add_argument("--quick", action="store_true", help="small model, few epochs, data subsets: a few minutes")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 1 with --quick, else 1 2 3")
+    p.add_argument("--threads", default="1", help="torch CPU threads per run")
+    p.add_argument("--out", default=os.path.join("exp", "studies"), help="root of the study folders")
+    p.add_argument("--budget", help="name of the budget in folders and tables when further flags change it "
+                                    "(default: quick or full)")
+    return p
+
+
+def parse(p, argv):
+    a, extra = p.parse_known_args(argv)
+    a.seeds = a.seeds or ([1] if a.quick else [1, 2, 3])
+    a.scale = "quick" if a.quick else "full"  # picks the sweep's default values
+    a.budget = a.budget or a.scale
+    a.extra = extra
+    return a
+
+
+def base_flags(dataset, quick):
+    """Flags of one dataset at one budget, before the study's own."""
+    full = FULL.get(dataset, ["--wave_length", "8"])
+    if not quick:
+        return ["--dataset", dataset, *full]
+    return ["--dataset", dataset, *QUICK_MODEL, *full[:2], *QUICK.get(dataset, QUICK_DEFAULT)]
+
+
+class Study:
+    """Runs configurations of one study over seeds and collects their metrics."""
+
+    def __init__(self, name, a):
+        self.name, self.a = name, a
+        self.folder = os.path.join(a.out, name)
+        self.rows = []
+
+    def run_dir(self, dataset, config, seed):
+        return os.path.join(self.folder, self.a.budget, dataset, config, f"seed{seed}")
+
+    def run(self, dataset, config, flags, seed, data_path=None, **fields):
+        """One main.py run (or the finished one already on disk); adds a row per protocol and returns the run
+        folder, or None when main.py refused the configuration (the row then says why)."""
+        folder = self.run_dir(dataset, config, seed)
+        argv = [*base_flags(dataset, self.a.quick), *self.a.extra, *flags, "--seed", str(seed), "--save_path",
+                folder, "--threads", str(self.a.threads), "--no_progress"]
+        if data_path:
+            argv += ["--data_path", data_path]
+        row = dict(study=self.name, budget=self.a.budget, dataset=dataset, config=config, seed=seed, **fields)
+        done = os.path.join(folder, "metrics.json")
+        try:
+            if not os.path.isfile(done):
+                os.makedirs(folder, exist_ok=True)
+                run(parse_args([*argv, "--overwrite"]), log=lambda *m: append_line(os.path.join(folder, "log.txt"),
+                                                                                    " ".join(map(str, m))))
+            with open(done) as f:
+                metrics = json.load(f)
+        except TimeMAEError as e:
+            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {e}")
+            self.rows.append({**row, "protocol": "refused", "status": str(e)})
+            return None
+        for protocol in PROTOCOLS:
+            if protocol in metrics:
+                self.rows.append({**row, "protocol": protocol_name(config, protocol), "status": "ok",
+                                  "seconds": metrics["seconds"], "labelled": metrics.get("labelled"),
+                                  **{m: 100 * metrics[protocol][m] for m in METRICS}})
+        return folder
+
+    def sweep(self, dataset, configs, data_path=None):
+        """Run [(config name, main.py flags, fields)] over the seeds, with a progress bar."""
+        jobs = [(c, s) for c in configs for s in self.a.seeds]
+        for (config, flags, fields), seed in tqdm(jobs, desc=f"{self.name} {dataset}", dynamic_ncols=True):
+            self.run(dataset, config, flags, seed, data_path, **fields)
+
+    def finish(self, plot, order=None, panels=("dataset", "budget")):
+        """Merge this invocation's rows into results.csv, write results.md and the figure (one panel per value of
+        `panels`, drawn by plot(ax, rows of the panel)); print the table."""
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, "results.csv")
+        runs = pd.DataFrame(self.rows)
+        if os.path.isfile(path):
+            old = pd.read_csv(path)
+            key = ["budget", "dataset", "config", "seed"]
+            fresh = old.merge(runs[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"] == "left_only"
+            runs = pd.concat([old[fresh.to_numpy()], runs], ignore_index=True)
+        runs.to_csv(path, index=False)
+        table = aggregate(runs, order)
+        text = markdown(table)
+        with open(os.path.join(self.folder, "results.md"), "w") as f:
+            f.write(f"# {self.name}\n\nTest accuracy and macro-F1 in %, mean ± std over seeds "
+                    f"(FineZero / FineZero+ = FineLast / FineAll without pretraining).\n\n{text}\n")
+        figure = os.path.join(self.folder, f"{self.name}.png")
+        ok = table[table.protocol != "refused"]
+        groups = list(ok.groupby(list(panels), sort=False))
+        fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5.5 * max(1, len(groups)), 4.2), squeeze=False)
+        for ax, (values, part) in zip(axes[0], groups):
+            ax.grid(alpha=0.3)
+            plot(ax, part)
+            ax.set_title(f"{self.name}: " + ", ".join(map(str, values)))
+        fig.tight_layout()
+        fig.savefig(figure, dpi=110)
+        plt.close(fig)
+        print(text)
+        print(f"{path}\n{figure}")
+        return table
+
+
+def protocol_name(config, protocol):
+    """FineLast/FineAll, or FineZero/FineZero+ for the run without pretraining."""
+    if config.startswith("no_pretraining"):
+        return {"finelast": "FineZero", "fineall": "FineZero+"}[protocol]
+    return {"finelast": "FineLast", "fineall": "FineAll"}[protocol]
+
+
+def aggregate(runs, order=None):
+    """Mean, std and count over seeds of every (budget, dataset, config, protocol) with the study's fields."""
+    fields = [c for c in runs.columns if c not in
+              ("study", "seed", "status", "seconds", "acc", "f1", "budget", "dataset", "config", "protocol")]
+    keys = ["budget", "dataset", "config", "protocol"] + fields  # 'labelled': series the probe was fitted on
+    for m in METRICS:
+        if m not in runs:
+            runs[m] = float("nan")
+    grouped = runs.groupby(keys, dropna=False, sort=False)
+    table = grouped[list(METRICS)].mean().join(grouped[list(METRICS)].std(ddof=1), rsuffix="_std")
+    table["runs"] = grouped.size()
+    table["note"] = grouped["status"].first().where(lambda s: s != "ok", "")
+    table = table.reset_index()
+    if order:  # the study's own order of configurations
+        table["_order"] = table.config.map({c: i for i, c in enumerate(order)})
+        table = table.sort_values(["budget", "dataset", "_order"], kind="stable").drop(columns="_order")
+    return table
+
+
+def markdown(table):
+    """A GitHub markdown table with 'mean ± std' cells."""
+    cols = [c for c in table.columns if c not in ("acc", "f1", "acc_std", "f1_std", "runs", "note")]
+    head = cols + ["accuracy", "macro-F1", "runs", "note"]
+    cell = lambda m, s: "" if m != m else (f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}")  # noqa: E731
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        values = [str(r[c]) for c in cols] + [cell(r.acc, r.acc_std), cell(r.f1, r.f1_std), str(r.runs),
+                                              str(r.note)]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def lines(ax, table, x, xlabel, log=False):
+    """Accuracy against a numeric field, one line (with std band) per protocol."""
+    for protocol, part in table.groupby("protocol", sort=False):
+        part = part.sort_values(x)
+        ax.errorbar(part[x], part.acc, yerr=part.acc_std.fillna(0), marker="o", capsize=3, label=protocol)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+
+
+def main_guard(study):
+    """Run a study's main(argv) and turn bad input into a one-line error with exit code 2."""
+    try:
+        study(sys.argv[1:])
+    except TimeMAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

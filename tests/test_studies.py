@@ -1,0 +1,200 @@
+"""The section 4.2 studies end to end on tiny synthetic data, and the pieces they rest on: transfer between
+datasets of other shapes, stratified label fractions, pretraining fractions and the ablation switches."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, synthetic_series, write_tstcc
+from datautils import random_subset, stratified_subset
+from errors import TimeMAEError
+from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
+from loss import pretrain_loss
+from main import main as main_cli
+from model import TimeMAE
+
+STUDY_FLAGS = [*TINY, "--wave_length", "4", "--num_epoch_pretrain", "2", "--num_epoch", "1", "--probe_every", "2"]
+
+
+def write_uwave(folder, n_train=64, n_test=32, channels=3, length=48, classes=4):
+    """UWave-style train.pt/test.pt: samples (N, T, C), labels 1..K."""
+    os.makedirs(folder, exist_ok=True)
+    for i, (name, n) in enumerate((("train", n_train), ("test", n_test))):
+        x, y = synthetic_series(n, length, channels, classes, seed=10 + i)
+        torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y + 1)}, os.path.join(folder, name + ".pt"))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies_data")
+    write_tstcc(root / "Epilepsy")                # 2 channels x 32 steps, 3 classes
+    write_uwave(root / "UWave")                   # 3 channels x 48 steps, 4 classes
+    return root
+
+
+@pytest.fixture
+def studies_env(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIMEMAE_DATA", str(data_root))
+    return ["--quick", "--out", str(tmp_path / "studies")]
+
+
+def outputs(tmp_path, study):
+    folder = tmp_path / "studies" / study
+    runs = pd.read_csv(folder / "results.csv")
+    assert (folder / f"{study}.png").stat().st_size > 10_000 and (folder / "results.md").read_text().count("|") > 20
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------- studies
+
+def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
+    ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "ablation")
+    assert set(runs.config) == {c for c, _ in ablation.CONFIGS} and (runs.status == "ok").all()
+    zero = runs[runs.config == "no_pretraining"]
+    assert set(zero.protocol) == {"FineZero", "FineZero+"}
+    assert runs.acc.between(0, 100).all()
+    args = json.load(open(tmp_path / "studies/ablation/quick/epilepsy/no_decouple/seed1/args.json"))
+    assert args["no_decouple"] and args["num_windows"] == 8
+
+
+def test_ablation_reruns_reuse_finished_runs_and_keep_other_datasets(studies_env, tmp_path):
+    ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
+    first = pd.read_csv(tmp_path / "studies/ablation/results.csv")
+    ablation.main(["--dataset", "uwave", *studies_env, *STUDY_FLAGS])
+    ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])  # reused from disk: same numbers
+    runs = pd.read_csv(tmp_path / "studies/ablation/results.csv")
+    assert set(runs.dataset) == {"epilepsy", "uwave"}
+    again = runs[runs.dataset == "epilepsy"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again[["config", "protocol", "acc"]], first[["config", "protocol", "acc"]])
+
+
+def test_mask_ratio_quick_sweeps_ratios_and_modes(studies_env, tmp_path):
+    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.25", "0.5", "--budget", "tiny", *studies_env,
+                     *STUDY_FLAGS])
+    runs = outputs(tmp_path, "mask_ratio")
+    assert set(zip(runs.mask_ratio, runs.mask_mode)) == {(r, m) for r in (0.25, 0.5) for m in ("sample", "batch")}
+    assert set(runs.budget) == {"tiny"}
+    args = json.load(open(tmp_path / "studies/mask_ratio/tiny/epilepsy/batch_0.25/seed1/args.json"))
+    assert args["num_masked"] == 2 and args["mask_mode"] == "batch"
+
+
+def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
+    model_size.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
+    assert set(outputs(tmp_path, "model_size").config) == {f"d{d}_L{n}" for d, n in model_size.SIZES["quick"]}
+    pretrain_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "pretrain_fraction")
+    assert set(runs.pretrain_ratio) == {0.0, 0.25} and (runs.status == "ok").all()
+    log = open(tmp_path / "studies/pretrain_fraction/quick/epilepsy/pretrain_0.25/seed1/log.txt").read()
+    assert "pretraining on 32 series" in log          # a quarter of train 96 + val 32
+
+
+def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_path):
+    label_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", "1", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "label_fraction")
+    ok = runs[runs.config == "timemae_0.25"]
+    assert (ok.labelled == 19).all()                   # a quarter of the 76 series left after the 20% split
+    assert set(runs[runs.config == "no_pretraining_1"].protocol) == {"FineZero", "FineZero+"}
+    log = open(tmp_path / "studies/label_fraction/quick/epilepsy/timemae_0.25/seed1/log.txt").read()
+    assert "transfer from" in log and "re-initialised: none" in log
+
+
+def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
+    transfer.main(["--datasets", "epilepsy", "uwave", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "transfer")
+    last = runs[runs.protocol == "FineLast"]
+    assert len(last[["source", "dataset", "config"]].drop_duplicates()) == 2 * 2 + 2  # 2x2 + the sources
+    assert set(runs[runs.config == "pretrained"].protocol) == {"FineLast"}           # pretraining only
+    same = last[(last.source == "uwave") & (last.dataset == "uwave")].set_index("config").acc
+    assert same["from_uwave"] == same["pretrained"]       # the transferred encoder is the pretrained one
+    assert set(runs[runs.source == "none"].protocol) == {"FineZero", "FineZero+"}
+    log = open(tmp_path / "studies/transfer/quick/uwave/from_epilepsy/seed1/log.txt").read()
+    assert "feature_encoder (2: feature_encoder.conv.weight has shape (16, 2, 4) there, (16, 3, 4) here)" in log
+    assert "position (1: position has shape (8, 16) there, (12, 16) here)" in log
+
+
+# ----------------------------------------------------------------------------------------------- options
+
+def test_transfer_loads_a_checkpoint_of_other_channels_and_length(data_root, tmp_path, capsys):
+    src = tmp_path / "src"
+    assert main_cli(["--dataset", "epilepsy", "--data_path", str(data_root / "Epilepsy"), *STUDY_FLAGS,
+                     "--num_epoch", "0", "--save_path", str(src)]) == 0
+    ckpt = torch.load(src / "pretrain_model.pkl", weights_only=False)["model"]
+    capsys.readouterr()
+    dst = tmp_path / "dst"
+    assert main_cli(["--dataset", "uwave", "--data_path", str(data_root / "UWave"), *STUDY_FLAGS, "--num_epoch",
+                     "0", "--num_epoch_pretrain", "0", "--pretrained_path", str(src / "pretrain_model.pkl"),
+                     "--save_path", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "re-initialised: position" in out and "feature_encoder (2:" in out
+    got = torch.load(dst / "pretrain_model.pkl", weights_only=False)["model"]
+    for name in ("visible_encoder.blocks.0.attn.qkv.weight", "tokenizer.codebook.weight", "mask_token"):
+        assert torch.equal(got[name], ckpt[name])
+    assert got["position"].shape == (12, 16) and got["feature_encoder.conv.weight"].shape == (16, 3, 4)
+    assert not torch.equal(got["feature_encoder.conv.bias"], ckpt["feature_encoder.conv.bias"])
+
+
+def test_transfer_refuses_an_encoder_of_another_width(data_root, tmp_path, capsys):
+    src = tmp_path / "src"
+    main_cli(["--dataset", "epilepsy", "--data_path", str(data_root / "Epilepsy"), *STUDY_FLAGS, "--num_epoch",
+              "0", "--save_path", str(src)])
+    capsys.readouterr()
+    assert main_cli(["--dataset", "epilepsy", "--data_path", str(data_root / "Epilepsy"), *STUDY_FLAGS,
+                     "--d_model", "32", "--pretrained_path", str(src / "pretrain_model.pkl"),
+                     "--save_path", str(tmp_path / "dst")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "visible encoder does not fit" in err
+
+
+def test_label_subsets_are_stratified_deterministic_and_refuse_empty_classes():
+    y = np.repeat(np.arange(4), [40, 20, 10, 30])
+    a, b = stratified_subset(y, 0.3, seed=5), stratified_subset(y, 0.3, seed=5)
+    assert np.array_equal(a, b) and np.all(np.diff(a) > 0)
+    assert np.bincount(y[a]).tolist() == [12, 6, 3, 9]
+    assert not np.array_equal(a, stratified_subset(y, 0.3, seed=6))
+    assert np.array_equal(stratified_subset(y, 1.0, seed=5), np.arange(len(y)))
+    with pytest.raises(TimeMAEError, match="keeps no labelled series of class"):
+        stratified_subset(y, 0.04, seed=0)                # class 2 would keep round(0.4) = 0
+    p = random_subset(100, 0.25, seed=3)
+    assert len(p) == 25 and np.array_equal(p, random_subset(100, 0.25, seed=3)) and len(np.unique(p)) == 25
+
+
+def test_no_mcc_and_no_mrr_together_are_refused(tstcc_dir, tmp_path, capsys):
+    assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--no_mcc", "--no_mrr",
+                     "--save_path", str(tmp_path / "r")]) == 2
+    assert "leave nothing to learn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("switch", ["mcc", "mrr", "decouple"])
+def test_ablation_switches_drop_their_gradient_path(switch):
+    torch.manual_seed(0)
+    model = TimeMAE(channels=2, seq_len=32, num_classes=3, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=16, wave_length=4, **{switch: False})
+    out = model.forward_pretrain(torch.randn(8, 32, 2))
+    assert set(out) == {"rep_predicted", "rep_target", "codeword_scores", "codeword_target"}
+    loss, mrr, mcc = pretrain_loss(out, 5.0, 1.0)
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    if switch == "mcc":
+        assert not mcc.requires_grad and grads["tokenizer.codebook.weight"] is None
+    if switch == "mrr":
+        assert mrr.item() == 0.0 and model.decoupled_encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    if switch == "decouple":
+        assert len(model.decoupled_encoder.blocks) == 0 and grads["mask_token"].abs().sum() > 0
+    assert grads["visible_encoder.blocks.0.attn.qkv.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--label_ratio", "1.5"], "--label_ratio must lie in (0, 1]"),
+    (["--pretrain_ratio", "0"], "--pretrain_ratio must lie in (0, 1]"),
+    (["--label_ratio", "0.01"], "keeps no labelled series of class"),
+    (["--pretrained_path", "missing.pkl"], "does not exist"),
+])
+def test_bad_study_flags_are_one_line_errors(tstcc_dir, tmp_path, capsys, flags, message):
+    assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, *flags,
+                     "--save_path", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err

@@ -1,0 +1,64 @@
+"""Transfer learning: start a run from another run's pretrained TimeMAE, possibly of another dataset.
+
+Every tensor of the checkpoint whose name and shape match the new model is copied. The rest keep their fresh
+initialisation: the window slicer when the number of channels or the window length differs, the positions
+when the number of windows differs, the head when the number of classes differs.
+"""
+from collections import defaultdict
+
+import torch
+
+from errors import TimeMAEError
+from process import open_checkpoint
+
+
+def _module(name):
+    """'visible_encoder.blocks.0.attn.qkv.weight' -> 'visible_encoder'."""
+    return name.split(".", 1)[0]
+
+
+def _owner(name):
+    """'feature_encoder.conv.weight' -> 'feature_encoder.conv': the layer a tensor belongs to."""
+    return name.rpartition(".")[0] or name
+
+
+def transfer_weights(model, path):
+    """Copy the matching tensors of the checkpoint at `path` into `model`; return (transferred, reinitialised)
+    where transferred names the copied tensors and reinitialised maps each other tensor to why it was not.
+    A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
+    source = open_checkpoint(path)["model"]
+    own = model.state_dict()
+    reinitialised = {}
+    for name, tensor in own.items():
+        theirs = source.get(name)
+        if theirs is None:
+            reinitialised[name] = "not in the checkpoint"
+        elif theirs.shape != tensor.shape:
+            reinitialised[name] = f"{name} has shape {tuple(theirs.shape)} there, {tuple(tensor.shape)} here"
+    misfit = {_owner(n): why for n, why in reinitialised.items()}
+    for name in own:
+        if name not in reinitialised and _owner(name) in misfit:
+            reinitialised[name] = misfit[_owner(name)]
+    transferred = [n for n in own if n not in reinitialised]
+    if any(_module(n) == "visible_encoder" and n in source for n in reinitialised) or not transferred:
+        raise TimeMAEError(f"--pretrained_path {path!r}: its visible encoder does not fit this model (check "
+                           "--d_model, --attn_heads and --layers against the pretrained run's args.json)")
+    with torch.no_grad():
+        for name in transferred:
+            own[name].copy_(source[name])
+    return transferred, reinitialised
+
+
+def _by_module(names):
+    groups = defaultdict(list)
+    for name in names:
+        groups[_module(name)].append(name)
+    return groups
+
+
+def describe_transfer(path, transferred, reinitialised):
+    """One log line: the modules copied and those re-initialised (tensor counts, and why for the latter)."""
+    copied = ", ".join(f"{m} ({len(n)})" for m, n in _by_module(transferred).items())
+    fresh = "; ".join(f"{m} ({len(n)}: {reinitialised[n[0]]})" for m, n in _by_module(reinitialised).items())
+    return (f"transfer from {path}: copied {len(transferred)} tensors: {copied or 'none'}; "
+            f"re-initialised: {fresh or 'none'}")
