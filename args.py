@@ -98,6 +98,18 @@ def build_parser():
     g.add_argument("--skip_nonfinite", action="store_true",
                    help="skip optimiser steps whose loss or gradients are NaN/inf instead of stopping the run")
     g.add_argument("--no_progress", action="store_true", help="hide progress bars")
+
+    g = p.add_argument_group("speed")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward passes (pretraining and fine-tuning); worth it on a "
+                        "GPU, where it fuses the many small kernels; compiling takes minutes on a CPU")
+    g.add_argument("--compile_backend", default="inductor", help="torch.compile backend for --compile")
+    g.add_argument("--amp", action="store_true",
+                   help="bfloat16 autocast for training and evaluation forward passes (meant for GPUs; on the CPU "
+                        "it runs, but is no faster here)")
+    g.add_argument("--eval_batch_size", type=int, default=0,
+                   help="batch size of representation extraction and fine-tuning evaluation; 0: "
+                        "--test_batch_size on the CPU, 8192 on a GPU (inference results do not depend on it)")
     return p
 
 

@@ -24,6 +24,7 @@ from errors import TimeMAEError
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
 from resume import LAST, log_sizes, rng_state, set_rng_state
+from speed import autocast, compiled, eval_batch_size
 from utils import append_line, atomic_save, atomic_write_json, seed_everything
 
 
@@ -95,6 +96,7 @@ class Trainer:
         self.train_x, self.train_y = to(splits.train_x), splits.train_y
         self.test_x, self.test_y = to(splits.test_x), splits.test_y
         self.path = lambda name: os.path.join(run_dir, name)  # noqa: E731
+        self.eval_batch = eval_batch_size(cfg, device)
 
     def bar(self, total, desc, initial=0):
         return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,
@@ -111,7 +113,7 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(self.pretrain_set, cfg.train_batch_size, cfg.seed, cfg.num_workers)
-        forward, scaler = self.dist.wrap(model, "forward_pretrain"), self._scaler()
+        forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
         self.best = (-1.0, 0)  # (selection accuracy, epoch)
         first = self._resume("pretrain", model, opt, sched, loader, "pretrain_model.pkl")
         if first == 1:
@@ -145,8 +147,9 @@ class Trainer:
         finite = torch.ones(len(loader), dtype=torch.bool, device=self.device)  # per step, read once per epoch
         start = time.perf_counter()
         for i, (x,) in enumerate(loader):
-            out = forward(x)
-            loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta)
+            with autocast(self.device, cfg):
+                out = forward(x)
+                loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta)
             self._optimise(loss, opt, sched, scaler)
             model.update_target_encoder()
             finite[i] = ok = torch.isfinite(loss)
@@ -199,7 +202,7 @@ class Trainer:
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.train_batch_size,
                                   cfg.seed, cfg.num_workers)
-        forward, scaler = self.dist.wrap(model, "forward"), self._scaler()
+        forward, scaler = compiled(self.dist.wrap(model, "forward"), cfg), self._scaler()
         self.best = (-1.0, 0)  # (selection accuracy, step)
         first = self._resume("fineall", model, opt, sched, loader, "model.pkl")
         if first == 1:
@@ -212,7 +215,8 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             finite = torch.ones(len(loader), dtype=torch.bool, device=self.device)
             for i, (x, y) in enumerate(loader):
-                loss = F.cross_entropy(forward(x), y)
+                with autocast(self.device, cfg):
+                    loss = F.cross_entropy(forward(x), y)
                 self._optimise(loss, opt, sched, scaler)
                 finite[i] = ok = torch.isfinite(loss)
                 loss_sum += torch.where(ok, loss.detach(), 0.0)
@@ -296,14 +300,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ ranks
     def _probe(self, model, fit_x, fit_y, eval_x, eval_y):
         """FineLast on representations gathered from every rank's shard; the probe is fitted once, by rank 0."""
-        represent = lambda x: extract_representations(model, x, self.cfg.test_batch_size)  # noqa: E731
-        fit_r, eval_r = self.dist.gather_rows(represent, fit_x), self.dist.gather_rows(represent, eval_x)
+        represent = lambda x: extract_representations(model, x, self.eval_batch)  # noqa: E731
+        with autocast(self.device, self.cfg):
+            fit_r, eval_r = self.dist.gather_rows(represent, fit_x), self.dist.gather_rows(represent, eval_x)
         return self.dist.broadcast(linear_probe(fit_r, fit_y, eval_r, eval_y, seed=self.cfg.seed)
                                    if self.dist.is_main else None)
 
     def _scores(self, model, x, y):
         """Accuracy and macro-F1 of the fine-tuned model, from predictions gathered from every rank's shard."""
-        return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.cfg.test_batch_size), x))
+        with autocast(self.device, self.cfg):
+            return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.eval_batch), x))
 
     def _load(self, path, model):
         """Load a checkpoint that rank 0 reads and broadcasts (nodes need not share a file system)."""

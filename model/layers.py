@@ -61,6 +61,7 @@ class SoftmaxLastDim(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores):
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))   # bfloat16 (--amp): in float32
         e = (scores - scores.amax(-1, keepdim=True)).exp_()
         y = e.div_(e.sum(-1, keepdim=True))
         ctx.save_for_backward(y)
