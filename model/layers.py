@@ -143,7 +143,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x, context=None):
         x = self.res_attn(x, self.attn(x, context, self.res_attn.scale))
-        hidden = self.ffn[2](self.ffn[1](self.ffn[0](x)))                  # (B, L, 4d)
+        hidden = self.ffn[2](self.ffn[1](self.ffn[0](x)))   # Linear, GELU, Dropout: (B, L, 4d)
         return self.res_ffn(x, scaled_linear(hidden, self.ffn[3], self.res_ffn.scale))
 
 
