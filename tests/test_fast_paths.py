@@ -9,11 +9,13 @@ import math
 import pytest
 import torch
 
+from args import parse_args
 from conftest import TINY
 from loss import pretrain_loss
 from main import main
 from model import TimeMAE
 from model.layers import Dropout, SoftmaxLastDim
+from speed import GPU_EVAL_BATCH, eval_batch_size
 
 B, T, C = 6, 30, 3
 ALPHA, BETA = 5.0, 1.0
@@ -158,3 +160,11 @@ def test_compile_and_amp_run_on_cpu(tstcc_dir, tmp_path):
     amp, metrics = run_flags(tstcc_dir, tmp_path / "amp", "--amp")
     assert 0 <= metrics["finelast"]["acc"] <= 1
     assert amp == pytest.approx(eager, rel=0.05)
+
+
+def test_eval_batch_is_large_on_a_gpu_only():
+    cfg = parse_args(["--test_batch_size", "128"])
+    assert eval_batch_size(cfg, torch.device("cpu")) == 128
+    assert eval_batch_size(cfg, torch.device("cuda")) == GPU_EVAL_BATCH
+    cfg.eval_batch_size = 512
+    assert eval_batch_size(cfg, torch.device("cuda")) == eval_batch_size(cfg, torch.device("cpu")) == 512
