@@ -118,6 +118,18 @@ def build_parser():
     g.add_argument("--no_decouple", action="store_true",
                    help="ablation: mask tokens go through the visible encoder with the visible windows (BERT/TST "
                         "style) and its outputs at the masked positions are the predictions; no decoupled encoder")
+
+    g = p.add_argument_group("speed")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward passes (pretraining and fine-tuning); worth it on a "
+                        "GPU, where it fuses the many small kernels; compiling takes minutes on a CPU")
+    g.add_argument("--compile_backend", default="inductor", help="torch.compile backend for --compile")
+    g.add_argument("--amp", action="store_true",
+                   help="bfloat16 autocast for training and evaluation forward passes: for GPUs, and for CPUs with "
+                        "bfloat16 instructions (AVX512-BF16/AMX); rounds differently from float32")
+    g.add_argument("--eval_batch_size", type=int, default=0,
+                   help="batch size of representation extraction and fine-tuning evaluation; 0: "
+                        "--test_batch_size on the CPU, 8192 on a GPU (inference results do not depend on it)")
     return p
 
 

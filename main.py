@@ -35,7 +35,7 @@ def check_flags(cfg):
                  "threads"):
         if getattr(cfg, flag) < 1:
             raise TimeMAEError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
-    for flag in ("num_epoch_pretrain", "num_epoch"):
+    for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
     if min(cfg.probe_C) <= 0:

@@ -26,6 +26,7 @@ from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
 from model.TimeMAE import config_defaults
 from resume import LAST, log_sizes, rng_state, set_rng_state
+from speed import autocast, compiled, eval_batch_size
 from utils import append_line, atomic_save, atomic_write_json, seed_everything
 
 
@@ -108,6 +109,7 @@ class Trainer:
             self.fit_x, self.fit_y = self.train_x, self.train_y = to(splits.train_x[fit]), splits.train_y[fit]
         self.test_x, self.test_y = to(splits.test_x), splits.test_y
         self.path = lambda name: os.path.join(run_dir, name)  # noqa: E731
+        self.eval_batch = eval_batch_size(cfg, device)
 
     def bar(self, total, desc, initial=0):
         return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,
@@ -124,7 +126,7 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(self.pretrain_set, cfg.train_batch_size, cfg.seed, cfg.num_workers)
-        forward, scaler = self.dist.wrap(model, "forward_pretrain"), self._scaler()
+        forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
         self.best = (-1.0, 0)  # (selection accuracy, epoch)
         first = self._resume("pretrain", model, opt, sched, loader, "pretrain_model.pkl")
         if first == 1:
@@ -158,8 +160,9 @@ class Trainer:
         finite = torch.ones(len(loader), dtype=torch.bool, device=self.device)  # per step, read once per epoch
         start = time.perf_counter()
         for i, (x,) in enumerate(loader):
-            out = forward(x)
-            loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta)
+            with autocast(self.device, cfg):
+                out = forward(x)
+                loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta)
             self._optimise(loss, opt, sched, scaler)
             model.update_target_encoder()
             finite[i] = ok = torch.isfinite(loss)
@@ -213,7 +216,7 @@ class Trainer:
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.train_batch_size,
                                   cfg.seed, cfg.num_workers)
-        forward, scaler = self.dist.wrap(model, "forward"), self._scaler()
+        forward, scaler = compiled(self.dist.wrap(model, "forward"), cfg), self._scaler()
         self.best = (-1.0, 0)  # (selection accuracy, step)
         first = self._resume("fineall", model, opt, sched, loader, "model.pkl")
         if first == 1:
@@ -226,7 +229,8 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             finite = torch.ones(len(loader), dtype=torch.bool, device=self.device)
             for i, (x, y) in enumerate(loader):
-                loss = F.cross_entropy(forward(x), y)
+                with autocast(self.device, cfg):
+                    loss = F.cross_entropy(forward(x), y)
                 self._optimise(loss, opt, sched, scaler)
                 finite[i] = ok = torch.isfinite(loss)
                 loss_sum += torch.where(ok, loss.detach(), 0.0)
@@ -310,7 +314,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ ranks
     def _represent(self, model, x):
         """Representations of x gathered from every rank's shard (complete on rank 0)."""
-        return self.dist.gather_rows(lambda rows: extract_representations(model, rows, self.cfg.test_batch_size), x)
+        with autocast(self.device, self.cfg):
+            return self.dist.gather_rows(lambda rows: extract_representations(model, rows, self.eval_batch), x)
 
     def _probe(self, model, fit_x, fit_y, eval_x, eval_y, C=1.0):
         """FineLast on representations gathered from every rank's shard; the probe is fitted once, by rank 0."""
@@ -329,7 +334,8 @@ class Trainer:
 
     def _scores(self, model, x, y):
         """Accuracy and macro-F1 of the fine-tuned model, from predictions gathered from every rank's shard."""
-        return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.cfg.test_batch_size), x))
+        with autocast(self.device, self.cfg):
+            return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.eval_batch), x))
 
     def _load(self, path, model):
         """Load a checkpoint that rank 0 reads and broadcasts (nodes need not share a file system)."""

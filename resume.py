@@ -20,7 +20,7 @@ LOGS = ("pretrain_result.txt", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
 # Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
 RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",
-                 "data_path", "save_path"}
+                 "data_path", "save_path", "compile", "compile_backend", "eval_batch_size"}
 
 
 def check_last_state(state, path):

@@ -16,15 +16,28 @@ class Dropout(nn.Module):
         self.p = p
         self.threshold = round(p * 65536) - 32768     # keep an int16 draw when it is >= this
 
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, True)
+    def active(self):
+        return self.training and self.p > 0
+
+    def mask(self, x):
+        """The CPU keep-mask already scaled by 1 / (1 - p), in x's shape and dtype: one multiply applies it."""
         n = x.numel()
         bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
-        keep = bits[:n].view(x.shape) >= self.threshold
-        return x * keep * (1.0 / (1.0 - self.p))
+        # an in-place comparison on a float copy writes 1.0/0.0 directly: several times faster than a bool mask
+        return bits[:n].view(x.shape).to(x.dtype).ge_(self.threshold).mul_(1.0 / (1.0 - self.p))
+
+    def forward(self, x):
+        if not self.active():
+            return x
+        return x * self.mask(x) if x.device.type == "cpu" else F.dropout(x, self.p, True)
+
+    def add(self, x, branch):
+        """x + dropout(branch); on the CPU one fused multiply-add (addcmul) instead of a multiply and an add."""
+        if not self.active():
+            return x + branch
+        if branch.device.type == "cpu":
+            return torch.addcmul(x, branch, self.mask(branch))
+        return x + F.dropout(branch, self.p, True)
 
 
 class WindowSlicer(nn.Module):
@@ -42,34 +55,69 @@ class WindowSlicer(nn.Module):
         return self.conv(x).transpose(1, 2)                      # (B, S, d)
 
 
+class SoftmaxLastDim(torch.autograd.Function):
+    """Softmax over the last dimension from elementwise ops and its exact gradient y * (g - sum(g * y)).
+    ATen's CPU softmax is several times slower than this when that dimension is short (here: windows)."""
+
+    @staticmethod
+    def forward(ctx, scores):
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))   # bfloat16 (--amp): in float32
+        e = (scores - scores.amax(-1, keepdim=True)).exp_()
+        y = e.div_(e.sum(-1, keepdim=True))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return y * (grad - (grad * y).sum(-1, keepdim=True))
+
+
 class Attention(nn.Module):
     """Multi-head attention with one fused QKV projection. Self-attention uses it in one matmul;
-    cross-attention (decoupled encoder) projects queries and keys/values with slices of the same weight."""
+    cross-attention (decoupled encoder) projects queries and keys/values with slices of the same weight.
+    `scale` (the residual's learnable scalar, or None) multiplies the output: it is folded into the small
+    output weight and bias, which costs far less than multiplying the (B, L, d) output."""
 
     def __init__(self, d_model, heads, dropout):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
+        self.drop = Dropout(dropout)
 
     def _split(self, t):                                         # (B, L, d) -> (B, h, L, d/h)
         return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-    def forward(self, x, context=None):                          # x (B, L, d), context (B, Lc, d)
+    def forward(self, x, context=None, scale=None):              # x (B, L, d), context (B, Lc, d)
         d = x.shape[-1]
         if context is None:
             q, k, v = self.qkv(x).split(d, dim=-1)
         else:
             q = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])
             k, v = F.linear(context, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
-        y = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v),
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).flatten(2))            # (B, L, d)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        if self.drop.active() and x.device.type == "cpu":
+            # SDPA's CPU kernels take no dropout: it falls back to a math path with a slow bernoulli mask and
+            # ATen's softmax; softmax(q k^T / sqrt(d_h)) -> dropout -> @ v spelled out is faster here
+            att = SoftmaxLastDim.apply((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1))   # (B, h, L, Lc)
+            y = self.drop(att) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.drop.p if self.drop.active() else 0.0)
+        return scaled_linear(y.transpose(1, 2).flatten(2), self.out, scale)   # (B, L, d)
+
+
+def scaled_linear(x, linear, scale):
+    """scale * linear(x) for a scalar `scale` (None: 1), with the scalar applied to the weight and bias."""
+    if scale is None:
+        return linear(x)
+    return F.linear(x, linear.weight * scale, linear.bias * scale)
 
 
 class Residual(nn.Module):
     """Post-norm residual: LayerNorm(x + dropout(a * f(x))), a learnable scalar initialised at 1e-8 so
-    each block starts near the identity (the reference's `--enable_res_parameter 1`), else a = 1."""
+    each block starts near the identity (the reference's `--enable_res_parameter 1`), else a = 1.
+    The block applies a inside f's last linear layer (see `scaled_linear`); this module holds a."""
 
     def __init__(self, d_model, dropout, learnable_scale):
         super().__init__()
@@ -77,8 +125,8 @@ class Residual(nn.Module):
         self.drop = Dropout(dropout)
         self.scale = nn.Parameter(torch.tensor(1e-8)) if learnable_scale else None
 
-    def forward(self, x, branch):
-        return self.norm(x + self.drop(branch if self.scale is None else self.scale * branch))
+    def forward(self, x, scaled_branch):                         # x + dropout(a * f(x)), normalised
+        return self.norm(self.drop.add(x, scaled_branch))
 
 
 class TransformerBlock(nn.Module):
@@ -94,8 +142,9 @@ class TransformerBlock(nn.Module):
         self.res_ffn = Residual(d_model, dropout, learnable_scale)
 
     def forward(self, x, context=None):
-        x = self.res_attn(x, self.attn(x, context))
-        return self.res_ffn(x, self.ffn(x))
+        x = self.res_attn(x, self.attn(x, context, self.res_attn.scale))
+        hidden = self.ffn[2](self.ffn[1](self.ffn[0](x)))   # Linear, GELU, Dropout: (B, L, 4d)
+        return self.res_ffn(x, scaled_linear(hidden, self.ffn[3], self.res_ffn.scale))
 
 
 class Encoder(nn.Module):

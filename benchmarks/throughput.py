@@ -1,0 +1,237 @@
+"""Throughput of TimeMAE at the shapes of the paper's datasets (synthetic data): series per second and peak
+memory of a pretraining step, a fine-tuning step and representation extraction for the probe, on the CPU and
+(when present) CUDA; and the achieved GFLOP/s of the pretraining step against a square torch.matmul of the
+same FLOP count, timed in the same repetitions, so the ratio holds on a machine shared with other work.
+
+    python benchmarks/throughput.py --device cpu --threads 2 --out exp/throughput_cpu.csv
+
+Times are medians over --reps repetitions of --steps batches each, after --warmup batches. Peak memory is
+torch.cuda.max_memory_allocated on CUDA; on the CPU it is the growth of the process's peak resident set
+(Linux VmHWM, reset through /proc/self/clear_refs) over its resident set at the start, after freed heap memory
+is handed back to the OS (malloc_trim), so memory kept from earlier work does not hide the peak.
+`cpu_share` is the CPU time the process got over wall time x threads: below 1 the machine was busy with other
+work and the wall-clock figures understate what it does alone.
+"""
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from args import default_threads  # noqa: E402
+from classification import extract_representations  # noqa: E402
+from loss import hits_ndcg, pretrain_loss  # noqa: E402
+from model import TimeMAE  # noqa: E402
+from process import Trainer  # noqa: E402
+from speed import autocast, compiled, eval_batch_size  # noqa: E402
+
+# dataset: (channels, length, classes, window length of run.sh's preset)
+SHAPES = {"har": (9, 128, 6, 8), "ps": (11, 217, 39, 8), "ad": (13, 93, 10, 4), "uwave": (3, 315, 8, 16),
+          "epilepsy": (1, 178, 2, 16)}
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="all", help="cpu, cuda, cuda:N, or all (cpu, then cuda when present)")
+    p.add_argument("--threads", type=int, default=default_threads(), help="torch CPU threads")
+    p.add_argument("--batch_size", type=int, default=128, help="training batch (pretraining and fine-tuning)")
+    p.add_argument("--eval_series", type=int, default=2048, help="series encoded per extraction repetition")
+    p.add_argument("--eval_batch_size", type=int, default=0, help="0: as main.py (test batch on CPU, 8192 GPU)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions (the median is reported)")
+    p.add_argument("--steps", type=int, default=3, help="batches per timed repetition")
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches first (more with --compile)")
+    p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of " + ",".join(SHAPES))
+    p.add_argument("--out", default="exp/throughput.csv", help="CSV file for the table")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward passes")
+    p.add_argument("--compile_backend", default="inductor")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    args = p.parse_args(argv)
+    args.test_batch_size = args.batch_size
+    unknown = set(args.shapes.split(",")) - set(SHAPES)
+    if unknown:
+        p.error(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
+    return args
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _status_kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
+class PeakMemory:
+    """Peak memory (MB) of the work inside the block: CUDA allocator peak, or CPU peak-RSS growth."""
+
+    def __init__(self, device):
+        self.device, self.mb = device, float("nan")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif os.path.exists("/proc/self/clear_refs"):
+            ctypes.CDLL(None).malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident set
+            self.start = _status_kb("VmRSS:")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif hasattr(self, "start"):
+            self.mb = (_status_kb("VmHWM:") - self.start) / 1024
+
+
+def timed(fn, device, reps, steps, warmup, between=None):
+    """Median seconds per call of fn over `reps` repetitions of `steps` calls, and the median share of the
+    threads' CPU time the process got; `between` runs after each repetition (untimed here) so that a
+    reference kernel sees the same load."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times, shares = [], []
+    for _ in range(reps):
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            fn()
+        sync(device)
+        wall = time.perf_counter() - start
+        times.append(wall / steps)
+        shares.append((time.process_time() - cpu) / wall / torch.get_num_threads())
+        if between:
+            between()
+    return statistics.median(times), statistics.median(shares)
+
+
+def pretrain_setup(model, x, cfg, device):
+    """One pretraining step as the Trainer takes it: forward, loss, AdamW, momentum update, codeword stats."""
+    model.head.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01,
+                            fused=True)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
+    forward = compiled(model.forward_pretrain, cfg)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+
+    def step():
+        with autocast(device, cfg):
+            out = forward(x)
+            loss, _, _ = pretrain_loss(out, 5.0, 1.0)
+        Trainer._optimise(loss, opt, sched, None)
+        model.update_target_encoder()
+        hits, ndcg = hits_ndcg(out["codeword_scores"].detach().flatten(0, 1),
+                               out["codeword_target"].argmax(-1).flatten())
+        sums.add_(torch.stack([hits.sum(), ndcg.sum()]))
+    return step
+
+
+def finetune_setup(model, x, y, cfg, device):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
+    forward = compiled(model.forward, cfg)
+
+    def step():
+        with autocast(device, cfg):
+            loss = F.cross_entropy(forward(x), y)
+        Trainer._optimise(loss, opt, sched, None)
+    return step
+
+
+def pretrain_flops(model, x, cfg, device):
+    """FLOPs of one pretraining forward + backward (matmuls, convolutions, attention), counted by torch."""
+    with FlopCounterMode(display=False) as counter, autocast(device, cfg):
+        loss, _, _ = pretrain_loss(model.forward_pretrain(x), 5.0, 1.0)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def bench_shape(name, device, args):
+    channels, length, classes, wave = SHAPES[name]
+    torch.manual_seed(0)
+    model = TimeMAE(channels, length, classes, wave_length=wave).to(device).train()
+    B, reps, steps = args.batch_size, args.reps, args.steps
+    warmup = args.warmup + (3 if args.compile else 0)
+    x = torch.randn(B, length, channels, device=device)
+    y = torch.randint(classes, (B,), device=device)
+    base = dict(device=device.type, threads=torch.get_num_threads(), shape=name, channels=channels,
+                length=length, windows=model.num_windows, masked=model.num_masked, batch=B,
+                compile=args.compile, amp=args.amp)
+    rows = []
+
+    flops = pretrain_flops(model, x, args, device)
+    n = max(64, round((flops / 2) ** (1 / 3)))  # square matmul with the step's FLOP count
+    mm_dtype = torch.bfloat16 if args.amp else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=mm_dtype), torch.randn(n, n, device=device, dtype=mm_dtype)
+    mm_times = []
+
+    def time_matmul():
+        mm_times.append(timed(lambda: torch.matmul(a, b), device, 1, 3, 1)[0])
+
+    step = pretrain_setup(model, x, args, device)
+    with PeakMemory(device) as mem:
+        sec, share = timed(step, device, reps, steps, warmup, between=time_matmul)
+    gflops, mm_gflops = flops / sec / 1e9, 2 * n**3 / statistics.median(mm_times) / 1e9
+    rows.append(dict(base, task="pretrain", series_per_s=B / sec, ms_per_batch=1e3 * sec, peak_mem_MB=mem.mb,
+                     cpu_share=share,
+                     gflop_per_batch=flops / 1e9, gflops=gflops, matmul_n=n, matmul_gflops=mm_gflops,
+                     of_matmul=gflops / mm_gflops))
+
+    step = finetune_setup(model, x, y, args, device)
+    with PeakMemory(device) as mem:
+        sec, share = timed(step, device, reps, steps, warmup)
+    rows.append(dict(base, task="finetune", series_per_s=B / sec, ms_per_batch=1e3 * sec, peak_mem_MB=mem.mb,
+                     cpu_share=share))
+
+    batch = eval_batch_size(args, device)
+    xe = torch.randn(args.eval_series, length, channels, device=device)
+    with PeakMemory(device) as mem:
+        sec, share = timed(lambda: extract_representations(model, xe, batch), device, reps, 1, 1)
+    rows.append(dict(base, task="represent", batch=batch, series_per_s=args.eval_series / sec,
+                     ms_per_batch=1e3 * sec * batch / args.eval_series, peak_mem_MB=mem.mb, cpu_share=share))
+    return rows
+
+
+def devices(spec):
+    if spec != "all":
+        if spec.startswith("cuda") and not torch.cuda.is_available():
+            sys.exit(f"error: --device {spec} asked for, but no CUDA GPU is available")
+        return [torch.device(spec)]
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def main(argv=None):
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for device in devices(args.device):
+        for name in args.shapes.split(","):
+            shape_rows = bench_shape(name, device, args)
+            rows += shape_rows
+            print(f"{device.type} {name}: " + ", ".join(f"{r['task']} {r['series_per_s']:.0f}/s" for r in shape_rows),
+                  flush=True)
+    table = pd.DataFrame(rows)
+    if os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    table.to_csv(args.out, index=False, float_format="%.4g")
+    shown = ["device", "threads", "shape", "windows", "batch", "task", "series_per_s", "ms_per_batch", "peak_mem_MB",
+             "cpu_share", "gflops", "matmul_gflops", "of_matmul"]
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+    print(f"written to {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
