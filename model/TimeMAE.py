@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from errors import TimeMAEError
+from model.bert import BertEncoder
 from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, sinusoid_init_
 
 
@@ -25,7 +26,8 @@ class TimeMAE(nn.Module):
     def __init__(self, channels, seq_len, num_classes, d_model=64, attn_heads=4, layers=8, reg_layers=4,
                  dropout=0.2, enable_res_parameter=1, vocab_size=192, wave_length=8, mask_ratio=0.6,
                  mask_mode="sample", tokenizer="ste", target_noise="none", tau=1.0, codebook="linear",
-                 codebook_tau=0.1, momentum=0.99):
+                 codebook_tau=0.1, momentum=0.99, encoder="timemae", bert_config=None, bert_positions="timemae",
+                 bert_input_norm="bert", bert_freeze_layers=0):
         super().__init__()
         self.config = dict(channels=channels, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
                            attn_heads=attn_heads, layers=layers, reg_layers=reg_layers, dropout=dropout,
@@ -33,6 +35,9 @@ class TimeMAE(nn.Module):
                            wave_length=wave_length, mask_ratio=mask_ratio, mask_mode=mask_mode,
                            tokenizer=tokenizer, target_noise=target_noise, tau=tau, codebook=codebook,
                            codebook_tau=codebook_tau, momentum=momentum)
+        if encoder == "bert":  # the BertConfig itself, so a checkpoint rebuilds the model without --bert_path
+            self.config.update(encoder=encoder, bert_config=bert_config, bert_positions=bert_positions,
+                               bert_input_norm=bert_input_norm, bert_freeze_layers=bert_freeze_layers)
         self.num_windows, self.num_masked = check_config(self.config)
         self.mask_mode, self.momentum = mask_mode, momentum
         res = bool(enable_res_parameter)
@@ -40,7 +45,11 @@ class TimeMAE(nn.Module):
         self.feature_encoder = WindowSlicer(channels, d_model, wave_length)
         self.position = nn.Parameter(sinusoid_init_(torch.empty(self.num_windows, d_model)))   # P (S, d)
         self.mask_token = nn.Parameter(torch.randn(d_model) * 0.02)                         # z_mask (d,)
-        self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)           # H_theta
+        if encoder == "bert":
+            self.visible_encoder = BertEncoder(bert_config, bert_positions, bert_input_norm,
+                                               bert_freeze_layers)                       # H_theta
+        else:
+            self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)       # H_theta
         self.decoupled_encoder = DecoupledEncoder(d_model, attn_heads, dropout, reg_layers, res)  # F_phi
         self.tokenizer = Tokenizer(d_model, vocab_size, tokenizer, target_noise, tau, codebook, codebook_tau)
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
@@ -105,6 +114,9 @@ def check_config(cfg):
     """Raise a one-line TimeMAEError for settings that cannot work; return (S windows, M masked)."""
     if cfg["d_model"] % cfg["attn_heads"]:
         raise TimeMAEError(f"--d_model {cfg['d_model']} must be divisible by --attn_heads {cfg['attn_heads']}")
+    if cfg.get("encoder") == "bert" and cfg["d_model"] != cfg["bert_config"]["hidden_size"]:
+        raise TimeMAEError(f"--d_model {cfg['d_model']} differs from the BERT's hidden size "
+                           f"{cfg['bert_config']['hidden_size']}: with --encoder bert leave --d_model out")
     if cfg["wave_length"] < 1:
         raise TimeMAEError(f"--wave_length must be at least 1, got {cfg['wave_length']}")
     if cfg["wave_length"] > cfg["seq_len"]:
