@@ -96,12 +96,18 @@ class BertEncoder(nn.Module):
         """Copy the pretrained weights at `path` into this BERT (the rows of the shrunk tables that it keeps);
         a missing weight is an error. Returns the number of tensors copied."""
         transformers = require_transformers()
-        transformers.utils.logging.disable_progress_bar()   # one log line instead of a bar per load
+        hf_logging = transformers.utils.logging
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.disable_progress_bar()   # the caller logs one line; missing weights are checked below
+        hf_logging.set_verbosity_error()    # the unused pooler's weights need no report
         try:
             source = transformers.BertModel.from_pretrained(path, add_pooling_layer=False).state_dict()
         except (OSError, ValueError) as e:
             raise TimeMAEError(f"cannot load BERT weights from --bert_path {path!r}: "
                                f"{' '.join(str(e).split())[:200]}") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
         own = self.bert.state_dict()
         missing = sorted(k for k in own if k not in source)
         if missing:
