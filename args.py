@@ -110,7 +110,9 @@ def build_parser():
                    help="pretrained: the weights at --bert_path; random: only its architecture")
     g.add_argument("--bert_freeze_layers", type=int, default=0,
                    help="freeze BERT's embeddings module and its lowest N layers")
-    g.add_argument("--bert_lr", type=float, default=None, help="learning rate of BERT's weights; default --lr")
+    g.add_argument("--bert_lr", type=float, default=None,
+                   help="learning rate of BERT's weights (pretraining and fine-tuning); default 1e-4 with --encoder "
+                        "bert: at --lr 1e-3 fine-tuning collapses to one class (README)")
     g.add_argument("--bert_positions", default="timemae", choices=("timemae", "naive"),
                    help="timemae: only TimeMAE's positions (true window indices); naive: BERT also adds its "
                         "positions 0..L-1 of the gathered windows (the experimenters' setup)")

@@ -12,7 +12,7 @@ from datautils import load_dataset, normalize, resolve_folder
 from distributed import init_distributed, is_main_process, rank_seed
 from errors import TimeMAEError
 from model import TimeMAE
-from model.bert import bert_config, resolve_bert_path
+from model.bert import BERT_LR, bert_config, resolve_bert_path
 from process import Trainer, load_state, read_checkpoint
 from resume import check_last_state, check_resumable, rewind_logs
 from utils import atomic_write_json, prepare_run_dir, seed_everything
@@ -43,9 +43,11 @@ def bert_settings(cfg, log):
         raise TimeMAEError(f"--d_model {cfg.d_model} conflicts with the BERT's hidden size {config['hidden_size']}: "
                            "with --encoder bert leave --d_model out (the width follows BERT)")
     cfg.d_model = config["hidden_size"]
+    if cfg.bert_lr is None:
+        cfg.bert_lr = BERT_LR
     log(f"BERT encoder ({cfg.bert_init} init from {cfg.bert_path}): d_model {cfg.d_model} (BERT's hidden size), "
         f"{config['num_hidden_layers']} layers, {config['num_attention_heads']} heads; --layers is not used; "
-        f"lowest {cfg.bert_freeze_layers} layers frozen; positions {cfg.bert_positions}, input norm "
+        f"lr {cfg.bert_lr}; lowest {cfg.bert_freeze_layers} layers frozen; positions {cfg.bert_positions}, input norm "
         f"{cfg.bert_input_norm}")
     return dict(encoder="bert", bert_config=config, bert_positions=cfg.bert_positions,
                 bert_input_norm=cfg.bert_input_norm, bert_freeze_layers=cfg.bert_freeze_layers)

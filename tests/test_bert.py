@@ -121,11 +121,12 @@ def test_whole_run_with_tiny_bert_and_reload(tiny_bert, tstcc_dir, tmp_path):
     at = TINY.index("--d_model")
     flags = TINY[:at] + TINY[at + 2:]
     assert main(["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(out), *flags,
-                 "--encoder", "bert", "--bert_path", tiny_bert, "--bert_freeze_layers", "1", "--bert_lr", "1e-4",
+                 "--encoder", "bert", "--bert_path", tiny_bert, "--bert_freeze_layers", "1",
                  "--num_epoch_pretrain", "2", "--num_epoch", "1", "--eval_per_steps", "2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["finelast"]["acc"] <= 1 and 0 <= metrics["fineall"]["acc"] <= 1
-    assert json.loads((out / "args.json").read_text())["d_model"] == D
+    saved_args = json.loads((out / "args.json").read_text())
+    assert (saved_args["d_model"], saved_args["bert_lr"]) == (D, 1e-4)   # width from BERT, BERT's default lr
     source = saved_weights(tiny_bert)
     for name in ("pretrain_model.pkl", "model.pkl"):
         ckpt = torch.load(out / name, weights_only=False)
