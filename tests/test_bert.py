@@ -178,3 +178,34 @@ def test_packaged_minilm_loads_completely():
     key = "encoder.layer.5.output.dense.weight"
     torch.testing.assert_close(encoder.bert.state_dict()[key], source.get(key, source.get(f"bert.{key}")))
     assert encoder(torch.randn(2, 5, 384)).shape == (2, 5, 384)
+
+
+def test_killed_bert_run_resumes_to_the_same_result(tiny_bert, tstcc_dir, tmp_path, monkeypatch, capsys):
+    """A BERT run that dies in fine-tuning continues with --resume (its model rebuilt from the same flags and
+    last.pkl) to the metrics of a run never interrupted."""
+    import process
+
+    def flags(run):
+        at = TINY.index("--d_model")
+        return ["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(tmp_path / run),
+                *TINY[:at], *TINY[at + 2:], "--encoder", "bert", "--bert_path", tiny_bert, "--num_epoch_pretrain", "2",
+                "--num_epoch", "2", "--eval_per_steps", "2"]
+
+    assert main(flags("reference")) == 0
+    real, calls = process.Trainer._scores, []
+
+    def scores_then_crash(self, *args):
+        calls.append(1)
+        if len(calls) == 3:          # fine-tuning epoch 2, after last.pkl of epoch 1
+            raise RuntimeError("killed")
+        return real(self, *args)
+    monkeypatch.setattr(process.Trainer, "_scores", scores_then_crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(flags("run"))
+    monkeypatch.undo()
+    assert main(flags("run") + ["--resume"]) == 0
+    assert "resuming fineall after epoch 1" in capsys.readouterr().out
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("run", "reference")]
+    for m in metrics:
+        m.pop("seconds")
+    assert metrics[0] == metrics[1]
