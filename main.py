@@ -12,20 +12,47 @@ from datautils import load_dataset, normalize, resolve_folder, restrict_pretrain
 from distributed import init_distributed, is_main_process, rank_seed
 from errors import TimeMAEError
 from model import TimeMAE
+from model.bert import BERT_LR, bert_config, resolve_bert_path
 from process import Trainer, load_state, read_checkpoint
 from resume import check_last_state, check_resumable, rewind_logs
 from transfer import describe_transfer, transfer_weights
 from utils import atomic_write_json, prepare_run_dir, seed_everything
 
 
-def build_model(cfg, splits):
-    return TimeMAE(channels=splits.channels, seq_len=splits.seq_len, num_classes=splits.num_classes,
-                   d_model=cfg.d_model, attn_heads=cfg.attn_heads, layers=cfg.layers, reg_layers=cfg.reg_layers,
-                   dropout=cfg.dropout, enable_res_parameter=cfg.enable_res_parameter,
-                   vocab_size=cfg.vocab_size, wave_length=cfg.wave_length, mask_ratio=cfg.mask_ratio,
-                   mask_mode=cfg.mask_mode, tokenizer=cfg.tokenizer, target_noise=cfg.target_noise, tau=cfg.tau,
-                   codebook=cfg.codebook, codebook_tau=cfg.codebook_tau,
-                   momentum=cfg.momentum, mcc=not cfg.no_mcc, mrr=not cfg.no_mrr, decouple=not cfg.no_decouple)
+def build_model(cfg, splits, log=print):
+    bert = bert_settings(cfg, log) if cfg.encoder == "bert" else {}
+    model = TimeMAE(channels=splits.channels, seq_len=splits.seq_len, num_classes=splits.num_classes,
+                    d_model=cfg.d_model, attn_heads=cfg.attn_heads, layers=cfg.layers, reg_layers=cfg.reg_layers,
+                    dropout=cfg.dropout, enable_res_parameter=cfg.enable_res_parameter,
+                    vocab_size=cfg.vocab_size, wave_length=cfg.wave_length, mask_ratio=cfg.mask_ratio,
+                    mask_mode=cfg.mask_mode, tokenizer=cfg.tokenizer, target_noise=cfg.target_noise, tau=cfg.tau,
+                    codebook=cfg.codebook, codebook_tau=cfg.codebook_tau,
+                    momentum=cfg.momentum, mcc=not cfg.no_mcc, mrr=not cfg.no_mrr, decouple=not cfg.no_decouple,
+                    **bert)
+    if bert and cfg.bert_init == "pretrained":
+        copied = model.visible_encoder.load_pretrained(cfg.bert_path)
+        model.target_encoder.load_state_dict(model.visible_encoder.state_dict())
+        log(f"BERT encoder: {copied} pretrained tensors from {cfg.bert_path}")
+    return model
+
+
+def bert_settings(cfg, log):
+    """The BERT encoder's model arguments; sets cfg.d_model to its hidden size (refusing another width)
+    and resolves cfg.bert_path (None: the packaged MiniLM)."""
+    cfg.bert_path = resolve_bert_path(cfg.bert_path)
+    config = bert_config(cfg.bert_path, cfg.bert_positions)
+    if cfg.d_model is not None and cfg.d_model != config["hidden_size"]:
+        raise TimeMAEError(f"--d_model {cfg.d_model} conflicts with the BERT's hidden size {config['hidden_size']}: "
+                           "with --encoder bert leave --d_model out (the width follows BERT)")
+    cfg.d_model = config["hidden_size"]
+    if cfg.bert_lr is None:
+        cfg.bert_lr = BERT_LR
+    log(f"BERT encoder ({cfg.bert_init} init from {cfg.bert_path}): d_model {cfg.d_model} (BERT's hidden size), "
+        f"{config['num_hidden_layers']} layers, {config['num_attention_heads']} heads; --layers is not used; "
+        f"lr {cfg.bert_lr}; lowest {cfg.bert_freeze_layers} layers frozen; positions {cfg.bert_positions}, input norm "
+        f"{cfg.bert_input_norm}")
+    return dict(encoder="bert", bert_config=config, bert_positions=cfg.bert_positions,
+                bert_input_norm=cfg.bert_input_norm, bert_freeze_layers=cfg.bert_freeze_layers)
 
 
 def check_flags(cfg):
@@ -79,7 +106,9 @@ def run(cfg, log=print):
         splits = normalize(load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder), cfg.normalize)
         if cfg.pretrain_ratio < 1:
             splits = restrict_pretraining(splits, cfg.pretrain_ratio, cfg.seed)
-        model = build_model(cfg, splits)
+        if cfg.d_model is None and cfg.encoder == "timemae":
+            cfg.d_model = 64
+        model = build_model(cfg, splits, log)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
         cfg.save_path = cfg.save_path or os.path.join("exp", cfg.dataset, f"seed{cfg.seed}")

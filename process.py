@@ -25,6 +25,7 @@ from errors import TimeMAEError
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
 from model.TimeMAE import config_defaults
+from model.bert import param_groups
 from resume import LAST, log_sizes, rng_state, set_rng_state
 from speed import autocast, compiled, eval_batch_size
 from utils import append_line, atomic_save, atomic_write_json, seed_everything
@@ -122,8 +123,8 @@ class Trainer:
         untrained model is saved and probed (FineZero)."""
         cfg, model = self.cfg, self.model
         model.head.requires_grad_(False)  # fine-tuning only; frozen so DDP sees only parameters pretraining uses
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(self.pretrain_set, cfg.train_batch_size, cfg.seed, cfg.num_workers)
         forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
@@ -212,7 +213,7 @@ class Trainer:
         model.head.reset_parameters()  # under torchrun DDP starts every rank from rank 0's draw
         for part in (model.decoupled_encoder, model.tokenizer, model.target_encoder, model.mask_token):
             part.requires_grad_(False)  # pretraining-only parts, frozen so DDP sees only parameters in use
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, fused=True)
+        opt = torch.optim.Adam(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.train_batch_size,
                                   cfg.seed, cfg.num_workers)

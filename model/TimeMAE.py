@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from errors import TimeMAEError
+from model.bert import BertEncoder
 from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, sinusoid_init_
 
 
@@ -30,14 +31,18 @@ class TimeMAE(nn.Module):
     def __init__(self, channels, seq_len, num_classes, d_model=64, attn_heads=4, layers=8, reg_layers=4,
                  dropout=0.2, enable_res_parameter=1, vocab_size=192, wave_length=8, mask_ratio=0.6,
                  mask_mode="sample", tokenizer="ste", target_noise="none", tau=1.0, codebook="linear",
-                 codebook_tau=0.1, momentum=0.99, mcc=True, mrr=True, decouple=True):
+                 codebook_tau=0.1, momentum=0.99, mcc=True, mrr=True, decouple=True, encoder="timemae",
+                 bert_config=None, bert_positions="timemae", bert_input_norm="bert", bert_freeze_layers=0):
         super().__init__()
         self.config = dict(channels=channels, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
                            attn_heads=attn_heads, layers=layers, reg_layers=reg_layers, dropout=dropout,
                            enable_res_parameter=enable_res_parameter, vocab_size=vocab_size,
                            wave_length=wave_length, mask_ratio=mask_ratio, mask_mode=mask_mode,
                            tokenizer=tokenizer, target_noise=target_noise, tau=tau, codebook=codebook,
-                           codebook_tau=codebook_tau, momentum=momentum, mcc=mcc, mrr=mrr, decouple=decouple)
+                           codebook_tau=codebook_tau, momentum=momentum, mcc=mcc, mrr=mrr, decouple=decouple,
+                           # with BERT the BertConfig itself, so a checkpoint rebuilds the model without --bert_path
+                           encoder=encoder, bert_config=bert_config, bert_positions=bert_positions,
+                           bert_input_norm=bert_input_norm, bert_freeze_layers=bert_freeze_layers)
         self.num_windows, self.num_masked = check_config(self.config)
         self.mask_mode, self.momentum = mask_mode, momentum
         self.mcc, self.mrr, self.decouple = mcc, mrr, decouple
@@ -46,7 +51,11 @@ class TimeMAE(nn.Module):
         self.feature_encoder = WindowSlicer(channels, d_model, wave_length)
         self.position = nn.Parameter(sinusoid_init_(torch.empty(self.num_windows, d_model)))   # P (S, d)
         self.mask_token = nn.Parameter(torch.randn(d_model) * 0.02)                         # z_mask (d,)
-        self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)           # H_theta
+        if encoder == "bert":
+            self.visible_encoder = BertEncoder(bert_config, bert_positions, bert_input_norm,
+                                               bert_freeze_layers)                           # H_theta
+        else:
+            self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)       # H_theta
         self.decoupled_encoder = DecoupledEncoder(d_model, attn_heads, dropout, reg_layers if decouple else 0,
                                                   res)                                       # F_phi
         self.tokenizer = Tokenizer(d_model, vocab_size, tokenizer, target_noise, tau, codebook, codebook_tau)
@@ -131,6 +140,9 @@ def check_config(cfg):
         raise TimeMAEError("--no_mcc and --no_mrr together leave nothing to learn: drop at most one of the tasks")
     if cfg["d_model"] % cfg["attn_heads"]:
         raise TimeMAEError(f"--d_model {cfg['d_model']} must be divisible by --attn_heads {cfg['attn_heads']}")
+    if cfg.get("encoder") == "bert" and cfg["d_model"] != cfg["bert_config"]["hidden_size"]:
+        raise TimeMAEError(f"--d_model {cfg['d_model']} differs from the BERT's hidden size "
+                           f"{cfg['bert_config']['hidden_size']}: with --encoder bert leave --d_model out")
     if cfg["wave_length"] < 1:
         raise TimeMAEError(f"--wave_length must be at least 1, got {cfg['wave_length']}")
     if cfg["wave_length"] > cfg["seq_len"]:

@@ -1,0 +1,54 @@
+"""Write a fixed, stratified subset of a TS-TCC dataset folder (train/val/test.pt) for short experiments.
+
+    python subset.py $TIMEMAE_DATA/Epilepsy exp/data/Epilepsy --train 800 --val 200 --test 1000
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+from datautils import stratified_split
+from errors import TimeMAEError
+
+
+def write_subset(src, dst, sizes, seed=0):
+    """Copy a stratified draw of sizes[split] series of every split in `src` into `dst`; return the counts."""
+    os.makedirs(dst, exist_ok=True)
+    counts = {}
+    for split, n in sizes.items():
+        path = os.path.join(src, f"{split}.pt")
+        if not os.path.isfile(path):
+            raise TimeMAEError(f"{path!r} does not exist: expected a folder with train.pt, val.pt and test.pt")
+        data = torch.load(path)
+        labels = np.asarray(data["labels"]).astype(np.int64)
+        if not 0 < n < len(labels):
+            raise TimeMAEError(f"--{split} must lie in 1..{len(labels) - 1} ({split}.pt holds {len(labels)}), got {n}")
+        _, keep = stratified_split(labels, n / len(labels), seed)
+        keep = torch.as_tensor(np.sort(keep))
+        torch.save({"samples": data["samples"][keep], "labels": data["labels"][keep]},
+                   os.path.join(dst, f"{split}.pt"))
+        counts[split] = len(keep)
+    return counts
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("src")
+    p.add_argument("dst")
+    for split, n in (("train", 800), ("val", 200), ("test", 1000)):
+        p.add_argument(f"--{split}", type=int, default=n, help=f"series kept from {split}.pt")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    try:
+        counts = write_subset(a.src, a.dst, {"train": a.train, "val": a.val, "test": a.test}, a.seed)
+    except TimeMAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.dst}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
