@@ -10,15 +10,9 @@ dataset=${1:-}
 runs=${2:-3}
 if [ $# -ge 2 ]; then shift 2; elif [ $# -ge 1 ]; then shift 1; fi
 
-# wave length, codebook size, MRR weight alpha, MCC weight beta, pretraining and fine-tuning epochs
-case "$dataset" in
-  har)      preset=(--wave_length 8  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
-  epilepsy) preset=(--wave_length 16 --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 20) ;;
-  uwave)    preset=(--wave_length 16 --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
-  ps)       preset=(--wave_length 8  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
-  ad)       preset=(--wave_length 4  --vocab_size 192 --alpha 5.0 --beta 1.0 --num_epoch_pretrain 100 --num_epoch 100) ;;
-  *) echo "usage: bash run.sh <har|epilepsy|uwave|ps|ad> [runs] [extra main.py flags]" >&2; exit 2 ;;
-esac
+# the preset (window length, codebook size, MRR/MCC weights, epochs) lives in presets.py, shared with experiments/
+preset_line=$(python presets.py "$dataset") || exit 2
+read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
 
 exp_dir=${EXP_DIR:-exp}

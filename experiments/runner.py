@@ -20,14 +20,9 @@ from tqdm.auto import tqdm  # noqa: E402
 from args import parse_args  # noqa: E402
 from errors import TimeMAEError  # noqa: E402
 from main import run  # noqa: E402
+from presets import PRESETS  # noqa: E402
 from utils import append_line  # noqa: E402
 
-# run.sh's presets (window length and the paper's epochs); other datasets take --wave_length 8.
-FULL = {"epilepsy": ["--wave_length", "16", "--num_epoch_pretrain", "100", "--num_epoch", "20"],
-        "uwave": ["--wave_length", "16", "--num_epoch_pretrain", "100", "--num_epoch", "100"],
-        "har": ["--wave_length", "8", "--num_epoch_pretrain", "100", "--num_epoch", "100"],
-        "ps": ["--wave_length", "8", "--num_epoch_pretrain", "100", "--num_epoch", "100"],
-        "ad": ["--wave_length", "4", "--num_epoch_pretrain", "100", "--num_epoch", "100"]}
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
 QUICK_MODEL = ["--d_model", "32", "--attn_heads", "2", "--layers", "2", "--reg_layers", "1", "--vocab_size", "64",
@@ -73,7 +68,7 @@ def parse(p, argv):
 
 def base_flags(dataset, quick):
     """Flags of one dataset at one budget, before the study's own."""
-    full = FULL.get(dataset, ["--wave_length", "8"])
+    full = PRESETS.get(dataset, ["--wave_length", "8"])
     if not quick:
         return ["--dataset", dataset, *full]
     return ["--dataset", dataset, *QUICK_MODEL, *full[:2], *QUICK.get(dataset, QUICK_DEFAULT)]
