@@ -322,10 +322,8 @@ def num_windows(seq_len, wave_length):
 
 
 def stratified_subset(y, ratio, seed):
-    """Sorted indices of a seeded, stratified `ratio` of labels y: round(ratio * n_c) series of every class c,
-    drawn at random within the class. Refuses a ratio that would leave a class without a series."""
-    if not 0 < ratio <= 1:
-        raise TimeMAEError(f"--label_ratio must lie in (0, 1], got {ratio}")
+    """Sorted indices of a seeded, stratified `ratio` (in (0, 1], checked by main) of labels y: round(ratio * n_c)
+    series of every class c, drawn at random within the class. Refuses a ratio that leaves a class empty."""
     counts = np.bincount(y)
     keep = np.floor(ratio * counts + 0.5).astype(np.int64)                 # (K,) series kept per class
     empty = np.flatnonzero((counts > 0) & (keep < 1))
@@ -339,9 +337,7 @@ def stratified_subset(y, ratio, seed):
 
 
 def random_subset(n, ratio, seed):
-    """Sorted indices of a seeded random `ratio` of n items (at least one)."""
-    if not 0 < ratio <= 1:
-        raise TimeMAEError(f"--pretrain_ratio must lie in (0, 1], got {ratio}")
+    """Sorted indices of a seeded random `ratio` (in (0, 1]) of n items (at least one)."""
     return np.sort(np.random.default_rng(seed).permutation(n)[: max(1, round(ratio * n))])
 
 

@@ -140,7 +140,7 @@ def check_config(cfg):
         raise TimeMAEError("--no_mcc and --no_mrr together leave nothing to learn: drop at most one of the tasks")
     if cfg["d_model"] % cfg["attn_heads"]:
         raise TimeMAEError(f"--d_model {cfg['d_model']} must be divisible by --attn_heads {cfg['attn_heads']}")
-    if cfg.get("encoder") == "bert" and cfg["d_model"] != cfg["bert_config"]["hidden_size"]:
+    if cfg["encoder"] == "bert" and cfg["d_model"] != cfg["bert_config"]["hidden_size"]:
         raise TimeMAEError(f"--d_model {cfg['d_model']} differs from the BERT's hidden size "
                            f"{cfg['bert_config']['hidden_size']}: with --encoder bert leave --d_model out")
     if cfg["wave_length"] < 1:
