@@ -80,9 +80,15 @@ def format_table(summary):
     for phase, key in METRICS:
         if f"{phase}_{key}_mean" in summary:
             name = {"finelast": "FineLast", "fineall": "FineAll"}[phase] + (" acc" if key == "acc" else " macro-F1")
-            out[name] = [f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}"
-                                     for m, s in zip(summary[f"{phase}_{key}_mean"], summary[f"{phase}_{key}_std"])]
+            out[name] = [mean_std(m, s) for m, s in zip(summary[f"{phase}_{key}_mean"], summary[f"{phase}_{key}_std"])]
     return out
+
+
+def mean_std(mean, std):
+    """'mean ± std' with two decimals; the mean alone where std is undefined (one run); '' without a mean."""
+    if mean != mean:
+        return ""
+    return f"{mean:.2f} ± {std:.2f}" if std == std else f"{mean:.2f}"
 
 
 def markdown(table):

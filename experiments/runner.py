@@ -21,6 +21,7 @@ from args import parse_args  # noqa: E402
 from errors import TimeMAEError  # noqa: E402
 from main import run  # noqa: E402
 from presets import PRESETS  # noqa: E402
+from summarize import markdown, mean_std  # noqa: E402
 from utils import append_line  # noqa: E402
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
@@ -132,7 +133,7 @@ class Study:
             runs = pd.concat([old[fresh.to_numpy()], runs], ignore_index=True)
         runs.to_csv(path, index=False)
         table = aggregate(runs, order)
-        text = markdown(table)
+        text = markdown(study_table(table))
         with open(os.path.join(self.folder, "results.md"), "w") as f:
             f.write(f"# {self.name}\n\nTest accuracy and macro-F1 in %, mean ± std over seeds "
                     f"(FineZero / FineZero+ = FineLast / FineAll without pretraining).\n\n{text}\n")
@@ -178,17 +179,12 @@ def aggregate(runs, order=None):
     return table
 
 
-def markdown(table):
-    """A GitHub markdown table with 'mean ± std' cells."""
-    cols = [c for c in table.columns if c not in ("acc", "f1", "acc_std", "f1_std", "runs", "note")]
-    head = cols + ["accuracy", "macro-F1", "runs", "note"]
-    cell = lambda m, s: "" if m != m else (f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}")  # noqa: E731
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        values = [str(r[c]) for c in cols] + [cell(r.acc, r.acc_std), cell(r.f1, r.f1_std), str(r.runs),
-                                              str(r.note)]
-        lines.append("| " + " | ".join(values) + " |")
-    return "\n".join(lines)
+def study_table(table):
+    """The aggregate table with 'mean ± std' cells, for results.md."""
+    out = table[[c for c in table.columns if c not in ("acc", "f1", "acc_std", "f1_std", "runs", "note")]].copy()
+    out["accuracy"] = [mean_std(m, s) for m, s in zip(table.acc, table.acc_std)]
+    out["macro-F1"] = [mean_std(m, s) for m, s in zip(table.f1, table.f1_std)]
+    return out.assign(runs=table.runs, note=table.note)
 
 
 def lines(ax, table, x, xlabel, log=False):
