@@ -8,8 +8,9 @@ import os
 
 import torch
 
+from datautils import DATA_ENV
+
 DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr")
-DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
 
 
 def default_device():

@@ -16,12 +16,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from args import DATA_ENV
-from errors import TimeMAEError
+from common.errors import TimeMAEError
+from data.builders import read_har
+from data.formats import DEFAULT_FOLDERS, UEA_NAMES, read_arff, read_ts
+from data.sources import SourceTree
 
-DEFAULT_FOLDERS = {"har": "HAR", "epilepsy": "Epilepsy", "uwave": "UWave", "ps": "PhonemeSpectra",
-                   "ad": "SpokenArabicDigits"}
-UEA_NAMES = {"uwave": "UWaveGestureLibrary", "ps": "PhonemeSpectra", "ad": "SpokenArabicDigits"}
+DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
+
 TIME_MAJOR_PT = {"uwave"}  # datasets whose plain train.pt/test.pt hold (N, T, C)
 
 
@@ -130,8 +131,6 @@ def _unpack(obj, path):
 
 def _load_raw_har(folder):
     """The extracted `UCI HAR Dataset/` folder, split exactly as `python -m data.prepare har` splits it."""
-    from data.builders import read_har
-    from data.sources import SourceTree
     with tempfile.TemporaryDirectory() as work:
         (trx, try_), (vax, vay), (tex, tey) = read_har(SourceTree([folder], work))
     time_major = lambda x: x.transpose(0, 2, 1).astype(np.float32)  # noqa: E731  (N, 9, T) -> (N, T, 9)
@@ -157,74 +156,6 @@ def _load_uea(folder, name):
     raise TimeMAEError(
         f"no dataset files in {folder!r}: expected train.pt + test.pt (+ val.pt), train_new.pt + test_new.pt, "
         f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff)")
-
-
-def _stack_ragged(series, path):
-    """series: list over samples of lists over channels of 1-D arrays -> (N, T_max, C), NaN-padded."""
-    channels = {len(s) for s in series}
-    if len(channels) != 1:
-        raise TimeMAEError(f"{path}: series have different channel counts {sorted(channels)}")
-    t_max = max(len(ch) for s in series for ch in s)
-    x = np.full((len(series), t_max, channels.pop()), np.nan, dtype=np.float32)
-    for i, s in enumerate(series):  # parsing text is per line anyway; the model never loops over samples
-        for c, ch in enumerate(s):
-            x[i, : len(ch), c] = ch
-    return x
-
-
-def _floats(text, path, lineno):
-    try:
-        return np.array([float("nan") if v.strip() == "?" else float(v) for v in text.split(",")], np.float32)
-    except ValueError:
-        raise TimeMAEError(f"{path}:{lineno}: cannot parse values {text[:60]!r}") from None
-
-
-def _data_lines(path, comment):
-    """(line number, stripped line) of every data row after the `@data` header line."""
-    in_data = False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith(comment):
-                continue
-            if in_data:
-                yield lineno, line
-            else:
-                in_data = line.lower().startswith("@data")
-
-
-def _read_rows(path, comment, split_row):
-    """Parse every data row with split_row(line) -> (channel strings, label) into (N, T_max, C) + labels."""
-    series, labels = [], []
-    for lineno, line in _data_lines(path, comment):
-        dims, label = split_row(line)
-        if not dims:
-            raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
-        series.append([_floats(d, path, lineno) for d in dims])
-        labels.append(label.strip().strip("'\""))
-    if not series:
-        raise TimeMAEError(f"{path}: no series after an @data line")
-    return _stack_ragged(series, path), np.array(labels)
-
-
-def read_ts(path):
-    """sktime/aeon `.ts` text: `@` header lines, then one series per line, channels split by ':', label last."""
-    def split_row(line):
-        *dims, label = line.split(":")
-        return dims, label
-    return _read_rows(path, "#", split_row)
-
-
-def read_arff(path):
-    """Weka `.arff` as in the UEA/UCR archive: univariate rows `v1,...,vT,label` or multivariate rows
-    `'c1v1,...\\nc2v1,...',label` (a relational attribute whose channels are split by a literal \\n)."""
-    def split_row(line):
-        if line[0] in "'\"":
-            end = line.rfind(line[0])
-            return line[1:end].replace("\\n", "\n").split("\n"), line[end + 1:].lstrip(",")
-        body, _, label = line.rpartition(",")
-        return [body], label
-    return _read_rows(path, "%", split_row)
 
 
 def _pad_to_same_length(a, b):

@@ -3,32 +3,51 @@
     python main.py --dataset epilepsy --data_path data/Epilepsy --wave_length 8 --vocab_size 192
 """
 import os
+import re
 import sys
 
 import torch
 
 from args import parse_args
+from common.errors import TimeMAEError
 from datautils import load_dataset, normalize, resolve_folder, restrict_pretraining
-from distributed import init_distributed, is_main_process, rank_seed
-from errors import TimeMAEError
+from engine.checkpoint import load_state, read_checkpoint
+from engine.distributed import init_distributed, is_main_process, rank_seed, seed_everything
+from engine.resume import check_last_state, check_resumable, rewind_logs
+from engine.runfiles import atomic_write_json, prepare_run_dir
+from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
 from model.bert import BERT_LR, bert_config, resolve_bert_path
-from process import Trainer, load_state, read_checkpoint
-from resume import check_last_state, check_resumable, rewind_logs
-from transfer import describe_transfer, transfer_weights
-from utils import atomic_write_json, prepare_run_dir, seed_everything
+from model.config import TimeMAEConfig
+from process import Trainer
+
+
+# model settings the command line turns off with a flag; every other setting is the flag of its own name
+NEGATED = {"mcc": "no_mcc", "mrr": "no_mrr", "decouple": "no_decouple"}
+
+
+def model_config(cfg, splits, bert):
+    """The TimeMAEConfig of the flags `cfg`, the data's shape and the BERT settings `bert` (empty: native)."""
+    data = dict(channels=splits.channels, seq_len=splits.seq_len, num_classes=splits.num_classes)
+    flags = {name: getattr(cfg, name) for name in TimeMAEConfig.names()
+             if name not in data and name not in NEGATED and not name.startswith("bert_") and name != "encoder"}
+    flags.update({name: not getattr(cfg, flag) for name, flag in NEGATED.items()})
+    return TimeMAEConfig(**data, **flags, **bert)
+
+
+def flag_message(error):
+    """A model error's wording with the settings it names spelled as this command line's flags."""
+    text = str(error)
+    for name in getattr(error, "settings", ()):
+        if name in NEGATED:
+            text = re.sub(rf"\b{name}=False\b", f"--{NEGATED[name]}", text)
+        text = re.sub(rf"(?<![-\w]){name}\b", f"--{name}", text)
+    return text
 
 
 def build_model(cfg, splits, log=print):
     bert = bert_settings(cfg, log) if cfg.encoder == "bert" else {}
-    model = TimeMAE(channels=splits.channels, seq_len=splits.seq_len, num_classes=splits.num_classes,
-                    d_model=cfg.d_model, attn_heads=cfg.attn_heads, layers=cfg.layers, reg_layers=cfg.reg_layers,
-                    dropout=cfg.dropout, enable_res_parameter=cfg.enable_res_parameter,
-                    vocab_size=cfg.vocab_size, wave_length=cfg.wave_length, mask_ratio=cfg.mask_ratio,
-                    mask_mode=cfg.mask_mode, tokenizer=cfg.tokenizer, target_noise=cfg.target_noise, tau=cfg.tau,
-                    codebook=cfg.codebook, codebook_tau=cfg.codebook_tau,
-                    momentum=cfg.momentum, mcc=not cfg.no_mcc, mrr=not cfg.no_mrr, decouple=not cfg.no_decouple,
-                    **bert)
+    model = TimeMAE(model_config(cfg, splits, bert))
     if bert and cfg.bert_init == "pretrained":
         copied = model.visible_encoder.load_pretrained(cfg.bert_path)
         model.target_encoder.load_state_dict(model.visible_encoder.state_dict())
@@ -136,7 +155,7 @@ def main(argv=None):
     try:
         metrics = run(cfg)
     except TimeMAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2
     if is_main_process():
         print(f"done: {cfg.save_path}/metrics.json  FineLast acc {metrics['finelast']['acc']:.4f}"

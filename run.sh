@@ -10,8 +10,8 @@ dataset=${1:-}
 runs=${2:-3}
 if [ $# -ge 2 ]; then shift 2; elif [ $# -ge 1 ]; then shift 1; fi
 
-# the preset (window length, codebook size, MRR/MCC weights, epochs) lives in presets.py, shared with experiments/
-preset_line=$(python presets.py "$dataset") || exit 2
+# the preset (window length, codebook size, MRR/MCC weights, epochs) lives in experiments/presets.py, shared with experiments/
+preset_line=$(python -m experiments.presets "$dataset") || exit 2
 read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
 
@@ -20,4 +20,4 @@ for seed in $(seq 1 "$runs"); do
   echo "== $dataset run $seed/$runs (seed $seed)"
   python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "$exp_dir/$dataset/seed$seed" "$@"
 done
-python summarize.py "$exp_dir/$dataset" --out "$exp_dir/$dataset/summary.csv"
+python -m tools.summarize "$exp_dir/$dataset" --out "$exp_dir/$dataset/summary.csv"

@@ -9,7 +9,6 @@ number of equally used codewords it equals): a tokenizer that collapsed onto a f
 import argparse
 import json
 import os
-import re
 import sys
 
 import matplotlib
@@ -22,37 +21,40 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from classification import extract_representations  # noqa: E402
+from common.errors import TimeMAEError  # noqa: E402
 from datautils import load_dataset, normalize  # noqa: E402
-from errors import TimeMAEError  # noqa: E402
-from model import TimeMAE  # noqa: E402
-from process import load_checkpoint  # noqa: E402
+from engine.checkpoint import load_model  # noqa: E402
+from engine.record import EPOCH_LOG  # noqa: E402
 
-FIELD = re.compile(r"([a-z_]+)(-?[\d.]+(?:e-?\d+)?|nan|inf)")
+def read_epochs(run_dir):
+    """pretrain_log.jsonl as a DataFrame, one row per pretraining epoch (probe: NaN where none ran)."""
+    path = os.path.join(run_dir, EPOCH_LOG)
+    if not os.path.isfile(path):
+        raise TimeMAEError(f"{run_dir!r} has no {EPOCH_LOG} (not a run folder, or one written before the "
+                           "per-epoch log existed)")
+    try:
+        epochs = pd.read_json(path, lines=True)
+    except ValueError as e:
+        raise TimeMAEError(f"cannot read {path}: {e}") from None
+    if epochs.empty:
+        raise TimeMAEError(f"{path} holds no epochs (a FineZero run has no curves)")
+    return epochs
 
 
-def read_log(path):
-    """Parse 'epoch3, loss1.2, mse0.4, ...' lines into a DataFrame (one row per line)."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            row = {k: float(v) for k, v in FIELD.findall(line.split("select_on")[0])}
-            if row:
-                rows.append(row)
-    return pd.DataFrame(rows)
+def protocol(run_dir):
+    with open(os.path.join(run_dir, "args.json")) as f:
+        return json.load(f)["select_on"]
 
 
 def plot_curves(run_dir):
-    pre = read_log(os.path.join(run_dir, "pretrain_result.txt"))
-    if pre.empty:
-        raise TimeMAEError(f"{run_dir}/pretrain_result.txt holds no epochs (a FineZero run has no curves)")
-    probe = read_log(os.path.join(run_dir, "linear_result.txt"))
-    probe = probe[(probe.epoch > 0) & probe.get("f1", pd.Series(np.nan, index=probe.index)).isna()]
+    pre = read_epochs(run_dir)
+    probe = pre.dropna(subset=["probe"])  # the last epoch is always probed
     panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
               ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, title) in zip(axes.flat, panels):
         if key is None:
-            ax.plot(probe.epoch, 100 * probe.acc, "o-")
+            ax.plot(probe.epoch, 100 * probe.probe, "o-")
             ax.set_ylabel("%")
         else:
             ax.plot(pre.epoch, pre[key], label=key)
@@ -63,8 +65,7 @@ def plot_curves(run_dir):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    protocol = open(os.path.join(run_dir, "linear_result.txt")).read().rsplit("select_on=", 1)[-1].strip()
-    fig.suptitle(f"{run_dir}  (probe selection on {protocol})")
+    fig.suptitle(f"{run_dir}  (probe selection on {protocol(run_dir)})")
     fig.tight_layout()
     out = os.path.join(run_dir, "curves.png")
     fig.savefig(out, dpi=110)
@@ -74,9 +75,7 @@ def plot_curves(run_dir):
 
 def plot_codebook(run_dir):
     """Codewords used and perplexity of the codeword targets per epoch, against the codebook size."""
-    pre = read_log(os.path.join(run_dir, "pretrain_result.txt"))
-    if pre.empty or "used" not in pre:
-        raise TimeMAEError(f"{run_dir}/pretrain_result.txt holds no codebook usage (no pretraining epochs)")
+    pre = read_epochs(run_dir)
     with open(os.path.join(run_dir, "args.json")) as f:
         vocab = json.load(f)["vocab_size"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -105,10 +104,7 @@ def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
         cfg = json.load(f)
     splits = normalize(load_dataset(cfg["dataset"], data_path or cfg["data_path"], cfg.get("UCR_folder")),
                        cfg.get("normalize", "channel"))
-    ckpt_path = os.path.join(run_dir, "pretrain_model.pkl")
-    config = torch.load(ckpt_path, map_location="cpu", weights_only=False)["config"]
-    model = TimeMAE.from_config(config)
-    ckpt = load_checkpoint(ckpt_path, model)
+    model, ckpt = load_model(os.path.join(run_dir, "pretrain_model.pkl"))
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(splits.test_x))[:max_points]
     reps = extract_representations(model, torch.from_numpy(splits.test_x[idx]), 512)
@@ -136,8 +132,8 @@ def main(argv=None):
     p.add_argument("--no_tsne", action="store_true")
     a = p.parse_args(argv)
     try:
-        if not os.path.isfile(os.path.join(a.run_dir, "pretrain_result.txt")):
-            raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no pretrain_result.txt)")
+        if not os.path.isfile(os.path.join(a.run_dir, "args.json")):
+            raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no args.json)")
         print(plot_curves(a.run_dir))
         print(plot_codebook(a.run_dir))
         if not a.no_tsne:

@@ -31,7 +31,7 @@ from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from process import Trainer  # noqa: E402
-from speed import autocast, compiled, eval_batch_size  # noqa: E402
+from engine.speed import autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
 SHAPES = {"har": (9, 128, 6, 8), "ps": (11, 217, 39, 8), "ad": (13, 93, 10, 4), "uwave": (3, 315, 8, 16),
@@ -161,7 +161,7 @@ def pretrain_flops(model, x, cfg, device):
 def bench_shape(name, device, args):
     channels, length, classes, wave = SHAPES[name]
     torch.manual_seed(0)
-    model = TimeMAE(channels, length, classes, wave_length=wave).to(device).train()
+    model = TimeMAE(channels=channels, seq_len=length, num_classes=classes, wave_length=wave).to(device).train()
     B, reps, steps = args.batch_size, args.reps, args.steps
     warmup = args.warmup + (3 if args.compile else 0)
     x = torch.randn(B, length, channels, device=device)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datautils import read_arff, read_ts
-from errors import TimeMAEError
+from data.formats import read_arff, read_ts
+from common.errors import TimeMAEError
 
 SPLIT_SEED = 42        # TS-TCC's random_state for every split
 HAR_VAL_RATIO = 0.2

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from data.builders import build_epilepsy, build_har, build_uwave, copy_uea, UWAVE_AXES
-from datautils import DEFAULT_FOLDERS, UEA_NAMES
-from errors import TimeMAEError
+from data.formats import DEFAULT_FOLDERS, UEA_NAMES
+from common.errors import TimeMAEError
 
 UCI_URL = "https://archive.ics.uci.edu/static/public"               # UCI Machine Learning Repository
 UEA_URL = "https://www.timeseriesclassification.com/aeon-toolkit"   # UEA & UCR Time Series Classification

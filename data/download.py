@@ -14,7 +14,7 @@ import urllib.request
 
 from tqdm import tqdm
 
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 
 CHUNK = 1 << 16
 TIMEOUT_S = 60

@@ -18,7 +18,7 @@ from data.catalog import SHA256, lookup
 from data.download import fetch
 from data.sources import SourceTree
 from datautils import load_dataset, resolve_folder
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 
 
 def default_out(source):

@@ -4,7 +4,7 @@ import fnmatch
 import os
 import zipfile
 
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 
 SKIP_DIRS = {"__MACOSX"}  # resource forks that macOS archivers add; never data
 

@@ -18,11 +18,11 @@ import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from args import parse_args  # noqa: E402
-from errors import TimeMAEError  # noqa: E402
+from common.errors import TimeMAEError  # noqa: E402
 from main import run  # noqa: E402
-from presets import PRESETS  # noqa: E402
-from summarize import markdown, mean_std  # noqa: E402
-from utils import append_line  # noqa: E402
+from experiments.presets import PRESETS  # noqa: E402
+from tools.summarize import markdown, mean_std  # noqa: E402
+from engine.runfiles import append_line  # noqa: E402
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.

@@ -12,14 +12,12 @@ it is logged as a diagnostic but gives no gradient); decouple=False puts mask to
 and runs the whole sequence through the visible encoder (BERT/TST style), whose outputs there are the predictions.
 """
 import copy
-import inspect
-import math
 
 import torch
 import torch.nn as nn
 
-from errors import TimeMAEError
 from model.bert import BertEncoder
+from model.config import TimeMAEConfig
 from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, sinusoid_init_
 
 
@@ -28,44 +26,43 @@ def _gather(t, ids):                                             # (B, S, d), (B
 
 
 class TimeMAE(nn.Module):
-    def __init__(self, channels, seq_len, num_classes, d_model=64, attn_heads=4, layers=8, reg_layers=4,
-                 dropout=0.2, enable_res_parameter=1, vocab_size=192, wave_length=8, mask_ratio=0.6,
-                 mask_mode="sample", tokenizer="ste", target_noise="none", tau=1.0, codebook="linear",
-                 codebook_tau=0.1, momentum=0.99, mcc=True, mrr=True, decouple=True, encoder="timemae",
-                 bert_config=None, bert_positions="timemae", bert_input_norm="bert", bert_freeze_layers=0):
-        super().__init__()
-        self.config = dict(channels=channels, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
-                           attn_heads=attn_heads, layers=layers, reg_layers=reg_layers, dropout=dropout,
-                           enable_res_parameter=enable_res_parameter, vocab_size=vocab_size,
-                           wave_length=wave_length, mask_ratio=mask_ratio, mask_mode=mask_mode,
-                           tokenizer=tokenizer, target_noise=target_noise, tau=tau, codebook=codebook,
-                           codebook_tau=codebook_tau, momentum=momentum, mcc=mcc, mrr=mrr, decouple=decouple,
-                           # with BERT the BertConfig itself, so a checkpoint rebuilds the model without --bert_path
-                           encoder=encoder, bert_config=bert_config, bert_positions=bert_positions,
-                           bert_input_norm=bert_input_norm, bert_freeze_layers=bert_freeze_layers)
-        self.num_windows, self.num_masked = check_config(self.config)
-        self.mask_mode, self.momentum = mask_mode, momentum
-        self.mcc, self.mrr, self.decouple = mcc, mrr, decouple
-        res = bool(enable_res_parameter)
+    """Built from a TimeMAEConfig, or from its settings as keyword arguments: TimeMAE(channels=1, seq_len=178,
+    num_classes=2, wave_length=8)."""
 
-        self.feature_encoder = WindowSlicer(channels, d_model, wave_length)
+    def __init__(self, config=None, **settings):
+        super().__init__()
+        cfg = (config or TimeMAEConfig(**settings)).validate()
+        self.cfg = cfg
+        self.num_windows, self.num_masked = cfg.num_windows, cfg.num_masked
+        self.mask_mode, self.momentum = cfg.mask_mode, cfg.momentum
+        self.mcc, self.mrr, self.decouple = cfg.mcc, cfg.mrr, cfg.decouple
+        res, d_model = bool(cfg.enable_res_parameter), cfg.d_model
+
+        self.feature_encoder = WindowSlicer(cfg.channels, d_model, cfg.wave_length)
         self.position = nn.Parameter(sinusoid_init_(torch.empty(self.num_windows, d_model)))   # P (S, d)
         self.mask_token = nn.Parameter(torch.randn(d_model) * 0.02)                         # z_mask (d,)
-        if encoder == "bert":
-            self.visible_encoder = BertEncoder(bert_config, bert_positions, bert_input_norm,
-                                               bert_freeze_layers)                           # H_theta
+        if cfg.encoder == "bert":
+            self.visible_encoder = BertEncoder(cfg.bert_config, cfg.bert_positions, cfg.bert_input_norm,
+                                               cfg.bert_freeze_layers)                       # H_theta
         else:
-            self.visible_encoder = Encoder(d_model, attn_heads, dropout, layers, res)       # H_theta
-        self.decoupled_encoder = DecoupledEncoder(d_model, attn_heads, dropout, reg_layers if decouple else 0,
-                                                  res)                                       # F_phi
-        self.tokenizer = Tokenizer(d_model, vocab_size, tokenizer, target_noise, tau, codebook, codebook_tau)
-        self.tokenizer.requires_grad_(mcc)  # without MCC the codebook only scores diagnostics
+            self.visible_encoder = Encoder(d_model, cfg.attn_heads, cfg.dropout, cfg.layers, res)  # H_theta
+        self.decoupled_encoder = DecoupledEncoder(d_model, cfg.attn_heads, cfg.dropout,
+                                                  cfg.reg_layers if cfg.decouple else 0, res)     # F_phi
+        self.tokenizer = Tokenizer(d_model, cfg.vocab_size, cfg.tokenizer, cfg.target_noise, cfg.tau, cfg.codebook,
+                                   cfg.codebook_tau)
+        self.tokenizer.requires_grad_(cfg.mcc)  # without MCC the codebook only scores diagnostics
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
-        self.head = nn.Linear(d_model, num_classes)                                          # FineAll
+        self.head = nn.Linear(d_model, cfg.num_classes)                                      # FineAll
+
+    @property
+    def config(self):
+        """The settings as a plain dict (what checkpoints store)."""
+        return self.cfg.to_dict()
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """From a TimeMAEConfig or its dict (a checkpoint's 'config')."""
+        return cls(config if isinstance(config, TimeMAEConfig) else TimeMAEConfig.from_dict(config))
 
     def train(self, mode=True):
         """The momentum encoder always runs in eval mode: its targets carry no dropout noise."""
@@ -126,31 +123,3 @@ class TimeMAE(nn.Module):
     def forward(self, x):
         """Class logits (B, num_classes) for fine-tuning."""
         return self.head(self.represent(x))
-
-
-def config_defaults():
-    """Constructor defaults: a checkpoint written before a setting existed was built with its default."""
-    params = inspect.signature(TimeMAE.__init__).parameters.values()
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-
-
-def check_config(cfg):
-    """Raise a one-line TimeMAEError for settings that cannot work; return (S windows, M masked)."""
-    if not (cfg["mcc"] or cfg["mrr"]):
-        raise TimeMAEError("--no_mcc and --no_mrr together leave nothing to learn: drop at most one of the tasks")
-    if cfg["d_model"] % cfg["attn_heads"]:
-        raise TimeMAEError(f"--d_model {cfg['d_model']} must be divisible by --attn_heads {cfg['attn_heads']}")
-    if cfg["encoder"] == "bert" and cfg["d_model"] != cfg["bert_config"]["hidden_size"]:
-        raise TimeMAEError(f"--d_model {cfg['d_model']} differs from the BERT's hidden size "
-                           f"{cfg['bert_config']['hidden_size']}: with --encoder bert leave --d_model out")
-    if cfg["wave_length"] < 1:
-        raise TimeMAEError(f"--wave_length must be at least 1, got {cfg['wave_length']}")
-    if cfg["wave_length"] > cfg["seq_len"]:
-        raise TimeMAEError(f"--wave_length {cfg['wave_length']} is longer than the series ({cfg['seq_len']} "
-                           "steps): choose a window no longer than the series")
-    windows = math.ceil(cfg["seq_len"] / cfg["wave_length"])
-    masked = int(cfg["mask_ratio"] * windows + 1e-9)  # floor, robust to 0.58 * 100 = 57.99..
-    if not 0 < masked < windows:
-        raise TimeMAEError(f"--mask_ratio {cfg['mask_ratio']} masks {masked} of {windows} windows: at least "
-                           "one window must be masked and one visible")
-    return windows, masked

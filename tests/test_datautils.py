@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import synthetic_series, write_tstcc
-from datautils import load_dataset, normalize, read_arff, read_ts, stratified_split
-from errors import TimeMAEError
+from data.formats import read_arff, read_ts
+from datautils import load_dataset, normalize, stratified_split
+from common.errors import TimeMAEError
 
 
 def test_tstcc_dicts_are_channel_first(tmp_path):

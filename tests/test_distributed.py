@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import main
-from distributed import Dist, rank_seed
+from engine.distributed import Dist, rank_seed
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 
 # dropout off and a higher lr: the curves then differ only by each rank's own masks and fall clearly
@@ -47,7 +47,7 @@ def test_two_process_loss_curve_matches_one_process(runs):
 def test_only_rank_zero_writes_and_logs(runs):
     _, multi, stdout = runs
     assert stdout.count("pretrain epoch 1:") == 1 and stdout.count("done:") == 1
-    assert sorted(os.listdir(multi)) == ["args.json", "linear_result.txt", "metrics.json", "model.pkl",
+    assert sorted(os.listdir(multi)) == ["args.json", "linear_result.txt", "metrics.json", "model.pkl", "pretrain_log.jsonl",
                                          "pretrain_model.pkl", "pretrain_result.txt", "result.txt"]
     with open(os.path.join(multi, "linear_result.txt")) as f:
         assert f.read().count("\n") == RUN["num_epoch_pretrain"] // RUN["probe_every"] + 1

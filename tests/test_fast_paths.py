@@ -15,7 +15,7 @@ from loss import pretrain_loss
 from main import main
 from model import TimeMAE
 from model.layers import Dropout, SoftmaxLastDim
-from speed import GPU_EVAL_BATCH, eval_batch_size
+from engine.speed import GPU_EVAL_BATCH, eval_batch_size
 
 B, T, C = 6, 30, 3
 ALPHA, BETA = 5.0, 1.0

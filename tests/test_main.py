@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY
 from main import main
-from utils import RUN_OUTPUTS
+from engine.runfiles import RUN_OUTPUTS
 
 
 def run_main(args, capsys=None):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 from model import TimeMAE
 from model.layers import Attention, DecoupledEncoder, Dropout, Encoder, Tokenizer, TransformerBlock, WindowSlicer
 
@@ -157,3 +157,32 @@ def test_dropout_rate_scale_and_eval_identity():
 def test_bad_config_is_refused_in_one_line(kw, message):
     with pytest.raises(TimeMAEError, match=message):
         tiny(**kw)
+
+
+def test_one_config_lists_every_setting_and_the_cli_maps_each_flag():
+    """TimeMAEConfig is the single list: the model's config, the defaults and the command line agree on it."""
+    from args import parse_args
+    from main import NEGATED, model_config
+    from model.config import TimeMAEConfig, config_defaults
+    from types import SimpleNamespace
+    model = tiny()
+    assert list(model.config) == TimeMAEConfig.names()
+    assert set(config_defaults()) == set(TimeMAEConfig.names()) - {"channels", "seq_len", "num_classes"}
+    flags = parse_args(["--no_mcc", "--wave_length", "4"])
+    splits = SimpleNamespace(channels=3, seq_len=32, num_classes=5)
+    cfg = model_config(flags, splits, {})
+    assert (cfg.channels, cfg.seq_len, cfg.num_classes, cfg.wave_length, cfg.mcc, cfg.mrr) == (3, 32, 5, 4, False, True)
+    native = set(TimeMAEConfig.names()) - {"channels", "seq_len", "num_classes", "bert_config"} - set(NEGATED)
+    assert native <= set(vars(flags)), native - set(vars(flags))
+
+
+def test_model_errors_name_settings_and_the_cli_names_flags():
+    from main import flag_message
+    from model.config import ConfigError
+    with pytest.raises(ConfigError) as err:
+        tiny(d_model=18, attn_heads=4)
+    assert "--" not in str(err.value) and err.value.settings == ("d_model", "attn_heads")
+    assert flag_message(err.value) == "--d_model 18 must be divisible by --attn_heads 4"
+    with pytest.raises(ConfigError) as err:
+        tiny(mcc=False, mrr=False)
+    assert flag_message(err.value).startswith("--no_mcc and --no_mrr together leave nothing to learn")

@@ -15,7 +15,7 @@ import torch
 from data import catalog
 from data.prepare import main, prepare
 from datautils import load_dataset
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 
 HAR_ZIP = "human+activity+recognition+using+smartphones.zip"
 EPILEPSY_ZIP = "epileptic+seizure+recognition.zip"

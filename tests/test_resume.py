@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import main
+import engine.record
 import process
-from resume import LAST, LOGS
+from engine.resume import LAST, LOGS
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
-from utils import atomic_save, prepare_run_dir
+from engine.runfiles import atomic_save, prepare_run_dir
 
 EPOCHS = dict(num_epoch_pretrain=5, num_epoch=3)  # 4 pretraining and 3 fine-tuning steps per epoch
 
@@ -47,7 +48,7 @@ def outputs(run):
     logs = {}
     for name in LOGS:
         with open(os.path.join(run, name)) as f:
-            logs[name] = re.sub(r", sec[0-9.]+", "", f.read())
+            logs[name] = re.sub(r', "?sec"?:? ?[0-9.e-]+', "", f.read())
     weights = {name: torch.load(os.path.join(run, name), weights_only=False)["model"]
                for name in ("pretrain_model.pkl", "model.pkl")}
     return metrics, logs, weights
@@ -106,13 +107,13 @@ def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_p
 
 def test_crash_between_last_state_and_best_checkpoint_loses_nothing(data, reference, tmp_path, monkeypatch):
     run = str(tmp_path / "run")
-    real = process.atomic_save
+    real = engine.record.atomic_save
 
     def save_or_crash(obj, path):
         if path.endswith("pretrain_model.pkl"):  # last.pkl of epoch 1 is written, its best checkpoint is not
             raise Crash
         real(obj, path)
-    monkeypatch.setattr(process, "atomic_save", save_or_crash)
+    monkeypatch.setattr(engine.record, "atomic_save", save_or_crash)
     with pytest.raises(Crash):
         main.main(tiny_flags(data, run, **EPOCHS))
     monkeypatch.undo()
@@ -126,7 +127,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     path = str(tmp_path / "last.pkl")
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from utils import atomic_save
+        from engine.runfiles import atomic_save
         atomic_save({{"epoch": 1, "w": torch.ones(1000)}}, {path!r})
         def dies_half_way(obj, f):
             f.write(b"\\x80" * 4096)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY, synthetic_series, write_tstcc
 from datautils import random_subset, stratified_subset
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
 from loss import pretrain_loss
 from main import main as main_cli

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from summarize import main as summarize_main
+from tools.summarize import main as summarize_main
 from visualize import main as visualize_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,3 +75,4 @@ def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_ru
     summary = pd.read_csv(tmp_path / "s.csv").set_index("config")
     assert sorted(summary.index) == ["no_mcc=False", "no_mcc=True"] and (summary.runs == 2).all()
     assert "FineLast acc" in md.read_text() and "±" in md.read_text()
+    assert (summary.codewords_used_mean >= 1).all() and (summary.perplexity_mean >= 1).all()  # pretrain_log.jsonl

@@ -1,7 +1,7 @@
 """Mean ± std of the final metrics over the runs found under a folder (searched recursively).
 
-    python summarize.py exp/epilepsy --out exp/epilepsy/summary.csv
-    python summarize.py exp --out exp/summary.csv --markdown exp/summary.md     # every run of every study
+    python -m tools.summarize exp/epilepsy --out exp/epilepsy/summary.csv
+    python -m tools.summarize exp --out exp/summary.csv --markdown exp/summary.md     # every run of every study
 
 Runs are grouped by dataset, selection protocol, pretraining / fine-tuning epochs and `config`: the flags of
 args.json whose values differ between the runs of that dataset (seeds, paths and runtime flags aside). Runs
@@ -16,9 +16,11 @@ import sys
 
 import pandas as pd
 
-from resume import RUNTIME_FLAGS
+from engine.record import EPOCH_LOG
+from engine.resume import RUNTIME_FLAGS
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
+CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
 KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
 # args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values.
 NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
@@ -41,11 +43,21 @@ def collect_runs(root):
         for phase, key in METRICS:
             if phase in metrics:
                 row[f"{phase}_{key}"] = 100 * metrics[phase][key]
+        row.update(final_codebook(folder))
         rows.append(row)
     runs = pd.DataFrame(rows)
     if not runs.empty:
         runs["config"] = config_labels(runs)
     return runs.drop(columns="args", errors="ignore")
+
+
+def final_codebook(folder):
+    """Codewords used and their perplexity in the last pretraining epoch (pretrain_log.jsonl), if any."""
+    path = os.path.join(folder, EPOCH_LOG)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return {}
+    last = pd.read_json(path, lines=True).iloc[-1]
+    return {"codewords_used": int(last["used"]), "perplexity": round(float(last["ppl"]), 1)}
 
 
 def _comparable(value):
@@ -67,7 +79,7 @@ def config_labels(runs):
 def summarize(runs):
     """Group runs by dataset, protocol, budget and config; mean, std and count of every metric."""
     keys = [k for k in KEYS if k in runs]
-    cols = [c for c in (f"{p}_{k}" for p, k in METRICS) if c in runs]
+    cols = [c for c in [*(f"{p}_{k}" for p, k in METRICS), *CODEBOOK] if c in runs]
     grouped = runs.groupby(keys, dropna=False)[cols]
     table = grouped.mean().round(2).add_suffix("_mean").join(grouped.std(ddof=1).round(2).add_suffix("_std"))
     table["runs"] = grouped.size()
@@ -81,6 +93,9 @@ def format_table(summary):
         if f"{phase}_{key}_mean" in summary:
             name = {"finelast": "FineLast", "fineall": "FineAll"}[phase] + (" acc" if key == "acc" else " macro-F1")
             out[name] = [mean_std(m, s) for m, s in zip(summary[f"{phase}_{key}_mean"], summary[f"{phase}_{key}_std"])]
+    for col, name in CODEBOOK.items():
+        if f"{col}_mean" in summary:
+            out[name] = [mean_std(m, s) for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
     return out
 
 

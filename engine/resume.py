@@ -13,10 +13,10 @@ import random
 import numpy as np
 import torch
 
-from errors import TimeMAEError
-from utils import RUN_STATE as LAST
+from common.errors import TimeMAEError
+from engine.runfiles import RUN_STATE as LAST
 
-LOGS = ("pretrain_result.txt", "linear_result.txt", "result.txt")
+LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
 # Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
 RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",

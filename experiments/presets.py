@@ -1,7 +1,7 @@
 """Per-dataset presets of the paper's runs (window length, codebook size, MRR/MCC weights, epochs): the one
 source that run.sh and the studies (experiments/) read.
 
-    python presets.py epilepsy    # prints the preset's main.py flags
+    python -m experiments.presets epilepsy    # prints the preset's main.py flags
 """
 import sys
 

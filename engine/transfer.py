@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import torch
 
-from errors import TimeMAEError
-from process import open_checkpoint
+from common.errors import TimeMAEError
+from engine.checkpoint import open_checkpoint
 
 
 def _module(name):

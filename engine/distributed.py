@@ -1,4 +1,4 @@
-"""torch.distributed for `torchrun`: the process group from torchrun's environment, DDP wrapping, sharded
+"""Devices, seeds and torch.distributed for `torchrun`: the process group from torchrun's environment, DDP wrapping, sharded
 sampling and the few collectives the Trainer needs. With one process (no WORLD_SIZE > 1) every helper is a
 plain pass-through, so the single-process path runs exactly as without this module.
 
@@ -8,6 +8,7 @@ them, so nodes need no shared file system), fits the probe and writes files.
 """
 import contextlib
 import os
+import random
 
 import numpy as np
 import torch
@@ -17,8 +18,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from dataset import make_loader
-from errors import TimeMAEError
-from utils import resolve_device
+from common.errors import TimeMAEError
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name):
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TimeMAEError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise TimeMAEError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
 
 
 def is_main_process():

@@ -1,32 +1,15 @@
-"""Run plumbing: seeds, devices, the run folder and crash-safe (atomic) writes."""
+"""The run folder and crash-safe writes: atomic replacement of whole files, appends of whole log lines."""
 import json
 import os
-import random
 import tempfile
 
-import numpy as np
 import torch
 
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 
-RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "linear_result.txt", "result.txt", "pretrain_model.pkl",
-               "model.pkl", "metrics.json")
+RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt",
+               "pretrain_model.pkl", "model.pkl", "metrics.json")
 RUN_STATE = "last.pkl"  # the state to resume from; present only while a run is unfinished
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name):
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TimeMAEError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise TimeMAEError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
 
 
 def prepare_run_dir(path, overwrite):

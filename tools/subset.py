@@ -1,6 +1,6 @@
 """Write a fixed, stratified subset of a TS-TCC dataset folder (train/val/test.pt) for short experiments.
 
-    python subset.py $TIMEMAE_DATA/Epilepsy exp/data/Epilepsy --train 800 --val 200 --test 1000
+    python -m tools.subset $TIMEMAE_DATA/Epilepsy exp/data/Epilepsy --train 800 --val 200 --test 1000
 """
 import argparse
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from datautils import stratified_split
-from errors import TimeMAEError
+from common.errors import TimeMAEError
 
 
 def write_subset(src, dst, sizes, seed=0):

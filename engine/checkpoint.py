@@ -1,0 +1,73 @@
+"""Checkpoint files: a dict with the model's weights ('model') and its settings ('config', a TimeMAEConfig
+as a dict), plus whatever the writer adds (epoch, selection accuracy, training state). Reading needs no Trainer.
+"""
+import os
+
+import torch
+
+from common.errors import TimeMAEError
+from engine.runfiles import atomic_save
+from model import TimeMAE
+from model.config import architecture_settings, config_defaults
+
+
+def checkpoint(model, **extra):
+    """A checkpoint dict holding a copy of the model's state (safe to keep while training goes on)."""
+    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()}, "config": model.config,
+            **extra}
+
+
+def save_checkpoint(path, model, **extra):
+    atomic_save(checkpoint(model, **extra), path)
+
+
+def open_checkpoint(path):
+    """The checkpoint dict at `path` ('model' state and 'config'), refusing a file that is none."""
+    if not os.path.isfile(path):
+        raise TimeMAEError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise TimeMAEError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (expected a dict with 'model' and 'config')")
+    return ckpt
+
+
+def read_checkpoint(path, config):
+    """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture
+    (settings that only shape training, such as dropout, may differ)."""
+    ckpt = open_checkpoint(path)
+    saved = {**config_defaults(), **ckpt["config"]}
+    diff = {k: (saved.get(k), config[k]) for k in architecture_settings() if saved.get(k) != config[k]}
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
+        raise TimeMAEError(f"checkpoint {path!r} was built for another configuration ({shown})")
+    return ckpt
+
+
+def load_state(model, ckpt, path):
+    """Put a checkpoint's weights into `model`; a state that does not fit is a one-line error."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        detail = " ".join(str(e).split())
+        raise TimeMAEError(f"checkpoint {path!r} does not fit this model: {detail[:300]}") from None
+
+
+def load_checkpoint(path, model):
+    """Load a checkpoint into `model`, refusing one built with another architecture."""
+    ckpt = read_checkpoint(path, model.config)
+    load_state(model, ckpt, path)
+    return ckpt
+
+
+def load_model(path):
+    """The TimeMAE a checkpoint describes, with its weights, in eval mode; and the checkpoint dict."""
+    ckpt = open_checkpoint(path)
+    try:
+        model = TimeMAE.from_config({**config_defaults(), **ckpt["config"]})
+    except (TypeError, TimeMAEError) as e:
+        raise TimeMAEError(f"checkpoint {path!r} holds settings this version cannot build: {e}") from None
+    load_state(model, ckpt, path)
+    return model.eval(), ckpt

@@ -1,0 +1,113 @@
+"""TimeMAEConfig: the one list of TimeMAE's settings. The model, the command line (main.build_model), checkpoints
+and `config_defaults` all read it.
+
+Settings whose field metadata says `architecture=False` shape training, not the weights (dropout, momentum,
+masking): a checkpoint may be loaded into a model that differs in them.
+"""
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Optional
+
+from common.errors import TimeMAEError
+
+
+def _training(default):
+    """A setting that does not change the weights' shapes or meaning."""
+    return field(default=default, metadata={"architecture": False})
+
+
+@dataclass
+class TimeMAEConfig:
+    channels: int
+    seq_len: int
+    num_classes: int
+    d_model: int = 64
+    attn_heads: int = 4
+    layers: int = 8                     # visible encoder H_theta blocks
+    reg_layers: int = 4                 # decoupled encoder F_phi blocks
+    dropout: float = _training(0.2)
+    enable_res_parameter: int = 1       # residual branches scaled by a learnable scalar initialised at 1e-8
+    vocab_size: int = 192               # tokenizer codewords
+    wave_length: int = 8                # window length sigma of the window slicer
+    mask_ratio: float = _training(0.6)
+    mask_mode: str = _training("sample")   # 'sample': a fresh mask per series; 'batch': one per batch
+    tokenizer: str = "ste"              # 'ste': straight-through Gumbel-softmax targets; 'argmax': index targets
+    target_noise: str = "none"          # Gumbel noise in the hard codeword target
+    tau: float = 1.0                    # Gumbel-softmax temperature of the STE gradient path
+    codebook: str = "linear"            # 'linear': inner product; 'cosine': cosine over codebook_tau
+    codebook_tau: float = 0.1
+    momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
+    mcc: bool = True                    # masked codeword classification
+    mrr: bool = True                    # masked representation regression
+    decouple: bool = True               # False: mask tokens go through H_theta (no decoupled encoder)
+    encoder: str = "timemae"            # 'timemae' or 'bert'
+    bert_config: Optional[dict] = None  # with BERT the BertConfig itself, so a checkpoint rebuilds the model
+    bert_positions: str = "timemae"
+    bert_input_norm: str = "bert"
+    bert_freeze_layers: int = 0
+
+    @classmethod
+    def names(cls):
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, settings):
+        """A config from a dict (e.g. a checkpoint's); keys it does not know are refused."""
+        unknown = sorted(set(settings) - set(cls.names()))
+        if unknown:
+            raise ConfigError(f"unknown model settings {unknown}", unknown)
+        return cls(**settings)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @property
+    def num_windows(self):
+        """S = ceil(T / sigma) windows."""
+        return math.ceil(self.seq_len / self.wave_length)
+
+    @property
+    def num_masked(self):
+        """M = floor(mask_ratio * S), robust to 0.58 * 100 = 57.99.."""
+        return int(self.mask_ratio * self.num_windows + 1e-9)
+
+    def validate(self):
+        """Raise a one-line ConfigError for settings that cannot work."""
+        if not (self.mcc or self.mrr):
+            raise ConfigError("mcc=False and mrr=False together leave nothing to learn: drop at most one of the tasks",
+                              ("mcc", "mrr"))
+        if self.d_model % self.attn_heads:
+            raise ConfigError(f"d_model {self.d_model} must be divisible by attn_heads {self.attn_heads}",
+                              ("d_model", "attn_heads"))
+        if self.encoder == "bert" and self.d_model != self.bert_config["hidden_size"]:
+            raise ConfigError(f"d_model {self.d_model} differs from the BERT's hidden size "
+                              f"{self.bert_config['hidden_size']}: with the BERT encoder the width follows BERT",
+                              ("d_model",))
+        if self.wave_length < 1:
+            raise ConfigError(f"wave_length must be at least 1, got {self.wave_length}", ("wave_length",))
+        if self.wave_length > self.seq_len:
+            raise ConfigError(f"wave_length {self.wave_length} is longer than the series ({self.seq_len} steps): "
+                              "choose a window no longer than the series", ("wave_length",))
+        if not 0 < self.num_masked < self.num_windows:
+            raise ConfigError(f"mask_ratio {self.mask_ratio} masks {self.num_masked} of {self.num_windows} "
+                              "windows: at least one window must be masked and one visible", ("mask_ratio",))
+        return self
+
+
+class ConfigError(TimeMAEError):
+    """A model setting that cannot work, worded in the settings' own names (`settings` lists them), so a
+    front end can name its own spelling of them (the command line: --flags)."""
+
+    def __init__(self, message, settings=()):
+        super().__init__(message)
+        self.settings = tuple(settings)
+
+
+def config_defaults():
+    """Every setting's default: a checkpoint written before a setting existed was built with its default."""
+    return {f.name: f.default for f in fields(TimeMAEConfig) if f.default is not MISSING}
+
+
+def architecture_settings():
+    """The settings that must agree between a checkpoint and the model it is loaded into."""
+    return [f.name for f in fields(TimeMAEConfig) if f.metadata.get("architecture", True)]
