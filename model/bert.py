@@ -71,8 +71,8 @@ def bert_config(path, positions="timemae"):
 
 
 class BertEncoder(nn.Module):
-    """BertModel over window embeddings: (B, L, d) -> last hidden states (B, L, d). No attention mask: every
-    window is real. `freeze_layers` N > 0 freezes the embeddings module (token type, LayerNorm) and the
+    """BertModel over window embeddings: (B, L, d) -> last hidden states (B, L, d). Every
+    window is real unless `key_padding` marks it. `freeze_layers` N > 0 freezes the embeddings module (token type, LayerNorm) and the
     lowest N layers, in pretraining and fine-tuning alike."""
 
     def __init__(self, config, positions="timemae", input_norm="bert", freeze_layers=0):
@@ -90,9 +90,10 @@ class BertEncoder(nn.Module):
             self.bert.embeddings.requires_grad_(False)
             self.bert.encoder.layer[:freeze_layers].requires_grad_(False)
 
-    def forward(self, x):                                        # (B, L, d) -> (B, L, d)
+    def forward(self, x, key_padding=None):                      # (B, L, d), (B, L) bool -> (B, L, d)
         ids = torch.zeros(1, x.shape[1], dtype=torch.long, device=x.device) if self.positions == "timemae" else None
-        return self.bert(inputs_embeds=x, position_ids=ids).last_hidden_state
+        mask = None if key_padding is None else (~key_padding).long()   # BERT's attention_mask: 1 = attend
+        return self.bert(inputs_embeds=x, position_ids=ids, attention_mask=mask).last_hidden_state
 
     def load_pretrained(self, path):
         """Copy the pretrained weights at `path` into this BERT (the rows of the shrunk tables that it keeps);

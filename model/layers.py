@@ -89,7 +89,8 @@ class Attention(nn.Module):
     def _split(self, t):                                         # (B, L, d) -> (B, h, L, d/h)
         return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-    def forward(self, x, context=None, scale=None):              # x (B, L, d), context (B, Lc, d)
+    def forward(self, x, context=None, scale=None, key_padding=None):  # x (B, L, d), context (B, Lc, d)
+        """key_padding (B, Lc) bool, True where a key is padding: such keys get no attention."""
         d = x.shape[-1]
         if context is None:
             q, k, v = self.qkv(x).split(d, dim=-1)
@@ -100,10 +101,14 @@ class Attention(nn.Module):
         if self.drop.active() and x.device.type == "cpu":
             # SDPA's CPU kernels take no dropout: it falls back to a math path with a slow bernoulli mask and
             # ATen's softmax; softmax(q k^T / sqrt(d_h)) -> dropout -> @ v spelled out is faster here
-            att = SoftmaxLastDim.apply((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1))   # (B, h, L, Lc)
-            y = self.drop(att) @ v
+            logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)                    # (B, h, L, Lc)
+            if key_padding is not None:
+                logits = logits.masked_fill(key_padding[:, None, None, :], float("-inf"))
+            y = self.drop(SoftmaxLastDim.apply(logits)) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.drop.p if self.drop.active() else 0.0)
+            keep = None if key_padding is None else ~key_padding[:, None, None, :]        # (B, 1, 1, Lc)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                               dropout_p=self.drop.p if self.drop.active() else 0.0)
         return scaled_linear(y.transpose(1, 2).flatten(2), self.out, scale)   # (B, L, d)
 
 
@@ -141,8 +146,8 @@ class TransformerBlock(nn.Module):
         self.res_attn = Residual(d_model, dropout, learnable_scale)
         self.res_ffn = Residual(d_model, dropout, learnable_scale)
 
-    def forward(self, x, context=None):
-        x = self.res_attn(x, self.attn(x, context, self.res_attn.scale))
+    def forward(self, x, context=None, key_padding=None):       # key_padding: (B, L or Lc) of x or context
+        x = self.res_attn(x, self.attn(x, context, self.res_attn.scale, key_padding))
         hidden = self.ffn[2](self.ffn[1](self.ffn[0](x)))   # Linear, GELU, Dropout: (B, L, 4d)
         return self.res_ffn(x, scaled_linear(hidden, self.ffn[3], self.res_ffn.scale))
 
@@ -155,9 +160,9 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, dropout, learnable_scale)
                                     for _ in range(layers))
 
-    def forward(self, x):                                        # (B, L, d) -> (B, L, d)
+    def forward(self, x, key_padding=None):                      # (B, L, d), (B, L) bool -> (B, L, d)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, key_padding=key_padding)
         return x
 
 
@@ -170,9 +175,9 @@ class DecoupledEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, dropout, learnable_scale)
                                     for _ in range(layers))
 
-    def forward(self, queries, visible):                         # (B, M, d), (B, S-M, d) -> (B, M, d)
+    def forward(self, queries, visible, key_padding=None):      # (B, M, d), (B, S-M, d), (B, S-M) -> (B, M, d)
         for block in self.blocks:
-            queries = block(queries, visible)
+            queries = block(queries, visible, key_padding)
         return queries
 
 

@@ -186,3 +186,23 @@ def test_model_errors_name_settings_and_the_cli_names_flags():
     with pytest.raises(ConfigError) as err:
         tiny(mcc=False, mrr=False)
     assert flag_message(err.value).startswith("--no_mcc and --no_mrr together leave nothing to learn")
+
+
+@pytest.mark.parametrize("spelled_out", [False, True])
+def test_key_padding_hides_padded_keys_from_attention(spelled_out):
+    """A padded key changes nothing: outputs at real positions equal those of the sequence without it, through
+    SDPA and through the CPU's spelled-out softmax (selected by an active attention dropout that keeps all)."""
+    torch.manual_seed(0)
+    enc = Encoder(D, 2, 0.0, 2, True).train(spelled_out)
+    for p in enc.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    for block in enc.blocks:
+        block.attn.drop.p = 1e-9 if spelled_out else 0.0      # threshold -32768: every element kept
+    x = torch.randn(2, 5, D)
+    padded = torch.cat([x, torch.randn(2, 3, D) * 10], dim=1)                    # (2, 8, D): 3 junk windows
+    pad = torch.tensor([[False] * 5 + [True] * 3] * 2)
+    assert torch.allclose(enc(padded, key_padding=pad)[:, :5], enc(x), atol=1e-5)
+    assert not torch.allclose(enc(padded)[:, :5], enc(x), atol=1e-3)              # unmasked, the junk leaks in
+    cross = DecoupledEncoder(D, 2, 0.0, 1, True)
+    q = torch.randn(2, 4, D)
+    assert torch.allclose(cross(q, padded, pad), cross(q, x), atol=1e-5)
