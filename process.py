@@ -105,6 +105,8 @@ class Trainer:
         forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
         record.reset_best()
         first = record.resume("pretrain", model, opt, sched, loader, "pretrain_model.pkl", cfg.seed)
+        if first == 1 and cfg.num_epoch_pretrain > 0 and model.cfg.codebook_init == "kmeans":
+            self.init_codebook()
         if first == 1:
             for f in ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt"):
                 record.start_log(f)
@@ -114,7 +116,9 @@ class Trainer:
         bar = self.bar(cfg.num_epoch_pretrain, "pretrain", first - 1)
         for epoch in range(first, cfg.num_epoch_pretrain + 1):
             self.dist.set_epoch(loader, epoch)
-            stats = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
+            stats, counts = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
+            if model.cfg.codebook_reset:
+                stats["reset"] = self.reset_codewords(counts == 0, epoch)
             if epoch % cfg.probe_every == 0 or epoch == cfg.num_epoch_pretrain:
                 stats["probe"] = self.probe(epoch)
             record.epoch(epoch, stats)
@@ -139,23 +143,59 @@ class Trainer:
         for i, (x,) in enumerate(loader):
             with autocast(self.device, cfg):
                 out = forward(x)
-                loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta)
+                loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
             self._optimise(loss, opt, sched, scaler)
             model.update_target_encoder()
             finite[i] = ok = torch.isfinite(loss)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
+            real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
+                    else out["masked_valid"].flatten())                          # filler slots are not counted
             hits, ndcg = hits_ndcg(out["codeword_scores"].detach().flatten(0, 1), target)
-            step = torch.stack([loss.detach(), mrr.detach(), mcc.detach(), hits.sum(), ndcg.sum(),
-                                ok * float(target.numel())])
+            step = torch.stack([loss.detach(), mrr.detach(), mcc.detach(), (hits * real).sum(), (ndcg * real).sum(),
+                                ok * real.sum().double()])
             sums += torch.where(ok, step.double(), 0.0)                          # skipped steps add nothing
-            counts += torch.bincount(target, minlength=V) * ok
+            counts += torch.bincount(target, weights=real.double(), minlength=V).long() * ok
         self._check_finite(finite, "pretraining", epoch)
         totals = self.dist.all_reduce(torch.cat([sums, finite.sum(dtype=torch.float64)[None]]))
         self.dist.all_reduce(counts)
         loss, mse, ce, hits, ndcg, preds, steps = totals.tolist()               # the epoch's one sync
         used, ppl = codebook_usage(counts)
         return dict(loss=loss / steps, mse=mse / steps, ce=ce / steps, hits=hits / preds, ndcg=ndcg / preds,
-                    used=used, ppl=ppl, sec=time.perf_counter() - start)
+                    used=used, ppl=ppl, sec=time.perf_counter() - start), counts
+
+    # ------------------------------------------------------------------------------------------ codebook
+    @torch.no_grad()
+    def window_embeddings(self, count, seed):
+        """Window-slicer embeddings (N, d) of real windows of up to `count` pretraining series drawn with a
+        seeded numpy generator (the same on every rank), batch-centred for the cosine codebook."""
+        model, data = self.model, self.pretrain_set.x
+        rows = np.random.default_rng(seed).permutation(len(data))[:count]
+        x, window_pad = model.window_padding(data[torch.as_tensor(rows, device=data.device)])
+        z = model.feature_encoder(x)                                         # (n, S, d)
+        z = z[~window_pad] if window_pad is not None else z.flatten(0, 1)    # (N, d) real windows
+        return z - z.mean(0) if model.cfg.codebook == "cosine" else z
+
+    def init_codebook(self):
+        """--codebook_init kmeans: codewords = k-means centres (sklearn) of the window embeddings of up to 2048
+        pretraining series, so every codeword starts as the nearest centre of some windows."""
+        from sklearn.cluster import KMeans
+        z = self.window_embeddings(2048, self.cfg.seed)
+        k = min(self.model.cfg.vocab_size, len(z))
+        km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=self.cfg.seed).fit(z.double().cpu().numpy())
+        centres = torch.as_tensor(km.cluster_centers_, device=z.device)
+        self.model.tokenizer.set_codewords(torch.arange(k, device=z.device), centres)
+        self.log(f"codebook: {k} codewords initialised by k-means on {len(z)} window embeddings")
+
+    def reset_codewords(self, dead, epoch):
+        """--codebook_reset: codewords no masked window was assigned to this epoch restart at random window
+        embeddings; returns how many were reset."""
+        n = int(dead.sum())
+        if n:
+            z = self.window_embeddings(max(n, 256), self.cfg.seed * 100003 + epoch)
+            pick = torch.as_tensor(np.random.default_rng(epoch).choice(len(z), n, replace=len(z) < n),
+                                   device=z.device)
+            self.model.tokenizer.set_codewords(dead.nonzero().flatten(), z[pick])
+        return n
 
     def probe(self, epoch):
         """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept."""
