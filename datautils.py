@@ -5,6 +5,11 @@ Formats (the folder decides which one is read, in this order):
 - `train_new.pt`/`test_new.pt`, or `train.pt`/`test.pt` for uwave: samples (N, T, C), labels 1..K (UWave 896/3582).
 - the extracted UCI `UCI HAR Dataset/` folder (`train/Inertial Signals/...`), split as `data.prepare` splits it.
 - UEA/UCR `<Name>_TRAIN.ts`/`<Name>_TEST.ts` or `.arff`: univariate or multivariate, variable lengths NaN-padded.
+
+Lengths come from the training data: every split has the training split's number of time steps T. A test
+series of a variable-length (UEA/UCR) set longer than every training series is cropped to its first T steps
+(`DatasetSplits.cropped` counts them); a fixed-length split (.pt, HAR) whose length differs from train's is
+refused. Padding stays NaN through `normalize`, so the model can tell padding from data (TimeMAE.window_padding).
 """
 import glob
 import math
@@ -38,6 +43,7 @@ class DatasetSplits:
     val_y: Optional[np.ndarray] = None
     classes: tuple = ()
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
+    cropped: int = 0                            # test series cropped to the training length (variable-length sets)
 
     @property
     def num_classes(self):
@@ -81,7 +87,7 @@ def load_dataset(dataset, data_path=None, ucr_folder=None):
     elif os.path.isdir(os.path.join(folder, "train", "Inertial Signals")):
         splits = _load_raw_har(folder)
     else:
-        splits = _load_uea(folder, ucr_folder or UEA_NAMES.get(dataset))
+        return _finalise(dataset, *_load_uea(folder, ucr_folder or UEA_NAMES.get(dataset)), fixed=False)
     return _finalise(dataset, *splits)
 
 
@@ -150,7 +156,6 @@ def _load_uea(folder, name):
                 raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
             trx, try_ = reader(train_path)
             tex, tey = reader(test_path)
-            trx, tex = _pad_to_same_length(trx, tex)
             return trx, try_, None, None, tex, tey
     want = name or "<Name>"
     raise TimeMAEError(
@@ -158,10 +163,11 @@ def _load_uea(folder, name):
         f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff)")
 
 
-def _pad_to_same_length(a, b):
-    t = max(a.shape[1], b.shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)), constant_values=np.nan)  # noqa: E731
-    return pad(a), pad(b)
+def _to_length(x, t):
+    """x (N, T', C) NaN-padded or cropped to t steps; returns it and how many series lost real steps."""
+    if x.shape[1] <= t:
+        return np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)), constant_values=np.nan), 0
+    return x[:, :t], int((~np.isnan(x[:, t:])).any(axis=(1, 2)).sum())
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -198,7 +204,9 @@ def _check_values(x, split, dataset):
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
 
-def _finalise(dataset, trx, try_, vax, vay, tex, tey):
+def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True):
+    """Checked splits with labels 0..K-1, every split at train's length (see the module doc); `fixed`: the
+    format stores equal-length series, so another length in val or test is an error, not padding."""
     classes = _class_order(np.asarray(try_).astype(str))
     if len(classes) < 2:
         raise TimeMAEError(f"{dataset}: training labels hold {len(classes)} class; at least 2 are needed")
@@ -207,20 +215,27 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey):
             _check_values(x, split, dataset)
     if tex.shape[2] != trx.shape[2] or (vax is not None and vax.shape[2] != trx.shape[2]):
         raise TimeMAEError(f"{dataset}: train has {trx.shape[2]} channels but another split differs")
-    t = max(a.shape[1] for a in (trx, vax, tex) if a is not None)
-    pad = lambda a: None if a is None else np.pad(a, ((0, 0), (0, t - a.shape[1]), (0, 0)),  # noqa: E731
-                                                  constant_values=np.nan)
+    t = trx.shape[1]
+    if fixed:
+        for split, x in (("val", vax), ("test", tex)):
+            if x is not None and x.shape[1] != t:
+                raise TimeMAEError(f"{dataset}: the {split} series have {x.shape[1]} time steps but the training "
+                                   f"series {t}: every split of this format must have the training length")
+    if vax is not None:
+        vax, _ = _to_length(vax, t)
+    tex, cropped = _to_length(tex, t)
     return DatasetSplits(
-        name=dataset, classes=classes,
-        train_x=pad(trx), train_y=_encode(try_, classes, "train", dataset),
-        val_x=pad(vax), val_y=None if vay is None else _encode(vay, classes, "val", dataset),
-        test_x=pad(tex), test_y=_encode(tey, classes, "test", dataset))
+        name=dataset, classes=classes, cropped=cropped,
+        train_x=trx, train_y=_encode(try_, classes, "train", dataset),
+        val_x=vax, val_y=None if vay is None else _encode(vay, classes, "val", dataset),
+        test_x=tex, test_y=_encode(tey, classes, "test", dataset))
 
 
 # ----------------------------------------------------------------------------------------------- transforms
 
 def normalize(splits, mode="channel"):
-    """z-score each channel with the pretraining data's statistics, then fill NaN padding with 0 (the mean).
+    """z-score each channel with the pretraining data's statistics, then fill NaN with 0 (the mean), except at
+    padded time steps (NaN in every channel), which stay NaN: the model hides them (TimeMAE.window_padding).
 
     Global (not per-series) statistics keep amplitude, which is what separates e.g. seizure EEG."""
     arrays = {k: getattr(splits, k) for k in ("train_x", "val_x", "test_x") if getattr(splits, k) is not None}
@@ -231,7 +246,8 @@ def normalize(splits, mode="channel"):
         std = np.where(std > 0, std, 1.0)
         arrays = {k: (a - mean) / std for k, a in arrays.items()}
     for k, a in arrays.items():
-        setattr(splits, k, np.nan_to_num(a, nan=0.0).astype(np.float32))
+        padding = np.isnan(a).all(-1, keepdims=True)                       # (N, T, 1)
+        setattr(splits, k, np.where(padding, np.nan, np.nan_to_num(a, nan=0.0)).astype(np.float32))
     return splits
 
 

@@ -138,8 +138,8 @@ class TimeMAE(nn.Module):
                 rep_target = self.target_encoder(_gather(h, ids_masked), target_pad)     # (B, M, d)
         else:  # no momentum encoder pass: target = prediction, so the MSE is 0 with zero gradient
             rep_target = rep_predicted.detach()
-        codeword_target, codeword_soft = self.tokenizer.targets(self.tokenizer(_gather(z, ids_masked)))  # (B, M, V)
-        codeword_scores = self.tokenizer(rep_predicted)                                   # (B, M, V)
+        codeword_target, codeword_soft = self.tokenizer.targets(self.tokenizer(_gather(z, ids_masked), valid))
+        codeword_scores = self.tokenizer(rep_predicted, valid)                            # (B, M, V) both
         if not self.mcc:  # diagnostics only (hits, codebook usage): no gradient through either side
             codeword_target, codeword_scores = codeword_target.detach(), codeword_scores.detach()
             codeword_soft = codeword_soft.detach()

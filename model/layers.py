@@ -202,10 +202,16 @@ class Tokenizer(nn.Module):
         self.mode, self.target_noise, self.tau = mode, target_noise, tau
         self.kind, self.codebook_tau = codebook, codebook_tau
 
-    def forward(self, z):                                        # (B, L, d) -> scores (B, L, V)
+    def forward(self, z, valid=None):                            # (B, L, d), (B, L) bool -> scores (B, L, V)
+        """`valid` marks the windows the cosine codebook's batch mean is taken over (None: all)."""
         if self.kind == "linear":
             return self.codebook(z)
-        z = z - z.mean(dim=(0, 1), keepdim=True).detach()
+        if valid is None:
+            mean = z.mean(dim=(0, 1), keepdim=True)
+        else:
+            w = valid[..., None].to(z.dtype)                                   # (B, L, 1)
+            mean = (z * w).sum((0, 1), keepdim=True) / w.sum().clamp_min(1)
+        z = z - mean.detach()
         return F.normalize(z, dim=-1) @ F.normalize(self.codebook.weight, dim=-1).T / self.codebook_tau
 
     def targets(self, scores):
