@@ -237,9 +237,9 @@ class Trainer:
         embeddings; returns how many were reset."""
         n = int(dead.sum())
         if n:
-            z = self.window_embeddings(max(n, 256), self.cfg.seed * 100003 + epoch)
-            pick = torch.as_tensor(np.random.default_rng(epoch).choice(len(z), n, replace=len(z) < n),
-                                   device=z.device)
+            z = self.window_embeddings(max(n, 256), (self.cfg.seed, epoch))
+            rng = np.random.default_rng((self.cfg.seed, epoch, 1))
+            pick = torch.as_tensor(rng.choice(len(z), n, replace=len(z) < n), device=z.device)
             self.model.tokenizer.set_codewords(dead.nonzero().flatten(), z[pick])
         return n
 
