@@ -3,6 +3,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import torch
 
 from common.errors import TimeMAEError
@@ -64,6 +65,10 @@ def _atomic(path, write):
 
 def atomic_save(obj, path):
     _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_save_npy(array, path):
+    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def atomic_write_text(text, path):
