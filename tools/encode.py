@@ -93,18 +93,21 @@ def encode(model, inputs, out, predict=False, device=None):
         raise TimeMAEError(f"--out {out!r}: its folder does not exist")
     path = checkpoint_path(model, predict)
     x = as_series_array(read_series(inputs), inputs)
+    est = (TimeMAEClassifier if predict else TimeMAEEncoder).load(path, device)
+    if x.shape[2] != est.data_["channels"]:
+        raise TimeMAEError(f"{inputs} has {x.shape[2]} channels but the model was trained on {est.data_['channels']}")
+    series = x.transpose(0, 2, 1)                                              # the API's (N, C, T)
     if predict:
-        clf = TimeMAEClassifier.load(path, device)
-        proba = clf.predict_proba(x.transpose(0, 2, 1))
-        labels = clf.classes_[proba.argmax(axis=1)]
-        probs = pd.DataFrame(proba, columns=[f"p_{c}" for c in clf.classes_])
+        proba = est.predict_proba(series)
+        labels = est.classes_[proba.argmax(axis=1)]
+        probs = pd.DataFrame(proba, columns=[f"p_{c}" for c in est.classes_])
         if out.endswith(".csv"):
             write(out, pd.concat([pd.DataFrame({"label": labels}), probs], axis=1))
         else:
             atomic_save_npy(labels, out)
             write(out[: -len(".npy")] + "_proba.npy", probs)
     else:
-        reps = TimeMAEEncoder.load(path, device).transform(x.transpose(0, 2, 1))
+        reps = est.transform(series)
         write(out, pd.DataFrame(reps, columns=[f"z{i}" for i in range(reps.shape[1])]))
     return len(x)
 
