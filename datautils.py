@@ -171,8 +171,12 @@ def _load_numpy(path):
     if not os.path.isfile(path):
         raise TimeMAEError(f"--data_path {path!r} is not a file; --dataset numpy reads {NUMPY_FORMAT}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {"x": f} if isinstance(f, np.ndarray) else {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            arrays = {"x": loaded}
+        else:
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
     except (OSError, ValueError) as e:
         raise TimeMAEError(f"cannot read {path}: {e}; --dataset numpy reads {NUMPY_FORMAT}") from None
     if "x" not in arrays:
