@@ -103,7 +103,8 @@ def build_parser():
     g = p.add_argument_group("system")
     g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=default_threads(), help="CPU threads for torch (under torchrun: the CPUs divided by the processes on this machine)")
+    g.add_argument("--threads", type=int, default=default_threads(),
+                   help="CPU threads for torch (under torchrun: the CPUs divided by the processes on this machine)")
     g.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
     g.add_argument("--resume", action="store_true",

@@ -132,8 +132,8 @@ class Trainer:
             bar.update()
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
-        self.log(f"selected pretraining epoch {record.best[1]} " + (f"({self.protocol} acc {record.best[0]:.4f})"
-                                                                    if self.splits.labelled else "(the last: no labels)"))
+        how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
+        self.log(f"selected pretraining epoch {record.best[1]} ({how})")
         return record.best
 
     def pretrain_epoch(self, forward, loader, opt, sched, scaler, epoch):

@@ -53,8 +53,8 @@ def main(argv=None):
         # ---
         zero = TimeMAEClassifier(**common, num_epoch_pretrain=0).fit(X, y)
         print(f"seed {seed}: FineAll {clf.score(X_test, y_test):.4f} (loaded: {same.score(X_test, y_test):.4f}), "
-              f"encoder + LogisticRegression {pipe.score(X_test, y_test):.4f}, FineZero {zero.score(X_test, y_test):.4f}"
-              f"; {time.perf_counter() - start:.0f} s", flush=True)
+              f"encoder + LogisticRegression {pipe.score(X_test, y_test):.4f}, "
+              f"FineZero {zero.score(X_test, y_test):.4f}; {time.perf_counter() - start:.0f} s", flush=True)
     length = max(s.shape[1] for s in X + X_test)
     flat = lambda xs: np.stack([np.pad(s, ((0, 0), (0, length - s.shape[1]))).ravel() for s in xs])  # noqa: E731
     raw = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(flat(X), y)
