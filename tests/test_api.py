@@ -125,7 +125,7 @@ def test_defaults_are_main_py_defaults():
 
 
 def test_bad_uses_are_one_line_errors():
-    X, y = aeon(20)
+    X, _ = aeon(20)
     with pytest.raises(TimeMAEError, match="unknown settings"):
         TimeMAEEncoder(**SMALL, flags={"no_such_flag": 1}).fit(X)
     with pytest.raises(TimeMAEError, match="--wave_length 64 is longer than the series"):

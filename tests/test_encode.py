@@ -42,7 +42,8 @@ def write_all_formats(folder, x):
     np.savez(paths[".npz"], x=x)
     torch.save({"samples": torch.from_numpy(x)}, paths[".pt"])
     rows = [",".join(repr(float(v)) for v in s[0]) + ":0" for s in x]
-    open(paths[".ts"], "w").write("@problemName New\n@univariate true\n@classLabel true 0\n@data\n" + "\n".join(rows))
+    with open(paths[".ts"], "w") as f:
+        f.write("@problemName New\n@univariate true\n@classLabel true 0\n@data\n" + "\n".join(rows))
     pd.DataFrame(x[:, 0]).to_csv(paths[".csv"], header=False, index=False)
     return paths
 

@@ -10,4 +10,4 @@ Both estimators train through main.run, the command line's engine, with its defa
 """
 from timemae.estimators import TimeMAEClassifier, TimeMAEEncoder, load
 
-__all__ = ["TimeMAEEncoder", "TimeMAEClassifier", "load"]
+__all__ = ["TimeMAEClassifier", "TimeMAEEncoder", "load"]
