@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from classification import extract_representations, linear_probe, predict, scores, select_probe_C
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
-from datautils import stratified_split, stratified_subset
+from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import Dist
 from engine.record import RunRecord
@@ -53,34 +53,41 @@ class Trainer:
         self.model, self.cfg, self.device, self.log = model.to(device), cfg, device, log
         self.splits, self.protocol = splits, cfg.select_on
         self.dist = dist or Dist(device)
-        self.record = RunRecord(run_dir, self.dist, state, log)
+        self.record = RunRecord(run_dir, self.dist, state, log, data=data_description(splits))
         self.state = state
-        to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        to = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.pretrain_set = SeriesDataset(splits.pretrain_x(), device=device)
-        fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
-        self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
-        if held is None:
-            self.sel_x, self.sel_y = to(splits.test_x), splits.test_y
-        else:
-            self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
-        if cfg.label_ratio < 1:
-            self.train_x, self.train_y = self.fit_x, self.fit_y
-        else:  # FineLast's final probe fits on all labelled training data
-            self.train_x, self.train_y = to(splits.train_x), splits.train_y
-        self.test_x, self.test_y = to(splits.test_x), splits.test_y
+        self.test_x, self.test_y = to(splits.test_x), splits.test_y  # None: no test split, nothing to report
+        if splits.labelled:
+            fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+            self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
+            if held is None:
+                self.sel_x, self.sel_y = self.test_x, self.test_y
+            else:
+                self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
+            if cfg.label_ratio < 1:
+                self.train_x, self.train_y = self.fit_x, self.fit_y
+            else:  # FineLast's final probe fits on all labelled training data
+                self.train_x, self.train_y = to(splits.train_x), splits.train_y
         self.eval_batch = eval_batch_size(cfg, device)
 
     def run(self):
-        """Pretrain, FineLast, FineAll; metrics.json; last.pkl removed once nothing is left to resume."""
+        """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
+        nothing is left to resume."""
+        metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol}
         if self.state is None or self.state["phase"] == "pretrain":
             self.pretrain()
+            if not self.splits.labelled:
+                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)})
             finelast = self.finelast()
         else:
             finelast = self.state["finelast"]
-        metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol,
-                   "labelled": len(self.train_y), "finelast": finelast}
+        metrics.update(labelled=len(self.train_y), finelast=finelast)
         if self.cfg.num_epoch > 0:
             metrics["fineall"] = self.fineall(finelast)
+        return self.finish(metrics)
+
+    def finish(self, metrics):
         metrics["seconds"] = round(self.record.elapsed_seconds(), 1)
         if self.dist.is_main:
             atomic_write_json(metrics, self.record.path("metrics.json"))
@@ -115,8 +122,9 @@ class Trainer:
         for epoch in range(first, cfg.num_epoch_pretrain + 1):
             self.dist.set_epoch(loader, epoch)
             stats = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
-            if epoch % cfg.probe_every == 0 or epoch == cfg.num_epoch_pretrain:
-                stats["probe"] = self.probe(epoch)
+            if (epoch % cfg.probe_every == 0 or epoch == cfg.num_epoch_pretrain) and \
+                    (acc := self.probe(epoch)) is not None:
+                stats["probe"] = acc
             record.epoch(epoch, stats)
             record.save_last("pretrain", epoch, model, opt, sched, loader)
             record.write_best("pretrain_model.pkl")
@@ -124,7 +132,8 @@ class Trainer:
             bar.update()
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
-        self.log(f"selected pretraining epoch {record.best[1]} ({self.protocol} acc {record.best[0]:.4f})")
+        how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
+        self.log(f"selected pretraining epoch {record.best[1]} ({how})")
         return record.best
 
     def pretrain_epoch(self, forward, loader, opt, sched, scaler, epoch):
@@ -158,7 +167,11 @@ class Trainer:
                     used=used, ppl=ppl, sec=time.perf_counter() - start)
 
     def probe(self, epoch):
-        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept."""
+        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept. Without
+        labels there is nothing to select on: the latest checkpoint is kept."""
+        if not self.splits.labelled:
+            self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on="last", args=vars(self.cfg))
+            return None
         acc = self._probe(self.model, self.fit_x, self.fit_y, self.sel_x, self.sel_y)["acc"]
         self.record.line("linear_result.txt", f"epoch{epoch}, acc{acc:.4f}, select_on={self.protocol}")
         self.record.offer(self.model, acc, epoch, epoch=epoch, select_on=self.protocol, args=vars(self.cfg))
@@ -170,6 +183,10 @@ class Trainer:
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
         C = self._probe_C(model)
+        if self.test_x is None:  # no test split: the selected checkpoint and C, no score
+            self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
+            self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
+            return {"epoch": ckpt["epoch"], "C": C}
         res = self._probe(model, self.train_x, self.train_y, self.test_x, self.test_y, C)
         self.record.line("linear_result.txt",
                          f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, C{C:g}, select_on={self.protocol}")
@@ -207,6 +224,9 @@ class Trainer:
             bar.update()
         bar.close()
         self._load(record.path("model.pkl"), model)
+        if self.test_x is None:
+            record.line("result.txt", f"final, select_on={self.protocol}, best_step{record.best[1]}, no test split")
+            return {"step": record.best[1]}
         res = self._scores(model, self.test_x, self.test_y)
         record.line("result.txt", f"final, acc{res['acc']:.4f}, f1{res['f1']:.4f}, select_on={self.protocol}, "
                                   f"best_step{record.best[1]}")
@@ -234,7 +254,7 @@ class Trainer:
                 self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
                                                f"{self.protocol}_f1{sel['f1']:.4f}")
                 self.record.offer(model, sel["acc"], step, step=step, epoch=epoch, select_on=self.protocol,
-                                  args=vars(cfg))
+                                  args=vars(cfg), head="fineall")
         self._check_finite(finite, "fine-tuning", epoch)
         return loss_sum.item() / len(loader)
 
