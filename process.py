@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from classification import extract_representations, linear_probe, predict, raw_baselines, scores, select_probe_C
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
-from datautils import stratified_split, stratified_subset
+from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import Dist
 from engine.record import EPOCH_LOG, RunRecord
@@ -62,7 +62,7 @@ def training_budget(cfg, n_pretrain, n_fit, world_size=1):
         batch = min(cfg.train_batch_size, math.ceil(n / cfg.min_batches))
         batch = max(world_size, batch // world_size * world_size)
         steps = math.ceil(n / batch)
-        return batch, (max(epochs, math.ceil(min_steps / steps)) if epochs > 0 else 0)
+        return batch, (max(epochs, math.ceil(min_steps / steps)) if epochs > 0 and n > 0 else 0)
 
     cfg.pretrain_batch_size, cfg.pretrain_epochs = plan(n_pretrain, cfg.num_epoch_pretrain, cfg.min_pretrain_steps)
     cfg.finetune_batch_size, cfg.finetune_epochs = plan(n_fit, cfg.num_epoch, cfg.min_steps)
@@ -79,31 +79,39 @@ class Trainer:
         self.model, self.cfg, self.device, self.log = model.to(device), cfg, device, log
         self.splits, self.protocol = splits, cfg.select_on
         self.dist = dist or Dist(device)
-        self.record = RunRecord(run_dir, self.dist, state, log)
+        self.record = RunRecord(run_dir, self.dist, state, log, data=data_description(splits))
         self.state = state
-        to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        to = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.pretrain_set = SeriesDataset(splits.pretrain_x(), device=device)
-        fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
-        self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
-        if held is None:
-            self.sel_x, self.sel_y = to(splits.test_x), splits.test_y
-        else:
-            self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
-        self.test_x, self.test_y = to(splits.test_x), splits.test_y
+        self.test_x, self.test_y = to(splits.test_x), splits.test_y  # None: no test split, nothing to report
+        if splits.labelled:
+            fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+            self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
+            if held is None:
+                self.sel_x, self.sel_y = self.test_x, self.test_y
+            else:
+                self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         self.eval_batch = eval_batch_size(cfg, device)
 
     def run(self):
-        """Pretrain, FineLast, FineAll; metrics.json; last.pkl removed once nothing is left to resume."""
+        """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
+        nothing is left to resume."""
+        metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol}
         if self.state is None or self.state["phase"] == "pretrain":
             self.pretrain()
+            if not self.splits.labelled:
+                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)})
             finelast = self.finelast()
         else:
             finelast = self.state["finelast"]
-        metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol,
-                   "labelled": len(self.fit_y), "selection": len(self.sel_y) if self.protocol == "val" else 0,
-                   "finelast": finelast, "baselines": self.baselines(), **self.codebook_report()}
+        metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0,
+                       finelast=finelast, baselines=self.baselines())
         if self.cfg.finetune_epochs > 0:
             metrics["fineall"] = self.fineall(finelast)
+        return self.finish(metrics)
+
+    def finish(self, metrics):
+        metrics.update(self.codebook_report())
         metrics["seconds"] = round(self.record.elapsed_seconds(), 1)
         if self.dist.is_main:
             atomic_write_json(metrics, self.record.path("metrics.json"))
@@ -113,7 +121,7 @@ class Trainer:
     def baselines(self):
         """1-NN (Euclidean) and logistic regression on the raw normalised series, fitted on the same series as
         FineLast (the logistic C chosen on the selection split), scored on test."""
-        if not self.dist.is_main:
+        if not self.dist.is_main or self.test_x is None:
             return None
         return raw_baselines(self.fit_x.cpu().numpy(), self.fit_y, self.sel_x.cpu().numpy(), self.sel_y,
                              self.test_x.cpu().numpy(), self.test_y, self.cfg.probe_C, self.cfg.seed)
@@ -165,8 +173,9 @@ class Trainer:
             stats, counts = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
             if model.cfg.codebook_reset:
                 stats["reset"] = self.reset_codewords(counts == 0, epoch)
-            if epoch % cfg.probe_every == 0 or epoch == cfg.pretrain_epochs:
-                stats["probe"] = self.probe(epoch)
+            if (epoch % cfg.probe_every == 0 or epoch == cfg.pretrain_epochs) and \
+                    (acc := self.probe(epoch)) is not None:
+                stats["probe"] = acc
             record.epoch(epoch, stats)
             record.save_last("pretrain", epoch, model, opt, sched, loader)
             record.write_best("pretrain_model.pkl")
@@ -174,7 +183,8 @@ class Trainer:
             bar.update()
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
-        self.log(f"selected pretraining epoch {record.best[1]} ({self.protocol} acc {record.best[0]:.4f})")
+        how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
+        self.log(f"selected pretraining epoch {record.best[1]} ({how})")
         return record.best
 
     def pretrain_epoch(self, forward, loader, opt, sched, scaler, epoch):
@@ -244,7 +254,11 @@ class Trainer:
         return n
 
     def probe(self, epoch):
-        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept."""
+        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept. Without
+        labels there is nothing to select on: the latest checkpoint is kept."""
+        if not self.splits.labelled:
+            self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on="last", args=vars(self.cfg))
+            return None
         acc = self._probe(self.model, self.fit_x, self.fit_y, self.sel_x, self.sel_y)["acc"]
         self.record.line("linear_result.txt", f"epoch{epoch}, acc{acc:.4f}, select_on={self.protocol}")
         self.record.offer(self.model, acc, epoch, epoch=epoch, select_on=self.protocol, args=vars(self.cfg))
@@ -257,9 +271,14 @@ class Trainer:
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
         C = self._probe_C(model)
-        res = self._probe(model, self.fit_x, self.fit_y, self.test_x, self.test_y, C)
-        res["single_class"] = self._single_class(
+        single = None if self.sel_x is None else self._single_class(
             "FineLast", self._probe(model, self.fit_x, self.fit_y, self.sel_x, self.sel_y, C))
+        if self.test_x is None:  # no test split: the selected checkpoint and C, no score
+            self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
+            self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
+            return {"epoch": ckpt["epoch"], "C": C, "single_class": single}
+        res = self._probe(model, self.fit_x, self.fit_y, self.test_x, self.test_y, C)
+        res["single_class"] = single
         self.record.line("linear_result.txt",
                          f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, C{C:g}, select_on={self.protocol}")
         self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): test acc {res['acc']:.4f}, "
@@ -298,8 +317,12 @@ class Trainer:
             bar.update()
         bar.close()
         self._load(record.path("model.pkl"), model)
+        single = self._single_class("FineAll", self._scores(model, self.sel_x, self.sel_y))
+        if self.test_x is None:
+            record.line("result.txt", f"final, select_on={self.protocol}, best_step{record.best[1]}, no test split")
+            return {"step": record.best[1], "single_class": single}
         res = self._scores(model, self.test_x, self.test_y)
-        res["single_class"] = self._single_class("FineAll", self._scores(model, self.sel_x, self.sel_y))
+        res["single_class"] = single
         record.line("result.txt", f"final, acc{res['acc']:.4f}, f1{res['f1']:.4f}, select_on={self.protocol}, "
                                   f"best_step{record.best[1]}")
         self.log(f"FineAll (step {record.best[1]}): test acc {res['acc']:.4f}, macro-F1 {res['f1']:.4f}")
@@ -326,7 +349,7 @@ class Trainer:
                 self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
                                                f"{self.protocol}_f1{sel['f1']:.4f}")
                 self.record.offer(model, sel["acc"], step, step=step, epoch=epoch, select_on=self.protocol,
-                                  args=vars(cfg))
+                                  args=vars(cfg), head="fineall")
         self._check_finite(finite, "fine-tuning", epoch)
         return loss_sum.item() / len(loader)
 
