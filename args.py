@@ -10,7 +10,7 @@ import torch
 
 from datautils import DATA_ENV
 
-DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr")
+DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr", "numpy")
 
 
 def default_device():
@@ -18,10 +18,17 @@ def default_device():
 
 
 def default_threads():
+    """The CPUs this process may use, shared out among the processes torchrun starts on this machine
+    (LOCAL_WORLD_SIZE): each taking every CPU oversubscribes them."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, cpus // local)
 
 
 def build_parser():
@@ -33,7 +40,8 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="ucr", choices=DATASETS)
     g.add_argument("--data_path", default=None,
-                   help=f"dataset folder; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
+                   help=f"dataset folder (with --dataset ucr, also its parent: DIR/<UCR_folder>); with --dataset "
+                        f"numpy a .npy/.npz file; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
     g.add_argument("--UCR_folder", default=None,
                    help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts or .arff) for --dataset ucr")
     g.add_argument("--save_path", default=None, help="run folder; default exp/<dataset>/seed<seed>")
@@ -95,7 +103,8 @@ def build_parser():
     g = p.add_argument_group("system")
     g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=default_threads(), help="CPU threads for torch")
+    g.add_argument("--threads", type=int, default=default_threads(),
+                   help="CPU threads for torch (under torchrun: the CPUs divided by the processes on this machine)")
     g.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
     g.add_argument("--resume", action="store_true",
@@ -156,3 +165,15 @@ def build_parser():
 
 def parse_args(argv=None):
     return build_parser().parse_args(argv)
+
+
+def defaults(**overrides):
+    """The flags' defaults as parse_args([]) gives them, with `overrides` (names of flags) set: the
+    configuration of a run started from Python (the timemae API). An unknown name is a TypeError."""
+    cfg = parse_args([])
+    unknown = sorted(set(overrides) - set(vars(cfg)))
+    if unknown:
+        raise TypeError(f"unknown settings {unknown}")
+    for name, value in overrides.items():
+        setattr(cfg, name, value)
+    return cfg

@@ -33,12 +33,37 @@ def predict(model, x, batch_size):
     return pred.cpu().numpy()
 
 
-def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
-    """FineLast: StandardScaler + LogisticRegression fitted on frozen training representations;
-    returns test accuracy and macro-F1."""
+@torch.inference_mode()
+def predict_proba(model, x, batch_size):
+    """Class probabilities (N, num_classes) of a model with a trained head: softmax of its logits."""
+    was_training = model.training
+    model.eval()
+    proba = torch.cat([model(xb).float().softmax(-1) for xb in x.split(batch_size)])
+    model.train(was_training)
+    return proba.cpu().numpy()
+
+
+def fit_probe(train_repr, train_y, seed=0, C=1.0):
+    """The FineLast probe: StandardScaler + LogisticRegression fitted on frozen training representations."""
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
-    clf.fit(train_repr, train_y)
-    return scores(test_y, clf.predict(test_repr))
+    return clf.fit(train_repr, train_y)
+
+
+def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
+    """FineLast: the probe fitted on training representations; returns test accuracy and macro-F1."""
+    return scores(test_y, fit_probe(train_repr, train_y, seed, C).predict(test_repr))
+
+
+def probe_as_head(probe, num_classes):
+    """The fitted probe as the weight (K, d) and bias (K,) of a linear head over raw representations: the
+    scaler folded in, w' = w / s, b' = b - w' . m; a binary probe's one logit z becomes the logits (0, z),
+    whose softmax is LogisticRegression's sigmoid."""
+    scaler, lr = probe[0], probe[-1]
+    weight = lr.coef_ / scaler.scale_                                         # (K or 1, d)
+    bias = lr.intercept_ - weight @ scaler.mean_                              # (K or 1,)
+    if num_classes == 2 and weight.shape[0] == 1:
+        weight, bias = np.concatenate([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+    return torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32)
 
 
 def select_probe_C(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):

@@ -5,6 +5,12 @@ Formats (the folder decides which one is read, in this order):
 - `train_new.pt`/`test_new.pt`, or `train.pt`/`test.pt` for uwave: samples (N, T, C), labels 1..K (UWave 896/3582).
 - the extracted UCI `UCI HAR Dataset/` folder (`train/Inertial Signals/...`), split as `data.prepare` splits it.
 - UEA/UCR `<Name>_TRAIN.ts`/`<Name>_TEST.ts` or `.arff`: univariate or multivariate, variable lengths NaN-padded.
+- `--dataset numpy`: a `.npy` file (N, C, T) or (N, T) of unlabelled series, or a `.npz` with `x` and optionally
+  `y`, `x_val`/`y_val`, `x_test`/`y_test` (see NUMPY_FORMAT).
+
+New series (the API, tools.encode) are prepared as the training data was: `data_description` is what a
+checkpoint keeps of it (channels, length, normalisation statistics, class names, length policy) and
+`prepare_series` applies it.
 """
 import glob
 import math
@@ -18,26 +24,38 @@ import torch
 
 from common.errors import TimeMAEError
 from data.builders import read_har
-from data.formats import DEFAULT_FOLDERS, UEA_NAMES, read_arff, read_ts
+from data.formats import DEFAULT_FOLDERS, UEA_NAMES, read_arff, read_ts, stack_ragged
 from data.sources import SourceTree
 
 DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
 
 TIME_MAJOR_PT = {"uwave"}  # datasets whose plain train.pt/test.pt hold (N, T, C)
+NUMPY_FORMAT = ("a .npy array (N, C, T) or (N, T) of unlabelled series, or a .npz with 'x' (N, C, T) or (N, T) "
+                "and optional 'y' (N,) labels, 'x_val'/'y_val', 'x_test'/'y_test'")
+# What happens to a new series whose length differs from the training length T: a shorter one is NaN-padded
+# at the end (0 after normalisation), as variable-length training series are; a longer one is refused (the
+# model has one position embedding per window of the first T steps).
+LENGTH_POLICY = {"shorter": "pad", "longer": "refuse"}
 
 
 @dataclass
 class DatasetSplits:
-    """float32 arrays (N, T, C) and int64 labels 0..K-1; val is None when the dataset ships none."""
+    """float32 arrays (N, T, C) and int64 labels 0..K-1; val is None when the dataset ships none, test is None
+    when it has no test split, and every label is None (classes empty) for unlabelled data."""
     name: str
     train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    train_y: Optional[np.ndarray]
+    test_x: Optional[np.ndarray]
+    test_y: Optional[np.ndarray]
     val_x: Optional[np.ndarray] = None
     val_y: Optional[np.ndarray] = None
     classes: tuple = ()
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
+    stats: Optional[dict] = None               # set by normalize: {'normalize', 'mean' (C,), 'std' (C,)}
+
+    @property
+    def labelled(self):
+        return self.train_y is not None
 
     @property
     def num_classes(self):
@@ -59,8 +77,15 @@ class DatasetSplits:
 
 
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
+    """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
+    the reference code does, unless DIR itself holds NAME's files."""
     if data_path:
+        if dataset == "ucr" and ucr_folder and not glob.glob(os.path.join(data_path, f"{ucr_folder}_TRAIN.*")) \
+                and os.path.isdir(os.path.join(data_path, ucr_folder)):
+            return os.path.join(data_path, ucr_folder)
         return data_path
+    if dataset == "numpy":
+        raise TimeMAEError(f"--dataset numpy needs --data_path FILE: {NUMPY_FORMAT}")
     sub = ucr_folder if dataset == "ucr" else DEFAULT_FOLDERS[dataset]
     if not sub:
         raise TimeMAEError("--dataset ucr needs --UCR_folder <Name> (or --data_path <folder>)")
@@ -70,6 +95,8 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
 def load_dataset(dataset, data_path=None, ucr_folder=None):
     """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder; see the module doc."""
     folder = resolve_folder(dataset, data_path, ucr_folder)
+    if dataset == "numpy":
+        return _load_numpy(folder)
     if not os.path.isdir(folder):
         raise TimeMAEError(f"data folder {folder!r} does not exist (set --data_path or ${DATA_ENV})")
     has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
@@ -137,6 +164,64 @@ def _load_raw_har(folder):
     return time_major(trx), try_, time_major(vax), vay, time_major(tex), tey
 
 
+# ----------------------------------------------------------------------------------------------- NumPy files
+
+def _load_numpy(path):
+    """--dataset numpy: NUMPY_FORMAT; arrays in the aeon layout (N, C, T), labels of any type."""
+    if not os.path.isfile(path):
+        raise TimeMAEError(f"--data_path {path!r} is not a file; --dataset numpy reads {NUMPY_FORMAT}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            arrays = {"x": loaded}
+        else:
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
+    except (OSError, ValueError) as e:
+        raise TimeMAEError(f"cannot read {path}: {e}; --dataset numpy reads {NUMPY_FORMAT}") from None
+    if "x" not in arrays:
+        raise TimeMAEError(f"{path} holds {sorted(arrays)} but no 'x'; --dataset numpy reads {NUMPY_FORMAT}")
+    unknown = sorted(set(arrays) - {"x", "y", "x_val", "y_val", "x_test", "y_test"})
+    if unknown:
+        raise TimeMAEError(f"{path}: unknown arrays {unknown}; --dataset numpy reads {NUMPY_FORMAT}")
+    get = lambda k: None if k not in arrays else as_series_array(arrays[k], f"{path}: {k!r}")  # noqa: E731
+    return splits_from_arrays("numpy", get("x"), arrays.get("y"), get("x_val"), arrays.get("y_val"),
+                              get("x_test"), arrays.get("y_test"))
+
+
+def as_series_array(x, what="X"):
+    """(N, T_max, C) float32, NaN-padded, from the aeon layouts: an array (N, C, T), an array (N, T) of
+    univariate series, or a list of (C, T_i) (or (T_i,)) arrays of unequal lengths."""
+    if isinstance(x, np.ndarray) and x.dtype != object or torch.is_tensor(x):
+        x = np.asarray(x.numpy() if torch.is_tensor(x) else x)
+        if x.ndim == 2:
+            x = x[:, None, :]
+        if x.ndim != 3 or x.shape[0] == 0:
+            raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
+        try:
+            return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TimeMAEError(f"{what} must hold numbers ({e})") from None
+    try:
+        series = [np.atleast_2d(np.asarray(s, dtype=np.float32)) for s in x]
+    except (TypeError, ValueError) as e:
+        raise TimeMAEError(f"{what}: each series must be an array (n_channels, length) of numbers ({e})") from None
+    if not series or any(s.ndim != 2 for s in series):
+        raise TimeMAEError(f"{what} must be a non-empty list of (n_channels, length) arrays")
+    return stack_ragged(series, what)
+
+
+def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_test=None):
+    """DatasetSplits from arrays (N, T, C) (see as_series_array), with the loaders' checks; y None: unlabelled."""
+    for xs, ys, split in ((x, y, "train"), (x_val, y_val, "val"), (x_test, y_test, "test")):
+        if xs is not None and ys is not None and len(xs) != len(np.asarray(ys).reshape(-1)):
+            raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(np.asarray(ys).reshape(-1))} labels")
+        if xs is not None and (ys is None) != (y is None):
+            raise TimeMAEError(f"{name}: give labels for every split or for none")
+    flat = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
+    return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test))
+
+
 # ----------------------------------------------------------------------------------------------- UEA / UCR
 
 def _load_uea(folder, name):
@@ -199,22 +284,23 @@ def _check_values(x, split, dataset):
 
 
 def _finalise(dataset, trx, try_, vax, vay, tex, tey):
-    classes = _class_order(np.asarray(try_).astype(str))
-    if len(classes) < 2:
+    classes = () if try_ is None else _class_order(np.asarray(try_).astype(str))
+    if try_ is not None and len(classes) < 2:
         raise TimeMAEError(f"{dataset}: training labels hold {len(classes)} class; at least 2 are needed")
     for split, x in (("train", trx), ("val", vax), ("test", tex)):
         if x is not None:
             _check_values(x, split, dataset)
-    if tex.shape[2] != trx.shape[2] or (vax is not None and vax.shape[2] != trx.shape[2]):
+    if any(a is not None and a.shape[2] != trx.shape[2] for a in (vax, tex)):
         raise TimeMAEError(f"{dataset}: train has {trx.shape[2]} channels but another split differs")
     t = max(a.shape[1] for a in (trx, vax, tex) if a is not None)
     pad = lambda a: None if a is None else np.pad(a, ((0, 0), (0, t - a.shape[1]), (0, 0)),  # noqa: E731
                                                   constant_values=np.nan)
+    code = lambda y, split: None if y is None else _encode(y, classes, split, dataset)  # noqa: E731
     return DatasetSplits(
         name=dataset, classes=classes,
-        train_x=pad(trx), train_y=_encode(try_, classes, "train", dataset),
-        val_x=pad(vax), val_y=None if vay is None else _encode(vay, classes, "val", dataset),
-        test_x=pad(tex), test_y=_encode(tey, classes, "test", dataset))
+        train_x=pad(trx), train_y=code(try_, "train"),
+        val_x=pad(vax), val_y=code(vay, "val"),
+        test_x=pad(tex), test_y=code(tey, "test"))
 
 
 # ----------------------------------------------------------------------------------------------- transforms
@@ -223,16 +309,47 @@ def normalize(splits, mode="channel"):
     """z-score each channel with the pretraining data's statistics, then fill NaN padding with 0 (the mean).
 
     Global (not per-series) statistics keep amplitude, which is what separates e.g. seizure EEG."""
-    arrays = {k: getattr(splits, k) for k in ("train_x", "val_x", "test_x") if getattr(splits, k) is not None}
+    channels = splits.channels
+    mean, std = np.zeros(channels), np.ones(channels)
     if mode == "channel":
         ref = splits.pretrain_x()
-        mean = np.nanmean(ref, axis=(0, 1), keepdims=True)
-        std = np.nanstd(ref, axis=(0, 1), keepdims=True)
+        mean = np.nanmean(ref, axis=(0, 1))                                      # (C,)
+        std = np.nanstd(ref, axis=(0, 1))
         std = np.where(std > 0, std, 1.0)
-        arrays = {k: (a - mean) / std for k, a in arrays.items()}
-    for k, a in arrays.items():
-        setattr(splits, k, np.nan_to_num(a, nan=0.0).astype(np.float32))
+    splits.stats = {"normalize": mode, "mean": mean.tolist(), "std": std.tolist()}
+    for k in ("train_x", "val_x", "test_x"):
+        if getattr(splits, k) is not None:
+            setattr(splits, k, apply_stats(getattr(splits, k), splits.stats))
     return splits
+
+
+def apply_stats(x, stats):
+    """x (N, T, C), NaN-padded -> z-scored with `stats` (normalize's), padding 0, float32."""
+    mean, std = np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64)
+    return np.nan_to_num((x - mean) / std, nan=0.0).astype(np.float32)
+
+
+def data_description(splits):
+    """What a checkpoint keeps of the training data (plain values), so that new series can be prepared as it
+    was without it: shape, normalisation statistics, class names and the length policy."""
+    return {"channels": splits.channels, "seq_len": splits.seq_len, "classes": list(splits.classes),
+            **splits.stats, **LENGTH_POLICY}
+
+
+def prepare_series(x, data, what="X"):
+    """New series x (N, T, C) (NaN-padded, as as_series_array gives) made ready for a model trained on the
+    data `data` describes: channels checked, the length policy applied, normalised -> (N, seq_len, C) float32."""
+    if x.shape[2] != data["channels"]:
+        raise TimeMAEError(f"{what} has {x.shape[2]} channels but the model was trained on {data['channels']}")
+    last = np.flatnonzero(~np.isnan(x).all(axis=(0, 2)))                    # steps some series has values at
+    length = int(last[-1]) + 1 if last.size else 0
+    if length > data["seq_len"]:
+        raise TimeMAEError(f"{what} holds series of {length} steps but the model was trained on {data['seq_len']}: "
+                           "longer series are refused (cut them, or train on series of that length)")
+    x = np.pad(x[:, : data["seq_len"]], ((0, 0), (0, max(0, data["seq_len"] - x.shape[1])), (0, 0)),
+               constant_values=np.nan)
+    _check_values(x, what, "input")
+    return apply_stats(x, data)
 
 
 def stratified_split(y, ratio, seed):

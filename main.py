@@ -28,7 +28,8 @@ NEGATED = {"mcc": "no_mcc", "mrr": "no_mrr", "decouple": "no_decouple"}
 
 def model_config(cfg, splits, bert):
     """The TimeMAEConfig of the flags `cfg`, the data's shape and the BERT settings `bert` (empty: native)."""
-    data = dict(channels=splits.channels, seq_len=splits.seq_len, num_classes=splits.num_classes)
+    # unlabelled data still gets a (one-output, never trained) head: the model always has one
+    data = dict(channels=splits.channels, seq_len=splits.seq_len, num_classes=max(splits.num_classes, 1))
     flags = {name: getattr(cfg, name) for name in TimeMAEConfig.names()
              if name not in data and name not in NEGATED and not name.startswith("bert_") and name != "encoder"}
     flags.update({name: not getattr(cfg, flag) for name, flag in NEGATED.items()})
@@ -111,8 +112,32 @@ def open_run(cfg, model):
     return None
 
 
-def run(cfg, log=print):
-    """One experiment; under torchrun (WORLD_SIZE > 1) this process's share of it, with rank 0 logging."""
+def load_splits(cfg, splits=None):
+    """The run's data, normalised (with the statistics kept in splits.stats) and restricted as the flags say:
+    `splits` (raw arrays, e.g. from the timemae API) or else the dataset the flags name."""
+    if splits is None:
+        cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
+        splits = load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder)
+    if cfg.select_on == "test" and splits.labelled and splits.test_x is None:
+        raise TimeMAEError("--select_on test needs a test split, and this data has none: use --select_on val")
+    splits = normalize(splits, cfg.normalize)
+    if cfg.pretrain_ratio < 1:
+        splits = restrict_pretraining(splits, cfg.pretrain_ratio, cfg.seed)
+    return splits
+
+
+def describe(cfg, splits, model, dist):
+    count = lambda x: 0 if x is None else len(x)  # noqa: E731
+    labels = f"{splits.num_classes} classes" if splits.labelled else "unlabelled (pretraining only)"
+    return (f"{cfg.dataset}: train {count(splits.train_x)}, val {count(splits.val_x)}, test {count(splits.test_x)}; "
+            f"{splits.channels} channels x {splits.seq_len} steps, {labels}; {model.num_windows} windows, "
+            f"{model.num_masked} masked; device {dist.device} x {dist.world_size} processes; selection on "
+            f"{cfg.select_on}; run folder {cfg.save_path}")
+
+
+def run(cfg, log=print, splits=None):
+    """One experiment; under torchrun (WORLD_SIZE > 1) this process's share of it, with rank 0 logging.
+    `splits`: raw DatasetSplits to run on instead of the dataset the flags name (the timemae API's path)."""
     check_flags(cfg)
     torch.set_num_threads(cfg.threads)
     with init_distributed(cfg.device) as dist:
@@ -121,10 +146,7 @@ def run(cfg, log=print):
                                f"divisible by the {dist.world_size} processes")
         log = log if dist.is_main else (lambda *_: None)
         seed_everything(cfg.seed)
-        cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
-        splits = normalize(load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder), cfg.normalize)
-        if cfg.pretrain_ratio < 1:
-            splits = restrict_pretraining(splits, cfg.pretrain_ratio, cfg.seed)
+        splits = load_splits(cfg, splits)
         if cfg.d_model is None and cfg.encoder == "timemae":
             cfg.d_model = 64
         model = build_model(cfg, splits, log)
@@ -133,10 +155,7 @@ def run(cfg, log=print):
         cfg.save_path = cfg.save_path or os.path.join("exp", cfg.dataset, f"seed{cfg.seed}")
         state = dist.on_main(open_run, cfg, model)
         run_dir = cfg.save_path
-        log(f"{cfg.dataset}: train {len(splits.train_x)}, val {0 if splits.val_x is None else len(splits.val_x)}, "
-            f"test {len(splits.test_x)}; {splits.channels} channels x {splits.seq_len} steps, "
-            f"{splits.num_classes} classes; {model.num_windows} windows, {model.num_masked} masked; "
-            f"device {dist.device} x {dist.world_size} processes; selection on {cfg.select_on}; run folder {run_dir}")
+        log(describe(cfg, splits, model, dist))
         if cfg.pretrain_ratio < 1:
             log(f"--pretrain_ratio {cfg.pretrain_ratio}: pretraining on {len(splits.pretrain_x())} series")
         if cfg.pretrained_path and state is None:
@@ -158,8 +177,10 @@ def main(argv=None):
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2
     if is_main_process():
-        print(f"done: {cfg.save_path}/metrics.json  FineLast acc {metrics['finelast']['acc']:.4f}"
-              + (f", FineAll acc {metrics['fineall']['acc']:.4f}" if "fineall" in metrics else ""))
+        scores = [f"{name} acc {metrics[key]['acc']:.4f}" for key, name in (("finelast", "FineLast"),
+                                                                           ("fineall", "FineAll"))
+                  if "acc" in metrics.get(key, {})]
+        print(f"done: {cfg.save_path}/metrics.json" + (f"  {', '.join(scores)}" if scores else ""))
     return 0
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from classification import extract_representations, linear_probe, predict, scores, select_probe_C
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
-from datautils import stratified_split, stratified_subset
+from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import Dist
 from engine.record import RunRecord
@@ -53,36 +53,43 @@ class Trainer:
         self.model, self.cfg, self.device, self.log = model.to(device), cfg, device, log
         self.splits, self.protocol = splits, cfg.select_on
         self.dist = dist or Dist(device)
-        self.record = RunRecord(run_dir, self.dist, state, log)
+        self.record = RunRecord(run_dir, self.dist, state, log, data=data_description(splits))
         self.state = state
-        to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        to = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.pretrain_set = SeriesDataset(splits.pretrain_x(), device=device)
-        fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
-        self.fit_rows, self.sel_rows = fit, held   # rows of train_x (held None: the selection split is test)
-        self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
-        if held is None:
-            self.sel_x, self.sel_y = to(splits.test_x), splits.test_y
-        else:
-            self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
-        if cfg.label_ratio < 1:
-            self.train_x, self.train_y = self.fit_x, self.fit_y
-        else:  # FineLast's final probe fits on all labelled training data
-            self.train_x, self.train_y = to(splits.train_x), splits.train_y
-        self.test_x, self.test_y = to(splits.test_x), splits.test_y
+        self.test_x, self.test_y = to(splits.test_x), splits.test_y  # None: no test split, nothing to report
+        if splits.labelled:
+            fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+            self.fit_rows, self.sel_rows = fit, held   # rows of train_x (held None: the selection split is test)
+            self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
+            if held is None:
+                self.sel_x, self.sel_y = self.test_x, self.test_y
+            else:
+                self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
+            if cfg.label_ratio < 1:
+                self.train_x, self.train_y = self.fit_x, self.fit_y
+            else:  # FineLast's final probe fits on all labelled training data
+                self.train_x, self.train_y = to(splits.train_x), splits.train_y
         self.eval_batch = eval_batch_size(cfg, device)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
 
     def run(self):
-        """Pretrain, FineLast, FineAll; metrics.json; last.pkl removed once nothing is left to resume."""
+        """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
+        nothing is left to resume."""
+        metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol}
         if self.state is None or self.state["phase"] == "pretrain":
             self.pretrain()
+            if not self.splits.labelled:
+                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)})
             finelast = self.finelast()
         else:
             finelast = self.state["finelast"]
-        metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol,
-                   "labelled": len(self.train_y), "finelast": finelast}
+        metrics.update(labelled=len(self.train_y), finelast=finelast)
         if self.cfg.num_epoch > 0:
             metrics["fineall"] = self.fineall(finelast)
+        return self.finish(metrics)
+
+    def finish(self, metrics):
         seconds = self.record.elapsed_seconds()
         metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 1),
                        probe_share=round(self.probe_seconds / seconds, 3))
@@ -119,8 +126,9 @@ class Trainer:
         for epoch in range(first, cfg.num_epoch_pretrain + 1):
             self.dist.set_epoch(loader, epoch)
             stats = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
-            if epoch % cfg.probe_every == 0 or epoch == cfg.num_epoch_pretrain:
-                stats["probe"] = self.probe(epoch)
+            if (epoch % cfg.probe_every == 0 or epoch == cfg.num_epoch_pretrain) and \
+                    (acc := self.probe(epoch)) is not None:
+                stats["probe"] = acc
             record.epoch(epoch, stats)
             record.save_last("pretrain", epoch, model, opt, sched, loader, probe_seconds=self.probe_seconds)
             record.write_best("pretrain_model.pkl")
@@ -128,7 +136,8 @@ class Trainer:
             bar.update()
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
-        self.log(f"selected pretraining epoch {record.best[1]} ({self.protocol} acc {record.best[0]:.4f})")
+        how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
+        self.log(f"selected pretraining epoch {record.best[1]} ({how})")
         return record.best
 
     def pretrain_epoch(self, forward, loader, opt, sched, scaler, epoch):
@@ -162,7 +171,11 @@ class Trainer:
                     used=used, ppl=ppl, sec=time.perf_counter() - start)
 
     def probe(self, epoch):
-        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept."""
+        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept. Without
+        labels there is nothing to select on: the latest checkpoint is kept."""
+        if not self.splits.labelled:
+            self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on="last", args=vars(self.cfg))
+            return None
         start = time.perf_counter()
         fit_r, sel_r = self._represent(self.model, self.fit_x), self._represent(self.model, self.sel_x)
         acc = self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y)["acc"]
@@ -182,6 +195,11 @@ class Trainer:
         C = grid[0] if len(grid) == 1 else self.dist.broadcast(
             select_probe_C(fit_r, self.fit_y, sel_r, self.sel_y, grid, seed=self.cfg.seed)
             if self.dist.is_main else None)   # chosen on the selection split like every other model choice
+        if self.test_x is None:  # no test split: the selected checkpoint and C, no score
+            self.probe_seconds += time.perf_counter() - start
+            self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
+            self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
+            return {"epoch": ckpt["epoch"], "C": C}
         res = self._fit_probe(train_r, self.train_y, test_r, self.test_y, C)
         self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt",
@@ -221,6 +239,9 @@ class Trainer:
             bar.update()
         bar.close()
         self._load(record.path("model.pkl"), model)
+        if self.test_x is None:
+            record.line("result.txt", f"final, select_on={self.protocol}, best_step{record.best[1]}, no test split")
+            return {"step": record.best[1]}
         res = self._scores(model, self.test_x, self.test_y)
         record.line("result.txt", f"final, acc{res['acc']:.4f}, f1{res['f1']:.4f}, select_on={self.protocol}, "
                                   f"best_step{record.best[1]}")
@@ -248,7 +269,7 @@ class Trainer:
                 self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
                                                f"{self.protocol}_f1{sel['f1']:.4f}")
                 self.record.offer(model, sel["acc"], step, step=step, epoch=epoch, select_on=self.protocol,
-                                  args=vars(cfg))
+                                  args=vars(cfg), head="fineall")
         self._check_finite(finite, "fine-tuning", epoch)
         return loss_sum.item() / len(loader)
 
@@ -305,7 +326,7 @@ class Trainer:
     def _finelast_representations(self, model):
         """Representations of the fit, selection, final-probe training and test series, each series encoded
         once: every split is a set of rows of the labelled training data or the test set."""
-        test_r = self._represent(model, self.test_x)
+        test_r = None if self.test_x is None else self._represent(model, self.test_x)
         if self.sel_rows is not None and self.cfg.label_ratio == 1:   # fit and selection rows partition train_x
             train_r = self._represent(model, self.train_x)
             return train_r[self.fit_rows], train_r[self.sel_rows], train_r, test_r

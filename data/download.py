@@ -20,6 +20,14 @@ CHUNK = 1 << 16
 TIMEOUT_S = 60
 
 
+class Unreachable(TimeMAEError):
+    """The publisher's host could not be reached (no network): the caller says how to go on offline."""
+
+    def __init__(self, message, reason, url, name):
+        super().__init__(message)
+        self.reason, self.url, self.name = reason, url, name
+
+
 def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -85,8 +93,9 @@ def _download(url, part, name):
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         host = urllib.parse.urlsplit(url).netloc
-        raise TimeMAEError(f"cannot reach {host} to download {name} ({reason}); this machine looks offline: "
-                           f"download {url} elsewhere and pass it with --source") from None
+        what = f"cannot reach {host} to download {name} ({reason})"
+        raise Unreachable(f"{what}; this machine looks offline: download {url} elsewhere and pass it with --source",
+                          what, url, name) from None
     os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)
     with response:
         resumed = "Range" in headers and response.status == 206

@@ -9,7 +9,7 @@ DEFAULT_FOLDERS = {"har": "HAR", "epilepsy": "Epilepsy", "uwave": "UWave", "ps":
 UEA_NAMES = {"uwave": "UWaveGestureLibrary", "ps": "PhonemeSpectra", "ad": "SpokenArabicDigits"}
 
 
-def _stack_ragged(series, path):
+def stack_ragged(series, path):
     """series: list over samples of lists over channels of 1-D arrays -> (N, T_max, C), NaN-padded."""
     channels = {len(s) for s in series}
     if len(channels) != 1:
@@ -54,7 +54,7 @@ def _read_rows(path, comment, split_row):
         labels.append(label.strip().strip("'\""))
     if not series:
         raise TimeMAEError(f"{path}: no series after an @data line")
-    return _stack_ragged(series, path), np.array(labels)
+    return stack_ragged(series, path), np.array(labels)
 
 
 def read_ts(path):

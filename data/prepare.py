@@ -4,6 +4,9 @@
     python -m data.prepare epilepsy --source data.zip     # an archive (or folder, or CSV) downloaded by hand
     python -m data.prepare uwave --download               # UCR UWaveGestureLibraryX/Y/Z -> train_new.pt/test_new.pt
     python -m data.prepare BasicMotions --download        # any UEA/UCR dataset: <Name>_TRAIN.ts/_TEST.ts
+    python -m data.prepare epilepsy --download --if-missing   # what run.sh does: nothing when the folder is there
+
+Downloads come from the publisher, or from a mirror laid out like it: --base-url, or $TIMEMAE_MIRROR.
 
 The output is built in a hidden sibling folder, loaded back with datautils.load_dataset as a check, and only
 then renamed to its final name: an interrupted or failed run never leaves a half-written dataset folder.
@@ -15,10 +18,13 @@ import sys
 import tempfile
 
 from data.catalog import SHA256, lookup
-from data.download import fetch
+from data.download import Unreachable, fetch
 from data.sources import SourceTree
 from datautils import load_dataset, resolve_folder
 from common.errors import TimeMAEError
+
+
+MIRROR_ENV = "TIMEMAE_MIRROR"  # base URL of a mirror of the publishers' files (default of --base-url)
 
 
 def default_out(source):
@@ -39,8 +45,14 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     os.makedirs(parent, exist_ok=True)
     if download:
         cache = cache or os.path.join(parent, "downloads")
-        sources = [fetch(url, os.path.join(cache, name), SHA256.get(name), log=log)
-                   for url, name in source.downloads(base_url)]
+        try:
+            sources = [fetch(url, os.path.join(cache, name), SHA256.get(name), log=log)
+                       for url, name in source.downloads(base_url)]
+        except Unreachable as e:
+            files = " ".join(f"--source {name}" for _, name in source.downloads(base_url))
+            raise TimeMAEError(f"{e.reason}; this machine looks offline: download "
+                               f"{' '.join(url for url, _ in source.downloads(base_url))} on a machine with network, "
+                               f"copy it here and run: python -m data.prepare {dataset} {files} --out {out}") from None
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
@@ -54,6 +66,12 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     log(f"{source.name}: wrote {out}: train {len(splits.train_x)}, val {n_val}, test {len(splits.test_x)}; "
         f"{splits.channels} channels x {splits.seq_len} steps; {splits.num_classes} classes")
     return splits
+
+
+def is_prepared(dataset, out=None):
+    """Whether the output folder of `dataset` (`out`, or the default one) exists and holds files."""
+    out = out or default_out(lookup(dataset))
+    return os.path.isdir(out) and bool(os.listdir(out))
 
 
 def _check_target(out, overwrite):
@@ -89,8 +107,12 @@ def build_parser():
     p.add_argument("--out", default=None, help="output folder; default $TIMEMAE_DATA/<Name> if set, else "
                                                "data/<Name>")
     p.add_argument("--cache", default=None, help="where downloads are kept; default <out's parent>/downloads")
-    p.add_argument("--base-url", default=None,
-                   help="fetch from this base URL (a mirror laid out like the publisher's) instead")
+    p.add_argument("--base-url", default=os.environ.get(MIRROR_ENV),
+                   help=f"fetch from this base URL (a mirror laid out like the publisher's) instead; default "
+                        f"${MIRROR_ENV} when set")
+    p.add_argument("--if-missing", action="store_true",
+                   help="do nothing when the output folder already holds files (run.sh prepares a dataset this way "
+                        "before its first run)")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that already holds files")
     return p
 
@@ -98,6 +120,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.if_missing and is_prepared(args.dataset, args.out):
+            return 0
         prepare(args.dataset, out=args.out, download=args.download, sources=args.source, cache=args.cache,
                 base_url=args.base_url, overwrite=args.overwrite)
     except TimeMAEError as e:

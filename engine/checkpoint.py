@@ -1,7 +1,15 @@
 """Checkpoint files: a dict with the model's weights ('model') and its settings ('config', a TimeMAEConfig
-as a dict), plus whatever the writer adds (epoch, selection accuracy, training state). Reading needs no Trainer.
+as a dict), plus whatever the writer adds (epoch, selection accuracy, training state, and 'data': the
+description of the training data that new series are prepared with, see datautils.data_description).
+Reading needs no Trainer, and no training data.
+
+Files are read with torch.load(weights_only=True): only tensors and plain Python values (dict, list, tuple,
+str, numbers, None) are accepted, so a shared checkpoint cannot run code. A pickle holding anything else
+(an older checkpoint with NumPy arrays, or a crafted file) is refused with a one-line error.
 """
 import os
+import pickle
+import re
 
 import torch
 
@@ -26,7 +34,13 @@ def open_checkpoint(path):
     if not os.path.isfile(path):
         raise TimeMAEError(f"checkpoint {path!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise TimeMAEError(f"{path!r} holds Python objects other than tensors and plain values "
+                           f"({found.group(1) if found else 'unknown'}), which "
+                           "weights-only loading refuses: it is not a checkpoint of this version (retrain, or see "
+                           "docs/api.md#old-checkpoints)") from None
     except Exception as e:
         raise TimeMAEError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

@@ -18,8 +18,11 @@ EPOCH_LOG = "pretrain_log.jsonl"  # one JSON object per pretraining epoch
 
 
 class RunRecord:
-    def __init__(self, run_dir, dist, state=None, log=print):
-        self.run_dir, self.dist, self.state, self.log = run_dir, dist, state, log
+    """`data`: the training data's description (datautils.data_description) that every checkpoint carries, so
+    that a checkpoint alone can prepare and encode new series."""
+
+    def __init__(self, run_dir, dist, state=None, log=print, data=None):
+        self.run_dir, self.dist, self.state, self.log, self.data = run_dir, dist, state, log, data
         self.pending = None                                   # best checkpoint of this epoch, not yet written
         self.best = (-1.0, 0)                                 # (selection accuracy, epoch or step)
         self.elapsed, self.started = (state["elapsed"] if state else 0.0), time.perf_counter()
@@ -57,7 +60,7 @@ class RunRecord:
             return False
         self.best = (acc, at)
         if self.dist.is_main:
-            self.pending = checkpoint(model, select_acc=acc, **meta)
+            self.pending = checkpoint(model, select_acc=acc, data=self.data, **meta)
         return True
 
     def write_best(self, name):
@@ -75,7 +78,7 @@ class RunRecord:
             atomic_save({"model": model.state_dict(), "config": model.config, "phase": phase, "epoch": epoch,
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best": self.best,
                          "pending": self.pending, "rng": rng, "logs": log_sizes(self.run_dir),
-                         "elapsed": self.elapsed_seconds(), **extra}, self.path(LAST))
+                         "elapsed": self.elapsed_seconds(), "data": self.data, **extra}, self.path(LAST))
 
     def resume(self, phase, model, opt, sched, loader, best_name, seed):
         """Restore the last-state checkpoint if it was written in `phase`; return the first epoch to run."""

@@ -32,8 +32,11 @@ def check_last_state(state, path):
 
 
 def rng_state(device, generator=None):
-    """Every RNG a run draws from: Python, NumPy, torch (CPU and the CUDA device) and the DataLoader's."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG a run draws from: Python, NumPy, torch (CPU and the CUDA device) and the DataLoader's, as
+    tensors and plain values (last.pkl loads with weights_only=True, which refuses NumPy arrays)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    gauss], "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     if generator is not None:
@@ -43,7 +46,8 @@ def rng_state(device, generator=None):
 
 def set_rng_state(state, device, generator=None):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

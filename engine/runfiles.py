@@ -3,6 +3,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import torch
 
 from common.errors import TimeMAEError
@@ -19,11 +20,30 @@ def prepare_run_dir(path, overwrite):
     if existing and not overwrite:
         raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
                            "that run, --overwrite to replace it, or choose another --save_path")
-    os.makedirs(path, exist_ok=True)
+    make_writable_dir(path, "--save_path")
     for stale in (RUN_STATE, "metrics.json"):
         if os.path.exists(os.path.join(path, stale)):
             os.remove(os.path.join(path, stale))
     return path
+
+
+def make_writable_dir(path, what):
+    """Create folder `path` (and its parents) and check that files can be written in it; `what` names the
+    setting in the one-line error."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise TimeMAEError(f"{what} {path!r} cannot be created: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise TimeMAEError(f"{what} {path!r} is not writable by this user")
+    return path
+
+
+def _umask():
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _atomic(path, write):
@@ -31,6 +51,7 @@ def _atomic(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results get the umask's mode, as open() does
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -44,6 +65,10 @@ def _atomic(path, write):
 
 def atomic_save(obj, path):
     _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_save_npy(array, path):
+    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def atomic_write_text(text, path):

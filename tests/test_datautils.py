@@ -7,7 +7,8 @@ import torch
 
 from conftest import synthetic_series, write_tstcc
 from data.formats import read_arff, read_ts
-from datautils import load_dataset, normalize, stratified_split
+from datautils import (data_description, load_dataset, normalize, prepare_series, resolve_folder, splits_from_arrays,
+                       stratified_split)
 from common.errors import TimeMAEError
 
 
@@ -115,3 +116,50 @@ def test_stratified_split_is_stratified_and_deterministic():
     assert np.bincount(y[held]).tolist() == [10, 6, 4]
     assert set(fit).isdisjoint(held) and len(fit) + len(held) == 100
     np.testing.assert_array_equal(held, stratified_split(y, 0.2, seed=1)[1])
+
+
+def test_ucr_data_path_may_be_the_parent_as_in_the_reference_code(tmp_path):
+    rows = [[[float(i), 1.0, 2.0, 3.0]] for i in range(4)]
+    folder = tmp_path / "Toy"
+    folder.mkdir()
+    _write_ts(folder / "Toy_TRAIN.ts", rows, ["a", "b", "a", "b"], univariate=True)
+    _write_ts(folder / "Toy_TEST.ts", rows[:2], ["a", "b"], univariate=True)
+    assert resolve_folder("ucr", str(tmp_path), "Toy") == str(folder)           # DIR + NAME, as the reference
+    assert resolve_folder("ucr", str(folder), "Toy") == str(folder)             # the dataset folder itself
+    for path in (tmp_path, folder):
+        s = load_dataset("ucr", str(path), "Toy")
+        assert s.train_x.shape == (4, 4, 1) and s.classes == ("a", "b")
+
+
+def test_numpy_files_labelled_and_unlabelled(tmp_path):
+    x, y = synthetic_series(20, channels=2)
+    aeon = x.transpose(0, 2, 1)
+    np.save(tmp_path / "u.npy", aeon)
+    s = load_dataset("numpy", str(tmp_path / "u.npy"))
+    assert not s.labelled and s.classes == () and s.test_x is None
+    np.testing.assert_array_equal(s.train_x, x)                                 # (N, C, T) read as (N, T, C)
+    np.save(tmp_path / "uni.npy", aeon[:, 0])                                   # (N, T): univariate
+    assert load_dataset("numpy", str(tmp_path / "uni.npy")).train_x.shape == (20, 32, 1)
+    np.savez(tmp_path / "l.npz", x=aeon, y=np.array(["a", "b"])[y % 2], x_test=aeon[:6],
+             y_test=np.array(["a", "b"])[y[:6] % 2])
+    s = load_dataset("numpy", str(tmp_path / "l.npz"))
+    assert s.labelled and s.classes == ("a", "b") and s.test_x.shape == (6, 32, 2) and s.val_x is None
+    np.savez(tmp_path / "bad.npz", x=aeon, y=y[:5])
+    with pytest.raises(TimeMAEError, match="20 train series but 5 labels"):
+        load_dataset("numpy", str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "odd.npz", x=aeon, labels=y)
+    with pytest.raises(TimeMAEError, match=r"unknown arrays \['labels'\]"):
+        load_dataset("numpy", str(tmp_path / "odd.npz"))
+    with pytest.raises(TimeMAEError, match="needs --data_path FILE"):
+        load_dataset("numpy")
+
+
+def test_normalisation_statistics_are_kept_and_reapplied(tmp_path):
+    x, y = synthetic_series(30, channels=2)
+    x[:, :, 1] = 10 * x[:, :, 1] + 4
+    s = normalize(splits_from_arrays("numpy", x, y, x_test=x[:5], y_test=y[:5]))
+    np.testing.assert_allclose(s.stats["mean"], x.mean(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(s.stats["std"], x.std(axis=(0, 1)), rtol=1e-5)
+    data = data_description(s)
+    assert data["channels"] == 2 and data["seq_len"] == 32 and data["classes"] == ["0", "1", "2"]
+    np.testing.assert_array_equal(prepare_series(x[:5], data), s.test_x)        # new series: the same preparation

@@ -7,7 +7,7 @@ import pytest
 
 from scale_helpers import ROOT
 
-ENTRY = ("main", "args", "visualize", "tools", "experiments", "benchmarks", "timemae", "encode")
+ENTRY = ("main", "args", "visualize", "tools", "experiments", "benchmarks", "timemae", "encode", "examples")
 ENGINE = ("process", "engine")
 # what each layer must never import (by the first part of the dotted name)
 FORBIDDEN = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, synthetic_series
 from main import main
 from engine.runfiles import RUN_OUTPUTS
 
@@ -119,3 +119,62 @@ def test_short_real_epilepsy_run_beats_majority(tmp_path):
     majority = np.mean(test_y == np.bincount(torch.load(sub / "train.pt")["labels"].numpy()).argmax())
     acc = json.loads((out / "metrics.json").read_text())["finelast"]["acc"]
     assert acc > majority + 0.05, (acc, majority)
+
+
+def test_unlabelled_numpy_pretrains_only(tmp_path):
+    x, _ = synthetic_series(40)
+    np.save(tmp_path / "x.npy", x.transpose(0, 2, 1))
+    out = tmp_path / "run"
+    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out),
+                 "--wave_length", "4", "--num_epoch_pretrain", "2", "--probe_every", "1", *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labelled"] == 0 and "finelast" not in metrics and "fineall" not in metrics
+    assert not (out / "model.pkl").exists() and not (out / "linear_result.txt").read_text()
+    assert len((out / "pretrain_result.txt").read_text().splitlines()) == 2
+    ckpt = torch.load(out / "pretrain_model.pkl", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["select_on"] == "last" and ckpt["data"]["classes"] == []
+
+
+def test_labelled_numpy_without_a_test_split_probes_and_fine_tunes(tmp_path):
+    x, y = synthetic_series(60)
+    np.savez(tmp_path / "l.npz", x=x.transpose(0, 2, 1), y=y)
+    out = tmp_path / "run"
+    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "l.npz"), "--save_path", str(out),
+                 "--wave_length", "4", "--num_epoch_pretrain", "1", "--num_epoch", "1", *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labelled"] == 60 and "acc" not in metrics["finelast"] and metrics["finelast"]["C"] > 0
+    assert "step" in metrics["fineall"] and (out / "model.pkl").is_file()
+    assert (out / "linear_result.txt").read_text().splitlines()[-1].endswith("no test split")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_result_files_follow_the_umask(tstcc_dir, tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        out = tmp_path / "run"
+        assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(out), "--wave_length", "4",
+                     "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]) == 0
+    finally:
+        os.umask(old)
+    for name in ("args.json", "metrics.json", "pretrain_model.pkl", "linear_result.txt"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_impossible_save_path_is_one_line(tstcc_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for path in (tmp_path / "file" / "run", "/proc/timemae-run"):
+        code, err = run_main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(path),
+                              "--wave_length", "4", *TINY], capsys)
+        assert code == 2 and err.startswith(f"error: --save_path '{path}' cannot be created: ") and \
+            err.count("\n") == 1, err
+
+
+def test_default_threads_share_the_cpus_among_torchrun_processes(monkeypatch):
+    from args import default_threads
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_threads() == cpus
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_threads() == max(1, cpus // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cpus))
+    assert default_threads() == 1

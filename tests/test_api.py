@@ -1,0 +1,137 @@
+"""The timemae API on synthetic arrays: shapes, scikit-learn conventions, save/load in a fresh process,
+unequal lengths, predictions, and the parameters' defaults (main.py's)."""
+import inspect
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+
+from args import parse_args
+from classification import fit_probe, probe_as_head
+from common.errors import TimeMAEError
+from conftest import synthetic_series
+from scale_helpers import ROOT
+from timemae import TimeMAEClassifier, TimeMAEEncoder, load
+from timemae.estimators import FLAGS
+
+SMALL = dict(wave_length=4, d_model=16, attn_heads=2, layers=1, reg_layers=1, vocab_size=16, train_batch_size=32,
+             num_epoch_pretrain=2, threads=1, device="cpu", verbose=False)
+
+
+def aeon(n, **kw):
+    """Synthetic series in the aeon layout (n_cases, n_channels, n_timepoints) and their labels."""
+    x, y = synthetic_series(n, **kw)
+    return x.transpose(0, 2, 1).copy(), y
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    X, _ = aeon(48)
+    return TimeMAEEncoder(**SMALL).fit(X)
+
+
+def test_fit_transform_shapes_and_no_labels_needed(encoder):
+    X, _ = aeon(10, seed=5)
+    Z = encoder.transform(X)
+    assert Z.shape == (10, 16) and Z.dtype == np.float32 and np.isfinite(Z).all()
+    assert encoder.metrics_["labelled"] == 0 and "finelast" not in encoder.metrics_     # pretraining only
+    assert encoder.data_["channels"] == 2 and encoder.data_["seq_len"] == 32 and encoder.data_["classes"] == []
+    again = TimeMAEEncoder(**SMALL).fit_transform(aeon(48)[0])
+    np.testing.assert_array_equal(again, encoder.transform(aeon(48)[0]))              # same seed, same model
+
+
+def test_pipeline_in_cross_val_score_and_clone():
+    X, y = aeon(60)
+    pipe = Pipeline([("timemae", TimeMAEEncoder(**SMALL)), ("lr", LogisticRegression(max_iter=500))])
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,) and (scores > 1 / 3).all(), scores                # above chance on every fold
+    twin = clone(TimeMAEEncoder(**SMALL, flags={"tokenizer": "argmax"}))
+    assert twin.get_params() == {**TimeMAEEncoder().get_params(), **SMALL, "flags": {"tokenizer": "argmax"}}
+    assert not hasattr(twin, "model_")
+
+
+def test_save_and_load_in_a_fresh_process_is_bitwise_equal(encoder, tmp_path):
+    X, _ = aeon(12, seed=7)
+    np.save(tmp_path / "x.npy", X)
+    path = encoder.save(str(tmp_path / "enc.pkl"))
+    code = ("import sys, numpy as np, torch; torch.set_num_threads(1); sys.path.insert(0, sys.argv[1]); "
+            "from timemae import load; "
+            "np.save(sys.argv[3], load(sys.argv[2], device='cpu').transform(np.load(sys.argv[4])))")
+    subprocess.run([sys.executable, "-c", code, ROOT, path, str(tmp_path / "z.npy"), str(tmp_path / "x.npy")],
+                   check=True, cwd=tmp_path)
+    assert np.array_equal(np.load(tmp_path / "z.npy"), encoder.transform(X))
+    assert type(load(path)) is TimeMAEEncoder and TimeMAEEncoder.load(path).get_params() == encoder.get_params()
+
+
+def test_unequal_length_lists():
+    rng = np.random.default_rng(0)
+    X = [rng.standard_normal((2, int(n))).astype(np.float32) for n in rng.integers(12, 33, size=30)]
+    enc = TimeMAEEncoder(**SMALL).fit(X)
+    assert enc.data_["seq_len"] == max(s.shape[1] for s in X)
+    assert enc.transform(X[:5]).shape == (5, 16)
+    short = enc.transform([X[0][:, :10]])                            # shorter than any training series: padded
+    padded = np.full((1, 2, enc.data_["seq_len"]), np.nan, np.float32)
+    padded[0, :, :10] = X[0][:, :10]
+    np.testing.assert_array_equal(short, enc.transform(padded))
+    with pytest.raises(TimeMAEError, match="longer series are refused"):
+        enc.transform([rng.standard_normal((2, 40))])
+    with pytest.raises(TimeMAEError, match="3 channels but the model was trained on 2"):
+        enc.transform([rng.standard_normal((3, 20))])
+
+
+@pytest.mark.parametrize("finetune", [True, False])
+def test_classifier_predictions_are_consistent(finetune, tmp_path):
+    X, y = aeon(60)
+    names = np.array(["walk", "run", "jump"])[y]
+    clf = TimeMAEClassifier(**SMALL, finetune=finetune, num_epoch=10, flags={"eval_per_steps": 2}).fit(X, names)
+    proba = clf.predict_proba(X)
+    assert list(clf.classes_) == ["jump", "run", "walk"] and proba.shape == (60, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    assert clf.score(X, names) == np.mean(clf.predict(X) == names) > 1 / 3
+    assert ("fineall" in clf.metrics_) == finetune
+    back = load(clf.save(str(tmp_path / "clf.pkl")))
+    assert type(back) is TimeMAEClassifier and list(back.classes_) == list(clf.classes_)
+    np.testing.assert_array_equal(back.predict_proba(X), proba)
+
+
+def test_probe_folded_into_the_head_predicts_as_sklearn():
+    rng = np.random.default_rng(0)
+    for k in (2, 4):
+        y = np.arange(80) % k
+        r = rng.standard_normal((80, 6)) * 3 + y[:, None] + 5
+        probe = fit_probe(r, y, C=1.0)
+        weight, bias = probe_as_head(probe, k)
+        logits = torch.from_numpy(r).float() @ weight.T + bias
+        np.testing.assert_allclose(logits.softmax(-1).numpy(), probe.predict_proba(r), atol=1e-5)
+
+
+def test_defaults_are_main_py_defaults():
+    flags = vars(parse_args([]))
+    for cls in (TimeMAEEncoder, TimeMAEClassifier):
+        params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+        for name in FLAGS:
+            assert params[name] == (flags[name] if name not in ("d_model", "threads") else None), name
+        assert params["random_state"] == flags["seed"] and params["device"] is None
+        assert params["verbose"] == (not flags["no_progress"])
+    assert TimeMAEClassifier().num_epoch == flags["num_epoch"]
+
+
+def test_bad_uses_are_one_line_errors():
+    X, _ = aeon(20)
+    with pytest.raises(TimeMAEError, match="unknown settings"):
+        TimeMAEEncoder(**SMALL, flags={"no_such_flag": 1}).fit(X)
+    with pytest.raises(TimeMAEError, match="--wave_length 64 is longer than the series"):
+        TimeMAEEncoder(**{**SMALL, "wave_length": 64}).fit(X)
+    with pytest.raises(TimeMAEError, match="needs labels"):
+        TimeMAEClassifier(**SMALL).fit(X, None)
+    with pytest.raises(TimeMAEError, match="n_cases, n_channels, n_timepoints"):
+        TimeMAEEncoder(**SMALL).fit(np.zeros((2, 3, 4, 5)))
+    assert not os.path.exists("exp/numpy")                          # nothing written to the working folder

@@ -1,0 +1,146 @@
+"""python -m tools.encode on a main.py run: every input format, predictions, refusals; a checkpoint alone
+encodes new series exactly as the training data would have them prepared; weights-only checkpoint reading."""
+import os
+import pickle
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from classification import extract_representations
+from common.errors import TimeMAEError
+from conftest import TINY, synthetic_series, write_tstcc
+from datautils import load_dataset, normalize
+from engine.checkpoint import load_model, open_checkpoint
+from main import main
+from tools.encode import main as encode
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encode")
+    data = write_tstcc(root / "Synthetic", n_train=48, n_val=16, n_test=16)
+    out = root / "run"
+    assert main(["--dataset", "har", "--data_path", data, "--save_path", str(out), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "1", "--eval_per_steps", "1", *TINY]) == 0
+    return root, data, out
+
+
+def new_series(n=6, channels=2):
+    """(N, C, T) series unlike the training data: shifted and scaled, so normalisation matters."""
+    x, _ = synthetic_series(n, channels=channels, seed=11)
+    return (3 * x + 1).transpose(0, 2, 1).copy()
+
+
+def write_all_formats(folder, x):
+    """x (N, 1, T) univariate in every input format; returns the paths."""
+    paths = {ext: str(folder / f"new{ext}") for ext in (".npy", ".npz", ".pt", ".ts", ".csv")}
+    np.save(paths[".npy"], x)
+    np.savez(paths[".npz"], x=x)
+    torch.save({"samples": torch.from_numpy(x)}, paths[".pt"])
+    rows = [",".join(repr(float(v)) for v in s[0]) + ":0" for s in x]
+    with open(paths[".ts"], "w") as f:
+        f.write("@problemName New\n@univariate true\n@classLabel true 0\n@data\n" + "\n".join(rows))
+    pd.DataFrame(x[:, 0]).to_csv(paths[".csv"], header=False, index=False)
+    return paths
+
+
+def test_every_input_format_gives_the_same_representations(tmp_path):
+    data = write_tstcc(tmp_path / "Uni", n_train=40, n_val=8, n_test=8, channels=1)
+    out = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", data, "--save_path", str(out), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]) == 0
+    paths = write_all_formats(tmp_path, new_series(channels=1))
+    got = {}
+    for ext, path in paths.items():
+        assert encode([str(out), path, "--out", str(tmp_path / f"z{ext[1:]}.npy")]) == 0
+        got[ext] = np.load(tmp_path / f"z{ext[1:]}.npy")
+    assert got[".npy"].shape == (6, 16)
+    for ext in paths:
+        np.testing.assert_allclose(got[ext], got[".npy"], rtol=1e-5, atol=1e-6, err_msg=ext)  # .ts/.csv are text
+    assert encode([str(out), paths[".csv"], "--out", str(tmp_path / "z.csv")]) == 0
+    table = pd.read_csv(tmp_path / "z.csv")
+    assert list(table.columns[:2]) == ["z0", "z1"]
+    np.testing.assert_allclose(table.to_numpy(), got[".npy"], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_alone_encodes_as_the_training_data_prepares(run, tmp_path):
+    root, data, out = run
+    x = new_series()
+    model, _ = load_model(str(out / "pretrain_model.pkl"))
+    splits = load_dataset("har", data)                     # with the training data: its statistics, by hand
+    splits = normalize(replace(splits, test_x=x.transpose(0, 2, 1), test_y=np.zeros(len(x), np.int64)))
+    expected = extract_representations(model, torch.from_numpy(splits.test_x), 128)
+    moved = root / "elsewhere"
+    shutil.move(data, moved)                               # the training data is gone
+    try:
+        np.save(tmp_path / "x.npy", x)
+        assert encode([str(out), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.npy")]) == 0
+    finally:
+        shutil.move(moved, data)
+    assert np.array_equal(np.load(tmp_path / "z.npy"), expected)
+
+
+def test_predict_writes_labels_and_probabilities(run, tmp_path):
+    _, _, out = run
+    np.save(tmp_path / "x.npy", new_series())
+    assert encode([str(out), str(tmp_path / "x.npy"), "--predict", "--out", str(tmp_path / "p.csv")]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["label", "p_0", "p_1", "p_2"] and len(table) == 6
+    proba = table[["p_0", "p_1", "p_2"]].to_numpy()
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    assert (table["label"].to_numpy() == proba.argmax(1)).all()
+    assert encode([str(out), str(tmp_path / "x.npy"), "--predict", "--out", str(tmp_path / "p.npy")]) == 0
+    assert (np.load(tmp_path / "p.npy") == table["label"].astype(str).to_numpy()).all()
+    np.testing.assert_allclose(np.load(tmp_path / "p_proba.npy"), proba, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("channels", "has 3 channels but the model was trained on 2"),
+    ("longer", "longer series are refused"),
+    ("no_head", "has no trained classification head"),
+    ("format", "unknown file type .txt"),
+])
+def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
+    _, _, out = run
+    x = {"channels": new_series(channels=3), "longer": np.zeros((2, 2, 40), np.float32)}.get(case, new_series())
+    path = tmp_path / ("x.txt" if case == "format" else "x.npy")
+    np.save(tmp_path / "x.npy", x)
+    if case == "format":
+        path.write_text("1,2,3\n")
+    model = str(out / "pretrain_model.pkl") if case == "no_head" else str(out)
+    assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *(["--predict"] * (case == "no_head"))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "z.npy").exists()
+
+
+class Payload:
+    """Unpickling this runs a command: what weights-only loading must refuse."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_weights_only_refuses_a_pickle_that_carries_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": Payload(), "config": {}}, tmp_path / "evil.pkl")
+    with pytest.raises(TimeMAEError, match=r"other than tensors and plain values \(posix.system\)"):
+        open_checkpoint(str(tmp_path / "evil.pkl"))
+    with open(tmp_path / "old.pkl", "wb") as f:                  # a plain pickle with an ndarray: refused too
+        pickle.dump({"model": {}, "config": {}, "rng": np.zeros(3)}, f, protocol=2)
+    with pytest.raises(TimeMAEError, match="docs/api.md#old-checkpoints"):
+        open_checkpoint(str(tmp_path / "old.pkl"))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_run_checkpoints_load_weights_only(run):
+    _, _, out = run
+    for name in ("pretrain_model.pkl", "model.pkl"):
+        ckpt = torch.load(out / name, weights_only=True)
+        assert {"channels", "seq_len", "classes", "mean", "std", "shorter", "longer"} <= set(ckpt["data"])
+        assert ckpt["data"]["classes"] == ["0", "1", "2"] and len(ckpt["data"]["mean"]) == 2
+    assert torch.load(out / "model.pkl", weights_only=True)["head"] == "fineall"

@@ -1,0 +1,48 @@
+"""A fresh machine: `bash run.sh <dataset>` prepares a missing dataset (from a local mirror on 127.0.0.1), then
+runs; offline it stops with one line that says what to download and which --source command to run."""
+import json
+import os
+import subprocess
+
+from conftest import TINY
+from data.prepare import main as prepare_main
+from scale_helpers import ROOT
+from test_prepare import EPILEPSY_ZIP, Publisher, closed_port, small_epilepsy_zip
+
+BUDGET = ["--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]
+
+
+def run_sh(tmp_path, mirror, *flags):
+    env = {**os.environ, "TIMEMAE_MIRROR": mirror, "EXP_DIR": str(tmp_path / "exp")}
+    env.pop("TIMEMAE_DATA", None)
+    return subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "epilepsy", "1", *flags], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_data_is_downloaded_then_run(tmp_path):
+    publisher = Publisher()
+    try:
+        publisher.files[f"/static/public/388/{EPILEPSY_ZIP}"] = small_epilepsy_zip()
+        data = tmp_path / "data" / "Epilepsy"
+        done = run_sh(tmp_path, publisher.url + "/static/public", "--data_path", str(data), *BUDGET)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert sorted(os.listdir(data)) == ["test.pt", "train.pt", "val.pt"]
+        assert "SHA-256" in done.stdout + done.stderr                   # the download's digest was computed
+        metrics = json.loads((tmp_path / "exp" / "epilepsy" / "seed1" / "metrics.json").read_text())
+        assert metrics["dataset"] == "epilepsy" and 0 <= metrics["finelast"]["acc"] <= 1
+        assert (tmp_path / "exp" / "epilepsy" / "summary.csv").is_file()
+        requests = len(publisher.requests)
+        assert prepare_main(["epilepsy", "--download", "--if-missing", "--out", str(data)]) == 0
+        assert len(publisher.requests) == requests == 1                # a prepared folder is not fetched again
+    finally:
+        publisher.close()
+
+
+def test_offline_is_one_line_naming_the_download_and_the_source_command(tmp_path):
+    data = tmp_path / "Epilepsy"
+    done = run_sh(tmp_path, f"http://127.0.0.1:{closed_port()}/static/public", "--data_path", str(data), *BUDGET)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: cannot reach 127.0.0.1")
+    assert f"/388/{EPILEPSY_ZIP} on a machine with network" in done.stderr
+    assert f"python -m data.prepare epilepsy --source {EPILEPSY_ZIP} --out {data}" in done.stderr
+    assert not data.exists() and not (tmp_path / "exp").exists()

@@ -1,0 +1,230 @@
+"""TimeMAEEncoder and TimeMAEClassifier: scikit-learn estimators over main.run, the command line's engine.
+
+fit() builds the command line's configuration (args.defaults: parse_args([]) with the estimator's parameters
+as flags), turns X and y into DatasetSplits and calls main.run with them, in a temporary run folder (or
+`save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for the encoder, model.pkl
+(fine-tuned) or the pretrained encoder plus the FineLast probe folded into its head for the classifier.
+transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
+them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
+"""
+import os
+import tempfile
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+import main
+from args import default_device, defaults
+from classification import extract_representations, fit_probe, predict_proba, probe_as_head
+from common.errors import TimeMAEError
+from datautils import as_series_array, prepare_series, splits_from_arrays
+from engine.checkpoint import load_model, open_checkpoint, save_checkpoint
+from engine.distributed import resolve_device
+from engine.speed import eval_batch_size
+
+# estimator parameters that are main.py flags of the same name
+FLAGS = ("wave_length", "d_model", "attn_heads", "layers", "reg_layers", "dropout", "vocab_size", "mask_ratio",
+         "alpha", "beta", "momentum", "num_epoch_pretrain", "probe_every", "train_batch_size", "test_batch_size",
+         "lr", "weight_decay", "val_ratio", "normalize", "threads")
+
+
+class _TimeMAE(BaseEstimator):
+    """Parameters are main.py's flags of the same name, with its defaults (`threads=None`: the CPUs this
+    process may use; `d_model=None`: 64), plus: device (None: cuda if available, else cpu), random_state
+    (--seed), verbose (log lines and progress bars, as main.py prints them), save_path (keep the run folder
+    there; None: a temporary one) and flags (a dict of any other main.py flag, e.g. {'tokenizer': 'argmax'})."""
+
+    def __init__(self, wave_length=8, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
+                 vocab_size=192, mask_ratio=0.6, alpha=5.0, beta=1.0, momentum=0.99, num_epoch_pretrain=100,
+                 probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
+                 val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
+                 save_path=None, flags=None):
+        self.wave_length = wave_length
+        self.d_model = d_model
+        self.attn_heads = attn_heads
+        self.layers = layers
+        self.reg_layers = reg_layers
+        self.dropout = dropout
+        self.vocab_size = vocab_size
+        self.mask_ratio = mask_ratio
+        self.alpha = alpha
+        self.beta = beta
+        self.momentum = momentum
+        self.num_epoch_pretrain = num_epoch_pretrain
+        self.probe_every = probe_every
+        self.train_batch_size = train_batch_size
+        self.test_batch_size = test_batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.val_ratio = val_ratio
+        self.normalize = normalize
+        self.device = device
+        self.random_state = random_state
+        self.threads = threads
+        self.verbose = verbose
+        self.save_path = save_path
+        self.flags = flags
+
+    # ------------------------------------------------------------------------------------------ training
+    def _config(self, save_path, num_epoch):
+        """main.py's configuration for these parameters: its defaults, the parameters, then `flags`."""
+        params = self.get_params(deep=False)
+        settings = {name: params[name] for name in FLAGS if params[name] is not None}
+        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
+        settings.update(dataset="numpy", seed=int(seed), no_progress=not self.verbose, save_path=save_path,
+                        num_epoch=num_epoch, **({"device": self.device} if self.device else {}))
+        try:
+            return defaults(**{**settings, **(self.flags or {})})
+        except TypeError as e:
+            raise TimeMAEError(f"flags: {e} (they must be main.py flag names)") from None
+
+    def _train(self, X, y, num_epoch):
+        """main.run on X (and labels y, or None); the estimator's _keep(cfg, metrics, X, y) then takes what it
+        needs from the run folder, before a temporary one is removed."""
+        splits = splits_from_arrays("numpy", as_series_array(X), y)
+        with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
+            cfg = self._config(self.save_path or os.path.join(tmp, "run"), num_epoch)
+            log = print if self.verbose else (lambda *_: None)
+            try:
+                metrics = main.run(cfg, log=log, splits=splits)
+            except TimeMAEError as e:
+                raise TimeMAEError(main.flag_message(e)) from None
+            self.metrics_ = metrics
+            self._keep(cfg, metrics, X, y)
+        return self
+
+    def _adopt(self, path, head):
+        """Keep the checkpoint at `path` as the fitted model."""
+        self.device_ = resolve_device(self.device or default_device())
+        model, ckpt = load_model(path)
+        self.model_, self.data_, self.head_ = model.to(self.device_), dict(ckpt["data"]), head
+
+    # ------------------------------------------------------------------------------------------ encoding
+    def _series(self, X):
+        """X as the model's input: (n_cases, seq_len, n_channels) float32 on the device, prepared as the
+        training data was."""
+        check_is_fitted(self, "model_")
+        x = prepare_series(as_series_array(X), self.data_)
+        return torch.as_tensor(x, device=self.device_)
+
+    def _batch(self):
+        return eval_batch_size(self._config(None, 0), self.device_)
+
+    def transform(self, X):
+        """Representations (n_cases, d_model): the visible encoder's mean over all windows."""
+        return extract_representations(self.model_, self._series(X), self._batch())
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, path):
+        """One checkpoint file holding everything transform/predict need: weights, model config, the training
+        data's description (normalisation statistics, class names, length policy) and these parameters."""
+        check_is_fitted(self, "model_")
+        save_checkpoint(path, self.model_, data=self.data_, head=self.head_, estimator=type(self).__name__,
+                        params=self.get_params(deep=False))
+        return path
+
+    @classmethod
+    def load(cls, path, device=None):
+        """The fitted estimator saved at `path` (by save, or a main.py run's pretrain_model.pkl / model.pkl)."""
+        ckpt = open_checkpoint(path)
+        if not isinstance(ckpt.get("data"), dict):
+            raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
+                               "version): see docs/api.md#old-checkpoints")
+        params = ckpt.get("params") or _params_of_run(ckpt.get("args") or {})
+        est = cls(**{k: v for k, v in params.items() if k in cls._get_param_names()})
+        if device is not None:
+            est.device = device
+        est._adopt_loaded(path, ckpt)
+        return est
+
+    def _adopt_loaded(self, path, ckpt):
+        self._adopt(path, ckpt.get("head"))
+
+
+def _params_of_run(args):
+    """Estimator parameters from a main.py run's args.json values (a checkpoint's 'args')."""
+    params = {k: args[k] for k in FLAGS if k in args and k != "threads"}
+    if "seed" in args:
+        params["random_state"] = args["seed"]
+    return params
+
+
+class TimeMAEEncoder(TransformerMixin, _TimeMAE):
+    """fit(X, y=None) pretrains TimeMAE on X (y, when given, selects the pretraining checkpoint with the
+    periodic linear probe, as main.py does; without it the last epoch is kept); transform(X) gives the
+    representations (n_cases, d_model). X: (n_cases, n_channels, n_timepoints), or a list of
+    (n_channels, length_i) arrays."""
+
+    def fit(self, X, y=None):
+        return self._train(X, y, num_epoch=0)
+
+    def _keep(self, cfg, metrics, X, y):
+        self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), None)
+
+
+class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
+    """fit(X, y) pretrains, then fine-tunes encoder and a linear head for num_epoch epochs (FineAll,
+    finetune=True) or fits the linear probe on the frozen encoder (FineLast, finetune=False); the checkpoint and
+    fine-tuning step are selected on a stratified val_ratio share of (X, y). predict, predict_proba, score and
+    classes_ as in scikit-learn; y holds any labels."""
+
+    def __init__(self, wave_length=8, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
+                 vocab_size=192, mask_ratio=0.6, alpha=5.0, beta=1.0, momentum=0.99, num_epoch_pretrain=100,
+                 probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
+                 val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
+                 save_path=None, flags=None, finetune=True, num_epoch=100):
+        super().__init__(wave_length, d_model, attn_heads, layers, reg_layers, dropout, vocab_size, mask_ratio,
+                         alpha, beta, momentum, num_epoch_pretrain, probe_every, train_batch_size, test_batch_size,
+                         lr, weight_decay, val_ratio, normalize, device, random_state, threads, verbose, save_path,
+                         flags)
+        self.finetune = finetune
+        self.num_epoch = num_epoch
+
+    def fit(self, X, y):
+        if y is None:
+            raise TimeMAEError("TimeMAEClassifier.fit needs labels y; to pretrain on unlabelled series use "
+                               "TimeMAEEncoder")
+        if self.finetune and self.num_epoch < 1:
+            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {self.num_epoch} (finetune=False: the "
+                               "linear probe)")
+        labels = np.asarray(y).reshape(-1)
+        self.classes_ = np.unique(labels)
+        codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
+        return self._train(X, codes, num_epoch=self.num_epoch if self.finetune else 0)
+
+    def _keep(self, cfg, metrics, X, codes):
+        if self.finetune:
+            self._adopt(os.path.join(cfg.save_path, "model.pkl"), "fineall")
+        else:  # FineLast: the probe Trainer.finelast scored (same data, C and seed), folded into the head
+            self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), "probe")
+            probe = fit_probe(self.transform(X), codes, seed=cfg.seed, C=metrics["finelast"]["C"])
+            weight, bias = probe_as_head(probe, len(self.classes_))
+            with torch.no_grad():
+                self.model_.head.weight.copy_(weight)
+                self.model_.head.bias.copy_(bias)
+        self.data_["classes"] = self.classes_.tolist()
+
+    def _adopt_loaded(self, path, ckpt):
+        if ckpt.get("head") not in ("fineall", "probe"):
+            raise TimeMAEError(f"{path!r} has no trained classification head (a pretraining checkpoint): load it "
+                               "with TimeMAEEncoder.load, or use a run's model.pkl")
+        self._adopt(path, ckpt["head"])
+        self.classes_ = np.asarray(self.data_["classes"])
+
+    def predict_proba(self, X):
+        """Probabilities (n_cases, n_classes), columns in classes_ order."""
+        check_is_fitted(self, "classes_")
+        return predict_proba(self.model_, self._series(X), self._batch())
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def load(path, device=None):
+    """The estimator a checkpoint holds: TimeMAEClassifier when it has a trained head (a saved classifier,
+    a run's model.pkl), else TimeMAEEncoder."""
+    ckpt = open_checkpoint(path)
+    cls = TimeMAEClassifier if ckpt.get("head") in ("fineall", "probe") else TimeMAEEncoder
+    return cls.load(path, device)
