@@ -14,6 +14,7 @@ from conftest import TINY
 from loss import pretrain_loss
 from main import main
 from model import TimeMAE
+from model import layers
 from model.layers import Dropout, SoftmaxLastDim
 from engine.speed import GPU_EVAL_BATCH, eval_batch_size
 
@@ -90,9 +91,11 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks):
     return ALPHA * mrr + BETA * mcc, mrr, mcc
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout):
+@pytest.mark.parametrize("dropout, sdpa", [(0.0, False), (0.2, False), (0.0, True)])
+def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa):
+    """sdpa: attention through F.scaled_dot_product_attention, the GPU's path, forced on the CPU."""
     torch.manual_seed(0)
+    monkeypatch.setattr(layers, "spelled_out", lambda x: not sdpa)
     model = TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=16, attn_heads=2, layers=2, reg_layers=2,
                     vocab_size=12, wave_length=4, dropout=dropout).double().train()
     with torch.no_grad():  # residual scales of order 1, so every branch really contributes
