@@ -70,8 +70,12 @@ def probe_as_head(probe, num_classes):
 
 def select_probe_C(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
     """The C of `grid` whose probe, fitted on the fit split, is most accurate on the selection split
-    (the smaller C on ties, i.e. the stronger regularisation)."""
-    accs = [linear_probe(fit_repr, fit_y, sel_repr, sel_y, seed=seed, C=C)["acc"] for C in sorted(grid)]
+    (the smaller C on ties, i.e. the stronger regularisation). The representations are standardised once for
+    the whole grid: each probe is then the one linear_probe fits, at a fraction of the cost."""
+    scaler = StandardScaler().fit(fit_repr)
+    fit_z, sel_z = scaler.transform(fit_repr), scaler.transform(sel_repr)
+    accs = [accuracy_score(sel_y, LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(fit_z, fit_y)
+                           .predict(sel_z)) for C in sorted(grid)]
     return sorted(grid)[int(np.argmax(accs))]
 
 

@@ -86,12 +86,14 @@ class Trainer:
         self.test_x, self.test_y = to(splits.test_x), splits.test_y  # None: no test split, nothing to report
         if splits.labelled:
             fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+            self.sel_rows = held   # rows of train (None: the selection split is test)
             self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
             if held is None:
                 self.sel_x, self.sel_y = self.test_x, self.test_y
             else:
                 self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         self.eval_batch = eval_batch_size(cfg, device)
+        self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
 
     def run(self):
         """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
@@ -112,7 +114,9 @@ class Trainer:
 
     def finish(self, metrics):
         metrics.update(self.codebook_report())
-        metrics["seconds"] = round(self.record.elapsed_seconds(), 1)
+        seconds = self.record.elapsed_seconds()
+        metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 1),
+                       probe_share=round(self.probe_seconds / seconds, 3))
         if self.dist.is_main:
             atomic_write_json(metrics, self.record.path("metrics.json"))
         self.record.finish()
@@ -177,7 +181,7 @@ class Trainer:
                     (acc := self.probe(epoch)) is not None:
                 stats["probe"] = acc
             record.epoch(epoch, stats)
-            record.save_last("pretrain", epoch, model, opt, sched, loader)
+            record.save_last("pretrain", epoch, model, opt, sched, loader, probe_seconds=self.probe_seconds)
             record.write_best("pretrain_model.pkl")
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("loss", "ce", "hits", "probe")})
             bar.update()
@@ -259,7 +263,10 @@ class Trainer:
         if not self.splits.labelled:
             self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on="last", args=vars(self.cfg))
             return None
-        acc = self._probe(self.model, self.fit_x, self.fit_y, self.sel_x, self.sel_y)["acc"]
+        start = time.perf_counter()
+        fit_r, sel_r = self._represent(self.model, self.fit_x), self._represent(self.model, self.sel_x)
+        acc = self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y)["acc"]
+        self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt", f"epoch{epoch}, acc{acc:.4f}, select_on={self.protocol}")
         self.record.offer(self.model, acc, epoch, epoch=epoch, select_on=self.protocol, args=vars(self.cfg))
         return acc
@@ -268,17 +275,24 @@ class Trainer:
     def finelast(self):
         """Linear probe of the selected checkpoint with the C chosen on the selection split: fit on the fit
         split (the series FineAll trains on), report test."""
+        start = time.perf_counter()
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
-        C = self._probe_C(model)
-        single = None if self.sel_x is None else self._single_class(
-            "FineLast", self._probe(model, self.fit_x, self.fit_y, self.sel_x, self.sel_y, C))
+        fit_r, sel_r, test_r = self._finelast_representations(model)
+        grid = self.cfg.probe_C
+        C = grid[0] if len(grid) == 1 else self.dist.broadcast(
+            select_probe_C(fit_r, self.fit_y, sel_r, self.sel_y, grid, seed=self.cfg.seed)
+            if self.dist.is_main else None)   # chosen on the selection split like every other model choice
+        single = None if sel_r is None else self._single_class(
+            "FineLast", self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y, C))
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
+            self.probe_seconds += time.perf_counter() - start
             self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
             self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
             return {"epoch": ckpt["epoch"], "C": C, "single_class": single}
-        res = self._probe(model, self.fit_x, self.fit_y, self.test_x, self.test_y, C)
+        res = self._fit_probe(fit_r, self.fit_y, test_r, self.test_y, C)
         res["single_class"] = single
+        self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt",
                          f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, C{C:g}, select_on={self.protocol}")
         self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): test acc {res['acc']:.4f}, "
@@ -311,7 +325,8 @@ class Trainer:
         for epoch in range(first, cfg.finetune_epochs + 1):
             self.dist.set_epoch(loader, epoch)
             loss = self.fineall_epoch(model, forward, loader, opt, sched, scaler, epoch)
-            record.save_last("fineall", epoch, model, opt, sched, loader, finelast=finelast)
+            record.save_last("fineall", epoch, model, opt, sched, loader, finelast=finelast,
+                             probe_seconds=self.probe_seconds)
             record.write_best("model.pkl")
             bar.set_postfix(loss=f"{loss:.4f}", best=f"{record.best[0]:.3f}")
             bar.update()
@@ -407,20 +422,18 @@ class Trainer:
         with autocast(self.device, self.cfg):
             return self.dist.gather_rows(lambda rows: extract_representations(model, rows, self.eval_batch), x)
 
-    def _probe(self, model, fit_x, fit_y, eval_x, eval_y, C=1.0):
+    def _fit_probe(self, fit_r, fit_y, eval_r, eval_y, C=1.0):
         """FineLast on representations gathered from every rank's shard; the probe is fitted once, by rank 0."""
-        fit_r, eval_r = self._represent(model, fit_x), self._represent(model, eval_x)
         return self.dist.broadcast(linear_probe(fit_r, fit_y, eval_r, eval_y, seed=self.cfg.seed, C=C)
                                    if self.dist.is_main else None)
 
-    def _probe_C(self, model):
-        """The probe's C from --probe_C, chosen on the selection split like every other model choice."""
-        grid = self.cfg.probe_C
-        if len(grid) == 1:
-            return grid[0]
-        fit_r, sel_r = self._represent(model, self.fit_x), self._represent(model, self.sel_x)
-        return self.dist.broadcast(select_probe_C(fit_r, self.fit_y, sel_r, self.sel_y, grid, seed=self.cfg.seed)
-                                   if self.dist.is_main else None)
+    def _finelast_representations(self, model):
+        """Representations of the fit, selection and test series, each split encoded once (the selection
+        split is the test set with select_on test)."""
+        test_r = None if self.test_x is None else self._represent(model, self.test_x)
+        fit_r = self._represent(model, self.fit_x)
+        sel_r = test_r if self.sel_rows is None else self._represent(model, self.sel_x)
+        return fit_r, sel_r, test_r
 
     def _scores(self, model, x, y):
         """Accuracy and macro-F1 of the fine-tuned model, from predictions gathered from every rank's shard."""

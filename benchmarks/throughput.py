@@ -4,6 +4,12 @@ memory of a pretraining step, a fine-tuning step and representation extraction f
 same FLOP count, timed in the same repetitions, so the ratio holds on a machine shared with other work.
 
     python benchmarks/throughput.py --device cpu --threads 2 --out exp/throughput_cpu.csv
+    python benchmarks/throughput.py --device cpu --threads 1 --e2e_epochs 5 --data_path DIR/Epilepsy \
+        --reference PATH/TO/TimeMAE      # also: 5 epochs + final probe on Epilepsy, this project and the reference
+
+With --e2e_epochs N (and Epilepsy from --data_path or $TIMEMAE_DATA) it also times whole runs of "pretrain N
+epochs + final probe" on real Epilepsy at each --e2e_waves window length (benchmarks/end_to_end.py), beside a
+checkout of the reference code when --reference is given.
 
 Times are medians over --reps repetitions of --steps batches each, after --warmup batches. Peak memory is
 torch.cuda.max_memory_allocated on CUDA; on the CPU it is the growth of the process's peak resident set
@@ -27,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import default_threads  # noqa: E402
+from benchmarks.end_to_end import end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
@@ -54,7 +61,17 @@ def parse(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward passes")
     p.add_argument("--compile_backend", default="inductor")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--e2e_epochs", type=int, default=0,
+                   help="also time whole runs of N pretraining epochs + final probe on real Epilepsy (0: off)")
+    p.add_argument("--e2e_waves", default="8,16", help="window lengths of the end-to-end runs")
+    p.add_argument("--e2e_reps", type=int, default=1, help="end-to-end runs per window length and code")
+    p.add_argument("--data_path", default=None, help="the Epilepsy folder (default: $TIMEMAE_DATA/Epilepsy)")
+    p.add_argument("--reference", default=None,
+                   help="a checkout of the reference code (Mingyue-Cheng/TimeMAE) to time beside this project")
+    p.add_argument("--no_shapes", action="store_true", help="only the end-to-end runs")
     args = p.parse_args(argv)
+    if args.reference and not os.path.isfile(os.path.join(args.reference, "model", "TimeMAE.py")):
+        p.error(f"--reference {args.reference}: no model/TimeMAE.py there; pass a checkout of Mingyue-Cheng/TimeMAE")
     args.test_batch_size = args.batch_size
     unknown = set(args.shapes.split(",")) - set(SHAPES)
     if unknown:
@@ -215,20 +232,33 @@ def devices(spec):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
+    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
     rows = []
-    for device in devices(args.device):
+    for device in [] if args.no_shapes else devices(args.device):
         for name in args.shapes.split(","):
             shape_rows = bench_shape(name, device, args)
             rows += shape_rows
             print(f"{device.type} {name}: " + ", ".join(f"{r['task']} {r['series_per_s']:.0f}/s" for r in shape_rows),
                   flush=True)
-    table = pd.DataFrame(rows)
+    e2e = (end_to_end(args.data_path, [int(w) for w in args.e2e_waves.split(",")], args.e2e_epochs, args.threads,
+                      args.e2e_reps, args.reference) if args.e2e_epochs else [])
+    table = pd.DataFrame(rows + e2e)
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     table.to_csv(args.out, index=False, float_format="%.4g")
     shown = ["device", "threads", "shape", "windows", "batch", "task", "series_per_s", "ms_per_batch", "peak_mem_MB",
              "cpu_share", "gflops", "matmul_gflops", "of_matmul"]
-    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+    if rows:
+        print(table[table["task"].isin(["pretrain", "finetune", "represent"])][shown]
+              .to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+    if e2e:
+        summary = pd.DataFrame(e2e).groupby(["wave", "code"])[["seconds", "acc"]].median()
+        print(f"end-to-end, {args.e2e_epochs} pretraining epochs + final probe, median of {args.e2e_reps}:")
+        print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+        for wave, part in summary["seconds"].unstack().iterrows():
+            if {"reference", "project"} <= set(part.dropna().index):
+                print(f"wave {wave}: the reference took {part['reference'] / part['project']:.2f} x this project's time")
     print(f"written to {args.out}")
     return table
 

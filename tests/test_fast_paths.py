@@ -14,6 +14,7 @@ from conftest import TINY
 from loss import pretrain_loss
 from main import main
 from model import TimeMAE
+from model import layers
 from model.layers import Dropout, SoftmaxLastDim
 from engine.speed import GPU_EVAL_BATCH, eval_batch_size
 
@@ -91,11 +92,14 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks, noise, t
     return ALPHA * mrr + BETA * mcc, mrr, mcc
 
 
-@pytest.mark.parametrize("dropout, noise, tau", [(0.0, "none", 0.5), (0.2, "none", 1.0), (0.0, "gumbel", 0.5)])
-def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, noise, tau):
-    """With target_noise 'none' the Gumbel draw must reach neither half of the straight-through target (the
-    old mismatch, a noise-free hard target with a noisy soft gradient, fails here), with 'gumbel' both."""
+@pytest.mark.parametrize("dropout, sdpa, noise, tau", [(0.0, False, "none", 0.5), (0.2, False, "none", 1.0),
+                                                (0.0, True, "gumbel", 0.5)])
+def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa, noise, tau):
+    """sdpa: attention through F.scaled_dot_product_attention, the GPU's path, forced on the CPU. With
+    target_noise 'none' the Gumbel draw must reach neither half of the straight-through target (the old
+    mismatch, a noise-free hard target with a noisy soft gradient, fails here), with 'gumbel' both."""
     torch.manual_seed(0)
+    monkeypatch.setattr(layers, "spelled_out", lambda x: not sdpa)
     model = TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=16, attn_heads=2, layers=2, reg_layers=2,
                     vocab_size=12, wave_length=4, dropout=dropout, target_noise=noise, tau=tau).double().train()
     with torch.no_grad():  # residual scales of order 1, so every branch really contributes

@@ -4,6 +4,7 @@ import torch
 
 from common.errors import TimeMAEError
 from model import TimeMAE
+from model import layers
 from model.layers import Attention, DecoupledEncoder, Dropout, Encoder, Tokenizer, TransformerBlock, WindowSlicer
 
 B, T, C, D = 4, 30, 3, 16
@@ -217,10 +218,12 @@ def test_model_errors_name_settings_and_the_cli_names_flags():
 
 
 @pytest.mark.parametrize("spelled_out", [False, True])
-def test_key_padding_hides_padded_keys_from_attention(spelled_out):
+def test_key_padding_hides_padded_keys_from_attention(spelled_out, monkeypatch):
     """A padded key changes nothing: outputs at real positions equal those of the sequence without it, through
-    SDPA and through the CPU's spelled-out softmax (selected by an active attention dropout that keeps all)."""
+    SDPA (the GPU's path, forced here) and through the CPU's spelled-out softmax with an active attention
+    dropout that keeps all."""
     torch.manual_seed(0)
+    monkeypatch.setattr(layers, "spelled_out", lambda x: spelled_out)
     enc = Encoder(D, 2, 0.0, 2, True).train(spelled_out)
     for p in enc.parameters():
         torch.nn.init.normal_(p, std=0.3)
@@ -234,3 +237,18 @@ def test_key_padding_hides_padded_keys_from_attention(spelled_out):
     cross = DecoupledEncoder(D, 2, 0.0, 1, True)
     q = torch.randn(2, 4, D)
     assert torch.allclose(cross(q, padded, pad), cross(q, x), atol=1e-5)
+
+
+def test_fused_block_equals_the_block_written_out():
+    """No-grad, no-dropout passes (momentum encoder, probe representations) run each block as one fused op."""
+    torch.manual_seed(0)
+    block = TransformerBlock(D, 2, 0.2, True).eval()
+    with torch.no_grad():
+        block.res_attn.scale.fill_(0.7)
+        block.res_ffn.scale.fill_(0.4)
+    x = torch.randn(B, 7, D)
+    assert not block.fusable(x)                       # gradients enabled: the written-out block
+    written_out = block(x)
+    with torch.no_grad():
+        assert block.fusable(x) and not block.train().fusable(x)
+        torch.testing.assert_close(block.eval()(x), written_out, rtol=1e-5, atol=1e-5)

@@ -44,7 +44,8 @@ def outputs(run):
     """Metrics (less wall time), logs (less per-epoch seconds) and the weights of both best checkpoints."""
     with open(os.path.join(run, "metrics.json")) as f:
         metrics = json.load(f)
-    metrics.pop("seconds")
+    for key in ("seconds", "probe_seconds", "probe_share"):  # wall time
+        metrics.pop(key)
     logs = {}
     for name in LOGS:
         with open(os.path.join(run, name)) as f:

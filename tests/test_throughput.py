@@ -21,3 +21,30 @@ def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
 def test_benchmark_refuses_unknown_shapes():
     with pytest.raises(SystemExit):
         throughput.parse(["--shapes", "har,imagenet"])
+
+
+def test_reference_copy_gets_only_the_runtime_fixes(tmp_path):
+    """--reference runs a temporary copy of the reference checkout with three runtime fixes; the checkout itself
+    is left alone, and a folder without the expected code is refused."""
+    from benchmarks.end_to_end import patched_reference
+    ref = tmp_path / "TimeMAE"
+    (ref / "model").mkdir(parents=True)
+    (ref / "model" / "TimeMAE.py").write_text("# model\n")
+    (ref / "classification.py").write_text("LogisticRegression(random_state=3407,\n  max_iter=9,\n  multi_class='ovr'\n)\n")
+    (ref / "process.py").write_text("LambdaLR(opt, lr_lambda=f, verbose=self.verbose)\n")
+    (ref / "main.py").write_text("torch.set_num_threads(12)\n")
+    copy = patched_reference(str(ref), 1, str(tmp_path / "work"))
+    assert "multi_class" not in open(f"{copy}/classification.py").read()
+    assert open(f"{copy}/process.py").read() == "LambdaLR(opt, lr_lambda=f)\n"
+    assert open(f"{copy}/main.py").read() == "torch.set_num_threads(1)\n"
+    assert "multi_class" in (ref / "classification.py").read_text()
+    (ref / "main.py").write_text("torch.set_num_threads(4)\n")
+    with pytest.raises(SystemExit, match="expected one match"):
+        patched_reference(str(ref), 1, str(tmp_path / "work2"))
+
+
+def test_end_to_end_is_skipped_without_data(monkeypatch, capsys, tmp_path):
+    from benchmarks.end_to_end import end_to_end
+    monkeypatch.delenv("TIMEMAE_DATA", raising=False)
+    assert end_to_end(str(tmp_path), [8], 1, 1, 1) == []
+    assert "skipped" in capsys.readouterr().out

@@ -1,0 +1,67 @@
+"""The probes' representations: each split encoded once per probe (the final FineLast encodes the labelled
+training data and the test set, nothing twice), with the same C and scores as encoding every split separately
+and fitting a pipeline per C (the previous path); metrics.json reports the probes' share of the run."""
+import json
+
+import numpy as np
+import pytest
+
+import process
+from classification import extract_representations, linear_probe, select_probe_C
+from conftest import TINY
+from main import main
+from model import TimeMAE
+
+
+@pytest.mark.parametrize("select_on", ["val", "test"])
+def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_path(tstcc_dir, tmp_path,
+                                                                                   monkeypatch, select_on):
+    encoded, trainers = [], []
+    real_extract, real_finelast = process.extract_representations, process.Trainer.finelast
+
+    def counting(model, x, batch_size):
+        encoded.append(len(x))
+        return real_extract(model, x, batch_size)
+
+    def keep_trainer(self):
+        trainers.append(self)
+        return real_finelast(self)
+
+    monkeypatch.setattr(process, "extract_representations", counting)
+    monkeypatch.setattr(process.Trainer, "finelast", keep_trainer)
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "2", "--probe_every", "1", "--num_epoch", "0", "--select_on", select_on,
+                 "--probe_C", "0.01", "1", "100", *TINY]) == 0
+    t = trainers[0]
+    n_fit, n_sel, n_train, n_test = len(t.fit_x), len(t.sel_x), len(t.train_x), len(t.test_x)
+    periodic = [n_fit, n_sel] * 2                                    # epochs 1 and 2: fit and selection splits
+    final = [n_test, n_train] if select_on == "val" else [n_test, n_fit]   # fit/selection rows come from these
+    assert encoded == periodic + final
+
+    monkeypatch.undo()
+    model = TimeMAE.from_config(t.model.config)
+    t._load(t.record.path("pretrain_model.pkl"), model)
+    rep = lambda x: extract_representations(model, x, t.eval_batch)  # noqa: E731
+    fit_r, sel_r = rep(t.fit_x), rep(t.sel_x)
+    grid = sorted(t.cfg.probe_C)
+    accs = [linear_probe(fit_r, t.fit_y, sel_r, t.sel_y, seed=t.cfg.seed, C=C)["acc"] for C in grid]
+    C = grid[int(np.argmax(accs))]
+    previous = linear_probe(rep(t.train_x), t.train_y, rep(t.test_x), t.test_y, seed=t.cfg.seed, C=C)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finelast"]["C"] == C
+    assert (metrics["finelast"]["acc"], metrics["finelast"]["f1"]) == (previous["acc"], previous["f1"])
+    assert 0 < metrics["probe_seconds"] <= metrics["seconds"]
+    rounding = 0.1 / metrics["seconds"] + 1e-3                     # both seconds are rounded to 0.1
+    assert metrics["probe_share"] == pytest.approx(metrics["probe_seconds"] / metrics["seconds"], abs=rounding)
+
+
+def test_select_probe_C_is_the_argmax_of_a_pipeline_per_C():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.standard_normal((300, 8)) * [5, 1, 1, 1, 1, 1, 1, 0.1] + 0.7 * y[:, None]
+    fit, sel = slice(0, 200), slice(200, 300)
+    grid = [1e-3, 0.1, 10.0]
+    accs = [linear_probe(x[fit], y[fit], x[sel], y[sel], C=C)["acc"] for C in grid]
+    assert len(set(accs)) > 1                                        # the grid's probes really differ here
+    assert select_probe_C(x[fit], y[fit], x[sel], y[sel], grid[::-1]) == grid[int(np.argmax(accs))]
