@@ -74,6 +74,17 @@ def build_parser():
                    help="tokenizer scores: linear = inner product (paper); cosine = cosine of batch-centred "
                         "vectors and codewords over --codebook_tau")
     g.add_argument("--codebook_tau", type=float, default=0.1, help="temperature of the cosine codebook")
+    g.add_argument("--codebook_init", default="random", choices=("random", "kmeans"),
+                   help="kmeans: before pretraining, the codewords become k-means centres of window embeddings "
+                        "(nearest-centre scores)")
+    g.add_argument("--codebook_reset", action="store_true",
+                   help="after every pretraining epoch, codewords no window was assigned to restart at random "
+                        "window embeddings")
+    g.add_argument("--codebook_usage", type=float, default=0.0,
+                   help="weight of the codebook usage regulariser log V - H(mean soft assignment of the batch)")
+    g.add_argument("--ppl_warn", type=float, default=8.0,
+                   help="warn (log and metrics.json) when the codebook perplexity of the last pretraining epoch "
+                        "is below this")
 
     g = p.add_argument_group("pretraining")
     g.add_argument("--alpha", type=float, default=5.0, help="weight of MRR (masked representation regression)")
@@ -99,6 +110,13 @@ def build_parser():
     g.add_argument("--load_pretrained_model", type=int, default=1,
                    help="1: fine-tune from the selected pretrained checkpoint; 0: from scratch")
     g.add_argument("--eval_per_steps", type=int, default=16, help="fine-tuning steps between evaluations")
+    g.add_argument("--min_batches", type=int, default=4,
+                   help="training batches are capped at ceil(n / this), so a small set gets this many steps per "
+                        "epoch (1: batches of --train_batch_size)")
+    g.add_argument("--min_pretrain_steps", type=int, default=1000,
+                   help="pretraining epochs are raised, when needed, to reach this many optimiser steps")
+    g.add_argument("--min_steps", type=int, default=500,
+                   help="fine-tuning epochs are raised, when needed, to reach this many optimiser steps")
 
     g = p.add_argument_group("system")
     g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")

@@ -3,6 +3,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -10,7 +11,8 @@ from sklearn.preprocessing import StandardScaler
 def scores(y_true, y_pred):
     """Accuracy and macro-F1 (both in [0, 1])."""
     return {"acc": float(accuracy_score(y_true, y_pred)),
-            "f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+            "f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "classes_predicted": int(len(np.unique(y_pred)))}
 
 
 @torch.inference_mode()
@@ -80,3 +82,23 @@ def select_probe_C(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
 def majority_accuracy(train_y, test_y):
     """Accuracy of always predicting the most frequent training class: the floor a collapsed model hits."""
     return float(np.mean(np.asarray(test_y) == np.bincount(train_y).argmax()))
+
+
+def flat_series(x):
+    """(N, T, C) normalised series, NaN padding as 0 (the mean) -> (N, T*C) feature vectors."""
+    return np.nan_to_num(np.asarray(x, dtype=np.float64).reshape(len(x), -1), nan=0.0)
+
+
+def nearest_neighbour(train_x, train_y, test_x, test_y):
+    """1-NN with Euclidean distance on the raw normalised series: the classic time-series baseline."""
+    clf = KNeighborsClassifier(n_neighbors=1).fit(flat_series(train_x), train_y)
+    return scores(test_y, clf.predict(flat_series(test_x)))
+
+
+def raw_baselines(fit_x, fit_y, sel_x, sel_y, test_x, test_y, grid, seed=0):
+    """Baselines on the raw normalised series, fitted on (fit_x, fit_y), scored on test: 1-NN (Euclidean) and
+    a linear probe (StandardScaler + LogisticRegression) whose C is chosen on the selection split."""
+    fit, sel, test = flat_series(fit_x), flat_series(sel_x), flat_series(test_x)
+    C = select_probe_C(fit, fit_y, sel, sel_y, grid, seed=seed)
+    return {"nn1": nearest_neighbour(fit_x, fit_y, test_x, test_y),
+            "logistic": {**linear_probe(fit, fit_y, test, test_y, seed=seed, C=C), "C": C}}

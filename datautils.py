@@ -11,6 +11,11 @@ Formats (the folder decides which one is read, in this order):
 New series (the API, tools.encode) are prepared as the training data was: `data_description` is what a
 checkpoint keeps of it (channels, length, normalisation statistics, class names, length policy) and
 `prepare_series` applies it.
+
+Lengths come from the training data: every split has the training split's number of time steps T. A test
+series of a variable-length (UEA/UCR) set longer than every training series is cropped to its first T steps
+(`DatasetSplits.cropped` counts them); a fixed-length split (.pt, HAR) whose length differs from train's is
+refused. Padding stays NaN through `normalize`, so the model can tell padding from data (TimeMAE.window_padding).
 """
 import glob
 import math
@@ -33,7 +38,7 @@ TIME_MAJOR_PT = {"uwave"}  # datasets whose plain train.pt/test.pt hold (N, T, C
 NUMPY_FORMAT = ("a .npy array (N, C, T) or (N, T) of unlabelled series, or a .npz with 'x' (N, C, T) or (N, T) "
                 "and optional 'y' (N,) labels, 'x_val'/'y_val', 'x_test'/'y_test'")
 # What happens to a new series whose length differs from the training length T: a shorter one is NaN-padded
-# at the end (0 after normalisation), as variable-length training series are; a longer one is refused (the
+# at the end (padding the model hides), as variable-length training series are; a longer one is refused (the
 # model has one position embedding per window of the first T steps).
 LENGTH_POLICY = {"shorter": "pad", "longer": "refuse"}
 
@@ -51,6 +56,7 @@ class DatasetSplits:
     val_y: Optional[np.ndarray] = None
     classes: tuple = ()
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
+    cropped: int = 0                            # test series cropped to the training length (variable-length sets)
     stats: Optional[dict] = None               # set by normalize: {'normalize', 'mean' (C,), 'std' (C,)}
 
     @property
@@ -108,7 +114,7 @@ def load_dataset(dataset, data_path=None, ucr_folder=None):
     elif os.path.isdir(os.path.join(folder, "train", "Inertial Signals")):
         splits = _load_raw_har(folder)
     else:
-        splits = _load_uea(folder, ucr_folder or UEA_NAMES.get(dataset))
+        return _finalise(dataset, *_load_uea(folder, ucr_folder or UEA_NAMES.get(dataset)), fixed=False)
     return _finalise(dataset, *splits)
 
 
@@ -219,7 +225,7 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
         if xs is not None and (ys is None) != (y is None):
             raise TimeMAEError(f"{name}: give labels for every split or for none")
     flat = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
-    return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test))
+    return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test), fixed=False)
 
 
 # ----------------------------------------------------------------------------------------------- UEA / UCR
@@ -235,7 +241,6 @@ def _load_uea(folder, name):
                 raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
             trx, try_ = reader(train_path)
             tex, tey = reader(test_path)
-            trx, tex = _pad_to_same_length(trx, tex)
             return trx, try_, None, None, tex, tey
     want = name or "<Name>"
     raise TimeMAEError(
@@ -243,10 +248,13 @@ def _load_uea(folder, name):
         f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff)")
 
 
-def _pad_to_same_length(a, b):
-    t = max(a.shape[1], b.shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)), constant_values=np.nan)  # noqa: E731
-    return pad(a), pad(b)
+def _to_length(x, t):
+    """x (N, T', C) NaN-padded or cropped to t steps; returns it and how many series lost real steps."""
+    if x is None:
+        return None, 0
+    if x.shape[1] <= t:
+        return np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)), constant_values=np.nan), 0
+    return x[:, :t], int((~np.isnan(x[:, t:])).any(axis=(1, 2)).sum())
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -283,7 +291,9 @@ def _check_values(x, split, dataset):
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
 
-def _finalise(dataset, trx, try_, vax, vay, tex, tey):
+def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True):
+    """Checked splits with labels 0..K-1, every split at train's length (see the module doc); `fixed`: the
+    format stores equal-length series, so another length in val or test is an error, not padding."""
     classes = () if try_ is None else _class_order(np.asarray(try_).astype(str))
     if try_ is not None and len(classes) < 2:
         raise TimeMAEError(f"{dataset}: training labels hold {len(classes)} class; at least 2 are needed")
@@ -292,21 +302,27 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey):
             _check_values(x, split, dataset)
     if any(a is not None and a.shape[2] != trx.shape[2] for a in (vax, tex)):
         raise TimeMAEError(f"{dataset}: train has {trx.shape[2]} channels but another split differs")
-    t = max(a.shape[1] for a in (trx, vax, tex) if a is not None)
-    pad = lambda a: None if a is None else np.pad(a, ((0, 0), (0, t - a.shape[1]), (0, 0)),  # noqa: E731
-                                                  constant_values=np.nan)
+    t = trx.shape[1]
+    if fixed:
+        for split, x in (("val", vax), ("test", tex)):
+            if x is not None and x.shape[1] != t:
+                raise TimeMAEError(f"{dataset}: the {split} series have {x.shape[1]} time steps but the training "
+                                   f"series {t}: every split of this format must have the training length")
+    vax, _ = _to_length(vax, t)
+    tex, cropped = _to_length(tex, t)
     code = lambda y, split: None if y is None else _encode(y, classes, split, dataset)  # noqa: E731
     return DatasetSplits(
-        name=dataset, classes=classes,
-        train_x=pad(trx), train_y=code(try_, "train"),
-        val_x=pad(vax), val_y=code(vay, "val"),
-        test_x=pad(tex), test_y=code(tey, "test"))
+        name=dataset, classes=classes, cropped=cropped,
+        train_x=trx, train_y=code(try_, "train"),
+        val_x=vax, val_y=code(vay, "val"),
+        test_x=tex, test_y=code(tey, "test"))
 
 
 # ----------------------------------------------------------------------------------------------- transforms
 
 def normalize(splits, mode="channel"):
-    """z-score each channel with the pretraining data's statistics, then fill NaN padding with 0 (the mean).
+    """z-score each channel with the pretraining data's statistics, then fill NaN with 0 (the mean), except at
+    padded time steps (NaN in every channel), which stay NaN: the model hides them (TimeMAE.window_padding).
 
     Global (not per-series) statistics keep amplitude, which is what separates e.g. seizure EEG."""
     channels = splits.channels
@@ -324,9 +340,11 @@ def normalize(splits, mode="channel"):
 
 
 def apply_stats(x, stats):
-    """x (N, T, C), NaN-padded -> z-scored with `stats` (normalize's), padding 0, float32."""
+    """x (N, T, C), NaN-padded -> z-scored with `stats` (normalize's), float32; NaN becomes 0 (the mean) except
+    at padded time steps (NaN in every channel), which stay NaN for the model (TimeMAE.window_padding)."""
     mean, std = np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64)
-    return np.nan_to_num((x - mean) / std, nan=0.0).astype(np.float32)
+    padding = np.isnan(x).all(-1, keepdims=True)                             # (N, T, 1)
+    return np.where(padding, np.nan, np.nan_to_num((x - mean) / std, nan=0.0)).astype(np.float32)
 
 
 def data_description(splits):

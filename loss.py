@@ -1,25 +1,56 @@
 """Pretraining objectives (MCC, MRR) and the codeword diagnostics printed every epoch."""
+import math
+
 import torch
 import torch.nn.functional as F
 
 
-def mrr_loss(rep_predicted, rep_target):
-    """Masked representation regression: MSE between F_phi's output and the momentum encoder's, (B, M, d)."""
-    return F.mse_loss(rep_predicted, rep_target)
+def _mean(values, valid):
+    """Mean of values (B, M) over the slots where valid (B, M) is True (None: all)."""
+    if valid is None:
+        return values.mean()
+    w = valid.to(values.dtype)
+    return (values * w).sum() / w.sum().clamp_min(1)
 
 
-def mcc_loss(codeword_scores, codeword_target, label_smoothing=0.2):
+def mrr_loss(rep_predicted, rep_target, valid=None):
+    """Masked representation regression: MSE between F_phi's output and the momentum encoder's, (B, M, d),
+    over the real masked windows."""
+    return _mean((rep_predicted - rep_target).pow(2).mean(-1), valid)
+
+
+def mcc_loss(codeword_scores, codeword_target, valid=None, label_smoothing=0.2):
     """Masked codeword classification: cross-entropy of predicted scores (B, M, V) against one-hot targets
-    (B, M, V). Targets are probabilities, so the straight-through gradient reaches the tokenizer."""
-    return F.cross_entropy(codeword_scores.flatten(0, -2), codeword_target.flatten(0, -2),
-                           label_smoothing=label_smoothing)
+    (B, M, V) over the real masked windows. Targets are probabilities, so the straight-through gradient
+    reaches the tokenizer."""
+    ce = F.cross_entropy(codeword_scores.flatten(0, -2), codeword_target.flatten(0, -2),
+                         label_smoothing=label_smoothing, reduction="none")
+    return _mean(ce.view(codeword_scores.shape[:-1]), valid)
 
 
-def pretrain_loss(out, alpha, beta):
-    """Total = alpha * MRR + beta * MCC; returns (total, mrr, mcc)."""
-    mrr = mrr_loss(out["rep_predicted"], out["rep_target"])
-    mcc = mcc_loss(out["codeword_scores"], out["codeword_target"])
-    return alpha * mrr + beta * mcc, mrr, mcc
+def usage_loss(codeword_soft, valid=None):
+    """Codebook usage regulariser: log V - H(mean soft assignment) over the batch's real masked windows, 0 when
+    every codeword is used equally; its gradient spreads the windows over the codebook (the soft assignments
+    (B, M, V) come from the same sample as the targets)."""
+    p = codeword_soft.flatten(0, -2)                                      # (B*M, V)
+    if valid is not None:
+        w = valid.flatten().to(p.dtype)[:, None]
+        p = (p * w).sum(0) / w.sum().clamp_min(1)
+    else:
+        p = p.mean(0)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return math.log(p.shape[-1]) - entropy
+
+
+def pretrain_loss(out, alpha, beta, usage=0.0):
+    """Total = alpha * MRR + beta * MCC (+ usage * the codebook usage regulariser); returns (total, mrr, mcc)."""
+    valid = out.get("masked_valid")
+    mrr = mrr_loss(out["rep_predicted"], out["rep_target"], valid)
+    mcc = mcc_loss(out["codeword_scores"], out["codeword_target"], valid)
+    total = alpha * mrr + beta * mcc
+    if usage:
+        total = total + usage * usage_loss(out["codeword_soft"], valid)
+    return total, mrr, mcc
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
 from model.bert import BERT_LR, bert_config, resolve_bert_path
 from model.config import TimeMAEConfig
-from process import Trainer
+from process import Trainer, labelled_splits, training_budget
 
 
 # model settings the command line turns off with a flag; every other setting is the flag of its own name
@@ -79,10 +79,10 @@ def check_flags(cfg):
     if not 0 < cfg.val_ratio < 1:
         raise TimeMAEError(f"--val_ratio must lie in (0, 1), got {cfg.val_ratio}")
     for flag in ("train_batch_size", "test_batch_size", "probe_every", "eval_per_steps", "lr_decay_steps",
-                 "threads"):
+                 "threads", "min_batches"):
         if getattr(cfg, flag) < 1:
             raise TimeMAEError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
-    for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size"):
+    for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size", "min_steps", "min_pretrain_steps"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
     if min(cfg.probe_C) <= 0:
@@ -150,12 +150,23 @@ def run(cfg, log=print, splits=None):
         if cfg.d_model is None and cfg.encoder == "timemae":
             cfg.d_model = 64
         model = build_model(cfg, splits, log)
+        fit = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)[0] \
+            if splits.labelled else ()
+        budget = training_budget(cfg, len(splits.pretrain_x()), len(fit), dist.world_size)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
         cfg.save_path = cfg.save_path or os.path.join("exp", cfg.dataset, f"seed{cfg.seed}")
         state = dist.on_main(open_run, cfg, model)
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist))
+        if budget != dict(pretrain_batch_size=cfg.train_batch_size, pretrain_epochs=cfg.num_epoch_pretrain,
+                          finetune_batch_size=cfg.train_batch_size, finetune_epochs=cfg.num_epoch):
+            log(f"budget (--min_batches, --min_pretrain_steps, --min_steps): pretraining {cfg.pretrain_epochs} "
+                f"epochs of batch {cfg.pretrain_batch_size}, fine-tuning {cfg.finetune_epochs} epochs of batch "
+                f"{cfg.finetune_batch_size}")
+        if splits.cropped:
+            log(f"{splits.cropped} test series are longer than every training series: cropped to their first "
+                f"{splits.seq_len} steps (the training length sizes the model)")
         if cfg.pretrain_ratio < 1:
             log(f"--pretrain_ratio {cfg.pretrain_ratio}: pretraining on {len(splits.pretrain_x())} series")
         if cfg.pretrained_path and state is None:

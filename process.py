@@ -9,6 +9,8 @@ Files and resume live beside it (engine/record.py); a non-finite loss stops the 
 epoch is saved (--skip_nonfinite skips such steps). Under torchrun the same code runs on every rank; see
 engine/distributed.py.
 """
+import json
+import math
 import os
 import time
 
@@ -17,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import extract_representations, linear_probe, predict, scores, select_probe_C
+from classification import extract_representations, linear_probe, predict, raw_baselines, scores, select_probe_C
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import Dist
-from engine.record import RunRecord
+from engine.record import EPOCH_LOG, RunRecord
 from engine.resume import LAST
 from engine.runfiles import atomic_write_json
 from engine.speed import autocast, compiled, eval_batch_size
@@ -33,15 +35,39 @@ from model.bert import param_groups
 
 
 def labelled_splits(splits, select_on, val_ratio, label_ratio, seed):
-    """Indices into train of the series the probe and fine-tuning fit on, and the selection split:
-    ('val') fit / held-out indices of a stratified split of train, or ('test') all of train / None (test)."""
-    if select_on == "val":
-        fit, held = stratified_split(splits.train_y, val_ratio, seed)
-    else:
-        fit, held = np.arange(len(splits.train_y)), None
-    if label_ratio < 1:  # the probe and fine-tuning fit on a fraction of the labels left after selection's
-        fit = fit[stratified_subset(splits.train_y[fit], label_ratio, seed)]
-    return fit, held
+    """Indices into train of the series FineLast and FineAll fit on, and of the selection split.
+
+    The labelled set is a seeded, stratified `label_ratio` share of the training series (all of them at 1).
+    With select_on 'val' a stratified `val_ratio` of the labelled set is held out for selection and both
+    FineLast and FineAll fit on the rest; with 'test' they fit on the whole labelled set and selection uses the
+    test set (None). So at every ratio the two fit on the same series, and `labelled` counts them."""
+    labelled = np.arange(len(splits.train_y))
+    if label_ratio < 1:
+        labelled = stratified_subset(splits.train_y, label_ratio, seed)
+    if select_on != "val":
+        return labelled, None
+    fit, held = stratified_split(splits.train_y[labelled], val_ratio, seed)
+    return labelled[fit], labelled[held]
+
+
+def training_budget(cfg, n_pretrain, n_fit, world_size=1):
+    """Batch sizes and epochs so that a small set still gets enough optimiser steps; sets them on `cfg`
+    (pretrain_batch_size, pretrain_epochs, finetune_batch_size, finetune_epochs; the flags stay as given).
+
+    Each phase's batch is --train_batch_size capped at ceil(n / --min_batches) (a multiple of the processes),
+    so an epoch has at least --min_batches steps; its epochs are raised, when needed, to reach
+    --min_pretrain_steps (pretraining) and --min_steps (fine-tuning) optimiser steps. Phases with 0 epochs
+    stay off. Returns the plan (main writes it into args.json)."""
+    def plan(n, epochs, min_steps):
+        batch = min(cfg.train_batch_size, math.ceil(n / cfg.min_batches))
+        batch = max(world_size, batch // world_size * world_size)
+        steps = math.ceil(n / batch)
+        return batch, (max(epochs, math.ceil(min_steps / steps)) if epochs > 0 and n > 0 else 0)
+
+    cfg.pretrain_batch_size, cfg.pretrain_epochs = plan(n_pretrain, cfg.num_epoch_pretrain, cfg.min_pretrain_steps)
+    cfg.finetune_batch_size, cfg.finetune_epochs = plan(n_fit, cfg.num_epoch, cfg.min_steps)
+    return {k: getattr(cfg, k) for k in ("pretrain_batch_size", "pretrain_epochs", "finetune_batch_size",
+                                         "finetune_epochs")}
 
 
 class Trainer:
@@ -60,16 +86,12 @@ class Trainer:
         self.test_x, self.test_y = to(splits.test_x), splits.test_y  # None: no test split, nothing to report
         if splits.labelled:
             fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
-            self.fit_rows, self.sel_rows = fit, held   # rows of train_x (held None: the selection split is test)
+            self.sel_rows = held   # rows of train (None: the selection split is test)
             self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
             if held is None:
                 self.sel_x, self.sel_y = self.test_x, self.test_y
             else:
                 self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
-            if cfg.label_ratio < 1:
-                self.train_x, self.train_y = self.fit_x, self.fit_y
-            else:  # FineLast's final probe fits on all labelled training data
-                self.train_x, self.train_y = to(splits.train_x), splits.train_y
         self.eval_batch = eval_batch_size(cfg, device)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
 
@@ -84,12 +106,14 @@ class Trainer:
             finelast = self.finelast()
         else:
             finelast = self.state["finelast"]
-        metrics.update(labelled=len(self.train_y), finelast=finelast)
-        if self.cfg.num_epoch > 0:
+        metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0,
+                       finelast=finelast, baselines=self.baselines())
+        if self.cfg.finetune_epochs > 0:
             metrics["fineall"] = self.fineall(finelast)
         return self.finish(metrics)
 
     def finish(self, metrics):
+        metrics.update(self.codebook_report())
         seconds = self.record.elapsed_seconds()
         metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 1),
                        probe_share=round(self.probe_seconds / seconds, 3))
@@ -98,13 +122,36 @@ class Trainer:
         self.record.finish()
         return metrics
 
+    def baselines(self):
+        """1-NN (Euclidean) and logistic regression on the raw normalised series, fitted on the same series as
+        FineLast (the logistic C chosen on the selection split), scored on test."""
+        if not self.dist.is_main or self.test_x is None:
+            return None
+        return raw_baselines(self.fit_x.cpu().numpy(), self.fit_y, self.sel_x.cpu().numpy(), self.sel_y,
+                             self.test_x.cpu().numpy(), self.test_y, self.cfg.probe_C, self.cfg.seed)
+
+    def codebook_report(self):
+        """Codewords used and perplexity of the last pretraining epoch (from pretrain_log.jsonl), with a
+        warning when the perplexity is below --ppl_warn (a collapsed codebook leaves MCC a trivial task)."""
+        path = self.record.path(EPOCH_LOG)
+        if self.cfg.pretrain_epochs == 0 or not self.dist.on_main(os.path.isfile, path):
+            return {}
+        last = self.dist.on_main(lambda: json.loads(open(path).read().splitlines()[-1]))
+        low = last["ppl"] < self.cfg.ppl_warn
+        if low:
+            self.log(f"warning: codebook perplexity {last['ppl']:.2f} ({last['used']} codewords used) after "
+                     f"pretraining epoch {last['epoch']} is below --ppl_warn {self.cfg.ppl_warn:g}: the codebook "
+                     "collapsed (see --codebook_init, --codebook_reset, --codebook_usage)")
+        return {"codebook": {"used": last["used"], "ppl": last["ppl"], "ppl_warn": self.cfg.ppl_warn,
+                             "collapsed": low}}
+
     def bar(self, total, desc, initial=0):
         return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,
                     dynamic_ncols=True, leave=False)
 
     # ------------------------------------------------------------------------------------------ pretraining
     def pretrain(self):
-        """Pretrain for num_epoch_pretrain epochs, probing every probe_every epochs (and after the last);
+        """Pretrain for pretrain_epochs (--num_epoch_pretrain, see training_budget), probing every probe_every epochs (and after the last);
         the checkpoint with the best selection accuracy becomes pretrain_model.pkl. With 0 epochs the
         untrained model is saved and probed (FineZero)."""
         cfg, model, record = self.cfg, self.model, self.record
@@ -112,21 +159,25 @@ class Trainer:
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
-        loader = self.dist.loader(self.pretrain_set, cfg.train_batch_size, cfg.seed, cfg.num_workers)
+        loader = self.dist.loader(self.pretrain_set, cfg.pretrain_batch_size, cfg.seed, cfg.num_workers)
         forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
         record.reset_best()
         first = record.resume("pretrain", model, opt, sched, loader, "pretrain_model.pkl", cfg.seed)
+        if first == 1 and cfg.pretrain_epochs > 0 and model.cfg.codebook_init == "kmeans":
+            self.init_codebook()
         if first == 1:
             for f in ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt"):
                 record.start_log(f)
-            if cfg.num_epoch_pretrain == 0:
+            if cfg.pretrain_epochs == 0:
                 self.probe(0)
                 record.write_best("pretrain_model.pkl")
-        bar = self.bar(cfg.num_epoch_pretrain, "pretrain", first - 1)
-        for epoch in range(first, cfg.num_epoch_pretrain + 1):
+        bar = self.bar(cfg.pretrain_epochs, "pretrain", first - 1)
+        for epoch in range(first, cfg.pretrain_epochs + 1):
             self.dist.set_epoch(loader, epoch)
-            stats = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
-            if (epoch % cfg.probe_every == 0 or epoch == cfg.num_epoch_pretrain) and \
+            stats, counts = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
+            if model.cfg.codebook_reset:
+                stats["reset"] = self.reset_codewords(counts == 0, epoch)
+            if (epoch % cfg.probe_every == 0 or epoch == cfg.pretrain_epochs) and \
                     (acc := self.probe(epoch)) is not None:
                 stats["probe"] = acc
             record.epoch(epoch, stats)
@@ -152,23 +203,59 @@ class Trainer:
         for i, (x,) in enumerate(loader):
             with autocast(self.device, cfg):
                 out = forward(x)
-                loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta)
+                loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
             self._optimise(loss, opt, sched, scaler)
             model.update_target_encoder()
             finite[i] = ok = torch.isfinite(loss)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
+            real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
+                    else out["masked_valid"].flatten())                          # filler slots are not counted
             hits, ndcg = hits_ndcg(out["codeword_scores"].detach().flatten(0, 1), target)
-            step = torch.stack([loss.detach(), mrr.detach(), mcc.detach(), hits.sum(), ndcg.sum(),
-                                ok * float(target.numel())])
+            step = torch.stack([loss.detach(), mrr.detach(), mcc.detach(), (hits * real).sum(), (ndcg * real).sum(),
+                                ok * real.sum().double()])
             sums += torch.where(ok, step.double(), 0.0)                          # skipped steps add nothing
-            counts += torch.bincount(target, minlength=V) * ok
+            counts += torch.bincount(target, weights=real.double(), minlength=V).long() * ok
         self._check_finite(finite, "pretraining", epoch)
         totals = self.dist.all_reduce(torch.cat([sums, finite.sum(dtype=torch.float64)[None]]))
         self.dist.all_reduce(counts)
         loss, mse, ce, hits, ndcg, preds, steps = totals.tolist()               # the epoch's one sync
         used, ppl = codebook_usage(counts)
         return dict(loss=loss / steps, mse=mse / steps, ce=ce / steps, hits=hits / preds, ndcg=ndcg / preds,
-                    used=used, ppl=ppl, sec=time.perf_counter() - start)
+                    used=used, ppl=ppl, sec=time.perf_counter() - start), counts
+
+    # ------------------------------------------------------------------------------------------ codebook
+    @torch.no_grad()
+    def window_embeddings(self, count, seed):
+        """Window-slicer embeddings (N, d) of real windows of up to `count` pretraining series drawn with a
+        seeded numpy generator (the same on every rank), batch-centred for the cosine codebook."""
+        model, data = self.model, self.pretrain_set.x
+        rows = np.random.default_rng(seed).permutation(len(data))[:count]
+        x, window_pad = model.window_padding(data[torch.as_tensor(rows, device=data.device)])
+        z = model.feature_encoder(x)                                         # (n, S, d)
+        z = z[~window_pad] if window_pad is not None else z.flatten(0, 1)    # (N, d) real windows
+        return z - z.mean(0) if model.cfg.codebook == "cosine" else z
+
+    def init_codebook(self):
+        """--codebook_init kmeans: codewords = k-means centres (sklearn) of the window embeddings of up to 2048
+        pretraining series, so every codeword starts as the nearest centre of some windows."""
+        from sklearn.cluster import KMeans
+        z = self.window_embeddings(2048, self.cfg.seed)
+        k = min(self.model.cfg.vocab_size, len(z))
+        km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=self.cfg.seed).fit(z.double().cpu().numpy())
+        centres = torch.as_tensor(km.cluster_centers_, device=z.device)
+        self.model.tokenizer.set_codewords(torch.arange(k, device=z.device), centres)
+        self.log(f"codebook: {k} codewords initialised by k-means on {len(z)} window embeddings")
+
+    def reset_codewords(self, dead, epoch):
+        """--codebook_reset: codewords no masked window was assigned to this epoch restart at random window
+        embeddings; returns how many were reset."""
+        n = int(dead.sum())
+        if n:
+            z = self.window_embeddings(max(n, 256), (self.cfg.seed, epoch))
+            rng = np.random.default_rng((self.cfg.seed, epoch, 1))
+            pick = torch.as_tensor(rng.choice(len(z), n, replace=len(z) < n), device=z.device)
+            self.model.tokenizer.set_codewords(dead.nonzero().flatten(), z[pick])
+        return n
 
     def probe(self, epoch):
         """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept. Without
@@ -186,21 +273,25 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluation
     def finelast(self):
-        """Linear probe of the selected checkpoint: fit on all labelled training data, report test."""
+        """Linear probe of the selected checkpoint with the C chosen on the selection split: fit on the fit
+        split (the series FineAll trains on), report test."""
         start = time.perf_counter()
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
-        fit_r, sel_r, train_r, test_r = self._finelast_representations(model)
+        fit_r, sel_r, test_r = self._finelast_representations(model)
         grid = self.cfg.probe_C
         C = grid[0] if len(grid) == 1 else self.dist.broadcast(
             select_probe_C(fit_r, self.fit_y, sel_r, self.sel_y, grid, seed=self.cfg.seed)
             if self.dist.is_main else None)   # chosen on the selection split like every other model choice
+        single = None if sel_r is None else self._single_class(
+            "FineLast", self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y, C))
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
             self.probe_seconds += time.perf_counter() - start
             self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
             self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
-            return {"epoch": ckpt["epoch"], "C": C}
-        res = self._fit_probe(train_r, self.train_y, test_r, self.test_y, C)
+            return {"epoch": ckpt["epoch"], "C": C, "single_class": single}
+        res = self._fit_probe(fit_r, self.fit_y, test_r, self.test_y, C)
+        res["single_class"] = single
         self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt",
                          f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, C{C:g}, select_on={self.protocol}")
@@ -216,20 +307,22 @@ class Trainer:
         model = TimeMAE.from_config(self.model.config).to(self.device)
         if cfg.load_pretrained_model:
             self._load(record.path("pretrain_model.pkl"), model)
+        elif model.cfg.encoder == "bert" and cfg.bert_init == "pretrained":  # no TimeMAE pretraining, BERT's still
+            model.visible_encoder.load_pretrained(cfg.bert_path)
         model.head.reset_parameters()  # under torchrun DDP starts every rank from rank 0's draw
         for part in (model.decoupled_encoder, model.tokenizer, model.target_encoder, model.mask_token):
             part.requires_grad_(False)  # pretraining-only parts, frozen so DDP sees only parameters in use
         opt = torch.optim.Adam(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
-        loader = self.dist.loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.train_batch_size,
+        loader = self.dist.loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.finetune_batch_size,
                                   cfg.seed, cfg.num_workers)
         forward, scaler = compiled(self.dist.wrap(model, "forward"), cfg), self._scaler()
         record.reset_best()
         first = record.resume("fineall", model, opt, sched, loader, "model.pkl", cfg.seed)
         if first == 1:
             record.start_log("result.txt")
-        bar = self.bar(cfg.num_epoch, "fine-tune", first - 1)
-        for epoch in range(first, cfg.num_epoch + 1):
+        bar = self.bar(cfg.finetune_epochs, "fine-tune", first - 1)
+        for epoch in range(first, cfg.finetune_epochs + 1):
             self.dist.set_epoch(loader, epoch)
             loss = self.fineall_epoch(model, forward, loader, opt, sched, scaler, epoch)
             record.save_last("fineall", epoch, model, opt, sched, loader, finelast=finelast,
@@ -239,10 +332,12 @@ class Trainer:
             bar.update()
         bar.close()
         self._load(record.path("model.pkl"), model)
+        single = self._single_class("FineAll", self._scores(model, self.sel_x, self.sel_y))
         if self.test_x is None:
             record.line("result.txt", f"final, select_on={self.protocol}, best_step{record.best[1]}, no test split")
-            return {"step": record.best[1]}
+            return {"step": record.best[1], "single_class": single}
         res = self._scores(model, self.test_x, self.test_y)
+        res["single_class"] = single
         record.line("result.txt", f"final, acc{res['acc']:.4f}, f1{res['f1']:.4f}, select_on={self.protocol}, "
                                   f"best_step{record.best[1]}")
         self.log(f"FineAll (step {record.best[1]}): test acc {res['acc']:.4f}, macro-F1 {res['f1']:.4f}")
@@ -263,7 +358,7 @@ class Trainer:
             finite[i] = ok = torch.isfinite(loss)
             loss_sum += torch.where(ok, loss.detach(), 0.0)
             step += 1
-            last = epoch == cfg.num_epoch and i == len(loader) - 1
+            last = epoch == cfg.finetune_epochs and i == len(loader) - 1
             if step % cfg.eval_per_steps == 0 or last:
                 sel = self._scores(model, self.sel_x, self.sel_y)
                 self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
@@ -272,6 +367,15 @@ class Trainer:
                                   args=vars(cfg), head="fineall")
         self._check_finite(finite, "fine-tuning", epoch)
         return loss_sum.item() / len(loader)
+
+    def _single_class(self, name, sel):
+        """True (and a warning in the log) when the selected classifier predicts one class on the selection
+        split: a collapsed classifier, whatever its accuracy."""
+        if sel["classes_predicted"] > 1:
+            return False
+        self.log(f"warning: {name} predicts a single class on the {self.protocol} split "
+                 f"(acc {sel['acc']:.4f}): the classifier collapsed")
+        return True
 
     # ------------------------------------------------------------------------------------------ steps
     def _scaler(self):
@@ -324,16 +428,12 @@ class Trainer:
                                    if self.dist.is_main else None)
 
     def _finelast_representations(self, model):
-        """Representations of the fit, selection, final-probe training and test series, each series encoded
-        once: every split is a set of rows of the labelled training data or the test set."""
+        """Representations of the fit, selection and test series, each split encoded once (the selection
+        split is the test set with select_on test)."""
         test_r = None if self.test_x is None else self._represent(model, self.test_x)
-        if self.sel_rows is not None and self.cfg.label_ratio == 1:   # fit and selection rows partition train_x
-            train_r = self._represent(model, self.train_x)
-            return train_r[self.fit_rows], train_r[self.sel_rows], train_r, test_r
-        # train_x is fit_x: all of train (select_on test) or the label_ratio subset
         fit_r = self._represent(model, self.fit_x)
         sel_r = test_r if self.sel_rows is None else self._represent(model, self.sel_x)
-        return fit_r, sel_r, fit_r, test_r
+        return fit_r, sel_r, test_r
 
     def _scores(self, model, x, y):
         """Accuracy and macro-F1 of the fine-tuned model, from predictions gathered from every rank's shard."""

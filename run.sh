@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pretrain + FineLast + FineAll with the per-dataset preset, over several seeds, then mean ± std.
 #   bash run.sh <har|epilepsy|uwave|ps|ad> [runs=3] [extra main.py flags, e.g. --data_path DIR --overwrite]
+#   bash run.sh ucr [runs=3] --UCR_folder <Name> [...]   (window length from the series length: experiments/presets.py)
 # Results: $EXP_DIR/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...) and
 #          $EXP_DIR/<dataset>/summary.csv, with EXP_DIR=exp unless set. Later flags override the preset.
 # A missing data folder (--data_path, else $TIMEMAE_DATA/<Name> or data/<Name>) is first prepared with
@@ -13,7 +14,7 @@ runs=${2:-3}
 if [ $# -ge 2 ]; then shift 2; elif [ $# -ge 1 ]; then shift 1; fi
 
 # the preset (window length, codebook size, MRR/MCC weights, epochs) lives in experiments/presets.py, shared with experiments/
-preset_line=$(python -m experiments.presets "$dataset") || exit 2
+preset_line=$(python -m experiments.presets "$dataset" "$@") || exit 2
 read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
 

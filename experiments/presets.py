@@ -2,8 +2,18 @@
 source that run.sh and the studies (experiments/) read.
 
     python -m experiments.presets epilepsy    # prints the preset's main.py flags
+    python -m experiments.presets ucr --UCR_folder ArrowHead [--data_path DIR]   # window from the series length
+
+UCR/UEA sets (`ucr`) get their window length from the training series' length T by `window_length`: the
+smallest power of two sigma with ceil(T / sigma) <= 32 windows (so 17-32 windows whenever T > 32; T <= 32 gives
+sigma = 1, one window per step). Their small training sets rely on main.py's step budget (--min_batches,
+--min_pretrain_steps, --min_steps).
 """
+import argparse
+import math
 import sys
+
+from common.errors import TimeMAEError
 
 PRESETS = {  # the window length comes first: quick studies keep only it
     "har":      ["--wave_length", "8", "--vocab_size", "192", "--alpha", "5.0", "--beta", "1.0",
@@ -19,9 +29,37 @@ PRESETS = {  # the window length comes first: quick studies keep only it
 }
 
 
+MAX_WINDOWS = 32
+UCR = ["--vocab_size", "192", "--alpha", "5.0", "--beta", "1.0", "--num_epoch_pretrain", "100", "--num_epoch", "100"]
+
+
+def window_length(seq_len, max_windows=MAX_WINDOWS):
+    """The smallest power of two sigma that cuts seq_len steps into at most max_windows windows."""
+    return 2 ** max(0, math.ceil(math.log2(seq_len / max_windows)))
+
+
+def ucr_preset(ucr_folder, data_path=None):
+    """The flags of a UCR/UEA set, with the window length from its training series' length."""
+    from datautils import load_dataset
+    seq_len = load_dataset("ucr", data_path, ucr_folder).seq_len
+    return ["--wave_length", str(window_length(seq_len)), *UCR]
+
+
 def main(argv):
-    if len(argv) != 1 or argv[0] not in PRESETS:
-        print(f"usage: bash run.sh <{'|'.join(PRESETS)}> [runs] [extra main.py flags]", file=sys.stderr)
+    if argv[:1] == ["ucr"]:  # run.sh passes its extra main.py flags along: only these two are read
+        p = argparse.ArgumentParser(prog="python -m experiments.presets ucr")
+        p.add_argument("--UCR_folder", required=True)
+        p.add_argument("--data_path", default=None)
+        a, _ = p.parse_known_args(argv[1:])
+        try:
+            print(" ".join(ucr_preset(a.UCR_folder, a.data_path)))
+        except TimeMAEError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if len(argv) < 1 or argv[0] not in PRESETS:
+        print(f"usage: bash run.sh <{'|'.join(PRESETS)}|ucr> [runs] [extra main.py flags; for ucr: --UCR_folder "
+              "<Name>]", file=sys.stderr)
         return 2
     print(" ".join(PRESETS[argv[0]]))
     return 0

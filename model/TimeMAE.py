@@ -15,6 +15,7 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from model.bert import BertEncoder
 from model.config import TimeMAEConfig
@@ -70,39 +71,80 @@ class TimeMAE(nn.Module):
         self.target_encoder.eval()
         return self
 
+    # ------------------------------------------------------------------------------------------ padding
+    def window_padding(self, x):
+        """x (B, T, C) with NaN at padded time steps (variable-length series, see datautils.normalize) ->
+        (x with NaN filled by 0, (B, S) bool True where a window is all padding, or None when none is)."""
+        step_pad = x.isnan().all(-1)                                          # (B, T)
+        x = x.nan_to_num(0.0)
+        if not bool(step_pad.any()):
+            return x, None
+        sigma = self.cfg.wave_length
+        step_pad = F.pad(step_pad, (0, -x.shape[1] % sigma), value=True)      # (B, S*sigma)
+        return x, step_pad.unflatten(1, (-1, sigma)).all(-1)                  # (B, S)
+
     # ------------------------------------------------------------------------------------------ pretraining
-    def random_masking(self, batch, device):
+    def random_masking(self, batch, device, window_pad=None):
         """Indices (B, S-M) of visible and (B, M) of masked windows, every window equally likely.
-        Per-sample masks come from argsort of uniform noise; 'batch' mode shares one draw (reference code)."""
+        Per-sample masks come from argsort of uniform noise; 'batch' mode shares one draw (reference code).
+
+        With padding (window_pad (B, S)) series i has S_i real windows and floor(ratio * S_i) of them are
+        masked: padding windows get noise 2 (> any uniform draw), so they sort after every real window and are
+        never masked. Returns (ids_visible (B, Sv), ids_masked (B, M), visible_pad (B, Sv), masked_valid (B, M)):
+        visible_pad marks visible slots that hold padding (hidden from attention), masked_valid the masked slots
+        that count (the rest are filler, outside every loss)."""
         rows = 1 if self.mask_mode == "batch" else batch
-        order = torch.rand(rows, self.num_windows, device=device).argsort(dim=1).expand(batch, -1)
-        return order[:, self.num_masked:], order[:, : self.num_masked]
+        noise = torch.rand(rows, self.num_windows, device=device).expand(batch, -1)           # (B, S)
+        if window_pad is None:
+            order = noise.argsort(dim=1)
+            return order[:, self.num_masked:], order[:, : self.num_masked], None, None
+        order = noise.masked_fill(window_pad, 2.0).argsort(dim=1)
+        real = (~window_pad).sum(1, keepdim=True)                                             # (B, 1) S_i
+        n_masked = (self.cfg.mask_ratio * real + 1e-9).long()                                 # (B, 1) M_i
+        ids_masked = order[:, : self.num_masked]                                              # (B, M)
+        masked_valid = torch.arange(self.num_masked, device=device) < n_masked                # (B, M)
+        is_masked = torch.zeros_like(window_pad).scatter(1, ids_masked, masked_valid)         # (B, S)
+        # real visible windows first, then padding, then masked; S - min_i M_i slots fit every series
+        rank = is_masked.long() * 2 + window_pad.long()
+        width = self.num_windows - int(n_masked.min())
+        ids_visible = rank.argsort(dim=1, stable=True)[:, :width]                             # (B, Sv)
+        return ids_visible, ids_masked, rank.gather(1, ids_visible) > 0, masked_valid
 
     def forward_pretrain(self, x):
-        """x (B, T, C) -> dict with the MRR pair, the MCC pair and the target codeword indices."""
+        """x (B, T, C) -> dict with the MRR pair, the MCC pair (targets and their soft assignments), and
+        `masked_valid` (B, M) bool, or None when every masked slot is a real window."""
+        x, window_pad = self.window_padding(x)
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
-        ids_visible, ids_masked = self.random_masking(x.shape[0], x.device)
+        ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)
 
         queries = self.mask_token + self.position[ids_masked]                # (B, M, d)
         if self.decouple:
-            rep_visible = self.visible_encoder(_gather(h, ids_visible))      # (B, S-M, d)
-            rep_predicted = self.decoupled_encoder(queries, rep_visible)     # (B, M, d)
+            rep_visible = self.visible_encoder(_gather(h, ids_visible), visible_pad)        # (B, Sv, d)
+            rep_predicted = self.decoupled_encoder(queries, rep_visible, visible_pad)       # (B, M, d)
         else:  # mask tokens in place of the masked windows, all S positions through H_theta
             index = ids_masked[..., None].expand(-1, -1, h.shape[-1])        # (B, M, d)
-            rep_predicted = self.visible_encoder(h.scatter(1, index, queries)).gather(1, index)
+            filled = h.scatter(1, index, queries)
+            if valid is not None:  # filler slots keep their window
+                filled = torch.where(torch.zeros_like(window_pad).scatter(1, ids_masked, valid)[..., None],
+                                     filled, h)
+            rep_predicted = self.visible_encoder(filled, window_pad).gather(1, index)
 
         if self.mrr:
+            # filler slots are hidden from the masked windows (a series with none masked attends to all, so
+            # no row is empty: its outputs are outside the loss)
+            target_pad = None if valid is None else ~valid & valid.any(1, keepdim=True)
             with torch.no_grad():
-                rep_target = self.target_encoder(_gather(h, ids_masked))     # (B, M, d)
+                rep_target = self.target_encoder(_gather(h, ids_masked), target_pad)     # (B, M, d)
         else:  # no momentum encoder pass: target = prediction, so the MSE is 0 with zero gradient
             rep_target = rep_predicted.detach()
-        codeword_target = self.tokenizer.targets(self.tokenizer(_gather(z, ids_masked)))  # (B, M, V)
-        codeword_scores = self.tokenizer(rep_predicted)                                   # (B, M, V)
+        codeword_target, codeword_soft = self.tokenizer.targets(self.tokenizer(_gather(z, ids_masked), valid))
+        codeword_scores = self.tokenizer(rep_predicted, valid)                            # (B, M, V) both
         if not self.mcc:  # diagnostics only (hits, codebook usage): no gradient through either side
             codeword_target, codeword_scores = codeword_target.detach(), codeword_scores.detach()
-        return dict(rep_predicted=rep_predicted, rep_target=rep_target,
-                    codeword_scores=codeword_scores, codeword_target=codeword_target)
+            codeword_soft = codeword_soft.detach()
+        return dict(rep_predicted=rep_predicted, rep_target=rep_target, codeword_scores=codeword_scores,
+                    codeword_target=codeword_target, codeword_soft=codeword_soft, masked_valid=valid)
 
     @torch.no_grad()
     def update_target_encoder(self):
@@ -113,12 +155,18 @@ class TimeMAE(nn.Module):
 
     # ------------------------------------------------------------------------------------------ evaluation
     def forward_encoder(self, x):
-        """All windows, no mask: (B, T, C) -> (B, S, d)."""
-        return self.visible_encoder(self.feature_encoder(x) + self.position)
+        """All windows, no mask: (B, T, C) -> ((B, S, d), window padding (B, S) bool or None); padding windows
+        are hidden from attention."""
+        x, window_pad = self.window_padding(x)
+        return self.visible_encoder(self.feature_encoder(x) + self.position, window_pad), window_pad
 
     def represent(self, x):
-        """Series representation for the probe: mean over windows, (B, d)."""
-        return self.forward_encoder(x).mean(dim=1)
+        """Series representation for the probe: mean over the real (non-padding) windows, (B, d)."""
+        rep, window_pad = self.forward_encoder(x)
+        if window_pad is None:
+            return rep.mean(dim=1)
+        real = (~window_pad)[..., None].to(rep.dtype)                        # (B, S, 1)
+        return (rep * real).sum(1) / real.sum(1)
 
     def forward(self, x):
         """Class logits (B, num_classes) for fine-tuning."""

@@ -36,6 +36,10 @@ class TimeMAEConfig:
     tau: float = 1.0                    # Gumbel-softmax temperature of the STE gradient path
     codebook: str = "linear"            # 'linear': inner product; 'cosine': cosine over codebook_tau
     codebook_tau: float = 0.1
+    # keeping the codebook in use (vector-quantisation practice); they shape training, not the weights
+    codebook_init: str = _training("random")   # 'kmeans': codewords = k-means centres of window embeddings
+    codebook_reset: bool = _training(False)    # unused codewords of an epoch restart at random window embeddings
+    codebook_usage: float = _training(0.0)     # weight of the usage regulariser log V - H(mean soft assignment)
     momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
     mcc: bool = True                    # masked codeword classification
     mrr: bool = True                    # masked representation regression
@@ -83,6 +87,8 @@ class TimeMAEConfig:
             raise ConfigError(f"d_model {self.d_model} differs from the BERT's hidden size "
                               f"{self.bert_config['hidden_size']}: with the BERT encoder the width follows BERT",
                               ("d_model",))
+        if self.codebook_usage < 0:
+            raise ConfigError(f"codebook_usage must be 0 or more, got {self.codebook_usage}", ("codebook_usage",))
         if self.wave_length < 1:
             raise ConfigError(f"wave_length must be at least 1, got {self.wave_length}", ("wave_length",))
         if self.wave_length > self.seq_len:

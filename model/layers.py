@@ -224,11 +224,12 @@ class Tokenizer(nn.Module):
     cosine between the batch-centred vector and each codeword, divided by `codebook_tau`: raw window embeddings
     share one large bias direction, so inner products send most windows to a few codewords from the start.
 
-    `targets` turns scores into one-hot codeword targets. 'ste' follows the paper: the forward value is the
-    hard one-hot, the gradient is that of the Gumbel-softmax (q_hat = q_soft + sg(q_hard - q_soft)).
-    'argmax' follows the reference code: a plain index, no gradient. With target_noise='none' the hard target
-    is the argmax of the noise-free scores, a deterministic function of the window; with 'gumbel' the Gumbel
-    noise (std 1.28) swamps the ~0.3 spread of linear scores at initialisation."""
+    `targets` turns scores into one-hot codeword targets from ONE sample y = (scores + g) / tau, where g is
+    Gumbel noise with target_noise='gumbel' (the paper's Gumbel-softmax) and 0 with 'none' (a deterministic
+    function of the window; Gumbel noise, std 1.28, swamps the ~0.3 spread of linear scores at initialisation).
+    'ste' follows the paper: the forward value is one_hot(argmax y), the gradient that of softmax(y)
+    (q_hat = q_soft + sg(q_hard - q_soft), both halves from the same y). 'argmax' follows the reference code:
+    the index one_hot(argmax y), no gradient."""
 
     def __init__(self, d_model, vocab_size, mode="ste", target_noise="none", tau=1.0, codebook="linear",
                  codebook_tau=0.1):
@@ -237,20 +238,38 @@ class Tokenizer(nn.Module):
         self.mode, self.target_noise, self.tau = mode, target_noise, tau
         self.kind, self.codebook_tau = codebook, codebook_tau
 
-    def forward(self, z):                                        # (B, L, d) -> scores (B, L, V)
+    def forward(self, z, valid=None):                            # (B, L, d), (B, L) bool -> scores (B, L, V)
+        """`valid` marks the windows the cosine codebook's batch mean is taken over (None: all)."""
         if self.kind == "linear":
             return self.codebook(z)
-        z = z - z.mean(dim=(0, 1), keepdim=True).detach()
+        if valid is None:
+            mean = z.mean(dim=(0, 1), keepdim=True)
+        else:
+            w = valid[..., None].to(z.dtype)                                   # (B, L, 1)
+            mean = (z * w).sum((0, 1), keepdim=True) / w.sum().clamp_min(1)
+        z = z - mean.detach()
         return F.normalize(z, dim=-1) @ F.normalize(self.codebook.weight, dim=-1).T / self.codebook_tau
 
-    def targets(self, scores):                                   # (..., V) -> one-hot (..., V)
-        gumbel = -(-torch.rand_like(scores).clamp_min(1e-20).log()).log()   # Gumbel(0, 1)
-        noisy = scores + gumbel if self.target_noise == "gumbel" else scores
-        hard = F.one_hot(noisy.argmax(-1), scores.shape[-1]).to(scores.dtype)
+    def targets(self, scores):
+        """(..., V) scores -> (one-hot targets (..., V), soft assignment softmax(y) (..., V))."""
+        if self.target_noise == "gumbel":
+            scores = scores - (-torch.rand_like(scores).clamp_min(1e-20).log()).log()   # + Gumbel(0, 1)
+        sample = scores / self.tau                                                     # y
+        soft = sample.softmax(-1)
+        hard = F.one_hot(sample.argmax(-1), scores.shape[-1]).to(scores.dtype)
         if self.mode == "argmax":
-            return hard.detach()
-        soft = ((scores + gumbel) / self.tau).softmax(-1)
-        return hard - soft.detach() + soft
+            return hard.detach(), soft
+        return hard - soft.detach() + soft, soft
+
+    @torch.no_grad()
+    def set_codewords(self, ids, centres):
+        """Codewords `ids` (K,) become the centres (K, d) of window embeddings: for the linear codebook
+        w = c, b = -|c|^2 / 2, so argmax of the scores is the nearest centre (|z - c|^2 = |z|^2 - 2 (w.z + b));
+        for the cosine codebook the direction of c (window embeddings are centred by the batch mean, `centres`
+        should be too)."""
+        self.codebook.weight[ids] = centres.to(self.codebook.weight.dtype)
+        if self.codebook.bias is not None:
+            self.codebook.bias[ids] = -0.5 * centres.pow(2).sum(-1).to(self.codebook.bias.dtype)
 
 
 def sinusoid_init_(table):

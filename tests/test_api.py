@@ -25,6 +25,18 @@ SMALL = dict(wave_length=4, d_model=16, attn_heads=2, layers=1, reg_layers=1, vo
              num_epoch_pretrain=2, threads=1, device="cpu", verbose=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def exact_epochs():
+    """The epochs and batches asked for: main.py's small-set step budget (--min_batches, --min_pretrain_steps,
+    --min_steps) off, so the tiny fits stay fast."""
+    from timemae import estimators
+    real = estimators.defaults
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(estimators, "defaults",
+                   lambda **kw: real(**{"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0, **kw}))
+        yield
+
+
 def aeon(n, **kw):
     """Synthetic series in the aeon layout (n_cases, n_channels, n_timepoints) and their labels."""
     x, y = synthetic_series(n, **kw)

@@ -84,7 +84,7 @@ def test_visible_encoder_sees_true_window_positions(tiny_bert):
         lambda m, args, kwargs, out: seen.setdefault("x", kwargs["inputs_embeds"]), with_kwargs=True)
     x = torch.randn(B, T, C)
     torch.manual_seed(3)
-    ids_visible, _ = model.random_masking(B, "cpu")
+    ids_visible, *_ = model.random_masking(B, "cpu")
     torch.manual_seed(3)
     out = model.forward_pretrain(x)
     h = model.feature_encoder(x) + model.position
@@ -210,3 +210,23 @@ def test_killed_bert_run_resumes_to_the_same_result(tiny_bert, tstcc_dir, tmp_pa
         for key in ("seconds", "probe_seconds", "probe_share"):  # wall time
             m.pop(key)
     assert metrics[0] == metrics[1]
+
+
+def test_fine_tuning_without_timemae_pretraining_starts_from_the_pretrained_bert(tiny_bert, tstcc_dir, tmp_path,
+                                                                                 monkeypatch):
+    """--load_pretrained_model 0: no TimeMAE checkpoint, but the BERT still starts from --bert_path's weights."""
+    import process
+    at = TINY.index("--d_model")
+    start = {}
+    real = process.Trainer.fineall_epoch
+
+    def record_start(self, model, *args):
+        start.setdefault("bert", {k: v.clone() for k, v in model.visible_encoder.bert.state_dict().items()})
+        return real(self, model, *args)
+    monkeypatch.setattr(process.Trainer, "fineall_epoch", record_start)
+    assert main(["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"),
+                 *TINY[:at], *TINY[at + 2:], "--encoder", "bert", "--bert_path", tiny_bert,
+                 "--num_epoch_pretrain", "1", "--num_epoch", "1", "--load_pretrained_model", "0"]) == 0
+    source = saved_weights(tiny_bert)
+    for key in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.1.output.dense.weight"):
+        torch.testing.assert_close(start["bert"][key], source[key])

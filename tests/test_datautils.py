@@ -57,11 +57,30 @@ def test_ts_variable_length_with_string_labels(tmp_path):
     assert x.shape == (3, 5, 2) and list(y) == ["walk", "run", "jump"]
     assert np.isnan(x[0, 3:]).all() and not np.isnan(x[1]).any()
     s = load_dataset("ucr", str(tmp_path), "Toy")
-    assert s.train_x.shape == (3, 6, 2) and s.test_x.shape == (1, 6, 2)       # padded to the longest split
+    # lengths come from train: the 6-step test series is cropped to the longest training series (5)
+    assert s.train_x.shape == (3, 5, 2) and s.test_x.shape == (1, 5, 2) and s.cropped == 1
+    np.testing.assert_array_equal(s.test_x[0, :, 0], [1, 2, 3, 4, 5])
     assert s.classes == ("jump", "run", "walk")                              # stable sorted order
     assert list(s.train_y) == [2, 1, 0] and list(s.test_y) == [1]
     normalize(s)
-    assert np.isfinite(s.train_x).all() and s.train_x[0, 3:].tolist() == [[0, 0]] * 3   # padding -> 0
+    assert np.isnan(s.train_x[0, 3:]).all() and np.isfinite(s.train_x[0, :3]).all()   # padding stays NaN
+    assert np.isfinite(s.train_x[1]).all()
+
+
+def test_ts_shorter_test_series_are_padded_to_the_training_length(tmp_path):
+    _write_ts(tmp_path / "Toy_TRAIN.ts", [[[1, 2, 3, 4]], [[1, 2]]], ["walk", "run"], univariate=True)
+    _write_ts(tmp_path / "Toy_TEST.ts", [[[1, 2]]], ["run"], univariate=True)
+    s = load_dataset("ucr", str(tmp_path), "Toy")
+    assert s.test_x.shape == (1, 4, 1) and s.cropped == 0 and np.isnan(s.test_x[0, 2:]).all()
+
+
+def test_fixed_length_test_split_of_another_length_is_refused(tmp_path):
+    x, y = synthetic_series(10, length=32, channels=1)
+    torch.save({"samples": torch.from_numpy(x[:, :, 0]), "labels": torch.from_numpy(y)}, tmp_path / "train.pt")
+    torch.save({"samples": torch.from_numpy(x[:, :30, 0]), "labels": torch.from_numpy(y)}, tmp_path / "test.pt")
+    with pytest.raises(TimeMAEError, match="the test series have 30 time steps but the training series 32") as e:
+        load_dataset("epilepsy", str(tmp_path))
+    assert "\n" not in str(e.value)
 
 
 def test_ts_numeric_labels_sort_numerically(tmp_path):

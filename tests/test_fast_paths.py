@@ -55,7 +55,7 @@ def block(x, context, blk, heads, masks):
     return layer_norm(x + drop(a2 * (h @ lin2.weight.T + lin2.bias)), blk.res_ffn.norm)
 
 
-def reference_losses(model, x, ids_visible, ids_masked, uniform, masks):
+def reference_losses(model, x, ids_visible, ids_masked, uniform, masks, noise, tau):
     """Total, MRR and MCC losses of a pretraining step, written without any of the model's fast paths."""
     cfg = model.config
     sigma, heads, V = cfg["wave_length"], cfg["attn_heads"], cfg["vocab_size"]
@@ -80,9 +80,10 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks):
 
     book = model.tokenizer.codebook
     target_scores = pick(z, ids_masked) @ book.weight.T + book.bias                  # (B, M, V)
-    gumbel = -torch.log(-torch.log(uniform))
-    soft = torch.softmax(target_scores + gumbel, -1)                                 # tau = 1
-    hard = torch.nn.functional.one_hot(target_scores.argmax(-1), V).to(x.dtype)
+    gumbel = -torch.log(-torch.log(uniform)) if noise == "gumbel" else 0.0
+    sample = (target_scores + gumbel) / tau                                          # ONE sample for both halves
+    soft = torch.softmax(sample, -1)
+    hard = torch.nn.functional.one_hot(sample.argmax(-1), V).to(x.dtype)
     codeword_target = hard - soft.detach() + soft                                    # straight-through
     smoothed = codeword_target * 0.8 + 0.2 / V
     logp = torch.log_softmax(pred @ book.weight.T + book.bias, -1)
@@ -91,13 +92,16 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks):
     return ALPHA * mrr + BETA * mcc, mrr, mcc
 
 
-@pytest.mark.parametrize("dropout, sdpa", [(0.0, False), (0.2, False), (0.0, True)])
-def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa):
-    """sdpa: attention through F.scaled_dot_product_attention, the GPU's path, forced on the CPU."""
+@pytest.mark.parametrize("dropout, sdpa, noise, tau", [(0.0, False, "none", 0.5), (0.2, False, "none", 1.0),
+                                                (0.0, True, "gumbel", 0.5)])
+def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa, noise, tau):
+    """sdpa: attention through F.scaled_dot_product_attention, the GPU's path, forced on the CPU. With
+    target_noise 'none' the Gumbel draw must reach neither half of the straight-through target (the old
+    mismatch, a noise-free hard target with a noisy soft gradient, fails here), with 'gumbel' both."""
     torch.manual_seed(0)
     monkeypatch.setattr(layers, "spelled_out", lambda x: not sdpa)
     model = TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=16, attn_heads=2, layers=2, reg_layers=2,
-                    vocab_size=12, wave_length=4, dropout=dropout).double().train()
+                    vocab_size=12, wave_length=4, dropout=dropout, target_noise=noise, tau=tau).double().train()
     with torch.no_grad():  # residual scales of order 1, so every branch really contributes
         for name, p in model.named_parameters():
             if name.endswith("scale"):
@@ -105,7 +109,7 @@ def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatc
     S, M = model.num_windows, model.num_masked
     order = torch.stack([torch.randperm(S) for _ in range(B)])
     ids_visible, ids_masked = order[:, M:], order[:, :M]
-    monkeypatch.setattr(model, "random_masking", lambda batch, device: (ids_visible, ids_masked))
+    monkeypatch.setattr(model, "random_masking", lambda batch, device, pad: (ids_visible, ids_masked, None, None))
     uniform = torch.rand(B, M, 12, dtype=torch.float64)
     monkeypatch.setattr(torch, "rand_like", lambda t: uniform)
     masks, mask = [], Dropout.mask
@@ -117,7 +121,7 @@ def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatc
     fast = pretrain_loss(model.forward_pretrain(x), ALPHA, BETA)
     fast_grads = torch.autograd.grad(fast[0], params)
     assert (len(masks) > 0) == (dropout > 0)      # with dropout the CPU fast paths (mask, addcmul) ran
-    ref = reference_losses(model, x, ids_visible, ids_masked, uniform, list(masks) if dropout else None)
+    ref = reference_losses(model, x, ids_visible, ids_masked, uniform, list(masks) if dropout else None, noise, tau)
     ref_grads = torch.autograd.grad(ref[0], params)
 
     for a, b in zip(fast, ref):

@@ -71,7 +71,7 @@ def test_pretrain_outputs_and_representation_shapes():
 @pytest.mark.parametrize("mode", ["sample", "batch"])
 def test_random_masking_counts_and_partition(mode):
     model = tiny(mask_mode=mode)
-    visible, masked = model.random_masking(64, "cpu")
+    visible, masked, *_ = model.random_masking(64, "cpu")
     assert visible.shape == (64, 4) and masked.shape == (64, 4)
     everything = torch.cat([visible, masked], 1).sort(1).values
     assert torch.equal(everything, torch.arange(8).expand(64, -1))   # disjoint, covering every window
@@ -87,7 +87,7 @@ def test_visible_encoder_never_sees_mask_tokens():
     model.visible_encoder.register_forward_hook(lambda m, inp, out: seen.setdefault("x", inp[0]))
     x = torch.randn(B, T, C)
     torch.manual_seed(3)
-    ids_visible, ids_masked = model.random_masking(B, "cpu")
+    ids_visible, ids_masked, *_ = model.random_masking(B, "cpu")
     torch.manual_seed(3)
     model.forward_pretrain(x)
     h = model.feature_encoder(x) + model.position
@@ -120,7 +120,7 @@ def test_target_encoder_stays_in_eval_mode():
 def test_ste_targets_are_one_hot_and_pass_gradient_to_codebook(codebook):
     tok = Tokenizer(D, 12, mode="ste", codebook=codebook)
     z = torch.randn(B, 5, D, requires_grad=True)
-    target = tok.targets(tok(z))
+    target, _ = tok.targets(tok(z))
     assert set(target.detach().unique().tolist()) == {0.0, 1.0}
     assert torch.equal(target.detach().sum(-1), torch.ones(B, 5))
     torch.testing.assert_close(target.argmax(-1), tok(z).argmax(-1))   # noise-free hard target
@@ -128,16 +128,44 @@ def test_ste_targets_are_one_hot_and_pass_gradient_to_codebook(codebook):
     assert tok.codebook.weight.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("noise", ["none", "gumbel"])
+def test_ste_hard_target_is_the_argmax_of_the_sample_whose_softmax_gives_the_gradient(monkeypatch, noise):
+    """q_hat = q_soft + sg(q_hard - q_soft) with q_hard = one_hot(argmax y), q_soft = softmax(y), one y."""
+    tok = Tokenizer(D, 12, mode="ste", target_noise=noise, tau=0.3)
+    scores = torch.randn(64, 12, dtype=torch.float64, requires_grad=True)
+    uniform = torch.rand(64, 12, dtype=torch.float64)
+    monkeypatch.setattr(torch, "rand_like", lambda t: uniform)
+    gumbel = -torch.log(-torch.log(uniform)) if noise == "gumbel" else 0.0
+    sample = (scores + gumbel) / 0.3
+    target, soft = tok.targets(scores)
+    assert torch.equal(target.detach().argmax(-1), sample.argmax(-1))
+    if noise == "gumbel":  # the noise really moves targets away from the noise-free argmax
+        assert (sample.argmax(-1) != scores.argmax(-1)).any()
+    weights = torch.randn(64, 12, dtype=torch.float64)
+    grad, = torch.autograd.grad((target * weights).sum(), scores)
+    expected, = torch.autograd.grad((sample.softmax(-1) * weights).sum(), scores)
+    torch.testing.assert_close(grad, expected)
+    torch.testing.assert_close(soft, sample.softmax(-1))
+
+
 def test_argmax_targets_carry_no_gradient():
     tok = Tokenizer(D, 12, mode="argmax")
-    target = tok.targets(tok(torch.randn(B, 5, D)))
+    target, _ = tok.targets(tok(torch.randn(B, 5, D)))
     assert not target.requires_grad and set(target.unique().tolist()) == {0.0, 1.0}
 
 
 def test_gumbel_target_noise_changes_targets():
     tok = Tokenizer(D, 12, target_noise="gumbel")
     scores = tok(torch.randn(256, 5, D))
-    assert (tok.targets(scores).argmax(-1) != scores.argmax(-1)).float().mean() > 0.3
+    assert (tok.targets(scores)[0].argmax(-1) != scores.argmax(-1)).float().mean() > 0.3
+
+
+def test_set_codewords_makes_scores_pick_the_nearest_centre():
+    tok = Tokenizer(D, 12)
+    centres = torch.randn(12, D) * 3
+    tok.set_codewords(torch.arange(12), centres)
+    z = torch.randn(200, D) * 3
+    assert torch.equal(tok(z).argmax(-1), torch.cdist(z, centres).argmin(-1))
 
 
 def test_dropout_rate_scale_and_eval_identity():

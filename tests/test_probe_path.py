@@ -1,5 +1,5 @@
 """The probes' representations: each split encoded once per probe (the final FineLast encodes the labelled
-training data and the test set, nothing twice), with the same C and scores as encoding every split separately
+fit and selection splits and the test set, nothing twice), with the same C and scores as encoding every split separately
 and fitting a pipeline per C (the previous path); metrics.json reports the probes' share of the run."""
 import json
 
@@ -34,9 +34,9 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
                  "--num_epoch_pretrain", "2", "--probe_every", "1", "--num_epoch", "0", "--select_on", select_on,
                  "--probe_C", "0.01", "1", "100", *TINY]) == 0
     t = trainers[0]
-    n_fit, n_sel, n_train, n_test = len(t.fit_x), len(t.sel_x), len(t.train_x), len(t.test_x)
+    n_fit, n_sel, n_test = len(t.fit_x), len(t.sel_x), len(t.test_x)
     periodic = [n_fit, n_sel] * 2                                    # epochs 1 and 2: fit and selection splits
-    final = [n_test, n_train] if select_on == "val" else [n_test, n_fit]   # fit/selection rows come from these
+    final = [n_test, n_fit, n_sel] if select_on == "val" else [n_test, n_fit]   # FineLast fits on the fit split
     assert encoded == periodic + final
 
     monkeypatch.undo()
@@ -47,7 +47,7 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
     grid = sorted(t.cfg.probe_C)
     accs = [linear_probe(fit_r, t.fit_y, sel_r, t.sel_y, seed=t.cfg.seed, C=C)["acc"] for C in grid]
     C = grid[int(np.argmax(accs))]
-    previous = linear_probe(rep(t.train_x), t.train_y, rep(t.test_x), t.test_y, seed=t.cfg.seed, C=C)
+    previous = linear_probe(fit_r, t.fit_y, rep(t.test_x), t.test_y, seed=t.cfg.seed, C=C)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["finelast"]["C"] == C
     assert (metrics["finelast"]["acc"], metrics["finelast"]["f1"]) == (previous["acc"], previous["f1"])

@@ -166,8 +166,8 @@ def test_nonfinite_loss_stops_then_resume_skips_it(data, tmp_path, monkeypatch, 
     def poison(bad_call):
         calls = itertools.count(1)
 
-        def loss_with_nan(out, alpha, beta):
-            loss, mrr, mcc = real(out, alpha, beta)
+        def loss_with_nan(out, alpha, beta, *usage):
+            loss, mrr, mcc = real(out, alpha, beta, *usage)
             return (loss * float("nan") if next(calls) == bad_call else loss), mrr, mcc
         return loss_with_nan
 

@@ -174,7 +174,8 @@ def test_ablation_switches_drop_their_gradient_path(switch):
     model = TimeMAE(channels=2, seq_len=32, num_classes=3, d_model=16, attn_heads=2, layers=1, reg_layers=1,
                     vocab_size=16, wave_length=4, **{switch: False})
     out = model.forward_pretrain(torch.randn(8, 32, 2))
-    assert set(out) == {"rep_predicted", "rep_target", "codeword_scores", "codeword_target"}
+    assert set(out) == {"rep_predicted", "rep_target", "codeword_scores", "codeword_target", "codeword_soft",
+                        "masked_valid"}
     loss, mrr, mcc = pretrain_loss(out, 5.0, 1.0)
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters()}

@@ -1,0 +1,79 @@
+"""Padding-aware windows: windows that are all padding (NaN time steps of variable-length series) are never
+masked, never targets, never attended to, and left out of the representation."""
+import math
+
+import pytest
+import torch
+
+from loss import pretrain_loss
+from model import TimeMAE
+
+C, SIGMA = 2, 4
+
+
+def pair(**kw):
+    """The same weights at two lengths: 5 windows (20 steps) and 8 windows (32 steps, 3 more positions)."""
+    torch.manual_seed(0)
+    settings = dict(channels=C, num_classes=3, d_model=16, attn_heads=2, layers=2, reg_layers=2, vocab_size=12,
+                    wave_length=SIGMA, **kw)
+    short, long = TimeMAE(seq_len=20, **settings), TimeMAE(seq_len=32, **settings)
+    state = short.state_dict()
+    state["position"] = torch.cat([state["position"], long.position.detach()[5:]])
+    long.load_state_dict(state)
+    for model in (short, long):
+        with torch.no_grad():  # residual scales of order 1, so every block really contributes
+            for name, p in model.named_parameters():
+                if name.endswith("scale"):
+                    p.fill_(0.7)
+    return short.eval(), long.eval()
+
+
+def pad(x, steps):
+    return torch.cat([x, torch.full((x.shape[0], steps, x.shape[2]), float("nan"))], 1)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(decouple=False), dict(codebook="cosine")])
+def test_appended_padding_windows_change_neither_representation_nor_pretraining_losses(kw):
+    short, long = pair(**kw)
+    x = torch.randn(3, 19, C)                       # 19 steps: the 5th window is partly real, so it is real
+    torch.testing.assert_close(long.represent(pad(x, 13)), short.represent(pad(x, 1)))
+    assert not torch.allclose(long.represent(pad(x, 13).nan_to_num(0.0)), short.represent(pad(x, 1)), atol=1e-4)
+    one = x[:1]                                     # one series: the masking noise of its windows is the same draw
+    torch.manual_seed(5)
+    ref = pretrain_loss(short.forward_pretrain(pad(one, 1)), 5.0, 1.0, usage=0.5)
+    torch.manual_seed(5)
+    out = long.forward_pretrain(pad(one, 13))
+    assert out["masked_valid"].tolist() == [[True, True, True, False]]   # floor(0.6 * 5) of the 4 slots
+    for a, b in zip(pretrain_loss(out, 5.0, 1.0, usage=0.5), ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_padding_windows_are_never_masked_targeted_or_visible():
+    model = TimeMAE(channels=C, seq_len=40, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=SIGMA)                 # 10 windows
+    real = torch.arange(1, 11).repeat(20)                             # (200,) 1..10 real windows per series
+    window_pad = torch.arange(10)[None] >= real[:, None]              # (200, 10)
+    for _ in range(5):
+        ids_visible, ids_masked, visible_pad, valid = model.random_masking(len(real), "cpu", window_pad)
+        masked_pad = window_pad.gather(1, ids_masked)
+        assert not (masked_pad & valid).any()                         # a padding window is never a target
+        assert torch.equal(valid.sum(1), (0.6 * real + 1e-9).long())  # floor(ratio * S_i) masked per series
+        shown = ~visible_pad
+        assert not (window_pad.gather(1, ids_visible) & shown).any()  # nor visible to attention
+        seen = torch.zeros_like(window_pad).scatter(1, ids_visible, shown)
+        hidden = torch.zeros_like(window_pad).scatter(1, ids_masked, valid)
+        assert not (seen & hidden).any() and torch.equal(seen | hidden, ~window_pad)   # a partition of real
+        assert shown.sum(1).min() >= 1
+
+
+def test_series_of_one_real_window_trains_without_nan():
+    model = TimeMAE(channels=C, seq_len=40, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=SIGMA).train()
+    x = torch.randn(4, 40, C)
+    x[0, 3:] = float("nan")                                           # 1 real window: nothing masked
+    x[1, 9:] = float("nan")
+    total, mrr, mcc = pretrain_loss(model.forward_pretrain(x), 5.0, 1.0, usage=0.1)
+    assert all(math.isfinite(v.item()) for v in (total, mrr, mcc))
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(model(x)).all()

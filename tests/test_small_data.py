@@ -1,0 +1,126 @@
+"""Small labelled sets: the step budget, the labelled set at every --label_ratio, selection that never reads the
+test labels, the single-class warning and the raw-series baselines."""
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from classification import majority_accuracy, raw_baselines
+from conftest import TINY, synthetic_series, write_tstcc
+from main import main
+from process import labelled_splits
+
+# TINY without its budget override: the defaults (--min_batches 4, --min_pretrain_steps, --min_steps) apply
+MODEL = TINY[: TINY.index("--min_batches")]
+
+
+@pytest.mark.parametrize("ratio, select_on, fit, held", [(1.0, "val", 76, 20), (0.25, "val", 19, 5),
+                                                         (1.0, "test", 96, None), (0.25, "test", 24, None)])
+def test_finelast_and_fineall_fit_on_the_same_labelled_set_at_every_ratio(ratio, select_on, fit, held):
+    y = np.arange(96) % 3
+    splits = SimpleNamespace(train_y=y)
+    fit_ids, held_ids = labelled_splits(splits, select_on, 0.2, ratio, seed=1)
+    assert len(fit_ids) == fit and (held_ids is None if held is None else len(held_ids) == held)
+    if held is not None:
+        assert not set(fit_ids) & set(held_ids)
+        assert np.bincount(y[fit_ids]).min() >= fit // 3 - 1        # stratified
+    labelled = fit_ids if held is None else np.concatenate([fit_ids, held_ids])
+    assert len(labelled) == round(ratio * 96)                       # r of ALL labelled training series
+
+
+def test_metrics_report_the_set_both_fit_on(tstcc_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "1", "--label_ratio", "0.25", *TINY]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["labelled"], metrics["selection"]) == (19, 5)
+    for name in ("nn1", "logistic"):
+        assert 0 <= metrics["baselines"][name]["acc"] <= 1
+    args = json.loads((run / "args.json").read_text())
+    assert args["pretrain_epochs"] == 1 and args["finetune_batch_size"] == 19   # never more than the data
+
+
+def test_budget_gives_a_small_set_enough_steps(tmp_path):
+    folder = write_tstcc(tmp_path / "Small", n_train=40, n_val=0, n_test=60, length=32, channels=2)
+    os.remove(os.path.join(folder, "val.pt"))
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "2", "--min_pretrain_steps", "20", "--num_epoch", "20", "--min_steps",
+                 "300", *MODEL]) == 0
+    args = json.loads((run / "args.json").read_text())
+    # pretraining: 40 series in batches of 10 (4 per epoch), 5 epochs for 20 steps; fine-tuning: 32 series
+    assert (args["pretrain_batch_size"], args["pretrain_epochs"]) == (10, 5)
+    assert (args["finetune_batch_size"], args["finetune_epochs"]) == (8, 75)
+    assert (args["num_epoch_pretrain"], args["num_epoch"]) == (2, 20)          # the flags as given
+    metrics = json.loads((run / "metrics.json").read_text())
+    _, test_y = synthetic_series(60, seed=2)
+    majority = majority_accuracy(np.arange(40) % 3, test_y)
+    assert metrics["fineall"]["acc"] > majority + 0.2, metrics
+    assert metrics["fineall"]["single_class"] is False and metrics["finelast"]["single_class"] is False
+
+
+def test_single_class_classifier_is_reported(tmp_path, capsys):
+    folder = write_tstcc(tmp_path / "data")
+    for split in ("train", "val", "test"):            # identical series: any classifier predicts one class
+        d = torch.load(os.path.join(folder, f"{split}.pt"))
+        d["samples"] = torch.ones_like(d["samples"])
+        torch.save(d, os.path.join(folder, f"{split}.pt"))
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "1", *TINY]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finelast"]["single_class"] is True and metrics["fineall"]["single_class"] is True
+    out = capsys.readouterr().out
+    assert "warning: FineLast predicts a single class on the val split" in out
+    assert "warning: FineAll predicts a single class on the val split" in out
+
+
+def test_selection_never_reads_the_test_labels(tmp_path):
+    """Other test labels leave the chosen epoch, C, fine-tuning step and model.pkl bitwise unchanged."""
+    folder = write_tstcc(tmp_path / "data")
+    out = []
+    for flip in (False, True):
+        if flip:
+            test = torch.load(os.path.join(folder, "test.pt"))
+            test["labels"] = (test["labels"] + 1) % 3
+            torch.save(test, os.path.join(folder, "test.pt"))
+        run = tmp_path / "run"
+        assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
+                     "--num_epoch_pretrain", "4", "--probe_every", "1", "--num_epoch", "3", "--eval_per_steps", "2",
+                     "--overwrite", *TINY]) == 0
+        metrics = json.loads((run / "metrics.json").read_text())
+        out.append((metrics["finelast"]["epoch"], metrics["finelast"]["C"], metrics["fineall"]["step"],
+                    (run / "model.pkl").read_bytes(), (run / "pretrain_model.pkl").read_bytes(),
+                    metrics["finelast"]["acc"]))
+    assert out[0][:5] == out[1][:5]
+    assert out[0][5] != out[1][5]                                   # the test labels did change
+
+
+def test_raw_baselines_fit_and_score():
+    x, y = synthetic_series(60, seed=0)
+    tx, ty = synthetic_series(45, seed=1)
+    res = raw_baselines(x[:40], y[:40], x[40:], y[40:], tx, ty, [0.1, 1.0], seed=0)
+    assert res["nn1"]["acc"] > 0.9 and res["logistic"]["C"] in (0.1, 1.0)
+    x_nan, x_zero = x.copy(), x.copy()
+    x_nan[:, 20:], x_zero[:, 20:] = np.nan, 0.0                     # padding counts as 0 (the mean)
+    assert (raw_baselines(x_nan[:40], y[:40], x_nan[40:], y[40:], tx, ty, [1.0])
+            == raw_baselines(x_zero[:40], y[:40], x_zero[40:], y[40:], tx, ty, [1.0]))
+
+
+def codewords_used(tstcc_dir, run, *extra):
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "6", "--probe_every", "6", "--num_epoch", "0", "--vocab_size", "32",
+                 "--lr", "3e-3", *TINY, *extra]) == 0
+    log = [json.loads(line) for line in (run / "pretrain_log.jsonl").read_text().splitlines()]
+    return log[-1]["used"], json.loads((run / "metrics.json").read_text())["codebook"]
+
+
+def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path):
+    plain, report = codewords_used(tstcc_dir, tmp_path / "plain")
+    assert report["used"] == plain and report["ppl_warn"] == 8.0
+    protected, _ = codewords_used(tstcc_dir, tmp_path / "protected", "--codebook_init", "kmeans",
+                                  "--codebook_reset", "--codebook_usage", "1.0")
+    assert protected > plain, (protected, plain)
