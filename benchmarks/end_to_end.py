@@ -8,6 +8,8 @@ The reference code no longer runs on current libraries, so it runs from a tempor
 fixes, and nothing else changed: LogisticRegression(multi_class='ovr') loses the removed `multi_class`,
 LambdaLR loses the removed `verbose`, and torch.set_num_threads(12) becomes the benchmark's thread count.
 Its Epilepsy run is `--dataset har` (its loader of train/val/test.pt) with the same window length and epochs.
+This project's run sets `--min_pretrain_steps 0`: its step budget would raise 5 epochs of Epilepsy (72 batches
+each) to 14, and the two codes must do the same work. args.json is checked for the epochs actually run.
 """
 import json
 import os
@@ -65,9 +67,13 @@ def timed_process(cmd, cwd, log_path, threads):
 def run_project(folder, wave, epochs, threads, work):
     save = os.path.join(work, f"project_w{wave}")
     cmd = [sys.executable, "main.py", "--dataset", "epilepsy", "--data_path", folder, "--wave_length", str(wave),
-           "--num_epoch_pretrain", str(epochs), "--num_epoch", "0", "--threads", str(threads), "--device", "cpu",
-           "--no_progress", "--overwrite", "--save_path", save]
+           "--num_epoch_pretrain", str(epochs), "--num_epoch", "0", "--min_pretrain_steps", "0",
+           "--threads", str(threads), "--device", "cpu", "--no_progress", "--overwrite", "--save_path", save]
     seconds = timed_process(cmd, ROOT, save + ".log", threads)
+    with open(os.path.join(save, "args.json")) as f:
+        ran = json.load(f)["pretrain_epochs"]
+    if ran != epochs:
+        sys.exit(f"error: this project pretrained {ran} epochs instead of {epochs}; see {save}.log")
     with open(os.path.join(save, "metrics.json")) as f:
         m = json.load(f)
     return dict(code="project", seconds=seconds, acc=m["finelast"]["acc"], select_on=m["select_on"],
