@@ -48,3 +48,16 @@ def test_end_to_end_is_skipped_without_data(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("TIMEMAE_DATA", raising=False)
     assert end_to_end(str(tmp_path), [8], 1, 1, 1) == []
     assert "skipped" in capsys.readouterr().out
+
+
+def test_end_to_end_runs_this_project_for_exactly_the_epochs_asked(tstcc_dir, tmp_path):
+    """The step budget would raise 1 epoch of this 96-series set to 250; the benchmark turns it off, so this
+    project does the reference's work, and it checks args.json for the epochs actually run."""
+    import json
+
+    from benchmarks.end_to_end import run_project
+    row = run_project(tstcc_dir, 8, 1, 1, str(tmp_path))
+    assert row["code"] == "project" and row["select_on"] == "val" and row["seconds"] > 0
+    with open(tmp_path / "project_w8" / "args.json") as f:
+        args = json.load(f)
+    assert (args["pretrain_epochs"], args["num_epoch_pretrain"], args["min_pretrain_steps"]) == (1, 1, 0)
