@@ -4,7 +4,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
@@ -68,15 +68,21 @@ def probe_as_head(probe, num_classes):
     return torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32)
 
 
-def select_probe_C(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
-    """The C of `grid` whose probe, fitted on the fit split, is most accurate on the selection split
-    (the smaller C on ties, i.e. the stronger regularisation). The representations are standardised once for
-    the whole grid: each probe is then the one linear_probe fits, at a fraction of the cost."""
+def select_probe(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
+    """The probe of `grid` (StandardScaler + LogisticRegression fitted on the fit split) that is most accurate
+    on the selection split (the smaller C on ties, i.e. the stronger regularisation): (C, the fitted probe, its
+    selection scores). The representations are standardised once for the whole grid, and the chosen probe is
+    returned fitted, so scoring it on test fits nothing again: each probe is the one `fit_probe` would fit."""
     scaler = StandardScaler().fit(fit_repr)
     fit_z, sel_z = scaler.transform(fit_repr), scaler.transform(sel_repr)
-    accs = [accuracy_score(sel_y, LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(fit_z, fit_y)
-                           .predict(sel_z)) for C in sorted(grid)]
-    return sorted(grid)[int(np.argmax(accs))]
+    best = None
+    for C in sorted(grid):
+        lr = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(fit_z, fit_y)
+        sel = scores(sel_y, lr.predict(sel_z))
+        if best is None or sel["acc"] > best[2]["acc"]:
+            best = (C, lr, sel)
+    C, lr, sel = best
+    return C, Pipeline([("standardscaler", scaler), ("logisticregression", lr)]), sel
 
 
 def majority_accuracy(train_y, test_y):
@@ -99,6 +105,6 @@ def raw_baselines(fit_x, fit_y, sel_x, sel_y, test_x, test_y, grid, seed=0):
     """Baselines on the raw normalised series, fitted on (fit_x, fit_y), scored on test: 1-NN (Euclidean) and
     a linear probe (StandardScaler + LogisticRegression) whose C is chosen on the selection split."""
     fit, sel, test = flat_series(fit_x), flat_series(sel_x), flat_series(test_x)
-    C = select_probe_C(fit, fit_y, sel, sel_y, grid, seed=seed)
+    C, probe, _ = select_probe(fit, fit_y, sel, sel_y, grid, seed=seed)
     return {"nn1": nearest_neighbour(fit_x, fit_y, test_x, test_y),
-            "logistic": {**linear_probe(fit, fit_y, test, test_y, seed=seed, C=C), "C": C}}
+            "logistic": {**scores(test_y, probe.predict(test)), "C": C}}

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import extract_representations, linear_probe, predict, raw_baselines, scores, select_probe_C
+from classification import extract_representations, linear_probe, predict, raw_baselines, scores, select_probe
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
@@ -106,8 +106,11 @@ class Trainer:
             finelast = self.finelast()
         else:
             finelast = self.state["finelast"]
+        start = time.perf_counter()
+        baselines = self.baselines()
         metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0,
-                       finelast=finelast, baselines=self.baselines())
+                       finelast=finelast, baselines=baselines,
+                       baseline_seconds=round(time.perf_counter() - start, 1))
         if self.cfg.finetune_epochs > 0:
             metrics["fineall"] = self.fineall(finelast)
         return self.finish(metrics)
@@ -279,18 +282,18 @@ class Trainer:
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
         fit_r, sel_r, test_r = self._finelast_representations(model)
-        grid = self.cfg.probe_C
-        C = grid[0] if len(grid) == 1 else self.dist.broadcast(
-            select_probe_C(fit_r, self.fit_y, sel_r, self.sel_y, grid, seed=self.cfg.seed)
-            if self.dist.is_main else None)   # chosen on the selection split like every other model choice
-        single = None if sel_r is None else self._single_class(
-            "FineLast", self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y, C))
+
+        def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
+            C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
+            return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r))
+
+        C, sel, res = self.dist.broadcast(choose() if self.dist.is_main else None)
+        single = self._single_class("FineLast", sel)
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
             self.probe_seconds += time.perf_counter() - start
             self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
             self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
             return {"epoch": ckpt["epoch"], "C": C, "single_class": single}
-        res = self._fit_probe(fit_r, self.fit_y, test_r, self.test_y, C)
         res["single_class"] = single
         self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt",

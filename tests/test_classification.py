@@ -1,7 +1,7 @@
 """The FineLast probe's pure functions: the probe itself, its C chosen on the selection split, the floor."""
 import numpy as np
 
-from classification import linear_probe, majority_accuracy, select_probe_C
+from classification import fit_probe, linear_probe, majority_accuracy, select_probe
 
 
 def _blobs(n, seed, minority=0.2):
@@ -23,10 +23,20 @@ def test_C_is_chosen_by_selection_accuracy():
     # C = 1e-6 shrinks every weight to ~0, so the probe predicts the majority class: worse on the selection split
     tiny = linear_probe(x, y, xs, ys, C=1e-6)["acc"]
     assert tiny == majority_accuracy(y, ys) < linear_probe(x, y, xs, ys, C=1.0)["acc"]
-    assert select_probe_C(x, y, xs, ys, [1.0, 1e-6]) == 1.0
+    assert select_probe(x, y, xs, ys, [1.0, 1e-6])[0] == 1.0
 
 
 def test_C_ties_go_to_the_stronger_regularisation():
     (x, y), (xs, ys) = _blobs(200, 0), _blobs(100, 1)
     assert linear_probe(x, y, xs, ys, C=1.0)["acc"] == linear_probe(x, y, xs, ys, C=10.0)["acc"]
-    assert select_probe_C(x, y, xs, ys, [10.0, 1.0]) == 1.0
+    assert select_probe(x, y, xs, ys, [10.0, 1.0])[0] == 1.0
+
+
+def test_selected_probe_is_the_one_fit_probe_fits_and_comes_with_its_selection_scores():
+    """Scoring the chosen probe on test fits nothing again, and gives what a fresh fit at that C gives."""
+    (x, y), (xs, ys), (xt, yt) = _blobs(200, 0), _blobs(100, 1), _blobs(100, 2)
+    C, probe, sel = select_probe(x, y, xs, ys, [1e-6, 1.0])
+    fresh = fit_probe(x, y, C=C)
+    assert C == 1.0 and sel == linear_probe(x, y, xs, ys, C=C)
+    np.testing.assert_array_equal(probe.predict(xt), fresh.predict(xt))
+    np.testing.assert_array_equal(probe.predict_proba(xt), fresh.predict_proba(xt))

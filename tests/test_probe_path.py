@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import process
-from classification import extract_representations, linear_probe, select_probe_C
+from classification import extract_representations, linear_probe, select_probe
 from conftest import TINY
 from main import main
 from model import TimeMAE
@@ -56,7 +56,7 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
     assert metrics["probe_share"] == pytest.approx(metrics["probe_seconds"] / metrics["seconds"], abs=rounding)
 
 
-def test_select_probe_C_is_the_argmax_of_a_pipeline_per_C():
+def test_select_probe_is_the_argmax_of_a_pipeline_per_C():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     x = rng.standard_normal((300, 8)) * [5, 1, 1, 1, 1, 1, 1, 0.1] + 0.7 * y[:, None]
@@ -64,4 +64,4 @@ def test_select_probe_C_is_the_argmax_of_a_pipeline_per_C():
     grid = [1e-3, 0.1, 10.0]
     accs = [linear_probe(x[fit], y[fit], x[sel], y[sel], C=C)["acc"] for C in grid]
     assert len(set(accs)) > 1                                        # the grid's probes really differ here
-    assert select_probe_C(x[fit], y[fit], x[sel], y[sel], grid[::-1]) == grid[int(np.argmax(accs))]
+    assert select_probe(x[fit], y[fit], x[sel], y[sel], grid[::-1])[0] == grid[int(np.argmax(accs))]

@@ -2,6 +2,7 @@
 test labels, the single-class warning and the raw-series baselines."""
 import json
 import os
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from classification import majority_accuracy, raw_baselines
 from conftest import TINY, synthetic_series, write_tstcc
+import process
 from main import main
 from process import labelled_splits
 
@@ -31,14 +33,22 @@ def test_finelast_and_fineall_fit_on_the_same_labelled_set_at_every_ratio(ratio,
     assert len(labelled) == round(ratio * 96)                       # r of ALL labelled training series
 
 
-def test_metrics_report_the_set_both_fit_on(tstcc_dir, tmp_path):
+def test_metrics_report_the_set_both_fit_on(tstcc_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def slow_baselines(fit_x, *rest, **kw):  # the real baselines, 0.3 s slower: their seconds are reported
+        calls.append((len(fit_x), raw_baselines(fit_x, *rest, **kw)))
+        time.sleep(0.3)
+        return calls[-1][1]
+
+    monkeypatch.setattr(process, "raw_baselines", slow_baselines)
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
                  "--num_epoch_pretrain", "1", "--num_epoch", "1", "--label_ratio", "0.25", *TINY]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["labelled"], metrics["selection"]) == (19, 5)
-    for name in ("nn1", "logistic"):
-        assert 0 <= metrics["baselines"][name]["acc"] <= 1
+    assert calls[0][0] == 19 and metrics["baselines"] == calls[0][1]      # fitted on FineLast's 19 series
+    assert 0.3 <= metrics["baseline_seconds"] <= metrics["seconds"]
     args = json.loads((run / "args.json").read_text())
     assert args["pretrain_epochs"] == 1 and args["finetune_batch_size"] == 19   # never more than the data
 
