@@ -34,7 +34,7 @@ def test_C_ties_go_to_the_stronger_regularisation():
 
 def test_selected_probe_is_the_one_fit_probe_fits_and_comes_with_its_selection_scores():
     """Scoring the chosen probe on test fits nothing again, and gives what a fresh fit at that C gives."""
-    (x, y), (xs, ys), (xt, yt) = _blobs(200, 0), _blobs(100, 1), _blobs(100, 2)
+    (x, y), (xs, ys), (xt, _) = _blobs(200, 0), _blobs(100, 1), _blobs(100, 2)
     C, probe, sel = select_probe(x, y, xs, ys, [1e-6, 1.0])
     fresh = fit_probe(x, y, C=C)
     assert C == 1.0 and sel == linear_probe(x, y, xs, ys, C=C)
