@@ -82,6 +82,9 @@ def build_parser():
                         "window embeddings")
     g.add_argument("--codebook_usage", type=float, default=0.0,
                    help="weight of the codebook usage regulariser log V - H(mean soft assignment of the batch)")
+    g.add_argument("--pooling", default="mean", choices=("mean", "max", "meanmax"),
+                   help="series representation from the window representations (probes, FineAll, encode): mean "
+                        "(paper), max, or both concatenated (2 x d_model); padding windows are left out")
     g.add_argument("--ppl_warn", type=float, default=8.0,
                    help="warn (log and metrics.json) when the codebook perplexity of the last pretraining epoch "
                         "is below this")

@@ -53,7 +53,7 @@ class TimeMAE(nn.Module):
                                    cfg.codebook_tau)
         self.tokenizer.requires_grad_(cfg.mcc)  # without MCC the codebook only scores diagnostics
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
-        self.head = nn.Linear(d_model, cfg.num_classes)                                      # FineAll
+        self.head = nn.Linear(cfg.representation_size, cfg.num_classes)                       # FineAll
 
     @property
     def config(self):
@@ -161,12 +161,20 @@ class TimeMAE(nn.Module):
         return self.visible_encoder(self.feature_encoder(x) + self.position, window_pad), window_pad
 
     def represent(self, x):
-        """Series representation for the probe: mean over the real (non-padding) windows, (B, d)."""
-        rep, window_pad = self.forward_encoder(x)
-        if window_pad is None:
-            return rep.mean(dim=1)
-        real = (~window_pad)[..., None].to(rep.dtype)                        # (B, S, 1)
-        return (rep * real).sum(1) / real.sum(1)
+        """Series representation (probes, FineAll, encode) pooled over the real (non-padding) windows: the mean
+        (paper), the max, or both, (B, d) or (B, 2d) with pooling 'meanmax'."""
+        rep, window_pad = self.forward_encoder(x)                             # (B, S, d)
+        pooled = []
+        if self.cfg.pooling in ("mean", "meanmax"):
+            if window_pad is None:
+                pooled.append(rep.mean(dim=1))
+            else:
+                real = (~window_pad)[..., None].to(rep.dtype)                 # (B, S, 1)
+                pooled.append((rep * real).sum(1) / real.sum(1))
+        if self.cfg.pooling in ("max", "meanmax"):
+            masked = rep if window_pad is None else rep.masked_fill(window_pad[..., None], float("-inf"))
+            pooled.append(masked.amax(dim=1))
+        return torch.cat(pooled, dim=-1) if len(pooled) > 1 else pooled[0]
 
     def forward(self, x):
         """Class logits (B, num_classes) for fine-tuning."""

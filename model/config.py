@@ -40,6 +40,7 @@ class TimeMAEConfig:
     codebook_init: str = _training("random")   # 'kmeans': codewords = k-means centres of window embeddings
     codebook_reset: bool = _training(False)    # unused codewords of an epoch restart at random window embeddings
     codebook_usage: float = _training(0.0)     # weight of the usage regulariser log V - H(mean soft assignment)
+    pooling: str = "mean"               # series representation: 'mean' (paper), 'max' or 'meanmax' (2d wide)
     momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
     mcc: bool = True                    # masked codeword classification
     mrr: bool = True                    # masked representation regression
@@ -66,6 +67,11 @@ class TimeMAEConfig:
         return asdict(self)
 
     @property
+    def representation_size(self):
+        """Width of the series representation: d_model, twice that with pooling 'meanmax'."""
+        return self.d_model * (2 if self.pooling == "meanmax" else 1)
+
+    @property
     def num_windows(self):
         """S = ceil(T / sigma) windows."""
         return math.ceil(self.seq_len / self.wave_length)
@@ -89,6 +95,8 @@ class TimeMAEConfig:
                               ("d_model",))
         if self.codebook_usage < 0:
             raise ConfigError(f"codebook_usage must be 0 or more, got {self.codebook_usage}", ("codebook_usage",))
+        if self.pooling not in ("mean", "max", "meanmax"):
+            raise ConfigError(f"pooling must be mean, max or meanmax, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:
             raise ConfigError(f"wave_length must be at least 1, got {self.wave_length}", ("wave_length",))
         if self.wave_length > self.seq_len:

@@ -67,6 +67,19 @@ def test_every_input_format_gives_the_same_representations(tmp_path):
     np.testing.assert_allclose(table.to_numpy(), got[".npy"], rtol=1e-5, atol=1e-6)
 
 
+def test_meanmax_run_encodes_and_predicts_from_the_command_line(tmp_path):
+    data = write_tstcc(tmp_path / "Synthetic", n_train=48, n_val=16, n_test=16)
+    out = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", data, "--save_path", str(out), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "1", "--pooling", "meanmax", *TINY]) == 0
+    np.save(tmp_path / "x.npy", new_series())
+    assert encode([str(out), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.npy")]) == 0
+    model, _ = load_model(str(out / "pretrain_model.pkl"))
+    assert model.cfg.pooling == "meanmax" and np.load(tmp_path / "z.npy").shape == (6, 32)   # 2 x d_model 16
+    assert encode([str(out), str(tmp_path / "x.npy"), "--predict", "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 6
+
+
 def test_checkpoint_alone_encodes_as_the_training_data_prepares(run, tmp_path):
     root, data, out = run
     x = new_series()

@@ -68,6 +68,21 @@ def test_pretrain_outputs_and_representation_shapes():
     assert model(torch.randn(B, T, C)).shape == (B, 5)
 
 
+def test_pooling_takes_the_mean_the_max_or_both_over_the_window_representations():
+    x = torch.randn(B, T, C)
+    mean = tiny(pooling="mean").eval()
+    rep, _ = mean.forward_encoder(x)                                   # (B, S, D)
+    encoder = {k: v for k, v in mean.state_dict().items() if not k.startswith("head.")}   # meanmax: 2D-wide head
+    for pooling, expected in (("mean", rep.mean(1)), ("max", rep.amax(1)),
+                              ("meanmax", torch.cat([rep.mean(1), rep.amax(1)], -1))):
+        model = tiny(pooling=pooling).eval()
+        model.load_state_dict(encoder, strict=False)
+        torch.testing.assert_close(model.represent(x), expected)
+        assert model(x).shape == (B, 5) and model.head.in_features == expected.shape[-1]
+    with pytest.raises(TimeMAEError, match="pooling must be mean, max or meanmax"):
+        tiny(pooling="median")
+
+
 @pytest.mark.parametrize("mode", ["sample", "batch"])
 def test_random_masking_counts_and_partition(mode):
     model = tiny(mask_mode=mode)

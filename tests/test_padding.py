@@ -32,7 +32,8 @@ def pad(x, steps):
     return torch.cat([x, torch.full((x.shape[0], steps, x.shape[2]), float("nan"))], 1)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(decouple=False), dict(codebook="cosine")])
+@pytest.mark.parametrize("kw", [dict(), dict(decouple=False), dict(codebook="cosine"), dict(pooling="max"),
+                                dict(pooling="meanmax")])
 def test_appended_padding_windows_change_neither_representation_nor_pretraining_losses(kw):
     short, long = pair(**kw)
     x = torch.randn(3, 19, C)                       # 19 steps: the 5th window is partly real, so it is real

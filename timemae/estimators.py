@@ -27,7 +27,7 @@ from engine.speed import eval_batch_size
 # estimator parameters that are main.py flags of the same name
 FLAGS = ("wave_length", "d_model", "attn_heads", "layers", "reg_layers", "dropout", "vocab_size", "mask_ratio",
          "alpha", "beta", "momentum", "num_epoch_pretrain", "probe_every", "train_batch_size", "test_batch_size",
-         "lr", "weight_decay", "val_ratio", "normalize", "threads")
+         "lr", "weight_decay", "val_ratio", "normalize", "threads", "pooling")
 
 
 class _TimeMAE(BaseEstimator):
@@ -40,7 +40,7 @@ class _TimeMAE(BaseEstimator):
                  vocab_size=192, mask_ratio=0.6, alpha=5.0, beta=1.0, momentum=0.99, num_epoch_pretrain=100,
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
                  val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
-                 save_path=None, flags=None):
+                 save_path=None, flags=None, pooling="mean"):
         self.wave_length = wave_length
         self.d_model = d_model
         self.attn_heads = attn_heads
@@ -66,6 +66,7 @@ class _TimeMAE(BaseEstimator):
         self.verbose = verbose
         self.save_path = save_path
         self.flags = flags
+        self.pooling = pooling
 
     # ------------------------------------------------------------------------------------------ training
     def _config(self, save_path, num_epoch):
@@ -113,7 +114,8 @@ class _TimeMAE(BaseEstimator):
         return eval_batch_size(self._config(None, 0), self.device_)
 
     def transform(self, X):
-        """Representations (n_cases, d_model): the visible encoder's mean over all windows."""
+        """Representations (n_cases, d_model), the visible encoder's windows pooled by `pooling` (mean: the
+        paper's; meanmax: (n_cases, 2 d_model))."""
         return extract_representations(self.model_, self._series(X), self._batch())
 
     # ------------------------------------------------------------------------------------------ files
@@ -154,7 +156,7 @@ def _params_of_run(args):
 class TimeMAEEncoder(TransformerMixin, _TimeMAE):
     """fit(X, y=None) pretrains TimeMAE on X (y, when given, selects the pretraining checkpoint with the
     periodic linear probe, as main.py does; without it the last epoch is kept); transform(X) gives the
-    representations (n_cases, d_model). X: (n_cases, n_channels, n_timepoints), or a list of
+    representations (n_cases, d_model; 2 d_model with pooling='meanmax'). X: (n_cases, n_channels, n_timepoints), or a list of
     (n_channels, length_i) arrays."""
 
     def fit(self, X, y=None):
@@ -174,11 +176,11 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
                  vocab_size=192, mask_ratio=0.6, alpha=5.0, beta=1.0, momentum=0.99, num_epoch_pretrain=100,
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
                  val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
-                 save_path=None, flags=None, finetune=True, num_epoch=100):
+                 save_path=None, flags=None, pooling="mean", finetune=True, num_epoch=100):
         super().__init__(wave_length, d_model, attn_heads, layers, reg_layers, dropout, vocab_size, mask_ratio,
                          alpha, beta, momentum, num_epoch_pretrain, probe_every, train_batch_size, test_batch_size,
                          lr, weight_decay, val_ratio, normalize, device, random_state, threads, verbose, save_path,
-                         flags)
+                         flags, pooling)
         self.finetune = finetune
         self.num_epoch = num_epoch
 
