@@ -78,3 +78,18 @@ def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_ru
     used = [pd.read_json(tmp_path / "exp" / "full" / f"seed{s}" / "pretrain_log.jsonl", lines=True).used.iloc[-1]
             for s in (1, 2)]                                   # the last epoch's usage, as summarize reads it
     assert summary.loc["no_mcc=False", "codewords_used_mean"] == pytest.approx(sum(used) / 2)
+
+
+def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(two_runs, tmp_path):
+    """A run written before a flag existed ran with what is now its default: it groups with runs that set it."""
+    import json
+    folder, _, _ = two_runs
+    for seed in (1, 2):
+        shutil.copytree(folder / f"seed{seed}", tmp_path / "exp" / f"seed{seed}")
+    old = tmp_path / "exp" / "seed1" / "args.json"
+    args = json.loads(old.read_text())
+    assert args.pop("pooling") == "mean"
+    old.write_text(json.dumps(args))
+    assert summarize_main([str(tmp_path / "exp"), "--out", str(tmp_path / "s.csv")]) == 0
+    summary = pd.read_csv(tmp_path / "s.csv")
+    assert len(summary) == 1 and summary.loc[0, "runs"] == 2

@@ -16,6 +16,7 @@ import sys
 
 import pandas as pd
 
+from args import parse_args
 from engine.record import EPOCH_LOG
 from engine.resume import RUNTIME_FLAGS
 
@@ -25,6 +26,7 @@ KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
 # args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values.
 NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
                               "num_epoch"}
+FLAG_DEFAULTS = vars(parse_args([]))
 
 
 def collect_runs(root):
@@ -36,6 +38,7 @@ def collect_runs(root):
             metrics = json.load(f)
         args_path = os.path.join(folder, "args.json")
         config = json.load(open(args_path)) if os.path.isfile(args_path) else {}
+        config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
         row = {"run": folder, "dataset": metrics.get("dataset"), "seed": metrics.get("seed"),
                "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
                "finetune_epochs": config.get("num_epoch"),
