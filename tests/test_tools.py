@@ -93,3 +93,20 @@ def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(t
     assert summarize_main([str(tmp_path / "exp"), "--out", str(tmp_path / "s.csv")]) == 0
     summary = pd.read_csv(tmp_path / "s.csv")
     assert len(summary) == 1 and summary.loc[0, "runs"] == 2
+
+
+def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings(two_runs, tmp_path, capsys):
+    import json
+
+    from tools.pooling import main as pooling_main
+    folder, _, _ = two_runs
+    runs = [str(folder / f"seed{s}") for s in (1, 2)]
+    assert pooling_main([*runs, "--out", str(tmp_path / "p.csv")]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.pooling) == ["mean", "max", "meanmax"] * 2
+    for run in runs:
+        own = json.loads(open(os.path.join(run, "metrics.json")).read())["finelast"]
+        row = table[(table.run == run) & (table.pooling == "mean")].iloc[0]   # the runs used --pooling mean
+        assert (row.C, row.acc, row.f1) == (own["C"], own["acc"], own["f1"])
+    assert pooling_main([str(tmp_path)]) == 2
+    assert "is not a finished run folder" in capsys.readouterr().err

@@ -1,0 +1,74 @@
+"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax): the same
+data, split, C grid and selection as the run's own FineLast, only the series representation differs. The row of
+the run's own pooling reproduces its metrics.json.
+
+    python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import pandas as pd
+import torch
+
+from args import parse_args
+from classification import extract_representations, scores, select_probe
+from common.errors import TimeMAEError
+from engine.checkpoint import load_model
+from main import load_splits
+from process import labelled_splits
+
+POOLINGS = ("mean", "max", "meanmax")
+
+
+def run_settings(folder):
+    """The run's flags (args.json over today's defaults: a flag newer than the run had its default)."""
+    path = os.path.join(folder, "args.json")
+    if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, "pretrain_model.pkl")):
+        raise TimeMAEError(f"{folder!r} is not a finished run folder (args.json and pretrain_model.pkl)")
+    with open(path) as f:
+        return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
+
+
+def pooled_finelast(folder, batch_size=512):
+    """Rows (run, pooling, C, val_acc, acc, f1) for the run in `folder`, one per pooling."""
+    cfg = run_settings(folder)
+    splits = load_splits(cfg)
+    if not splits.labelled or splits.test_x is None:
+        raise TimeMAEError(f"{folder!r}: FineLast needs labels and a test split")
+    fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+    model, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
+    train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
+    rows = []
+    for pooling in POOLINGS:
+        model.cfg = dataclasses.replace(model.cfg, pooling=pooling)   # represent() reads it; weights unchanged
+        train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
+        sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
+        C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, cfg.probe_C, seed=cfg.seed)
+        res = scores(splits.test_y, probe.predict(test_r))
+        rows.append(dict(run=folder, pooling=pooling, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="run folders (args.json, pretrain_model.pkl)")
+    p.add_argument("--out", help="CSV file for the rows")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    try:
+        table = pd.DataFrame([row for run in a.runs for row in pooled_finelast(run)])
+    except TimeMAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if a.out:
+        table.to_csv(a.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
