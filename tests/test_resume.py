@@ -44,7 +44,7 @@ def outputs(run):
     """Metrics (less wall time), logs (less per-epoch seconds) and the weights of both best checkpoints."""
     with open(os.path.join(run, "metrics.json")) as f:
         metrics = json.load(f)
-    for key in ("seconds", "probe_seconds", "probe_share"):  # wall time
+    for key in ("seconds", "probe_seconds", "probe_share", "baseline_seconds"):  # wall time
         metrics.pop(key)
     logs = {}
     for name in LOGS:
