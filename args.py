@@ -9,6 +9,7 @@ import os
 import torch
 
 from datautils import DATA_ENV
+from model.config import POOLINGS
 
 DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr", "numpy")
 
@@ -82,7 +83,7 @@ def build_parser():
                         "window embeddings")
     g.add_argument("--codebook_usage", type=float, default=0.0,
                    help="weight of the codebook usage regulariser log V - H(mean soft assignment of the batch)")
-    g.add_argument("--pooling", default="mean", choices=("mean", "max", "meanmax"),
+    g.add_argument("--pooling", default="mean", choices=POOLINGS,
                    help="series representation from the window representations (probes, FineAll, encode): mean "
                         "(paper), max, or both concatenated (2 x d_model); padding windows are left out")
     g.add_argument("--ppl_warn", type=float, default=8.0,

@@ -11,6 +11,9 @@ from typing import Optional
 from common.errors import TimeMAEError
 
 
+POOLINGS = ("mean", "max", "meanmax")   # series representations over the windows (TimeMAE.represent)
+
+
 def _training(default):
     """A setting that does not change the weights' shapes or meaning."""
     return field(default=default, metadata={"architecture": False})
@@ -95,7 +98,7 @@ class TimeMAEConfig:
                               ("d_model",))
         if self.codebook_usage < 0:
             raise ConfigError(f"codebook_usage must be 0 or more, got {self.codebook_usage}", ("codebook_usage",))
-        if self.pooling not in ("mean", "max", "meanmax"):
+        if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be mean, max or meanmax, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:
             raise ConfigError(f"wave_length must be at least 1, got {self.wave_length}", ("wave_length",))

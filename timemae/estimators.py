@@ -156,8 +156,8 @@ def _params_of_run(args):
 class TimeMAEEncoder(TransformerMixin, _TimeMAE):
     """fit(X, y=None) pretrains TimeMAE on X (y, when given, selects the pretraining checkpoint with the
     periodic linear probe, as main.py does; without it the last epoch is kept); transform(X) gives the
-    representations (n_cases, d_model; 2 d_model with pooling='meanmax'). X: (n_cases, n_channels, n_timepoints), or a list of
-    (n_channels, length_i) arrays."""
+    representations (n_cases, d_model; 2 d_model with pooling='meanmax'). X: (n_cases, n_channels,
+    n_timepoints), or a list of (n_channels, length_i) arrays."""
 
     def fit(self, X, y=None):
         return self._train(X, y, num_epoch=0)

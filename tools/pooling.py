@@ -18,9 +18,8 @@ from classification import extract_representations, scores, select_probe
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
 from main import load_splits
+from model.config import POOLINGS
 from process import labelled_splits
-
-POOLINGS = ("mean", "max", "meanmax")
 
 
 def run_settings(folder):
