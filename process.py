@@ -154,7 +154,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ pretraining
     def pretrain(self):
-        """Pretrain for pretrain_epochs (--num_epoch_pretrain, see training_budget), probing every probe_every epochs (and after the last);
+        """Pretrain for pretrain_epochs (--num_epoch_pretrain, see training_budget), probing every probe_every
+        epochs (and after the last);
         the checkpoint with the best selection accuracy becomes pretrain_model.pkl. With 0 epochs the
         untrained model is saved and probed (FineZero)."""
         cfg, model, record = self.cfg, self.model, self.record
