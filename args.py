@@ -115,12 +115,13 @@ def build_parser():
                    help="1: fine-tune from the selected pretrained checkpoint; 0: from scratch")
     g.add_argument("--eval_per_steps", type=int, default=16, help="fine-tuning steps between evaluations")
     g.add_argument("--min_batches", type=int, default=4,
-                   help="training batches are capped at ceil(n / this), so a small set gets this many steps per "
-                        "epoch (1: batches of --train_batch_size)")
+                   help="a set with fewer than this many full batches is small: its batches are capped at "
+                        "ceil(n / this), so it gets this many steps per epoch (1: batches of --train_batch_size)")
     g.add_argument("--min_pretrain_steps", type=int, default=1000,
-                   help="pretraining epochs are raised, when needed, to reach this many optimiser steps")
+                   help="small sets (fewer than --min_batches full batches): pretraining epochs are raised, "
+                        "when needed, to reach this many optimiser steps")
     g.add_argument("--min_steps", type=int, default=500,
-                   help="fine-tuning epochs are raised, when needed, to reach this many optimiser steps")
+                   help="small sets: fine-tuning epochs are raised, when needed, to reach this many optimiser steps")
 
     g = p.add_argument_group("system")
     g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")

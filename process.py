@@ -54,15 +54,19 @@ def training_budget(cfg, n_pretrain, n_fit, world_size=1):
     """Batch sizes and epochs so that a small set still gets enough optimiser steps; sets them on `cfg`
     (pretrain_batch_size, pretrain_epochs, finetune_batch_size, finetune_epochs; the flags stay as given).
 
-    Each phase's batch is --train_batch_size capped at ceil(n / --min_batches) (a multiple of the processes),
-    so an epoch has at least --min_batches steps; its epochs are raised, when needed, to reach
-    --min_pretrain_steps (pretraining) and --min_steps (fine-tuning) optimiser steps. Phases with 0 epochs
-    stay off. Returns the plan (main writes it into args.json)."""
+    A phase's set is small when it holds fewer than --min_batches full batches of --train_batch_size. Then
+    its batch is capped at ceil(n / --min_batches) (a multiple of the processes), so an epoch has at least
+    --min_batches steps, and its epochs are raised, when needed, to reach --min_pretrain_steps (pretraining)
+    and --min_steps (fine-tuning) optimiser steps. A larger set runs exactly the epochs asked for (a short run
+    on it is the user's choice, not a lack of data). Phases with 0 epochs stay off. Returns the plan (main
+    writes it into args.json)."""
     def plan(n, epochs, min_steps):
-        batch = min(cfg.train_batch_size, math.ceil(n / cfg.min_batches))
+        small = n < cfg.min_batches * cfg.train_batch_size
+        batch = math.ceil(n / cfg.min_batches) if small else cfg.train_batch_size
         batch = max(world_size, batch // world_size * world_size)
-        steps = math.ceil(n / batch)
-        return batch, (max(epochs, math.ceil(min_steps / steps)) if epochs > 0 and n > 0 else 0)
+        if epochs <= 0 or n <= 0:
+            return batch, 0
+        return batch, (max(epochs, math.ceil(min_steps / math.ceil(n / batch))) if small else epochs)
 
     cfg.pretrain_batch_size, cfg.pretrain_epochs = plan(n_pretrain, cfg.num_epoch_pretrain, cfg.min_pretrain_steps)
     cfg.finetune_batch_size, cfg.finetune_epochs = plan(n_fit, cfg.num_epoch, cfg.min_steps)

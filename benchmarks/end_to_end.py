@@ -8,8 +8,8 @@ The reference code no longer runs on current libraries, so it runs from a tempor
 fixes, and nothing else changed: LogisticRegression(multi_class='ovr') loses the removed `multi_class`,
 LambdaLR loses the removed `verbose`, and torch.set_num_threads(12) becomes the benchmark's thread count.
 Its Epilepsy run is `--dataset har` (its loader of train/val/test.pt) with the same window length and epochs.
-This project's run sets `--min_pretrain_steps 0`: its step budget would raise 5 epochs of Epilepsy (72 batches
-each) to 14, and the two codes must do the same work. args.json is checked for the epochs actually run.
+This project's run sets `--min_pretrain_steps 0`, so that its small-set step budget can never change the epochs
+(the two codes must do the same work), and args.json is checked for the epochs actually run.
 """
 import json
 import os

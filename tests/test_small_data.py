@@ -72,6 +72,29 @@ def test_budget_gives_a_small_set_enough_steps(tmp_path):
     assert metrics["fineall"]["single_class"] is False and metrics["finelast"]["single_class"] is False
 
 
+@pytest.mark.parametrize("n, epochs, plan", [
+    (40, 2, (10, 250)),       # small: batches of ceil(40 / 4), epochs raised to 250 x 4 = 1000 steps
+    (40, 300, (10, 300)),     # small, already 1200 steps: as asked
+    (511, 2, (128, 250)),     # one series short of 4 full batches: still small (4 steps per epoch)
+    (512, 2, (128, 2)),       # 4 full batches: a short run on a large set runs the epochs asked for
+    (9200, 5, (128, 5)),      # Epilepsy, 5 epochs of 72 steps: not raised to 14
+    (40, 0, (10, 0)),         # a phase asked for 0 epochs stays off
+])
+def test_budget_raises_the_epochs_of_small_sets_only(n, epochs, plan):
+    cfg = SimpleNamespace(train_batch_size=128, min_batches=4, num_epoch_pretrain=epochs, num_epoch=epochs,
+                          min_pretrain_steps=1000, min_steps=1000)
+    got = process.training_budget(cfg, n, n)
+    assert (got["pretrain_batch_size"], got["pretrain_epochs"]) == plan
+    assert (got["finetune_batch_size"], got["finetune_epochs"]) == plan
+
+
+def test_budget_batches_are_a_multiple_of_the_processes():
+    cfg = SimpleNamespace(train_batch_size=128, min_batches=4, num_epoch_pretrain=1, num_epoch=1,
+                          min_pretrain_steps=0, min_steps=0)
+    assert process.training_budget(cfg, 42, 42, world_size=4)["pretrain_batch_size"] == 8   # ceil(42/4)=11 -> 8
+    assert process.training_budget(cfg, 9200, 42, world_size=3)["pretrain_batch_size"] == 126
+
+
 def test_single_class_classifier_is_reported(tmp_path, capsys):
     folder = write_tstcc(tmp_path / "data")
     for split in ("train", "val", "test"):            # identical series: any classifier predicts one class
