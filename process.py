@@ -107,16 +107,15 @@ class Trainer:
             self.pretrain()
             if not self.splits.labelled:
                 return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)})
-            finelast = self.finelast()
-        else:
-            finelast = self.state["finelast"]
-        start = time.perf_counter()
-        baselines = self.baselines()
-        metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0,
-                       finelast=finelast, baselines=baselines,
-                       baseline_seconds=round(time.perf_counter() - start, 1))
+            done = {"finelast": self.finelast()}
+        else:  # resumed in FineAll: FineLast's result, and the baselines' once last.pkl has them, are kept there
+            done = {k: self.state[k] for k in ("finelast", "baselines", "baseline_seconds") if k in self.state}
+        if "baselines" not in done:
+            start = time.perf_counter()
+            done.update(baselines=self.baselines(), baseline_seconds=round(time.perf_counter() - start, 1))
+        metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0, **done)
         if self.cfg.finetune_epochs > 0:
-            metrics["fineall"] = self.fineall(finelast)
+            metrics["fineall"] = self.fineall(done)
         return self.finish(metrics)
 
     def finish(self, metrics):
@@ -307,10 +306,10 @@ class Trainer:
                  f"macro-F1 {res['f1']:.4f}")
         return {**res, "epoch": ckpt["epoch"], "C": C}
 
-    def fineall(self, finelast):
+    def fineall(self, done):
         """Fine-tune encoder + linear head with Adam; evaluate every eval_per_steps steps on the selection
-        split, keep the best state as model.pkl, report its test accuracy and macro-F1. `finelast` (the
-        FineLast result) goes into last.pkl, so a run resumed here need not probe again."""
+        split, keep the best state as model.pkl, report its test accuracy and macro-F1. `done` (the FineLast
+        result and the raw baselines) goes into last.pkl, so a run resumed here need not compute them again."""
         cfg, record = self.cfg, self.record
         model = TimeMAE.from_config(self.model.config).to(self.device)
         if cfg.load_pretrained_model:
@@ -333,8 +332,7 @@ class Trainer:
         for epoch in range(first, cfg.finetune_epochs + 1):
             self.dist.set_epoch(loader, epoch)
             loss = self.fineall_epoch(model, forward, loader, opt, sched, scaler, epoch)
-            record.save_last("fineall", epoch, model, opt, sched, loader, finelast=finelast,
-                             probe_seconds=self.probe_seconds)
+            record.save_last("fineall", epoch, model, opt, sched, loader, probe_seconds=self.probe_seconds, **done)
             record.write_best("model.pkl")
             bar.set_postfix(loss=f"{loss:.4f}", best=f"{record.best[0]:.3f}")
             bar.update()

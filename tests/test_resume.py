@@ -98,12 +98,21 @@ def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_p
         main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"])
     assert "starting the run from the beginning" in capsys.readouterr().out
     monkeypatch.undo()
-    state = torch.load(os.path.join(run, LAST), weights_only=False)
+    state = torch.load(os.path.join(run, LAST), weights_only=True)
     assert (state["phase"], state["epoch"]) == ("fineall", 1)
+    with open(os.path.join(reference, "metrics.json")) as f:
+        ref = json.load(f)
+    assert (state["finelast"], state["baselines"]) == (ref["finelast"], ref["baselines"])
 
+    def again(*args, **kwargs):
+        raise AssertionError("computed again on resume")
+    monkeypatch.setattr(process, "raw_baselines", again)       # kept in last.pkl with FineLast's result
+    monkeypatch.setattr(process.Trainer, "finelast", again)
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0
     assert "resuming fineall after epoch 1" in capsys.readouterr().out
     assert_same_run(run, reference)
+    with open(os.path.join(run, "metrics.json")) as f:
+        assert json.load(f)["baseline_seconds"] == state["baseline_seconds"]
 
 
 def test_crash_between_last_state_and_best_checkpoint_loses_nothing(data, reference, tmp_path, monkeypatch):
