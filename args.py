@@ -83,6 +83,9 @@ def build_parser():
                         "window embeddings")
     g.add_argument("--codebook_usage", type=float, default=0.0,
                    help="weight of the codebook usage regulariser log V - H(mean soft assignment of the batch)")
+    g.add_argument("--codebook_ema", type=float, default=0.0,
+                   help="> 0: learn the (linear) codebook as in VQ-VAE's EMA variant, each codeword the moving "
+                        "average, with this decay (e.g. 0.99), of the window embeddings targeted at it")
     g.add_argument("--pooling", default="mean", choices=POOLINGS,
                    help="series representation from the window representations (probes, FineAll, encode): mean "
                         "(paper), max, or both concatenated (2 x d_model); padding windows are left out")

@@ -170,6 +170,9 @@ class Trainer:
         forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
         record.reset_best()
         first = record.resume("pretrain", model, opt, sched, loader, "pretrain_model.pkl", cfg.seed)
+        if first > 1:  # the EMA codebook's running statistics (outside the state_dict)
+            for name, value in self.state.get("codebook_ema", {}).items():
+                getattr(model.tokenizer, name).copy_(value)
         if first == 1 and cfg.pretrain_epochs > 0 and model.cfg.codebook_init == "kmeans":
             self.init_codebook()
         if first == 1:
@@ -188,7 +191,9 @@ class Trainer:
                     (acc := self.probe(epoch)) is not None:
                 stats["probe"] = acc
             record.epoch(epoch, stats)
-            record.save_last("pretrain", epoch, model, opt, sched, loader, probe_seconds=self.probe_seconds)
+            record.save_last("pretrain", epoch, model, opt, sched, loader, probe_seconds=self.probe_seconds,
+                             codebook_ema={"ema_count": model.tokenizer.ema_count,
+                                           "ema_sum": model.tokenizer.ema_sum})
             record.write_best("pretrain_model.pkl")
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("loss", "ce", "hits", "probe")})
             bar.update()
@@ -217,6 +222,10 @@ class Trainer:
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
             real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
                     else out["masked_valid"].flatten())                          # filler slots are not counted
+            if model.cfg.codebook_ema:  # the codewords follow the real masked windows targeted at them
+                model.tokenizer.ema_update(torch.where(ok, out["z_masked"].flatten(0, 1), 0.0),
+                                           out["codeword_target"].detach().flatten(0, 1) * (real & ok)[:, None],
+                                           self.dist.all_reduce)
             hits, ndcg = hits_ndcg(out["codeword_scores"].detach().flatten(0, 1), target)
             step = torch.stack([loss.detach(), mrr.detach(), mcc.detach(), (hits * real).sum(), (ndcg * real).sum(),
                                 ok * real.sum().double()])

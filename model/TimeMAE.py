@@ -50,8 +50,9 @@ class TimeMAE(nn.Module):
         self.decoupled_encoder = DecoupledEncoder(d_model, cfg.attn_heads, cfg.dropout,
                                                   cfg.reg_layers if cfg.decouple else 0, res)     # F_phi
         self.tokenizer = Tokenizer(d_model, cfg.vocab_size, cfg.tokenizer, cfg.target_noise, cfg.tau, cfg.codebook,
-                                   cfg.codebook_tau)
-        self.tokenizer.requires_grad_(cfg.mcc)  # without MCC the codebook only scores diagnostics
+                                   cfg.codebook_tau, cfg.codebook_ema)
+        # without MCC the codebook only scores diagnostics; an EMA codebook follows its windows, not gradients
+        self.tokenizer.requires_grad_(cfg.mcc and not cfg.codebook_ema)
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
         self.head = nn.Linear(cfg.representation_size, cfg.num_classes)                       # FineAll
 
@@ -111,8 +112,9 @@ class TimeMAE(nn.Module):
         return ids_visible, ids_masked, rank.gather(1, ids_visible) > 0, masked_valid
 
     def forward_pretrain(self, x):
-        """x (B, T, C) -> dict with the MRR pair, the MCC pair (targets and their soft assignments), and
-        `masked_valid` (B, M) bool, or None when every masked slot is a real window."""
+        """x (B, T, C) -> dict with the MRR pair, the MCC pair (targets and their soft assignments),
+        `masked_valid` (B, M) bool, or None when every masked slot is a real window, and `z_masked`, the
+        masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them)."""
         x, window_pad = self.window_padding(x)
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
@@ -138,13 +140,15 @@ class TimeMAE(nn.Module):
                 rep_target = self.target_encoder(_gather(h, ids_masked), target_pad)     # (B, M, d)
         else:  # no momentum encoder pass: target = prediction, so the MSE is 0 with zero gradient
             rep_target = rep_predicted.detach()
-        codeword_target, codeword_soft = self.tokenizer.targets(self.tokenizer(_gather(z, ids_masked), valid))
+        z_masked = _gather(z, ids_masked)                                                  # (B, M, d)
+        codeword_target, codeword_soft = self.tokenizer.targets(self.tokenizer(z_masked, valid))
         codeword_scores = self.tokenizer(rep_predicted, valid)                            # (B, M, V) both
         if not self.mcc:  # diagnostics only (hits, codebook usage): no gradient through either side
             codeword_target, codeword_scores = codeword_target.detach(), codeword_scores.detach()
             codeword_soft = codeword_soft.detach()
         return dict(rep_predicted=rep_predicted, rep_target=rep_target, codeword_scores=codeword_scores,
-                    codeword_target=codeword_target, codeword_soft=codeword_soft, masked_valid=valid)
+                    codeword_target=codeword_target, codeword_soft=codeword_soft, masked_valid=valid,
+                    z_masked=z_masked.detach())
 
     @torch.no_grad()
     def update_target_encoder(self):

@@ -43,6 +43,7 @@ class TimeMAEConfig:
     codebook_init: str = _training("random")   # 'kmeans': codewords = k-means centres of window embeddings
     codebook_reset: bool = _training(False)    # unused codewords of an epoch restart at random window embeddings
     codebook_usage: float = _training(0.0)     # weight of the usage regulariser log V - H(mean soft assignment)
+    codebook_ema: float = _training(0.0)       # > 0: codewords are EMAs (this decay) of their windows, no gradient
     pooling: str = "mean"               # series representation: 'mean' (paper), 'max' or 'meanmax' (2d wide)
     momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
     mcc: bool = True                    # masked codeword classification
@@ -98,6 +99,11 @@ class TimeMAEConfig:
                               ("d_model",))
         if self.codebook_usage < 0:
             raise ConfigError(f"codebook_usage must be 0 or more, got {self.codebook_usage}", ("codebook_usage",))
+        if not 0 <= self.codebook_ema < 1:
+            raise ConfigError(f"codebook_ema must be in [0, 1), got {self.codebook_ema}", ("codebook_ema",))
+        if self.codebook_ema and self.codebook != "linear":
+            raise ConfigError("codebook_ema keeps nearest-centre codewords: it needs the linear codebook, not "
+                              f"{self.codebook!r}", ("codebook_ema", "codebook"))
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be mean, max or meanmax, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:

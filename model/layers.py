@@ -229,14 +229,24 @@ class Tokenizer(nn.Module):
     function of the window; Gumbel noise, std 1.28, swamps the ~0.3 spread of linear scores at initialisation).
     'ste' follows the paper: the forward value is one_hot(argmax y), the gradient that of softmax(y)
     (q_hat = q_soft + sg(q_hard - q_soft), both halves from the same y). 'argmax' follows the reference code:
-    the index one_hot(argmax y), no gradient."""
+    the index one_hot(argmax y), no gradient.
+
+    ema > 0 (linear codebook only) learns the codewords as in VQ-VAE's EMA variant (van den Oord et al. 2017,
+    appendix A.1) instead of by gradient: each codeword is an exponential moving average, with decay `ema`, of
+    the window embeddings whose target it is (`ema_update`), kept as a nearest-centre codeword (set_codewords).
+    The running counts and sums are training state (buffers outside the state_dict; last.pkl keeps them)."""
 
     def __init__(self, d_model, vocab_size, mode="ste", target_noise="none", tau=1.0, codebook="linear",
-                 codebook_tau=0.1):
+                 codebook_tau=0.1, ema=0.0):
         super().__init__()
         self.codebook = nn.Linear(d_model, vocab_size, bias=codebook == "linear")
         self.mode, self.target_noise, self.tau = mode, target_noise, tau
-        self.kind, self.codebook_tau = codebook, codebook_tau
+        self.kind, self.codebook_tau, self.ema = codebook, codebook_tau, ema
+        self.register_buffer("ema_count", torch.ones(vocab_size), persistent=False)            # N_k (V,)
+        self.register_buffer("ema_sum", self.codebook.weight.detach().clone(), persistent=False)  # m_k (V, d)
+        if ema > 0:
+            self.codebook.requires_grad_(False)
+            self.set_codewords(torch.arange(vocab_size), self.codebook.weight.detach().clone())
 
     def forward(self, z, valid=None):                            # (B, L, d), (B, L) bool -> scores (B, L, V)
         """`valid` marks the windows the cosine codebook's batch mean is taken over (None: all)."""
@@ -266,10 +276,32 @@ class Tokenizer(nn.Module):
         """Codewords `ids` (K,) become the centres (K, d) of window embeddings: for the linear codebook
         w = c, b = -|c|^2 / 2, so argmax of the scores is the nearest centre (|z - c|^2 = |z|^2 - 2 (w.z + b));
         for the cosine codebook the direction of c (window embeddings are centred by the batch mean, `centres`
-        should be too)."""
+        should be too). Their EMA statistics restart at one window at c."""
+        self._write_codewords(ids, centres)
+        self.ema_count[ids] = 1.0
+        self.ema_sum[ids] = centres.to(self.ema_sum.dtype)
+
+    def _write_codewords(self, ids, centres):
         self.codebook.weight[ids] = centres.to(self.codebook.weight.dtype)
         if self.codebook.bias is not None:
             self.codebook.bias[ids] = -0.5 * centres.pow(2).sum(-1).to(self.codebook.bias.dtype)
+
+    @torch.no_grad()
+    def ema_update(self, z, targets, all_reduce=None):           # z (N, d), targets (N, V) one-hot (0 rows: none)
+        """N_k <- ema N_k + (1 - ema) n_k and m_k <- ema m_k + (1 - ema) sum of the z targeted at k; the
+        codewords targeted in this batch become m_k / N_k (for the others that ratio is unchanged, so they are
+        left as they are, whatever the decay did to N_k). `all_reduce` sums n_k and the sums over processes."""
+        targets = targets.to(self.ema_sum.dtype)
+        stats = torch.cat([targets.sum(0)[:, None], targets.T @ z.to(self.ema_sum.dtype)], dim=1)   # (V, 1 + d)
+        if all_reduce is not None:
+            stats = all_reduce(stats)
+        counts, sums = stats[:, 0], stats[:, 1:]
+        rate = (counts.sum() > 0).to(counts.dtype) * (1.0 - self.ema)   # no targets (a skipped step): no change
+        self.ema_count.lerp_(counts, rate)
+        self.ema_sum.lerp_(sums, rate)
+        centres = torch.where((counts > 0)[:, None], self.ema_sum / self.ema_count.clamp_min(1e-30)[:, None],
+                              self.codebook.weight)
+        self._write_codewords(slice(None), centres)
 
 
 def sinusoid_init_(table):

@@ -72,3 +72,13 @@ def test_single_process_dist_is_a_pass_through():
 def test_rank_seeds_differ_across_ranks_and_runs():
     seeds = {rank_seed(seed, rank) for seed in range(3) for rank in range(4)}
     assert len(seeds) == 12  # seed + rank would give run 0 / rank 1 the draws of run 1 / rank 0
+
+
+def test_ema_codebook_stays_the_same_on_every_rank(tmp_path):
+    """Each rank's codeword statistics are summed over ranks before the EMA step: the replicas stay bitwise
+    equal (last.pkl's replica check, after every epoch, would stop the run otherwise)."""
+    data = write_pt_dataset(str(tmp_path / "data"), n_train=96, n_val=32)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
+           *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0, codebook_ema=0.9)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]

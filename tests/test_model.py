@@ -183,6 +183,52 @@ def test_set_codewords_makes_scores_pick_the_nearest_centre():
     assert torch.equal(tok(z).argmax(-1), torch.cdist(z, centres).argmin(-1))
 
 
+def test_ema_codebook_update_arithmetic():
+    """N_k <- g N_k + (1-g) n_k, m_k <- g m_k + (1-g) sum_k z; targeted codewords become m_k / N_k (nearest-
+    centre form), the others stay; the codebook takes no gradient; a batch without targets changes nothing."""
+    tok = Tokenizer(D, 6, ema=0.9).double()
+    assert not tok.codebook.weight.requires_grad and tok.state_dict().keys() == {"codebook.weight", "codebook.bias"}
+    w0 = tok.codebook.weight.clone()
+    torch.testing.assert_close(tok.codebook.bias, -0.5 * w0.pow(2).sum(-1))      # nearest-centre from the start
+    z = torch.randn(10, D, dtype=torch.float64)
+    ids = torch.tensor([0, 0, 0, 2, 2, 5, 5, 5, 5, 5])
+    targets = torch.nn.functional.one_hot(ids, 6).double()
+    targets[-1] = 0                                                              # a filler slot: no target
+    tok.ema_update(z, targets)
+    count, total = 0.9 + 0.1 * torch.bincount(ids[:9], minlength=6).double(), 0.9 * w0 + 0.1 * (targets.T @ z)
+    torch.testing.assert_close(tok.ema_count, count)
+    for k in (0, 2, 5):
+        torch.testing.assert_close(tok.codebook.weight[k], total[k] / count[k])
+    for k in (1, 3, 4):
+        torch.testing.assert_close(tok.codebook.weight[k], w0[k])
+    torch.testing.assert_close(tok.codebook.bias, -0.5 * tok.codebook.weight.pow(2).sum(-1))
+    before = {k: v.clone() for k, v in tok.named_buffers()}, tok.codebook.weight.clone()
+    tok.ema_update(z, torch.zeros_like(targets))
+    assert all(torch.equal(v, before[0][k]) for k, v in tok.named_buffers())
+    assert torch.equal(tok.codebook.weight, before[1])
+
+
+def test_ema_codebook_converges_to_the_cluster_means():
+    torch.manual_seed(0)
+    centres = torch.randn(4, D) * 4
+    z = (centres[torch.arange(400) % 4] + 0.1 * torch.randn(400, D))            # 4 tight clusters
+    tok = Tokenizer(D, 4, ema=0.5)
+    tok.set_codewords(torch.arange(4), z[:4])                                    # one seed window per cluster
+    for _ in range(20):
+        tok.ema_update(z, tok.targets(tok(z))[0])
+    torch.testing.assert_close(tok.codebook.weight, centres, atol=0.05, rtol=0)
+
+
+def test_ema_codebook_needs_the_linear_codebook_and_a_decay_below_one():
+    with pytest.raises(TimeMAEError, match="needs the linear codebook"):
+        tiny(codebook_ema=0.99, codebook="cosine")
+    with pytest.raises(TimeMAEError, match=r"codebook_ema must be in \[0, 1\)"):
+        tiny(codebook_ema=1.0)
+    model = tiny(codebook_ema=0.99)
+    assert not any(p.requires_grad for p in model.tokenizer.parameters())
+    assert model.forward_pretrain(torch.randn(B, T, C))["z_masked"].shape == (B, model.num_masked, D)
+
+
 def test_dropout_rate_scale_and_eval_identity():
     drop = Dropout(0.2)
     x = torch.ones(200_000)

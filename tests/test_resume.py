@@ -115,6 +115,30 @@ def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_p
         assert json.load(f)["baseline_seconds"] == state["baseline_seconds"]
 
 
+def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkeypatch):
+    """The EMA codebook's counts and sums live outside the state_dict: last.pkl keeps them, so a run crashed
+    in pretraining epoch 3 resumes to the weights of the run never interrupted."""
+    flags = dict(num_epoch_pretrain=4, probe_every=4, num_epoch=0, codebook_ema=0.9)   # epoch 4's weights kept
+    reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
+    assert main.main(tiny_flags(data, reference, **flags)) == 0
+    real, epochs = process.Trainer.pretrain_epoch, itertools.count(1)
+
+    def crash_in_epoch_3(self, *args):
+        if next(epochs) == 3:
+            raise Crash
+        return real(self, *args)
+    monkeypatch.setattr(process.Trainer, "pretrain_epoch", crash_in_epoch_3)
+    with pytest.raises(Crash):
+        main.main(tiny_flags(data, run, **flags))
+    monkeypatch.undo()
+    state = torch.load(os.path.join(run, LAST), weights_only=True)
+    assert state["epoch"] == 2 and state["codebook_ema"]["ema_sum"].shape == (16, 16)
+    assert not torch.equal(state["codebook_ema"]["ema_count"], torch.ones(16))   # statistics the resume needs
+    assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
+    ours, ref = (torch.load(os.path.join(r, "pretrain_model.pkl"), weights_only=True)["model"] for r in (run, reference))
+    assert all(torch.equal(v, ref[k]) for k, v in ours.items())
+
+
 def test_crash_between_last_state_and_best_checkpoint_loses_nothing(data, reference, tmp_path, monkeypatch):
     run = str(tmp_path / "run")
     real = engine.record.atomic_save

@@ -151,9 +151,10 @@ def codewords_used(tstcc_dir, run, *extra):
     return log[-1]["used"], json.loads((run / "metrics.json").read_text())["codebook"]
 
 
-def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path):
+@pytest.mark.parametrize("protection", [("--codebook_init", "kmeans", "--codebook_reset", "--codebook_usage", "1.0"),
+                                        ("--codebook_ema", "0.9")])
+def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, protection):
     plain, report = codewords_used(tstcc_dir, tmp_path / "plain")
     assert report["used"] == plain and report["ppl_warn"] == 8.0
-    protected, _ = codewords_used(tstcc_dir, tmp_path / "protected", "--codebook_init", "kmeans",
-                                  "--codebook_reset", "--codebook_usage", "1.0")
+    protected, _ = codewords_used(tstcc_dir, tmp_path / "protected", *protection)
     assert protected > plain, (protected, plain)
