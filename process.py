@@ -147,7 +147,7 @@ class Trainer:
         if low:
             self.log(f"warning: codebook perplexity {last['ppl']:.2f} ({last['used']} codewords used) after "
                      f"pretraining epoch {last['epoch']} is below --ppl_warn {self.cfg.ppl_warn:g}: the codebook "
-                     "collapsed (see --codebook_init, --codebook_reset, --codebook_usage)")
+                     "collapsed (see --codebook_init, --codebook_reset, --codebook_usage, --codebook_ema)")
         return {"codebook": {"used": last["used"], "ppl": last["ppl"], "ppl_warn": self.cfg.ppl_warn,
                              "collapsed": low}}
 
