@@ -175,7 +175,8 @@ def test_ablation_switches_drop_their_gradient_path(switch):
                     vocab_size=16, wave_length=4, **{switch: False})
     out = model.forward_pretrain(torch.randn(8, 32, 2))
     assert set(out) == {"rep_predicted", "rep_target", "codeword_scores", "codeword_target", "codeword_soft",
-                        "masked_valid"}
+                        "masked_valid", "z_masked"}
+    assert not out["z_masked"].requires_grad            # read by the EMA codebook only, outside the losses
     loss, mrr, mcc = pretrain_loss(out, 5.0, 1.0)
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters()}
