@@ -175,6 +175,8 @@ class Trainer:
                 getattr(model.tokenizer, name).copy_(value)
         if first == 1 and cfg.pretrain_epochs > 0 and model.cfg.codebook_init == "kmeans":
             self.init_codebook()
+        elif first == 1 and model.cfg.codebook_ema:
+            model.tokenizer.restart_ema()
         if first == 1:
             for f in ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt"):
                 record.start_log(f)

@@ -246,7 +246,7 @@ class Tokenizer(nn.Module):
         self.register_buffer("ema_sum", self.codebook.weight.detach().clone(), persistent=False)  # m_k (V, d)
         if ema > 0:
             self.codebook.requires_grad_(False)
-            self.set_codewords(torch.arange(vocab_size), self.codebook.weight.detach().clone())
+            self.restart_ema()
 
     def forward(self, z, valid=None):                            # (B, L, d), (B, L) bool -> scores (B, L, V)
         """`valid` marks the windows the cosine codebook's batch mean is taken over (None: all)."""
@@ -280,6 +280,13 @@ class Tokenizer(nn.Module):
         self._write_codewords(ids, centres)
         self.ema_count[ids] = 1.0
         self.ema_sum[ids] = centres.to(self.ema_sum.dtype)
+
+    @torch.no_grad()
+    def restart_ema(self):
+        """EMA statistics (and nearest-centre biases) from the codewords as they are now: after __init__, and
+        before pretraining starts from loaded weights (--pretrained_path), which the statistics do not follow."""
+        self.set_codewords(torch.arange(len(self.ema_count), device=self.ema_count.device),
+                           self.codebook.weight.detach().clone())
 
     def _write_codewords(self, ids, centres):
         self.codebook.weight[ids] = centres.to(self.codebook.weight.dtype)

@@ -208,6 +208,15 @@ def test_ema_codebook_update_arithmetic():
     assert torch.equal(tok.codebook.weight, before[1])
 
 
+def test_ema_statistics_restart_from_loaded_codewords():
+    tok, trained = Tokenizer(D, 6, ema=0.9), Tokenizer(D, 6)
+    tok.load_state_dict(trained.state_dict())                                  # e.g. --pretrained_path
+    tok.restart_ema()
+    torch.testing.assert_close(tok.ema_sum, trained.codebook.weight.detach())
+    assert torch.equal(tok.ema_count, torch.ones(6))
+    torch.testing.assert_close(tok.codebook.bias, -0.5 * tok.codebook.weight.pow(2).sum(-1))
+
+
 def test_ema_codebook_converges_to_the_cluster_means():
     torch.manual_seed(0)
     centres = torch.randn(4, D) * 4
