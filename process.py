@@ -170,9 +170,9 @@ class Trainer:
         forward, scaler = compiled(self.dist.wrap(model, "forward_pretrain"), cfg), self._scaler()
         record.reset_best()
         first = record.resume("pretrain", model, opt, sched, loader, "pretrain_model.pkl", cfg.seed)
-        if first > 1:  # the EMA codebook's running statistics (outside the state_dict)
-            for name, value in self.state.get("codebook_ema", {}).items():
-                getattr(model.tokenizer, name).copy_(value)
+        if first > 1 and "codebook_ema" in self.state:  # the EMA codebook's statistics (outside the state_dict)
+            for name, buffer in model.tokenizer.ema_state().items():
+                buffer.copy_(self.state["codebook_ema"][name])
         if first == 1 and cfg.pretrain_epochs > 0 and model.cfg.codebook_init == "kmeans":
             self.init_codebook()
         elif first == 1 and model.cfg.codebook_ema:
@@ -194,8 +194,7 @@ class Trainer:
                 stats["probe"] = acc
             record.epoch(epoch, stats)
             record.save_last("pretrain", epoch, model, opt, sched, loader, probe_seconds=self.probe_seconds,
-                             codebook_ema={"ema_count": model.tokenizer.ema_count,
-                                           "ema_sum": model.tokenizer.ema_sum})
+                             codebook_ema=model.tokenizer.ema_state())
             record.write_best("pretrain_model.pkl")
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("loss", "ce", "hits", "probe")})
             bar.update()

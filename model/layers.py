@@ -281,6 +281,10 @@ class Tokenizer(nn.Module):
         self.ema_count[ids] = 1.0
         self.ema_sum[ids] = centres.to(self.ema_sum.dtype)
 
+    def ema_state(self):
+        """The EMA statistics by name (live buffers): what last.pkl keeps and `--resume` copies back."""
+        return {"ema_count": self.ema_count, "ema_sum": self.ema_sum}
+
     @torch.no_grad()
     def restart_ema(self):
         """EMA statistics (and nearest-centre biases) from the codewords as they are now: after __init__, and
