@@ -1,6 +1,9 @@
 """The FineLast probe's pure functions: the probe itself, its C chosen on the selection split, the floor."""
 import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
+import classification
 from classification import fit_probe, linear_probe, majority_accuracy, select_probe
 
 
@@ -40,3 +43,30 @@ def test_selected_probe_is_the_one_fit_probe_fits_and_comes_with_its_selection_s
     assert C == 1.0 and sel == linear_probe(x, y, xs, ys, C=C)
     np.testing.assert_array_equal(probe.predict(xt), fresh.predict(xt))
     np.testing.assert_array_equal(probe.predict_proba(xt), fresh.predict_proba(xt))
+
+
+def _blas_threads():
+    return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_probes_fit_with_one_blas_thread_and_restore_the_count(monkeypatch):
+    """OpenBLAS's threaded matrix-vector products made the probes' lbfgs fits an order of magnitude slower on
+    2 cores: every LogisticRegression fit of the probes runs with one BLAS thread, and the count comes back."""
+    seen = []
+
+    class Recording(classification.LogisticRegression):
+        def fit(self, *a, **k):
+            seen.append(set(_blas_threads().values()))
+            return super().fit(*a, **k)
+
+    monkeypatch.setattr(classification, "LogisticRegression", Recording)
+    (x, y), (xs, ys) = _blobs(200, 0), _blobs(100, 1)
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        if not before:
+            pytest.skip("numpy has no BLAS that threadpoolctl can see")
+        select_probe(x, y, xs, ys, [0.1, 1.0])
+        fit_probe(x, y)
+        classification.raw_baselines(x[:, :, None], y, xs[:, :, None], ys, xs[:, :, None], ys, [1.0])
+        assert _blas_threads() == before
+    assert len(seen) == 4 and all(threads == {1} for threads in seen)
