@@ -4,10 +4,17 @@ operators with the most self time (CPU, and CUDA when profiling a GPU) as a mark
 
     python benchmarks/profile_step.py --shape har --wave_length 8 --threads 1
     python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --threads 1 --top 15
+    python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --threads 2 --parts   # ms per part
+
+--parts times the step's parts instead, without the profiler's overhead: the forward of each module of the paper
+(window slicer, visible encoder, decoupled encoder, momentum encoder, tokenizer; forward hooks), the rest of the
+forward pass and the loss (masking, gathers, targets), the backward pass, AdamW and the momentum update.
 """
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -15,6 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.throughput import SHAPES, pretrain_setup, sync  # noqa: E402
+from engine.speed import autocast  # noqa: E402
+from loss import pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 
 
@@ -32,7 +41,55 @@ def parse(argv=None):
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     p.add_argument("--compile_backend", default="inductor")
+    p.add_argument("--parts", action="store_true", help="median ms per step of each part, not the operator table")
     return p.parse_args(argv)
+
+
+MODULES = ["feature_encoder", "visible_encoder", "decoupled_encoder", "target_encoder", "tokenizer"]
+
+
+def part_times(model, x, args, device):
+    """Median ms per step of each part of a pretraining step (forward by module, the rest of the forward and the
+    loss, backward, AdamW, momentum update), as a dict in the step's order."""
+    model.head.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01,
+                            fused=True)
+    spent = {}
+
+    def clock():
+        sync(device)
+        return time.perf_counter()
+
+    def timed_module(name):  # forward hooks: a module's calls in one step add up (the tokenizer runs twice)
+        def pre(*_):
+            spent[f"start {name}"] = clock()
+
+        def post(*_):
+            spent[name] = spent.get(name, 0.0) + clock() - spent.pop(f"start {name}")
+        module = getattr(model, name)
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    for name in MODULES:
+        timed_module(name)
+    rows = []
+    for i in range(args.warmup + args.steps):
+        spent.clear()
+        t0 = clock()
+        with autocast(device, args):
+            loss, _, _ = pretrain_loss(model.forward_pretrain(x), 5.0, 1.0)
+        t1 = clock()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = clock()
+        opt.step()
+        t3 = clock()
+        model.update_target_encoder()
+        t4 = clock()
+        modules = {name: spent.get(name, 0.0) for name in MODULES}
+        rows.append({**modules, "rest of forward and loss": t1 - t0 - sum(modules.values()), "backward": t2 - t1,
+                     "AdamW": t3 - t2, "momentum update": t4 - t3, "step": t4 - t0})
+    return {k: 1e3 * statistics.median(r[k] for r in rows[args.warmup:]) for k in rows[0]}
 
 
 def self_time_table(events, key, steps, top):
@@ -56,6 +113,14 @@ def main(argv=None):
     torch.manual_seed(0)
     model = TimeMAE(channels=channels, seq_len=length, num_classes=classes, wave_length=wave).to(device).train()
     x = torch.randn(args.batch_size, length, channels, device=device)
+    header = (f"{args.shape} ({channels} x {length}), wave_length {wave}: {model.num_windows} windows, "
+              f"{model.num_masked} masked; batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads, "
+              f"amp {args.amp}")
+    if args.parts:
+        print(f"{header}; median of {args.steps} steps\n\n| part | ms / step |\n|---|---|")
+        for part, ms in part_times(model, x, args, device).items():
+            print(f"| {part} | {ms:.1f} |")
+        return
     step = pretrain_setup(model, x, args, device)
     for _ in range(args.warmup):
         step()
@@ -66,9 +131,7 @@ def main(argv=None):
             step()
         sync(device)
     events = prof.key_averages()
-    print(f"{args.shape} ({channels} x {length}), wave_length {wave}: {model.num_windows} windows, "
-          f"{model.num_masked} masked; batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads, "
-          f"amp {args.amp}, compile {args.compile}; {args.steps} steps")
+    print(f"{header}, compile {args.compile}; {args.steps} steps")
     keys = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
     for key in keys:
         table, per_step = self_time_table(events, key, args.steps, args.top)

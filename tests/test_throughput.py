@@ -61,3 +61,21 @@ def test_end_to_end_runs_this_project_for_exactly_the_epochs_asked(tstcc_dir, tm
     with open(tmp_path / "project_w8" / "args.json") as f:
         args = json.load(f)
     assert (args["pretrain_epochs"], args["num_epoch_pretrain"], args["min_pretrain_steps"]) == (1, 1, 0)
+
+
+def test_profile_parts_time_every_module_of_the_step(capsys):
+    """--parts: each module's forward is timed by its hooks (a module that never ran would read 0), and the
+    parts of the forward fit inside the whole step; the command prints them as a table."""
+    import torch
+
+    from benchmarks import profile_step
+    from model import TimeMAE
+    args = profile_step.parse(["--shape", "epilepsy", "--batch_size", "8", "--steps", "2", "--warmup", "0"])
+    model = TimeMAE(channels=1, seq_len=178, num_classes=2, wave_length=16).train()
+    ms = profile_step.part_times(model, torch.randn(8, 178, 1), args, torch.device("cpu"))
+    assert list(ms) == [*profile_step.MODULES, "rest of forward and loss", "backward", "AdamW", "momentum update",
+                        "step"]
+    assert all(ms[m] > 0 for m in profile_step.MODULES) and ms["backward"] > 0
+    assert sum(ms[m] for m in profile_step.MODULES) < ms["step"]
+    profile_step.main(["--shape", "epilepsy", "--batch_size", "8", "--steps", "1", "--warmup", "0", "--parts"])
+    assert "| visible_encoder |" in capsys.readouterr().out
