@@ -120,7 +120,9 @@ class TimeMAE(nn.Module):
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)
 
-        queries = self.mask_token + self.position[ids_masked]                # (B, M, d)
+        # positions by gather, not indexing: indexing's backward accumulates the B*M rows into the table in a
+        # thread-dependent order, so the same seed gave a different `position` gradient from run to run
+        queries = self.mask_token + _gather(self.position.expand(x.shape[0], -1, -1), ids_masked)   # (B, M, d)
         if self.decouple:
             rep_visible = self.visible_encoder(_gather(h, ids_visible), visible_pad)        # (B, Sv, d)
             rep_predicted = self.decoupled_encoder(queries, rep_visible, visible_pad)       # (B, M, d)
