@@ -117,6 +117,10 @@ def build_parser():
     g.add_argument("--load_pretrained_model", type=int, default=1,
                    help="1: fine-tune from the selected pretrained checkpoint; 0: from scratch")
     g.add_argument("--eval_per_steps", type=int, default=16, help="fine-tuning steps between evaluations")
+    g.add_argument("--fineall_head", default="random", choices=("random", "probe"),
+                   help="FineAll's linear head: random (paper), or the FineLast probe (linear probing, then "
+                        "fine-tuning): it starts as FineLast's classifier and is scored on the selection split "
+                        "before the first step, so the selected model is never worse there than FineLast")
     g.add_argument("--min_batches", type=int, default=4,
                    help="a set with fewer than this many full batches is small: its batches are capped at "
                         "ceil(n / this), so it gets this many steps per epoch (1: batches of --train_batch_size)")

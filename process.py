@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import extract_representations, linear_probe, predict, raw_baselines, scores, select_probe
+from classification import (extract_representations, linear_probe, predict, probe_as_head, raw_baselines, scores,
+                            select_probe)
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
@@ -98,6 +99,7 @@ class Trainer:
                 self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         self.eval_batch = eval_batch_size(cfg, device)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
+        self.probe_head = None  # FineLast's probe as (weight, bias) of a linear head (--fineall_head probe)
 
     def run(self):
         """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
@@ -299,9 +301,10 @@ class Trainer:
 
         def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
             C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
-            return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r))
+            head = probe_as_head(probe, self.model.cfg.num_classes)
+            return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r)), head
 
-        C, sel, res = self.dist.broadcast(choose() if self.dist.is_main else None)
+        C, sel, res, self.probe_head = self.dist.broadcast(choose() if self.dist.is_main else None)
         single = self._single_class("FineLast", sel)
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
             self.probe_seconds += time.perf_counter() - start
@@ -327,6 +330,11 @@ class Trainer:
         elif model.cfg.encoder == "bert" and cfg.bert_init == "pretrained":  # no TimeMAE pretraining, BERT's still
             model.visible_encoder.load_pretrained(cfg.bert_path)
         model.head.reset_parameters()  # under torchrun DDP starts every rank from rank 0's draw
+        from_probe = cfg.fineall_head == "probe" and cfg.load_pretrained_model and self.probe_head is not None
+        if from_probe:  # linear probing, then fine-tuning: the head starts as FineLast's classifier
+            with torch.no_grad():
+                model.head.weight.copy_(self.probe_head[0])
+                model.head.bias.copy_(self.probe_head[1])
         for part in (model.decoupled_encoder, model.tokenizer, model.target_encoder, model.mask_token):
             part.requires_grad_(False)  # pretraining-only parts, frozen so DDP sees only parameters in use
         opt = torch.optim.Adam(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, fused=True)
@@ -338,6 +346,8 @@ class Trainer:
         first = record.resume("fineall", model, opt, sched, loader, "model.pkl", cfg.seed)
         if first == 1:
             record.start_log("result.txt")
+            if from_probe:  # step 0, FineLast's classifier, is a candidate: fine-tuning must beat it to be kept
+                self.fineall_candidate(model, 0, 0)
         bar = self.bar(cfg.finetune_epochs, "fine-tune", first - 1)
         for epoch in range(first, cfg.finetune_epochs + 1):
             self.dist.set_epoch(loader, epoch)
@@ -376,13 +386,17 @@ class Trainer:
             step += 1
             last = epoch == cfg.finetune_epochs and i == len(loader) - 1
             if step % cfg.eval_per_steps == 0 or last:
-                sel = self._scores(model, self.sel_x, self.sel_y)
-                self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
-                                               f"{self.protocol}_f1{sel['f1']:.4f}")
-                self.record.offer(model, sel["acc"], step, step=step, epoch=epoch, select_on=self.protocol,
-                                  args=vars(cfg), head="fineall")
+                self.fineall_candidate(model, epoch, step)
         self._check_finite(finite, "fine-tuning", epoch)
         return loss_sum.item() / len(loader)
+
+    def fineall_candidate(self, model, epoch, step):
+        """Score the fine-tuned model on the selection split, log it, and keep it if it is the best so far."""
+        sel = self._scores(model, self.sel_x, self.sel_y)
+        self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
+                                       f"{self.protocol}_f1{sel['f1']:.4f}")
+        self.record.offer(model, sel["acc"], step, step=step, epoch=epoch, select_on=self.protocol,
+                          args=vars(self.cfg), head="fineall")
 
     def _single_class(self, name, sel):
         """True (and a warning in the log) when the selected classifier predicts one class on the selection

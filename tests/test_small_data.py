@@ -111,8 +111,10 @@ def test_single_class_classifier_is_reported(tmp_path, capsys):
     assert "warning: FineAll predicts a single class on the val split" in out
 
 
-def test_selection_never_reads_the_test_labels(tmp_path):
-    """Other test labels leave the chosen epoch, C, fine-tuning step and model.pkl bitwise unchanged."""
+@pytest.mark.parametrize("head", ["random", "probe"])
+def test_selection_never_reads_the_test_labels(tmp_path, head):
+    """Other test labels leave the chosen epoch, C, fine-tuning step and model.pkl bitwise unchanged (with
+    --fineall_head probe too: the probe that starts FineAll is fitted and chosen without them)."""
     folder = write_tstcc(tmp_path / "data")
     out = []
     for flip in (False, True):
@@ -123,13 +125,34 @@ def test_selection_never_reads_the_test_labels(tmp_path):
         run = tmp_path / "run"
         assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
                      "--num_epoch_pretrain", "4", "--probe_every", "1", "--num_epoch", "3", "--eval_per_steps", "2",
-                     "--overwrite", *TINY]) == 0
+                     "--fineall_head", head, "--overwrite", *TINY]) == 0
         metrics = json.loads((run / "metrics.json").read_text())
         out.append((metrics["finelast"]["epoch"], metrics["finelast"]["C"], metrics["fineall"]["step"],
                     (run / "model.pkl").read_bytes(), (run / "pretrain_model.pkl").read_bytes(),
                     metrics["finelast"]["acc"]))
     assert out[0][:5] == out[1][:5]
     assert out[0][5] != out[1][5]                                   # the test labels did change
+
+
+@pytest.mark.parametrize("head", ["random", "probe"])
+def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tmp_path, monkeypatch, head):
+    """--fineall_head probe: FineAll's head is FineLast's probe and step 0 is a candidate, so with no optimiser
+    step the selected model is step 0's and predicts on test what FineLast predicts. The paper's random head
+    has no step-0 candidate."""
+    folder = write_tstcc(tmp_path / "data")
+    monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(lambda *args: None))   # no step changes a weight
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "2", "--eval_per_steps", "2", "--fineall_head", head,
+                 *TINY]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    step0 = [line for line in (run / "result.txt").read_text().splitlines() if line.startswith("epoch0, step0,")]
+    if head == "random":
+        assert step0 == [] and metrics["fineall"]["step"] > 0
+        return
+    assert len(step0) == 1 and metrics["fineall"]["step"] == 0
+    assert (metrics["fineall"]["acc"], metrics["fineall"]["f1"]) == (metrics["finelast"]["acc"],
+                                                                     metrics["finelast"]["f1"])
 
 
 def test_raw_baselines_fit_and_score():
