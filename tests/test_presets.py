@@ -1,0 +1,29 @@
+"""experiments/presets.py: the paper's presets and the UCR/UEA preset, whose window length comes from the
+training series' length and whose FineAll starts from the FineLast probe."""
+import pytest
+
+from experiments import presets
+
+
+@pytest.mark.parametrize("length, window", [(24, 1), (32, 1), (33, 2), (100, 4), (251, 8), (1460, 64)])
+def test_ucr_window_cuts_the_series_into_at_most_32_windows(length, window):
+    assert presets.window_length(length) == window
+    assert -(-length // window) <= presets.MAX_WINDOWS and (window == 1 or -(-length // (window // 2)) > 32)
+
+
+def test_ucr_preset_reads_the_length_from_the_training_split(tmp_path, capsys):
+    folder = tmp_path / "Toy"
+    folder.mkdir()
+    header = "@problemName Toy\n@univariate true\n@equalLength true\n@classLabel true a b\n@data\n"
+    for split, n in (("TRAIN", 6), ("TEST", 4)):
+        rows = [",".join(str((i * 7 + t) % 5) for t in range(100)) + (":a" if i % 2 else ":b") for i in range(n)]
+        (folder / f"Toy_{split}.ts").write_text(header + "\n".join(rows) + "\n")
+    assert presets.main(["ucr", "--UCR_folder", "Toy", "--data_path", str(folder)]) == 0
+    flags = capsys.readouterr().out.split()
+    assert flags[flags.index("--wave_length") + 1] == "4"                    # 100 steps -> 25 windows of 4
+    assert flags[flags.index("--fineall_head") + 1] == "probe"
+
+
+def test_paper_presets_keep_the_papers_fineall():
+    for name, flags in presets.PRESETS.items():
+        assert "--fineall_head" not in flags, name
