@@ -99,7 +99,7 @@ class Trainer:
                 self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         self.eval_batch = eval_batch_size(cfg, device)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
-        self.probe_head = None  # FineLast's probe as (weight, bias) of a linear head (--fineall_head probe)
+        self.probe_head = None  # with --fineall_head probe: FineLast's probe as (weight, bias) of a linear head
 
     def run(self):
         """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
@@ -301,7 +301,7 @@ class Trainer:
 
         def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
             C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
-            head = probe_as_head(probe, self.model.cfg.num_classes)
+            head = probe_as_head(probe, self.model.cfg.num_classes) if self.cfg.fineall_head == "probe" else None
             return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r)), head
 
         C, sel, res, self.probe_head = self.dist.broadcast(choose() if self.dist.is_main else None)
@@ -330,7 +330,7 @@ class Trainer:
         elif model.cfg.encoder == "bert" and cfg.bert_init == "pretrained":  # no TimeMAE pretraining, BERT's still
             model.visible_encoder.load_pretrained(cfg.bert_path)
         model.head.reset_parameters()  # under torchrun DDP starts every rank from rank 0's draw
-        from_probe = cfg.fineall_head == "probe" and cfg.load_pretrained_model and self.probe_head is not None
+        from_probe = self.probe_head is not None and cfg.load_pretrained_model   # set only with --fineall_head probe
         if from_probe:  # linear probing, then fine-tuning: the head starts as FineLast's classifier
             with torch.no_grad():
                 model.head.weight.copy_(self.probe_head[0])

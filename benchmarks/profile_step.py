@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.throughput import SHAPES, pretrain_setup, sync  # noqa: E402
+from benchmarks.throughput import SHAPES, pretrain_optimizer, pretrain_setup, sync  # noqa: E402
 from engine.speed import autocast  # noqa: E402
 from loss import pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
@@ -42,7 +42,10 @@ def parse(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     p.add_argument("--compile_backend", default="inductor")
     p.add_argument("--parts", action="store_true", help="median ms per step of each part, not the operator table")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.parts and args.compile:
+        p.error("--parts times the eager modules by hooks; it does not combine with --compile")
+    return args
 
 
 MODULES = ["feature_encoder", "visible_encoder", "decoupled_encoder", "target_encoder", "tokenizer"]
@@ -50,11 +53,10 @@ MODULES = ["feature_encoder", "visible_encoder", "decoupled_encoder", "target_en
 
 def part_times(model, x, args, device):
     """Median ms per step of each part of a pretraining step (forward by module, the rest of the forward and the
-    loss, backward, AdamW, momentum update), as a dict in the step's order."""
-    model.head.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01,
-                            fused=True)
-    spent = {}
+    loss, backward, AdamW, momentum update), as a dict in the step's order. The codeword statistics that
+    throughput.py's step also computes are left out."""
+    opt = pretrain_optimizer(model)
+    started, spent = {}, {}
 
     def clock():
         sync(device)
@@ -62,10 +64,10 @@ def part_times(model, x, args, device):
 
     def timed_module(name):  # forward hooks: a module's calls in one step add up (the tokenizer runs twice)
         def pre(*_):
-            spent[f"start {name}"] = clock()
+            started[name] = clock()
 
         def post(*_):
-            spent[name] = spent.get(name, 0.0) + clock() - spent.pop(f"start {name}")
+            spent[name] = spent.get(name, 0.0) + clock() - started[name]
         module = getattr(model, name)
         module.register_forward_pre_hook(pre)
         module.register_forward_hook(post)

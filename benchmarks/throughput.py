@@ -133,11 +133,16 @@ def timed(fn, device, reps, steps, warmup, between=None):
     return statistics.median(times), statistics.median(shares)
 
 
+def pretrain_optimizer(model):
+    """AdamW over the parameters pretraining trains (the FineAll head frozen), as the Trainer builds it."""
+    model.head.requires_grad_(False)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01,
+                             fused=True)
+
+
 def pretrain_setup(model, x, cfg, device):
     """One pretraining step as the Trainer takes it: forward, loss, AdamW, momentum update, codeword stats."""
-    model.head.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01,
-                            fused=True)
+    opt = pretrain_optimizer(model)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
     forward = compiled(model.forward_pretrain, cfg)
     sums = torch.zeros(2, dtype=torch.float64, device=device)

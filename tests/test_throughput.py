@@ -79,3 +79,9 @@ def test_profile_parts_time_every_module_of_the_step(capsys):
     assert sum(ms[m] for m in profile_step.MODULES) < ms["step"]
     profile_step.main(["--shape", "epilepsy", "--batch_size", "8", "--steps", "1", "--warmup", "0", "--parts"])
     assert "| visible_encoder |" in capsys.readouterr().out
+
+
+def test_profile_parts_refuse_compile():
+    from benchmarks import profile_step
+    with pytest.raises(SystemExit):
+        profile_step.parse(["--parts", "--compile"])
