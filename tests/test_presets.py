@@ -1,5 +1,5 @@
 """experiments/presets.py: the paper's presets and the UCR/UEA preset, whose window length comes from the
-training series' length and whose FineAll starts from the FineLast probe."""
+training series' length, whose FineAll starts from the FineLast probe and whose representation is meanmax."""
 import pytest
 
 from experiments import presets
@@ -22,8 +22,9 @@ def test_ucr_preset_reads_the_length_from_the_training_split(tmp_path, capsys):
     flags = capsys.readouterr().out.split()
     assert flags[flags.index("--wave_length") + 1] == "4"                    # 100 steps -> 25 windows of 4
     assert flags[flags.index("--fineall_head") + 1] == "probe"
+    assert flags[flags.index("--pooling") + 1] == "meanmax"
 
 
-def test_paper_presets_keep_the_papers_fineall():
+def test_paper_presets_keep_the_papers_fineall_and_pooling():
     for name, flags in presets.PRESETS.items():
-        assert "--fineall_head" not in flags, name
+        assert "--fineall_head" not in flags and "--pooling" not in flags, name
