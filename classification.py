@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, log_loss
+from sklearn.metrics import accuracy_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -61,16 +61,9 @@ def fit_probe(train_repr, train_y, seed=0, C=1.0):
         return clf.fit(train_repr, train_y)
 
 
-def probe_scores(probe, x, y):
-    """scores() of a fitted probe on (x, y), and `nll`, the mean negative log-likelihood of the true labels: on a
-    selection split of a few series many checkpoints tie in accuracy, and the likelihood still ranks them."""
-    proba = probe.predict_proba(x)                                           # (N, K), columns probe.classes_
-    return {**scores(y, probe.classes_[proba.argmax(1)]), "nll": float(log_loss(y, proba, labels=probe.classes_))}
-
-
 def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
-    """FineLast: the probe fitted on training representations; returns test accuracy, macro-F1 and `nll`."""
-    return probe_scores(fit_probe(train_repr, train_y, seed, C), test_repr, test_y)
+    """FineLast: the probe fitted on training representations; returns test accuracy and macro-F1."""
+    return scores(test_y, fit_probe(train_repr, train_y, seed, C).predict(test_repr))
 
 
 def probe_as_head(probe, num_classes):
@@ -96,7 +89,7 @@ def select_probe(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
     for C in sorted(grid):
         with one_blas_thread():
             lr = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(fit_z, fit_y)
-        sel = probe_scores(lr, sel_z, sel_y)
+        sel = scores(sel_y, lr.predict(sel_z))
         if best is None or sel["acc"] > best[2]["acc"]:
             best = (C, lr, sel)
     C, lr, sel = best

@@ -161,7 +161,7 @@ class Trainer:
     def pretrain(self):
         """Pretrain for pretrain_epochs (--num_epoch_pretrain, see training_budget), probing every probe_every
         epochs (and after the last);
-        the checkpoint with the best selection accuracy (ties: log-loss) becomes pretrain_model.pkl. With 0 epochs the
+        the checkpoint with the best selection accuracy becomes pretrain_model.pkl. With 0 epochs the
         untrained model is saved and probed (FineZero)."""
         cfg, model, record = self.cfg, self.model, self.record
         model.head.requires_grad_(False)  # fine-tuning only; frozen so DDP sees only parameters pretraining uses
@@ -202,8 +202,7 @@ class Trainer:
             bar.update()
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
-        how = (f"{self.protocol} acc {record.best[0]:.4f}, log-loss {record.best[2]:.4f}" if self.splits.labelled
-               else "the last: no labels")
+        how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
         self.log(f"selected pretraining epoch {record.best[1]} ({how})")
         return record.best
 
@@ -278,20 +277,17 @@ class Trainer:
         return n
 
     def probe(self, epoch):
-        """The periodic linear probe (C = 1) on the selection split; the most accurate checkpoint is kept, and of
-        equally accurate ones the one whose probe has the lowest log-loss there. Without labels there is nothing
-        to select on: the latest checkpoint is kept."""
+        """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept. Without
+        labels there is nothing to select on: the latest checkpoint is kept."""
         if not self.splits.labelled:
             self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on="last", args=vars(self.cfg))
             return None
         start = time.perf_counter()
         fit_r, sel_r = self._represent(self.model, self.fit_x), self._represent(self.model, self.sel_x)
-        sel = self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y)
-        acc = sel["acc"]
+        acc = self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y)["acc"]
         self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt", f"epoch{epoch}, acc{acc:.4f}, select_on={self.protocol}")
-        self.record.offer(self.model, acc, epoch, nll=sel["nll"], epoch=epoch, select_on=self.protocol,
-                          args=vars(self.cfg))
+        self.record.offer(self.model, acc, epoch, epoch=epoch, select_on=self.protocol, args=vars(self.cfg))
         return acc
 
     # ------------------------------------------------------------------------------------------ evaluation

@@ -6,7 +6,6 @@ Order at the end of an epoch: last.pkl (atomically), then the best checkpoint ch
 kill at any moment leaves a consistent state for --resume.
 """
 import json
-import math
 import os
 import time
 
@@ -25,7 +24,7 @@ class RunRecord:
     def __init__(self, run_dir, dist, state=None, log=print, data=None):
         self.run_dir, self.dist, self.state, self.log, self.data = run_dir, dist, state, log, data
         self.pending = None                                   # best checkpoint of this epoch, not yet written
-        self.best = (-1.0, 0, math.inf)                       # (selection accuracy, epoch or step, its nll)
+        self.best = (-1.0, 0)                                 # (selection accuracy, epoch or step)
         self.elapsed, self.started = (state["elapsed"] if state else 0.0), time.perf_counter()
 
     def path(self, name):
@@ -53,14 +52,13 @@ class RunRecord:
 
     # ------------------------------------------------------------------------------------------ best checkpoint
     def reset_best(self):
-        self.best, self.pending = (-1.0, 0, math.inf), None
+        self.best, self.pending = (-1.0, 0), None
 
-    def offer(self, model, acc, at, nll=math.inf, **meta):
-        """Keep `model` as the new best when `acc` beats the best so far, or equals it with a lower `nll` (the
-        probe's selection log-loss; without one the earlier of equals stays); written at the end of the epoch."""
-        if (acc, -nll) <= (self.best[0], -self.best[2]):
+    def offer(self, model, acc, at, **meta):
+        """Keep `model` as the new best when `acc` beats the best so far; written at the end of the epoch."""
+        if acc <= self.best[0]:
             return False
-        self.best = (acc, at, nll)
+        self.best = (acc, at)
         if self.dist.is_main:
             self.pending = checkpoint(model, select_acc=acc, data=self.data, **meta)
         return True
@@ -90,7 +88,7 @@ class RunRecord:
         load_state(model, s, self.path(LAST))
         opt.load_state_dict(s["optimizer"])
         sched.load_state_dict(s["scheduler"])
-        self.best, self.pending = (*s["best"], math.inf)[:3], s["pending"]   # a run of before nll: 2 entries
+        self.best, self.pending = tuple(s["best"]), s["pending"]
         self.write_best(best_name)  # a kill right after last.pkl may have lost it
         if len(s["rng"]) == self.dist.world_size:
             set_rng_state(s["rng"][self.dist.rank], self.dist.device, loader.generator)

@@ -4,7 +4,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import classification
-from classification import fit_probe, linear_probe, majority_accuracy, probe_scores, select_probe
+from classification import fit_probe, linear_probe, majority_accuracy, select_probe
 
 
 def _blobs(n, seed, minority=0.2):
@@ -43,18 +43,6 @@ def test_selected_probe_is_the_one_fit_probe_fits_and_comes_with_its_selection_s
     assert C == 1.0 and sel == linear_probe(x, y, xs, ys, C=C)
     np.testing.assert_array_equal(probe.predict(xt), fresh.predict(xt))
     np.testing.assert_array_equal(probe.predict_proba(xt), fresh.predict_proba(xt))
-
-
-def test_probe_scores_add_the_selection_log_loss_of_the_true_labels():
-    (x, y), (xs, ys) = _blobs(200, 0), _blobs(100, 1)
-    probe = fit_probe(x, y)
-    res = probe_scores(probe, xs, ys)
-    p_true = probe.predict_proba(xs)[np.arange(len(ys)), ys]             # classes_ are 0, 1
-    assert res["nll"] == pytest.approx(-np.log(p_true).mean(), rel=1e-12)
-    assert res["acc"] == np.mean(probe.predict(xs) == ys)
-    # a selection split holding one class only is still scored against every class the probe knows
-    one = ys == 1
-    assert probe_scores(probe, xs[one], ys[one])["nll"] == pytest.approx(-np.log(p_true[one]).mean(), rel=1e-12)
 
 
 def _blas_threads():
