@@ -61,7 +61,9 @@ def build_parser():
     g.add_argument("--enable_res_parameter", type=int, default=1,
                    help="1: residual branches scaled by a learnable scalar initialised at 1e-8")
     g.add_argument("--vocab_size", type=int, default=192, help="tokenizer codewords")
-    g.add_argument("--wave_length", type=int, default=8, help="window length sigma of the window slicer")
+    g.add_argument("--wave_length", type=int, default=8,
+                   help="window length sigma of the window slicer; 0: from the training series' length, the "
+                        "smallest power of two giving at most 32 windows")
     g.add_argument("--mask_ratio", type=float, default=0.6)
     g.add_argument("--mask_mode", default="sample", choices=("sample", "batch"),
                    help="sample: a fresh mask per series; batch: one mask per batch (reference code)")

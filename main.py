@@ -18,7 +18,7 @@ from engine.runfiles import atomic_write_json, prepare_run_dir
 from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
 from model.bert import BERT_LR, bert_config, resolve_bert_path
-from model.config import TimeMAEConfig
+from model.config import TimeMAEConfig, window_length
 from process import Trainer, labelled_splits, training_budget
 
 
@@ -147,6 +147,9 @@ def run(cfg, log=print, splits=None):
         log = log if dist.is_main else (lambda *_: None)
         seed_everything(cfg.seed)
         splits = load_splits(cfg, splits)
+        if cfg.wave_length == 0:  # args.json and the checkpoints keep the sigma it resolves to
+            cfg.wave_length = window_length(splits.seq_len)
+            log(f"--wave_length 0: windows of {cfg.wave_length} steps for series of {splits.seq_len}")
         if cfg.d_model is None and cfg.encoder == "timemae":
             cfg.d_model = 64
         model = build_model(cfg, splits, log)

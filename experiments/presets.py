@@ -4,17 +4,18 @@ source that run.sh and the studies (experiments/) read.
     python -m experiments.presets epilepsy    # prints the preset's main.py flags
     python -m experiments.presets ucr --UCR_folder ArrowHead [--data_path DIR]   # window from the series length
 
-UCR/UEA sets (`ucr`) get their window length from the training series' length T by `window_length`: the
+UCR/UEA sets (`ucr`) get their window length from the training series' length T by
+`model.config.window_length` (what `--wave_length 0` does inside main.py): the
 smallest power of two sigma with ceil(T / sigma) <= 32 windows (so 17-32 windows whenever T > 32; T <= 32 gives
 sigma = 1, one window per step). Their small training sets rely on main.py's step budget (--min_batches,
 --min_pretrain_steps, --min_steps), their FineAll starts from the FineLast probe (--fineall_head probe), and their
 representation is the windows' mean and max (--pooling meanmax); the paper's presets keep its random head and mean.
 """
 import argparse
-import math
 import sys
 
 from common.errors import TimeMAEError
+from model.config import window_length
 
 PRESETS = {  # the window length comes first: quick studies keep only it
     "har":      ["--wave_length", "8", "--vocab_size", "192", "--alpha", "5.0", "--beta", "1.0",
@@ -30,18 +31,12 @@ PRESETS = {  # the window length comes first: quick studies keep only it
 }
 
 
-MAX_WINDOWS = 32
 # small labelled sets: FineAll starts from the FineLast probe and keeps it unless fine-tuning beats it on the
 # selection split (docs/results.md, "FineAll from the probe")
 # and the series representation is the windows' mean and max, chosen on validation over the five UCR sets
 # (docs/results.md, "The UCR preset's pooling")
 UCR = ["--vocab_size", "192", "--alpha", "5.0", "--beta", "1.0", "--num_epoch_pretrain", "100", "--num_epoch", "100",
        "--fineall_head", "probe", "--pooling", "meanmax"]
-
-
-def window_length(seq_len, max_windows=MAX_WINDOWS):
-    """The smallest power of two sigma that cuts seq_len steps into at most max_windows windows."""
-    return 2 ** max(0, math.ceil(math.log2(seq_len / max_windows)))
 
 
 def ucr_preset(ucr_folder, data_path=None):

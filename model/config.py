@@ -12,6 +12,13 @@ from common.errors import TimeMAEError
 
 
 POOLINGS = ("mean", "max", "meanmax")   # series representations over the windows (TimeMAE.represent)
+MAX_WINDOWS = 32                        # the window rule's ceiling (window_length)
+
+
+def window_length(seq_len, max_windows=MAX_WINDOWS):
+    """The smallest power of two sigma that cuts seq_len steps into at most max_windows windows: 17-32 windows
+    whenever seq_len > 32, one window per step below. `--wave_length 0` and the UCR preset use it."""
+    return 2 ** max(0, math.ceil(math.log2(seq_len / max_windows)))
 
 
 def _training(default):
@@ -107,7 +114,8 @@ class TimeMAEConfig:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be mean, max or meanmax, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:
-            raise ConfigError(f"wave_length must be at least 1, got {self.wave_length}", ("wave_length",))
+            raise ConfigError(f"wave_length must be at least 1 (or 0 as a flag: from the series length), got "
+                              f"{self.wave_length}", ("wave_length",))
         if self.wave_length > self.seq_len:
             raise ConfigError(f"wave_length {self.wave_length} is longer than the series ({self.seq_len} steps): "
                               "choose a window no longer than the series", ("wave_length",))

@@ -59,6 +59,13 @@ def test_fit_transform_shapes_and_no_labels_needed(encoder):
     np.testing.assert_array_equal(again, encoder.transform(aeon(48)[0]))              # same seed, same model
 
 
+def test_wave_length_0_sizes_the_windows_from_the_training_series():
+    X, _ = aeon(40, length=100)
+    enc = TimeMAEEncoder(**{**SMALL, "wave_length": 0}).fit(X)
+    assert enc.model_.cfg.wave_length == 4 and enc.model_.num_windows == 25      # 100 steps: 25 windows of 4
+    assert enc.get_params()["wave_length"] == 0 and enc.transform(X[:3]).shape == (3, 16)
+
+
 def test_pipeline_in_cross_val_score_and_clone():
     X, y = aeon(60)
     pipe = Pipeline([("timemae", TimeMAEEncoder(**SMALL)), ("lr", LogisticRegression(max_iter=500))])

@@ -8,6 +8,7 @@ import torch
 
 from conftest import TINY, synthetic_series
 from main import main
+import process
 from engine.runfiles import RUN_OUTPUTS
 
 
@@ -146,6 +147,33 @@ def test_labelled_numpy_without_a_test_split_probes_and_fine_tunes(tmp_path):
     assert metrics["labelled"] == 48 and "acc" not in metrics["finelast"] and metrics["finelast"]["C"] > 0
     assert "step" in metrics["fineall"] and (out / "model.pkl").is_file()
     assert (out / "linear_result.txt").read_text().splitlines()[-1].endswith("no test split")
+
+
+def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp_path, capsys, monkeypatch):
+    """100 steps -> windows of 4 (25 windows), kept in args.json and the checkpoint; a run stopped in epoch 2
+    resumes with the same flags (0 again) against the resolved configuration."""
+    x, _ = synthetic_series(40, length=100)
+    np.save(tmp_path / "x.npy", x.transpose(0, 2, 1))
+    out = tmp_path / "run"
+    args = ["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out),
+            "--wave_length", "0", "--num_epoch_pretrain", "2", *TINY]
+    epochs, real = iter(range(1, 9)), process.Trainer.pretrain_epoch
+
+    def second_epoch_dies(self, *a, **k):
+        if next(epochs) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(process.Trainer, "pretrain_epoch", second_epoch_dies)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert "--wave_length 0: windows of 4 steps for series of 100" in capsys.readouterr().out
+    saved = json.loads((out / "args.json").read_text())
+    assert (saved["wave_length"], saved["num_windows"]) == (4, 25)
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    assert "from the beginning" not in capsys.readouterr().out                 # epoch 1 was kept
+    assert len((out / "pretrain_result.txt").read_text().splitlines()) == 2
+    assert torch.load(out / "pretrain_model.pkl", weights_only=True)["config"]["wave_length"] == 4
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])

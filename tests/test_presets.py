@@ -3,12 +3,13 @@ training series' length, whose FineAll starts from the FineLast probe and whose 
 import pytest
 
 from experiments import presets
+from model.config import MAX_WINDOWS, window_length
 
 
 @pytest.mark.parametrize("length, window", [(24, 1), (32, 1), (33, 2), (100, 4), (251, 8), (1460, 64)])
 def test_ucr_window_cuts_the_series_into_at_most_32_windows(length, window):
-    assert presets.window_length(length) == window
-    assert -(-length // window) <= presets.MAX_WINDOWS and (window == 1 or -(-length // (window // 2)) > 32)
+    assert window_length(length) == window
+    assert -(-length // window) <= MAX_WINDOWS and (window == 1 or -(-length // (window // 2)) > 32)
 
 
 def test_ucr_preset_reads_the_length_from_the_training_split(tmp_path, capsys):
