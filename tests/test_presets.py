@@ -1,8 +1,12 @@
 """experiments/presets.py: the paper's presets and the UCR/UEA preset, whose window length comes from the
 training series' length, whose FineAll starts from the FineLast probe and whose representation is meanmax."""
+import json
+
 import pytest
 
+from conftest import TINY
 from experiments import presets
+from main import main
 from model.config import MAX_WINDOWS, window_length
 
 
@@ -12,18 +16,22 @@ def test_ucr_window_cuts_the_series_into_at_most_32_windows(length, window):
     assert -(-length // window) <= MAX_WINDOWS and (window == 1 or -(-length // (window // 2)) > 32)
 
 
-def test_ucr_preset_reads_the_length_from_the_training_split(tmp_path, capsys):
+def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
+    """The preset passes --wave_length 0, and main.py sizes the windows from the training series (100 steps)."""
     folder = tmp_path / "Toy"
     folder.mkdir()
     header = "@problemName Toy\n@univariate true\n@equalLength true\n@classLabel true a b\n@data\n"
-    for split, n in (("TRAIN", 6), ("TEST", 4)):
+    for split, n in (("TRAIN", 12), ("TEST", 4)):
         rows = [",".join(str((i * 7 + t) % 5) for t in range(100)) + (":a" if i % 2 else ":b") for i in range(n)]
         (folder / f"Toy_{split}.ts").write_text(header + "\n".join(rows) + "\n")
     assert presets.main(["ucr", "--UCR_folder", "Toy", "--data_path", str(folder)]) == 0
     flags = capsys.readouterr().out.split()
-    assert flags[flags.index("--wave_length") + 1] == "4"                    # 100 steps -> 25 windows of 4
     assert flags[flags.index("--fineall_head") + 1] == "probe"
     assert flags[flags.index("--pooling") + 1] == "meanmax"
+    out = tmp_path / "run"   # later flags override the preset's epochs, as run.sh's extra flags do
+    assert main(["--dataset", "ucr", "--data_path", str(folder), "--UCR_folder", "Toy", *flags, *TINY,
+                 "--num_epoch_pretrain", "0", "--num_epoch", "0", "--save_path", str(out)]) == 0
+    assert json.loads((out / "args.json").read_text())["wave_length"] == 4   # 100 steps -> 25 windows of 4
 
 
 def test_paper_presets_keep_the_papers_fineall_and_pooling():
