@@ -104,6 +104,10 @@ def build_parser():
     g.add_argument("--probe_C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],
                    help="inverse regularisation of the FineLast LogisticRegression: the final probe takes the value "
                         "most accurate on the selection split; the periodic checkpoint probes use 1.0")
+    g.add_argument("--probe_refit", type=int, default=1, choices=(0, 1),
+                   help="1: once C is chosen on the selection split, the final FineLast probe (and the raw-series "
+                        "baselines) fit again with that C on every labelled training series, fit and selection "
+                        "split together; 0: they keep the fit split's probe")
     g.add_argument("--select_on", default="val", choices=("val", "test"),
                    help="val: select checkpoints and fine-tuning epochs on a held-out split of the labelled "
                         "training data; test: the reference code's selection on the test set (optimistic)")

@@ -112,10 +112,21 @@ def nearest_neighbour(train_x, train_y, test_x, test_y):
     return scores(test_y, clf.predict(flat_series(test_x)))
 
 
-def raw_baselines(fit_x, fit_y, sel_x, sel_y, test_x, test_y, grid, seed=0):
-    """Baselines on the raw normalised series, fitted on (fit_x, fit_y), scored on test: 1-NN (Euclidean) and
-    a linear probe (StandardScaler + LogisticRegression) whose C is chosen on the selection split."""
+def refit_probe(probe, x, y, seed=0):
+    """The probe `select_probe` chose, fitted again with its C on (x, y): typically fit and selection series
+    together, once the selection split has done its job."""
+    return fit_probe(x, y, seed, probe[-1].C)
+
+
+def raw_baselines(fit_x, fit_y, sel_x, sel_y, test_x, test_y, grid, seed=0, refit=False):
+    """Baselines on the raw normalised series, scored on test: 1-NN (Euclidean) and a linear probe
+    (StandardScaler + LogisticRegression) whose C is chosen on the selection split. They fit on (fit_x, fit_y),
+    or with `refit` (the selection split is then labelled training data, not test) on fit and selection series
+    together, like FineLast's probe."""
     fit, sel, test = flat_series(fit_x), flat_series(sel_x), flat_series(test_x)
     C, probe, _ = select_probe(fit, fit_y, sel, sel_y, grid, seed=seed)
+    if refit:
+        fit_x, fit_y = np.concatenate([fit_x, sel_x]), np.concatenate([fit_y, sel_y])
+        probe = refit_probe(probe, np.concatenate([fit, sel]), fit_y, seed)
     return {"nn1": nearest_neighbour(fit_x, fit_y, test_x, test_y),
             "logistic": {**scores(test_y, probe.predict(test)), "C": C}}

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import (extract_representations, linear_probe, predict, probe_as_head, raw_baselines, scores,
-                            select_probe)
+from classification import (extract_representations, linear_probe, predict, probe_as_head, raw_baselines,
+                            refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
@@ -41,7 +41,8 @@ def labelled_splits(splits, select_on, val_ratio, label_ratio, seed):
     The labelled set is a seeded, stratified `label_ratio` share of the training series (all of them at 1).
     With select_on 'val' a stratified `val_ratio` of the labelled set is held out for selection and both
     FineLast and FineAll fit on the rest; with 'test' they fit on the whole labelled set and selection uses the
-    test set (None). So at every ratio the two fit on the same series, and `labelled` counts them."""
+    test set (None). So at every ratio the two fit on the same series, and `labelled` counts them. (With
+    --probe_refit 1 the final FineLast probe then fits again on fit + selection series: `finelast.fitted`.)"""
     labelled = np.arange(len(splits.train_y))
     if label_ratio < 1:
         labelled = stratified_subset(splits.train_y, label_ratio, seed)
@@ -92,6 +93,7 @@ class Trainer:
         if splits.labelled:
             fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
             self.sel_rows = held   # rows of train (None: the selection split is test)
+            self.refit = bool(cfg.probe_refit) and held is not None   # never onto test series
             self.fit_x, self.fit_y = to(splits.train_x[fit]), splits.train_y[fit]
             if held is None:
                 self.sel_x, self.sel_y = self.test_x, self.test_y
@@ -136,7 +138,7 @@ class Trainer:
         if not self.dist.is_main or self.test_x is None:
             return None
         return raw_baselines(self.fit_x.cpu().numpy(), self.fit_y, self.sel_x.cpu().numpy(), self.sel_y,
-                             self.test_x.cpu().numpy(), self.test_y, self.cfg.probe_C, self.cfg.seed)
+                             self.test_x.cpu().numpy(), self.test_y, self.cfg.probe_C, self.cfg.seed, self.refit)
 
     def codebook_report(self):
         """Codewords used and perplexity of the last pretraining epoch (from pretrain_log.jsonl), with a
@@ -292,8 +294,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluation
     def finelast(self):
-        """Linear probe of the selected checkpoint with the C chosen on the selection split: fit on the fit
-        split (the series FineAll trains on), report test."""
+        """Linear probe of the selected checkpoint with the C chosen on the selection split (probes fitted on
+        the fit split, the series FineAll trains on); with --probe_refit 1 the chosen C is then fitted on fit +
+        selection series, every labelled training series (SPEC: FineLast fits on the labelled training set).
+        Reports test."""
         start = time.perf_counter()
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
@@ -301,23 +305,28 @@ class Trainer:
 
         def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
             C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
+            # FineAll's head: the fit split's probe, since FineAll selects its step on the selection split
             head = probe_as_head(probe, self.model.cfg.num_classes) if self.cfg.fineall_head == "probe" else None
+            if self.refit:
+                probe = refit_probe(probe, np.concatenate([fit_r, sel_r]), np.concatenate([self.fit_y, self.sel_y]),
+                                    seed=self.cfg.seed)
             return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r)), head
 
         C, sel, res, self.probe_head = self.dist.broadcast(choose() if self.dist.is_main else None)
+        fitted = len(self.fit_y) + (len(self.sel_y) if self.refit else 0)
         single = self._single_class("FineLast", sel)
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
             self.probe_seconds += time.perf_counter() - start
             self.record.line("linear_result.txt", f"epoch0, C{C:g}, select_on={self.protocol}, no test split")
             self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): no test split to score")
-            return {"epoch": ckpt["epoch"], "C": C, "single_class": single}
+            return {"epoch": ckpt["epoch"], "C": C, "fitted": fitted, "single_class": single}
         res["single_class"] = single
         self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt",
                          f"epoch0, acc{res['acc']:.4f}, f1{res['f1']:.4f}, C{C:g}, select_on={self.protocol}")
-        self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}): test acc {res['acc']:.4f}, "
-                 f"macro-F1 {res['f1']:.4f}")
-        return {**res, "epoch": ckpt["epoch"], "C": C}
+        self.log(f"FineLast (checkpoint of epoch {ckpt['epoch']}, C {C:g}, fitted on {fitted} series): test acc "
+                 f"{res['acc']:.4f}, macro-F1 {res['f1']:.4f}")
+        return {**res, "epoch": ckpt["epoch"], "C": C, "fitted": fitted}
 
     def fineall(self, done):
         """Fine-tune encoder + linear head with Adam; evaluate every eval_per_steps steps on the selection

@@ -1,6 +1,7 @@
 """The probes' representations: each split encoded once per probe (the final FineLast encodes the labelled
 fit and selection splits and the test set, nothing twice), with the same C and scores as encoding every split separately
-and fitting a pipeline per C (the previous path); metrics.json reports the probes' share of the run."""
+and fitting a pipeline per C (the previous path), then, with --probe_refit 1, fitting the chosen C on fit + selection
+series; metrics.json reports the probes' share of the run."""
 import json
 
 import numpy as np
@@ -13,9 +14,9 @@ from main import main
 from model import TimeMAE
 
 
-@pytest.mark.parametrize("select_on", ["val", "test"])
+@pytest.mark.parametrize("select_on, refit", [("val", "1"), ("val", "0"), ("test", "1")])
 def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_path(tstcc_dir, tmp_path,
-                                                                                   monkeypatch, select_on):
+                                                                                   monkeypatch, select_on, refit):
     encoded, trainers = [], []
     real_extract, real_finelast = process.extract_representations, process.Trainer.finelast
 
@@ -32,7 +33,7 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
                  "--num_epoch_pretrain", "2", "--probe_every", "1", "--num_epoch", "0", "--select_on", select_on,
-                 "--probe_C", "0.01", "1", "100", *TINY]) == 0
+                 "--probe_C", "0.01", "1", "100", "--probe_refit", refit, *TINY]) == 0
     t = trainers[0]
     n_fit, n_sel, n_test = len(t.fit_x), len(t.sel_x), len(t.test_x)
     periodic = [n_fit, n_sel] * 2                                    # epochs 1 and 2: fit and selection splits
@@ -47,9 +48,15 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
     grid = sorted(t.cfg.probe_C)
     accs = [linear_probe(fit_r, t.fit_y, sel_r, t.sel_y, seed=t.cfg.seed, C=C)["acc"] for C in grid]
     C = grid[int(np.argmax(accs))]
-    previous = linear_probe(fit_r, t.fit_y, rep(t.test_x), t.test_y, seed=t.cfg.seed, C=C)
+    refits = select_on == "val" and refit == "1"          # never onto the test set, whatever the flag
+    if refits:  # the chosen C fitted again on every labelled series
+        fit_r, fit_y = np.concatenate([fit_r, sel_r]), np.concatenate([t.fit_y, t.sel_y])
+    else:
+        fit_y = t.fit_y
+    previous = linear_probe(fit_r, fit_y, rep(t.test_x), t.test_y, seed=t.cfg.seed, C=C)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["finelast"]["C"] == C
+    assert metrics["finelast"]["fitted"] == n_fit + (n_sel if refits else 0) == len(fit_y)
     assert (metrics["finelast"]["acc"], metrics["finelast"]["f1"]) == (previous["acc"], previous["f1"])
     assert 0 < metrics["probe_seconds"] <= metrics["seconds"]
     rounding = 0.1 / metrics["seconds"] + 1e-3                     # both seconds are rounded to 0.1

@@ -46,8 +46,9 @@ def test_metrics_report_the_set_both_fit_on(tstcc_dir, tmp_path, monkeypatch):
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
                  "--num_epoch_pretrain", "1", "--num_epoch", "1", "--label_ratio", "0.25", *TINY]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert (metrics["labelled"], metrics["selection"]) == (19, 5)
-    assert calls[0][0] == 19 and metrics["baselines"] == calls[0][1]      # fitted on FineLast's 19 series
+    assert (metrics["labelled"], metrics["selection"]) == (19, 5)                # FineAll fits on 19 series
+    assert metrics["finelast"]["fitted"] == 24 == round(0.25 * 96)    # FineLast's chosen C refits on all 24
+    assert calls[0][0] == 19 and metrics["baselines"] == calls[0][1]      # C chosen with the 19 series ...
     assert 0.3 <= metrics["baseline_seconds"] <= metrics["seconds"]
     args = json.loads((run / "args.json").read_text())
     assert args["pretrain_epochs"] == 1 and args["finetune_batch_size"] == 19   # never more than the data
@@ -136,15 +137,16 @@ def test_selection_never_reads_the_test_labels(tmp_path, head):
 
 @pytest.mark.parametrize("head", ["random", "probe"])
 def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tmp_path, monkeypatch, head):
-    """--fineall_head probe: FineAll's head is FineLast's probe and step 0 is a candidate, so with no optimiser
-    step the selected model is step 0's and predicts on test what FineLast predicts. The paper's random head
-    has no step-0 candidate."""
+    """--fineall_head probe: FineAll's head is FineLast's probe fitted on the fit split (not refitted on the
+    selection split, which FineAll selects on) and step 0 is a candidate, so with no optimiser step the selected
+    model is step 0's and predicts on test what that probe (FineLast with --probe_refit 0) predicts. The paper's
+    random head has no step-0 candidate."""
     folder = write_tstcc(tmp_path / "data")
     monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(lambda *args: None))   # no step changes a weight
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
                  "--num_epoch_pretrain", "1", "--num_epoch", "2", "--eval_per_steps", "2", "--fineall_head", head,
-                 *TINY]) == 0
+                 "--probe_refit", "0", *TINY]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     step0 = [line for line in (run / "result.txt").read_text().splitlines() if line.startswith("epoch0, step0,")]
     if head == "random":
@@ -164,6 +166,18 @@ def test_raw_baselines_fit_and_score():
     x_nan[:, 20:], x_zero[:, 20:] = np.nan, 0.0                     # padding counts as 0 (the mean)
     assert (raw_baselines(x_nan[:40], y[:40], x_nan[40:], y[40:], tx, ty, [1.0])
             == raw_baselines(x_zero[:40], y[:40], x_zero[40:], y[40:], tx, ty, [1.0]))
+
+
+def test_raw_baselines_refit_on_fit_and_selection_series():
+    """With refit the baselines also learn from the selection series: test series equal to selection series,
+    under labels only the selection split has, are then recognised (1-NN exactly) and missed without it."""
+    x, y = synthetic_series(60, seed=0)
+    sel_y = (y[40:] + 1) % 3                                          # labels the fit split never shows
+    kept = raw_baselines(x[:40], y[:40], x[40:], sel_y, x[40:], sel_y, [0.1, 1.0, 10.0], seed=0)
+    refit = raw_baselines(x[:40], y[:40], x[40:], sel_y, x[40:], sel_y, [0.1, 1.0, 10.0], seed=0, refit=True)
+    assert refit["nn1"]["acc"] == 1.0 and kept["nn1"]["acc"] < 0.2
+    assert refit["logistic"]["C"] == kept["logistic"]["C"]           # C is still chosen on the selection split
+    assert refit["logistic"]["acc"] > kept["logistic"]["acc"]
 
 
 def codewords_used(tstcc_dir, run, *extra):

@@ -95,7 +95,8 @@ def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(t
     assert len(summary) == 1 and summary.loc[0, "runs"] == 2
 
 
-def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings(two_runs, tmp_path, capsys):
+def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings_and_fits(two_runs, tmp_path,
+                                                                                           capsys):
     import json
 
     from tools.pooling import main as pooling_main
@@ -103,10 +104,13 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     runs = [str(folder / f"seed{s}") for s in (1, 2)]
     assert pooling_main([*runs, "--out", str(tmp_path / "p.csv")]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
-    assert list(table.pooling) == ["mean", "max", "meanmax"] * 2
+    assert list(table.pooling) == ["mean", "mean", "max", "max", "meanmax", "meanmax"] * 2
+    assert list(table.refit) == [0, 1] * 6
     for run in runs:
         own = json.loads(open(os.path.join(run, "metrics.json")).read())["finelast"]
-        row = table[(table.run == run) & (table.pooling == "mean")].iloc[0]   # the runs used --pooling mean
+        rows = table[(table.run == run) & (table.pooling == "mean")]     # the runs used --pooling mean
+        row = rows[rows.refit == 1].iloc[0]                              # and --probe_refit 1
         assert (row.C, row.acc, row.f1) == (own["C"], own["acc"], own["f1"])
+        assert (rows.C.nunique(), rows.val_acc.nunique()) == (1, 1)      # one choice of C, two fits of it
     assert pooling_main([str(tmp_path)]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err

@@ -199,7 +199,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     def _keep(self, cfg, metrics, X, codes):
         if self.finetune:
             self._adopt(os.path.join(cfg.save_path, "model.pkl"), "fineall")
-        else:  # FineLast: the probe Trainer.finelast scored (same data, C and seed), folded into the head
+        else:  # FineLast: the probe Trainer.finelast scored (--probe_refit 1: every labelled series, its C), as head
             self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), "probe")
             probe = fit_probe(self.transform(X), codes, seed=cfg.seed, C=metrics["finelast"]["C"])
             weight, bias = probe_as_head(probe, len(self.classes_))

@@ -1,6 +1,7 @@
-"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax): the same
-data, split, C grid and selection as the run's own FineLast, only the series representation differs. The row of
-the run's own pooling reproduces its metrics.json.
+"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax) and both
+probe fits (--probe_refit 0: the fit split's probe; 1: its C fitted again on fit + selection series): the same
+data, split, C grid and selection as the run's own FineLast, only the series representation and the probe's
+training series differ. The row of the run's own pooling and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
 """
@@ -10,11 +11,12 @@ import json
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 
 from args import parse_args
-from classification import extract_representations, scores, select_probe
+from classification import extract_representations, refit_probe, scores, select_probe
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
 from main import load_splits
@@ -32,7 +34,8 @@ def run_settings(folder):
 
 
 def pooled_finelast(folder, batch_size=512):
-    """Rows (run, pooling, C, val_acc, acc, f1) for the run in `folder`, one per pooling."""
+    """Rows (run, pooling, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling and probe fit
+    (refit 0 only when the selection split is the test set)."""
     cfg = run_settings(folder)
     splits = load_splits(cfg)
     if not splits.labelled or splits.test_x is None:
@@ -46,8 +49,14 @@ def pooled_finelast(folder, batch_size=512):
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
         C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, cfg.probe_C, seed=cfg.seed)
-        res = scores(splits.test_y, probe.predict(test_r))
-        rows.append(dict(run=folder, pooling=pooling, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
+        both = None if held is None else np.concatenate([fit, held])
+        probes = {0: probe, 1: None if both is None else refit_probe(probe, train_r[both], splits.train_y[both],
+                                                                     seed=cfg.seed)}
+        for refit, fitted in probes.items():
+            if fitted is not None:
+                res = scores(splits.test_y, fitted.predict(test_r))
+                rows.append(dict(run=folder, pooling=pooling, refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"],
+                                 f1=res["f1"]))
     return rows
 
 
