@@ -110,7 +110,8 @@ class Study:
         for protocol in PROTOCOLS:
             if protocol in metrics:
                 self.rows.append({**row, "protocol": protocol_name(config, protocol), "status": "ok",
-                                  "seconds": metrics["seconds"], "labelled": metrics.get("labelled"),
+                                  "seconds": metrics["seconds"],
+                                  "labelled": metrics[protocol].get("fitted", metrics.get("labelled")),
                                   **{m: 100 * metrics[protocol][m] for m in METRICS}})
         return folder
 
@@ -164,7 +165,7 @@ def aggregate(runs, order=None):
     """Mean, std and count over seeds of every (budget, dataset, config, protocol) with the study's fields."""
     fields = [c for c in runs.columns if c not in
               ("study", "seed", "status", "seconds", "acc", "f1", "budget", "dataset", "config", "protocol")]
-    keys = ["budget", "dataset", "config", "protocol"] + fields  # 'labelled': series the probe was fitted on
+    keys = ["budget", "dataset", "config", "protocol"] + fields  # 'labelled': series the probe or FineAll fit on
     for m in METRICS:
         if m not in runs:
             runs[m] = float("nan")
