@@ -90,7 +90,8 @@ def build_parser():
                         "average, with this decay (e.g. 0.99), of the window embeddings targeted at it")
     g.add_argument("--pooling", default="mean", choices=POOLINGS,
                    help="series representation from the window representations (probes, FineAll, encode): mean "
-                        "(paper), max, or both concatenated (2 x d_model); padding windows are left out")
+                        "(paper), max, both concatenated (2 x d_model), or flat: every window's in time order (S x d_model, "
+                        "padding windows as zeros); padding windows are left out of mean and max")
     g.add_argument("--ppl_warn", type=float, default=8.0,
                    help="warn (log and metrics.json) when the codebook perplexity of the last pretraining epoch "
                         "is below this")

@@ -168,8 +168,12 @@ class TimeMAE(nn.Module):
 
     def represent(self, x):
         """Series representation (probes, FineAll, encode) pooled over the real (non-padding) windows: the mean
-        (paper), the max, or both, (B, d) or (B, 2d) with pooling 'meanmax'."""
+        (paper), the max, or both, (B, d) or (B, 2d) with pooling 'meanmax'; with 'flat' the windows side by side
+        in time order, (B, S*d), padding windows as zeros (the position of a shape, which a mean discards)."""
         rep, window_pad = self.forward_encoder(x)                             # (B, S, d)
+        if self.cfg.pooling == "flat":
+            real = rep if window_pad is None else rep.masked_fill(window_pad[..., None], 0.0)
+            return real.flatten(1)                                            # (B, S*d)
         pooled = []
         if self.cfg.pooling in ("mean", "meanmax"):
             if window_pad is None:

@@ -11,7 +11,7 @@ from typing import Optional
 from common.errors import TimeMAEError
 
 
-POOLINGS = ("mean", "max", "meanmax")   # series representations over the windows (TimeMAE.represent)
+POOLINGS = ("mean", "max", "meanmax", "flat")   # series representations over the windows (TimeMAE.represent)
 MAX_WINDOWS = 32                        # the window rule's ceiling (window_length)
 
 
@@ -51,7 +51,7 @@ class TimeMAEConfig:
     codebook_reset: bool = _training(False)    # unused codewords of an epoch restart at random window embeddings
     codebook_usage: float = _training(0.0)     # weight of the usage regulariser log V - H(mean soft assignment)
     codebook_ema: float = _training(0.0)       # > 0: codewords are EMAs (this decay) of their windows, no gradient
-    pooling: str = "mean"               # series representation: 'mean' (paper), 'max' or 'meanmax' (2d wide)
+    pooling: str = "mean"               # series representation: 'mean' (paper), 'max', 'meanmax' (2d), 'flat' (S*d)
     momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
     mcc: bool = True                    # masked codeword classification
     mrr: bool = True                    # masked representation regression
@@ -79,8 +79,8 @@ class TimeMAEConfig:
 
     @property
     def representation_size(self):
-        """Width of the series representation: d_model, twice that with pooling 'meanmax'."""
-        return self.d_model * (2 if self.pooling == "meanmax" else 1)
+        """Width of the series representation: d_model; twice that with pooling 'meanmax'; S * d_model with 'flat'."""
+        return self.d_model * {"meanmax": 2, "flat": self.num_windows}.get(self.pooling, 1)
 
     @property
     def num_windows(self):
@@ -112,7 +112,7 @@ class TimeMAEConfig:
             raise ConfigError("codebook_ema keeps nearest-centre codewords: it needs the linear codebook, not "
                               f"{self.codebook!r}", ("codebook_ema", "codebook"))
         if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be mean, max or meanmax, got {self.pooling!r}", ("pooling",))
+            raise ConfigError(f"pooling must be mean, max, meanmax or flat, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:
             raise ConfigError(f"wave_length must be at least 1 (or 0 as a flag: from the series length), got "
                               f"{self.wave_length}", ("wave_length",))

@@ -121,20 +121,21 @@ def test_classifier_predictions_are_consistent(finetune, tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), proba)
 
 
+@pytest.mark.parametrize("pooling", ["meanmax", "flat"])
 @pytest.mark.parametrize("finetune", [True, False])
-def test_meanmax_pooling_doubles_the_representation_and_the_head_reads_it(finetune, tmp_path):
+def test_wide_poolings_widen_the_representation_and_the_head_reads_it(pooling, finetune, tmp_path):
     X, y = aeon(60)
-    clf = TimeMAEClassifier(**SMALL, pooling="meanmax", finetune=finetune, num_epoch=4).fit(X, y)
+    clf = TimeMAEClassifier(**SMALL, pooling=pooling, finetune=finetune, num_epoch=4).fit(X, y)
     Z = clf.transform(X)
-    assert Z.shape == (60, 32) and clf.model_.head.in_features == 32
     rep, _ = clf.model_.forward_encoder(clf._series(X))                       # (60, S, 16)
-    np.testing.assert_allclose(Z, torch.cat([rep.mean(1), rep.amax(1)], -1).detach().numpy(), rtol=1e-5,
-                               atol=1e-6)
-    if not finetune:  # the FineLast probe, folded into the 2 x 16-wide head, predicts as sklearn's
+    expected = torch.cat([rep.mean(1), rep.amax(1)], -1) if pooling == "meanmax" else rep.flatten(1)
+    assert Z.shape == expected.shape and clf.model_.head.in_features == expected.shape[1] > 16
+    np.testing.assert_allclose(Z, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    if not finetune:  # the FineLast probe, folded into the wide head, predicts as sklearn's
         probe = fit_probe(Z, y, seed=clf.random_state, C=clf.metrics_["finelast"]["C"])
         np.testing.assert_allclose(clf.predict_proba(X), probe.predict_proba(Z), atol=1e-5)
     back = load(clf.save(str(tmp_path / "clf.pkl")))
-    assert back.pooling == "meanmax"
+    assert back.pooling == pooling
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 

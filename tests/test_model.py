@@ -68,18 +68,19 @@ def test_pretrain_outputs_and_representation_shapes():
     assert model(torch.randn(B, T, C)).shape == (B, 5)
 
 
-def test_pooling_takes_the_mean_the_max_or_both_over_the_window_representations():
+def test_pooling_takes_the_mean_the_max_both_or_all_of_the_window_representations():
     x = torch.randn(B, T, C)
     mean = tiny(pooling="mean").eval()
     rep, _ = mean.forward_encoder(x)                                   # (B, S, D)
     encoder = {k: v for k, v in mean.state_dict().items() if not k.startswith("head.")}   # meanmax: 2D-wide head
     for pooling, expected in (("mean", rep.mean(1)), ("max", rep.amax(1)),
-                              ("meanmax", torch.cat([rep.mean(1), rep.amax(1)], -1))):
+                              ("meanmax", torch.cat([rep.mean(1), rep.amax(1)], -1)),
+                              ("flat", torch.cat(rep.unbind(1), -1))):    # windows in time order
         model = tiny(pooling=pooling).eval()
         model.load_state_dict(encoder, strict=False)
         torch.testing.assert_close(model.represent(x), expected)
         assert model(x).shape == (B, 5) and model.head.in_features == expected.shape[-1]
-    with pytest.raises(TimeMAEError, match="pooling must be mean, max or meanmax"):
+    with pytest.raises(TimeMAEError, match="pooling must be mean, max, meanmax or flat"):
         tiny(pooling="median")
 
 

@@ -1,5 +1,6 @@
 """Padding-aware windows: windows that are all padding (NaN time steps of variable-length series) are never
 masked, never targets, never attended to, and left out of the representation."""
+import dataclasses
 import math
 
 import pytest
@@ -47,6 +48,17 @@ def test_appended_padding_windows_change_neither_representation_nor_pretraining_
     assert out["masked_valid"].tolist() == [[True, True, True, False]]   # floor(0.6 * 5) of the 4 slots
     for a, b in zip(pretrain_loss(out, 5.0, 1.0, usage=0.5), ref):
         torch.testing.assert_close(a, b)
+
+
+def test_flat_representation_keeps_real_windows_in_place_and_padding_windows_at_zero():
+    short, long = pair()
+    for model in (short, long):
+        model.cfg = dataclasses.replace(model.cfg, pooling="flat")      # represent() reads it; same weights
+    x = torch.randn(3, 19, C)
+    flat_short, flat_long = short.represent(pad(x, 1)), long.represent(pad(x, 13))   # (3, 5 * 16), (3, 8 * 16)
+    assert flat_short.shape == (3, 80) and flat_long.shape == (3, 128)
+    torch.testing.assert_close(flat_long[:, :80], flat_short)
+    assert (flat_long[:, 80:] == 0).all() and (flat_short[:, 64:] != 0).any()   # the partly real 5th window counts
 
 
 def test_padding_windows_are_never_masked_targeted_or_visible():

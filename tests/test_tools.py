@@ -104,8 +104,8 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     runs = [str(folder / f"seed{s}") for s in (1, 2)]
     assert pooling_main([*runs, "--out", str(tmp_path / "p.csv")]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
-    assert list(table.pooling) == ["mean", "mean", "max", "max", "meanmax", "meanmax"] * 2
-    assert list(table.refit) == [0, 1] * 6
+    assert list(table.pooling) == ["mean", "mean", "max", "max", "meanmax", "meanmax", "flat", "flat"] * 2
+    assert list(table.refit) == [0, 1] * 8
     for run in runs:
         own = json.loads(open(os.path.join(run, "metrics.json")).read())["finelast"]
         rows = table[(table.run == run) & (table.pooling == "mean")]     # the runs used --pooling mean

@@ -115,7 +115,7 @@ class _TimeMAE(BaseEstimator):
 
     def transform(self, X):
         """Representations (n_cases, d_model), the visible encoder's windows pooled by `pooling` (mean: the
-        paper's; meanmax: (n_cases, 2 d_model))."""
+        paper's; meanmax: (n_cases, 2 d_model); flat: (n_cases, n_windows * d_model))."""
         return extract_representations(self.model_, self._series(X), self._batch())
 
     # ------------------------------------------------------------------------------------------ files
@@ -156,7 +156,7 @@ def _params_of_run(args):
 class TimeMAEEncoder(TransformerMixin, _TimeMAE):
     """fit(X, y=None) pretrains TimeMAE on X (y, when given, selects the pretraining checkpoint with the
     periodic linear probe, as main.py does; without it the last epoch is kept); transform(X) gives the
-    representations (n_cases, d_model; 2 d_model with pooling='meanmax'). X: (n_cases, n_channels,
+    representations (n_cases, d_model; 2 d_model with pooling='meanmax', n_windows * d_model with 'flat'). X: (n_cases, n_channels,
     n_timepoints), or a list of (n_channels, length_i) arrays."""
 
     def fit(self, X, y=None):

@@ -1,4 +1,4 @@
-"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax) and both
+"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax, flat) and both
 probe fits (--probe_refit 0: the fit split's probe; 1: its C fitted again on fit + selection series): the same
 data, split, C grid and selection as the run's own FineLast, only the series representation and the probe's
 training series differ. The row of the run's own pooling and refit reproduces its metrics.json.
