@@ -112,5 +112,7 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
         row = rows[rows.refit == 1].iloc[0]                              # and --probe_refit 1
         assert (row.C, row.acc, row.f1) == (own["C"], own["acc"], own["f1"])
         assert (rows.C.nunique(), rows.val_acc.nunique()) == (1, 1)      # one choice of C, two fits of it
+    assert pooling_main([runs[0], "--probe_C", "0.003", "--out", str(tmp_path / "c.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "c.csv").C) == {0.003}                # a grid other than the run's
     assert pooling_main([str(tmp_path)]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err

@@ -33,10 +33,11 @@ def run_settings(folder):
         return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
 
 
-def pooled_finelast(folder, batch_size=512):
+def pooled_finelast(folder, batch_size=512, probe_C=None):
     """Rows (run, pooling, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling and probe fit
-    (refit 0 only when the selection split is the test set)."""
+    (refit 0 only when the selection split is the test set); probe_C: a C grid other than the run's."""
     cfg = run_settings(folder)
+    grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
     if not splits.labelled or splits.test_x is None:
         raise TimeMAEError(f"{folder!r}: FineLast needs labels and a test split")
@@ -48,7 +49,7 @@ def pooled_finelast(folder, batch_size=512):
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling)   # represent() reads it; weights unchanged
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
-        C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, cfg.probe_C, seed=cfg.seed)
+        C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
         both = None if held is None else np.concatenate([fit, held])
         probes = {0: probe, 1: None if both is None else refit_probe(probe, train_r[both], splits.train_y[both],
                                                                      seed=cfg.seed)}
@@ -65,10 +66,11 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", help="run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--out", help="CSV file for the rows")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--probe_C", type=float, nargs="+", help="C grid of the probes (default: each run's --probe_C)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
-        table = pd.DataFrame([row for run in a.runs for row in pooled_finelast(run)])
+        table = pd.DataFrame([row for run in a.runs for row in pooled_finelast(run, probe_C=a.probe_C)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
