@@ -195,3 +195,18 @@ def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, pro
     assert report["used"] == plain and report["ppl_warn"] == 8.0
     protected, _ = codewords_used(tstcc_dir, tmp_path / "protected", *protection)
     assert protected > plain, (protected, plain)
+
+
+@pytest.mark.parametrize("extra, remedy", [((), "--tokenizer argmax"),
+                                           (("--tokenizer", "argmax"), "--codebook_ema 0.99"),
+                                           (("--tokenizer", "argmax", "--codebook_ema", "0.9"), "--codebook_reset")])
+def test_collapse_warning_names_the_measured_remedy(tstcc_dir, tmp_path, capsys, extra, remedy):
+    """Below --ppl_warn the run warns, names what to try next for its own tokenizer, and metrics.json says so."""
+    _, report = codewords_used(tstcc_dir, tmp_path / "run", "--ppl_warn", "1e9", *extra)
+    warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: codebook")]
+    assert report["collapsed"] is True and len(warning) == 1 and remedy in warning[0], warning
+
+
+def test_no_collapse_warning_above_the_threshold(tstcc_dir, tmp_path, capsys):
+    _, report = codewords_used(tstcc_dir, tmp_path / "run", "--ppl_warn", "0")
+    assert report["collapsed"] is False and "warning: codebook" not in capsys.readouterr().out
