@@ -72,7 +72,12 @@ def test_embeddings_layernorm_sets_the_input_scale(tiny_bert):
     torch.testing.assert_close(kept(x * 50), kept(x), atol=1e-3, rtol=1e-3)
     removed = BertEncoder(bert_config(tiny_bert), input_norm="none").eval()
     removed.load_state_dict(kept.state_dict(), strict=False)
-    assert not torch.allclose(removed(x * 50), removed(x), atol=1e-2)
+    # what layer 1 receives: the scale itself (the post-norm layers then absorb most of it, how much depends on
+    # the transformers release's initialisation, so the layers' output is not the thing to compare)
+    seen = []
+    removed.bert.embeddings.register_forward_hook(lambda module, args, out: seen.append(out))
+    removed(x * 50), removed(x)
+    torch.testing.assert_close(seen[0], seen[1] * 50, atol=1e-3, rtol=1e-4)
 
 
 def test_visible_encoder_sees_true_window_positions(tiny_bert):
