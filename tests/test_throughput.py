@@ -85,3 +85,17 @@ def test_profile_parts_refuse_compile():
     from benchmarks import profile_step
     with pytest.raises(SystemExit):
         profile_step.parse(["--parts", "--compile"])
+
+
+def test_compile_ab_times_both_steps(tmp_path, capsys):
+    """The interleaved torch.compile comparison (aot_eager: no code generation) writes a row per shape and window,
+    with both steps timed, their ratio, and the windows that window length implies."""
+    from benchmarks import compile_ab
+    out = tmp_path / "ab.csv"
+    compile_ab.main(["--threads", "1", "--shapes", "epilepsy", "--waves", "8", "--batch_size", "4",
+                     "--rounds", "1", "--warmup", "1", "--backend", "aot_eager", "--out", str(out)])
+    row = pd.read_csv(out).iloc[0]
+    assert (row["wave"], row["windows"]) == (8, 23)                # 178 steps / window 8, rounded up
+    assert row["eager_ms"] > 0 and row["compiled_ms"] > 0
+    assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"], rel=1e-3)
+    assert "compiled" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+"""torch.compile against eager for the pretraining step, interleaved in one process: the two steps alternate
+round by round, so drift in the machine's speed (a shared or throttled CPU) hits both alike. Prints, per shape,
+the median ms per step of each, their ratio, and the seconds the first compiled steps took (the compile).
+
+    python benchmarks/compile_ab.py --threads 2 --shapes har,epilepsy --waves 8,16 --rounds 25
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from args import default_threads  # noqa: E402
+from benchmarks.throughput import SHAPES, pretrain_setup  # noqa: E402
+from model import TimeMAE  # noqa: E402
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--threads", type=int, default=default_threads(), help="torch CPU threads")
+    p.add_argument("--shapes", default="har,epilepsy", help="comma-separated subset of " + ",".join(SHAPES))
+    p.add_argument("--waves", default="", help="window lengths to try at each shape (default: run.sh's)")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=25, help="alternations; each times 2 steps of each")
+    p.add_argument("--warmup", type=int, default=4, help="untimed steps of each first (the compile among them)")
+    p.add_argument("--backend", default="inductor", help="torch.compile backend")
+    p.add_argument("--out", default="exp/speed/compile_ab.csv")
+    args = p.parse_args(argv)
+    unknown = set(args.shapes.split(",")) - set(SHAPES)
+    if unknown:
+        p.error(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
+    return args
+
+
+def compare(name, wave, args):
+    """Median seconds per pretraining step, eager and compiled, alternating; and the warm-up's seconds."""
+    channels, length, classes, preset_wave = SHAPES[name]
+    x = torch.randn(args.batch_size, length, channels)
+    steps, warm = {}, {}
+    for mode in ("eager", "compiled"):
+        torch.manual_seed(0)
+        model = TimeMAE(channels=channels, seq_len=length, num_classes=classes,
+                        wave_length=wave or preset_wave).train()
+        cfg = SimpleNamespace(compile=mode == "compiled", compile_backend=args.backend, amp=False)
+        steps[mode] = pretrain_setup(model, x, cfg, torch.device("cpu"))
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            steps[mode]()
+        warm[mode] = time.perf_counter() - start
+    times = {mode: [] for mode in steps}
+    for _ in range(args.rounds):
+        for mode, step in steps.items():
+            start = time.perf_counter()
+            step(), step()
+            times[mode].append((time.perf_counter() - start) / 2)
+    eager, comp = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    return dict(shape=name, wave=wave or preset_wave, windows=model.num_windows, batch=args.batch_size,
+                threads=torch.get_num_threads(), backend=args.backend, eager_ms=1e3 * eager, compiled_ms=1e3 * comp,
+                speedup=eager / comp, warmup_s_eager=warm["eager"], warmup_s_compiled=warm["compiled"])
+
+
+def main(argv=None):
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
+    waves = [int(w) for w in args.waves.split(",")] if args.waves else [0]
+    rows = []
+    for name in args.shapes.split(","):
+        for wave in waves:
+            rows.append(compare(name, wave, args))
+            r = rows[-1]
+            print(f"{name}, window {r['wave']}: eager {r['eager_ms']:.1f} ms, compiled {r['compiled_ms']:.1f} ms "
+                  f"per step ({r['speedup']:.2f} x); first {args.warmup} compiled steps {r['warmup_s_compiled']:.0f} s",
+                  flush=True)
+    table = pd.DataFrame(rows)
+    if os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    table.to_csv(args.out, index=False, float_format="%.4g")
+    print(f"written to {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
