@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import default_threads  # noqa: E402
-from benchmarks.throughput import SHAPES, pretrain_setup  # noqa: E402
+from benchmarks.throughput import SHAPES, check_shapes, pretrain_setup, print_machine, write_table  # noqa: E402
 from model import TimeMAE  # noqa: E402
 
 
@@ -33,9 +33,7 @@ def parse(argv=None):
     p.add_argument("--backend", default="inductor", help="torch.compile backend")
     p.add_argument("--out", default="exp/speed/compile_ab.csv")
     args = p.parse_args(argv)
-    unknown = set(args.shapes.split(",")) - set(SHAPES)
-    if unknown:
-        p.error(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
+    check_shapes(p, args.shapes)
     return args
 
 
@@ -69,8 +67,7 @@ def compare(name, wave, args):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
+    print_machine()
     waves = [int(w) for w in args.waves.split(",")] if args.waves else [0]
     rows = []
     for name in args.shapes.split(","):
@@ -81,9 +78,7 @@ def main(argv=None):
                   f"per step ({r['speedup']:.2f} x); first {args.warmup} compiled steps {r['warmup_s_compiled']:.0f} s",
                   flush=True)
     table = pd.DataFrame(rows)
-    if os.path.dirname(args.out):
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    table.to_csv(args.out, index=False, float_format="%.4g")
+    write_table(table, args.out)
     print(f"written to {args.out}")
     return table
 

@@ -38,6 +38,7 @@ from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from process import Trainer  # noqa: E402
+from engine.runfiles import atomic_write_text  # noqa: E402
 from engine.speed import autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
@@ -73,10 +74,28 @@ def parse(argv=None):
     if args.reference and not os.path.isfile(os.path.join(args.reference, "model", "TimeMAE.py")):
         p.error(f"--reference {args.reference}: no model/TimeMAE.py there; pass a checkout of Mingyue-Cheng/TimeMAE")
     args.test_batch_size = args.batch_size
-    unknown = set(args.shapes.split(",")) - set(SHAPES)
-    if unknown:
-        p.error(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
+    check_shapes(p, args.shapes)
     return args
+
+
+def check_shapes(parser, shapes):
+    """Refuse (through the parser's one-line error) names in the comma-separated `shapes` outside SHAPES."""
+    unknown = set(shapes.split(",")) - set(SHAPES)
+    if unknown:
+        parser.error(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
+
+
+def print_machine():
+    """The conditions a benchmark's figures depend on, printed before them."""
+    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
+
+
+def write_table(table, out):
+    """The benchmark's rows as CSV at `out`, written whole or not at all."""
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    atomic_write_text(table.to_csv(index=False, float_format="%.4g"), out)
 
 
 def sync(device):
@@ -237,8 +256,7 @@ def devices(spec):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
+    print_machine()
     rows = []
     for device in [] if args.no_shapes else devices(args.device):
         for name in args.shapes.split(","):
@@ -249,9 +267,7 @@ def main(argv=None):
     e2e = (end_to_end(args.data_path, [int(w) for w in args.e2e_waves.split(",")], args.e2e_epochs, args.threads,
                       args.e2e_reps, args.reference) if args.e2e_epochs else [])
     table = pd.DataFrame(rows + e2e)
-    if os.path.dirname(args.out):
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    table.to_csv(args.out, index=False, float_format="%.4g")
+    write_table(table, args.out)
     shown = ["device", "threads", "shape", "windows", "batch", "task", "series_per_s", "ms_per_batch", "peak_mem_MB",
              "cpu_share", "gflops", "matmul_gflops", "of_matmul"]
     if rows:
