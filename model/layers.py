@@ -1,4 +1,5 @@
 """Building blocks of TimeMAE: window slicer, attention, post-norm Transformer blocks, tokenizer."""
+import functools
 import math
 
 import torch
@@ -55,9 +56,17 @@ class WindowSlicer(nn.Module):
         return self.conv(x).transpose(1, 2)                      # (B, S, d)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_vector_floats():
+    """Floats in one vector register of ATen's CPU kernels: 8 with AVX2 (or ARM SVE256), else 16 (AVX512).
+    ATen's CPU softmax vectorises over the last dimension only when it is at least this long: over shorter rows
+    it runs a scalar loop, 3-9 times slower than over rows of 16 (docs/speed.md, 'Short rows')."""
+    return 8 if torch.backends.cpu.get_cpu_capability() in ("AVX2", "SVE256") else 16
+
+
 class SoftmaxLastDim(torch.autograd.Function):
-    """Softmax over the last dimension from elementwise ops and its exact gradient y * (g - sum(g * y)).
-    ATen's CPU softmax is several times slower than this when that dimension is short (here: windows)."""
+    """Softmax over the last dimension from elementwise ops and its exact gradient y * (g - sum(g * y)):
+    on the CPU, faster than ATen's softmax over rows shorter than a vector register (`softmax_last_dim`)."""
 
     @staticmethod
     def forward(ctx, scores):
@@ -71,6 +80,13 @@ class SoftmaxLastDim(torch.autograd.Function):
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         return y * (grad - (grad * y).sum(-1, keepdim=True))
+
+
+def softmax_last_dim(scores):
+    """Softmax over the last dimension (in at least float32) by whichever CPU kernel is faster at its length."""
+    if scores.shape[-1] < cpu_vector_floats():
+        return SoftmaxLastDim.apply(scores)
+    return scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32))
 
 
 def spelled_out(x):
@@ -124,7 +140,7 @@ class Attention(nn.Module):
         logits = logits.view(B, h, L, -1)                                               # (B, h, L, Lc)
         if key_padding is not None:
             logits = logits.masked_fill(key_padding[:, None, None, :], float("-inf"))
-        weights = self.drop(SoftmaxLastDim.apply(logits)).flatten(0, 1)                  # (B*h, L, Lc)
+        weights = self.drop(softmax_last_dim(logits)).flatten(0, 1)                      # (B*h, L, Lc)
         return torch.bmm(weights.to(v.dtype), v).view(B, h, L, dh)                       # (B, h, L, d/h)
 
 
@@ -163,8 +179,8 @@ class TransformerBlock(nn.Module):
         self.res_ffn = Residual(d_model, dropout, learnable_scale)
 
     def forward(self, x, context=None, key_padding=None):       # key_padding: (B, L or Lc) of x or context
-        if context is None and key_padding is None and self.fusable(x):
-            return self.fused(x)
+        if context is None and self.fusable(x):
+            return self.fused(x, key_padding)
         x = self.res_attn(x, self.attn(x, context, self.res_attn.scale, key_padding))
         hidden = self.ffn[2](self.ffn[1](self.ffn[0](x)))   # Linear, GELU, Dropout: (B, L, 4d)
         return self.res_ffn(x, scaled_linear(hidden, self.ffn[3], self.res_ffn.scale))
@@ -175,17 +191,22 @@ class TransformerBlock(nn.Module):
         return (not self.training and not torch.is_grad_enabled() and x.dtype == self.attn.qkv.weight.dtype
                 and not torch.is_autocast_enabled(x.device.type))
 
-    def fused(self, x):                                          # (B, L, d) -> (B, L, d)
+    def fused(self, x, key_padding=None):                        # (B, L, d), (B, L) bool -> (B, L, d)
         """The same post-norm self-attention block as one ATen op, the fast path of nn.TransformerEncoderLayer
         (exact GELU, post-norm): one ATen call instead of ~20, and a quarter less time per block on the CPU.
-        The residual scalars are folded into the two output weights, as `scaled_linear` does."""
+        The residual scalars are folded into the two output weights, as `scaled_linear` does. With a key
+        padding mask the op's softmax is ATen's masked softmax, which over rows shorter than a vector register
+        is 3 times faster on the CPU than its plain one: such rows get a mask that hides nothing."""
+        if key_padding is None and x.device.type == "cpu" and x.shape[1] < cpu_vector_floats():
+            key_padding = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
         a1 = 1.0 if self.res_attn.scale is None else self.res_attn.scale
         a2 = 1.0 if self.res_ffn.scale is None else self.res_ffn.scale
         attn, n1, n2, f1, f2 = self.attn, self.res_attn.norm, self.res_ffn.norm, self.ffn[0], self.ffn[3]
         return torch._transformer_encoder_layer_fwd(
             x, x.shape[-1], attn.heads, attn.qkv.weight, attn.qkv.bias, attn.out.weight * a1, attn.out.bias * a1,
             True, False, n1.eps, n1.weight, n1.bias, n2.weight, n2.bias,     # use_gelu, norm_first, eps, norms
-            f1.weight, f1.bias, f2.weight * a2, f2.bias * a2, None, None)    # FFN weights, no mask
+            f1.weight, f1.bias, f2.weight * a2, f2.bias * a2,                # FFN weights
+            key_padding, None if key_padding is None else 1)                 # mask type 1: key padding (B, L)
 
 
 class Encoder(nn.Module):

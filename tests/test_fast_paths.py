@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from args import parse_args
 from conftest import TINY
@@ -15,7 +16,7 @@ from loss import pretrain_loss
 from main import main
 from model import TimeMAE
 from model import layers
-from model.layers import Dropout, SoftmaxLastDim
+from model.layers import Dropout, SoftmaxLastDim, TransformerBlock, softmax_last_dim
 from engine.speed import GPU_EVAL_BATCH, eval_batch_size
 
 B, T, C = 6, 30, 3
@@ -92,14 +93,19 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks, noise, t
     return ALPHA * mrr + BETA * mcc, mrr, mcc
 
 
-@pytest.mark.parametrize("dropout, sdpa, noise, tau", [(0.0, False, "none", 0.5), (0.2, False, "none", 1.0),
-                                                (0.0, True, "gumbel", 0.5)])
-def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa, noise, tau):
+@pytest.mark.parametrize("dropout, sdpa, noise, tau, vector", [
+    (0.0, False, "none", 0.5, 16), (0.2, False, "none", 1.0, 16), (0.2, False, "none", 1.0, 1),
+    (0.0, True, "gumbel", 0.5, 16)])
+def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa, noise, tau,
+                                                                      vector):
     """sdpa: attention through F.scaled_dot_product_attention, the GPU's path, forced on the CPU. With
     target_noise 'none' the Gumbel draw must reach neither half of the straight-through target (the old
-    mismatch, a noise-free hard target with a noisy soft gradient, fails here), with 'gumbel' both."""
+    mismatch, a noise-free hard target with a noisy soft gradient, fails here), with 'gumbel' both.
+    vector: the CPU's vector width in floats; at 16 every row here is short (SoftmaxLastDim in training, the
+    masked softmax in the fused blocks), at 1 none is (ATen's softmax in both)."""
     torch.manual_seed(0)
     monkeypatch.setattr(layers, "spelled_out", lambda x: not sdpa)
+    monkeypatch.setattr(layers, "cpu_vector_floats", lambda: vector)
     model = TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=16, attn_heads=2, layers=2, reg_layers=2,
                     vocab_size=12, wave_length=4, dropout=dropout, target_noise=noise, tau=tau).double().train()
     with torch.no_grad():  # residual scales of order 1, so every branch really contributes
@@ -131,12 +137,35 @@ def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatc
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12, msg=name)
 
 
-def test_short_row_softmax_matches_torch_and_its_gradient():
-    scores = torch.randn(4, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("length", [9, 20])
+def test_short_row_softmax_matches_torch_and_its_gradient(length):
+    """SoftmaxLastDim, and softmax_last_dim by either kernel (rows of 9 are short, of 20 long, at 16 floats)."""
+    scores = torch.randn(4, 3, 7, length, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(SoftmaxLastDim.apply(scores), scores.softmax(-1))
     assert torch.autograd.gradcheck(SoftmaxLastDim.apply, (scores,))
+    torch.testing.assert_close(softmax_last_dim(scores), scores.softmax(-1))
+    assert torch.autograd.gradcheck(softmax_last_dim, (scores,))
     bf16 = scores.detach().to(torch.bfloat16)
     assert SoftmaxLastDim.apply(bf16).dtype == torch.float32           # --amp: softmax in float32
+    assert softmax_last_dim(bf16).dtype == torch.float32
+
+
+def test_short_rows_pick_the_faster_cpu_kernel(monkeypatch):
+    """Rows shorter than a vector register: SoftmaxLastDim in training, ATen's masked softmax in fused blocks;
+    longer rows: ATen's softmax in both (docs/speed.md, 'Short rows')."""
+    monkeypatch.setattr(layers, "cpu_vector_floats", lambda: 16)
+    block = TransformerBlock(16, 2, 0.0, True)
+
+    def kernels(length, train):
+        x = torch.randn(3, length, 16)
+        with profile(activities=[ProfilerActivity.CPU]) as prof, torch.set_grad_enabled(train):
+            block.train(train)(x)
+        return {e.key for e in prof.key_averages()} & {"aten::_softmax", "aten::_masked_softmax", "aten::exp_"}
+
+    assert kernels(9, train=True) == {"aten::exp_"}
+    assert kernels(20, train=True) == {"aten::_softmax"}
+    assert kernels(9, train=False) == {"aten::_masked_softmax"}
+    assert kernels(20, train=False) == {"aten::_softmax"}
 
 
 def test_dropout_add_matches_mask_then_add():

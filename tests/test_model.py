@@ -310,19 +310,26 @@ def test_key_padding_hides_padded_keys_from_attention(spelled_out, monkeypatch):
     assert torch.allclose(cross(q, padded, pad), cross(q, x), atol=1e-5)
 
 
-def test_fused_block_equals_the_block_written_out():
-    """No-grad, no-dropout passes (momentum encoder, probe representations) run each block as one fused op."""
+@pytest.mark.parametrize("length", [7, 20])
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_block_equals_the_block_written_out(length, padded):
+    """No-grad, no-dropout passes (momentum encoder, probe representations) run each block as one fused op, with
+    or without key padding, over rows shorter (7) and longer (20) than a 16-float vector register."""
     torch.manual_seed(0)
     block = TransformerBlock(D, 2, 0.2, True).eval()
     with torch.no_grad():
         block.res_attn.scale.fill_(0.7)
         block.res_ffn.scale.fill_(0.4)
-    x = torch.randn(B, 7, D)
+    x = torch.randn(B, length, D)
+    pad = None
+    if padded:
+        pad = torch.zeros(B, length, dtype=torch.bool)
+        pad[0, -3:], pad[2, 1:] = True, True          # series 2 has one real window
     assert not block.fusable(x)                       # gradients enabled: the written-out block
-    written_out = block(x)
+    written_out = block(x, key_padding=pad)
     with torch.no_grad():
         assert block.fusable(x) and not block.train().fusable(x)
-        torch.testing.assert_close(block.eval()(x), written_out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(block.eval()(x, key_padding=pad), written_out, rtol=1e-5, atol=1e-5)
 
 
 def test_pretraining_gradients_are_repeatable_on_two_threads():
