@@ -102,6 +102,7 @@ class Trainer:
         self.eval_batch = eval_batch_size(cfg, device)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
         self.probe_head = None  # with --fineall_head probe: FineLast's probe as (weight, bias) of a linear head
+        self.probed = None      # (epoch, fit, selection representations) of this session's latest periodic probe
 
     def run(self):
         """Pretrain, FineLast, FineAll (the last two with labels only); metrics.json; last.pkl removed once
@@ -296,6 +297,7 @@ class Trainer:
             return None
         start = time.perf_counter()
         fit_r, sel_r = self._represent(self.model, self.fit_x), self._represent(self.model, self.sel_x)
+        self.probed = (epoch, fit_r, sel_r)
         acc = self._fit_probe(fit_r, self.fit_y, sel_r, self.sel_y)["acc"]
         self.probe_seconds += time.perf_counter() - start
         self.record.line("linear_result.txt", f"epoch{epoch}, acc{acc:.4f}, select_on={self.protocol}")
@@ -311,7 +313,7 @@ class Trainer:
         start = time.perf_counter()
         model = TimeMAE.from_config(self.model.config).to(self.device)
         ckpt = self._load(self.record.path("pretrain_model.pkl"), model)
-        fit_r, sel_r, test_r = self._finelast_representations(model)
+        fit_r, sel_r, test_r = self._finelast_representations(model, ckpt["epoch"])
 
         def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
             C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
@@ -476,9 +478,16 @@ class Trainer:
         return self.dist.broadcast(linear_probe(fit_r, fit_y, eval_r, eval_y, seed=self.cfg.seed, C=C)
                                    if self.dist.is_main else None)
 
-    def _finelast_representations(self, model):
-        """Representations of the fit, selection and test series, each split encoded once (the selection
-        split is the test set with select_on test)."""
+    def _finelast_representations(self, model, epoch):
+        """Representations of the fit, selection and test series of the checkpoint of `epoch`, each split
+        encoded once (the selection split is the test set with select_on test). When this session's latest
+        periodic probe encoded that checkpoint (the last epoch was the best, as in every run with one probe),
+        its fit and selection representations are taken as they are: the checkpoint holds the weights it used."""
+        if self.probed is not None and self.probed[0] == epoch:
+            _, fit_r, sel_r = self.probed
+            if self.sel_rows is None:
+                return fit_r, sel_r, sel_r
+            return fit_r, sel_r, None if self.test_x is None else self._represent(model, self.test_x)
         test_r = None if self.test_x is None else self._represent(model, self.test_x)
         fit_r = self._represent(model, self.fit_x)
         sel_r = test_r if self.sel_rows is None else self._represent(model, self.sel_x)

@@ -99,3 +99,14 @@ def test_compile_ab_times_both_steps(tmp_path, capsys):
     assert row["eager_ms"] > 0 and row["compiled_ms"] > 0
     assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"], rel=1e-3)
     assert "compiled" in capsys.readouterr().out
+
+
+def test_softmax_rows_prints_every_kernel_and_the_models_choice(monkeypatch, capsys):
+    from benchmarks import softmax_rows
+    monkeypatch.setattr(softmax_rows, "cpu_vector_floats", lambda: 16)
+    softmax_rows.main(["--batch_size", "2", "--heads", "1", "--lengths", "4,20"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 ") or
+            line.startswith("| 20 ")]
+    assert [len(r) for r in rows] == [7, 7]
+    assert all(float(v) > 0 for r in rows for v in r[1:6])
+    assert rows[0][6].startswith("masked") and rows[1][6].startswith("ATen softmax")
