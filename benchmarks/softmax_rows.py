@@ -15,7 +15,7 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from model.layers import SoftmaxLastDim, cpu_vector_floats  # noqa: E402
+from model.layers import SHORT_ROWS, SoftmaxLastDim  # noqa: E402
 
 
 def parse(argv=None):
@@ -42,8 +42,8 @@ def forward_backward(softmax):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {cpu_vector_floats()} floats per vector "
-          f"register, {args.threads} threads; (B, h, L, L) = ({args.batch_size}, {args.heads}, L, L); median ms\n")
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} threads; (B, h, L, L) = "
+          f"({args.batch_size}, {args.heads}, L, L); median ms; the model's kernels change at L = {SHORT_ROWS}\n")
     print("| L | ATen softmax | masked softmax | SoftmaxLastDim | fwd+bwd: ATen | fwd+bwd: SoftmaxLastDim | model's kernel |")
     print("|---|---|---|---|---|---|---|")
     for length in map(int, args.lengths.split(",")):
@@ -56,7 +56,7 @@ def main(argv=None):
                median_ms(SoftmaxLastDim.apply, scores),
                median_ms(forward_backward(lambda s: s.softmax(-1)), trained, grad),
                median_ms(forward_backward(SoftmaxLastDim.apply), trained, grad)]
-        short = length < cpu_vector_floats()
+        short = length < SHORT_ROWS
         used = "masked (no grad) / SoftmaxLastDim (training)" if short else "ATen softmax"
         print(f"| {length} | " + " | ".join(f"{v:.3f}" for v in row) + f" | {used} |")
 

@@ -1,5 +1,4 @@
 """Building blocks of TimeMAE: window slicer, attention, post-norm Transformer blocks, tokenizer."""
-import functools
 import math
 
 import torch
@@ -56,17 +55,16 @@ class WindowSlicer(nn.Module):
         return self.conv(x).transpose(1, 2)                      # (B, S, d)
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_vector_floats():
-    """Floats in one vector register of ATen's CPU kernels: 8 with AVX2 (or ARM SVE256), else 16 (AVX512).
-    ATen's CPU softmax vectorises over the last dimension only when it is at least this long: over shorter rows
-    it runs a scalar loop, 3-9 times slower than over rows of 16 (docs/speed.md, 'Short rows')."""
-    return 8 if torch.backends.cpu.get_cpu_capability() in ("AVX2", "SVE256") else 16
+# ATen's CPU softmax over rows shorter than its vector of floats (16 with AVX512, 8 with AVX2) is 3-8 times
+# slower than over a full vector. Below 16, SoftmaxLastDim (training) is faster with either kernel set, and ATen's
+# masked softmax (fused blocks) faster with AVX512, about even with AVX2 (benchmarks/softmax_rows.py;
+# docs/speed.md, 'Short rows')
+SHORT_ROWS = 16
 
 
 class SoftmaxLastDim(torch.autograd.Function):
     """Softmax over the last dimension from elementwise ops and its exact gradient y * (g - sum(g * y)):
-    on the CPU, faster than ATen's softmax over rows shorter than a vector register (`softmax_last_dim`)."""
+    on the CPU, faster than ATen's softmax over rows shorter than SHORT_ROWS (`softmax_last_dim`)."""
 
     @staticmethod
     def forward(ctx, scores):
@@ -84,7 +82,7 @@ class SoftmaxLastDim(torch.autograd.Function):
 
 def softmax_last_dim(scores):
     """Softmax over the last dimension (in at least float32) by whichever CPU kernel is faster at its length."""
-    if scores.shape[-1] < cpu_vector_floats():
+    if scores.shape[-1] < SHORT_ROWS:
         return SoftmaxLastDim.apply(scores)
     return scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32))
 
@@ -195,9 +193,9 @@ class TransformerBlock(nn.Module):
         """The same post-norm self-attention block as one ATen op, the fast path of nn.TransformerEncoderLayer
         (exact GELU, post-norm): one ATen call instead of ~20, and a quarter less time per block on the CPU.
         The residual scalars are folded into the two output weights, as `scaled_linear` does. With a key
-        padding mask the op's softmax is ATen's masked softmax, which over rows shorter than a vector register
-        is 3 times faster on the CPU than its plain one: such rows get a mask that hides nothing."""
-        if key_padding is None and x.device.type == "cpu" and x.shape[1] < cpu_vector_floats():
+        padding mask the op's softmax is ATen's masked softmax, up to 3 times faster on the CPU than its plain
+        one over rows shorter than SHORT_ROWS: such rows get a mask that hides nothing."""
+        if key_padding is None and x.device.type == "cpu" and x.shape[1] < SHORT_ROWS:
             key_padding = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
         a1 = 1.0 if self.res_attn.scale is None else self.res_attn.scale
         a2 = 1.0 if self.res_ffn.scale is None else self.res_ffn.scale

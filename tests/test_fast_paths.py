@@ -93,19 +93,19 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks, noise, t
     return ALPHA * mrr + BETA * mcc, mrr, mcc
 
 
-@pytest.mark.parametrize("dropout, sdpa, noise, tau, vector", [
+@pytest.mark.parametrize("dropout, sdpa, noise, tau, short_rows", [
     (0.0, False, "none", 0.5, 16), (0.2, False, "none", 1.0, 16), (0.2, False, "none", 1.0, 1),
     (0.0, True, "gumbel", 0.5, 16)])
 def test_fast_pretraining_step_matches_reference_losses_and_gradients(monkeypatch, dropout, sdpa, noise, tau,
-                                                                      vector):
+                                                                      short_rows):
     """sdpa: attention through F.scaled_dot_product_attention, the GPU's path, forced on the CPU. With
     target_noise 'none' the Gumbel draw must reach neither half of the straight-through target (the old
     mismatch, a noise-free hard target with a noisy soft gradient, fails here), with 'gumbel' both.
-    vector: the CPU's vector width in floats; at 16 every row here is short (SoftmaxLastDim in training, the
-    masked softmax in the fused blocks), at 1 none is (ATen's softmax in both)."""
+    short_rows: at 16 every row here is short (SoftmaxLastDim in training, the masked softmax in the fused
+    blocks), at 1 none is (ATen's softmax in both)."""
     torch.manual_seed(0)
     monkeypatch.setattr(layers, "spelled_out", lambda x: not sdpa)
-    monkeypatch.setattr(layers, "cpu_vector_floats", lambda: vector)
+    monkeypatch.setattr(layers, "SHORT_ROWS", short_rows)
     model = TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=16, attn_heads=2, layers=2, reg_layers=2,
                     vocab_size=12, wave_length=4, dropout=dropout, target_noise=noise, tau=tau).double().train()
     with torch.no_grad():  # residual scales of order 1, so every branch really contributes
@@ -151,9 +151,9 @@ def test_short_row_softmax_matches_torch_and_its_gradient(length):
 
 
 def test_short_rows_pick_the_faster_cpu_kernel(monkeypatch):
-    """Rows shorter than a vector register: SoftmaxLastDim in training, ATen's masked softmax in fused blocks;
+    """Rows shorter than SHORT_ROWS: SoftmaxLastDim in training, ATen's masked softmax in fused blocks;
     longer rows: ATen's softmax in both (docs/speed.md, 'Short rows')."""
-    monkeypatch.setattr(layers, "cpu_vector_floats", lambda: 16)
+    monkeypatch.setattr(layers, "SHORT_ROWS", 16)
     block = TransformerBlock(16, 2, 0.0, True)
 
     def kernels(length, train):

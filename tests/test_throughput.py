@@ -103,7 +103,6 @@ def test_compile_ab_times_both_steps(tmp_path, capsys):
 
 def test_softmax_rows_prints_every_kernel_and_the_models_choice(monkeypatch, capsys):
     from benchmarks import softmax_rows
-    monkeypatch.setattr(softmax_rows, "cpu_vector_floats", lambda: 16)
     softmax_rows.main(["--batch_size", "2", "--heads", "1", "--lengths", "4,20"])
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 ") or
             line.startswith("| 20 ")]
