@@ -102,6 +102,10 @@ def build_parser():
     g.add_argument("--alpha", type=float, default=5.0, help="weight of MRR (masked representation regression)")
     g.add_argument("--beta", type=float, default=1.0, help="weight of MCC (masked codeword classification)")
     g.add_argument("--momentum", type=float, default=0.99, help="EMA rate of the momentum target encoder")
+    g.add_argument("--random_shift", type=float, default=0.0,
+                   help="augmentation: in every pretraining batch each series drops its first r steps, r drawn "
+                        "uniformly from 0 to this many windows' steps (at most its length - 1), and ends in r "
+                        "padding steps, so the window grid meets it at a new phase; 0: off (paper)")
     g.add_argument("--num_epoch_pretrain", type=int, default=100, help="0 gives the FineZero baseline")
     g.add_argument("--probe_every", type=int, default=5, help="linear probe every N pretraining epochs")
     g.add_argument("--probe_C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],

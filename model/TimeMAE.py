@@ -85,6 +85,21 @@ class TimeMAE(nn.Module):
         return x, step_pad.unflatten(1, (-1, sigma)).all(-1)                  # (B, S)
 
     # ------------------------------------------------------------------------------------------ pretraining
+    def random_shift(self, x):
+        """x (B, T, C) -> x with series i moved r_i steps earlier: its first r_i steps dropped, r_i padding (NaN)
+        steps appended, r_i uniform on {0, ..., min(floor(random_shift * sigma), T_i - 1)} for T_i real steps.
+        A random crop that moves the window grid: on a small set the windows meet each series at a new phase
+        in every epoch. No draw at all when random_shift is 0, so the default run is unchanged."""
+        most = int(self.cfg.random_shift * self.cfg.wave_length)
+        if most == 0:
+            return x
+        real = (~x.isnan().all(-1)).sum(1, keepdim=True)                      # (B, 1) T_i (padding at the end)
+        top = (real - 1).clamp(0, most)                                      # (B, 1)
+        r = (torch.rand(top.shape, device=x.device) * (top + 1)).long()       # (B, 1)
+        source = torch.arange(x.shape[1], device=x.device) + r               # (B, T)
+        shifted = x.gather(1, source.clamp_max(x.shape[1] - 1)[..., None].expand_as(x))
+        return shifted.masked_fill((source >= x.shape[1])[..., None], float("nan"))
+
     def random_masking(self, batch, device, window_pad=None):
         """Indices (B, S-M) of visible and (B, M) of masked windows, every window equally likely.
         Per-sample masks come from argsort of uniform noise; 'batch' mode shares one draw (reference code).
@@ -115,7 +130,7 @@ class TimeMAE(nn.Module):
         """x (B, T, C) -> dict with the MRR pair, the MCC pair (targets and their soft assignments),
         `masked_valid` (B, M) bool, or None when every masked slot is a real window, and `z_masked`, the
         masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them)."""
-        x, window_pad = self.window_padding(x)
+        x, window_pad = self.window_padding(self.random_shift(x))
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)

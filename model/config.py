@@ -41,6 +41,7 @@ class TimeMAEConfig:
     wave_length: int = 8                # window length sigma of the window slicer
     mask_ratio: float = _training(0.6)
     mask_mode: str = _training("sample")   # 'sample': a fresh mask per series; 'batch': one per batch
+    random_shift: float = _training(0.0)   # pretraining: series start up to this many windows late (random crop)
     tokenizer: str = "ste"              # 'ste': straight-through Gumbel-softmax targets; 'argmax': index targets
     target_noise: str = "none"          # Gumbel noise in the hard codeword target
     tau: float = 1.0                    # Gumbel-softmax temperature of the STE gradient path
@@ -119,6 +120,8 @@ class TimeMAEConfig:
         if self.wave_length > self.seq_len:
             raise ConfigError(f"wave_length {self.wave_length} is longer than the series ({self.seq_len} steps): "
                               "choose a window no longer than the series", ("wave_length",))
+        if self.random_shift < 0:
+            raise ConfigError(f"random_shift must be 0 or more (windows), got {self.random_shift}", ("random_shift",))
         if not 0 < self.num_masked < self.num_windows:
             raise ConfigError(f"mask_ratio {self.mask_ratio} masks {self.num_masked} of {self.num_windows} "
                               "windows: at least one window must be masked and one visible", ("mask_ratio",))

@@ -234,6 +234,11 @@ def existing_run_folder(data, run):
     open(os.path.join(run, "last.pkl"), "w").close()
 
 
+def negative_shift(data, run):
+    write_pt_dataset(data)
+    return ["--random_shift", "-0.5"]
+
+
 def cuda_without_gpu(data, run):
     write_pt_dataset(data)
     if torch.cuda.is_available():
@@ -278,6 +283,7 @@ CASES = [
     (resume_finished_run, "has finished"),
     (resume_and_overwrite, "pass one of them"),
     (existing_run_folder, "pass --resume to continue that run, --overwrite to replace it"),
+    (negative_shift, "--random_shift must be 0 or more (windows), got -0.5"),
     (cuda_without_gpu, "no CUDA GPU is available"),
     (unknown_device, "is not a device name"),
 ]

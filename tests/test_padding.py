@@ -90,3 +90,39 @@ def test_series_of_one_real_window_trains_without_nan():
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert torch.isfinite(model(x)).all()
+
+
+def test_random_shift_crops_each_series_start_and_appends_padding():
+    model = TimeMAE(channels=C, seq_len=40, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=SIGMA, random_shift=2.0)   # up to 8 steps
+    x = torch.randn(300, 40, C)
+    lengths = torch.randint(1, 41, (300,))
+    lengths[:100] = 40
+    x[torch.arange(40) >= lengths[:, None]] = float("nan")           # variable lengths, padding at the end
+    shifted = model.random_shift(x)
+    real = ~shifted.isnan().all(-1)                                   # (300, 40)
+    r = lengths - real.sum(1)                                         # steps each series lost
+    assert (r >= 0).all() and (r <= 8).all() and (r <= lengths - 1).all()
+    assert len(set(r[:100].tolist())) == 9                            # every offset 0..8 occurs
+    for i in range(300):                                              # the rest of the series, in order
+        assert torch.equal(shifted[i, : lengths[i] - r[i]], x[i, r[i]: lengths[i]])
+    assert not shifted[real].isnan().any()
+    one = x[lengths == 1]
+    torch.testing.assert_close(model.random_shift(one), one, equal_nan=True)   # a single real step always stays
+
+
+def test_random_shift_zero_draws_nothing_and_trains_with_padding():
+    x = torch.randn(16, 40, C)
+    plain = TimeMAE(channels=C, seq_len=40, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=SIGMA)
+    state = torch.random.get_rng_state()
+    assert plain.random_shift(x) is x and torch.equal(torch.random.get_rng_state(), state)
+    shifting = TimeMAE(channels=C, seq_len=40, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                       vocab_size=12, wave_length=SIGMA, random_shift=2.0).train()
+    torch.manual_seed(3)
+    out = shifting.forward_pretrain(x)
+    assert out["masked_valid"] is not None and not out["masked_valid"].all()   # series shifted by 4+ steps lost a window
+    total, _, _ = pretrain_loss(out, 5.0, 1.0)
+    total.backward()
+    assert torch.isfinite(total) and all(torch.isfinite(p.grad).all() for p in shifting.parameters()
+                                         if p.grad is not None)
