@@ -1,5 +1,6 @@
 """experiments/presets.py: the paper's presets and the UCR/UEA preset, whose window length comes from the
-training series' length, whose FineAll starts from the FineLast probe and whose representation is meanmax."""
+training series' length, whose FineAll starts from the FineLast probe, whose representation is meanmax and
+whose pretraining shifts the window grid."""
 import json
 
 import pytest
@@ -28,12 +29,15 @@ def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
     flags = capsys.readouterr().out.split()
     assert flags[flags.index("--fineall_head") + 1] == "probe"
     assert flags[flags.index("--pooling") + 1] == "meanmax"
+    assert flags[flags.index("--random_shift") + 1] == "2"
     out = tmp_path / "run"   # later flags override the preset's epochs, as run.sh's extra flags do
     assert main(["--dataset", "ucr", "--data_path", str(folder), "--UCR_folder", "Toy", *flags, *TINY,
-                 "--num_epoch_pretrain", "0", "--num_epoch", "0", "--save_path", str(out)]) == 0
-    assert json.loads((out / "args.json").read_text())["wave_length"] == 4   # 100 steps -> 25 windows of 4
+                 "--num_epoch_pretrain", "1", "--num_epoch", "0",
+                 "--save_path", str(out)]) == 0
+    saved = json.loads((out / "args.json").read_text())
+    assert saved["wave_length"] == 4 and saved["random_shift"] == 2.0   # 100 steps -> 25 windows of 4
 
 
-def test_paper_presets_keep_the_papers_fineall_and_pooling():
+def test_paper_presets_keep_the_papers_fineall_pooling_and_window_grid():
     for name, flags in presets.PRESETS.items():
-        assert "--fineall_head" not in flags and "--pooling" not in flags, name
+        assert not {"--fineall_head", "--pooling", "--random_shift"} & set(flags), name
