@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import (extract_representations, linear_probe, predict, probe_as_head, raw_baselines,
-                            refit_probe, scores, select_probe)
+from classification import (extract_representations, fit_probe, linear_probe, predict, probe_as_head,
+                            raw_baselines, refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
-from engine.checkpoint import load_state, read_checkpoint
+from engine.checkpoint import checkpoint, load_state, read_checkpoint
 from engine.distributed import Dist
 from engine.record import EPOCH_LOG, RunRecord
 from engine.resume import LAST
-from engine.runfiles import atomic_write_json
+from engine.runfiles import atomic_save, atomic_write_json
 from engine.speed import autocast, compiled, eval_batch_size
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
@@ -378,8 +378,10 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", best=f"{record.best[0]:.3f}")
             bar.update()
         bar.close()
-        self._load(record.path("model.pkl"), model)
+        kept = self._load(record.path("model.pkl"), model)
         single = self._single_class("FineAll", self._scores(model, self.sel_x, self.sel_y))
+        if cfg.fineall_head == "probe" and cfg.load_pretrained_model and self.refit and record.best[1] == 0:
+            self._refit_kept_probe(model, kept, done["finelast"]["C"])
         if self.test_x is None:
             record.line("result.txt", f"final, select_on={self.protocol}, best_step{record.best[1]}, no test split")
             return {"step": record.best[1], "single_class": single}
@@ -389,6 +391,22 @@ class Trainer:
                                   f"best_step{record.best[1]}")
         self.log(f"FineAll (step {record.best[1]}): test acc {res['acc']:.4f}, macro-F1 {res['f1']:.4f}")
         return {**res, "step": record.best[1]}
+
+    def _refit_kept_probe(self, model, kept, C):
+        """FineAll kept step 0: no fine-tuning step beat linear probing on the selection split, so the classifier
+        kept is FineLast's probe, fitted on the fit split so that the selection split could judge it. Its job
+        done, the probe is fitted again with its C on every labelled series, as FineLast's is (--probe_refit 1),
+        over the unchanged encoder; model.pkl takes that head."""
+        reps = self._represent(model, torch.cat([self.fit_x, self.sel_x]))           # (N_fit + N_sel, d)
+        labels = np.concatenate([self.fit_y, self.sel_y])
+        head = self.dist.broadcast(probe_as_head(fit_probe(reps, labels, self.cfg.seed, C), model.cfg.num_classes)
+                                   if self.dist.is_main else None)
+        with torch.no_grad():
+            model.head.weight.copy_(head[0])
+            model.head.bias.copy_(head[1])
+        if self.dist.is_main:
+            atomic_save({**kept, **checkpoint(model), "head_fitted": len(labels)}, self.record.path("model.pkl"))
+        self.log(f"FineAll kept step 0 (FineLast's probe): its head fitted again on {len(labels)} series")
 
     def fineall_epoch(self, model, forward, loader, opt, sched, scaler, epoch):
         """One fine-tuning epoch with cross-entropy, evaluated on the selection split every eval_per_steps

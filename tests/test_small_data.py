@@ -135,18 +135,19 @@ def test_selection_never_reads_the_test_labels(tmp_path, head):
     assert out[0][5] != out[1][5]                                   # the test labels did change
 
 
-@pytest.mark.parametrize("head", ["random", "probe"])
-def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tmp_path, monkeypatch, head):
+@pytest.mark.parametrize("head, refit", [("random", "0"), ("probe", "0"), ("probe", "1")])
+def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tmp_path, monkeypatch, head, refit):
     """--fineall_head probe: FineAll's head is FineLast's probe fitted on the fit split (not refitted on the
     selection split, which FineAll selects on) and step 0 is a candidate, so with no optimiser step the selected
-    model is step 0's and predicts on test what that probe (FineLast with --probe_refit 0) predicts. The paper's
-    random head has no step-0 candidate."""
+    model is step 0's and predicts on test what FineLast predicts: with --probe_refit 1 the kept probe is then
+    fitted again on every labelled series, as FineLast's is, and model.pkl holds that head. The paper's random
+    head has no step-0 candidate."""
     folder = write_tstcc(tmp_path / "data")
     monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(lambda *args: None))   # no step changes a weight
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
                  "--num_epoch_pretrain", "1", "--num_epoch", "2", "--eval_per_steps", "2", "--fineall_head", head,
-                 "--probe_refit", "0", *TINY]) == 0
+                 "--probe_refit", refit, *TINY]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     step0 = [line for line in (run / "result.txt").read_text().splitlines() if line.startswith("epoch0, step0,")]
     if head == "random":
@@ -155,6 +156,9 @@ def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tm
     assert len(step0) == 1 and metrics["fineall"]["step"] == 0
     assert (metrics["fineall"]["acc"], metrics["fineall"]["f1"]) == (metrics["finelast"]["acc"],
                                                                      metrics["finelast"]["f1"])
+    kept = torch.load(run / "model.pkl", weights_only=True)
+    assert kept.get("head_fitted") == (metrics["finelast"]["fitted"] if refit == "1" else None)
+    assert metrics["finelast"]["fitted"] == metrics["labelled"] + (metrics["selection"] if refit == "1" else 0)
 
 
 def test_raw_baselines_fit_and_score():
