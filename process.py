@@ -380,7 +380,7 @@ class Trainer:
         bar.close()
         kept = self._load(record.path("model.pkl"), model)
         single = self._single_class("FineAll", self._scores(model, self.sel_x, self.sel_y))
-        if cfg.fineall_head == "probe" and cfg.load_pretrained_model and self.refit and record.best[1] == 0:
+        if self.refit and record.best[1] == 0:   # step 0 is a candidate only when FineAll starts from the probe
             self._refit_kept_probe(model, kept, done["finelast"]["C"])
         if self.test_x is None:
             record.line("result.txt", f"final, select_on={self.protocol}, best_step{record.best[1]}, no test split")
