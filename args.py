@@ -94,6 +94,10 @@ def build_parser():
                    help="series representation from the window representations (probes, FineAll, encode): mean "
                         "(paper), max, both concatenated (2 x d_model), or flat: every window's in time order (S x d_model, "
                         "padding windows as zeros); padding windows are left out of mean and max")
+    g.add_argument("--phases", type=int, default=1,
+                   help="the series representation (probes, FineAll, encode) averages over K phases of the window "
+                        "grid: K copies of each series started 0, sigma/K, 2 sigma/K, ... steps late (at most sigma "
+                        "phases; costs K encodings); 1: the paper's one grid")
     g.add_argument("--ppl_warn", type=float, default=8.0,
                    help="warn (log and metrics.json) when the codebook perplexity of the last pretraining epoch "
                         "is below this")

@@ -26,6 +26,18 @@ def _gather(t, ids):                                             # (B, S, d), (B
     return t.gather(1, ids[..., None].expand(-1, -1, t.shape[-1]))
 
 
+def _real_steps(x):                                              # (B, T, C) -> (B, 1) T_i, padding at the end
+    return (~x.isnan().all(-1)).sum(1, keepdim=True)
+
+
+def _shift(x, r):
+    """x (B, T, C), r (B, 1) -> series i moved r_i steps earlier: its first r_i steps dropped, r_i padding (NaN)
+    steps appended."""
+    source = torch.arange(x.shape[1], device=x.device) + r               # (B, T)
+    shifted = x.gather(1, source.clamp_max(x.shape[1] - 1)[..., None].expand_as(x))
+    return shifted.masked_fill((source >= x.shape[1])[..., None], float("nan"))
+
+
 class TimeMAE(nn.Module):
     """Built from a TimeMAEConfig, or from its settings as keyword arguments: TimeMAE(channels=1, seq_len=178,
     num_classes=2, wave_length=8)."""
@@ -93,12 +105,8 @@ class TimeMAE(nn.Module):
         most = int(self.cfg.random_shift * self.cfg.wave_length)
         if most == 0:
             return x
-        real = (~x.isnan().all(-1)).sum(1, keepdim=True)                      # (B, 1) T_i (padding at the end)
-        top = (real - 1).clamp(0, most)                                      # (B, 1)
-        r = (torch.rand(top.shape, device=x.device) * (top + 1)).long()       # (B, 1)
-        source = torch.arange(x.shape[1], device=x.device) + r               # (B, T)
-        shifted = x.gather(1, source.clamp_max(x.shape[1] - 1)[..., None].expand_as(x))
-        return shifted.masked_fill((source >= x.shape[1])[..., None], float("nan"))
+        top = (_real_steps(x) - 1).clamp(0, most)                             # (B, 1)
+        return _shift(x, (torch.rand(top.shape, device=x.device) * (top + 1)).long())
 
     def random_masking(self, batch, device, window_pad=None):
         """Indices (B, S-M) of visible and (B, M) of masked windows, every window equally likely.
@@ -181,11 +189,27 @@ class TimeMAE(nn.Module):
         x, window_pad = self.window_padding(x)
         return self.visible_encoder(self.feature_encoder(x) + self.position, window_pad), window_pad
 
+    def grid_phases(self, x):
+        """x (B, T, C) -> (K*B, T, C): K = min(phases, sigma) copies of the batch, copy j started
+        floor(j * sigma / K) steps late (at most T_i - 1), so the window grid meets each series at K phases."""
+        phases = min(self.cfg.phases, self.cfg.wave_length)
+        if phases == 1:
+            return x
+        offsets = torch.arange(phases, device=x.device) * self.cfg.wave_length // phases       # (K,)
+        r = torch.minimum(offsets[:, None, None], (_real_steps(x) - 1).clamp_min(0))          # (K, B, 1)
+        return _shift(x.expand(phases, -1, -1, -1).flatten(0, 1), r.flatten(0, 1))
+
     def represent(self, x):
         """Series representation (probes, FineAll, encode) pooled over the real (non-padding) windows: the mean
         (paper), the max, or both, (B, d) or (B, 2d) with pooling 'meanmax'; with 'flat' the windows side by side
-        in time order, (B, S*d), padding windows as zeros (the position of a shape, which a mean discards)."""
-        rep, window_pad = self.forward_encoder(x)                             # (B, S, d)
+        in time order, (B, S*d), padding windows as zeros (the position of a shape, which a mean discards).
+        With phases K > 1 it is the average of the representations at K phases of the window grid (grid_phases):
+        one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out."""
+        pooled = self.pool(*self.forward_encoder(self.grid_phases(x)))          # (K*B, D)
+        return pooled.unflatten(0, (-1, x.shape[0])).mean(0)                   # (B, D)
+
+    def pool(self, rep, window_pad):
+        """Window representations (B, S, d) and padding (B, S) or None -> the series representation (B, D)."""
         if self.cfg.pooling == "flat":
             real = rep if window_pad is None else rep.masked_fill(window_pad[..., None], 0.0)
             return real.flatten(1)                                            # (B, S*d)

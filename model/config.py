@@ -53,6 +53,7 @@ class TimeMAEConfig:
     codebook_usage: float = _training(0.0)     # weight of the usage regulariser log V - H(mean soft assignment)
     codebook_ema: float = _training(0.0)       # > 0: codewords are EMAs (this decay) of their windows, no gradient
     pooling: str = "mean"               # series representation: 'mean' (paper), 'max', 'meanmax' (2d), 'flat' (S*d)
+    phases: int = _training(1)          # the representation averages over this many phases of the window grid
     momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
     mcc: bool = True                    # masked codeword classification
     mrr: bool = True                    # masked representation regression
@@ -120,6 +121,8 @@ class TimeMAEConfig:
         if self.wave_length > self.seq_len:
             raise ConfigError(f"wave_length {self.wave_length} is longer than the series ({self.seq_len} steps): "
                               "choose a window no longer than the series", ("wave_length",))
+        if self.phases < 1:
+            raise ConfigError(f"phases must be 1 or more, got {self.phases}", ("phases",))
         if self.random_shift < 0:
             raise ConfigError(f"random_shift must be 0 or more (windows), got {self.random_shift}", ("random_shift",))
         if not 0 < self.num_masked < self.num_windows:

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from common.errors import TimeMAEError
 from loss import pretrain_loss
 from model import TimeMAE
 
@@ -126,3 +127,38 @@ def test_random_shift_zero_draws_nothing_and_trains_with_padding():
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(p.grad).all() for p in shifting.parameters()
                                          if p.grad is not None)
+
+
+def test_grid_phases_start_each_copy_a_fraction_of_a_window_late():
+    model = TimeMAE(channels=C, seq_len=20, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=SIGMA, phases=2)
+    x = pad(torch.randn(3, 19, C), 1)
+    x[2, 1:] = float("nan")                                           # one real step: it cannot start later
+    copies = model.grid_phases(x)                                     # (2 * 3, 20, C): offsets 0 and SIGMA / 2
+    assert copies.shape == (6, 20, C)
+    torch.testing.assert_close(copies[:3], x, equal_nan=True)
+    torch.testing.assert_close(copies[3:5], pad(x[:2, 2:], 2), equal_nan=True)
+    torch.testing.assert_close(copies[5], x[2], equal_nan=True)
+    more = dataclasses.replace(model.cfg, phases=9)                   # at most sigma phases: offsets 0, 1, 2, 3
+    model.cfg = more
+    assert model.grid_phases(x).shape == (SIGMA * 3, 20, C)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "meanmax"])
+def test_phases_average_the_representations_of_the_shifted_copies(pooling):
+    short, _ = pair(pooling=pooling)
+    x = torch.randn(5, 20, C)
+    x[3, 13:] = float("nan")                                          # a variable-length series too
+    one = short.represent(x)
+    torch.testing.assert_close(one, short.pool(*short.forward_encoder(x)), rtol=0, atol=0)   # phases 1: the paper's
+    short.cfg = dataclasses.replace(short.cfg, phases=SIGMA)
+    expected = torch.stack([one] + [short.pool(*short.forward_encoder(pad(x[:, r:], r)))
+                                    for r in range(1, SIGMA)]).mean(0)
+    torch.testing.assert_close(short.represent(x), expected)
+    assert not torch.allclose(short.represent(x), one)
+    assert short(x).shape == (5, 3)
+
+
+def test_phases_below_one_are_refused():
+    with pytest.raises(TimeMAEError, match="phases must be 1 or more, got 0"):
+        TimeMAE(channels=C, seq_len=20, num_classes=2, wave_length=SIGMA, phases=0)
