@@ -114,5 +114,10 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
         assert (rows.C.nunique(), rows.val_acc.nunique()) == (1, 1)      # one choice of C, two fits of it
     assert pooling_main([runs[0], "--probe_C", "0.003", "--out", str(tmp_path / "c.csv")]) == 0
     assert set(pd.read_csv(tmp_path / "c.csv").C) == {0.003}                # a grid other than the run's
+    assert pooling_main([runs[0], "--phases", "1", "2", "--out", str(tmp_path / "k.csv")]) == 0
+    phased = pd.read_csv(tmp_path / "k.csv")
+    assert list(phased.phases) == [1, 1, 2, 2] * 4
+    one = phased[phased.phases == 1].drop(columns="phases").reset_index(drop=True)
+    pd.testing.assert_frame_equal(one, table[table.run == runs[0]].drop(columns="phases").reset_index(drop=True))
     assert pooling_main([str(tmp_path)]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err

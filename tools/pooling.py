@@ -1,12 +1,15 @@
-"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax, flat) and both
-probe fits (--probe_refit 0: the fit split's probe; 1: its C fitted again on fit + selection series): the same
-data, split, C grid and selection as the run's own FineLast, only the series representation and the probe's
-training series differ. The row of the run's own pooling and refit reproduces its metrics.json.
+"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax, flat), each
+number of grid phases asked for (--phases; default: the run's own) and both probe fits (--probe_refit 0: the fit
+split's probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as
+the run's own FineLast, only the series representation and the probe's training series differ. The row of the
+run's own pooling, phases and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
+    python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
 """
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -33,9 +36,10 @@ def run_settings(folder):
         return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
 
 
-def pooled_finelast(folder, batch_size=512, probe_C=None):
-    """Rows (run, pooling, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling and probe fit
-    (refit 0 only when the selection split is the test set); probe_C: a C grid other than the run's."""
+def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None):
+    """Rows (run, pooling, phases, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling, number of
+    grid phases (`phases`, a list; None: the run's own) and probe fit (refit 0 only when the selection split is
+    the test set); probe_C: a C grid other than the run's."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
@@ -45,8 +49,8 @@ def pooled_finelast(folder, batch_size=512, probe_C=None):
     model, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    for pooling in POOLINGS:
-        model.cfg = dataclasses.replace(model.cfg, pooling=pooling)   # represent() reads it; weights unchanged
+    for pooling, k in itertools.product(POOLINGS, phases or [model.cfg.phases]):
+        model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k)   # represent() reads them; same weights
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
         C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
@@ -56,8 +60,8 @@ def pooled_finelast(folder, batch_size=512, probe_C=None):
         for refit, fitted in probes.items():
             if fitted is not None:
                 res = scores(splits.test_y, fitted.predict(test_r))
-                rows.append(dict(run=folder, pooling=pooling, refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"],
-                                 f1=res["f1"]))
+                rows.append(dict(run=folder, pooling=pooling, phases=k, refit=refit, C=C, val_acc=sel["acc"],
+                                 acc=res["acc"], f1=res["f1"]))
     return rows
 
 
@@ -67,10 +71,11 @@ def main(argv=None):
     p.add_argument("--out", help="CSV file for the rows")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--probe_C", type=float, nargs="+", help="C grid of the probes (default: each run's --probe_C)")
+    p.add_argument("--phases", type=int, nargs="+", help="numbers of grid phases to probe (default: each run's)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
-        table = pd.DataFrame([row for run in a.runs for row in pooled_finelast(run, probe_C=a.probe_C)])
+        table = pd.DataFrame([row for run in a.runs for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
