@@ -191,26 +191,21 @@ class TimeMAE(nn.Module):
 
     def grid_phases(self, x):
         """x (B, T, C) -> (K*B, T, C): K = min(phases, sigma) copies of the batch, copy j started
-        floor(j * sigma / K) steps late (at most T_i - 1), so the window grid meets each series at K phases.
-        In training (FineAll) each series instead gets one of the K phases at random, (B, T, C): an augmentation
-        at the cost of one encoding, while evaluation averages all K (random crops to train, all crops to test)."""
+        floor(j * sigma / K) steps late (at most T_i - 1), so the window grid meets each series at K phases."""
         phases = min(self.cfg.phases, self.cfg.wave_length)
         if phases == 1:
             return x
         offsets = torch.arange(phases, device=x.device) * self.cfg.wave_length // phases       # (K,)
-        offsets = (offsets[torch.randint(phases, (1, x.shape[0], 1), device=x.device)] if self.training
-                   else offsets[:, None, None])                                                # (1, B, 1) or (K, 1, 1)
-        r = torch.minimum(offsets, (_real_steps(x) - 1).clamp_min(0))                          # (1 or K, B, 1)
-        return _shift(x.expand(r.shape[0], -1, -1, -1).flatten(0, 1), r.flatten(0, 1))
+        r = torch.minimum(offsets[:, None, None], (_real_steps(x) - 1).clamp_min(0))          # (K, B, 1)
+        return _shift(x.expand(phases, -1, -1, -1).flatten(0, 1), r.flatten(0, 1))
 
     def represent(self, x):
         """Series representation (probes, FineAll, encode) pooled over the real (non-padding) windows: the mean
         (paper), the max, or both, (B, d) or (B, 2d) with pooling 'meanmax'; with 'flat' the windows side by side
         in time order, (B, S*d), padding windows as zeros (the position of a shape, which a mean discards).
-        With phases K > 1 it is the average of the representations at K phases of the window grid (grid_phases;
-        in training one random phase per series): one fixed grid cuts a short shape at an arbitrary phase, which a
-        small labelled set cannot average out."""
-        pooled = self.pool(*self.forward_encoder(self.grid_phases(x)))          # (K*B, D), in training (B, D)
+        With phases K > 1 it is the average of the representations at K phases of the window grid (grid_phases):
+        one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out."""
+        pooled = self.pool(*self.forward_encoder(self.grid_phases(x)))          # (K*B, D)
         return pooled.unflatten(0, (-1, x.shape[0])).mean(0)                   # (B, D)
 
     def pool(self, rep, window_pad):
