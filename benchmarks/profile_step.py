@@ -5,12 +5,14 @@ operators with the most self time (CPU, and CUDA when profiling a GPU) as a mark
     python benchmarks/profile_step.py --shape har --wave_length 8 --threads 1
     python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --threads 1 --top 15
     python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --threads 2 --parts   # ms per part
+    python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --by_shape          # GFLOP/s per matmul
 
 --parts times the step's parts instead, without the profiler's overhead: the forward of each module of the paper
 (window slicer, visible encoder, decoupled encoder, momentum encoder, tokenizer; forward hooks), the rest of the
 forward pass and the loss (masking, gathers, targets), the backward pass, AdamW and the momentum update.
 """
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -42,6 +44,8 @@ def parse(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     p.add_argument("--compile_backend", default="inductor")
     p.add_argument("--parts", action="store_true", help="median ms per step of each part, not the operator table")
+    p.add_argument("--by_shape", action="store_true",
+                   help="the matrix products (mm, addmm, bmm, baddbmm) by input shape, with the GFLOP/s each reached")
     args = p.parse_args(argv)
     if args.parts and args.compile:
         p.error("--parts times the eager modules by hooks; it does not combine with --compile")
@@ -106,6 +110,24 @@ def self_time_table(events, key, steps, top):
     return "\n".join(rows), total / 1e3 / steps
 
 
+MATMULS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1), "aten::baddbmm": (1, 2)}
+
+
+def matmul_table(events, steps, top):
+    """Markdown rows of the `top` matrix products by self time, one per operator and input shapes (events grouped
+    by input shape), with the GFLOP/s each call reached: 2 * batch * m * k * n FLOPs per call."""
+    rows = ["| operator | shapes | self ms / step | calls / step | GFLOP/s |", "|---|---|---|---|---|"]
+    events = sorted((e for e in events if e.key in MATMULS and e.self_cpu_time_total > 0),
+                    key=lambda e: -e.self_cpu_time_total)
+    for e in events[:top]:
+        a, b = (e.input_shapes[i] for i in MATMULS[e.key])
+        flops = 2 * math.prod(a) * b[-1]                                   # (.., m, k) @ (.., k, n)
+        rate = flops * e.count / (e.self_cpu_time_total * 1e-6) / 1e9
+        rows.append(f"| `{e.key}` | {a} x {b} | {e.self_cpu_time_total / 1e3 / steps:.2f} | {e.count / steps:g} "
+                    f"| {rate:.0f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
@@ -128,12 +150,15 @@ def main(argv=None):
         step()
     sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=args.by_shape) as prof:
         for _ in range(args.steps):
             step()
         sync(device)
-    events = prof.key_averages()
     print(f"{header}, compile {args.compile}; {args.steps} steps")
+    if args.by_shape:
+        print("\n" + matmul_table(prof.key_averages(group_by_input_shape=True), args.steps, args.top))
+        return
+    events = prof.key_averages()
     keys = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
     for key in keys:
         table, per_step = self_time_table(events, key, args.steps, args.top)

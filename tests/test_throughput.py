@@ -81,6 +81,18 @@ def test_profile_parts_time_every_module_of_the_step(capsys):
     assert "| visible_encoder |" in capsys.readouterr().out
 
 
+def test_profile_by_shape_counts_each_matmuls_flops(capsys):
+    """--by_shape: the matrix products grouped by input shape, with the FLOPs of each call (2 m k n per batch
+    entry) over its time: the QKV projection of the visible windows, (B * Sv, d) x (d, 3d), must be among them."""
+    from benchmarks import profile_step
+    profile_step.main(["--shape", "epilepsy", "--wave_length", "8", "--batch_size", "8", "--steps", "1",
+                       "--warmup", "0", "--by_shape", "--top", "100"])
+    out = capsys.readouterr().out
+    rows = [r.split("|") for r in out.splitlines() if r.startswith("| `aten::")]
+    assert rows and all(float(r[5]) > 0 for r in rows)
+    assert any("[80, 64] x [64, 192]" in r[2] for r in rows)              # 8 series x 10 visible windows
+
+
 def test_profile_parts_refuse_compile():
     from benchmarks import profile_step
     with pytest.raises(SystemExit):
