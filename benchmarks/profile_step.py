@@ -23,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.throughput import SHAPES, pretrain_optimizer, pretrain_setup, sync  # noqa: E402
+from benchmarks.throughput import SHAPES, pretrain_flops, pretrain_optimizer, pretrain_setup, sync, timed  # noqa: E402
 from engine.speed import autocast  # noqa: E402
 from loss import pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
@@ -157,6 +157,10 @@ def main(argv=None):
     print(f"{header}, compile {args.compile}; {args.steps} steps")
     if args.by_shape:
         print("\n" + matmul_table(prof.key_averages(group_by_input_shape=True), args.steps, args.top))
+        n = max(64, round((pretrain_flops(model, x, args, device) / 2) ** (1 / 3)))   # the step's FLOP count
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        sec, _ = timed(lambda: a @ b, device, 5, 3, 1)
+        print(f"\nfor scale: a square {n} x {n} matmul (the step's FLOPs) runs at {2 * n**3 / sec / 1e9:.0f} GFLOP/s")
         return
     events = prof.key_averages()
     keys = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])

@@ -1,4 +1,6 @@
 """benchmarks/throughput.py: one row per device, shape and task, written to the CSV it prints."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -91,6 +93,7 @@ def test_profile_by_shape_counts_each_matmuls_flops(capsys):
     rows = [r.split("|") for r in out.splitlines() if r.startswith("| `aten::")]
     assert rows and all(float(r[5]) > 0 for r in rows)
     assert any("[80, 64] x [64, 192]" in r[2] for r in rows)              # 8 series x 10 visible windows
+    assert re.search(r"a square \d+ x \d+ matmul \(the step's FLOPs\) runs at \d+ GFLOP/s", out)
 
 
 def test_profile_parts_refuse_compile():
