@@ -29,14 +29,14 @@ def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
     flags = capsys.readouterr().out.split()
     assert flags[flags.index("--fineall_head") + 1] == "probe"
     assert flags[flags.index("--pooling") + 1] == "meanmax"
-    assert flags[flags.index("--random_shift") + 1] == "2"
+    assert "--random_shift" not in flags
     assert flags[flags.index("--phases") + 1] == "8"
     out = tmp_path / "run"   # later flags override the preset's epochs, as run.sh's extra flags do
     assert main(["--dataset", "ucr", "--data_path", str(folder), "--UCR_folder", "Toy", *flags, *TINY,
                  "--num_epoch_pretrain", "1", "--num_epoch", "0",
                  "--save_path", str(out)]) == 0
     saved = json.loads((out / "args.json").read_text())
-    assert saved["wave_length"] == 4 and saved["random_shift"] == 2.0   # 100 steps -> 25 windows of 4
+    assert saved["wave_length"] == 4 and saved["random_shift"] == 0.0   # 100 steps -> 25 windows of 4
     assert saved["phases"] == 8
 
 
