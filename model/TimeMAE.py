@@ -205,7 +205,10 @@ class TimeMAE(nn.Module):
         in time order, (B, S*d), padding windows as zeros (the position of a shape, which a mean discards).
         With phases K > 1 it is the average of the representations at K phases of the window grid (grid_phases):
         one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out."""
-        pooled = self.pool(*self.forward_encoder(self.grid_phases(x)))          # (K*B, D)
+        copies = self.grid_phases(x)                                          # (K*B, T, C)
+        pooled = self.pool(*self.forward_encoder(copies))                     # (K*B, D)
+        if copies is x:  # one phase: nothing to average (FineAll's training steps take this path)
+            return pooled
         return pooled.unflatten(0, (-1, x.shape[0])).mean(0)                   # (B, D)
 
     def pool(self, rep, window_pad):

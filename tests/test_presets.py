@@ -1,6 +1,6 @@
 """experiments/presets.py: the paper's presets and the UCR/UEA preset, whose window length comes from the
-training series' length, whose FineAll starts from the FineLast probe, whose representation is meanmax and
-whose pretraining shifts the window grid."""
+training series' length, whose FineAll starts from the FineLast probe and whose representation is meanmax
+averaged over phases of the window grid."""
 import json
 
 import pytest
@@ -33,8 +33,7 @@ def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
     assert flags[flags.index("--phases") + 1] == "8"
     out = tmp_path / "run"   # later flags override the preset's epochs, as run.sh's extra flags do
     assert main(["--dataset", "ucr", "--data_path", str(folder), "--UCR_folder", "Toy", *flags, *TINY,
-                 "--num_epoch_pretrain", "1", "--num_epoch", "0",
-                 "--save_path", str(out)]) == 0
+                 "--num_epoch_pretrain", "0", "--num_epoch", "0", "--save_path", str(out)]) == 0
     saved = json.loads((out / "args.json").read_text())
     assert saved["wave_length"] == 4 and saved["random_shift"] == 0.0   # 100 steps -> 25 windows of 4
     assert saved["phases"] == 8

@@ -75,7 +75,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
-        table = pd.DataFrame([row for run in a.runs for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases)])
+        table = pd.DataFrame([row for run in a.runs
+                              for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
