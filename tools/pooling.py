@@ -6,6 +6,9 @@ run's own pooling, phases and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
+
+With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
+macro-F1 as mean and standard deviation, in % (as the results tables quote them).
 """
 import argparse
 import dataclasses
@@ -65,6 +68,16 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None):
     return rows
 
 
+def summary(table):
+    """The rows of several runs -> one row per (pooling, phases, refit): runs, mean validation accuracy, and test
+    accuracy and macro-F1 as mean and sample standard deviation (0 for one run), in %."""
+    by = table.groupby(["pooling", "phases", "refit"], sort=False)
+    out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
+                 f1=("f1", "mean"), f1_std=("f1", "std")).fillna(0.0)
+    out[["val", "acc", "acc_std", "f1", "f1_std"]] *= 100
+    return out.reset_index()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folders (args.json, pretrain_model.pkl)")
@@ -81,6 +94,8 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if table.run.nunique() > 1:
+        print("\nmean over the runs (%):\n" + summary(table).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if a.out:
         table.to_csv(a.out, index=False)
     return 0
