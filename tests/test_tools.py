@@ -115,12 +115,14 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     from tools.pooling import summary
     means = summary(table)
     assert len(means) == 8 and set(means.runs) == {2}
+    printed = capsys.readouterr().out
+    assert "mean over the runs" in printed
     for _, row in means.iterrows():                                      # each setting over the two runs, in %
-        both = table[(table.pooling == row.pooling) & (table.refit == row.refit)]
+        both = table[(table.pooling == row.pooling) & (table.phases == row.phases) & (table.refit == row.refit)]
         assert row.val == pytest.approx(100 * both.val_acc.mean())
         assert (row.acc, row.acc_std) == pytest.approx((100 * both.acc.mean(), 100 * both.acc.std()))
         assert (row.f1, row.f1_std) == pytest.approx((100 * both.f1.mean(), 100 * both.f1.std()))
-    assert "mean over the runs" in capsys.readouterr().out
+        assert f"{row.acc:.2f} ± {row.acc_std:.2f}" in printed                # quoted as the results tables do
     assert pooling_main([runs[0], "--probe_C", "0.003", "--out", str(tmp_path / "c.csv")]) == 0
     assert set(pd.read_csv(tmp_path / "c.csv").C) == {0.003}                # a grid other than the run's
     assert pooling_main([runs[0], "--phases", "1", "2", "--out", str(tmp_path / "k.csv")]) == 0

@@ -28,6 +28,7 @@ from engine.checkpoint import load_model
 from main import load_splits
 from model.config import POOLINGS
 from process import labelled_splits
+from tools.summarize import mean_std
 
 
 def run_settings(folder):
@@ -70,12 +71,20 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None):
 
 def summary(table):
     """The rows of several runs -> one row per (pooling, phases, refit): runs, mean validation accuracy, and test
-    accuracy and macro-F1 as mean and sample standard deviation (0 for one run), in %."""
+    accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
     by = table.groupby(["pooling", "phases", "refit"], sort=False)
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
-                 f1=("f1", "mean"), f1_std=("f1", "std")).fillna(0.0)
+                 f1=("f1", "mean"), f1_std=("f1", "std"))
     out[["val", "acc", "acc_std", "f1", "f1_std"]] *= 100
     return out.reset_index()
+
+
+def printable(means):
+    """summary()'s rows with accuracy and macro-F1 as 'mean ± std', as tools.summarize and the results tables
+    quote them."""
+    return means.assign(val=means.val.map("{:.2f}".format),
+                        acc=[mean_std(m, s) for m, s in zip(means.acc, means.acc_std)],
+                        f1=[mean_std(m, s) for m, s in zip(means.f1, means.f1_std)]).drop(columns=["acc_std", "f1_std"])
 
 
 def main(argv=None):
@@ -95,7 +104,7 @@ def main(argv=None):
         return 2
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if table.run.nunique() > 1:
-        print("\nmean over the runs (%):\n" + summary(table).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        print("\nmean over the runs (%):\n" + printable(summary(table)).to_string(index=False))
     if a.out:
         table.to_csv(a.out, index=False)
     return 0
