@@ -139,6 +139,41 @@ def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkey
     assert all(torch.equal(v, ref[k]) for k, v in ours.items())
 
 
+def test_fineall_resumed_after_keeping_the_probe_fits_its_head_as_the_uninterrupted_run(data, tmp_path, monkeypatch):
+    """--fineall_head probe --probe_refit 1 with no optimiser step: FineAll keeps step 0, FineLast's probe, and
+    model.pkl takes it fitted again on every labelled series. The uninterrupted run reuses FineLast's refit probe
+    (fitting nothing again); a run resumed in FineAll encodes the series and fits it: the same model.pkl."""
+    flags = dict(EPOCHS, fineall_head="probe", probe_refit=1)
+    no_step = staticmethod(lambda *args: None)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("FineLast's refit probe fitted again in the same session")
+    monkeypatch.setattr(process.Trainer, "_optimise", no_step)
+    monkeypatch.setattr(process, "fit_probe", not_again)
+    reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
+    assert main.main(tiny_flags(data, reference, **flags)) == 0
+    real = process.Trainer.fineall_epoch
+
+    def crash_in_epoch_2(self, model, forward, loader, opt, sched, scaler, epoch):
+        if epoch == 2:
+            raise Crash
+        return real(self, model, forward, loader, opt, sched, scaler, epoch)
+    monkeypatch.setattr(process.Trainer, "fineall_epoch", crash_in_epoch_2)
+    with pytest.raises(Crash):
+        main.main(tiny_flags(data, run, **flags))
+    monkeypatch.undo()
+    monkeypatch.setattr(process.Trainer, "_optimise", no_step)
+    fits, fit_probe = [], process.fit_probe
+    monkeypatch.setattr(process, "fit_probe", lambda *args: fits.append(len(args[1])) or fit_probe(*args))
+    assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
+    metrics, ref_metrics = (json.load(open(os.path.join(r, "metrics.json"))) for r in (run, reference))
+    assert metrics["fineall"]["step"] == ref_metrics["fineall"]["step"] == 0
+    assert fits == [metrics["finelast"]["fitted"]]                 # the resumed session fitted the head once
+    ours, ref = (torch.load(os.path.join(r, "model.pkl"), weights_only=True) for r in (run, reference))
+    assert ours["head_fitted"] == ref["head_fitted"] == metrics["finelast"]["fitted"]
+    assert all(torch.equal(v, ref["model"][k]) for k, v in ours["model"].items())
+
+
 def test_crash_between_last_state_and_best_checkpoint_loses_nothing(data, reference, tmp_path, monkeypatch):
     run = str(tmp_path / "run")
     real = engine.record.atomic_save
