@@ -1,10 +1,12 @@
 """benchmarks/throughput.py: one row per device, shape and task, written to the CSV it prints."""
 import re
+import subprocess
 
 import pandas as pd
 import pytest
 
 from benchmarks import throughput
+from scale_helpers import ROOT, subprocess_env, write_pt_dataset
 
 
 def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
@@ -124,3 +126,23 @@ def test_softmax_rows_prints_every_kernel_and_the_models_choice(monkeypatch, cap
     assert [len(r) for r in rows] == [7, 7]
     assert all(float(v) > 0 for r in rows for v in r[1:6])
     assert rows[0][6].startswith("masked") and rows[1][6].startswith("ATen softmax")
+
+
+def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
+    """benchmarks/gpu_check.sh runs once, on a GPU lent for minutes, so its plumbing is checked here: DEVICE=cpu
+    SMOKE=1 takes every measurement in miniature (the four benchmarks, the profile, the three Epilepsy runs on
+    a tiny Epilepsy-shaped set) and the summary holds a line for each and no failure."""
+    write_pt_dataset(str(tmp_path / "data" / "Epilepsy"), channels=1, length=178)
+    out = tmp_path / "out" / "gpu_check"
+    env = dict(subprocess_env(), DEVICE="cpu", SMOKE="1", OUT=str(tmp_path / "out"),
+               TIMEMAE_DATA=str(tmp_path / "data"))
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (out / "summary.txt").read_text()
+    for name in ("fp32", "amp", "compile", "compile_amp"):
+        assert re.search(rf"^{name}: HAR-shaped pretraining epoch of 8823 series [0-9.]+ s", summary, re.M), name
+    for name in ("epilepsy1", "epilepsy1--amp", "epilepsy1--compile"):
+        assert re.search(rf'^{name}: [0-9.]+ s wall .*"finelast"', summary, re.M), name
+    assert "failed measurements: 0" in summary and "FAILED" not in summary
+    assert "| `aten::" in (out / "profile_har.md").read_text()
