@@ -33,6 +33,16 @@ def write_tstcc(folder, n_train=96, n_val=32, n_test=48, **kw):
     return str(folder)
 
 
+def assert_reported(run, metrics):
+    """metrics.json's FineLast and FineAll scores are those of the final lines of linear_result.txt and result.txt
+    (the files users of the reference code read)."""
+    finelast = open(os.path.join(run, "linear_result.txt")).read().splitlines()[-1]
+    assert finelast.startswith(f"epoch0, acc{metrics['finelast']['acc']:.4f}, f1{metrics['finelast']['f1']:.4f}")
+    if "fineall" in metrics:
+        fineall = open(os.path.join(run, "result.txt")).read().splitlines()[-1]
+        assert fineall.startswith(f"final, acc{metrics['fineall']['acc']:.4f}, f1{metrics['fineall']['f1']:.4f}")
+
+
 @pytest.fixture
 def tstcc_dir(tmp_path):
     return write_tstcc(tmp_path / "Synthetic")

@@ -12,7 +12,7 @@ from main import main
 from model import TimeMAE
 from model.bert import BertEncoder, bert_config, param_groups, require_transformers
 from engine.checkpoint import read_checkpoint
-from tests.conftest import TINY
+from tests.conftest import TINY, assert_reported
 
 B, T, C, D = 4, 32, 2, 16
 
@@ -129,7 +129,8 @@ def test_whole_run_with_tiny_bert_and_reload(tiny_bert, tstcc_dir, tmp_path):
                  "--encoder", "bert", "--bert_path", tiny_bert, "--bert_freeze_layers", "1",
                  "--num_epoch_pretrain", "2", "--num_epoch", "1", "--eval_per_steps", "2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["finelast"]["acc"] <= 1 and 0 <= metrics["fineall"]["acc"] <= 1
+    assert "fineall" in metrics
+    assert_reported(out, metrics)
     saved_args = json.loads((out / "args.json").read_text())
     assert (saved_args["d_model"], saved_args["bert_lr"]) == (D, 1e-4)   # width from BERT, BERT's default lr
     source = saved_weights(tiny_bert)

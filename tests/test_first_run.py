@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from conftest import TINY
+from conftest import TINY, assert_reported
 from data.prepare import main as prepare_main
 from scale_helpers import ROOT
 from test_prepare import EPILEPSY_ZIP, Publisher, closed_port, small_epilepsy_zip
@@ -30,8 +30,7 @@ def test_missing_data_is_downloaded_then_run(tmp_path):
         assert "SHA-256" in done.stdout + done.stderr                   # the download's digest was computed
         metrics = json.loads((tmp_path / "exp" / "epilepsy" / "seed1" / "metrics.json").read_text())
         assert metrics["dataset"] == "epilepsy" and metrics["labelled"] > 0
-        final = (tmp_path / "exp" / "epilepsy" / "seed1" / "linear_result.txt").read_text().splitlines()[-1]
-        assert final.startswith(f"epoch0, acc{metrics['finelast']['acc']:.4f}, f1{metrics['finelast']['f1']:.4f}")
+        assert_reported(tmp_path / "exp" / "epilepsy" / "seed1", metrics)
         assert (tmp_path / "exp" / "epilepsy" / "summary.csv").is_file()
         requests = len(publisher.requests)
         assert prepare_main(["epilepsy", "--download", "--if-missing", "--out", str(data)]) == 0
