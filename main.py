@@ -199,4 +199,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # torchrun worker: everything is written; skip the interpreter's teardown, where torch's gloo threads
+        # sometimes abort a worker (SIGABRT) after destroy_process_group and fail the whole launch
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
