@@ -124,7 +124,7 @@ def matmul_table(events, steps, top):
         flops = 2 * math.prod(a) * b[-1]                                   # (.., m, k) @ (.., k, n)
         rate = flops * e.count / (e.self_cpu_time_total * 1e-6) / 1e9
         rows.append(f"| `{e.key}` | {a} x {b} | {e.self_cpu_time_total / 1e3 / steps:.2f} | {e.count / steps:g} "
-                    f"| {rate:.0f} |")
+                    f"| {rate:.3g} |")  # 3 figures: a preempted tiny product reads 0.2, not 0
     return "\n".join(rows)
 
 
