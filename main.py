@@ -12,7 +12,7 @@ from args import parse_args
 from common.errors import TimeMAEError
 from datautils import load_dataset, normalize, resolve_folder, restrict_pretraining
 from engine.checkpoint import load_state, read_checkpoint
-from engine.distributed import init_distributed, is_main_process, rank_seed, seed_everything
+from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.resume import check_last_state, check_resumable, rewind_logs
 from engine.runfiles import atomic_write_json, prepare_run_dir
 from engine.transfer import describe_transfer, transfer_weights
@@ -199,11 +199,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # torchrun worker: everything is written; skip the interpreter's teardown, where torch's gloo threads
-        # sometimes abort a worker (SIGABRT) after destroy_process_group and fail the whole launch
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    exit_process(main())

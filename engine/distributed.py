@@ -9,6 +9,7 @@ them, so nodes need no shared file system), fits the probe and writes files.
 import contextlib
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -39,6 +40,22 @@ def resolve_device(name):
 def is_main_process():
     """Rank 0 (or the only process); readable before the process group exists."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def launched_world_size():
+    """Processes in this launch: torchrun's WORLD_SIZE, 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def exit_process(code):
+    """End the process with this exit code. A torchrun worker, whose process group init_distributed has already
+    left, exits at once: in the interpreter's teardown torch's gloo threads sometimes abort it (SIGABRT) after
+    all its work is written, and torchrun then fails the whole launch (docs/distributed.md)."""
+    if launched_world_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def rank_seed(*keys):
@@ -168,7 +185,7 @@ def init_distributed(device_name):
     """Yield the Dist of this process. Under torchrun (WORLD_SIZE > 1) join the process group whose
     rendezvous torchrun set up in the environment: backend nccl with one GPU per process (cuda:LOCAL_RANK),
     gloo on CPUs; leave it on exit."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     device = resolve_device(device_name)
     if world == 1:
         yield Dist(device)

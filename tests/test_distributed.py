@@ -11,7 +11,7 @@ import torch
 
 import main
 from conftest import assert_reported
-from engine.distributed import Dist, rank_seed
+from engine.distributed import Dist, exit_process, rank_seed
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 
 # dropout off and a higher lr: the curves then differ only by each rank's own masks and fall clearly
@@ -84,3 +84,11 @@ def test_ema_codebook_stays_the_same_on_every_rank(tmp_path):
            *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0, codebook_ema=0.9)]
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_exit_process_outside_torchrun_is_sys_exit(monkeypatch):
+    """Only a torchrun worker skips the teardown; a plain run exits through SystemExit with main's code."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        exit_process(2)
+    assert stop.value.code == 2
