@@ -110,6 +110,12 @@ def build_parser():
                    help="augmentation: in every pretraining batch each series drops its first r steps, r drawn "
                         "uniformly from 0 to this many windows' steps (at most its length - 1), and ends in r "
                         "padding steps, so the window grid meets it at a new phase; 0: off (paper)")
+    g.add_argument("--scaling", type=float, default=0.0,
+                   help="augmentation: in every pretraining batch each channel of each series is multiplied by a "
+                        "factor drawn from N(1, S^2), on the normalised scale; 0: off (paper)")
+    g.add_argument("--jitter", type=float, default=0.0,
+                   help="augmentation: in every pretraining batch N(0, S^2) noise is added to every step of every "
+                        "channel, on the normalised scale; 0: off (paper)")
     g.add_argument("--num_epoch_pretrain", type=int, default=100, help="0 gives the FineZero baseline")
     g.add_argument("--probe_every", type=int, default=5, help="linear probe every N pretraining epochs")
     g.add_argument("--probe_C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],

@@ -108,6 +108,17 @@ class TimeMAE(nn.Module):
         top = (_real_steps(x) - 1).clamp(0, most)                             # (B, 1)
         return _shift(x, (torch.rand(top.shape, device=x.device) * (top + 1)).long())
 
+    def scale_and_jitter(self, x):
+        """x (B, T, C) -> x * s + e, s (B, 1, C) ~ N(1, scaling^2) per series and channel, e (B, T, C) ~
+        N(0, jitter^2) per step: the weak augmentation of contrastive time-series methods (TS-TCC), here to
+        keep a small set from being memorised window by window. Padding (NaN) stays padding. No draw at all
+        when both are 0, so the default run is unchanged."""
+        if self.cfg.scaling > 0:
+            x = x * (1.0 + self.cfg.scaling * torch.randn(x.shape[0], 1, x.shape[2], device=x.device))
+        if self.cfg.jitter > 0:
+            x = x + self.cfg.jitter * torch.randn_like(x)
+        return x
+
     def random_masking(self, batch, device, window_pad=None):
         """Indices (B, S-M) of visible and (B, M) of masked windows, every window equally likely.
         Per-sample masks come from argsort of uniform noise; 'batch' mode shares one draw (reference code).
@@ -138,7 +149,7 @@ class TimeMAE(nn.Module):
         """x (B, T, C) -> dict with the MRR pair, the MCC pair (targets and their soft assignments),
         `masked_valid` (B, M) bool, or None when every masked slot is a real window, and `z_masked`, the
         masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them)."""
-        x, window_pad = self.window_padding(self.random_shift(x))
+        x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(x)))
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)

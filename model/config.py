@@ -42,6 +42,8 @@ class TimeMAEConfig:
     mask_ratio: float = _training(0.6)
     mask_mode: str = _training("sample")   # 'sample': a fresh mask per series; 'batch': one per batch
     random_shift: float = _training(0.0)   # pretraining: series start up to this many windows late (random crop)
+    scaling: float = _training(0.0)        # pretraining: each series' channels times N(1, scaling^2) factors
+    jitter: float = _training(0.0)         # pretraining: N(0, jitter^2) noise added to every step
     tokenizer: str = "ste"              # 'ste': straight-through Gumbel-softmax targets; 'argmax': index targets
     target_noise: str = "none"          # Gumbel noise in the hard codeword target
     tau: float = 1.0                    # Gumbel-softmax temperature of the STE gradient path
@@ -125,6 +127,9 @@ class TimeMAEConfig:
             raise ConfigError(f"phases must be 1 or more, got {self.phases}", ("phases",))
         if self.random_shift < 0:
             raise ConfigError(f"random_shift must be 0 or more (windows), got {self.random_shift}", ("random_shift",))
+        for name in ("scaling", "jitter"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be 0 or more (standard deviations), got {getattr(self, name)}", (name,))
         if not 0 < self.num_masked < self.num_windows:
             raise ConfigError(f"mask_ratio {self.mask_ratio} masks {self.num_masked} of {self.num_windows} "
                               "windows: at least one window must be masked and one visible", ("mask_ratio",))

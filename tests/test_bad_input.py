@@ -239,6 +239,11 @@ def negative_shift(data, run):
     return ["--random_shift", "-0.5"]
 
 
+def negative_jitter(data, run):
+    write_pt_dataset(data)
+    return ["--jitter", "-0.1"]
+
+
 def zero_phases(data, run):
     write_pt_dataset(data)
     return ["--phases", "0"]
@@ -289,6 +294,7 @@ CASES = [
     (resume_and_overwrite, "pass one of them"),
     (existing_run_folder, "pass --resume to continue that run, --overwrite to replace it"),
     (negative_shift, "--random_shift must be 0 or more (windows), got -0.5"),
+    (negative_jitter, "--jitter must be 0 or more (standard deviations), got -0.1"),
     (zero_phases, "--phases must be 1 or more, got 0"),
     (cuda_without_gpu, "no CUDA GPU is available"),
     (unknown_device, "is not a device name"),
