@@ -125,11 +125,10 @@ class TimeMAEConfig:
                               "choose a window no longer than the series", ("wave_length",))
         if self.phases < 1:
             raise ConfigError(f"phases must be 1 or more, got {self.phases}", ("phases",))
-        if self.random_shift < 0:
-            raise ConfigError(f"random_shift must be 0 or more (windows), got {self.random_shift}", ("random_shift",))
-        for name in ("scaling", "jitter"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be 0 or more (standard deviations), got {getattr(self, name)}", (name,))
+        for name, unit in (("random_shift", "windows"), ("scaling", "standard deviations"),
+                           ("jitter", "standard deviations")):   # the augmentations: 0 is off
+            if not getattr(self, name) >= 0:                     # NaN is refused too
+                raise ConfigError(f"{name} must be 0 or more ({unit}), got {getattr(self, name)}", (name,))
         if not 0 < self.num_masked < self.num_windows:
             raise ConfigError(f"mask_ratio {self.mask_ratio} masks {self.num_masked} of {self.num_windows} "
                               "windows: at least one window must be masked and one visible", ("mask_ratio",))

@@ -1,9 +1,11 @@
 """Pretraining augmentation `--scaling` / `--jitter`: what each draws, that padding stays padding, that off means
 no draw at all, and that only pretraining sees it."""
+import pytest
 import torch
 
 from loss import pretrain_loss
 from model import TimeMAE
+from model.config import ConfigError
 
 C, T, SIGMA = 3, 40, 4
 
@@ -65,3 +67,10 @@ def test_only_pretraining_sees_it():
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(p.grad).all() for p in augmented.parameters()
                                          if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", ["random_shift", "scaling", "jitter"])
+def test_negative_or_nan_strength_is_refused(name):
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ConfigError, match=f"{name} must be 0 or more"):
+            model(**{name: bad})
