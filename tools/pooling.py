@@ -1,16 +1,19 @@
 """FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax, flat), each
-number of grid phases asked for (--phases; default: the run's own) and both probe fits (--probe_refit 0: the fit
-split's probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as
-the run's own FineLast, only the series representation and the probe's training series differ. The row of the
-run's own pooling, phases and refit reproduces its metrics.json.
+number of grid phases asked for (--phases; default: the run's own), each choice of the visible encoder's layers
+asked for (--layers; default: the last block, the run's own) and both probe fits (--probe_refit 0: the fit split's
+probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as the run's
+own FineLast, only the series representation and the probe's training series differ. The row of the run's own
+pooling, phases, layers and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
+    python -m tools.pooling exp/uwave/seed1 --layers 8 5-8 0,8 # blocks 5 to 8 side by side; window embeddings + block 8
 
 With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
 macro-F1 as mean and standard deviation, in % (as the results tables quote them).
 """
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -40,10 +43,48 @@ def run_settings(folder):
         return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
 
 
-def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None):
-    """Rows (run, pooling, phases, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling, number of
-    grid phases (`phases`, a list; None: the run's own) and probe fit (refit 0 only when the selection split is
-    the test set); probe_C: a C grid other than the run's."""
+def layer_spec(text):
+    """'8' -> (8,); '5-8' -> (5, 6, 7, 8); '0,8' -> (0, 8): visible-encoder layers, 0 being the window embeddings
+    (the encoder's input) and k the output of block k."""
+    try:
+        layers = tuple(i for part in text.split(",") for i in
+                       (range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)]))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layers like 8, 5-8 or 0,8, got {text!r}") from None
+    if not layers or min(layers) < 0:
+        raise argparse.ArgumentTypeError(f"expected layers like 8, 5-8 or 0,8 (0: the window embeddings), got {text!r}")
+    return layers
+
+
+def layer_name(layers):
+    """(5, 6, 7, 8) -> '5,6,7,8'; None (the run's own representation) -> 'last'."""
+    return "last" if layers is None else ",".join(map(str, layers))
+
+
+@contextlib.contextmanager
+def layer_outputs(encoder, layers):
+    """Within the block, the visible encoder returns the outputs of `layers` (layer_spec) side by side,
+    (B, S, len(layers) * d), so represent() pools, and averages over grid phases, that concatenation."""
+    if not hasattr(encoder, "blocks"):
+        raise TimeMAEError("--layers reads the blocks of TimeMAE's own encoder, not of --encoder bert")
+    if max(layers) > len(encoder.blocks):
+        raise TimeMAEError(f"--layers {max(layers)}: the visible encoder has {len(encoder.blocks)} blocks")
+    seen = []                                                    # the encoder's input, then each block's output
+    hooks = [encoder.register_forward_pre_hook(lambda module, args: seen.clear() or seen.append(args[0]))]
+    hooks += [block.register_forward_hook(lambda module, args, out: seen.append(out)) for block in encoder.blocks]
+    hooks.append(encoder.register_forward_hook(lambda module, args, out: torch.cat([seen[i] for i in layers], -1)))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None):
+    """Rows (run, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling,
+    number of grid phases (`phases`, a list; None: the run's own), choice of layers (`layers`, a list of layer_spec
+    tuples; None: the run's own representation, named "last") and probe fit (refit 0 only when the selection
+    split is the test set); probe_C: a C grid other than the run's."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
@@ -53,9 +94,10 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None):
     model, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    for pooling, k in itertools.product(POOLINGS, phases or [model.cfg.phases]):
+    for pooling, k, chosen in itertools.product(POOLINGS, phases or [model.cfg.phases], layers or [None]):
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k)   # represent() reads them; same weights
-        train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
+        with contextlib.nullcontext() if chosen is None else layer_outputs(model.visible_encoder, chosen):
+            train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
         C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
         both = None if held is None else np.concatenate([fit, held])
@@ -64,15 +106,15 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None):
         for refit, fitted in probes.items():
             if fitted is not None:
                 res = scores(splits.test_y, fitted.predict(test_r))
-                rows.append(dict(run=folder, pooling=pooling, phases=k, refit=refit, C=C, val_acc=sel["acc"],
-                                 acc=res["acc"], f1=res["f1"]))
+                rows.append(dict(run=folder, pooling=pooling, phases=k, layers=layer_name(chosen), refit=refit,
+                                 C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
     return rows
 
 
 def summary(table):
-    """The rows of several runs -> one row per (pooling, phases, refit): runs, mean validation accuracy, and test
-    accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
-    by = table.groupby(["pooling", "phases", "refit"], sort=False)
+    """The rows of several runs -> one row per (pooling, phases, layers, refit): runs, mean validation accuracy, and
+    test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
+    by = table.groupby(["pooling", "phases", "layers", "refit"], sort=False)
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
                  f1=("f1", "mean"), f1_std=("f1", "std"))
     out[["val", "acc", "acc_std", "f1", "f1_std"]] *= 100
@@ -94,11 +136,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--probe_C", type=float, nargs="+", help="C grid of the probes (default: each run's --probe_C)")
     p.add_argument("--phases", type=int, nargs="+", help="numbers of grid phases to probe (default: each run's)")
+    p.add_argument("--layers", type=layer_spec, nargs="+",
+                   help="visible-encoder layers to pool, side by side: 8, 5-8 or 0,8 (0: the window embeddings; "
+                        "default: the last block)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
         table = pd.DataFrame([row for run in a.runs
-                              for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases)])
+                              for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
