@@ -130,11 +130,14 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     assert list(phased.phases) == [1, 1, 2, 2] * 4
     one = phased[phased.phases == 1].drop(columns="phases").reset_index(drop=True)
     pd.testing.assert_frame_equal(one, table[table.run == runs[0]].drop(columns="phases").reset_index(drop=True))
-    assert pooling_main([runs[0], "--layers", "1", "0,1", "--out", str(tmp_path / "l.csv")]) == 0   # TINY: 1 block
+    assert pooling_main([runs[0], "--pooling", "mean", "max", "--layers", "1", "0,1",        # TINY: 1 block
+                         "--out", str(tmp_path / "l.csv")]) == 0
     layered = pd.read_csv(tmp_path / "l.csv", dtype={"layers": str})
-    assert list(layered.layers) == ["1", "1", "0,1", "0,1"] * 4
+    assert list(layered.pooling) == ["mean"] * 4 + ["max"] * 4
+    assert list(layered.layers) == ["1", "1", "0,1", "0,1"] * 2
     last = layered[layered.layers == "1"].drop(columns="layers").reset_index(drop=True)
-    pd.testing.assert_frame_equal(last, table[table.run == runs[0]].drop(columns="layers").reset_index(drop=True))
+    own = table[(table.run == runs[0]) & table.pooling.isin(["mean", "max"])]
+    pd.testing.assert_frame_equal(last, own.drop(columns="layers").reset_index(drop=True))
     assert pooling_main([runs[0], "--layers", "2"]) == 2
     assert "the visible encoder has 1 blocks" in capsys.readouterr().err
     assert pooling_main([str(tmp_path)]) == 2

@@ -1,13 +1,13 @@
-"""FineLast of finished runs' selected checkpoints under every pooling (--pooling mean, max, meanmax, flat), each
-number of grid phases asked for (--phases; default: the run's own), each choice of the visible encoder's layers
-asked for (--layers; default: the last block, the run's own) and both probe fits (--probe_refit 0: the fit split's
-probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as the run's
-own FineLast, only the series representation and the probe's training series differ. The row of the run's own
-pooling, phases, layers and refit reproduces its metrics.json.
+"""FineLast of finished runs' selected checkpoints under each pooling asked for (--pooling: mean, max, meanmax, flat;
+default: all), each number of grid phases (--phases; default: the run's own), each choice of the visible encoder's
+layers (--layers; default: the last block, the run's own) and both probe fits (--probe_refit 0: the fit split's
+probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as the run's own
+FineLast, only the series representation and the probe's training series differ. The row of the run's own pooling,
+phases, layers and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
-    python -m tools.pooling exp/uwave/seed1 --layers 8 5-8 0,8 # blocks 5 to 8 side by side; window embeddings + block 8
+    python -m tools.pooling exp/uwave/seed1 --pooling mean --layers 8 5-8 0,8   # blocks 5-8; embeddings + block 8
 
 With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
 macro-F1 as mean and standard deviation, in % (as the results tables quote them).
@@ -80,11 +80,11 @@ def layer_outputs(encoder, layers):
             hook.remove()
 
 
-def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None):
+def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS):
     """Rows (run, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling,
     number of grid phases (`phases`, a list; None: the run's own), choice of layers (`layers`, a list of layer_spec
     tuples; None: the run's own representation, named "last") and probe fit (refit 0 only when the selection
-    split is the test set); probe_C: a C grid other than the run's."""
+    split is the test set); probe_C: a C grid other than the run's; poolings: those to probe (default: all)."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
@@ -94,7 +94,7 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     model, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    for pooling, k, chosen in itertools.product(POOLINGS, phases or [model.cfg.phases], layers or [None]):
+    for pooling, k, chosen in itertools.product(poolings, phases or [model.cfg.phases], layers or [None]):
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k)   # represent() reads them; same weights
         with contextlib.nullcontext() if chosen is None else layer_outputs(model.visible_encoder, chosen):
             train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
@@ -136,6 +136,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--probe_C", type=float, nargs="+", help="C grid of the probes (default: each run's --probe_C)")
     p.add_argument("--phases", type=int, nargs="+", help="numbers of grid phases to probe (default: each run's)")
+    p.add_argument("--pooling", nargs="+", choices=POOLINGS, default=POOLINGS, help="poolings to probe (default: all)")
     p.add_argument("--layers", type=layer_spec, nargs="+",
                    help="visible-encoder layers to pool, side by side: 8, 5-8 or 0,8 (0: the window embeddings; "
                         "default: the last block)")
@@ -143,7 +144,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     try:
         table = pd.DataFrame([row for run in a.runs
-                              for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers)])
+                              for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
+                                                         poolings=a.pooling)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
