@@ -32,6 +32,21 @@ def default_threads():
     return max(1, cpus // local)
 
 
+def layer_spec(text):
+    """'8' -> [8]; '5-8' -> [5, 6, 7, 8]; '0,8' -> [0, 8]; in increasing order, each once: visible-encoder
+    layers, 0 being the window embeddings (the encoder's input) and k the output of block k. A list, as args.json
+    gives it back (--resume compares the two)."""
+    try:
+        layers = sorted({i for part in text.split(",") for i in (
+            range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)])})
+    except ValueError:
+        layers = None
+    if not layers or layers[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected layers like 8, 5-8 or 0,8 (0: the window embeddings), got "
+                                         f"{text!r}")
+    return layers
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description="TimeMAE: pretrain a decoupled masked autoencoder on time series, then probe (FineLast) "
@@ -98,6 +113,10 @@ def build_parser():
                    help="the series representation (probes, FineAll, encode) averages over K phases of the window "
                         "grid: K copies of each series started 0, sigma/K, 2 sigma/K, ... steps late (at most sigma "
                         "phases; costs K encodings); 1: the paper's one grid")
+    g.add_argument("--repr_layers", type=layer_spec, default=[],
+                   help="pool these visible-encoder layers side by side into the series representation (probes, "
+                        "FineAll, encode): e.g. 5-8 or 0,8, 0 being the window embeddings (k layers: k x the "
+                        "width); default: the last block (paper)")
     g.add_argument("--ppl_warn", type=float, default=8.0,
                    help="warn (log and metrics.json) when the codebook perplexity of the last pretraining epoch "
                         "is below this")

@@ -196,9 +196,12 @@ class TimeMAE(nn.Module):
     # ------------------------------------------------------------------------------------------ evaluation
     def forward_encoder(self, x):
         """All windows, no mask: (B, T, C) -> ((B, S, d), window padding (B, S) bool or None); padding windows
-        are hidden from attention."""
+        are hidden from attention. With repr_layers, (B, S, k * d): those k layers' outputs side by side."""
         x, window_pad = self.window_padding(x)
-        return self.visible_encoder(self.feature_encoder(x) + self.position, window_pad), window_pad
+        h = self.feature_encoder(x) + self.position                                # (B, S, d)
+        if self.cfg.repr_layers:  # several blocks side by side (validate: TimeMAE's own encoder)
+            return self.visible_encoder(h, window_pad, layers=self.cfg.repr_layers), window_pad
+        return self.visible_encoder(h, window_pad), window_pad
 
     def grid_phases(self, x):
         """x (B, T, C) -> (K*B, T, C): K = min(phases, sigma) copies of the batch, copy j started

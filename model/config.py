@@ -56,6 +56,7 @@ class TimeMAEConfig:
     codebook_ema: float = _training(0.0)       # > 0: codewords are EMAs (this decay) of their windows, no gradient
     pooling: str = "mean"               # series representation: 'mean' (paper), 'max', 'meanmax' (2d), 'flat' (S*d)
     phases: int = _training(1)          # the representation averages over this many phases of the window grid
+    repr_layers: tuple = ()             # visible-encoder layers pooled side by side (0: window embeddings); (): last
     momentum: float = _training(0.99)   # EMA rate of the momentum encoder H_xi
     mcc: bool = True                    # masked codeword classification
     mrr: bool = True                    # masked representation regression
@@ -78,13 +79,18 @@ class TimeMAEConfig:
             raise ConfigError(f"unknown model settings {unknown}", unknown)
         return cls(**settings)
 
+    def __post_init__(self):
+        self.repr_layers = tuple(sorted(set(self.repr_layers)))   # args.json gives a list; the blocks' order
+
     def to_dict(self):
         return asdict(self)
 
     @property
     def representation_size(self):
-        """Width of the series representation: d_model; twice that with pooling 'meanmax'; S * d_model with 'flat'."""
-        return self.d_model * {"meanmax": 2, "flat": self.num_windows}.get(self.pooling, 1)
+        """Width of the series representation: d_model; twice that with pooling 'meanmax'; S * d_model with 'flat';
+        times the number of repr_layers when several layers are pooled side by side."""
+        return self.d_model * {"meanmax": 2, "flat": self.num_windows}.get(self.pooling, 1) * \
+            max(1, len(self.repr_layers))
 
     @property
     def num_windows(self):
@@ -123,6 +129,12 @@ class TimeMAEConfig:
         if self.wave_length > self.seq_len:
             raise ConfigError(f"wave_length {self.wave_length} is longer than the series ({self.seq_len} steps): "
                               "choose a window no longer than the series", ("wave_length",))
+        if self.repr_layers and self.encoder != "timemae":
+            raise ConfigError("repr_layers picks blocks of TimeMAE's own encoder: leave it out with encoder "
+                              f"{self.encoder!r}", ("repr_layers", "encoder"))
+        if self.repr_layers and not (0 <= min(self.repr_layers) and max(self.repr_layers) <= self.layers):
+            raise ConfigError(f"repr_layers {list(self.repr_layers)} must lie in 0 (the window embeddings) to "
+                              f"{self.layers} (the visible encoder's last block)", ("repr_layers", "layers"))
         if self.phases < 1:
             raise ConfigError(f"phases must be 1 or more, got {self.phases}", ("phases",))
         for name, unit in (("random_shift", "windows"), ("scaling", "standard deviations"),

@@ -215,10 +215,15 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, dropout, learnable_scale)
                                     for _ in range(layers))
 
-    def forward(self, x, key_padding=None):                      # (B, L, d), (B, L) bool -> (B, L, d)
-        for block in self.blocks:
+    def forward(self, x, key_padding=None, layers=()):           # (B, L, d), (B, L) bool -> (B, L, d)
+        """layers: return the outputs of these blocks side by side, (B, L, len(layers) * d), 0 being the input
+        (the window embeddings); (): the last block's."""
+        kept = [x] if 0 in layers else []
+        for i, block in enumerate(self.blocks, 1):
             x = block(x, key_padding=key_padding)
-        return x
+            if i in layers:
+                kept.append(x)
+        return torch.cat(kept, -1) if layers else x
 
 
 class DecoupledEncoder(nn.Module):

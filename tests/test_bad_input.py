@@ -249,6 +249,11 @@ def zero_phases(data, run):
     return ["--phases", "0"]
 
 
+def repr_layer_past_the_encoder(data, run):
+    write_pt_dataset(data)
+    return ["--layers", "1", "--repr_layers", "0-2"]
+
+
 def cuda_without_gpu(data, run):
     write_pt_dataset(data)
     if torch.cuda.is_available():
@@ -296,6 +301,7 @@ CASES = [
     (negative_shift, "--random_shift must be 0 or more (windows), got -0.5"),
     (negative_jitter, "--jitter must be 0 or more (standard deviations), got -0.1"),
     (zero_phases, "--phases must be 1 or more, got 0"),
+    (repr_layer_past_the_encoder, "--repr_layers [0, 1, 2] must lie in 0 (the window embeddings) to 1 (the visible"),
     (cuda_without_gpu, "no CUDA GPU is available"),
     (unknown_device, "is not a device name"),
 ]
@@ -310,3 +316,11 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, prepare, expected):
     assert code == 2, err
     assert err.startswith("error: ") and "\n" not in err, err
     assert expected in err, err
+
+
+@pytest.mark.parametrize("text", ["last", "8-5", "-1", ""])
+def test_repr_layers_that_are_not_layer_numbers_are_refused_by_the_parser(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["--repr_layers", text])
+    assert exit_info.value.code == 2
+    assert f"expected layers like 8, 5-8 or 0,8 (0: the window embeddings), got '{text}'" in capsys.readouterr().err

@@ -353,3 +353,25 @@ def test_pretraining_gradients_are_repeatable_on_two_threads():
             assert all(torch.equal(a, b) for a, b in zip(first, step()))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_repr_layers_pools_the_chosen_layers_side_by_side():
+    torch.manual_seed(0)
+    model = tiny().eval()                                                # 2 visible blocks
+    x = torch.randn(B, T, C)
+    with torch.no_grad():
+        own = model.represent(x)                                         # (B, D): the mean of block 2
+        embeddings = (model.feature_encoder(x) + model.position).mean(1)  # layer 0: the encoder's input
+        after_block1 = model.visible_encoder.blocks[0](model.feature_encoder(x) + model.position).mean(1)
+    assert tiny(repr_layers=[2, 0, 2]).cfg.repr_layers == (0, 2)         # a list (args.json): in layer order, once
+    three = tiny(repr_layers=(0, 1, 2))
+    assert three.head.in_features == three.cfg.representation_size == 3 * D
+    three.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")}, strict=False)
+    with torch.no_grad():
+        rep = three.eval().represent(x)                                  # (B, 3D)
+    torch.testing.assert_close(rep[:, :D], embeddings)
+    torch.testing.assert_close(rep[:, D:2 * D], after_block1)
+    torch.testing.assert_close(rep[:, 2 * D:], own)
+    assert tiny(repr_layers=(0, 2), pooling="meanmax").head.in_features == 4 * D
+    with pytest.raises(TimeMAEError, match=r"repr_layers \[0, 3\] must lie in 0 .* to 2"):
+        tiny(repr_layers=(0, 3))

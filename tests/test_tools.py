@@ -139,28 +139,7 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     own = table[(table.run == runs[0]) & table.pooling.isin(["mean", "max"])]
     pd.testing.assert_frame_equal(last, own.drop(columns="layers").reset_index(drop=True))
     assert pooling_main([runs[0], "--layers", "2"]) == 2
-    assert "the visible encoder has 1 blocks" in capsys.readouterr().err
+    assert "repr_layers [2] must lie in 0 (the window embeddings) to 1" in capsys.readouterr().err
     assert pooling_main([str(tmp_path)]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err
 
-
-def test_layer_outputs_pools_the_chosen_layers_side_by_side_and_leaves_the_model_as_it_was():
-    import torch
-
-    from model import TimeMAE
-    from tools.pooling import layer_outputs, layer_spec
-    torch.manual_seed(0)
-    model = TimeMAE(channels=2, seq_len=24, num_classes=2, d_model=16, attn_heads=2, layers=2, reg_layers=1,
-                    wave_length=4).eval()
-    x = torch.randn(5, 24, 2)
-    with torch.no_grad():
-        own = model.represent(x)                                                    # (5, 16): mean of block 2
-        with layer_outputs(model.visible_encoder, layer_spec("0,2")):
-            both = model.represent(x)                                               # (5, 32)
-        embeddings = (model.feature_encoder(x) + model.position).mean(1)            # layer 0: the encoder's input
-        after = model.represent(x)
-    assert both.shape == (5, 32)
-    torch.testing.assert_close(both[:, :16], embeddings)
-    torch.testing.assert_close(both[:, 16:], own)
-    assert torch.equal(after, own)                                                  # the hooks are gone
-    assert layer_spec("5-8") == (5, 6, 7, 8) and layer_spec("0,3-4") == (0, 3, 4)

@@ -13,7 +13,6 @@ With several runs (seeds), a second table gives each setting's mean over them: v
 macro-F1 as mean and standard deviation, in % (as the results tables quote them).
 """
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from args import parse_args
+from args import layer_spec, parse_args
 from classification import extract_representations, refit_probe, scores, select_probe
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
@@ -43,47 +42,15 @@ def run_settings(folder):
         return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
 
 
-def layer_spec(text):
-    """'8' -> (8,); '5-8' -> (5, 6, 7, 8); '0,8' -> (0, 8): visible-encoder layers, 0 being the window embeddings
-    (the encoder's input) and k the output of block k."""
-    try:
-        layers = tuple(i for part in text.split(",") for i in
-                       (range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)]))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected layers like 8, 5-8 or 0,8, got {text!r}") from None
-    if not layers or min(layers) < 0:
-        raise argparse.ArgumentTypeError(f"expected layers like 8, 5-8 or 0,8 (0: the window embeddings), got {text!r}")
-    return layers
-
-
 def layer_name(layers):
-    """(5, 6, 7, 8) -> '5,6,7,8'; None (the run's own representation) -> 'last'."""
-    return "last" if layers is None else ",".join(map(str, layers))
-
-
-@contextlib.contextmanager
-def layer_outputs(encoder, layers):
-    """Within the block, the visible encoder returns the outputs of `layers` (layer_spec) side by side,
-    (B, S, len(layers) * d), so represent() pools, and averages over grid phases, that concatenation."""
-    if not hasattr(encoder, "blocks"):
-        raise TimeMAEError("--layers reads the blocks of TimeMAE's own encoder, not of --encoder bert")
-    if max(layers) > len(encoder.blocks):
-        raise TimeMAEError(f"--layers {max(layers)}: the visible encoder has {len(encoder.blocks)} blocks")
-    seen = []                                                    # the encoder's input, then each block's output
-    hooks = [encoder.register_forward_pre_hook(lambda module, args: seen.clear() or seen.append(args[0]))]
-    hooks += [block.register_forward_hook(lambda module, args, out: seen.append(out)) for block in encoder.blocks]
-    hooks.append(encoder.register_forward_hook(lambda module, args, out: torch.cat([seen[i] for i in layers], -1)))
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
+    """(5, 6, 7, 8) -> '5,6,7,8'; () (the last block) -> 'last'."""
+    return ",".join(map(str, layers)) or "last"
 
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS):
     """Rows (run, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling,
     number of grid phases (`phases`, a list; None: the run's own), choice of layers (`layers`, a list of layer_spec
-    tuples; None: the run's own representation, named "last") and probe fit (refit 0 only when the selection
+    tuples; None: the run's own) and probe fit (refit 0 only when the selection
     split is the test set); probe_C: a C grid other than the run's; poolings: those to probe (default: all)."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
@@ -94,10 +61,11 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     model, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    for pooling, k, chosen in itertools.product(poolings, phases or [model.cfg.phases], layers or [None]):
-        model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k)   # represent() reads them; same weights
-        with contextlib.nullcontext() if chosen is None else layer_outputs(model.visible_encoder, chosen):
-            train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
+    for pooling, k, chosen in itertools.product(poolings, phases or [model.cfg.phases],
+                                                layers or [model.cfg.repr_layers]):
+        # represent() reads these settings; the weights stay the same
+        model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k, repr_layers=chosen).validate()
+        train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
         C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
         both = None if held is None else np.concatenate([fit, held])
