@@ -139,6 +139,21 @@ def test_wide_poolings_widen_the_representation_and_the_head_reads_it(pooling, f
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
+def test_repr_layers_flag_widens_the_representation_fineall_head_and_saved_model(tmp_path):
+    X, y = aeon(60)
+    clf = TimeMAEClassifier(**SMALL, flags={"repr_layers": [0, 1]}, num_epoch=2).fit(X, y)   # SMALL: 1 block
+    Z = clf.transform(X)
+    model = clf.model_
+    with torch.no_grad():
+        h = model.feature_encoder(torch.as_tensor(clf._series(X))) + model.position           # layer 0
+        expected = torch.cat([h, model.visible_encoder(h)], -1).mean(1)                      # (60, 32)
+    assert Z.shape == (60, 32) and model.head.in_features == 32
+    np.testing.assert_allclose(Z, expected.numpy(), rtol=1e-5, atol=1e-6)
+    back = load(clf.save(str(tmp_path / "clf.pkl")))
+    assert back.model_.cfg.repr_layers == (0, 1)
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
 def test_probe_folded_into_the_head_predicts_as_sklearn():
     rng = np.random.default_rng(0)
     for k in (2, 4):

@@ -115,7 +115,8 @@ class _TimeMAE(BaseEstimator):
 
     def transform(self, X):
         """Representations (n_cases, d_model), the visible encoder's windows pooled by `pooling` (mean: the
-        paper's; meanmax: (n_cases, 2 d_model); flat: (n_cases, n_windows * d_model))."""
+        paper's; meanmax: (n_cases, 2 d_model); flat: (n_cases, n_windows * d_model)); with k `repr_layers`
+        (flags), k times as wide."""
         return extract_representations(self.model_, self._series(X), self._batch())
 
     # ------------------------------------------------------------------------------------------ files
