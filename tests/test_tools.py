@@ -142,4 +142,3 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     assert "repr_layers [2] must lie in 0 (the window embeddings) to 1" in capsys.readouterr().err
     assert pooling_main([str(tmp_path)]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err
-

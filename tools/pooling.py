@@ -1,9 +1,9 @@
 """FineLast of finished runs' selected checkpoints under each pooling asked for (--pooling: mean, max, meanmax, flat;
 default: all), each number of grid phases (--phases; default: the run's own), each choice of the visible encoder's
-layers (--layers; default: the last block, the run's own) and both probe fits (--probe_refit 0: the fit split's
-probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as the run's own
-FineLast, only the series representation and the probe's training series differ. The row of the run's own pooling,
-phases, layers and refit reproduces its metrics.json.
+layers (--layers; default: the run's own) and both probe fits (--probe_refit 0: the fit split's probe; 1: its C
+fitted again on fit + selection series): the same data, split, C grid and selection as the run's own FineLast, only
+the series representation and the probe's training series differ. The row of the run's own pooling, phases, layers
+and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
@@ -49,9 +49,9 @@ def layer_name(layers):
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS):
     """Rows (run, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling,
-    number of grid phases (`phases`, a list; None: the run's own), choice of layers (`layers`, a list of layer_spec
-    tuples; None: the run's own) and probe fit (refit 0 only when the selection
-    split is the test set); probe_C: a C grid other than the run's; poolings: those to probe (default: all)."""
+    number of grid phases (`phases`, a list; None: the run's own), choice of layers (`layers`, a list of
+    `layer_spec` values; None: the run's own) and probe fit (refit 0 only when the selection split is the test
+    set); probe_C: a C grid other than the run's; poolings: those to probe (default: all)."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
@@ -107,7 +107,7 @@ def main(argv=None):
     p.add_argument("--pooling", nargs="+", choices=POOLINGS, default=POOLINGS, help="poolings to probe (default: all)")
     p.add_argument("--layers", type=layer_spec, nargs="+",
                    help="visible-encoder layers to pool, side by side: 8, 5-8 or 0,8 (0: the window embeddings; "
-                        "default: the last block)")
+                        "default: each run's own, the last block unless it ran with --repr_layers)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
