@@ -60,7 +60,8 @@ def build_parser():
                         f"numpy a .npy/.npz file; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
     g.add_argument("--UCR_folder", default=None,
                    help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts or .arff) for --dataset ucr")
-    g.add_argument("--save_path", default=None, help="run folder; default exp/<dataset>/seed<seed>")
+    g.add_argument("--save_path", default=None,
+                   help="run folder; default exp/<dataset>/seed<seed> (ucr: exp/<UCR_folder>/seed<seed>)")
     g.add_argument("--val_ratio", type=float, default=0.2,
                    help="stratified share of the labelled training data held out for model selection")
     g.add_argument("--normalize", default="channel", choices=("channel", "none"),

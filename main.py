@@ -158,7 +158,8 @@ def run(cfg, log=print, splits=None):
         budget = training_budget(cfg, len(splits.pretrain_x()), len(fit), dist.world_size)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
-        cfg.save_path = cfg.save_path or os.path.join("exp", cfg.dataset, f"seed{cfg.seed}")
+        name = cfg.UCR_folder if cfg.dataset == "ucr" and cfg.UCR_folder else cfg.dataset   # a UCR set by its name
+        cfg.save_path = cfg.save_path or os.path.join("exp", name, f"seed{cfg.seed}")
         state = dist.on_main(open_run, cfg, model)
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist))

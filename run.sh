@@ -3,7 +3,8 @@
 #   bash run.sh <har|epilepsy|uwave|ps|ad> [runs=3] [extra main.py flags, e.g. --data_path DIR --overwrite]
 #   bash run.sh ucr [runs=3] --UCR_folder <Name> [...]   (window length from the series length: experiments/presets.py)
 # Results: $EXP_DIR/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...) and
-#          $EXP_DIR/<dataset>/summary.csv, with EXP_DIR=exp unless set. Later flags override the preset.
+#          $EXP_DIR/<dataset>/summary.csv, with EXP_DIR=exp unless set; for ucr <dataset> is the --UCR_folder
+#          name. Later flags override the preset.
 # A missing data folder (--data_path, else $TIMEMAE_DATA/<Name> or data/<Name>) is first prepared with
 # `python -m data.prepare <dataset> --download` (checksummed; from $TIMEMAE_MIRROR when set).
 set -euo pipefail
@@ -18,20 +19,26 @@ preset_line=$(python -m experiments.presets "$dataset" "$@") || exit 2
 read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
 
-# the data folder the runs will read: the last --data_path among the extra flags, else the default one
+# the data the runs will read: the last --data_path and --UCR_folder among the extra flags, else the defaults
 data_path=""
+ucr_folder=""
 args=("$@")
 for i in "${!args[@]}"; do
   case "${args[$i]}" in
     --data_path) data_path=${args[$((i + 1))]:-} ;;
     --data_path=*) data_path=${args[$i]#--data_path=} ;;
+    --UCR_folder) ucr_folder=${args[$((i + 1))]:-} ;;
+    --UCR_folder=*) ucr_folder=${args[$i]#--UCR_folder=} ;;
   esac
 done
-python -m data.prepare "$dataset" --download --if-missing ${data_path:+--out "$data_path"} || exit 2
+python -m data.prepare "$dataset" --download --if-missing ${data_path:+--data_path "$data_path"} \
+  ${ucr_folder:+--UCR_folder "$ucr_folder"} || exit 2
 
 exp_dir=${EXP_DIR:-exp}
+name=$dataset
+if [ "$dataset" = ucr ]; then name=$ucr_folder; fi   # each UCR/UEA set in its own folder
 for seed in $(seq 1 "$runs"); do
-  echo "== $dataset run $seed/$runs (seed $seed)"
-  python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "$exp_dir/$dataset/seed$seed" "$@"
+  echo "== $name run $seed/$runs (seed $seed)"
+  python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "$exp_dir/$name/seed$seed" "$@"
 done
-python -m tools.summarize "$exp_dir/$dataset" --out "$exp_dir/$dataset/summary.csv"
+python -m tools.summarize "$exp_dir/$name" --out "$exp_dir/$name/summary.csv"

@@ -5,6 +5,7 @@
     python -m data.prepare uwave --download               # UCR UWaveGestureLibraryX/Y/Z -> train_new.pt/test_new.pt
     python -m data.prepare BasicMotions --download        # any UEA/UCR dataset: <Name>_TRAIN.ts/_TEST.ts
     python -m data.prepare epilepsy --download --if-missing   # what run.sh does: nothing when the folder is there
+    python -m data.prepare ucr --UCR_folder ArrowHead --download --if-missing   # run.sh ucr: the folder main.py reads
 
 Downloads come from the publisher, or from a mirror laid out like it: --base-url, or $TIMEMAE_MIRROR.
 
@@ -12,6 +13,7 @@ The output is built in a hidden sibling folder, loaded back with datautils.load_
 then renamed to its final name: an interrupted or failed run never leaves a half-written dataset folder.
 """
 import argparse
+import glob
 import os
 import shutil
 import sys
@@ -68,6 +70,21 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     return splits
 
 
+def run_target(dataset, data_path=None, ucr_folder=None):
+    """(name to prepare, its folder) for the run `main.py --dataset DATASET [--data_path P] [--UCR_folder N]`:
+    for a named benchmark the dataset and P; for ucr the archive name N and the folder main.py reads N from
+    (datautils.resolve_folder), or P/N when P holds neither N's files nor a subfolder N yet."""
+    if dataset != "ucr":
+        return dataset, data_path
+    if not ucr_folder:
+        raise TimeMAEError("ucr needs --UCR_folder <Name>, a UEA/UCR archive name such as ArrowHead")
+    folder = resolve_folder(dataset, data_path, ucr_folder)
+    if data_path and folder == data_path and not glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
+            and not glob.glob(os.path.join(data_path, "*.pt")):
+        folder = os.path.join(data_path, ucr_folder)
+    return ucr_folder, folder
+
+
 def is_prepared(dataset, out=None):
     """Whether the output folder of `dataset` (`out`, or the default one) exists and holds files."""
     out = out or default_out(lookup(dataset))
@@ -114,15 +131,21 @@ def build_parser():
                    help="do nothing when the output folder already holds files (run.sh prepares a dataset this way "
                         "before its first run)")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that already holds files")
+    p.add_argument("--data_path", default=None, help="main.py's --data_path, as run.sh passes it: the output "
+                                                      "folder, or for ucr the folder or its parent")
+    p.add_argument("--UCR_folder", default=None, help="main.py's --UCR_folder: with dataset ucr, the UEA/UCR "
+                                                       "archive name to prepare")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.if_missing and is_prepared(args.dataset, args.out):
+        dataset, folder = run_target(args.dataset, args.data_path, args.UCR_folder)
+        out = args.out or folder
+        if args.if_missing and is_prepared(dataset, out):
             return 0
-        prepare(args.dataset, out=args.out, download=args.download, sources=args.source, cache=args.cache,
+        prepare(dataset, out=out, download=args.download, sources=args.source, cache=args.cache,
                 base_url=args.base_url, overwrite=args.overwrite)
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from data import catalog
-from data.prepare import main, prepare
+from data.prepare import main, prepare, run_target
 from datautils import load_dataset
 from common.errors import TimeMAEError
 
@@ -418,3 +418,19 @@ def test_bad_requests_are_clear_errors(tmp_path, kwargs, message):
     with pytest.raises(TimeMAEError, match=message):
         prepare(out=str(tmp_path / "out"), log=lambda _: None, **kwargs)
     assert sorted(os.listdir(tmp_path)) == ["EMPTY"]
+
+
+def test_run_target_is_the_folder_main_reads(tmp_path, monkeypatch):
+    """run.sh prepares, for `--dataset ucr --UCR_folder N [--data_path P]`, the folder main.py will read N from."""
+    monkeypatch.setenv("TIMEMAE_DATA", str(tmp_path / "root"))
+    (tmp_path / "P" / "N").mkdir(parents=True)
+    (tmp_path / "P" / "N" / "N_TRAIN.ts").write_text("")
+    (tmp_path / "Q").mkdir()
+    (tmp_path / "Q" / "N_TRAIN.ts").write_text("")
+    assert run_target("ucr", str(tmp_path / "P"), "N") == ("N", str(tmp_path / "P" / "N"))     # the parent
+    assert run_target("ucr", str(tmp_path / "Q"), "N") == ("N", str(tmp_path / "Q"))           # the folder itself
+    assert run_target("ucr", str(tmp_path / "R"), "N") == ("N", str(tmp_path / "R" / "N"))     # not there yet
+    assert run_target("ucr", None, "N") == ("N", str(tmp_path / "root" / "N"))
+    assert run_target("epilepsy", str(tmp_path / "E")) == ("epilepsy", str(tmp_path / "E"))
+    with pytest.raises(TimeMAEError, match="--UCR_folder"):
+        run_target("ucr", str(tmp_path / "P"))
