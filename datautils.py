@@ -84,10 +84,11 @@ class DatasetSplits:
 
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
     """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
-    the reference code does, unless DIR itself holds NAME's files."""
+    the reference code does, unless DIR itself holds NAME's files (NAME_*, or .pt files); DIR/NAME is also the
+    folder data.prepare writes NAME to."""
     if data_path:
-        if dataset == "ucr" and ucr_folder and not glob.glob(os.path.join(data_path, f"{ucr_folder}_TRAIN.*")) \
-                and os.path.isdir(os.path.join(data_path, ucr_folder)):
+        if dataset == "ucr" and ucr_folder and not glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
+                and not glob.glob(os.path.join(data_path, "*.pt")):
             return os.path.join(data_path, ucr_folder)
         return data_path
     if dataset == "numpy":

@@ -13,7 +13,6 @@ The output is built in a hidden sibling folder, loaded back with datautils.load_
 then renamed to its final name: an interrupted or failed run never leaves a half-written dataset folder.
 """
 import argparse
-import glob
 import os
 import shutil
 import sys
@@ -73,16 +72,12 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
 def run_target(dataset, data_path=None, ucr_folder=None):
     """(name to prepare, its folder) for the run `main.py --dataset DATASET [--data_path P] [--UCR_folder N]`:
     for a named benchmark the dataset and P; for ucr the archive name N and the folder main.py reads N from
-    (datautils.resolve_folder), or P/N when P holds neither N's files nor a subfolder N yet."""
+    (datautils.resolve_folder)."""
     if dataset != "ucr":
         return dataset, data_path
     if not ucr_folder:
         raise TimeMAEError("ucr needs --UCR_folder <Name>, a UEA/UCR archive name such as ArrowHead")
-    folder = resolve_folder(dataset, data_path, ucr_folder)
-    if data_path and folder == data_path and not glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
-            and not glob.glob(os.path.join(data_path, "*.pt")):
-        folder = os.path.join(data_path, ucr_folder)
-    return ucr_folder, folder
+    return ucr_folder, resolve_folder(dataset, data_path, ucr_folder)
 
 
 def is_prepared(dataset, out=None):
