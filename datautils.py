@@ -84,10 +84,11 @@ class DatasetSplits:
 
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
     """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
-    the reference code does, unless DIR itself holds NAME's files (NAME_*, or .pt files); DIR/NAME is also the
-    folder data.prepare writes NAME to."""
+    the reference code does, unless DIR is NAME's folder: named NAME (so a resolved folder resolves to itself),
+    or holding NAME's files (NAME_*, or .pt files). DIR/NAME is also the folder data.prepare writes NAME to."""
     if data_path:
-        if dataset == "ucr" and ucr_folder and not glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
+        if dataset == "ucr" and ucr_folder and os.path.basename(os.path.normpath(data_path)) != ucr_folder \
+                and not glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
                 and not glob.glob(os.path.join(data_path, "*.pt")):
             return os.path.join(data_path, ucr_folder)
         return data_path

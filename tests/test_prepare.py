@@ -430,6 +430,7 @@ def test_run_target_is_the_folder_main_reads(tmp_path, monkeypatch):
     assert run_target("ucr", str(tmp_path / "P"), "N") == ("N", str(tmp_path / "P" / "N"))     # the parent
     assert run_target("ucr", str(tmp_path / "Q"), "N") == ("N", str(tmp_path / "Q"))           # the folder itself
     assert run_target("ucr", str(tmp_path / "R"), "N") == ("N", str(tmp_path / "R" / "N"))     # not there yet
+    assert run_target("ucr", str(tmp_path / "R" / "N"), "N") == ("N", str(tmp_path / "R" / "N"))   # resolved
     assert run_target("ucr", None, "N") == ("N", str(tmp_path / "root" / "N"))
     assert run_target("epilepsy", str(tmp_path / "E")) == ("epilepsy", str(tmp_path / "E"))
     with pytest.raises(TimeMAEError, match="--UCR_folder"):
