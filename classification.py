@@ -17,21 +17,22 @@ def scores(y_true, y_pred):
 
 
 @torch.inference_mode()
-def extract_representations(model, x, batch_size):
-    """Mean-pooled representations (N, d) of x (N, T, C), a tensor on the model's device, in eval mode."""
+def extract_representations(model, x, batch_size, padded=None):
+    """Mean-pooled representations (N, d) of x (N, T, C), a tensor on the model's device, in eval mode.
+    padded=False: x holds no padding, so no batch is checked for it (TimeMAE.window_padding)."""
     was_training = model.training
     model.eval()
-    reps = torch.cat([model.represent(xb) for xb in x.split(batch_size)])
+    reps = torch.cat([model.represent(xb, padded) for xb in x.split(batch_size)])
     model.train(was_training)
     return reps.float().cpu().numpy()
 
 
 @torch.inference_mode()
-def predict(model, x, batch_size):
-    """Class predictions (N,) of the fine-tuned model."""
+def predict(model, x, batch_size, padded=None):
+    """Class predictions (N,) of the fine-tuned model; padded: see extract_representations."""
     was_training = model.training
     model.eval()
-    pred = torch.cat([model(xb).argmax(-1) for xb in x.split(batch_size)])
+    pred = torch.cat([model(xb, padded).argmax(-1) for xb in x.split(batch_size)])
     model.train(was_training)
     return pred.cpu().numpy()
 

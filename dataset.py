@@ -17,8 +17,9 @@ class SeriesDataset(Dataset):
         return self.__getitems__([i])
 
     def __getitems__(self, idx):
-        """A whole batch in one indexing op; DataLoader calls this with the sampler's batch of indices."""
-        idx = torch.as_tensor(idx, device=self.x.device)
+        """A whole batch in one indexing op; DataLoader calls this with the sampler's batch of indices. The
+        indices reach a GPU without a blocking copy, which would wait for every queued step to finish."""
+        idx = torch.as_tensor(idx).to(self.x.device, non_blocking=True)
         return (self.x[idx],) if self.y is None else (self.x[idx], self.y[idx])
 
 

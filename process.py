@@ -100,6 +100,10 @@ class Trainer:
             else:
                 self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         self.eval_batch = eval_batch_size(cfg, device)
+        # False: no split holds padding, so no batch is checked for it (on a GPU the check waits for the device);
+        # None: variable-length series, each batch is checked (TimeMAE.window_padding)
+        parts = [splits.train_x, splits.val_x, splits.unlabelled_x, splits.test_x]
+        self.padded = None if any(a is not None and np.isnan(a).any() for a in parts) else False
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
         self.probe_head = None  # with --fineall_head probe: FineLast's probe as (weight, bias) of a linear head
         self.refit_head = None  # ... and with --probe_refit 1 its refit on fit + selection series, the same way
@@ -231,7 +235,7 @@ class Trainer:
         start = time.perf_counter()
         for i, (x,) in enumerate(loader):
             with autocast(self.device, cfg):
-                out = forward(x)
+                out = forward(x, padded=self.padded)
                 loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
             self._optimise(loss, opt, sched, scaler)
             model.update_target_encoder()
@@ -247,7 +251,7 @@ class Trainer:
             step = torch.stack([loss.detach(), mrr.detach(), mcc.detach(), (hits * real).sum(), (ndcg * real).sum(),
                                 ok * real.sum().double()])
             sums += torch.where(ok, step.double(), 0.0)                          # skipped steps add nothing
-            counts += torch.bincount(target, weights=real.double(), minlength=V).long() * ok
+            counts.index_add_(0, target, (real & ok).long())  # not bincount: on a GPU it reads back max(target)
         self._check_finite(finite, "pretraining", epoch)
         totals = self.dist.all_reduce(torch.cat([sums, finite.sum(dtype=torch.float64)[None]]))
         self.dist.all_reduce(counts)
@@ -263,7 +267,7 @@ class Trainer:
         seeded numpy generator (the same on every rank), batch-centred for the cosine codebook."""
         model, data = self.model, self.pretrain_set.x
         rows = np.random.default_rng(seed).permutation(len(data))[:count]
-        x, window_pad = model.window_padding(data[torch.as_tensor(rows, device=data.device)])
+        x, window_pad = model.window_padding(data[torch.as_tensor(rows, device=data.device)], self.padded)
         z = model.feature_encoder(x)                                         # (n, S, d)
         z = z[~window_pad] if window_pad is not None else z.flatten(0, 1)    # (N, d) real windows
         return z - z.mean(0) if model.cfg.codebook == "cosine" else z
@@ -424,7 +428,7 @@ class Trainer:
         step = (epoch - 1) * len(loader)
         for i, (x, y) in enumerate(loader):
             with autocast(self.device, cfg):
-                loss = F.cross_entropy(forward(x), y)
+                loss = F.cross_entropy(forward(x, padded=self.padded), y)
             self._optimise(loss, opt, sched, scaler)
             finite[i] = ok = torch.isfinite(loss)
             loss_sum += torch.where(ok, loss.detach(), 0.0)
@@ -495,7 +499,8 @@ class Trainer:
     def _represent(self, model, x):
         """Representations of x gathered from every rank's shard (complete on rank 0)."""
         with autocast(self.device, self.cfg):
-            return self.dist.gather_rows(lambda rows: extract_representations(model, rows, self.eval_batch), x)
+            return self.dist.gather_rows(
+                lambda rows: extract_representations(model, rows, self.eval_batch, self.padded), x)
 
     def _fit_probe(self, fit_r, fit_y, eval_r, eval_y, C=1.0):
         """FineLast on representations gathered from every rank's shard; the probe is fitted once, by rank 0."""
@@ -520,7 +525,7 @@ class Trainer:
     def _scores(self, model, x, y):
         """Accuracy and macro-F1 of the fine-tuned model, from predictions gathered from every rank's shard."""
         with autocast(self.device, self.cfg):
-            return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.eval_batch), x))
+            return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.eval_batch, self.padded), x))
 
     def _load(self, path, model):
         """Load a checkpoint that rank 0 reads and broadcasts (nodes need not share a file system)."""

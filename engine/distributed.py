@@ -71,8 +71,8 @@ class _Method(nn.Module):
         super().__init__()
         self.module, self.method = module, method
 
-    def forward(self, *args):
-        return getattr(self.module, self.method)(*args)
+    def forward(self, *args, **kwargs):
+        return getattr(self.module, self.method)(*args, **kwargs)
 
 
 class Dist:

@@ -92,9 +92,14 @@ class TimeMAE(nn.Module):
         return self
 
     # ------------------------------------------------------------------------------------------ padding
-    def window_padding(self, x):
+    def window_padding(self, x, padded=None):
         """x (B, T, C) with NaN at padded time steps (variable-length series, see datautils.normalize) ->
-        (x with NaN filled by 0, (B, S) bool True where a window is all padding, or None when none is)."""
+        (x with NaN filled by 0, (B, S) bool True where a window is all padding, or None when none is).
+        padded=False: the caller knows x holds no padding (a split of fixed-length series), so the batch is not
+        checked: on a GPU that check waits for the device in every step, and under torch.compile it splits the
+        graph. None: check the batch."""
+        if padded is False:
+            return x, None
         step_pad = x.isnan().all(-1)                                          # (B, T)
         x = x.nan_to_num(0.0)
         if not _any(step_pad):
@@ -152,11 +157,13 @@ class TimeMAE(nn.Module):
         ids_visible = rank.argsort(dim=1, stable=True)[:, :width]                             # (B, Sv)
         return ids_visible, ids_masked, rank.gather(1, ids_visible) > 0, masked_valid
 
-    def forward_pretrain(self, x):
+    def forward_pretrain(self, x, padded=None):
         """x (B, T, C) -> dict with the MRR pair, the MCC pair (targets and their soft assignments),
         `masked_valid` (B, M) bool, or None when every masked slot is a real window, and `z_masked`, the
-        masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them)."""
-        x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(x)))
+        masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them).
+        padded: see window_padding (a random shift pads any series)."""
+        padded = None if self.cfg.random_shift else padded
+        x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(x)), padded)
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)
@@ -201,10 +208,11 @@ class TimeMAE(nn.Module):
         torch._foreach_lerp_(target, online, 1.0 - self.momentum)
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def forward_encoder(self, x):
+    def forward_encoder(self, x, padded=None):
         """All windows, no mask: (B, T, C) -> ((B, S, d), window padding (B, S) bool or None); padding windows
-        are hidden from attention. With repr_layers, (B, S, k * d): those k layers' outputs side by side."""
-        x, window_pad = self.window_padding(x)
+        are hidden from attention. With repr_layers, (B, S, k * d): those k layers' outputs side by side.
+        padded: see window_padding."""
+        x, window_pad = self.window_padding(x, padded)
         h = self.feature_encoder(x) + self.position                                # (B, S, d)
         if self.cfg.repr_layers:  # several blocks side by side (validate: TimeMAE's own encoder)
             return self.visible_encoder(h, window_pad, layers=self.cfg.repr_layers), window_pad
@@ -220,14 +228,15 @@ class TimeMAE(nn.Module):
         r = torch.minimum(offsets[:, None, None], (_real_steps(x) - 1).clamp_min(0))          # (K, B, 1)
         return _shift(x.expand(phases, -1, -1, -1).flatten(0, 1), r.flatten(0, 1))
 
-    def represent(self, x):
+    def represent(self, x, padded=None):
         """Series representation (probes, FineAll, encode) pooled over the real (non-padding) windows: the mean
         (paper), the max, or both, (B, d) or (B, 2d) with pooling 'meanmax'; with 'flat' the windows side by side
         in time order, (B, S*d), padding windows as zeros (the position of a shape, which a mean discards).
         With phases K > 1 it is the average of the representations at K phases of the window grid (grid_phases):
-        one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out."""
+        one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out.
+        padded: see window_padding (a late phase pads any series)."""
         copies = self.grid_phases(x)                                          # (K*B, T, C)
-        pooled = self.pool(*self.forward_encoder(copies))                     # (K*B, D)
+        pooled = self.pool(*self.forward_encoder(copies, padded if copies is x else None))   # (K*B, D)
         if copies is x:  # one phase: nothing to average (FineAll's training steps take this path)
             return pooled
         return pooled.unflatten(0, (-1, x.shape[0])).mean(0)                   # (B, D)
@@ -249,6 +258,6 @@ class TimeMAE(nn.Module):
             pooled.append(masked.amax(dim=1))
         return torch.cat(pooled, dim=-1) if len(pooled) > 1 else pooled[0]
 
-    def forward(self, x):
-        """Class logits (B, num_classes) for fine-tuning."""
-        return self.head(self.represent(x))
+    def forward(self, x, padded=None):
+        """Class logits (B, num_classes) for fine-tuning; padded: see window_padding."""
+        return self.head(self.represent(x, padded))

@@ -2,12 +2,16 @@
 masked, never targets, never attended to, and left out of the representation."""
 import dataclasses
 import math
+import os
+import sys
 
 import pytest
 import torch
 
 from common.errors import TimeMAEError
+from conftest import TINY, write_tstcc
 from loss import pretrain_loss
+from main import main
 from model import TimeMAE
 
 C, SIGMA = 2, 4
@@ -162,3 +166,60 @@ def test_phases_average_the_representations_of_the_shifted_copies(pooling):
 def test_phases_below_one_are_refused():
     with pytest.raises(TimeMAEError, match="phases must be 1 or more, got 0"):
         TimeMAE(channels=C, seq_len=20, num_classes=2, wave_length=SIGMA, phases=0)
+
+
+def test_padded_false_skips_the_check_and_computes_the_same():
+    """padded=False (the caller knows the split is fixed-length) skips the per-batch padding check, which on a GPU
+    waits for the device, and computes bitwise what the check gives. A random shift or a late grid phase pads any
+    series, so there the batch is checked whatever the caller says (else NaN would reach the encoder)."""
+    short, _ = pair()
+    x = torch.randn(3, 20, C)
+    assert torch.equal(short.represent(x, padded=False), short.represent(x))
+    for kw in (dict(), dict(random_shift=1.0)):
+        model, _ = pair(**kw)
+        losses = []
+        for padded in (None, False):
+            torch.manual_seed(5)
+            losses.append(torch.stack(pretrain_loss(model.train().forward_pretrain(x, padded), 5.0, 1.0)))
+        assert torch.isfinite(losses[0]).all() and torch.equal(*losses)
+    phased, _ = pair(phases=2)
+    rep = phased.represent(x, padded=False)
+    assert torch.isfinite(rep).all() and torch.equal(rep, phased.represent(x))
+
+
+def test_fixed_length_forward_passes_trace_as_one_graph():
+    """With padded=False the pretraining and fine-tuning forward passes hold no data-dependent branch: Dynamo
+    traces each whole (fullgraph=True), as CUDA graphs (--compile_mode reduce-overhead) want. The batch's
+    padding check is such a branch: traced with it, fullgraph refuses."""
+    model, _ = pair()
+    x = torch.randn(3, 20, C)
+    torch._dynamo.reset()
+    try:
+        for method in (model.train().forward_pretrain, model.forward):
+            torch.compile(method, backend="eager", fullgraph=True)(x, padded=False)
+        with pytest.raises(torch._dynamo.exc.Unsupported):
+            torch.compile(model.forward, backend="eager", fullgraph=True)(x)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_a_run_checks_batches_for_padding_only_when_a_split_holds_some(tmp_path, monkeypatch):
+    """A run on fixed-length series never asks a batch whether it holds padding (the Trainer passes
+    padded=False); one with variable-length series asks in its pretraining steps, probes and fine-tuning."""
+    checks = []
+    module = sys.modules["model.TimeMAE"]
+    check = module._any
+    monkeypatch.setattr(module, "_any", lambda t: checks.append(1) or check(t))
+
+    def run(folder):
+        checks.clear()
+        assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(tmp_path / "run"), "--overwrite",
+                     "--wave_length", "4", "--num_epoch_pretrain", "1", "--num_epoch", "1", *TINY]) == 0
+        return len(checks)
+
+    fixed = write_tstcc(tmp_path / "Fixed")
+    assert run(fixed) == 0
+    train = torch.load(os.path.join(fixed, "train.pt"))
+    train["samples"][::2, :, 20:] = float("nan")                   # every other series 20 steps long
+    torch.save(train, os.path.join(fixed, "train.pt"))
+    assert run(fixed) > 0

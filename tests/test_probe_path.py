@@ -26,9 +26,9 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
     real_extract, real_finelast = process.extract_representations, process.Trainer.finelast
     real_fit_probe = process.Trainer._fit_probe
 
-    def counting(model, x, batch_size):
+    def counting(model, x, batch_size, padded=None):
         encoded.append(len(x))
-        return real_extract(model, x, batch_size)
+        return real_extract(model, x, batch_size, padded)
 
     def keep_trainer(self):
         trainers.append(self)
