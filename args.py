@@ -9,6 +9,7 @@ import os
 import torch
 
 from datautils import DATA_ENV
+from engine.speed import COMPILE_MODES
 from model.config import POOLINGS
 
 DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr", "numpy")
@@ -208,6 +209,9 @@ def build_parser():
                    help="torch.compile the training forward passes (pretraining and fine-tuning); worth it on a "
                         "GPU, where it fuses the many small kernels; compiling takes minutes on a CPU")
     g.add_argument("--compile_backend", default="inductor", help="torch.compile backend for --compile")
+    g.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode for --compile (inductor); reduce-overhead replays each training step "
+                        "as CUDA graphs on a GPU (one launch instead of thousands of small kernels)")
     g.add_argument("--amp", action="store_true",
                    help="bfloat16 autocast for training and evaluation forward passes: for GPUs, and for CPUs with "
                         "bfloat16 instructions (AVX512-BF16/AMX); rounds differently from float32")

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import default_threads  # noqa: E402
 from benchmarks.throughput import SHAPES, check_shapes, pretrain_setup, print_machine, write_table  # noqa: E402
+from engine.speed import COMPILE_MODES  # noqa: E402
 from model import TimeMAE  # noqa: E402
 
 
@@ -31,6 +32,7 @@ def parse(argv=None):
     p.add_argument("--rounds", type=int, default=25, help="alternations; each times 2 steps of each")
     p.add_argument("--warmup", type=int, default=4, help="untimed steps of each first (the compile among them)")
     p.add_argument("--backend", default="inductor", help="torch.compile backend")
+    p.add_argument("--mode", default="default", choices=COMPILE_MODES, help="torch.compile mode")
     p.add_argument("--out", default="exp/speed/compile_ab.csv")
     args = p.parse_args(argv)
     check_shapes(p, args.shapes)
@@ -46,7 +48,8 @@ def compare(name, wave, args):
         torch.manual_seed(0)
         model = TimeMAE(channels=channels, seq_len=length, num_classes=classes,
                         wave_length=wave or preset_wave).train()
-        cfg = SimpleNamespace(compile=mode == "compiled", compile_backend=args.backend, amp=False)
+        cfg = SimpleNamespace(compile=mode == "compiled", compile_backend=args.backend, compile_mode=args.mode,
+                              amp=False)
         steps[mode] = pretrain_setup(model, x, cfg, torch.device("cpu"))
         start = time.perf_counter()
         for _ in range(args.warmup):
@@ -60,8 +63,9 @@ def compare(name, wave, args):
             times[mode].append((time.perf_counter() - start) / 2)
     eager, comp = statistics.median(times["eager"]), statistics.median(times["compiled"])
     return dict(shape=name, wave=wave or preset_wave, windows=model.num_windows, batch=args.batch_size,
-                threads=torch.get_num_threads(), backend=args.backend, eager_ms=1e3 * eager, compiled_ms=1e3 * comp,
-                speedup=eager / comp, warmup_s_eager=warm["eager"], warmup_s_compiled=warm["compiled"])
+                threads=torch.get_num_threads(), backend=args.backend, mode=args.mode, eager_ms=1e3 * eager,
+                compiled_ms=1e3 * comp, speedup=eager / comp, warmup_s_eager=warm["eager"],
+                warmup_s_compiled=warm["compiled"])
 
 
 def main(argv=None):

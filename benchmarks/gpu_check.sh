@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU measurement of docs/speed.md in one pass, on a machine with a CUDA GPU (not run yet: no GPU was lent
 # to this work). Figures go to $OUT/gpu_check (default exp/gpu_check): throughput CSVs (float32, bfloat16,
-# torch.compile, both) with the fraction of a same-FLOP matmul, a profile of the HAR-shape step, and the full
-# Epilepsy preset (100 pretraining epochs + probes, --wave_length 16) timed end to end, float32, --amp and
-# --compile. A measurement that fails is logged in the summary and the others still run: device time is short.
-#   TIMEMAE_DATA=/path/to/data bash benchmarks/gpu_check.sh        # about 10 minutes on one H100/H200
+# torch.compile, both, and CUDA graphs: --compile_mode reduce-overhead) with the fraction of a same-FLOP matmul,
+# a profile of the HAR-shape step, and the full Epilepsy preset (100 pretraining epochs + probes, --wave_length 16)
+# timed end to end: float32, --amp, --compile and CUDA graphs. A measurement that fails is logged in the summary
+# and the others still run: device time is short. Its duration on a GPU is unknown; PARTS splits it in two calls.
+#   TIMEMAE_DATA=/path/to/data bash benchmarks/gpu_check.sh        # everything
+#   PARTS=bench bash benchmarks/gpu_check.sh; PARTS=runs OUT=exp2 bash benchmarks/gpu_check.sh   # in two calls
 #   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_check.sh               # seconds: the script itself, on the CPU (tests)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,30 +45,36 @@ measure() {  # name, command...: run it, log its output to $out/name.log, record
     fi
 }
 
+parts=" ${PARTS:-bench runs} "
 bench() {  # name, extra flags
     measure "$1" python benchmarks/throughput.py --device "$device" "${bench_flags[@]}" --out "$out/$1.csv" "${@:2}" \
         && sed -n '/^ *device/,$p' "$out/$1.log" >> "$log"
 }
-bench fp32
-bench amp --amp
-bench compile --compile --warmup 5
-bench compile_amp --compile --amp --warmup 5
-python - "$out" >> "$log" <<'EOF'
+if [[ $parts == *" bench "* ]]; then
+    bench fp32
+    bench amp --amp
+    bench compile --compile --warmup 5
+    bench compile_amp --compile --amp --warmup 5
+    bench cudagraphs --compile --compile_mode reduce-overhead --warmup 5
+    python - "$out" >> "$log" <<'EOF'
 import os, sys, pandas as pd
-for name in ("fp32", "amp", "compile", "compile_amp"):
+for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs"):
     path = f"{sys.argv[1]}/{name}.csv"
     if not os.path.isfile(path):
         continue
     t = pd.read_csv(path)
     har = t[(t["shape"] == "har") & (t["task"] == "pretrain")].iloc[0]
     print(f"{name}: HAR-shaped pretraining epoch of 8823 series {8823 / har['series_per_s']:.2f} s (target < 1 s), "
-          f"{har['of_matmul']:.2f} of a same-FLOP matmul")
+          f"{har['of_matmul']:.2f} of a same-FLOP matmul, {har['syncs_per_step']:g} host syncs per step")
 EOF
-measure profile_har python benchmarks/profile_step.py --device "$device" --shape har --wave_length 8 --top 15 \
-    "${profile_flags[@]}" && cp "$out/profile_har.log" "$out/profile_har.md"
+    measure profile_har python benchmarks/profile_step.py --device "$device" --shape har --wave_length 8 --top 15 \
+        "${profile_flags[@]}" && cp "$out/profile_har.log" "$out/profile_har.md"
+fi
 
-if [ -f "${TIMEMAE_DATA:-data}/Epilepsy/train.pt" ]; then
-    for flags in "" "--amp" "--compile"; do
+if [[ $parts == *" runs "* && ! -f "${TIMEMAE_DATA:-data}/Epilepsy/train.pt" ]]; then
+    echo "Epilepsy not found under \${TIMEMAE_DATA:-data}: full-run timing skipped" >> "$log"
+elif [[ $parts == *" runs "* ]]; then
+    for flags in "" "--amp" "--compile" "--compile --compile_mode reduce-overhead"; do
         name="epilepsy${epochs}${flags// /}"
         start=$(date +%s.%N)
         measure "$name" python main.py --dataset epilepsy --wave_length 16 --num_epoch_pretrain "$epochs" \
@@ -76,8 +84,6 @@ if [ -f "${TIMEMAE_DATA:-data}/Epilepsy/train.pt" ]; then
             "metrics: $(python -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" \
                         "$out/$name/metrics.json")" >> "$log"
     done
-else
-    echo "Epilepsy not found under \${TIMEMAE_DATA:-data}: full-run timing skipped" >> "$log"
 fi
 echo "failed measurements: $failed" >> "$log"
 cat "$log"

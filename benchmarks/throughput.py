@@ -16,7 +16,8 @@ torch.cuda.max_memory_allocated on CUDA; on the CPU it is the growth of the proc
 (Linux VmHWM, reset through /proc/self/clear_refs) over its resident set at the start, after freed heap memory
 is handed back to the OS (malloc_trim), so memory kept from earlier work does not hide the peak.
 `cpu_share` is the CPU time the process got over wall time x threads: below 1 the machine was busy with other
-work and the wall-clock figures understate what it does alone.
+work and the wall-clock figures understate what it does alone. On CUDA `syncs_per_step` counts the times a
+training step waits for the device (torch's sync debug mode): at 0 the host queues steps ahead of the GPU.
 """
 import argparse
 import ctypes
@@ -24,6 +25,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import pandas as pd
 import torch
@@ -39,7 +41,7 @@ from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from process import Trainer  # noqa: E402
 from engine.runfiles import atomic_write_text  # noqa: E402
-from engine.speed import autocast, compiled, eval_batch_size  # noqa: E402
+from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
 SHAPES = {"har": (9, 128, 6, 8), "ps": (11, 217, 39, 8), "ad": (13, 93, 10, 4), "uwave": (3, 315, 8, 16),
@@ -61,6 +63,8 @@ def parse(argv=None):
     p.add_argument("--out", default="exp/throughput.csv", help="CSV file for the table")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward passes")
     p.add_argument("--compile_backend", default="inductor")
+    p.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode; reduce-overhead: CUDA graphs on a GPU")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--e2e_epochs", type=int, default=0,
                    help="also time whole runs of N pretraining epochs + final probe on real Epilepsy (0: off)")
@@ -152,6 +156,22 @@ def timed(fn, device, reps, steps, warmup, between=None):
     return statistics.median(times), statistics.median(shares)
 
 
+def syncs_per_call(fn, device, calls=3):
+    """Host-device synchronisations per call of fn on a GPU, as torch's sync debug mode counts them (it warns
+    at each one it knows); NaN on the CPU, where nothing waits for a device."""
+    if device.type != "cuda":
+        return float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(calls):
+                fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught) / calls
+
+
 def pretrain_optimizer(model):
     """AdamW over the parameters pretraining trains (the FineAll head frozen), as the Trainer builds it."""
     model.head.requires_grad_(False)
@@ -160,7 +180,8 @@ def pretrain_optimizer(model):
 
 
 def pretrain_setup(model, x, cfg, device):
-    """One pretraining step as the Trainer takes it: forward, loss, AdamW, momentum update, codeword stats."""
+    """One pretraining step as the Trainer takes it on fixed-length series (no padding check): forward, loss,
+    AdamW, momentum update, codeword stats."""
     opt = pretrain_optimizer(model)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
     forward = compiled(model.forward_pretrain, cfg)
@@ -168,7 +189,7 @@ def pretrain_setup(model, x, cfg, device):
 
     def step():
         with autocast(device, cfg):
-            out = forward(x)
+            out = forward(x, padded=False)
             loss, _, _ = pretrain_loss(out, 5.0, 1.0)
         Trainer._optimise(loss, opt, sched, None)
         model.update_target_encoder()
@@ -185,7 +206,7 @@ def finetune_setup(model, x, y, cfg, device):
 
     def step():
         with autocast(device, cfg):
-            loss = F.cross_entropy(forward(x), y)
+            loss = F.cross_entropy(forward(x, padded=False), y)
         Trainer._optimise(loss, opt, sched, None)
     return step
 
@@ -193,7 +214,7 @@ def finetune_setup(model, x, y, cfg, device):
 def pretrain_flops(model, x, cfg, device):
     """FLOPs of one pretraining forward + backward (matmuls, convolutions, attention), counted by torch."""
     with FlopCounterMode(display=False) as counter, autocast(device, cfg):
-        loss, _, _ = pretrain_loss(model.forward_pretrain(x), 5.0, 1.0)
+        loss, _, _ = pretrain_loss(model.forward_pretrain(x, padded=False), 5.0, 1.0)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
@@ -209,7 +230,7 @@ def bench_shape(name, device, args):
     y = torch.randint(classes, (B,), device=device)
     base = dict(device=device.type, threads=torch.get_num_threads(), shape=name, channels=channels,
                 length=length, windows=model.num_windows, masked=model.num_masked, batch=B,
-                compile=args.compile, amp=args.amp)
+                compile=args.compile, compile_mode=args.compile_mode, amp=args.amp)
     rows = []
 
     flops = pretrain_flops(model, x, args, device)
@@ -226,7 +247,7 @@ def bench_shape(name, device, args):
         sec, share = timed(step, device, reps, steps, warmup, between=time_matmul)
     gflops, mm_gflops = flops / sec / 1e9, 2 * n**3 / statistics.median(mm_times) / 1e9
     rows.append(dict(base, task="pretrain", series_per_s=B / sec, ms_per_batch=1e3 * sec, peak_mem_MB=mem.mb,
-                     cpu_share=share,
+                     cpu_share=share, syncs_per_step=syncs_per_call(step, device),
                      gflop_per_batch=flops / 1e9, gflops=gflops, matmul_n=n, matmul_gflops=mm_gflops,
                      of_matmul=gflops / mm_gflops))
 
@@ -234,12 +255,12 @@ def bench_shape(name, device, args):
     with PeakMemory(device) as mem:
         sec, share = timed(step, device, reps, steps, warmup)
     rows.append(dict(base, task="finetune", series_per_s=B / sec, ms_per_batch=1e3 * sec, peak_mem_MB=mem.mb,
-                     cpu_share=share))
+                     cpu_share=share, syncs_per_step=syncs_per_call(step, device)))
 
     batch = eval_batch_size(args, device)
     xe = torch.randn(args.eval_series, length, channels, device=device)
     with PeakMemory(device) as mem:
-        sec, share = timed(lambda: extract_representations(model, xe, batch), device, reps, 1, 1)
+        sec, share = timed(lambda: extract_representations(model, xe, batch, False), device, reps, 1, 1)
     rows.append(dict(base, task="represent", batch=batch, series_per_s=args.eval_series / sec,
                      ms_per_batch=1e3 * sec * batch / args.eval_series, peak_mem_MB=mem.mb, cpu_share=share))
     return rows
@@ -269,7 +290,7 @@ def main(argv=None):
     table = pd.DataFrame(rows + e2e)
     write_table(table, args.out)
     shown = ["device", "threads", "shape", "windows", "batch", "task", "series_per_s", "ms_per_batch", "peak_mem_MB",
-             "cpu_share", "gflops", "matmul_gflops", "of_matmul"]
+             "cpu_share", "syncs_per_step", "gflops", "matmul_gflops", "of_matmul"]
     if rows:
         print(table[table["task"].isin(["pretrain", "finetune", "represent"])][shown]
               .to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))

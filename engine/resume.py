@@ -20,7 +20,8 @@ LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "resul
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
 # Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
 RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",
-                 "data_path", "save_path", "compile", "compile_backend", "eval_batch_size"}
+                 "data_path", "save_path", "compile", "compile_backend", "compile_mode",
+                 "eval_batch_size"}
 
 
 def check_last_state(state, path):

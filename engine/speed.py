@@ -5,11 +5,25 @@ import contextlib
 import torch
 
 GPU_EVAL_BATCH = 8192  # inference batch on a GPU: a few hundred MB of activations at d_model 64
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 def compiled(forward, cfg):
-    """`forward` through torch.compile when --compile is set (the first steps then take the compile time)."""
-    return torch.compile(forward, backend=cfg.compile_backend) if cfg.compile else forward
+    """`forward` through torch.compile when --compile is set (the first steps then take the compile time).
+    In the modes that replay CUDA graphs every call starts a new step (torch.compiler.cudagraph_mark_step_begin):
+    a step reads its outputs before the next one runs, and without the mark the graphs of a training loop,
+    forward and backward in turn, are not known to be done with."""
+    if not cfg.compile:
+        return forward
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    step = torch.compile(forward, backend=cfg.compile_backend, mode=mode)
+    if mode not in ("reduce-overhead", "max-autotune"):
+        return step
+
+    def new_step(*args, **kwargs):
+        torch.compiler.cudagraph_mark_step_begin()
+        return step(*args, **kwargs)
+    return new_step
 
 
 def autocast(device, cfg):

@@ -18,7 +18,7 @@ from main import main
 from model import TimeMAE
 from model import layers
 from model.layers import Dropout, SoftmaxLastDim, TransformerBlock, softmax_last_dim
-from engine.speed import GPU_EVAL_BATCH, eval_batch_size
+from engine.speed import GPU_EVAL_BATCH, compiled, eval_batch_size
 
 B, T, C = 6, 30, 3
 ALPHA, BETA = 5.0, 1.0
@@ -213,3 +213,23 @@ def test_eval_batch_is_large_on_a_gpu_only():
     assert eval_batch_size(cfg, torch.device("cuda")) == GPU_EVAL_BATCH
     cfg.eval_batch_size = 512
     assert eval_batch_size(cfg, torch.device("cuda")) == eval_batch_size(cfg, torch.device("cpu")) == 512
+
+
+@pytest.mark.parametrize("mode, marks", [("default", 0), ("max-autotune-no-cudagraphs", 0), ("reduce-overhead", 2)])
+def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monkeypatch):
+    """--compile_mode reaches torch.compile; in the CUDA-graph modes every call of the compiled forward starts a
+    new step (cudagraph_mark_step_begin), so a training loop's graphs know the last step's outputs are done with."""
+    calls, modes, torch_compile = [], [], torch.compile
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(1))
+    monkeypatch.setattr(torch, "compile", lambda f, **kw: modes.append(kw["mode"]) or torch_compile(f, **kw))
+    cfg = parse_args(["--compile", "--compile_backend", "aot_eager", "--compile_mode", mode])
+    torch._dynamo.reset()
+    try:
+        step = compiled(lambda x: x.sin() + 1, cfg)
+        for _ in range(2):
+            torch.testing.assert_close(step(torch.ones(3)), torch.ones(3).sin() + 1)
+    finally:
+        torch._dynamo.reset()
+    assert len(calls) == marks and modes == [None if mode == "default" else mode]
+    with pytest.raises(SystemExit):
+        parse_args(["--compile_mode", "fast"])

@@ -1,9 +1,12 @@
 """benchmarks/throughput.py: one row per device, shape and task, written to the CSV it prints."""
+import math
 import re
 import subprocess
+import warnings
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import throughput
 from scale_helpers import ROOT, subprocess_env, write_pt_dataset
@@ -20,6 +23,21 @@ def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
     pre = table[table["task"] == "pretrain"]
     assert (pre["gflop_per_batch"] > 0).all() and (pre["of_matmul"] > 0).all()
     assert "of_matmul" in capsys.readouterr().out
+    assert table["syncs_per_step"][:2].isna().all()                 # counted on a GPU only
+
+
+def test_sync_count_reads_the_warnings_of_torchs_sync_debug_mode(monkeypatch):
+    """syncs_per_call counts the warnings torch's sync debug mode gives on a GPU (replayed here, without one) and
+    sets the mode back; on the CPU it is NaN."""
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def step():
+        warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("something else")
+    assert throughput.syncs_per_call(step, torch.device("cuda"), calls=2) == 1
+    assert modes == ["warn", "default"]
+    assert math.isnan(throughput.syncs_per_call(step, torch.device("cpu")))
 
 
 def test_benchmark_refuses_unknown_shapes():
@@ -130,7 +148,7 @@ def test_softmax_rows_prints_every_kernel_and_the_models_choice(monkeypatch, cap
 
 def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
     """benchmarks/gpu_check.sh runs once, on a GPU lent for minutes, so its plumbing is checked here: DEVICE=cpu
-    SMOKE=1 takes every measurement in miniature (the four benchmarks, the profile, the three Epilepsy runs on
+    SMOKE=1 takes every measurement in miniature (the five benchmarks, the profile, the four Epilepsy runs on
     a tiny Epilepsy-shaped set) and the summary holds a line for each and no failure."""
     write_pt_dataset(str(tmp_path / "data" / "Epilepsy"), channels=1, length=178)
     out = tmp_path / "out" / "gpu_check"
@@ -140,9 +158,9 @@ def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (out / "summary.txt").read_text()
-    for name in ("fp32", "amp", "compile", "compile_amp"):
+    for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs"):
         assert re.search(rf"^{name}: HAR-shaped pretraining epoch of 8823 series [0-9.]+ s", summary, re.M), name
-    for name in ("epilepsy1", "epilepsy1--amp", "epilepsy1--compile"):
+    for name in ("epilepsy1", "epilepsy1--amp", "epilepsy1--compile", "epilepsy1--compile--compile_modereduce-overhead"):
         assert re.search(rf'^{name}: [0-9.]+ s wall .*"finelast"', summary, re.M), name
     assert "failed measurements: 0" in summary and "FAILED" not in summary
     assert "| `aten::" in (out / "profile_har.md").read_text()
