@@ -10,9 +10,9 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 def compiled(forward, cfg):
     """`forward` through torch.compile when --compile is set (the first steps then take the compile time).
-    In the modes that replay CUDA graphs every call starts a new step (torch.compiler.cudagraph_mark_step_begin):
-    a step reads its outputs before the next one runs, and without the mark the graphs of a training loop,
-    forward and backward in turn, are not known to be done with."""
+    In the modes that replay CUDA graphs every call marks a new step (torch.compiler.cudagraph_mark_step_begin):
+    a step reads its outputs before the next one runs, so the graphs may reuse the last step's memory rather
+    than infer where a step begins."""
     if not cfg.compile:
         return forward
     mode = None if cfg.compile_mode == "default" else cfg.compile_mode
