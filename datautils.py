@@ -84,14 +84,16 @@ class DatasetSplits:
 
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
     """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
-    the reference code does, unless DIR is NAME's folder: named NAME (so a resolved folder resolves to itself),
-    or holding NAME's files (NAME_*, or .pt files). DIR/NAME is also the folder data.prepare writes NAME to."""
+    the reference code does, unless DIR is NAME's folder: holding NAME's files (NAME_*, or .pt files), or named
+    NAME without a folder NAME inside (so a resolved folder resolves to itself, present or not). DIR/NAME is
+    also the folder data.prepare writes NAME to."""
     if data_path:
-        if dataset == "ucr" and ucr_folder and os.path.basename(os.path.normpath(data_path)) != ucr_folder \
-                and not glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
-                and not glob.glob(os.path.join(data_path, "*.pt")):
-            return os.path.join(data_path, ucr_folder)
-        return data_path
+        if dataset != "ucr" or not ucr_folder or glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
+                or glob.glob(os.path.join(data_path, "*.pt")):
+            return data_path
+        inner = os.path.join(data_path, ucr_folder)
+        named = os.path.basename(os.path.normpath(data_path)) == ucr_folder
+        return data_path if named and not os.path.isdir(inner) else inner
     if dataset == "numpy":
         raise TimeMAEError(f"--dataset numpy needs --data_path FILE: {NUMPY_FORMAT}")
     sub = ucr_folder if dataset == "ucr" else DEFAULT_FOLDERS[dataset]

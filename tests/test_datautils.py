@@ -145,6 +145,13 @@ def test_ucr_data_path_may_be_the_parent_as_in_the_reference_code(tmp_path):
     _write_ts(folder / "Toy_TEST.ts", rows[:2], ["a", "b"], univariate=True)
     assert resolve_folder("ucr", str(tmp_path), "Toy") == str(folder)           # DIR + NAME, as the reference
     assert resolve_folder("ucr", str(folder), "Toy") == str(folder)             # the dataset folder itself
+    assert resolve_folder("ucr", str(tmp_path / "Gone"), "Gone") == str(tmp_path / "Gone")   # resolved: itself
+    outer = tmp_path / "Nest" / "Toy"                                           # Toy/Toy/Toy_TRAIN.ts: the inner one
+    (outer / "Toy").mkdir(parents=True)
+    for f in ("Toy_TRAIN.ts", "Toy_TEST.ts"):
+        (outer / "Toy" / f).write_bytes((folder / f).read_bytes())
+    assert resolve_folder("ucr", str(outer), "Toy") == str(outer / "Toy")
+    assert resolve_folder("ucr", str(outer / "Toy"), "Toy") == str(outer / "Toy")
     for path in (tmp_path, folder):
         s = load_dataset("ucr", str(path), "Toy")
         assert s.train_x.shape == (4, 4, 1) and s.classes == ("a", "b")
