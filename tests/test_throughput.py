@@ -160,7 +160,8 @@ def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
     summary = (out / "summary.txt").read_text()
     for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs"):
         assert re.search(rf"^{name}: HAR-shaped pretraining epoch of 8823 series [0-9.]+ s", summary, re.M), name
-    for name in ("epilepsy1", "epilepsy1--amp", "epilepsy1--compile", "epilepsy1--compile--compile_modereduce-overhead"):
+    runs = ("epilepsy1", "epilepsy1--amp", "epilepsy1--compile", "epilepsy1--compile--compile_modereduce-overhead")
+    for name in runs:
         assert re.search(rf'^{name}: [0-9.]+ s wall .*"finelast"', summary, re.M), name
     assert "failed measurements: 0" in summary and "FAILED" not in summary
     assert "| `aten::" in (out / "profile_har.md").read_text()
