@@ -26,13 +26,6 @@ def _gather(t, ids):                                             # (B, S, d), (B
     return t.gather(1, ids[..., None].expand(-1, -1, t.shape[-1]))
 
 
-@torch.compiler.disable
-def _any(t):
-    """bool(t.any()) outside torch.compile's graph: a data-dependent branch, where Dynamo otherwise warns at
-    length about Tensor.item() on every compiled run."""
-    return bool(t.any())
-
-
 def _real_steps(x):                                              # (B, T, C) -> (B, 1) T_i, padding at the end
     return (~x.isnan().all(-1)).sum(1, keepdim=True)
 
@@ -102,7 +95,7 @@ class TimeMAE(nn.Module):
             return x, None
         step_pad = x.isnan().all(-1)                                          # (B, T)
         x = x.nan_to_num(0.0)
-        if not _any(step_pad):
+        if not bool(step_pad.any()):
             return x, None
         sigma = self.cfg.wave_length
         step_pad = F.pad(step_pad, (0, -x.shape[1] % sigma), value=True)      # (B, S*sigma)
