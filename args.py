@@ -96,6 +96,9 @@ def build_parser():
                    help="tokenizer scores: linear = inner product (paper); cosine = cosine of batch-centred "
                         "vectors and codewords over --codebook_tau")
     g.add_argument("--codebook_tau", type=float, default=0.1, help="temperature of the cosine codebook")
+    g.add_argument("--codebook_dim", type=int, default=0,
+                   help="> 0 (with --codebook cosine): compare windows and codewords in a learned linear projection "
+                        "of this width, l2-normalised (ViT-VQGAN's low-dimensional codes, e.g. 8 or 16)")
     g.add_argument("--codebook_init", default="random", choices=("random", "kmeans"),
                    help="kmeans: before pretraining, the codewords become k-means centres of window embeddings "
                         "(nearest-centre scores)")

@@ -264,13 +264,14 @@ class Trainer:
     @torch.no_grad()
     def window_embeddings(self, count, seed):
         """Window-slicer embeddings (N, d) of real windows of up to `count` pretraining series drawn with a
-        seeded numpy generator (the same on every rank), batch-centred for the cosine codebook."""
+        seeded numpy generator (the same on every rank); for the cosine codebook batch-centred and in the
+        codes' space (--codebook_dim), where its codewords live."""
         model, data = self.model, self.pretrain_set.x
         rows = np.random.default_rng(seed).permutation(len(data))[:count]
         x, window_pad = model.window_padding(data[torch.as_tensor(rows, device=data.device)], self.padded)
         z = model.feature_encoder(x)                                         # (n, S, d)
         z = z[~window_pad] if window_pad is not None else z.flatten(0, 1)    # (N, d) real windows
-        return z - z.mean(0) if model.cfg.codebook == "cosine" else z
+        return model.tokenizer.project(z - z.mean(0)) if model.cfg.codebook == "cosine" else z
 
     def init_codebook(self):
         """--codebook_init kmeans: codewords = k-means centres (sklearn) of the window embeddings of up to 2048

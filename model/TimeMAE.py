@@ -62,7 +62,7 @@ class TimeMAE(nn.Module):
         self.decoupled_encoder = DecoupledEncoder(d_model, cfg.attn_heads, cfg.dropout,
                                                   cfg.reg_layers if cfg.decouple else 0, res)     # F_phi
         self.tokenizer = Tokenizer(d_model, cfg.vocab_size, cfg.tokenizer, cfg.target_noise, cfg.tau, cfg.codebook,
-                                   cfg.codebook_tau, cfg.codebook_ema)
+                                   cfg.codebook_tau, cfg.codebook_ema, cfg.codebook_dim)
         # without MCC the codebook only scores diagnostics; an EMA codebook follows its windows, not gradients
         self.tokenizer.requires_grad_(cfg.mcc and not cfg.codebook_ema)
         self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi

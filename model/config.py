@@ -49,6 +49,7 @@ class TimeMAEConfig:
     tau: float = 1.0                    # Gumbel-softmax temperature of the STE gradient path
     codebook: str = "linear"            # 'linear': inner product; 'cosine': cosine over codebook_tau
     codebook_tau: float = 0.1
+    codebook_dim: int = 0               # cosine codebook: > 0 compares in a learned projection of this width
     # keeping the codebook in use (vector-quantisation practice); they shape training, not the weights
     codebook_init: str = _training("random")   # 'kmeans': codewords = k-means centres of window embeddings
     codebook_reset: bool = _training(False)    # unused codewords of an epoch restart at random window embeddings
@@ -121,6 +122,9 @@ class TimeMAEConfig:
         if self.codebook_ema and self.codebook != "linear":
             raise ConfigError("codebook_ema keeps nearest-centre codewords: it needs the linear codebook, not "
                               f"{self.codebook!r}", ("codebook_ema", "codebook"))
+        if self.codebook_dim < 0 or (self.codebook_dim and self.codebook != "cosine"):
+            raise ConfigError(f"codebook_dim {self.codebook_dim}: a projection width (> 0) of the cosine codebook, "
+                              "or 0 for none", ("codebook_dim", "codebook"))
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be mean, max, meanmax or flat, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:

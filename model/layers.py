@@ -247,6 +247,8 @@ class Tokenizer(nn.Module):
     codebook='linear' scores by inner product, a Linear(d, V) (paper, reference code). 'cosine' scores by the
     cosine between the batch-centred vector and each codeword, divided by `codebook_tau`: raw window embeddings
     share one large bias direction, so inner products send most windows to a few codewords from the start.
+    With `dim` > 0 the cosine is taken in a learned linear projection of that width (ViT-VQGAN's factorised,
+    l2-normalised low-dimensional codes: Yu et al. 2022), where codewords spread over the sphere more evenly.
 
     `targets` turns scores into one-hot codeword targets from ONE sample y = (scores + g) / tau, where g is
     Gumbel noise with target_noise='gumbel' (the paper's Gumbel-softmax) and 0 with 'none' (a deterministic
@@ -261,9 +263,10 @@ class Tokenizer(nn.Module):
     The running counts and sums are training state (buffers outside the state_dict; last.pkl keeps them)."""
 
     def __init__(self, d_model, vocab_size, mode="ste", target_noise="none", tau=1.0, codebook="linear",
-                 codebook_tau=0.1, ema=0.0):
+                 codebook_tau=0.1, ema=0.0, dim=0):
         super().__init__()
-        self.codebook = nn.Linear(d_model, vocab_size, bias=codebook == "linear")
+        self.project = nn.Linear(d_model, dim, bias=False) if dim else nn.Identity()   # to the codes' space
+        self.codebook = nn.Linear(dim or d_model, vocab_size, bias=codebook == "linear")
         self.mode, self.target_noise, self.tau = mode, target_noise, tau
         self.kind, self.codebook_tau, self.ema = codebook, codebook_tau, ema
         self.register_buffer("ema_count", torch.ones(vocab_size), persistent=False)            # N_k (V,)
@@ -281,7 +284,7 @@ class Tokenizer(nn.Module):
         else:
             w = valid[..., None].to(z.dtype)                                   # (B, L, 1)
             mean = (z * w).sum((0, 1), keepdim=True) / w.sum().clamp_min(1)
-        z = z - mean.detach()
+        z = self.project(z - mean.detach())                                    # (B, L, dim or d)
         return F.normalize(z, dim=-1) @ F.normalize(self.codebook.weight, dim=-1).T / self.codebook_tau
 
     def targets(self, scores):

@@ -164,6 +164,25 @@ def test_ste_hard_target_is_the_argmax_of_the_sample_whose_softmax_gives_the_gra
     torch.testing.assert_close(soft, sample.softmax(-1))
 
 
+def test_low_dimensional_cosine_codes_score_in_the_projection(monkeypatch):
+    """--codebook_dim k: the cosine, over codebook_tau, of the projected batch-centred window and each codeword
+    (V, k); the STE gradient reaches the projection, and the default (k = 0) has no projection at all."""
+    tok = Tokenizer(D, 12, codebook="cosine", codebook_tau=0.2, dim=3).double()
+    z = torch.randn(B, 5, D, dtype=torch.float64)
+    assert tok.codebook.weight.shape == (12, 3) and tok.project.weight.shape == (3, D)
+    code = (z - z.mean((0, 1))) @ tok.project.weight.T                        # (B, 5, 3)
+    expected = (code / code.norm(dim=-1, keepdim=True)) @ \
+        (tok.codebook.weight / tok.codebook.weight.norm(dim=-1, keepdim=True)).T / 0.2
+    torch.testing.assert_close(tok(z), expected)
+    target, _ = tok.targets(tok(z))
+    (target * torch.randn(12, dtype=torch.float64)).sum().backward()
+    assert tok.project.weight.grad.abs().sum() > 0
+    assert isinstance(Tokenizer(D, 12, codebook="cosine").project, torch.nn.Identity)
+    for bad in (dict(codebook_dim=4), dict(codebook="cosine", codebook_dim=-1)):
+        with pytest.raises(TimeMAEError, match="codebook_dim"):
+            tiny(**bad)
+
+
 def test_argmax_targets_carry_no_gradient():
     tok = Tokenizer(D, 12, mode="argmax")
     target, _ = tok.targets(tok(torch.randn(B, 5, D)))

@@ -193,7 +193,8 @@ def codewords_used(tstcc_dir, run, *extra):
 
 
 @pytest.mark.parametrize("protection", [("--codebook_init", "kmeans", "--codebook_reset", "--codebook_usage", "1.0"),
-                                        ("--codebook_ema", "0.9")])
+                                        ("--codebook_ema", "0.9"),
+                                        ("--codebook", "cosine", "--codebook_dim", "4", "--codebook_init", "kmeans")])
 def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, protection):
     plain, report = codewords_used(tstcc_dir, tmp_path / "plain")
     assert report["used"] == plain and report["ppl_warn"] == 8.0
