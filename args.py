@@ -102,9 +102,9 @@ def build_parser():
     g.add_argument("--codebook_init", default="random", choices=("random", "kmeans"),
                    help="kmeans: before pretraining, the codewords become k-means centres of window embeddings "
                         "(nearest-centre scores)")
-    g.add_argument("--codebook_reset", action="store_true",
+    g.add_argument("--codebook_reset", action=argparse.BooleanOptionalAction, default=False,
                    help="after every pretraining epoch, codewords no window was assigned to restart at random "
-                        "window embeddings")
+                        "window embeddings (--no-codebook_reset: off, against a preset that sets it)")
     g.add_argument("--codebook_usage", type=float, default=0.0,
                    help="weight of the codebook usage regulariser log V - H(mean soft assignment of the batch)")
     g.add_argument("--codebook_ema", type=float, default=0.0,

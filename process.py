@@ -162,14 +162,18 @@ class Trainer:
                              "collapsed": low}}
 
     def collapse_remedy(self):
-        """What was measured to help a collapsed codebook (docs/results.md): under the STE the targets drift to
-        the codewords already predicted, and argmax targets made MCC useful; an EMA codebook keeps it in use."""
-        if self.cfg.tokenizer == "ste":
-            return ("--tokenizer argmax makes MCC help (measured on Epilepsy and UWave); with --codebook_ema 0.99 "
-                    "the codebook also stays in use")
-        if not self.cfg.codebook_ema:
+        """What was measured to help a collapsed codebook (docs/results.md): with the STE the targets drift to the
+        codewords already predicted; low-dimensional cosine codes with k-means and reset (the presets' codebook)
+        keep it in use, argmax targets made MCC useful, and an EMA codebook keeps argmax targets in use."""
+        cfg = self.model.cfg
+        if cfg.codebook == "linear" and not cfg.codebook_ema:
+            if cfg.tokenizer == "ste":
+                return ("--codebook cosine --codebook_dim 8 --codebook_init kmeans --codebook_reset (run.sh's presets) "
+                        "keeps it in use (measured on Epilepsy and UWave); --tokenizer argmax makes MCC help")
             return "--codebook_ema 0.99 keeps the codebook in use"
-        return "--codebook_init kmeans --codebook_reset revive unused codewords"
+        if cfg.codebook_init != "kmeans" or not cfg.codebook_reset:
+            return "--codebook_init kmeans --codebook_reset revive unused codewords"
+        return "every remedy measured here is already on"
 
     def bar(self, total, desc, initial=0):
         return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,

@@ -194,7 +194,8 @@ def codewords_used(tstcc_dir, run, *extra):
 
 @pytest.mark.parametrize("protection", [("--codebook_init", "kmeans", "--codebook_reset", "--codebook_usage", "1.0"),
                                         ("--codebook_ema", "0.9"),
-                                        ("--codebook", "cosine", "--codebook_dim", "4", "--codebook_init", "kmeans")])
+                                        ("--codebook", "cosine", "--codebook_dim", "4", "--codebook_init", "kmeans",
+                                         "--codebook_reset")])
 def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, protection):
     plain, report = codewords_used(tstcc_dir, tmp_path / "plain")
     assert report["used"] == plain and report["ppl_warn"] == 8.0
@@ -202,9 +203,12 @@ def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, pro
     assert protected > plain, (protected, plain)
 
 
-@pytest.mark.parametrize("extra, remedy", [((), "--tokenizer argmax"),
+@pytest.mark.parametrize("extra, remedy", [((), "--codebook_dim 8"),
                                            (("--tokenizer", "argmax"), "--codebook_ema 0.99"),
-                                           (("--tokenizer", "argmax", "--codebook_ema", "0.9"), "--codebook_reset")])
+                                           (("--tokenizer", "argmax", "--codebook_ema", "0.9"), "--codebook_reset"),
+                                           (("--codebook", "cosine", "--codebook_dim", "4"), "--codebook_reset"),
+                                           (("--codebook", "cosine", "--codebook_init", "kmeans", "--codebook_reset"),
+                                            "every remedy measured")])
 def test_collapse_warning_names_the_measured_remedy(tstcc_dir, tmp_path, capsys, extra, remedy):
     """Below --ppl_warn the run warns, names what to try next for its own tokenizer, and metrics.json says so."""
     _, report = codewords_used(tstcc_dir, tmp_path / "run", "--ppl_warn", "1e9", *extra)
