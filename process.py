@@ -171,9 +171,10 @@ class Trainer:
                 return ("--codebook cosine --codebook_dim 8 --codebook_init kmeans --codebook_reset (run.sh's presets) "
                         "keeps it in use (measured on Epilepsy and UWave); --tokenizer argmax makes MCC help")
             return "--codebook_ema 0.99 keeps the codebook in use"
-        if cfg.codebook_init != "kmeans" or not cfg.codebook_reset:
-            return "--codebook_init kmeans --codebook_reset revive unused codewords"
-        return "every remedy measured here is already on"
+        missing = [flag for flag, on in (("--codebook_dim 8", cfg.codebook != "cosine" or cfg.codebook_dim),
+                                         ("--codebook_init kmeans", cfg.codebook_init == "kmeans"),
+                                         ("--codebook_reset", cfg.codebook_reset)) if not on]
+        return f"add {' '.join(missing)} to keep more codewords in use" if missing else "every remedy measured here is on"
 
     def bar(self, total, desc, initial=0):
         return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,

@@ -248,7 +248,7 @@ class Tokenizer(nn.Module):
     cosine between the batch-centred vector and each codeword, divided by `codebook_tau`: raw window embeddings
     share one large bias direction, so inner products send most windows to a few codewords from the start.
     With `dim` > 0 the cosine is taken in a learned linear projection of that width (ViT-VQGAN's factorised,
-    l2-normalised low-dimensional codes: Yu et al. 2022), where codewords spread over the sphere more evenly.
+    l2-normalised low-dimensional codes: Yu et al. 2022).
 
     `targets` turns scores into one-hot codeword targets from ONE sample y = (scores + g) / tau, where g is
     Gumbel noise with target_noise='gumbel' (the paper's Gumbel-softmax) and 0 with 'none' (a deterministic

@@ -164,7 +164,7 @@ def test_ste_hard_target_is_the_argmax_of_the_sample_whose_softmax_gives_the_gra
     torch.testing.assert_close(soft, sample.softmax(-1))
 
 
-def test_low_dimensional_cosine_codes_score_in_the_projection(monkeypatch):
+def test_low_dimensional_cosine_codes_score_in_the_projection():
     """--codebook_dim k: the cosine, over codebook_tau, of the projected batch-centred window and each codeword
     (V, k); the STE gradient reaches the projection, and the default (k = 0) has no projection at all."""
     tok = Tokenizer(D, 12, codebook="cosine", codebook_tau=0.2, dim=3).double()

@@ -208,7 +208,9 @@ def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, pro
                                            (("--tokenizer", "argmax", "--codebook_ema", "0.9"), "--codebook_reset"),
                                            (("--codebook", "cosine", "--codebook_dim", "4"), "--codebook_reset"),
                                            (("--codebook", "cosine", "--codebook_init", "kmeans", "--codebook_reset"),
-                                            "every remedy measured")])
+                                            "add --codebook_dim 8 to"),
+                                           (("--codebook", "cosine", "--codebook_dim", "4", "--codebook_init", "kmeans",
+                                             "--codebook_reset"), "every remedy measured")])
 def test_collapse_warning_names_the_measured_remedy(tstcc_dir, tmp_path, capsys, extra, remedy):
     """Below --ppl_warn the run warns, names what to try next for its own tokenizer, and metrics.json says so."""
     _, report = codewords_used(tstcc_dir, tmp_path / "run", "--ppl_warn", "1e9", *extra)
