@@ -174,7 +174,9 @@ class Trainer:
         missing = [flag for flag, on in (("--codebook_dim 8", cfg.codebook != "cosine" or cfg.codebook_dim),
                                          ("--codebook_init kmeans", cfg.codebook_init == "kmeans"),
                                          ("--codebook_reset", cfg.codebook_reset)) if not on]
-        return f"add {' '.join(missing)} to keep more codewords in use" if missing else "every remedy measured here is on"
+        if missing:
+            return f"add {' '.join(missing)} to keep more codewords in use"
+        return "every remedy measured here is on"
 
     def bar(self, total, desc, initial=0):
         return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,
