@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
+from experiments.presets import PRESETS
 from tools.summarize import main as summarize_main
 from visualize import main as visualize_main
 
@@ -65,7 +66,7 @@ def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_ru
     other = tmp_path / "exp" / "ablation" / "no_mcc"
     for seed in (1, 2):
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--dataset", "har", "--data_path",
-                               data, *FAST, "--no_mcc", "--seed", str(seed), "--save_path", str(other / f"seed{seed}")],
+                               data, *PRESETS["har"], *FAST, "--no_mcc", "--seed", str(seed), "--save_path", str(other / f"seed{seed}")],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     for seed in (1, 2):
