@@ -11,6 +11,7 @@ import torch
 
 from classification import majority_accuracy, raw_baselines
 from conftest import TINY, synthetic_series, write_tstcc
+from experiments.presets import CODEBOOK
 import process
 from main import main
 from process import labelled_splits
@@ -203,7 +204,7 @@ def test_protected_codebook_keeps_more_codewords_in_use(tstcc_dir, tmp_path, pro
     assert protected > plain, (protected, plain)
 
 
-@pytest.mark.parametrize("extra, remedy", [((), "--codebook_dim 8"),
+@pytest.mark.parametrize("extra, remedy", [((), " ".join(CODEBOOK)),                # the presets' codebook, whole
                                            (("--tokenizer", "argmax"), "--codebook_ema 0.99"),
                                            (("--tokenizer", "argmax", "--codebook_ema", "0.9"), "--codebook_reset"),
                                            (("--codebook", "cosine", "--codebook_dim", "4"), "--codebook_reset"),
