@@ -19,7 +19,7 @@ def scores(y_true, y_pred):
 @torch.inference_mode()
 def extract_representations(model, x, batch_size, padded=None):
     """Mean-pooled representations (N, d) of x (N, T, C), a tensor on the model's device, in eval mode.
-    padded=False: x holds no padding, so no batch is checked for it (TimeMAE.window_padding)."""
+    padded: whether x may hold padding (None: check each batch; TimeMAE.window_padding)."""
     was_training = model.training
     model.eval()
     reps = torch.cat([model.represent(xb, padded) for xb in x.split(batch_size)])

@@ -100,10 +100,10 @@ class Trainer:
             else:
                 self.sel_x, self.sel_y = to(splits.train_x[held]), splits.train_y[held]
         self.eval_batch = eval_batch_size(cfg, device)
-        # False: no split holds padding, so no batch is checked for it (on a GPU the check waits for the device);
-        # None: variable-length series, each batch is checked (TimeMAE.window_padding)
+        # decided once per run, so no batch is checked for padding (on a GPU the check waits for the device):
+        # False, no split holds any; True, variable-length series, every batch gets a padding mask
         parts = [splits.train_x, splits.val_x, splits.unlabelled_x, splits.test_x]
-        self.padded = None if any(a is not None and np.isnan(a).any() for a in parts) else False
+        self.padded = any(a is not None and np.isnan(a).any() for a in parts)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
         self.probe_head = None  # with --fineall_head probe: FineLast's probe as (weight, bias) of a linear head
         self.refit_head = None  # ... and with --probe_refit 1 its refit on fit + selection series, the same way

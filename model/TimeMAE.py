@@ -88,26 +88,32 @@ class TimeMAE(nn.Module):
     def window_padding(self, x, padded=None):
         """x (B, T, C) with NaN at padded time steps (variable-length series, see datautils.normalize) ->
         (x with NaN filled by 0, (B, S) bool True where a window is all padding, or None when none is).
-        padded=False: the caller knows x holds no padding (a split of fixed-length series), so the batch is not
-        checked: on a GPU that check waits for the device in every step, and under torch.compile it splits the
-        graph. None: check the batch."""
+        padded=False: the caller knows x holds no padding (a split of fixed-length series); True: it knows the
+        data may hold some (variable-length series), so the mask is returned, all False for a batch without
+        padding. Neither checks the batch: on a GPU that check waits for the device in every step, and under
+        torch.compile it splits the graph. None: check the batch."""
         if padded is False:
             return x, None
         step_pad = x.isnan().all(-1)                                          # (B, T)
         x = x.nan_to_num(0.0)
-        if not bool(step_pad.any()):
+        if padded is None and not bool(step_pad.any()):
             return x, None
         sigma = self.cfg.wave_length
         step_pad = F.pad(step_pad, (0, -x.shape[1] % sigma), value=True)      # (B, S*sigma)
         return x, step_pad.unflatten(1, (-1, sigma)).all(-1)                  # (B, S)
 
     # ------------------------------------------------------------------------------------------ pretraining
+    @property
+    def max_shift(self):
+        """The most steps random_shift moves a series."""
+        return int(self.cfg.random_shift * self.cfg.wave_length)
+
     def random_shift(self, x):
         """x (B, T, C) -> x with series i moved r_i steps earlier: its first r_i steps dropped, r_i padding (NaN)
         steps appended, r_i uniform on {0, ..., min(floor(random_shift * sigma), T_i - 1)} for T_i real steps.
         A random crop that moves the window grid: on a small set the windows meet each series at a new phase
         in every epoch. No draw at all when random_shift is 0, so the default run is unchanged."""
-        most = int(self.cfg.random_shift * self.cfg.wave_length)
+        most = self.max_shift
         if most == 0:
             return x
         top = (_real_steps(x) - 1).clamp(0, most)                             # (B, 1)
@@ -130,9 +136,11 @@ class TimeMAE(nn.Module):
 
         With padding (window_pad (B, S)) series i has S_i real windows and floor(ratio * S_i) of them are
         masked: padding windows get noise 2 (> any uniform draw), so they sort after every real window and are
-        never masked. Returns (ids_visible (B, Sv), ids_masked (B, M), visible_pad (B, Sv), masked_valid (B, M)):
+        never masked. Returns (ids_visible (B, S-M), ids_masked (B, M), visible_pad (B, S-M), masked_valid (B, M)):
         visible_pad marks visible slots that hold padding (hidden from attention), masked_valid the masked slots
-        that count (the rest are filler, outside every loss)."""
+        that count (the rest are filler, outside every loss). Series i has S_i - M_i real visible windows, which
+        never decreases with S_i, so the S - M slots of a full-length series hold every series' (fixed width:
+        nothing is read back from the device)."""
         rows = 1 if self.mask_mode == "batch" else batch
         noise = torch.rand(rows, self.num_windows, device=device).expand(batch, -1)           # (B, S)
         if window_pad is None:
@@ -144,10 +152,9 @@ class TimeMAE(nn.Module):
         ids_masked = order[:, : self.num_masked]                                              # (B, M)
         masked_valid = torch.arange(self.num_masked, device=device) < n_masked                # (B, M)
         is_masked = torch.zeros_like(window_pad).scatter(1, ids_masked, masked_valid)         # (B, S)
-        # real visible windows first, then padding, then masked; S - min_i M_i slots fit every series
+        # real visible windows first, then padding, then masked
         rank = is_masked.long() * 2 + window_pad.long()
-        width = self.num_windows - int(n_masked.min())
-        ids_visible = rank.argsort(dim=1, stable=True)[:, :width]                             # (B, Sv)
+        ids_visible = rank.argsort(dim=1, stable=True)[:, : self.num_windows - self.num_masked]  # (B, S-M)
         return ids_visible, ids_masked, rank.gather(1, ids_visible) > 0, masked_valid
 
     def forward_pretrain(self, x, padded=None):
@@ -155,7 +162,7 @@ class TimeMAE(nn.Module):
         `masked_valid` (B, M) bool, or None when every masked slot is a real window, and `z_masked`, the
         masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them).
         padded: see window_padding (a random shift pads any series)."""
-        padded = None if self.cfg.random_shift else padded
+        padded = True if self.max_shift else padded
         x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(x)), padded)
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
@@ -165,7 +172,7 @@ class TimeMAE(nn.Module):
         # thread-dependent order, so the same seed gave a different `position` gradient from run to run
         queries = self.mask_token + _gather(self.position.expand(x.shape[0], -1, -1), ids_masked)   # (B, M, d)
         if self.decouple:
-            rep_visible = self.visible_encoder(_gather(h, ids_visible), visible_pad)        # (B, Sv, d)
+            rep_visible = self.visible_encoder(_gather(h, ids_visible), visible_pad)        # (B, S-M, d)
             rep_predicted = self.decoupled_encoder(queries, rep_visible, visible_pad)       # (B, M, d)
         else:  # mask tokens in place of the masked windows, all S positions through H_theta
             index = ids_masked[..., None].expand(-1, -1, h.shape[-1])        # (B, M, d)
@@ -229,7 +236,7 @@ class TimeMAE(nn.Module):
         one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out.
         padded: see window_padding (a late phase pads any series)."""
         copies = self.grid_phases(x)                                          # (K*B, T, C)
-        pooled = self.pool(*self.forward_encoder(copies, padded if copies is x else None))   # (K*B, D)
+        pooled = self.pool(*self.forward_encoder(copies, padded if copies is x else True))   # (K*B, D)
         if copies is x:  # one phase: nothing to average (FineAll's training steps take this path)
             return pooled
         return pooled.unflatten(0, (-1, x.shape[0])).mean(0)                   # (B, D)

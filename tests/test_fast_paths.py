@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import math
+import os
 
 import pytest
 import torch
@@ -237,10 +238,16 @@ def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monke
         parse_args(["--compile_mode", "fast"])
 
 
-def test_pretraining_steps_read_nothing_back_from_the_device(tstcc_dir, tmp_path, monkeypatch):
-    """A pretraining epoch of fixed-length series reads tensors back to Python (item, bool, tolist, ...) the same
-    number of times whether it takes 4 steps or 16: only at the epoch's end. On a GPU each such read waits for
-    the device. (Reads inside ATen, such as bincount's, do not show on the CPU: abdc4a4 removed the one known.)"""
+@pytest.mark.parametrize("lengths", ["fixed", "variable"])
+def test_pretraining_steps_read_nothing_back_from_the_device(lengths, tstcc_dir, tmp_path, monkeypatch):
+    """A pretraining epoch reads tensors back to Python (item, bool, tolist, ...) the same number of times
+    whether it takes 4 steps or 16: only at the epoch's end, with fixed-length series and with variable-length
+    ones (padding masks of a fixed width). On a GPU each such read waits for the device. (Reads inside ATen,
+    such as bincount's, do not show on the CPU: abdc4a4 removed the one known.)"""
+    if lengths == "variable":
+        train = torch.load(os.path.join(tstcc_dir, "train.pt"))
+        train["samples"][::2, :, 20:] = float("nan")               # every other series 20 of 32 steps long
+        torch.save(train, os.path.join(tstcc_dir, "train.pt"))
     reads, counting = collections.Counter(), [False]
     for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy", "cpu", "nonzero"):
         def read(self, *args, _name=name, _real=getattr(torch.Tensor, name), **kwargs):

@@ -81,6 +81,7 @@ def test_padding_windows_are_never_masked_targeted_or_visible():
         hidden = torch.zeros_like(window_pad).scatter(1, ids_masked, valid)
         assert not (seen & hidden).any() and torch.equal(seen | hidden, ~window_pad)   # a partition of real
         assert shown.sum(1).min() >= 1
+        assert ids_visible.shape == (200, 10 - 6)                      # the S - M slots of a full-length series
 
 
 def test_series_of_one_real_window_trains_without_nan():
@@ -202,25 +203,26 @@ def test_fixed_length_forward_passes_trace_as_one_graph():
         torch._dynamo.reset()
 
 
-def test_a_run_checks_batches_for_padding_only_when_a_split_holds_some(tmp_path, monkeypatch):
-    """A run on fixed-length series never asks a batch whether it holds padding (the Trainer passes
-    padded=False); one with variable-length series asks in its pretraining steps, probes and fine-tuning."""
-    checks, window_padding = [], TimeMAE.window_padding
+def test_a_run_never_checks_a_batch_for_padding(tmp_path, monkeypatch):
+    """The Trainer decides once per run whether its splits hold padding and tells every call
+    (TimeMAE.window_padding): False for fixed-length series, True for variable-length ones, so no batch of its
+    pretraining steps, probes or fine-tuning is asked (None; on a GPU the question waits for the device)."""
+    seen, window_padding = [], TimeMAE.window_padding
 
-    def spy(self, x, padded=None):                                 # padded=False: no check of the batch
-        checks.append(padded is not False)
+    def spy(self, x, padded=None):
+        seen.append(padded)
         return window_padding(self, x, padded)
     monkeypatch.setattr(TimeMAE, "window_padding", spy)
 
     def run(folder):
-        checks.clear()
+        seen.clear()
         assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(tmp_path / "run"), "--overwrite",
                      "--wave_length", "4", "--num_epoch_pretrain", "1", "--num_epoch", "1", *TINY]) == 0
-        return sum(checks)
+        return set(seen)
 
     fixed = write_tstcc(tmp_path / "Fixed")
-    assert run(fixed) == 0
+    assert run(fixed) == {False}
     train = torch.load(os.path.join(fixed, "train.pt"))
     train["samples"][::2, :, 20:] = float("nan")                   # every other series 20 steps long
     torch.save(train, os.path.join(fixed, "train.pt"))
-    assert run(fixed) > 0
+    assert run(fixed) == {True}
