@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU measurement of docs/speed.md in one pass, on a machine with a CUDA GPU (not run yet: no GPU was lent
 # to this work). Figures go to $OUT/gpu_check (default exp/gpu_check): throughput CSVs (float32, bfloat16,
-# torch.compile, both, and CUDA graphs: --compile_mode reduce-overhead) with the fraction of a same-FLOP matmul,
-# a profile of the HAR-shape step, and the full Epilepsy preset (100 pretraining epochs + probes, --wave_length 16)
-# timed end to end: float32, --amp, --compile and CUDA graphs. A measurement that fails is logged in the summary
+# torch.compile, both, and CUDA graphs: --compile_mode reduce-overhead; float32 on variable-length series) with the
+# fraction of a same-FLOP matmul and the host syncs per step, a profile of the HAR-shape step, and run.sh's Epilepsy
+# preset (100 pretraining epochs + probes, --wave_length 16, no FineAll) timed end to end: float32, --amp, --compile
+# and CUDA graphs. A measurement that fails is logged in the summary
 # and the others still run: device time is short. Its duration on a GPU is unknown; PARTS splits it in two calls.
 #   TIMEMAE_DATA=/path/to/data bash benchmarks/gpu_check.sh        # everything
 #   PARTS=bench bash benchmarks/gpu_check.sh; PARTS=runs OUT=exp2 bash benchmarks/gpu_check.sh   # in two calls
@@ -56,9 +57,10 @@ if [[ $parts == *" bench "* ]]; then
     bench compile --compile --warmup 5
     bench compile_amp --compile --amp --warmup 5
     bench cudagraphs --compile --compile_mode reduce-overhead --warmup 5
+    bench variable --variable_lengths
     python - "$out" >> "$log" <<'EOF'
 import os, sys, pandas as pd
-for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs"):
+for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs", "variable"):
     path = f"{sys.argv[1]}/{name}.csv"
     if not os.path.isfile(path):
         continue
@@ -77,8 +79,8 @@ elif [[ $parts == *" runs "* ]]; then
     for flags in "" "--amp" "--compile" "--compile --compile_mode reduce-overhead"; do
         name="epilepsy${epochs}${flags// /}"
         start=$(date +%s.%N)
-        measure "$name" python main.py --dataset epilepsy --wave_length 16 --num_epoch_pretrain "$epochs" \
-            --num_epoch 0 --device "$device" --no_progress --overwrite --save_path "$out/$name" "${run_flags[@]}" \
+        measure "$name" python main.py --dataset epilepsy $(python -m experiments.presets epilepsy) \
+            --num_epoch_pretrain "$epochs" --num_epoch 0 --device "$device" --no_progress --overwrite --save_path "$out/$name" "${run_flags[@]}" \
             $flags || continue
         echo "$name: $(python -c "print(f'{$(date +%s.%N) - $start:.1f}')") s wall (target < 120 s);" \
             "metrics: $(python -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" \

@@ -66,6 +66,8 @@ def parse(argv=None):
     p.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
                    help="torch.compile mode; reduce-overhead: CUDA graphs on a GPU")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--variable_lengths", action="store_true",
+                   help="series of variable length: each real for a uniform 1/3 to all of its steps, NaN-padded after")
     p.add_argument("--e2e_epochs", type=int, default=0,
                    help="also time whole runs of N pretraining epochs + final probe on real Epilepsy (0: off)")
     p.add_argument("--e2e_waves", default="8,16", help="window lengths of the end-to-end runs")
@@ -179,9 +181,9 @@ def pretrain_optimizer(model):
                              fused=True)
 
 
-def pretrain_setup(model, x, cfg, device):
-    """One pretraining step as the Trainer takes it on fixed-length series (no padding check): forward, loss,
-    AdamW, momentum update, codeword stats."""
+def pretrain_setup(model, x, cfg, device, padded=False):
+    """One pretraining step as the Trainer takes it (the padding decided for the run, no check of the batch):
+    forward, loss, AdamW, momentum update, codeword stats."""
     opt = pretrain_optimizer(model)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
     forward = compiled(model.forward_pretrain, cfg)
@@ -189,7 +191,7 @@ def pretrain_setup(model, x, cfg, device):
 
     def step():
         with autocast(device, cfg):
-            out = forward(x, padded=False)
+            out = forward(x, padded=padded)
             loss, _, _ = pretrain_loss(out, 5.0, 1.0)
         Trainer._optimise(loss, opt, sched, None)
         model.update_target_encoder()
@@ -199,25 +201,35 @@ def pretrain_setup(model, x, cfg, device):
     return step
 
 
-def finetune_setup(model, x, y, cfg, device):
+def finetune_setup(model, x, y, cfg, device, padded=False):
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
     forward = compiled(model.forward, cfg)
 
     def step():
         with autocast(device, cfg):
-            loss = F.cross_entropy(forward(x, padded=False), y)
+            loss = F.cross_entropy(forward(x, padded=padded), y)
         Trainer._optimise(loss, opt, sched, None)
     return step
 
 
-def pretrain_flops(model, x, cfg, device):
+def pretrain_flops(model, x, cfg, device, padded=False):
     """FLOPs of one pretraining forward + backward (matmuls, convolutions, attention), counted by torch."""
     with FlopCounterMode(display=False) as counter, autocast(device, cfg):
-        loss, _, _ = pretrain_loss(model.forward_pretrain(x, padded=False), 5.0, 1.0)
+        loss, _, _ = pretrain_loss(model.forward_pretrain(x, padded=padded), 5.0, 1.0)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
+
+
+def with_lengths(x, variable):
+    """x (N, T, C); with variable, series i keeps its first ceil(T * u_i) steps, u_i uniform on [1/3, 1], and is
+    NaN after them, as the loaders pad variable-length series (datautils)."""
+    if not variable:
+        return x
+    T = x.shape[1]
+    steps = torch.ceil(T * (1 + 2 * torch.rand(x.shape[0], 1, device=x.device)) / 3)    # (N, 1)
+    return x.masked_fill((torch.arange(T, device=x.device) >= steps)[..., None], float("nan"))
 
 
 def bench_shape(name, device, args):
@@ -226,14 +238,15 @@ def bench_shape(name, device, args):
     model = TimeMAE(channels=channels, seq_len=length, num_classes=classes, wave_length=wave).to(device).train()
     B, reps, steps = args.batch_size, args.reps, args.steps
     warmup = args.warmup + (3 if args.compile else 0)
-    x = torch.randn(B, length, channels, device=device)
+    padded = args.variable_lengths
+    x = with_lengths(torch.randn(B, length, channels, device=device), padded)
     y = torch.randint(classes, (B,), device=device)
     base = dict(device=device.type, threads=torch.get_num_threads(), shape=name, channels=channels,
                 length=length, windows=model.num_windows, masked=model.num_masked, batch=B,
-                compile=args.compile, compile_mode=args.compile_mode, amp=args.amp)
+                compile=args.compile, compile_mode=args.compile_mode, amp=args.amp, variable_lengths=padded)
     rows = []
 
-    flops = pretrain_flops(model, x, args, device)
+    flops = pretrain_flops(model, x, args, device, padded)
     n = max(64, round((flops / 2) ** (1 / 3)))  # square matmul with the step's FLOP count
     mm_dtype = torch.bfloat16 if args.amp else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=mm_dtype), torch.randn(n, n, device=device, dtype=mm_dtype)
@@ -242,7 +255,7 @@ def bench_shape(name, device, args):
     def time_matmul():
         mm_times.append(timed(lambda: torch.matmul(a, b), device, 1, 3, 1)[0])
 
-    step = pretrain_setup(model, x, args, device)
+    step = pretrain_setup(model, x, args, device, padded)
     with PeakMemory(device) as mem:
         sec, share = timed(step, device, reps, steps, warmup, between=time_matmul)
     gflops, mm_gflops = flops / sec / 1e9, 2 * n**3 / statistics.median(mm_times) / 1e9
@@ -251,16 +264,16 @@ def bench_shape(name, device, args):
                      gflop_per_batch=flops / 1e9, gflops=gflops, matmul_n=n, matmul_gflops=mm_gflops,
                      of_matmul=gflops / mm_gflops))
 
-    step = finetune_setup(model, x, y, args, device)
+    step = finetune_setup(model, x, y, args, device, padded)
     with PeakMemory(device) as mem:
         sec, share = timed(step, device, reps, steps, warmup)
     rows.append(dict(base, task="finetune", series_per_s=B / sec, ms_per_batch=1e3 * sec, peak_mem_MB=mem.mb,
                      cpu_share=share, syncs_per_step=syncs_per_call(step, device)))
 
     batch = eval_batch_size(args, device)
-    xe = torch.randn(args.eval_series, length, channels, device=device)
+    xe = with_lengths(torch.randn(args.eval_series, length, channels, device=device), padded)
     with PeakMemory(device) as mem:
-        sec, share = timed(lambda: extract_representations(model, xe, batch, False), device, reps, 1, 1)
+        sec, share = timed(lambda: extract_representations(model, xe, batch, padded), device, reps, 1, 1)
     rows.append(dict(base, task="represent", batch=batch, series_per_s=args.eval_series / sec,
                      ms_per_batch=1e3 * sec * batch / args.eval_series, peak_mem_MB=mem.mb, cpu_share=share))
     return rows

@@ -148,8 +148,8 @@ def test_softmax_rows_prints_every_kernel_and_the_models_choice(monkeypatch, cap
 
 def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
     """benchmarks/gpu_check.sh runs once, on a GPU lent for minutes, so its plumbing is checked here: DEVICE=cpu
-    SMOKE=1 takes every measurement in miniature (the five benchmarks, the profile, the four Epilepsy runs on
-    a tiny Epilepsy-shaped set) and the summary holds a line for each and no failure."""
+    SMOKE=1 takes every measurement in miniature (the six benchmarks, the profile, the four runs of the Epilepsy
+    preset on a tiny Epilepsy-shaped set) and the summary holds a line for each and no failure."""
     write_pt_dataset(str(tmp_path / "data" / "Epilepsy"), channels=1, length=178)
     out = tmp_path / "out" / "gpu_check"
     env = dict(subprocess_env(), DEVICE="cpu", SMOKE="1", OUT=str(tmp_path / "out"),
@@ -158,10 +158,25 @@ def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (out / "summary.txt").read_text()
-    for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs"):
+    for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs", "variable"):
         assert re.search(rf"^{name}: HAR-shaped pretraining epoch of 8823 series [0-9.]+ s", summary, re.M), name
     runs = ("epilepsy1", "epilepsy1--amp", "epilepsy1--compile", "epilepsy1--compile--compile_modereduce-overhead")
     for name in runs:
         assert re.search(rf'^{name}: [0-9.]+ s wall .*"finelast"', summary, re.M), name
     assert "failed measurements: 0" in summary and "FAILED" not in summary
     assert "| `aten::" in (out / "profile_har.md").read_text()
+
+
+def test_variable_lengths_pad_each_series_after_a_third_to_all_of_its_steps(tmp_path):
+    torch.manual_seed(0)
+    x = throughput.with_lengths(torch.randn(500, 30, 2), True)
+    real = (~x.isnan().all(-1)).sum(1)                               # (500,) real steps per series
+    assert real.min() >= 10 and set(real.tolist()) >= set(range(11, 31))   # ceil(10 + 20 u), u uniform
+    assert torch.equal(x.isnan().any(-1), x.isnan().all(-1))         # padding covers every channel
+    assert not (x.isnan()[:, 1:] < x.isnan()[:, :-1]).any()          # and only the end of a series
+    assert torch.equal(throughput.with_lengths(x[:, :, :1].nan_to_num(1.0), False), x[:, :, :1].nan_to_num(1.0))
+    out = tmp_path / "bench.csv"
+    throughput.main(["--device", "cpu", "--threads", "1", "--shapes", "ad", "--batch_size", "8", "--variable_lengths",
+                     "--eval_series", "16", "--reps", "1", "--steps", "1", "--warmup", "0", "--out", str(out)])
+    table = pd.read_csv(out)
+    assert table["variable_lengths"].all() and (table["series_per_s"] > 0).all()
