@@ -4,8 +4,8 @@
 # torch.compile, both, and CUDA graphs: --compile_mode reduce-overhead; float32 on variable-length series) with the
 # fraction of a same-FLOP matmul and the host syncs per step, a profile of the HAR-shape step, and run.sh's Epilepsy
 # preset (100 pretraining epochs + probes, --wave_length 16, no FineAll) timed end to end: float32, --amp, --compile
-# and CUDA graphs. A measurement that fails is logged in the summary
-# and the others still run: device time is short. Its duration on a GPU is unknown; PARTS splits it in two calls.
+# and CUDA graphs. A measurement that fails is logged in the summary and the others still run: device time is
+# short. Its duration on a GPU is unknown; PARTS splits it in two calls.
 #   TIMEMAE_DATA=/path/to/data bash benchmarks/gpu_check.sh        # everything
 #   PARTS=bench bash benchmarks/gpu_check.sh; PARTS=runs OUT=exp2 bash benchmarks/gpu_check.sh   # in two calls
 #   DEVICE=cpu SMOKE=1 bash benchmarks/gpu_check.sh               # seconds: the script itself, on the CPU (tests)
@@ -80,8 +80,8 @@ elif [[ $parts == *" runs "* ]]; then
         name="epilepsy${epochs}${flags// /}"
         start=$(date +%s.%N)
         measure "$name" python main.py --dataset epilepsy $(python -m experiments.presets epilepsy) \
-            --num_epoch_pretrain "$epochs" --num_epoch 0 --device "$device" --no_progress --overwrite --save_path "$out/$name" "${run_flags[@]}" \
-            $flags || continue
+            --num_epoch_pretrain "$epochs" --num_epoch 0 --device "$device" --no_progress --overwrite \
+            --save_path "$out/$name" "${run_flags[@]}" $flags || continue
         echo "$name: $(python -c "print(f'{$(date +%s.%N) - $start:.1f}')") s wall (target < 120 s);" \
             "metrics: $(python -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" \
                         "$out/$name/metrics.json")" >> "$log"
