@@ -66,7 +66,8 @@ def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_ru
     other = tmp_path / "exp" / "ablation" / "no_mcc"
     for seed in (1, 2):
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--dataset", "har", "--data_path",
-                               data, *PRESETS["har"], *FAST, "--no_mcc", "--seed", str(seed), "--save_path", str(other / f"seed{seed}")],
+                               data, *PRESETS["har"], *FAST, "--no_mcc", "--seed", str(seed),
+                               "--save_path", str(other / f"seed{seed}")],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     for seed in (1, 2):
