@@ -33,6 +33,7 @@ from engine.speed import autocast, compiled, eval_batch_size
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
 from model.bert import param_groups
+from model.config import CODEBOOK_IN_USE, as_flags, config_defaults
 
 
 def labelled_splits(splits, select_on, val_ratio, label_ratio, seed):
@@ -168,14 +169,15 @@ class Trainer:
         cfg = self.model.cfg
         if cfg.codebook == "linear" and not cfg.codebook_ema:
             if cfg.tokenizer == "ste":
-                return ("--codebook cosine --codebook_dim 8 --codebook_init kmeans --codebook_reset (run.sh's presets) "
-                        "keeps it in use (measured on Epilepsy and UWave); --tokenizer argmax makes MCC help")
+                return (f"{' '.join(as_flags(CODEBOOK_IN_USE))} (run.sh's presets) keeps it in use (measured on "
+                        "Epilepsy and UWave); --tokenizer argmax makes MCC help")
             return "--codebook_ema 0.99 keeps the codebook in use"
-        missing = [flag for flag, on in (("--codebook_dim 8", cfg.codebook != "cosine" or cfg.codebook_dim),
-                                         ("--codebook_init kmeans", cfg.codebook_init == "kmeans"),
-                                         ("--codebook_reset", cfg.codebook_reset)) if not on]
+        # the presets' settings left at their defaults (a projection width only for cosine codes)
+        defaults = config_defaults()
+        missing = {k: v for k, v in CODEBOOK_IN_USE.items() if k != "codebook" and getattr(cfg, k) == defaults[k]
+                   and (k != "codebook_dim" or cfg.codebook == "cosine")}
         if missing:
-            return f"add {' '.join(missing)} to keep more codewords in use"
+            return f"add {' '.join(as_flags(missing))} to keep more codewords in use"
         return "every remedy measured here is on"
 
     def bar(self, total, desc, initial=0):

@@ -14,10 +14,9 @@ mean and one grid.
 """
 import sys
 
-# the paper's STE tokenizer with a codebook that stays in use: low-dimensional cosine codes, k-means init and reset
-# of unused codewords; validation preferred it to the inner-product codebook on Epilepsy and UWave ("Low-dimensional
-# codes" in docs/results.md); main.py's own defaults keep the paper's codebook
-CODEBOOK = ["--codebook", "cosine", "--codebook_dim", "8", "--codebook_init", "kmeans", "--codebook_reset"]
+from model.config import CODEBOOK_IN_USE, as_flags
+
+CODEBOOK = as_flags(CODEBOOK_IN_USE)   # the paper's STE tokenizer with a codebook that stays in use
 
 PRESETS = {  # the window length comes first: quick studies keep only it
     "har":      ["--wave_length", "8", "--vocab_size", "192", "--alpha", "5.0", "--beta", "1.0",

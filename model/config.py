@@ -13,6 +13,10 @@ from common.errors import TimeMAEError
 
 POOLINGS = ("mean", "max", "meanmax", "flat")   # series representations over the windows (TimeMAE.represent)
 MAX_WINDOWS = 32                        # the window rule's ceiling (window_length)
+# the STE's codebook that stays in use: low-dimensional cosine codes, k-means initialisation, reset of unused
+# codewords; validation preferred it to the inner product on Epilepsy and UWave ("Low-dimensional codes" in
+# docs/results.md). run.sh's presets take it and the collapse warning advises it; the defaults keep the paper's
+CODEBOOK_IN_USE = {"codebook": "cosine", "codebook_dim": 8, "codebook_init": "kmeans", "codebook_reset": True}
 
 
 def window_length(seq_len, max_windows=MAX_WINDOWS):
@@ -163,6 +167,13 @@ class ConfigError(TimeMAEError):
 def config_defaults():
     """Every setting's default: a checkpoint written before a setting existed was built with its default."""
     return {f.name: f.default for f in fields(TimeMAEConfig) if f.default is not MISSING}
+
+
+def as_flags(settings):
+    """Settings as main.py's flags, which carry their names: {'codebook_dim': 8, 'codebook_reset': True} ->
+    ['--codebook_dim', '8', '--codebook_reset']."""
+    return [item for name, value in settings.items()
+            for item in ([f"--{name}"] if value is True else [f"--{name}", str(value)])]
 
 
 def architecture_settings():

@@ -8,7 +8,8 @@ import pytest
 from conftest import TINY
 from experiments import presets
 from main import main
-from model.config import MAX_WINDOWS, window_length
+from args import parse_args
+from model.config import CODEBOOK_IN_USE, MAX_WINDOWS, window_length
 
 
 @pytest.mark.parametrize("length, window", [(24, 1), (32, 1), (33, 2), (100, 4), (251, 8), (1460, 64)])
@@ -42,3 +43,11 @@ def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
 def test_paper_presets_keep_the_papers_fineall_pooling_and_window_grid():
     for name, flags in presets.PRESETS.items():
         assert not {"--fineall_head", "--pooling", "--random_shift", "--phases"} & set(flags), name
+
+
+@pytest.mark.parametrize("dataset", sorted(presets.PRESETS))
+def test_paper_presets_parse_to_the_codebook_in_use(dataset):
+    """run.sh's paper presets, read back by main.py's parser, hold exactly CODEBOOK_IN_USE's settings."""
+    cfg = parse_args(["--dataset", dataset, *presets.PRESETS[dataset]])
+    assert {k: getattr(cfg, k) for k in CODEBOOK_IN_USE} == CODEBOOK_IN_USE
+    assert parse_args(["--dataset", dataset]).codebook_reset is False   # the defaults keep the paper's codebook
