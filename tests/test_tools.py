@@ -140,7 +140,34 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     last = layered[layered.layers == "1"].drop(columns="layers").reset_index(drop=True)
     own = table[(table.run == runs[0]) & table.pooling.isin(["mean", "max"])]
     pd.testing.assert_frame_equal(last, own.drop(columns="layers").reset_index(drop=True))
+    assert pooling_main([runs[0], "--pooling", "mean", "--encoders", "visible", "momentum",
+                         "--out", str(tmp_path / "e.csv")]) == 0
+    encoded = pd.read_csv(tmp_path / "e.csv")
+    assert list(encoded.encoder) == ["visible"] * 2 + ["momentum"] * 2
+    own = table[(table.run == runs[0]) & (table.pooling == "mean")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(encoded[encoded.encoder == "visible"].reset_index(drop=True), own)
     assert pooling_main([runs[0], "--layers", "2"]) == 2
     assert "repr_layers [2] must lie in 0 (the window embeddings) to 1" in capsys.readouterr().err
     assert pooling_main([str(tmp_path)]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err
+
+
+def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_alone():
+    import torch
+
+    from model import TimeMAE
+    from tools.pooling import with_encoder
+    torch.manual_seed(0)
+    model = TimeMAE(channels=1, seq_len=32, num_classes=2, wave_length=4).eval()
+    with torch.no_grad():
+        for p in model.target_encoder.parameters():   # H_xi away from H_theta, as after pretraining
+            p.add_(torch.randn_like(p))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = TimeMAE(channels=1, seq_len=32, num_classes=2, wave_length=4).eval()   # H_xi's weights put by name
+    reference.load_state_dict({**before, **{k.replace("target_encoder.", "visible_encoder."): v
+                                            for k, v in before.items() if k.startswith("target_encoder.")}})
+    x = torch.randn(3, 32, 1)
+    assert torch.equal(with_encoder(model, "momentum").represent(x), reference.represent(x))
+    assert not torch.allclose(model.represent(x), reference.represent(x))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert with_encoder(model, "visible") is model

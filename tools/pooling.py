@@ -1,18 +1,21 @@
 """FineLast of finished runs' selected checkpoints under each pooling asked for (--pooling: mean, max, meanmax, flat;
 default: all), each number of grid phases (--phases; default: the run's own), each choice of the visible encoder's
-layers (--layers; default: the run's own) and both probe fits (--probe_refit 0: the fit split's probe; 1: its C
+layers (--layers; default: the run's own), each encoder (--encoders: the visible encoder H_theta, the paper's, or
+the momentum encoder H_xi, its moving average) and both probe fits (--probe_refit 0: the fit split's probe; 1: its C
 fitted again on fit + selection series): the same data, split, C grid and selection as the run's own FineLast, only
-the series representation and the probe's training series differ. The row of the run's own pooling, phases, layers
-and refit reproduces its metrics.json.
+the series representation and the probe's training series differ. The row of the run's own pooling, phases, layers,
+visible encoder and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
     python -m tools.pooling exp/uwave/seed1 --pooling mean --layers 8 5-8 0,8   # blocks 5-8; embeddings + block 8
+    python -m tools.pooling exp/uwave/seed1 --pooling mean --encoders visible momentum
 
 With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
 macro-F1 as mean and standard deviation, in % (as the results tables quote them).
 """
 import argparse
+import copy
 import dataclasses
 import itertools
 import json
@@ -47,22 +50,38 @@ def layer_name(layers):
     return ",".join(map(str, layers)) or "last"
 
 
-def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS):
-    """Rows (run, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per pooling,
-    number of grid phases (`phases`, a list; None: the run's own), choice of layers (`layers`, a list of
-    `layer_spec` values; None: the run's own) and probe fit (refit 0 only when the selection split is the test
-    set); probe_C: a C grid other than the run's; poolings: those to probe (default: all)."""
+ENCODERS = ("visible", "momentum")
+
+
+def with_encoder(model, encoder):
+    """`model` itself ('visible'), or a copy whose visible encoder holds the momentum encoder's weights
+    ('momentum'), so that represent() runs H_xi."""
+    if encoder == "visible":
+        return model
+    other = copy.deepcopy(model)
+    other.visible_encoder.load_state_dict(model.target_encoder.state_dict())
+    return other
+
+
+def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
+                    encoders=ENCODERS[:1]):
+    """Rows (run, encoder, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per
+    encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's own),
+    choice of layers (`layers`, a list of `layer_spec` values; None: the run's own) and probe fit (refit 0 only
+    when the selection split is the test set); probe_C: a C grid other than the run's; poolings: those to probe
+    (default: all)."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
     if not splits.labelled or splits.test_x is None:
         raise TimeMAEError(f"{folder!r}: FineLast needs labels and a test split")
     fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
-    model, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
+    saved, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    for pooling, k, chosen in itertools.product(poolings, phases or [model.cfg.phases],
-                                                layers or [model.cfg.repr_layers]):
+    for encoder, pooling, k, chosen in itertools.product(encoders, poolings, phases or [saved.cfg.phases],
+                                                         layers or [saved.cfg.repr_layers]):
+        model = with_encoder(saved, encoder)
         # represent() reads these settings; the weights stay the same
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k, repr_layers=chosen).validate()
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
@@ -74,15 +93,15 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         for refit, fitted in probes.items():
             if fitted is not None:
                 res = scores(splits.test_y, fitted.predict(test_r))
-                rows.append(dict(run=folder, pooling=pooling, phases=k, layers=layer_name(chosen), refit=refit,
+                rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen), refit=refit,
                                  C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
     return rows
 
 
 def summary(table):
-    """The rows of several runs -> one row per (pooling, phases, layers, refit): runs, mean validation accuracy, and
+    """The rows of several runs -> one row per (encoder, pooling, phases, layers, refit): runs, mean validation accuracy, and
     test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
-    by = table.groupby(["pooling", "phases", "layers", "refit"], sort=False)
+    by = table.groupby(["encoder", "pooling", "phases", "layers", "refit"], sort=False)
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
                  f1=("f1", "mean"), f1_std=("f1", "std"))
     out[["val", "acc", "acc_std", "f1", "f1_std"]] *= 100
@@ -108,12 +127,15 @@ def main(argv=None):
     p.add_argument("--layers", type=layer_spec, nargs="+",
                    help="visible-encoder layers to pool, side by side: 8, 5-8 or 0,8 (0: the window embeddings; "
                         "default: each run's own, the last block unless it ran with --repr_layers)")
+    p.add_argument("--encoders", nargs="+", choices=ENCODERS, default=ENCODERS[:1],
+                   help="whose weights represent the series: the visible encoder (the paper's, default) or the "
+                        "momentum encoder (its moving average)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
-                                                         poolings=a.pooling)])
+                                                         poolings=a.pooling, encoders=a.encoders)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
