@@ -6,12 +6,14 @@ operators with the most self time (CPU, and CUDA when profiling a GPU) as a mark
     python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --threads 1 --top 15
     python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --threads 2 --parts   # ms per part
     python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --by_shape          # GFLOP/s per matmul
+    python benchmarks/profile_step.py --shape epilepsy --wave_length 8 --callers aten::copy_ aten::mul  # who calls them
 
 --parts times the step's parts instead, without the profiler's overhead: the forward of each module of the paper
 (window slicer, visible encoder, decoupled encoder, momentum encoder, tokenizer; forward hooks), the rest of the
 forward pass and the loss (masking, gathers, targets), the backward pass, AdamW and the momentum update.
 """
 import argparse
+import collections
 import math
 import os
 import statistics
@@ -48,6 +50,8 @@ def parse(argv=None):
     p.add_argument("--parts", action="store_true", help="median ms per step of each part, not the operator table")
     p.add_argument("--by_shape", action="store_true",
                    help="the matrix products (mm, addmm, bmm, baddbmm) by input shape, with the GFLOP/s each reached")
+    p.add_argument("--callers", nargs="+", metavar="OP",
+                   help="these operators' self time (e.g. aten::copy_ aten::mul) by first input's shape and caller")
     args = p.parse_args(argv)
     if args.parts and args.compile:
         p.error("--parts times the eager modules by hooks; it does not combine with --compile")
@@ -130,6 +134,26 @@ def matmul_table(events, steps, top):
     return "\n".join(rows)
 
 
+def callers_table(events, ops, steps, top):
+    """Markdown rows of the `top` groups of the operators `ops` by self time, one per operator, shape of its first
+    input and the two operators that called it (nearest first; autograd's backward nodes name the forward op),
+    which tells, say, the bias copy inside a linear layer's `addmm` from the copy of a dropout mask."""
+    groups = collections.defaultdict(lambda: [0, 0.0])                  # key -> [calls, self us]
+    for e in events:
+        if e.name in ops:
+            parents, p = [], e.cpu_parent
+            while p is not None and len(parents) < 2:
+                parents.append(p.name)
+                p = p.cpu_parent
+            key = (e.name, str(e.input_shapes[0]) if e.input_shapes else "", " < ".join(parents) or "(top level)")
+            groups[key][0] += 1
+            groups[key][1] += e.self_cpu_time_total
+    rows = ["| operator | first input | called by | self ms / step | calls / step |", "|---|---|---|---|---|"]
+    for (name, shape, caller), (calls, us) in sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]:
+        rows.append(f"| `{name}` | {shape} | {caller} | {us / 1e3 / steps:.2f} | {calls / steps:g} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
@@ -152,7 +176,7 @@ def main(argv=None):
         step()
     sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities, record_shapes=args.by_shape) as prof:
+    with profile(activities=activities, record_shapes=args.by_shape or bool(args.callers)) as prof:
         for _ in range(args.steps):
             step()
         sync(device)
@@ -163,6 +187,9 @@ def main(argv=None):
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         sec, _ = timed(lambda: a @ b, device, 5, 3, 1)
         print(f"\nfor scale: a square {n} x {n} matmul (the step's FLOPs) runs at {2 * n**3 / sec / 1e9:.0f} GFLOP/s")
+        return
+    if args.callers:
+        print("\n" + callers_table(prof.events(), set(args.callers), args.steps, args.top))
         return
     events = prof.key_averages()
     keys = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])

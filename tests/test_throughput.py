@@ -116,6 +116,17 @@ def test_profile_by_shape_counts_each_matmuls_flops(capsys):
     assert re.search(r"a square \d+ x \d+ matmul \(the step's FLOPs\) runs at \d+ GFLOP/s", out)
 
 
+def test_profile_callers_name_who_calls_an_operator(capsys):
+    """--callers: a linear layer's bias copy shows under addmm, a dropout mask's int16-to-float copy under _to_copy."""
+    from benchmarks import profile_step
+    profile_step.main(["--shape", "epilepsy", "--wave_length", "8", "--batch_size", "8", "--steps", "2",
+                       "--warmup", "1", "--callers", "aten::copy_", "--top", "100"])
+    rows = [[c.strip() for c in r.split("|")] for r in capsys.readouterr().out.splitlines() if r.startswith("| `aten::")]
+    assert rows and all(r[1] == "`aten::copy_`" and float(r[4]) >= 0 for r in rows)
+    assert any(r[3].startswith("aten::addmm") and r[2] == "[80, 192]" for r in rows)       # QKV of 80 visible windows
+    assert any(r[3].startswith("aten::_to_copy") for r in rows)                            # dropout's mask
+
+
 def test_profile_parts_refuse_compile():
     from benchmarks import profile_step
     with pytest.raises(SystemExit):
