@@ -5,10 +5,10 @@ import json
 
 import pytest
 
+from args import parse_args
 from conftest import TINY
 from experiments import presets
 from main import main
-from args import parse_args
 from model.config import CODEBOOK_IN_USE, MAX_WINDOWS, window_length
 
 

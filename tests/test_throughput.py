@@ -121,7 +121,8 @@ def test_profile_callers_name_who_calls_an_operator(capsys):
     from benchmarks import profile_step
     profile_step.main(["--shape", "epilepsy", "--wave_length", "8", "--batch_size", "8", "--steps", "2",
                        "--warmup", "1", "--callers", "aten::copy_", "--top", "100"])
-    rows = [[c.strip() for c in r.split("|")] for r in capsys.readouterr().out.splitlines() if r.startswith("| `aten::")]
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in r.split("|")] for r in out.splitlines() if r.startswith("| `aten::")]
     assert rows and all(r[1] == "`aten::copy_`" and float(r[4]) >= 0 for r in rows)
     assert any(r[3].startswith("aten::addmm") and r[2] == "[80, 192]" for r in rows)       # QKV of 80 visible windows
     assert any(r[3].startswith("aten::_to_copy") for r in rows)                            # dropout's mask

@@ -93,14 +93,14 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         for refit, fitted in probes.items():
             if fitted is not None:
                 res = scores(splits.test_y, fitted.predict(test_r))
-                rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen), refit=refit,
-                                 C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
+                rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen),
+                                 refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
     return rows
 
 
 def summary(table):
-    """The rows of several runs -> one row per (encoder, pooling, phases, layers, refit): runs, mean validation accuracy, and
-    test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
+    """The rows of several runs -> one row per (encoder, pooling, phases, layers, refit): runs, mean validation
+    accuracy, and test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
     by = table.groupby(["encoder", "pooling", "phases", "layers", "refit"], sort=False)
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
                  f1=("f1", "mean"), f1_std=("f1", "std"))
