@@ -67,6 +67,12 @@ def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
     return scores(test_y, fit_probe(train_repr, train_y, seed, C).predict(test_repr))
 
 
+def nearest_neighbour_probe(train_repr, train_y):
+    """1-NN (Euclidean) on standardised frozen representations: the raw series' classic baseline, put on the
+    representation instead (tools.pooling --probes nn1), so the two are compared under the same classifier."""
+    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1)).fit(train_repr, train_y)
+
+
 def probe_as_head(probe, num_classes):
     """The fitted probe as the weight (K, d) and bias (K,) of a linear head over raw representations: the
     scaler folded in, w' = w / s, b' = b - w' . m; a binary probe's one logit z becomes the logits (0, z),

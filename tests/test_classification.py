@@ -4,7 +4,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import classification
-from classification import fit_probe, linear_probe, majority_accuracy, select_probe
+from classification import fit_probe, linear_probe, majority_accuracy, nearest_neighbour_probe, select_probe
 
 
 def _blobs(n, seed, minority=0.2):
@@ -19,6 +19,18 @@ def test_probe_separates_blobs_and_beats_the_majority_floor():
     (x, y), (xt, yt) = _blobs(200, 0), _blobs(100, 1)
     res = linear_probe(x, y, xt, yt)
     assert res["acc"] > 0.95 and res["f1"] > 0.9 and res["acc"] > majority_accuracy(y, yt)
+
+
+def test_nearest_neighbour_probe_takes_the_label_of_the_closest_series_after_standardising():
+    """Standardised by the training series' mean and std, then the label of the nearest training series: a
+    feature on a thousand times the scale of another no longer decides alone (it would without the scaling)."""
+    (x, y), (xt, _) = _blobs(60, 0), _blobs(40, 1)
+    x, xt = x * [1000.0, 1, 1, 1], xt * [1000.0, 1, 1, 1]
+    mean, std = x.mean(0), x.std(0)
+    dist = (((xt - mean) / std)[:, None] - ((x - mean) / std)[None]) ** 2          # (40, 60, 4)
+    expected = y[dist.sum(-1).argmin(1)]
+    assert np.array_equal(nearest_neighbour_probe(x, y).predict(xt), expected)
+    assert not np.array_equal(expected, y[((xt[:, None] - x[None]) ** 2).sum(-1).argmin(1)])
 
 
 def test_C_is_chosen_by_selection_accuracy():

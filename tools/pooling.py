@@ -1,15 +1,17 @@
 """FineLast of finished runs' selected checkpoints under each pooling asked for (--pooling: mean, max, meanmax, flat;
 default: all), each number of grid phases (--phases; default: the run's own), each choice of the visible encoder's
 layers (--layers; default: the run's own), each encoder (--encoders: the visible encoder H_theta, the paper's, or
-the momentum encoder H_xi, its moving average) and both probe fits (--probe_refit 0: the fit split's probe; 1: its C
-fitted again on fit + selection series): the same data, split, C grid and selection as the run's own FineLast, only
-the series representation and the probe's training series differ. The row of the run's own pooling, phases, layers,
-visible encoder and refit reproduces its metrics.json.
+the momentum encoder H_xi, its moving average), each probe (--probes: logistic, FineLast's, or nn1, 1-NN on the
+standardised representations, the classifier of the raw series' baseline) and both probe fits (--probe_refit 0: the
+fit split's probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as
+the run's own FineLast, only the series representation, the classifier and its training series differ. The
+logistic row of the run's own pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
     python -m tools.pooling exp/uwave/seed1 --pooling mean --layers 8 5-8 0,8   # blocks 5-8; embeddings + block 8
     python -m tools.pooling exp/uwave/seed1 --pooling mean --encoders visible momentum
+    python -m tools.pooling exp/uwave/seed1 --pooling mean --probes logistic nn1
 
 With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
 macro-F1 as mean and standard deviation, in % (as the results tables quote them).
@@ -27,7 +29,7 @@ import pandas as pd
 import torch
 
 from args import layer_spec, parse_args
-from classification import extract_representations, refit_probe, scores, select_probe
+from classification import extract_representations, nearest_neighbour_probe, refit_probe, scores, select_probe
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
 from main import load_splits
@@ -51,6 +53,7 @@ def layer_name(layers):
 
 
 ENCODERS = ("visible", "momentum")
+PROBES = ("logistic", "nn1")
 
 
 def with_encoder(model, encoder):
@@ -64,12 +67,12 @@ def with_encoder(model, encoder):
 
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
-                    encoders=ENCODERS[:1]):
-    """Rows (run, encoder, pooling, phases, layers, refit, C, val_acc, acc, f1) for the run in `folder`, one per
-    encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's own),
-    choice of layers (`layers`, a list of `layer_spec` values; None: the run's own) and probe fit (refit 0 only
-    when the selection split is the test set); probe_C: a C grid other than the run's; poolings: those to probe
-    (default: all)."""
+                    encoders=ENCODERS[:1], probes=PROBES[:1]):
+    """Rows (run, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in `folder`,
+    one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's
+    own), choice of layers (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of
+    PROBES; nn1 has no C) and probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid
+    other than the run's; poolings: those to probe (default: all)."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
@@ -86,22 +89,29 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k, repr_layers=chosen).validate()
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
-        C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
         both = None if held is None else np.concatenate([fit, held])
-        probes = {0: probe, 1: None if both is None else refit_probe(probe, train_r[both], splits.train_y[both],
-                                                                     seed=cfg.seed)}
-        for refit, fitted in probes.items():
-            if fitted is not None:
-                res = scores(splits.test_y, fitted.predict(test_r))
-                rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen),
-                                 refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
+        for kind in probes:
+            if kind == "logistic":
+                C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
+                fits = {0: probe, 1: None if both is None else refit_probe(probe, train_r[both], splits.train_y[both],
+                                                                           seed=cfg.seed)}
+            else:  # nn1: nothing to choose; validation scores the fit split's 1-NN
+                C, probe = float("nan"), nearest_neighbour_probe(train_r[fit], splits.train_y[fit])
+                sel = scores(sel_y, probe.predict(sel_r))
+                fits = {0: probe, 1: None if both is None else nearest_neighbour_probe(train_r[both],
+                                                                                       splits.train_y[both])}
+            for refit, fitted in fits.items():
+                if fitted is not None:
+                    res = scores(splits.test_y, fitted.predict(test_r))
+                    rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen),
+                                     probe=kind, refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
     return rows
 
 
 def summary(table):
-    """The rows of several runs -> one row per (encoder, pooling, phases, layers, refit): runs, mean validation
+    """The rows of several runs -> one row per (encoder, pooling, phases, layers, probe, refit): runs, mean validation
     accuracy, and test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
-    by = table.groupby(["encoder", "pooling", "phases", "layers", "refit"], sort=False)
+    by = table.groupby(["encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False)
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
                  f1=("f1", "mean"), f1_std=("f1", "std"))
     out[["val", "acc", "acc_std", "f1", "f1_std"]] *= 100
@@ -130,12 +140,15 @@ def main(argv=None):
     p.add_argument("--encoders", nargs="+", choices=ENCODERS, default=ENCODERS[:1],
                    help="whose weights represent the series: the visible encoder (the paper's, default) or the "
                         "momentum encoder (its moving average)")
+    p.add_argument("--probes", nargs="+", choices=PROBES, default=PROBES[:1],
+                   help="classifiers on the representations: logistic (FineLast's probe, default) or nn1 (1-NN on "
+                        "the standardised representations, the raw series' baseline classifier)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
-                                                         poolings=a.pooling, encoders=a.encoders)])
+                                                         poolings=a.pooling, encoders=a.encoders, probes=a.probes)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
