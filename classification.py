@@ -3,6 +3,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -71,6 +72,28 @@ def nearest_neighbour_probe(train_repr, train_y):
     """1-NN (Euclidean) on standardised frozen representations: the raw series' classic baseline, put on the
     representation instead (tools.pooling --probes nn1), so the two are compared under the same classifier."""
     return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1)).fit(train_repr, train_y)
+
+
+def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
+    """K-fold accuracy (stratified, shuffled by `seed`; K at most the smallest class's count) of a probe on
+    labelled representations: for the logistic probe the best C of `grid` and its accuracy, for nn1 (None, its
+    accuracy). Every series is scored once, by a probe that did not see it: a selection figure for small sets,
+    steadier than a split of a few dozen series and free of the edge a run's own settings have on the split
+    that chose its checkpoint. Pass labelled training series only, never test."""
+    k = int(min(folds, np.bincount(y)[np.bincount(y) > 0].min()))
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    if probe == "nn1":
+        pred = cross_val_predict(make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1)), reps, y,
+                                 cv=splitter)
+        return None, float(np.mean(pred == y))
+    best = None
+    for C in sorted(grid):   # the smaller C on ties, as select_probe
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+        with one_blas_thread():
+            acc = float(np.mean(cross_val_predict(model, reps, y, cv=splitter) == y))
+        if best is None or acc > best[1]:
+            best = (C, acc)
+    return best
 
 
 def probe_as_head(probe, num_classes):

@@ -4,7 +4,8 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import classification
-from classification import fit_probe, linear_probe, majority_accuracy, nearest_neighbour_probe, select_probe
+from classification import (cross_validated_accuracy, fit_probe, linear_probe, majority_accuracy,
+                            nearest_neighbour_probe, select_probe)
 
 
 def _blobs(n, seed, minority=0.2):
@@ -31,6 +32,36 @@ def test_nearest_neighbour_probe_takes_the_label_of_the_closest_series_after_sta
     expected = y[dist.sum(-1).argmin(1)]
     assert np.array_equal(nearest_neighbour_probe(x, y).predict(xt), expected)
     assert not np.array_equal(expected, y[((xt[:, None] - x[None]) ** 2).sum(-1).argmin(1)])
+
+
+def test_cross_validated_accuracy_scores_every_series_once_by_a_probe_that_did_not_see_it():
+    """The K-fold figure, written out: K probes, each fitted without one stratified fold and scoring it; for the
+    logistic probe the best C of the grid; K capped by the smallest class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    x, y = _blobs(60, 0, minority=0.4)
+    x[:, 0] += np.random.default_rng(1).standard_normal(60) * 4    # overlap, so the folds' probes make errors
+
+    def by_hand(x, y, last, k=5):
+        hits = 0
+        for fit, out in StratifiedKFold(k, shuffle=True, random_state=3).split(x, y):
+            model = make_pipeline(StandardScaler(), last).fit(x[fit], y[fit])
+            hits += int((model.predict(x[out]) == y[out]).sum())
+        return hits / len(y)
+    logistic = {C: by_hand(x, y, LogisticRegression(C=C, max_iter=1000, random_state=3)) for C in (1e-3, 1.0)}
+    assert logistic[1e-3] != logistic[1.0]
+    for C in (1e-3, 1.0):
+        assert cross_validated_accuracy(x, y, [C], 5, seed=3) == (C, logistic[C])
+    best = max(logistic, key=lambda C: (logistic[C], -C))
+    assert cross_validated_accuracy(x, y, [1.0, 1e-3], 5, seed=3) == (best, logistic[best])
+    assert cross_validated_accuracy(x, y, [], 5, seed=3, probe="nn1") == (None, by_hand(x, y, KNeighborsClassifier(1)))
+    few = np.r_[np.zeros(10, np.int64), np.ones(2, np.int64)]      # 2 series of class 1: 2 folds, not 5
+    xf = _blobs(12, 2)[0]
+    capped = cross_validated_accuracy(xf, few, [], 5, seed=3, probe="nn1")[1]
+    assert capped == by_hand(xf, few, KNeighborsClassifier(1), k=2)
 
 
 def test_C_is_chosen_by_selection_accuracy():

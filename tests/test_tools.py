@@ -153,6 +153,13 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     pd.testing.assert_frame_equal(probed[probed.probe == "logistic"].reset_index(drop=True), own)
     nn1 = probed[probed.probe == "nn1"]
     assert nn1.C.isna().all() and nn1.val_acc.nunique() == 1      # no C; one validation, of the fit split's 1-NN
+    assert pooling_main([*runs, "--pooling", "mean", "--probes", "logistic", "nn1", "--cv", "2",
+                         "--out", str(tmp_path / "v.csv")]) == 0
+    crossed = pd.read_csv(tmp_path / "v.csv")
+    pd.testing.assert_frame_equal(crossed.drop(columns=["cv_C", "cv_acc"]).iloc[:4], probed)  # the same rows, and:
+    assert (crossed.groupby(["run", "probe"]).cv_acc.nunique() == 1).all()  # one K-fold score per run and probe
+    assert crossed[crossed.probe == "nn1"].cv_C.isna().all() and crossed[crossed.probe == "logistic"].cv_C.notna().all()
+    assert " cv " in capsys.readouterr().out.split("mean over the runs")[1]
     assert pooling_main([runs[0], "--layers", "2"]) == 2
     assert "repr_layers [2] must lie in 0 (the window embeddings) to 1" in capsys.readouterr().err
     assert pooling_main([str(tmp_path)]) == 2

@@ -7,11 +7,16 @@ fit split's probe; 1: its C fitted again on fit + selection series): the same da
 the run's own FineLast, only the series representation, the classifier and its training series differ. The
 logistic row of the run's own pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
 
+Validation here favours the run's own settings: its checkpoint is the best of the periodic probes on that very
+split under them. --cv K adds cv_acc, the K-fold accuracy over every labelled training series (never test), which
+has no such edge and, on small sets, scores five times as many series as the split.
+
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
     python -m tools.pooling exp/uwave/seed1 --pooling mean --layers 8 5-8 0,8   # blocks 5-8; embeddings + block 8
     python -m tools.pooling exp/uwave/seed1 --pooling mean --encoders visible momentum
     python -m tools.pooling exp/uwave/seed1 --pooling mean --probes logistic nn1
+    python -m tools.pooling exp/uwave/seed{1,2,3} --pooling mean max --phases 1 8 --cv 5   # cross-validated too
 
 With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
 macro-F1 as mean and standard deviation, in % (as the results tables quote them).
@@ -29,7 +34,8 @@ import pandas as pd
 import torch
 
 from args import layer_spec, parse_args
-from classification import extract_representations, nearest_neighbour_probe, refit_probe, scores, select_probe
+from classification import (cross_validated_accuracy, extract_representations, nearest_neighbour_probe, refit_probe,
+                            scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
 from main import load_splits
@@ -67,18 +73,23 @@ def with_encoder(model, encoder):
 
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
-                    encoders=ENCODERS[:1], probes=PROBES[:1]):
+                    encoders=ENCODERS[:1], probes=PROBES[:1], cv=0):
     """Rows (run, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in `folder`,
     one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's
     own), choice of layers (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of
     PROBES; nn1 has no C) and probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid
-    other than the run's; poolings: those to probe (default: all)."""
+    other than the run's; poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the
+    K-fold accuracy over every labelled training series (`cross_validated_accuracy`; its best C for logistic)."""
     cfg = run_settings(folder)
     grid = probe_C or cfg.probe_C
     splits = load_splits(cfg)
     if not splits.labelled or splits.test_x is None:
         raise TimeMAEError(f"{folder!r}: FineLast needs labels and a test split")
     fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+    both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
+    counts = np.bincount(splits.train_y[both])
+    if cv and counts[counts > 0].min() < 2:
+        raise TimeMAEError(f"{folder!r}: --cv needs at least 2 labelled series of every class")
     saved, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
@@ -89,38 +100,44 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k, repr_layers=chosen).validate()
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
-        both = None if held is None else np.concatenate([fit, held])
         for kind in probes:
             if kind == "logistic":
                 C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
-                fits = {0: probe, 1: None if both is None else refit_probe(probe, train_r[both], splits.train_y[both],
+                fits = {0: probe, 1: None if held is None else refit_probe(probe, train_r[both], splits.train_y[both],
                                                                            seed=cfg.seed)}
             else:  # nn1: nothing to choose; validation scores the fit split's 1-NN
                 C, probe = float("nan"), nearest_neighbour_probe(train_r[fit], splits.train_y[fit])
                 sel = scores(sel_y, probe.predict(sel_r))
-                fits = {0: probe, 1: None if both is None else nearest_neighbour_probe(train_r[both],
+                fits = {0: probe, 1: None if held is None else nearest_neighbour_probe(train_r[both],
                                                                                        splits.train_y[both])}
+            crossed = {} if not cv else dict(zip(("cv_C", "cv_acc"), cross_validated_accuracy(
+                train_r[both], splits.train_y[both], grid, cv, seed=cfg.seed, probe=kind)))
             for refit, fitted in fits.items():
                 if fitted is not None:
                     res = scores(splits.test_y, fitted.predict(test_r))
                     rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen),
-                                     probe=kind, refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"]))
+                                     probe=kind, refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"],
+                                     **crossed))
     return rows
 
 
 def summary(table):
     """The rows of several runs -> one row per (encoder, pooling, phases, layers, probe, refit): runs, mean validation
-    accuracy, and test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), in %."""
+    accuracy (and cross-validated, with --cv), and test accuracy and macro-F1 as mean and sample standard
+    deviation (NaN for one run), in %."""
     by = table.groupby(["encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False)
-    out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), acc=("acc", "mean"), acc_std=("acc", "std"),
-                 f1=("f1", "mean"), f1_std=("f1", "std"))
-    out[["val", "acc", "acc_std", "f1", "f1_std"]] *= 100
+    crossed = {"cv": ("cv_acc", "mean")} if "cv_acc" in table else {}
+    out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), **crossed, acc=("acc", "mean"),
+                 acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
+    out[["val", *crossed, "acc", "acc_std", "f1", "f1_std"]] *= 100
     return out.reset_index()
 
 
 def printable(means):
     """summary()'s rows with accuracy and macro-F1 as 'mean ± std', as tools.summarize and the results tables
     quote them."""
+    if "cv" in means:
+        means = means.assign(cv=means.cv.map("{:.2f}".format))
     return means.assign(val=means.val.map("{:.2f}".format),
                         acc=[mean_std(m, s) for m, s in zip(means.acc, means.acc_std)],
                         f1=[mean_std(m, s) for m, s in zip(means.f1, means.f1_std)]).drop(columns=["acc_std", "f1_std"])
@@ -140,6 +157,9 @@ def main(argv=None):
     p.add_argument("--encoders", nargs="+", choices=ENCODERS, default=ENCODERS[:1],
                    help="whose weights represent the series: the visible encoder (the paper's, default) or the "
                         "momentum encoder (its moving average)")
+    p.add_argument("--cv", type=int, default=0, metavar="K",
+                   help="also the K-fold accuracy over every labelled training series (cv_acc; 0: off): a selection "
+                        "figure without the edge the split that chose the checkpoint gives the run's own settings")
     p.add_argument("--probes", nargs="+", choices=PROBES, default=PROBES[:1],
                    help="classifiers on the representations: logistic (FineLast's probe, default) or nn1 (1-NN on "
                         "the standardised representations, the raw series' baseline classifier)")
@@ -148,7 +168,8 @@ def main(argv=None):
     try:
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
-                                                         poolings=a.pooling, encoders=a.encoders, probes=a.probes)])
+                                                         poolings=a.pooling, encoders=a.encoders, probes=a.probes,
+                                                         cv=a.cv)])
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
