@@ -78,8 +78,8 @@ def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     """K-fold accuracy (stratified, shuffled by `seed`; K at most the smallest class's count) of a probe on
     labelled representations: for the logistic probe the best C of `grid` and its accuracy, for nn1 (None, its
     accuracy). Every series is scored once, by a probe that did not see it: a selection figure for small sets,
-    steadier than a split of a few dozen series and free of the edge a run's own settings have on the split
-    that chose its checkpoint. Pass labelled training series only, never test."""
+    steadier than a split of a few dozen series, and with less of the edge a run's own settings have on the
+    split that chose its checkpoint (a fifth of the series). Pass labelled training series only, never test."""
     k = int(min(folds, np.bincount(y)[np.bincount(y) > 0].min()))
     splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
     if probe == "nn1":

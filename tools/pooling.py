@@ -8,8 +8,8 @@ the run's own FineLast, only the series representation, the classifier and its t
 logistic row of the run's own pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
 
 Validation here favours the run's own settings: its checkpoint is the best of the periodic probes on that very
-split under them. --cv K adds cv_acc, the K-fold accuracy over every labelled training series (never test), which
-has no such edge and, on small sets, scores five times as many series as the split.
+split under them. --cv K adds cv_acc, the K-fold accuracy over every labelled training series (never test): the
+split is a fifth of them, so less of its edge remains, and on small sets five times as many series are scored.
 
     python -m tools.pooling exp/uwave/seed1 exp/uwave/seed2 --out exp/uwave/pooling.csv
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
@@ -159,7 +159,7 @@ def main(argv=None):
                         "momentum encoder (its moving average)")
     p.add_argument("--cv", type=int, default=0, metavar="K",
                    help="also the K-fold accuracy over every labelled training series (cv_acc; 0: off): a selection "
-                        "figure without the edge the split that chose the checkpoint gives the run's own settings")
+                        "figure with less of the edge the split that chose the checkpoint gives the run's own settings")
     p.add_argument("--probes", nargs="+", choices=PROBES, default=PROBES[:1],
                    help="classifiers on the representations: logistic (FineLast's probe, default) or nn1 (1-NN on "
                         "the standardised representations, the raw series' baseline classifier)")
