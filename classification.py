@@ -56,11 +56,20 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
+def logistic_probe(C=1.0, seed=0):
+    """The FineLast probe, unfitted: StandardScaler + LogisticRegression."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+
+
+def standardised_one_nn():
+    """1-NN (Euclidean) on standardised features, unfitted."""
+    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1))
+
+
 def fit_probe(train_repr, train_y, seed=0, C=1.0):
     """The FineLast probe: StandardScaler + LogisticRegression fitted on frozen training representations."""
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
     with one_blas_thread():
-        return clf.fit(train_repr, train_y)
+        return logistic_probe(C, seed).fit(train_repr, train_y)
 
 
 def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
@@ -71,7 +80,7 @@ def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
 def nearest_neighbour_probe(train_repr, train_y):
     """1-NN (Euclidean) on standardised frozen representations: the raw series' classic baseline, put on the
     representation instead (tools.pooling --probes nn1), so the two are compared under the same classifier."""
-    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1)).fit(train_repr, train_y)
+    return standardised_one_nn().fit(train_repr, train_y)
 
 
 def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
@@ -82,18 +91,14 @@ def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     split that chose its checkpoint (a fifth of the series). Pass labelled training series only, never test."""
     k = int(min(folds, np.bincount(y)[np.bincount(y) > 0].min()))
     splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
-    if probe == "nn1":
-        pred = cross_val_predict(make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1)), reps, y,
-                                 cv=splitter)
-        return None, float(np.mean(pred == y))
-    best = None
-    for C in sorted(grid):   # the smaller C on ties, as select_probe
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+
+    def accuracy(model):
         with one_blas_thread():
-            acc = float(np.mean(cross_val_predict(model, reps, y, cv=splitter) == y))
-        if best is None or acc > best[1]:
-            best = (C, acc)
-    return best
+            return float(np.mean(cross_val_predict(model, reps, y, cv=splitter) == y))
+    if probe == "nn1":
+        return None, accuracy(standardised_one_nn())
+    return max(((C, accuracy(logistic_probe(C, seed))) for C in sorted(grid)),
+               key=lambda c_acc: c_acc[1])   # max keeps the first, the smaller C, on ties (as select_probe)
 
 
 def probe_as_head(probe, num_classes):
