@@ -9,6 +9,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from common.errors import TimeMAEError
+
 
 def scores(y_true, y_pred):
     """Accuracy and macro-F1 (both in [0, 1])."""
@@ -83,14 +85,23 @@ def nearest_neighbour_probe(train_repr, train_y):
     return standardised_one_nn().fit(train_repr, train_y)
 
 
+def fold_count(y, folds):
+    """K of a stratified K-fold over labels y: `folds`, capped by the smallest class's count (every fold then holds
+    each class). A class of one series leaves no K >= 2: TimeMAEError."""
+    counts = np.bincount(y)
+    k = int(min(folds, counts[counts > 0].min()))
+    if k < 2:
+        raise TimeMAEError(f"K-fold accuracy needs at least 2 labelled series of every class; the smallest has {k}")
+    return k
+
+
 def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     """K-fold accuracy (stratified, shuffled by `seed`; K at most the smallest class's count) of a probe on
     labelled representations: for the logistic probe the best C of `grid` and its accuracy, for nn1 (None, its
     accuracy). Every series is scored once, by a probe that did not see it: a selection figure for small sets,
     steadier than a split of a few dozen series, and with less of the edge a run's own settings have on the
     split that chose its checkpoint (a fifth of the series). Pass labelled training series only, never test."""
-    k = int(min(folds, np.bincount(y)[np.bincount(y) > 0].min()))
-    splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    splitter = StratifiedKFold(fold_count(y, folds), shuffle=True, random_state=seed)
 
     def accuracy(model):
         with one_blas_thread():

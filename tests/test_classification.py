@@ -6,6 +6,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import classification
 from classification import (cross_validated_accuracy, fit_probe, linear_probe, majority_accuracy,
                             nearest_neighbour_probe, select_probe)
+from common.errors import TimeMAEError
 
 
 def _blobs(n, seed, minority=0.2):
@@ -62,6 +63,8 @@ def test_cross_validated_accuracy_scores_every_series_once_by_a_probe_that_did_n
     xf = _blobs(12, 2)[0]
     capped = cross_validated_accuracy(xf, few, [], 5, seed=3, probe="nn1")[1]
     assert capped == by_hand(xf, few, KNeighborsClassifier(1), k=2)
+    with pytest.raises(TimeMAEError, match="at least 2 labelled series of every class; the smallest has 1"):
+        cross_validated_accuracy(xf[:11], few[:11], [], 5, probe="nn1")     # one series of class 1: no 2 folds
 
 
 def test_C_is_chosen_by_selection_accuracy():

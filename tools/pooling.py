@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 
 from args import layer_spec, parse_args
-from classification import (cross_validated_accuracy, extract_representations, nearest_neighbour_probe, refit_probe,
-                            scores, select_probe)
+from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
+                            refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
 from main import load_splits
@@ -87,9 +87,11 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         raise TimeMAEError(f"{folder!r}: FineLast needs labels and a test split")
     fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
-    counts = np.bincount(splits.train_y[both])
-    if cv and counts[counts > 0].min() < 2:
-        raise TimeMAEError(f"{folder!r}: --cv needs at least 2 labelled series of every class")
+    if cv:  # refuse before encoding anything
+        try:
+            fold_count(splits.train_y[both], cv)
+        except TimeMAEError as e:
+            raise TimeMAEError(f"{folder!r}: --cv: {e}") from None
     saved, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
