@@ -88,11 +88,11 @@ def nearest_neighbour_probe(train_repr, train_y):
 def fold_count(y, folds):
     """K of a stratified K-fold over labels y: `folds`, capped by the smallest class's count (every fold then holds
     each class). A class of one series leaves no K >= 2: TimeMAEError."""
-    counts = np.bincount(y)
-    k = int(min(folds, counts[counts > 0].min()))
-    if k < 2:
-        raise TimeMAEError(f"K-fold accuracy needs at least 2 labelled series of every class; the smallest has {k}")
-    return k
+    smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+    if folds < 2 or smallest < 2:
+        raise TimeMAEError(f"K-fold accuracy needs K >= 2 (got {folds}) and at least 2 labelled series of every "
+                           f"class (the smallest has {smallest})")
+    return min(folds, smallest)
 
 
 def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):

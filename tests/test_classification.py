@@ -63,8 +63,10 @@ def test_cross_validated_accuracy_scores_every_series_once_by_a_probe_that_did_n
     xf = _blobs(12, 2)[0]
     capped = cross_validated_accuracy(xf, few, [], 5, seed=3, probe="nn1")[1]
     assert capped == by_hand(xf, few, KNeighborsClassifier(1), k=2)
-    with pytest.raises(TimeMAEError, match="at least 2 labelled series of every class; the smallest has 1"):
+    with pytest.raises(TimeMAEError, match=r"every class \(the smallest has 1\)"):
         cross_validated_accuracy(xf[:11], few[:11], [], 5, probe="nn1")     # one series of class 1: no 2 folds
+    with pytest.raises(TimeMAEError, match=r"K >= 2 \(got 1\)"):
+        cross_validated_accuracy(xf, few, [], 1, probe="nn1")
 
 
 def test_C_is_chosen_by_selection_accuracy():
