@@ -87,8 +87,9 @@ def nearest_neighbour_probe(train_repr, train_y):
 
 def fold_count(y, folds):
     """K of a stratified K-fold over labels y: `folds`, capped by the smallest class's count (every fold then holds
-    each class). A class of one series leaves no K >= 2: TimeMAEError."""
-    smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+    each class). Refused (TimeMAEError) for `folds` < 2 or a class of one series, which leaves no K >= 2."""
+    counts = np.bincount(y)
+    smallest = int(counts[counts > 0].min())
     if folds < 2 or smallest < 2:
         raise TimeMAEError(f"K-fold accuracy needs K >= 2 (got {folds}) and at least 2 labelled series of every "
                            f"class (the smallest has {smallest})")
