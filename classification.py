@@ -58,9 +58,14 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
+def logistic_regression(C=1.0, seed=0):
+    """The FineLast probe's classifier, unfitted, for standardised features."""
+    return LogisticRegression(C=C, max_iter=1000, random_state=seed)
+
+
 def logistic_probe(C=1.0, seed=0):
     """The FineLast probe, unfitted: StandardScaler + LogisticRegression."""
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+    return make_pipeline(StandardScaler(), logistic_regression(C, seed))
 
 
 def standardised_one_nn():
@@ -135,7 +140,7 @@ def select_probe(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
     best = None
     for C in sorted(grid):
         with one_blas_thread():
-            lr = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(fit_z, fit_y)
+            lr = logistic_regression(C, seed).fit(fit_z, fit_y)
         sel = scores(sel_y, lr.predict(sel_z))
         if best is None or sel["acc"] > best[2]["acc"]:
             best = (C, lr, sel)
