@@ -1,6 +1,6 @@
 """Every relative link of README.md and docs/ names a file that exists and, where it names a heading
 (#anchor), a heading of that file under GitHub's anchor rule: lower case, punctuation dropped, spaces as hyphens,
--1, -2, ... on repeated headings. Read as text: nothing is rendered."""
+-1, -2, ... on repeated headings; and every code fence closes where it should. Read as text: nothing is rendered."""
 import collections
 import pathlib
 import re
@@ -13,13 +13,29 @@ PAGES = [pathlib.Path(ROOT) / "README.md", *sorted((pathlib.Path(ROOT) / "docs")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+def outside_fences(text):
+    """(line number, line) of the lines outside fenced code, by CommonMark's rule: a fence opens on ``` with or
+    without an info string (```bash) and closes only on a bare ```; raises if a fence is never closed or holds a
+    `## heading`, the sign of a closing fence gone missing."""
+    opened = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if opened is None and line.startswith("```"):
+            opened = number
+        elif opened is not None and line.strip() == "```":
+            opened = None
+        elif opened is not None:
+            assert not re.match(r"#{2,6} ", line), \
+                f"line {number} is a heading inside the fence opened on line {opened}: a closing ``` is missing"
+        else:
+            yield number, line
+    assert opened is None, f"the fence opened on line {opened} is never closed"
+
+
 def anchors(text):
-    """The anchors GitHub gives the headings of a markdown text (fenced code skipped)."""
-    found, seen, fenced = set(), collections.Counter(), False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        heading = None if fenced else re.match(r"#{1,6}\s+(.*)", line)
+    """The anchors GitHub gives the headings of a markdown text."""
+    found, seen = set(), collections.Counter()
+    for _, line in outside_fences(text):
+        heading = re.match(r"#{1,6}\s+(.*)", line)
         if heading:
             slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
             found.add(slug if seen[slug] == 0 else f"{slug}-{seen[slug]}")
@@ -28,7 +44,7 @@ def anchors(text):
 
 
 def test_anchor_rule_numbers_repeated_headings_and_drops_punctuation():
-    text = "# Speed: 3x, measured\n## Runs\n```\n# not a heading\n```\n## Runs\n"
+    text = "# Speed: 3x, measured\n## Runs\n```bash\n# not a heading\n```\n## Runs\n"
     assert anchors(text) == {"speed-3x-measured", "runs", "runs-1"}
 
 
@@ -45,3 +61,19 @@ def test_every_relative_link_names_an_existing_file_and_heading(page):
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
             broken.append(f"{target}: no such heading")
     assert not broken, f"{page.name}: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_code_fence_is_closed(page):
+    """An unclosed fence turns the rest of a page, headings included, into one code block; ```bash where a
+    bare ``` should close one does that too."""
+    list(outside_fences(page.read_text()))
+
+
+def test_fence_rule_reads_an_info_string_as_an_opener_only():
+    text = "```bash\nrun\n```bash\nmore\n```\n## After\n"
+    assert [line for _, line in outside_fences(text)] == ["## After"]
+    with pytest.raises(AssertionError, match="line 1 is never closed"):
+        list(outside_fences("```bash\nrun\n```bash\n"))
+    with pytest.raises(AssertionError, match="line 3 is a heading inside the fence opened on line 1"):
+        list(outside_fences("```bash\nrun\n## Next section\n```\n"))
