@@ -77,3 +77,19 @@ def test_fence_rule_reads_an_info_string_as_an_opener_only():
         list(outside_fences("```bash\nrun\n```bash\n"))
     with pytest.raises(AssertionError, match="line 3 is a heading inside the fence opened on line 1"):
         list(outside_fences("```bash\nrun\n## Next section\n```\n"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_table_row_has_as_many_cells_as_its_header(page):
+    """A row with a cell too few shifts every later cell under the wrong column."""
+    def cells(row):
+        return len(re.split(r"(?<!\\)\|", row.strip().strip("|")))
+    lines, header, bad = list(outside_fences(page.read_text())), None, []
+    for (number, line), (_, after) in zip(lines, lines[1:] + [(0, "")]):
+        if not line.startswith("|"):
+            header = None
+        elif header is None and re.fullmatch(r"\|[\s\-:|]+\|", after.strip()):
+            header = cells(line)
+        elif header is not None and not re.fullmatch(r"\|[\s\-:|]+\|", line.strip()) and cells(line) != header:
+            bad.append(f"line {number}: {cells(line)} cells under a header of {header}")
+    assert not bad, f"{page.name}: {bad}"
