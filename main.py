@@ -2,6 +2,7 @@
 
     python main.py --dataset epilepsy --data_path data/Epilepsy --wave_length 8 --vocab_size 192
 """
+import math
 import os
 import re
 import sys
@@ -85,8 +86,17 @@ def check_flags(cfg):
     for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size", "min_steps", "min_pretrain_steps"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
-    if min(cfg.probe_C) <= 0:
+    if not all(0 < c < math.inf for c in cfg.probe_C):
         raise TimeMAEError(f"--probe_C values must be positive, got {cfg.probe_C}")
+    # `not low < value` refuses NaN too
+    for flag in ("lr", "lr_decay_rate") + (("bert_lr",) if cfg.bert_lr is not None else ()):
+        if not 0 < getattr(cfg, flag) < math.inf:
+            raise TimeMAEError(f"--{flag} must be positive, got {getattr(cfg, flag)}")
+    for flag in ("weight_decay", "alpha", "beta", "ppl_warn"):
+        if not 0 <= getattr(cfg, flag) < math.inf:
+            raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
+    if not 0 <= cfg.seed < 2 ** 32:  # numpy's seed range
+        raise TimeMAEError(f"--seed must lie in 0..{2 ** 32 - 1}, got {cfg.seed}")
     for flag in ("label_ratio", "pretrain_ratio"):
         if not 0 < getattr(cfg, flag) <= 1:
             raise TimeMAEError(f"--{flag} must lie in (0, 1], got {getattr(cfg, flag)}")

@@ -109,6 +109,19 @@ class TimeMAEConfig:
 
     def validate(self):
         """Raise a one-line ConfigError for settings that cannot work."""
+        for name, least in (("d_model", 1), ("attn_heads", 1), ("layers", 1), ("reg_layers", 1), ("vocab_size", 2)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name} must be at least {least}, got {getattr(self, name)}", (name,))
+        # `not low <= value` refuses NaN too
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}", ("dropout",))
+        if not 0 <= self.mask_ratio <= 1:  # 0 and 1 get the message below, in windows
+            raise ConfigError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}", ("mask_ratio",))
+        if not 0 <= self.momentum <= 1:
+            raise ConfigError(f"momentum must lie in [0, 1], got {self.momentum}", ("momentum",))
+        for name in ("tau", "codebook_tau"):  # temperatures divide the scores
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}", (name,))
         if not (self.mcc or self.mrr):
             raise ConfigError("mcc=False and mrr=False together leave nothing to learn: drop at most one of the tasks",
                               ("mcc", "mrr"))

@@ -82,6 +82,15 @@ def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
     (["--wave_length", "4", "--mask_ratio", "1"], "at least one window must be masked"),
     (["--d_model", "30", "--attn_heads", "4"], "divisible by --attn_heads"),
     (["--probe_C", "1", "0"], "--probe_C values must be positive"),
+    (["--probe_C", "nan"], "--probe_C values must be positive"),
+    (["--lr", "nan"], "--lr must be positive, got nan"),
+    (["--lr_decay_rate", "0"], "--lr_decay_rate must be positive, got 0.0"),
+    (["--weight_decay", "-1"], "--weight_decay must be 0 or more, got -1.0"),
+    (["--beta", "-1"], "--beta must be 0 or more, got -1.0"),
+    (["--seed", "-1"], "--seed must lie in 0..4294967295, got -1"),
+    (["--dropout", "1"], "--dropout must lie in [0, 1), got 1.0"),
+    (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be positive, got 0.0"),
+    (["--vocab_size", "1"], "--vocab_size must be at least 2, got 1"),
     (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
 ])
 def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, message):

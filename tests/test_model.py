@@ -272,6 +272,13 @@ def test_dropout_rate_scale_and_eval_identity():
     (dict(wave_length=40), "longer than the series"),
     (dict(mask_ratio=0.05), "at least one window must be masked"),
     (dict(mask_ratio=1.0), "at least one window must be masked"),
+    (dict(mask_ratio=float("nan")), r"mask_ratio must lie in \(0, 1\), got nan"),
+    (dict(attn_heads=0), "attn_heads must be at least 1, got 0"),
+    (dict(reg_layers=0), "reg_layers must be at least 1, got 0"),
+    (dict(vocab_size=1), "vocab_size must be at least 2, got 1"),
+    (dict(dropout=1.0), r"dropout must lie in \[0, 1\), got 1.0"),
+    (dict(momentum=-0.1), r"momentum must lie in \[0, 1\], got -0.1"),
+    (dict(tau=0.0), "tau must be positive, got 0.0"),
 ])
 def test_bad_config_is_refused_in_one_line(kw, message):
     with pytest.raises(TimeMAEError, match=message):
