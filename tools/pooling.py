@@ -38,7 +38,7 @@ from classification import (cross_validated_accuracy, extract_representations, f
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
-from main import load_splits
+from main import flag_message, load_splits
 from model.config import POOLINGS
 from process import labelled_splits
 from tools.summarize import mean_std
@@ -166,6 +166,10 @@ def main(argv=None):
                    help="classifiers on the representations: logistic (FineLast's probe, default) or nn1 (1-NN on "
                         "the standardised representations, the raw series' baseline classifier)")
     a = p.parse_args(argv)
+    if a.threads < 1 or not all(0 < c < float("inf") for c in a.probe_C or [1.0]):
+        print(f"error: --threads must be at least 1 and --probe_C values positive, got {a.threads} and {a.probe_C}",
+              file=sys.stderr)
+        return 2
     torch.set_num_threads(a.threads)
     try:
         table = pd.DataFrame([row for run in a.runs
@@ -173,7 +177,7 @@ def main(argv=None):
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
                                                          cv=a.cv)])
     except TimeMAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if table.run.nunique() > 1:
