@@ -19,7 +19,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from args import parse_args  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
-from main import run  # noqa: E402
+from main import flag_message, run  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from tools.summarize import markdown, mean_std  # noqa: E402
 from engine.runfiles import append_line  # noqa: E402
@@ -104,8 +104,8 @@ class Study:
             with open(done) as f:
                 metrics = json.load(f)
         except TimeMAEError as e:
-            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {e}")
-            self.rows.append({**row, "protocol": "refused", "status": str(e)})
+            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {flag_message(e)}")
+            self.rows.append({**row, "protocol": "refused", "status": flag_message(e)})
             return None
         for protocol in PROTOCOLS:
             if protocol in metrics:
@@ -124,6 +124,9 @@ class Study:
     def finish(self, plot, order=None, panels=("dataset", "budget")):
         """Merge this invocation's rows into results.csv, write results.md and the figure (one panel per value of
         `panels`, drawn by plot(ax, rows of the panel)); print the table."""
+        refused = [row["status"] for row in self.rows if row["protocol"] == "refused"]
+        if refused and len(refused) == len(self.rows):
+            raise TimeMAEError(f"{self.name}: every run was refused, the first with: {refused[0]}")
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, "results.csv")
         runs = pd.DataFrame(self.rows)

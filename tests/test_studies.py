@@ -2,6 +2,7 @@
 datasets of other shapes, stratified label fractions, pretraining fractions and the ablation switches."""
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from conftest import TINY, synthetic_series, write_tstcc
 from datautils import random_subset, stratified_subset
 from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
+from experiments.runner import main_guard
 from loss import pretrain_loss
 from main import main as main_cli
 from model import TimeMAE
@@ -80,6 +82,25 @@ def test_mask_ratio_quick_sweeps_ratios_and_modes(studies_env, tmp_path):
     assert set(runs.budget) == {"tiny"}
     args = json.load(open(tmp_path / "studies/mask_ratio/tiny/epilepsy/batch_0.25/seed1/args.json"))
     assert args["num_masked"] == 2 and args["mask_mode"] == "batch"
+
+
+def test_a_refused_setting_is_a_row_of_the_study_and_a_study_of_refusals_one_error(studies_env, tmp_path, capsys,
+                                                                                   monkeypatch):
+    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "1.5", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "mask_ratio")
+    refused = runs[runs.protocol == "refused"]
+    assert set(refused.mask_ratio) == {1.5} and len(refused) == 2 and (runs[runs.mask_ratio == 0.5].status == "ok").all()
+    message = "--mask_ratio must lie in (0, 1), got 1.5"
+    assert (refused.status == message).all()
+    table = (tmp_path / "studies/mask_ratio/results.md").read_text()
+    assert sum(message in line and "| refused |" in line for line in table.splitlines()) == 2   # cells, not 'nan'
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "epilepsy", "--ratios", "1.5", *studies_env,
+                                      *STUDY_FLAGS])
+    assert main_guard(mask_ratio.main) == 2
+    err = capsys.readouterr().err                       # the progress bar's lines, then one error line
+    assert err.endswith(f"\nerror: mask_ratio: every run was refused, the first with: {message}\n")
+    assert "Traceback" not in err
 
 
 def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):

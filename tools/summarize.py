@@ -110,8 +110,10 @@ def mean_std(mean, std):
 
 
 def markdown(table):
-    """A GitHub markdown table of a DataFrame of strings and numbers."""
-    rows = [list(table.columns)] + table.astype(str).values.tolist()
+    """A GitHub markdown table of a DataFrame of strings and numbers; missing values are empty cells (pandas 3's
+    astype(str) keeps them as NaN)."""
+    cells = table.astype(object).where(table.notna(), "")
+    rows = [list(map(str, table.columns))] + [list(map(str, row)) for row in cells.values.tolist()]
     return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
 
 
