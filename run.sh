@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 dataset=${1:-}
-runs=${2:-3}
-if [ $# -ge 2 ]; then shift 2; elif [ $# -ge 1 ]; then shift 1; fi
+if [ $# -ge 1 ]; then shift; fi
+runs=3   # the run count is optional: a flag right after the dataset starts the extra flags
+if [ $# -ge 1 ] && [[ "$1" != --* ]]; then runs=$1; shift; fi
 
 # the preset (window length, codebook size, MRR/MCC weights, epochs) lives in experiments/presets.py, shared with experiments/
 preset_line=$(python -m experiments.presets "$dataset" "$@") || exit 2

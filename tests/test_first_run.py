@@ -12,10 +12,10 @@ from test_prepare import EPILEPSY_ZIP, Publisher, closed_port, small_epilepsy_zi
 BUDGET = ["--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]
 
 
-def run_sh(tmp_path, mirror, *flags, dataset="epilepsy"):
+def run_sh(tmp_path, mirror, *flags, dataset="epilepsy", runs=("1",)):
     env = {**os.environ, "TIMEMAE_MIRROR": mirror, "EXP_DIR": str(tmp_path / "exp")}
     env.pop("TIMEMAE_DATA", None)
-    return subprocess.run(["bash", os.path.join(ROOT, "run.sh"), dataset, "1", *flags], env=env,
+    return subprocess.run(["bash", os.path.join(ROOT, "run.sh"), dataset, *runs, *flags], env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -51,16 +51,19 @@ def test_offline_is_one_line_naming_the_download_and_the_source_command(tmp_path
 
 def test_run_sh_ucr_reads_the_named_set_where_main_does_and_keeps_each_set_apart(tmp_path):
     """`bash run.sh ucr --UCR_folder NAME` finds NAME under --data_path's folder (no download), runs into
-    exp/NAME; a second set gets its own folder; without --UCR_folder it stops with one line."""
+    exp/NAME; a second set gets its own folder; without --UCR_folder it stops with one line. The run count is
+    optional (the second set: 3 seeds, as README writes the command); one that is not a positive integer is
+    refused in one line."""
     offline = f"http://127.0.0.1:{closed_port()}/static/public"
-    for name, seed in (("Toy", 0), ("Other", 1)):
+    for name, seed, runs in (("Toy", 0, ("1",)), ("Other", 1, ())):
         _, members, _ = uea_archive(name, 1, [20], 2, 24, 12, seed=seed)
         (tmp_path / "data" / name).mkdir(parents=True)
         for file, text in members.items():
             (tmp_path / "data" / name / file).write_text(text)
-        done = run_sh(tmp_path, offline, "--data_path", str(tmp_path / "data"), "--UCR_folder", name, *BUDGET,
-                      dataset="ucr")
+        done = run_sh(tmp_path, offline, "--UCR_folder", name, "--data_path", str(tmp_path / "data"), *BUDGET,
+                      dataset="ucr", runs=runs)
         assert done.returncode == 0, done.stderr[-2000:]
+        assert len(list((tmp_path / "exp" / name).glob("seed*"))) == (int(runs[0]) if runs else 3)
         run = tmp_path / "exp" / name / "seed1"
         assert json.loads((run / "args.json").read_text())["UCR_folder"] == name
         assert_reported(run, json.loads((run / "metrics.json").read_text()))
@@ -69,3 +72,6 @@ def test_run_sh_ucr_reads_the_named_set_where_main_does_and_keeps_each_set_apart
     missing = run_sh(tmp_path, offline, "--data_path", str(tmp_path / "data"), *BUDGET, dataset="ucr")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     assert missing.stderr.startswith("error: ucr needs --UCR_folder <Name>")
+    refused = run_sh(tmp_path, offline, "--UCR_folder", "Toy", dataset="ucr", runs=("two",))
+    assert refused.returncode == 2 and refused.stderr == "error: runs must be a positive integer, got 'two'\n"
+
