@@ -33,6 +33,17 @@ def default_threads():
     return max(1, cpus // local)
 
 
+def positive_int(text):
+    """An argparse type: a count of 1 or more (threads, repetitions, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
 def layer_spec(text):
     """'8' -> [8]; '5-8' -> [5, 6, 7, 8]; '0,8' -> [0, 8]; in increasing order, each once: visible-encoder
     layers, 0 being the window embeddings (the encoder's input) and k the output of block k. A list, as args.json

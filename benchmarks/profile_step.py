@@ -25,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from args import positive_int  # noqa: E402
 from benchmarks.throughput import SHAPES, pretrain_flops, pretrain_optimizer, pretrain_setup, sync, timed  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast  # noqa: E402
 from loss import pretrain_loss  # noqa: E402
@@ -36,12 +37,12 @@ def parse(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shape", default="har", choices=sorted(SHAPES))
     p.add_argument("--wave_length", type=int, default=0, help="0: run.sh's preset for the shape")
-    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--batch_size", type=positive_int, default=128)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=10, help="profiled steps, after --warmup untimed ones")
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--steps", type=positive_int, default=10, help="profiled steps, after --warmup untimed ones")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--top", type=int, default=12, help="operators listed")
+    p.add_argument("--top", type=positive_int, default=12, help="operators listed")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     p.add_argument("--compile_backend", default="inductor")

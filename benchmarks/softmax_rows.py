@@ -15,15 +15,16 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from args import positive_int  # noqa: E402
 from model.layers import SHORT_ROWS, SoftmaxLastDim  # noqa: E402
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--batch_size", type=positive_int, default=128)
+    p.add_argument("--heads", type=positive_int, default=4)
     p.add_argument("--lengths", default="4,7,9,12,13,15,16,17,20,23,32", help="comma-separated row lengths L")
     return p.parse_args(argv)
 

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from args import default_threads  # noqa: E402
+from args import default_threads, positive_int  # noqa: E402
 from benchmarks.end_to_end import end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
@@ -52,12 +52,12 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="all", help="cpu, cuda, cuda:N, or all (cpu, then cuda when present)")
-    p.add_argument("--threads", type=int, default=default_threads(), help="torch CPU threads")
-    p.add_argument("--batch_size", type=int, default=128, help="training batch (pretraining and fine-tuning)")
-    p.add_argument("--eval_series", type=int, default=2048, help="series encoded per extraction repetition")
+    p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
+    p.add_argument("--batch_size", type=positive_int, default=128, help="training batch (pretraining and fine-tuning)")
+    p.add_argument("--eval_series", type=positive_int, default=2048, help="series encoded per extraction repetition")
     p.add_argument("--eval_batch_size", type=int, default=0, help="0: as main.py (test batch on CPU, 8192 GPU)")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions (the median is reported)")
-    p.add_argument("--steps", type=int, default=3, help="batches per timed repetition")
+    p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions (the median is reported)")
+    p.add_argument("--steps", type=positive_int, default=3, help="batches per timed repetition")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first (more with --compile)")
     p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of " + ",".join(SHAPES))
     p.add_argument("--out", default="exp/throughput.csv", help="CSV file for the table")
@@ -71,7 +71,7 @@ def parse(argv=None):
     p.add_argument("--e2e_epochs", type=int, default=0,
                    help="also time whole runs of N pretraining epochs + final probe on real Epilepsy (0: off)")
     p.add_argument("--e2e_waves", default="8,16", help="window lengths of the end-to-end runs")
-    p.add_argument("--e2e_reps", type=int, default=1, help="end-to-end runs per window length and code")
+    p.add_argument("--e2e_reps", type=positive_int, default=1, help="end-to-end runs per window length and code")
     p.add_argument("--data_path", default=None, help="the Epilepsy folder (default: $TIMEMAE_DATA/Epilepsy)")
     p.add_argument("--reference", default=None,
                    help="a checkout of the reference code (Mingyue-Cheng/TimeMAE) to time beside this project")

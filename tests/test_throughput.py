@@ -40,9 +40,13 @@ def test_sync_count_reads_the_warnings_of_torchs_sync_debug_mode(monkeypatch):
     assert math.isnan(throughput.syncs_per_call(step, torch.device("cpu")))
 
 
-def test_benchmark_refuses_unknown_shapes():
+def test_benchmark_refuses_unknown_shapes_and_counts_below_one(capsys):
     with pytest.raises(SystemExit):
         throughput.parse(["--shapes", "har,imagenet"])
+    for flag, value in (("--reps", "0"), ("--threads", "-1"), ("--batch_size", "x")):
+        with pytest.raises(SystemExit):
+            throughput.parse([flag, value])
+        assert f"argument {flag}: expected a whole number of 1 or more, got '{value}'" in capsys.readouterr().err
 
 
 def test_reference_copy_gets_only_the_runtime_fixes(tmp_path):

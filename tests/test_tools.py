@@ -166,9 +166,12 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     assert "is not a finished run folder" in capsys.readouterr().err
     assert pooling_main([runs[0], "--phases", "0"]) == 2
     assert capsys.readouterr().err == "error: --phases must be 1 or more, got 0\n"
-    for bad in (["--threads", "0"], ["--probe_C", "1", "-1"], ["--probe_C", "nan"]):
+    for bad in (["--probe_C", "1", "-1"], ["--probe_C", "nan"]):
         assert pooling_main([runs[0], *bad]) == 2
-        assert "--threads must be at least 1 and --probe_C values positive" in capsys.readouterr().err
+        assert capsys.readouterr().err.startswith("error: --probe_C values must be positive, got [")
+    with pytest.raises(SystemExit):
+        pooling_main([runs[0], "--threads", "0"])
+    assert "argument --threads: expected a whole number of 1 or more, got '0'" in capsys.readouterr().err
 
 
 def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_alone():
