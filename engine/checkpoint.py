@@ -37,10 +37,11 @@ def open_checkpoint(path):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if not found:  # no pickled object named: bytes that are no pickle at all (a text file, say)
+            raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (not a file torch.save wrote)") from None
         raise TimeMAEError(f"{path!r} holds Python objects other than tensors and plain values "
-                           f"({found.group(1) if found else 'unknown'}), which "
-                           "weights-only loading refuses: it is not a checkpoint of this version (retrain, or see "
-                           "docs/api.md#old-checkpoints)") from None
+                           f"({found.group(1)}), which weights-only loading refuses: it is not a checkpoint of "
+                           "this version (retrain, or see docs/api.md#old-checkpoints)") from None
     except Exception as e:
         raise TimeMAEError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

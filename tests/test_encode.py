@@ -148,6 +148,9 @@ def test_weights_only_refuses_a_pickle_that_carries_code(tmp_path, monkeypatch):
     with pytest.raises(TimeMAEError, match="docs/api.md#old-checkpoints"):
         open_checkpoint(str(tmp_path / "old.pkl"))
     assert not (tmp_path / "PWNED").exists()
+    (tmp_path / "notes.txt").write_text("# not a checkpoint\n")
+    with pytest.raises(TimeMAEError, match=r"notes.txt' is not a TimeMAE checkpoint \(not a file torch.save wrote\)"):
+        open_checkpoint(str(tmp_path / "notes.txt"))
 
 
 def test_run_checkpoints_load_weights_only(run):
