@@ -176,12 +176,24 @@ def _load_raw_har(folder):
 
 # ----------------------------------------------------------------------------------------------- NumPy files
 
+def load_numpy_file(path):
+    """np.load without pickles (an ndarray, or an NpzFile to close); numpy's advice to pass allow_pickle, which
+    the user cannot, becomes what the file is."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError("not a NumPy array file of numbers (numpy.save / savez): pickles and object arrays "
+                             "are refused") from None
+        raise
+
+
 def _load_numpy(path):
     """--dataset numpy: NUMPY_FORMAT; arrays in the aeon layout (N, C, T), labels of any type."""
     if not os.path.isfile(path):
         raise TimeMAEError(f"--data_path {path!r} is not a file; --dataset numpy reads {NUMPY_FORMAT}")
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = load_numpy_file(path)
         if isinstance(loaded, np.ndarray):
             arrays = {"x": loaded}
         else:

@@ -116,13 +116,16 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("longer", "longer series are refused"),
     ("no_head", "has no trained classification head"),
     ("format", "unknown file type .txt"),
+    ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez): pickles and object arrays are"),
+    ("objects", "x.npy: not a NumPy array file of numbers (numpy.save / savez): pickles and object arrays are"),
 ])
 def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     _, _, out = run
-    x = {"channels": new_series(channels=3), "longer": np.zeros((2, 2, 40), np.float32)}.get(case, new_series())
+    x = {"channels": new_series(channels=3), "longer": np.zeros((2, 2, 40), np.float32),
+         "objects": np.array([{"a": 1}], dtype=object)}.get(case, new_series())
     path = tmp_path / ("x.txt" if case == "format" else "x.npy")
-    np.save(tmp_path / "x.npy", x)
-    if case == "format":
+    np.save(tmp_path / "x.npy", x, allow_pickle=case == "objects")
+    if case in ("format", "not_npy"):
         path.write_text("1,2,3\n")
     model = str(out / "pretrain_model.pkl") if case == "no_head" else str(out)
     assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *(["--predict"] * (case == "no_head"))]) == 2

@@ -20,7 +20,7 @@ import torch
 
 from common.errors import TimeMAEError
 from data.formats import read_ts
-from datautils import as_series_array
+from datautils import as_series_array, load_numpy_file
 from engine.runfiles import atomic_save_npy, atomic_write_text
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
@@ -35,9 +35,9 @@ def read_series(path):
         raise TimeMAEError(f"input {path!r} does not exist")
     try:
         if ext == ".npy":
-            return np.load(path, allow_pickle=False)
+            return load_numpy_file(path)
         if ext == ".npz":
-            with np.load(path, allow_pickle=False) as f:
+            with load_numpy_file(path) as f:
                 if "x" not in f.files and len(f.files) != 1:
                     raise TimeMAEError(f"{path}: holds {f.files}; expected an array 'x' (or a single array)")
                 return f["x" if "x" in f.files else f.files[0]]
