@@ -27,7 +27,8 @@ from engine.checkpoint import load_model  # noqa: E402
 from engine.record import EPOCH_LOG  # noqa: E402
 
 def read_epochs(run_dir):
-    """pretrain_log.jsonl as a DataFrame, one row per pretraining epoch (probe: NaN where none ran)."""
+    """pretrain_log.jsonl as a DataFrame, one row per pretraining epoch (probe: NaN where none ran); empty for a
+    run that pretrained no epoch (FineZero, or --pretrained_path with --num_epoch_pretrain 0)."""
     path = os.path.join(run_dir, EPOCH_LOG)
     if not os.path.isfile(path):
         raise TimeMAEError(f"{run_dir!r} has no {EPOCH_LOG} (not a run folder, or one written before the "
@@ -36,8 +37,6 @@ def read_epochs(run_dir):
         epochs = pd.read_json(path, lines=True)
     except ValueError as e:
         raise TimeMAEError(f"cannot read {path}: {e}") from None
-    if epochs.empty:
-        raise TimeMAEError(f"{path} holds no epochs (a FineZero run has no curves)")
     return epochs
 
 
@@ -46,8 +45,7 @@ def protocol(run_dir):
         return json.load(f)["select_on"]
 
 
-def plot_curves(run_dir):
-    pre = read_epochs(run_dir)
+def plot_curves(run_dir, pre):
     probe = pre.dropna(subset=["probe"])  # the last epoch is always probed
     panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
               ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
@@ -73,9 +71,9 @@ def plot_curves(run_dir):
     return out
 
 
-def plot_codebook(run_dir):
-    """Codewords used and perplexity of the codeword targets per epoch, against the codebook size."""
-    pre = read_epochs(run_dir)
+def plot_codebook(run_dir, pre):
+    """Codewords used and perplexity of the codeword targets per epoch (`pre`: read_epochs), against the codebook
+    size."""
     with open(os.path.join(run_dir, "args.json")) as f:
         vocab = json.load(f)["vocab_size"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -134,8 +132,13 @@ def main(argv=None):
     try:
         if not os.path.isfile(os.path.join(a.run_dir, "args.json")):
             raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no args.json)")
-        print(plot_curves(a.run_dir))
-        print(plot_codebook(a.run_dir))
+        epochs = read_epochs(a.run_dir)
+        if epochs.empty:  # the t-SNE of its checkpoint is still worth a look
+            print(f"{a.run_dir}: no pretraining epochs (FineZero, or pretrained in another run): no curves.png or "
+                  "codebook.png")
+        else:
+            print(plot_curves(a.run_dir, epochs))
+            print(plot_codebook(a.run_dir, epochs))
         if not a.no_tsne:
             print(plot_tsne(a.run_dir, a.data_path, a.max_points))
     except TimeMAEError as e:

@@ -57,6 +57,16 @@ def test_visualize_writes_curves_and_tsne(two_runs):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs, tmp_path, capsys):
+    folder, _, data = two_runs
+    run = tmp_path / "finezero"
+    shutil.copytree(folder / "seed1", run, ignore=shutil.ignore_patterns("*.png"))
+    (run / "pretrain_log.jsonl").write_text("")                  # as a FineZero run leaves it
+    assert visualize_main([str(run), "--data_path", data, "--max_points", "40"]) == 0
+    assert "no pretraining epochs" in capsys.readouterr().out
+    assert sorted(p.name for p in run.glob("*.png")) == ["tsne.png"]
+
+
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
     assert visualize_main([str(tmp_path)]) == 2 and "not a run folder" in capsys.readouterr().err
 
