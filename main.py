@@ -76,6 +76,12 @@ def bert_settings(cfg, log):
                 bert_input_norm=cfg.bert_input_norm, bert_freeze_layers=cfg.bert_freeze_layers)
 
 
+def check_probe_grid(grid):
+    """The probes' C grid (--probe_C) must hold positive, finite values (NaN refused too)."""
+    if not all(0 < c < math.inf for c in grid):
+        raise TimeMAEError(f"--probe_C values must be positive, got {grid}")
+
+
 def check_flags(cfg):
     if not 0 < cfg.val_ratio < 1:
         raise TimeMAEError(f"--val_ratio must lie in (0, 1), got {cfg.val_ratio}")
@@ -86,8 +92,7 @@ def check_flags(cfg):
     for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size", "min_steps", "min_pretrain_steps"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
-    if not all(0 < c < math.inf for c in cfg.probe_C):
-        raise TimeMAEError(f"--probe_C values must be positive, got {cfg.probe_C}")
+    check_probe_grid(cfg.probe_C)
     # `not low < value` refuses NaN too
     for flag in ("lr", "lr_decay_rate") + (("bert_lr",) if cfg.bert_lr is not None else ()):
         if not 0 < getattr(cfg, flag) < math.inf:

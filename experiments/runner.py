@@ -104,8 +104,9 @@ class Study:
             with open(done) as f:
                 metrics = json.load(f)
         except TimeMAEError as e:
-            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {flag_message(e)}")
-            self.rows.append({**row, "protocol": "refused", "status": flag_message(e)})
+            reason = flag_message(e)
+            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {reason}")
+            self.rows.append({**row, "protocol": "refused", "status": reason})
             return None
         for protocol in PROTOCOLS:
             if protocol in metrics:

@@ -38,7 +38,7 @@ from classification import (cross_validated_accuracy, extract_representations, f
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
-from main import flag_message, load_splits
+from main import check_probe_grid, flag_message, load_splits
 from model.config import POOLINGS
 from process import labelled_splits
 from tools.summarize import mean_std
@@ -166,11 +166,10 @@ def main(argv=None):
                    help="classifiers on the representations: logistic (FineLast's probe, default) or nn1 (1-NN on "
                         "the standardised representations, the raw series' baseline classifier)")
     a = p.parse_args(argv)
-    if not all(0 < c < float("inf") for c in a.probe_C or [1.0]):
-        print(f"error: --probe_C values must be positive, got {a.probe_C}", file=sys.stderr)
-        return 2
     torch.set_num_threads(a.threads)
     try:
+        if a.probe_C:  # the runs' own grids passed main.py's check
+            check_probe_grid(a.probe_C)
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
