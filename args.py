@@ -258,10 +258,10 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def defaults(**overrides):
-    """The flags' defaults as parse_args([]) gives them, with `overrides` (names of flags) set: the
-    configuration of a run started from Python (the timemae API). An unknown name is a TypeError."""
-    cfg = parse_args([])
+def defaults(argv=(), **overrides):
+    """The configuration parse_args(argv) gives (argv: a preset's flags; none: the defaults), with `overrides`
+    (names of flags) set: a run started from Python (the timemae API). An unknown name is a TypeError."""
+    cfg = parse_args(list(argv))
     unknown = sorted(set(overrides) - set(vars(cfg)))
     if unknown:
         raise TypeError(f"unknown settings {unknown}")

@@ -1,10 +1,12 @@
 """The README's "Your own data" example on a UCR dataset, with the baselines docs/api.md reports beside it.
 
-    python examples/own_data.py /work/shared/data/ArrowHead --seeds 1 2 3 --threads 1
+    python examples/own_data.py "$TIMEMAE_DATA"/ArrowHead --seeds 1 2 3 --threads 1
+    python examples/own_data.py "$TIMEMAE_DATA"/ArrowHead --quick     # a smoke run of the path (seconds)
 
 Per seed: TimeMAEClassifier (pretrain, then fine-tune: FineAll), Pipeline(TimeMAEEncoder, LogisticRegression)
 (frozen representations: FineLast), and FineZero (the same classifier without pretraining); once: a
 LogisticRegression on the raw (normalised, zero-padded) series. Test accuracy on the dataset's test split.
+Every estimator at its defaults (preset 'ucr'), or with --preset none main.py's (the paper's).
 """
 import argparse
 import glob
@@ -19,8 +21,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common.errors import TimeMAEError  # noqa: E402
 from data.formats import read_ts  # noqa: E402
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load  # noqa: E402
+
+# --quick: a small model and a few steps, no step budget: checks that the data and the path work, nothing more
+QUICK = dict(d_model=16, attn_heads=2, layers=1, reg_layers=1, num_epoch_pretrain=2,
+             flags={"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0})
 
 
 def read(path):
@@ -35,23 +42,30 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="exp/own_data", help="where the classifiers are saved")
+    p.add_argument("--preset", default="ucr", help="the estimators' preset ('none': main.py's defaults)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: small model, 2 epochs each, no step budget")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train = glob.glob(os.path.join(args.folder, "*_TRAIN.ts"))[0]
+    found = sorted(glob.glob(os.path.join(args.folder, "*_TRAIN.ts")))
+    if not found:
+        raise TimeMAEError(f"{args.folder!r} holds no <Name>_TRAIN.ts (a UCR/UEA dataset folder is expected)")
+    train = found[0]
     X, y = read(train)
     X_test, y_test = read(train.replace("_TRAIN.ts", "_TEST.ts"))
     os.makedirs(args.out, exist_ok=True)
     for seed in args.seeds:
-        common = dict(random_state=seed, threads=args.threads, verbose=False)
+        common = dict(random_state=seed, threads=args.threads, verbose=False,
+                      preset=None if args.preset == "none" else args.preset, **(QUICK if args.quick else {}))
+        fine = {"num_epoch": 2} if args.quick else {}
         start = time.perf_counter()
         # --- the README's example ---
-        clf = TimeMAEClassifier(**common).fit(X, y)                   # pretrain, then fine-tune
+        clf = TimeMAEClassifier(**common, **fine).fit(X, y)           # pretrain, then fine-tune
         clf.save(os.path.join(args.out, f"clf_seed{seed}.pkl"))
         same = load(os.path.join(args.out, f"clf_seed{seed}.pkl"))
         pipe = make_pipeline(TimeMAEEncoder(**common), StandardScaler(), LogisticRegression(max_iter=1000))
         pipe.fit(X, y)                                                # frozen representations + a linear probe
         # ---
-        zero = TimeMAEClassifier(**common, num_epoch_pretrain=0).fit(X, y)
+        zero = TimeMAEClassifier(**{**common, "num_epoch_pretrain": 0}, **fine).fit(X, y)
         print(f"seed {seed}: FineAll {clf.score(X_test, y_test):.4f} (loaded: {same.score(X_test, y_test):.4f}), "
               f"encoder + LogisticRegression {pipe.score(X_test, y_test):.4f}, "
               f"FineZero {zero.score(X_test, y_test):.4f}; {time.perf_counter() - start:.0f} s", flush=True)
@@ -62,4 +76,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TimeMAEError as e:
+        sys.exit(f"error: {e}")

@@ -40,14 +40,16 @@ UCR = ["--wave_length", "0", "--vocab_size", "192", "--alpha", "5.0", "--beta", 
        "--num_epoch", "100", "--fineall_head", "probe", "--pooling", "meanmax", "--phases", "8"]
 
 
+ALL = {**PRESETS, "ucr": UCR}
+
+
 def main(argv):
     """Print a preset's flags; run.sh passes its extra main.py flags along, which are not read."""
-    presets = {**PRESETS, "ucr": UCR}
-    if len(argv) < 1 or argv[0] not in presets:
-        print(f"usage: bash run.sh <{'|'.join(presets)}> [runs] [extra main.py flags; for ucr: --UCR_folder "
+    if len(argv) < 1 or argv[0] not in ALL:
+        print(f"usage: bash run.sh <{'|'.join(ALL)}> [runs] [extra main.py flags; for ucr: --UCR_folder "
               "<Name>]", file=sys.stderr)
         return 2
-    print(" ".join(presets[argv[0]]))
+    print(" ".join(ALL[argv[0]]))
     return 0
 
 

@@ -1,7 +1,9 @@
 """The timemae API on synthetic arrays: shapes, scikit-learn conventions, save/load in a fresh process,
 unequal lengths, predictions, and the parameters' defaults (main.py's)."""
+import importlib.util
 import inspect
 import os
+import re
 import subprocess
 import sys
 
@@ -20,9 +22,10 @@ from conftest import synthetic_series
 from scale_helpers import ROOT
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load
 from timemae.estimators import FLAGS
+from experiments import presets
 
 SMALL = dict(wave_length=4, d_model=16, attn_heads=2, layers=1, reg_layers=1, vocab_size=16, train_batch_size=32,
-             num_epoch_pretrain=2, threads=1, device="cpu", verbose=False)
+             num_epoch_pretrain=2, threads=1, device="cpu", verbose=False, preset=None)   # None: main.py's defaults
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,7 +36,8 @@ def exact_epochs():
     real = estimators.defaults
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(estimators, "defaults",
-                   lambda **kw: real(**{"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0, **kw}))
+                   lambda *preset, **kw: real(*preset, **{"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0,
+                                                          **kw}))
         yield
 
 
@@ -165,15 +169,45 @@ def test_probe_folded_into_the_head_predicts_as_sklearn():
         np.testing.assert_allclose(logits.softmax(-1).numpy(), probe.predict_proba(r), atol=1e-5)
 
 
-def test_defaults_are_main_py_defaults():
+def test_defaults_are_main_py_defaults_except_where_the_preset_sets_them():
     flags = vars(parse_args([]))
+    preset = {a[2:] for a in presets.UCR if a.startswith("--")}
     for cls in (TimeMAEEncoder, TimeMAEClassifier):
         params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
         for name in FLAGS:
-            assert params[name] == (flags[name] if name not in ("d_model", "threads") else None), name
+            unset = name in preset or name in ("d_model", "threads")   # None: the preset's, or main.py's
+            assert params[name] == (None if unset else flags[name]), name
         assert params["random_state"] == flags["seed"] and params["device"] is None
-        assert params["verbose"] == (not flags["no_progress"])
-    assert TimeMAEClassifier().num_epoch == flags["num_epoch"]
+        assert params["verbose"] == (not flags["no_progress"]) and params["preset"] == "ucr"
+    assert TimeMAEClassifier().num_epoch is None and "num_epoch" in preset
+
+
+def test_preset_then_parameters_then_flags():
+    ucr = vars(parse_args(presets.UCR))
+    cfg = TimeMAEEncoder()._config(None, 0)
+    assert (cfg.wave_length, cfg.pooling, cfg.phases, cfg.fineall_head) == (0, "meanmax", 8, "probe")
+    own = {"dataset", "seed", "no_progress", "save_path", "num_epoch", "min_batches", "min_pretrain_steps",
+           "min_steps"}   # the estimator's and (step budget) this module's fixture's
+    assert {k: v for k, v in vars(cfg).items() if k not in own} == {k: v for k, v in ucr.items() if k not in own}
+    assert TimeMAEClassifier()._config(None, None).num_epoch == ucr["num_epoch"]
+    cfg = TimeMAEEncoder(pooling="mean", flags={"phases": 2})._config(None, 0)
+    assert (cfg.wave_length, cfg.pooling, cfg.phases) == (0, "mean", 2)
+    main_py = vars(parse_args([]))
+    cfg = TimeMAEEncoder(preset=None)._config(None, 0)
+    assert (cfg.wave_length, cfg.pooling, cfg.phases, cfg.fineall_head) == \
+        (main_py["wave_length"], main_py["pooling"], main_py["phases"], main_py["fineall_head"]) == (8, "mean", 1,
+                                                                                                     "random")
+    assert TimeMAEClassifier(preset="epilepsy")._config(None, None).num_epoch == 20
+    with pytest.raises(TimeMAEError, match="preset must be one of har, epilepsy, uwave, ps, ad, ucr or None"):
+        TimeMAEEncoder(preset="UCR").fit(aeon(8)[0])
+
+
+def test_default_preset_fits_the_window_to_the_series_and_reads_meanmax_over_phases():
+    X, y = aeon(40, length=100)
+    clf = TimeMAEClassifier(**{**SMALL, "wave_length": None, "preset": "ucr"}, num_epoch=2).fit(X, y)
+    cfg = clf.model_.cfg
+    assert (cfg.wave_length, cfg.pooling, cfg.phases) == (4, "meanmax", 8)     # 100 steps: 25 windows of 4
+    assert clf.transform(X[:3]).shape == (3, 32) and clf.predict(X[:3]).shape == (3,)
 
 
 def test_bad_uses_are_one_line_errors():
@@ -187,3 +221,25 @@ def test_bad_uses_are_one_line_errors():
     with pytest.raises(TimeMAEError, match="n_cases, n_channels, n_timepoints"):
         TimeMAEEncoder(**SMALL).fit(np.zeros((2, 3, 4, 5)))
     assert not os.path.exists("exp/numpy")                          # nothing written to the working folder
+
+
+def test_own_data_example_quick_run(tmp_path, capsys):
+    """examples/own_data.py --quick on a small UCR-format folder: every model of the README's example fits,
+    the saved classifier scores as the fitted one, and a folder without a training file is one error."""
+    spec = importlib.util.spec_from_file_location("own_data", os.path.join(ROOT, "examples", "own_data.py"))
+    own_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(own_data)
+    for split, n in (("TRAIN", 30), ("TEST", 20)):
+        x, y = synthetic_series(n, length=40, channels=1, seed=len(split))
+        rows = [",".join(f"{v:.5f}" for v in s[:, 0]) + f":{label}" for s, label in zip(x, y)]
+        (tmp_path / f"Toy_{split}.ts").write_text("@problemName Toy\n@univariate true\n@classLabel true 0 1 2\n"
+                                                  "@data\n" + "\n".join(rows) + "\n")
+    own_data.main([str(tmp_path), "--quick", "--seeds", "1", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    scores = re.search(r"seed 1: FineAll ([\d.]+) \(loaded: ([\d.]+)\), encoder \+ LogisticRegression [\d.]+, "
+                       r"FineZero [\d.]+;", out)
+    assert scores and scores[1] == scores[2], out
+    assert re.search(r"raw series \+ LogisticRegression: [\d.]+", out)
+    assert load(str(tmp_path / "out" / "clf_seed1.pkl")).preset == "ucr"
+    with pytest.raises(TimeMAEError, match="holds no <Name>_TRAIN.ts"):
+        own_data.main([str(tmp_path / "out")])

@@ -23,6 +23,7 @@ from datautils import as_series_array, prepare_series, splits_from_arrays
 from engine.checkpoint import load_model, open_checkpoint, save_checkpoint
 from engine.distributed import resolve_device
 from engine.speed import eval_batch_size
+from experiments.presets import ALL as PRESETS
 
 # estimator parameters that are main.py flags of the same name
 FLAGS = ("wave_length", "d_model", "attn_heads", "layers", "reg_layers", "dropout", "vocab_size", "mask_ratio",
@@ -32,15 +33,18 @@ FLAGS = ("wave_length", "d_model", "attn_heads", "layers", "reg_layers", "dropou
 
 class _TimeMAE(BaseEstimator):
     """Parameters are main.py's flags of the same name, with its defaults (`threads=None`: the CPUs this
-    process may use; `d_model=None`: 64), plus: device (None: cuda if available, else cpu), random_state
-    (--seed), verbose (log lines and progress bars, as main.py prints them), save_path (keep the run folder
-    there; None: a temporary one) and flags (a dict of any other main.py flag, e.g. {'tokenizer': 'argmax'})."""
+    process may use; `d_model=None`: 64), plus: preset, run.sh's preset the flags start from ('ucr', the
+    default: the UCR/UEA preset chosen for data nobody tuned for, window length from the series length; a paper
+    preset such as 'epilepsy'; None: main.py's defaults, the paper's) with the parameters left at None taking
+    its values; device (None: cuda if available, else cpu), random_state (--seed), verbose (log lines and
+    progress bars, as main.py prints them), save_path (keep the run folder there; None: a temporary one) and
+    flags (a dict of any other main.py flag, e.g. {'tokenizer': 'argmax'}), which come last."""
 
-    def __init__(self, wave_length=8, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
-                 vocab_size=192, mask_ratio=0.6, alpha=5.0, beta=1.0, momentum=0.99, num_epoch_pretrain=100,
+    def __init__(self, wave_length=None, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
+                 vocab_size=None, mask_ratio=0.6, alpha=None, beta=None, momentum=0.99, num_epoch_pretrain=None,
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
                  val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
-                 save_path=None, flags=None, pooling="mean"):
+                 save_path=None, flags=None, pooling=None, preset="ucr"):
         self.wave_length = wave_length
         self.d_model = d_model
         self.attn_heads = attn_heads
@@ -67,17 +71,23 @@ class _TimeMAE(BaseEstimator):
         self.save_path = save_path
         self.flags = flags
         self.pooling = pooling
+        self.preset = preset
 
     # ------------------------------------------------------------------------------------------ training
     def _config(self, save_path, num_epoch):
-        """main.py's configuration for these parameters: its defaults, the parameters, then `flags`."""
+        """main.py's configuration for these parameters: its defaults, the preset's flags, the parameters (those
+        not None), then `flags`. num_epoch: fine-tuning epochs (None: the preset's or main.py's)."""
+        if self.preset is not None and self.preset not in PRESETS:
+            raise TimeMAEError(f"preset must be one of {', '.join(PRESETS)} or None (main.py's defaults), got "
+                               f"{self.preset!r}")
         params = self.get_params(deep=False)
         settings = {name: params[name] for name in FLAGS if params[name] is not None}
         seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
         settings.update(dataset="numpy", seed=int(seed), no_progress=not self.verbose, save_path=save_path,
-                        num_epoch=num_epoch, **({"device": self.device} if self.device else {}))
+                        **({"num_epoch": num_epoch} if num_epoch is not None else {}),
+                        **({"device": self.device} if self.device else {}))
         try:
-            return defaults(**{**settings, **(self.flags or {})})
+            return defaults(PRESETS[self.preset] if self.preset else (), **{**settings, **(self.flags or {})})
         except TypeError as e:
             raise TimeMAEError(f"flags: {e} (they must be main.py flag names)") from None
 
@@ -149,6 +159,7 @@ class _TimeMAE(BaseEstimator):
 def _params_of_run(args):
     """Estimator parameters from a main.py run's args.json values (a checkpoint's 'args')."""
     params = {k: args[k] for k in FLAGS if k in args and k != "threads"}
+    params["preset"] = None   # the run's flags, all recorded in its args.json
     if "seed" in args:
         params["random_state"] = args["seed"]
     return params
@@ -173,15 +184,15 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     fine-tuning step are selected on a stratified val_ratio share of (X, y). predict, predict_proba, score and
     classes_ as in scikit-learn; y holds any labels."""
 
-    def __init__(self, wave_length=8, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
-                 vocab_size=192, mask_ratio=0.6, alpha=5.0, beta=1.0, momentum=0.99, num_epoch_pretrain=100,
+    def __init__(self, wave_length=None, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
+                 vocab_size=None, mask_ratio=0.6, alpha=None, beta=None, momentum=0.99, num_epoch_pretrain=None,
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
                  val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
-                 save_path=None, flags=None, pooling="mean", finetune=True, num_epoch=100):
+                 save_path=None, flags=None, pooling=None, preset="ucr", finetune=True, num_epoch=None):
         super().__init__(wave_length, d_model, attn_heads, layers, reg_layers, dropout, vocab_size, mask_ratio,
                          alpha, beta, momentum, num_epoch_pretrain, probe_every, train_batch_size, test_batch_size,
                          lr, weight_decay, val_ratio, normalize, device, random_state, threads, verbose, save_path,
-                         flags, pooling)
+                         flags, pooling, preset)
         self.finetune = finetune
         self.num_epoch = num_epoch
 
@@ -189,13 +200,13 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if y is None:
             raise TimeMAEError("TimeMAEClassifier.fit needs labels y; to pretrain on unlabelled series use "
                                "TimeMAEEncoder")
-        if self.finetune and self.num_epoch < 1:
-            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {self.num_epoch} (finetune=False: the "
-                               "linear probe)")
+        epochs = self._config(None, self.num_epoch).num_epoch   # None: the preset's (or main.py's)
+        if self.finetune and epochs < 1:
+            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
         labels = np.asarray(y).reshape(-1)
         self.classes_ = np.unique(labels)
         codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
-        return self._train(X, codes, num_epoch=self.num_epoch if self.finetune else 0)
+        return self._train(X, codes, num_epoch=epochs if self.finetune else 0)
 
     def _keep(self, cfg, metrics, X, codes):
         if self.finetune:
