@@ -2,11 +2,12 @@
 
     from timemae import TimeMAEEncoder, TimeMAEClassifier, load
     enc = TimeMAEEncoder(num_epoch_pretrain=20).fit(X)          # X: (n_cases, n_channels, n_timepoints)
-    Z = enc.transform(X)                                         # (n_cases, d_model)
+    Z = enc.transform(X)                                         # (n_cases, 2 d_model): mean and max
     clf = TimeMAEClassifier().fit(X, y); clf.predict(X_new)
     clf.save("clf.pkl"); load("clf.pkl").predict_proba(X_new)
 
-Both estimators train through main.run, the command line's engine, with its defaults.
+Both estimators train through main.run, the command line's engine, with run.sh's UCR/UEA preset
+(preset='ucr'; preset=None: main.py's defaults).
 """
 from timemae.estimators import TimeMAEClassifier, TimeMAEEncoder, load
 

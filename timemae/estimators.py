@@ -1,8 +1,8 @@
 """TimeMAEEncoder and TimeMAEClassifier: scikit-learn estimators over main.run, the command line's engine.
 
-fit() builds the command line's configuration (args.defaults: parse_args([]) with the estimator's parameters
-as flags), turns X and y into DatasetSplits and calls main.run with them, in a temporary run folder (or
-`save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for the encoder, model.pkl
+fit() builds the command line's configuration (args.defaults: parse_args of the preset's flags, with the
+estimator's parameters set over them), turns X and y into DatasetSplits and calls main.run with them, in a
+temporary run folder (or `save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for the encoder, model.pkl
 (fine-tuned) or the pretrained encoder plus the FineLast probe folded into its head for the classifier.
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
@@ -124,9 +124,9 @@ class _TimeMAE(BaseEstimator):
         return eval_batch_size(self._config(None, 0), self.device_)
 
     def transform(self, X):
-        """Representations (n_cases, d_model), the visible encoder's windows pooled by `pooling` (mean: the
-        paper's; meanmax: (n_cases, 2 d_model); flat: (n_cases, n_windows * d_model)); with k `repr_layers`
-        (flags), k times as wide."""
+        """Representations, the visible encoder's windows pooled by `pooling` (meanmax, the UCR preset's:
+        (n_cases, 2 d_model); mean, the paper's: (n_cases, d_model); flat: (n_cases, n_windows * d_model)); with
+        k `repr_layers` (flags), k times as wide."""
         return extract_representations(self.model_, self._series(X), self._batch())
 
     # ------------------------------------------------------------------------------------------ files
@@ -168,8 +168,8 @@ def _params_of_run(args):
 class TimeMAEEncoder(TransformerMixin, _TimeMAE):
     """fit(X, y=None) pretrains TimeMAE on X (y, when given, selects the pretraining checkpoint with the
     periodic linear probe, as main.py does; without it the last epoch is kept); transform(X) gives the
-    representations (n_cases, d_model; 2 d_model with pooling='meanmax', n_windows * d_model with 'flat'). X: (n_cases, n_channels,
-    n_timepoints), or a list of (n_channels, length_i) arrays."""
+    representations (see transform). X: (n_cases, n_channels, n_timepoints), or a list of (n_channels, length_i)
+    arrays."""
 
     def fit(self, X, y=None):
         return self._train(X, y, num_epoch=0)
