@@ -2,8 +2,9 @@
 
 fit() builds the command line's configuration (args.defaults: parse_args of the preset's flags, with the
 estimator's parameters set over them), turns X and y into DatasetSplits and calls main.run with them, in a
-temporary run folder (or `save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for the encoder, model.pkl
-(fine-tuned) or the pretrained encoder plus the FineLast probe folded into its head for the classifier.
+temporary run folder (or `save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for
+the encoder, model.pkl (fine-tuned) or the pretrained encoder plus the FineLast probe folded into its head for the
+classifier.
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
