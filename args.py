@@ -123,8 +123,8 @@ def build_parser():
                         "average, with this decay (e.g. 0.99), of the window embeddings targeted at it")
     g.add_argument("--pooling", default="mean", choices=POOLINGS,
                    help="series representation from the window representations (probes, FineAll, encode): mean "
-                        "(paper), max, both concatenated (2 x d_model), or flat: every window's in time order (S x d_model, "
-                        "padding windows as zeros); padding windows are left out of mean and max")
+                        "(paper), max, both concatenated (2 x d_model), or flat: every window's in time order "
+                        "(S x d_model, padding windows as zeros); padding windows are left out of mean and max")
     g.add_argument("--phases", type=int, default=1,
                    help="the series representation (probes, FineAll, encode) averages over K phases of the window "
                         "grid: K copies of each series started 0, sigma/K, 2 sigma/K, ... steps late (at most sigma "
