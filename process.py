@@ -53,6 +53,10 @@ def labelled_splits(splits, select_on, val_ratio, label_ratio, seed):
     return labelled[fit], labelled[held]
 
 
+# the budget's flags set so that every set runs exactly the epochs and batches asked for (smoke runs, tests)
+NO_STEP_BUDGET = {"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0}
+
+
 def training_budget(cfg, n_pretrain, n_fit, world_size=1):
     """Batch sizes and epochs so that a small set still gets enough optimiser steps; sets them on `cfg`
     (pretrain_batch_size, pretrain_epochs, finetune_batch_size, finetune_epochs; the flags stay as given).

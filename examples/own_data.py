@@ -23,11 +23,11 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common.errors import TimeMAEError  # noqa: E402
 from data.formats import read_ts  # noqa: E402
+from process import NO_STEP_BUDGET  # noqa: E402
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load  # noqa: E402
 
 # --quick: a small model and a few steps, no step budget: checks that the data and the path work, nothing more
-QUICK = dict(d_model=16, attn_heads=2, layers=1, reg_layers=1, num_epoch_pretrain=2,
-             flags={"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0})
+QUICK = dict(d_model=16, attn_heads=2, layers=1, reg_layers=1, num_epoch_pretrain=2, flags=NO_STEP_BUDGET)
 
 
 def read(path):

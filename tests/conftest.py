@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import as_flags
+from process import NO_STEP_BUDGET
+
 torch.set_num_threads(1)
 
 TINY = ["--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--vocab_size", "16",
         "--train_batch_size", "32", "--threads", "1", "--no_progress", "--device", "cpu",
-        "--min_batches", "1", "--min_pretrain_steps", "0", "--min_steps", "0"]  # exactly the epochs asked for
+        *as_flags(NO_STEP_BUDGET)]  # exactly the epochs asked for
 
 
 def synthetic_series(n, length=32, channels=2, classes=3, seed=0):

@@ -5,6 +5,8 @@ import sys
 import numpy as np
 import torch
 
+from process import NO_STEP_BUDGET
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,7 +31,7 @@ def tiny_flags(data, run, **over):
     flags = dict(dataset="epilepsy", data_path=data, save_path=run, d_model=16, attn_heads=2, layers=1,
                  reg_layers=1, vocab_size=16, wave_length=4, train_batch_size=16, test_batch_size=64,
                  num_epoch_pretrain=3, probe_every=1, num_epoch=2, eval_per_steps=2, threads=1, device="cpu",
-                 seed=0, min_batches=1, min_pretrain_steps=0, min_steps=0)  # exactly the epochs and batches asked for
+                 seed=0, **NO_STEP_BUDGET)  # exactly the epochs and batches asked for
     flags.update(over)
     argv = [f"--{k}={v}" for k, v in flags.items() if v is not None]
     return argv + ["--no_progress"]

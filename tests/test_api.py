@@ -23,6 +23,7 @@ from scale_helpers import ROOT
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load
 from timemae.estimators import FLAGS
 from experiments import presets
+from process import NO_STEP_BUDGET
 
 SMALL = dict(wave_length=4, d_model=16, attn_heads=2, layers=1, reg_layers=1, vocab_size=16, train_batch_size=32,
              num_epoch_pretrain=2, threads=1, device="cpu", verbose=False, preset=None)   # None: main.py's defaults
@@ -36,8 +37,7 @@ def exact_epochs():
     real = estimators.defaults
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(estimators, "defaults",
-                   lambda *preset, **kw: real(*preset, **{"min_batches": 1, "min_pretrain_steps": 0, "min_steps": 0,
-                                                          **kw}))
+                   lambda *preset, **kw: real(*preset, **{**NO_STEP_BUDGET, **kw}))
         yield
 
 
@@ -186,8 +186,7 @@ def test_preset_then_parameters_then_flags():
     ucr = vars(parse_args(presets.UCR))
     cfg = TimeMAEEncoder()._config(None, 0)
     assert (cfg.wave_length, cfg.pooling, cfg.phases, cfg.fineall_head) == (0, "meanmax", 8, "probe")
-    own = {"dataset", "seed", "no_progress", "save_path", "num_epoch", "min_batches", "min_pretrain_steps",
-           "min_steps"}   # the estimator's and (step budget) this module's fixture's
+    own = {"dataset", "seed", "no_progress", "save_path", "num_epoch", *NO_STEP_BUDGET}   # the estimator's, the fixture's
     assert {k: v for k, v in vars(cfg).items() if k not in own} == {k: v for k, v in ucr.items() if k not in own}
     assert TimeMAEClassifier()._config(None, None).num_epoch == ucr["num_epoch"]
     cfg = TimeMAEEncoder(pooling="mean", flags={"phases": 2})._config(None, 0)
