@@ -179,6 +179,11 @@ def build_parser():
                    help="FineAll's linear head: random (paper), or the FineLast probe (linear probing, then "
                         "fine-tuning): it starts as FineLast's classifier and is scored on the selection split "
                         "before the first step, so the selected model is never worse there than FineLast")
+    g.add_argument("--fineall_margin", default="none", choices=("none", "1se"),
+                   help="with --fineall_head probe, by how much a fine-tuning step must beat the probe (step 0) on "
+                        "the selection split to replace it: none (any higher accuracy) or 1se (by more than one "
+                        "standard error of the probe's accuracy p on n series, sqrt(p(1-p)/n): the "
+                        "one-standard-error rule, which keeps the simpler model when the split cannot tell them apart)")
     g.add_argument("--min_batches", type=int, default=4,
                    help="a set with fewer than this many full batches is small: its batches are capped at "
                         "ceil(n / this), so it gets this many steps per epoch (1: batches of --train_batch_size)")

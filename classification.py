@@ -1,4 +1,6 @@
 """Evaluation protocols as pure functions: representation extraction, the FineLast linear probe, scores."""
+import math
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -116,6 +118,12 @@ def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
         return None, accuracy(standardised_one_nn())
     return max(((C, accuracy(logistic_probe(C, seed))) for C in sorted(grid)),
                key=lambda c_acc: c_acc[1])   # max keeps the first, the smaller C, on ties (as select_probe)
+
+
+def accuracy_standard_error(acc, n):
+    """The binomial standard error sqrt(p(1-p)/n) of an accuracy p measured on n series: the margin of the
+    one-standard-error rule (--fineall_margin 1se)."""
+    return math.sqrt(max(acc * (1.0 - acc), 0.0) / n)
 
 
 def probe_as_head(probe, num_classes):

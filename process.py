@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from classification import (extract_representations, fit_probe, linear_probe, predict, probe_as_head,
-                            raw_baselines, refit_probe, scores, select_probe)
+from classification import (accuracy_standard_error, extract_representations, fit_probe, linear_probe, predict,
+                            probe_as_head, raw_baselines, refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
@@ -454,12 +454,22 @@ class Trainer:
         return loss_sum.item() / len(loader)
 
     def fineall_candidate(self, model, epoch, step):
-        """Score the fine-tuned model on the selection split, log it, and keep it if it is the best so far."""
+        """Score the fine-tuned model on the selection split, log it, and keep it if it is the best so far (by
+        more than fineall_margin while the kept model is the probe)."""
         sel = self._scores(model, self.sel_x, self.sel_y)
         self.record.line("result.txt", f"epoch{epoch}, step{step}, {self.protocol}_acc{sel['acc']:.4f}, "
                                        f"{self.protocol}_f1{sel['f1']:.4f}")
-        self.record.offer(model, sel["acc"], step, step=step, epoch=epoch, select_on=self.protocol,
-                          args=vars(self.cfg), head="fineall")
+        self.record.offer(model, sel["acc"], step, margin=self.fineall_margin(), step=step, epoch=epoch,
+                          select_on=self.protocol, args=vars(self.cfg), head="fineall")
+
+    def fineall_margin(self):
+        """What a fine-tuning step must beat the kept model by: with --fineall_margin 1se, one standard error
+        of the probe's selection accuracy while the probe (step 0) is kept; otherwise nothing. Read from the
+        record, so a resumed run applies the same margin."""
+        acc, step = self.record.best
+        if self.cfg.fineall_margin != "1se" or step != 0 or acc < 0:   # acc < 0: nothing kept yet
+            return 0.0
+        return accuracy_standard_error(acc, len(self.sel_y))
 
     def _single_class(self, name, sel):
         """True (and a warning in the log) when the selected classifier predicts one class on the selection

@@ -54,9 +54,10 @@ class RunRecord:
     def reset_best(self):
         self.best, self.pending = (-1.0, 0), None
 
-    def offer(self, model, acc, at, **meta):
-        """Keep `model` as the new best when `acc` beats the best so far; written at the end of the epoch."""
-        if acc <= self.best[0]:
+    def offer(self, model, acc, at, margin=0.0, **meta):
+        """Keep `model` as the new best when `acc` beats the best so far by more than `margin`; written at the
+        end of the epoch."""
+        if acc <= self.best[0] + margin:
             return False
         self.best = (acc, at)
         if self.dist.is_main:

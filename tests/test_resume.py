@@ -17,6 +17,7 @@ import main
 import engine.record
 import process
 from engine.resume import LAST, LOGS
+from conftest import scripted_selection
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 from engine.runfiles import atomic_save, prepare_run_dir
 
@@ -172,6 +173,33 @@ def test_fineall_resumed_after_keeping_the_probe_fits_its_head_as_the_uninterrup
     ours, ref = (torch.load(os.path.join(r, "model.pkl"), weights_only=True) for r in (run, reference))
     assert ours["head_fitted"] == ref["head_fitted"] == metrics["finelast"]["fitted"]
     assert all(torch.equal(v, ref["model"][k]) for k, v in ours["model"].items())
+
+
+def test_fineall_margin_survives_a_resume(data, tmp_path, monkeypatch):
+    """--fineall_margin 1se: a run killed while the probe is kept applies the same margin after --resume (it is
+    read from the resumed record), so a step ahead of the probe by less than one standard error does not replace
+    it there either: the same kept step and model.pkl as the uninterrupted run."""
+    flags = dict(EPOCHS, fineall_head="probe", fineall_margin="1se")
+    accs = [0.5, 0.5, 0.501]            # step 0, step 2 (epoch 1), then steps ahead by far less than one SE
+    reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
+    monkeypatch.setattr(process.Trainer, "_scores", scripted_selection(accs))
+    assert main.main(tiny_flags(data, reference, **flags)) == 0
+    scripted, calls = scripted_selection(accs), itertools.count()
+
+    def crash_in_epoch_2(self, model, x, y):
+        if x is self.sel_x and next(calls) == 2:   # the first evaluation of epoch 2, after last.pkl of epoch 1
+            raise Crash
+        return scripted(self, model, x, y)
+    monkeypatch.setattr(process.Trainer, "_scores", crash_in_epoch_2)
+    with pytest.raises(Crash):
+        main.main(tiny_flags(data, run, **flags))
+    assert torch.load(os.path.join(run, LAST), weights_only=True)["best"] == (0.5, 0)
+    monkeypatch.setattr(process.Trainer, "_scores", scripted_selection(accs[2:]))
+    assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
+    metrics, ref_metrics = (json.load(open(os.path.join(r, "metrics.json"))) for r in (run, reference))
+    assert metrics["fineall"]["step"] == ref_metrics["fineall"]["step"] == 0
+    ours, ref = (torch.load(os.path.join(r, "model.pkl"), weights_only=True)["model"] for r in (run, reference))
+    assert all(torch.equal(v, ref[k]) for k, v in ours.items())
 
 
 def test_crash_between_last_state_and_best_checkpoint_loses_nothing(data, reference, tmp_path, monkeypatch):

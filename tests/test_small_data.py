@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from classification import majority_accuracy, raw_baselines
-from conftest import TINY, synthetic_series, write_tstcc
+from classification import accuracy_standard_error, majority_accuracy, raw_baselines
+from conftest import TINY, scripted_selection, synthetic_series, write_tstcc
 from experiments.presets import CODEBOOK
 import process
 from main import main
@@ -160,6 +160,30 @@ def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tm
     kept = torch.load(run / "model.pkl", weights_only=True)
     assert kept.get("head_fitted") == (metrics["finelast"]["fitted"] if refit == "1" else None)
     assert metrics["finelast"]["fitted"] == metrics["labelled"] + (metrics["selection"] if refit == "1" else 0)
+
+
+SE = accuracy_standard_error(0.5, 32)          # the probe at 0.5 on write_tstcc's 32 validation series
+
+
+@pytest.mark.parametrize("accs, kept", [
+    ([0.5, 0.5 + SE / 2], {"none": 2, "1se": 0}),                       # fine-tuning ahead within one SE
+    ([0.5, 0.5 + SE / 2, 0.5 + 2 * SE, 0.5 + 2.5 * SE], {"none": 6, "1se": 6})])   # the margin is the probe's only
+@pytest.mark.parametrize("margin", ["none", "1se"])
+def test_fineall_margin_keeps_the_probe_unless_a_step_beats_it_by_one_standard_error(tmp_path, monkeypatch, accs,
+                                                                                   kept, margin):
+    """--fineall_margin 1se: a fine-tuning step replaces the probe (step 0) only when its selection accuracy is
+    ahead by more than sqrt(p(1-p)/n); once a step has replaced it, later steps need only be better. none: any
+    higher accuracy replaces it."""
+    assert SE == pytest.approx((0.25 / 32) ** 0.5)
+    folder = write_tstcc(tmp_path / "data")
+    monkeypatch.setattr(process.Trainer, "_scores", scripted_selection(accs))
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "1", "--num_epoch", "3", "--eval_per_steps", "2", "--fineall_head", "probe",
+                 "--fineall_margin", margin, *TINY]) == 0
+    steps = [line.split(", ")[1] for line in (run / "result.txt").read_text().splitlines()[:-1]]
+    assert steps[:4] == ["step0", "step2", "step4", "step6"]         # the candidates the script scores
+    assert json.loads((run / "metrics.json").read_text())["fineall"]["step"] == kept[margin]
 
 
 def test_raw_baselines_fit_and_score():
