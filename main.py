@@ -150,9 +150,10 @@ def describe(cfg, splits, model, dist):
             f"{cfg.select_on}; run folder {cfg.save_path}")
 
 
-def run(cfg, log=print, splits=None):
+def run(cfg, log=print, splits=None, trainer=Trainer):
     """One experiment; under torchrun (WORLD_SIZE > 1) this process's share of it, with rank 0 logging.
-    `splits`: raw DatasetSplits to run on instead of the dataset the flags name (the timemae API's path)."""
+    `splits`: raw DatasetSplits to run on instead of the dataset the flags name (the timemae API's path);
+    `trainer`: the Trainer class (a diagnostic tool's subclass that records more)."""
     check_flags(cfg)
     torch.set_num_threads(cfg.threads)
     with init_distributed(cfg.device) as dist:
@@ -196,7 +197,7 @@ def run(cfg, log=print, splits=None):
             atomic_write_json({**vars(cfg), "num_windows": model.num_windows, "num_masked": model.num_masked,
                                "num_classes": splits.num_classes, "classes": list(splits.classes)},
                               os.path.join(run_dir, "args.json"))
-        return Trainer(model, splits, cfg, run_dir, dist.device, log=log, dist=dist, state=state).run()
+        return trainer(model, splits, cfg, run_dir, dist.device, log=log, dist=dist, state=state).run()
 
 
 def main(argv=None):

@@ -548,8 +548,12 @@ class Trainer:
 
     def _scores(self, model, x, y):
         """Accuracy and macro-F1 of the fine-tuned model, from predictions gathered from every rank's shard."""
+        return scores(y, self.predictions(model, x))
+
+    def predictions(self, model, x):
+        """The fine-tuned model's class predictions (N,) for x, gathered from every rank's shard."""
         with autocast(self.device, self.cfg):
-            return scores(y, self.dist.gather_rows(lambda rows: predict(model, rows, self.eval_batch, self.padded), x))
+            return self.dist.gather_rows(lambda rows: predict(model, rows, self.eval_batch, self.padded), x)
 
     def _load(self, path, model):
         """Load a checkpoint that rank 0 reads and broadcasts (nodes need not share a file system)."""

@@ -1,9 +1,11 @@
 """run.sh over seeds with its summary, summarize.py and visualize.py on real run folders."""
+import json
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -203,3 +205,42 @@ def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_al
     assert not torch.allclose(model.represent(x), reference.represent(x))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert with_encoder(model, "visible") is model
+
+
+def test_fineall_margin_rules_keep_the_probe_or_the_first_best_step():
+    from tools.fineall_margin import keep
+    acc = np.array([0.5, 0.55, 0.58, 0.58])               # one SE of 0.5 on 32 series: 0.088
+    assert keep(acc, 32, "none") == 2 and keep(acc, 32, "1se") == 0
+    assert keep(np.array([0.5, 0.7, 0.6]), 32, "1se") == 1
+    assert keep(np.array([0.5, 0.5, 0.4]), 32, "none") == 0  # a tie keeps the probe
+
+
+@pytest.mark.parametrize("margin", ["none", "1se"])
+def test_fineall_margin_tool_records_every_candidate_and_screens_them(tmp_path, capsys, margin):
+    """`run` saves each FineAll candidate's predictions; `screen` reproduces the run's kept step and FineAll's
+    test accuracy from them under the run's own rule, and compares the rules on halves of the selection split."""
+    from conftest import write_tstcc
+    from tools.fineall_margin import CANDIDATES, main as margin_main, screen_run
+    data = write_tstcc(tmp_path / "data")
+    run = tmp_path / "run"
+    assert margin_main(["run", "--dataset", "har", "--data_path", data, "--save_path", str(run), *FAST,
+                        "--num_epoch", "6", "--eval_per_steps", "2", "--fineall_head", "probe",
+                        "--fineall_margin", margin]) == 0
+    z = np.load(run / CANDIDATES)
+    lines = [line for line in (run / "result.txt").read_text().splitlines() if line.startswith("epoch")]
+    assert z["step"].tolist() == [int(line.split(", ")[1][4:]) for line in lines]   # every candidate, in order
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert z["sel_pred"].shape == (len(lines), metrics["selection"]) and z["test_pred"].shape == (len(lines), 48)
+    logged = [float(line.split("val_acc")[1].split(",")[0]) for line in lines]
+    assert np.allclose((z["sel_pred"] == z["sel_y"]).mean(1), logged, atol=5e-5)
+    row = screen_run(str(run), repeats=20)
+    assert row[f"step_{margin}"] == metrics["fineall"]["step"] and row["step_none"] > 0   # fine-tuning helped
+    assert row[f"test_{margin}"] == pytest.approx(100 * metrics["fineall"]["acc"])
+    assert margin_main(["screen", str(run), "--repeats", "20"]) == 0
+    assert "mean over sets" in capsys.readouterr().out
+
+
+def test_fineall_margin_tool_refuses_a_run_without_the_probe_head(tmp_path, capsys):
+    from tools.fineall_margin import main as margin_main
+    assert margin_main(["run", "--dataset", "har", "--data_path", str(tmp_path), *FAST]) == 2
+    assert "pass --fineall_head probe" in capsys.readouterr().err
