@@ -215,6 +215,16 @@ def test_fineall_margin_rules_keep_the_probe_or_the_first_best_step():
     assert keep(np.array([0.5, 0.5, 0.4]), 32, "none") == 0  # a tie keeps the probe
 
 
+def test_fineall_margin_halves_cut_every_class_and_the_one_series_classes_in_two():
+    from tools.fineall_margin import halves
+    rng = np.random.default_rng(0)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 3, 4, 5])        # classes 2-5 hold one series each
+    for _ in range(50):
+        a, b = halves(y, rng)
+        assert (a ^ b).all() and (y[a] == 0).sum() == 2 and (y[a] == 1).sum() in (1, 2)
+        assert np.isin(y[a], [2, 3, 4, 5]).sum() == 2
+
+
 @pytest.mark.parametrize("margin", ["none", "1se"])
 def test_fineall_margin_tool_records_every_candidate_and_screens_them(tmp_path, capsys, margin):
     """`run` saves each FineAll candidate's predictions; `screen` reproduces the run's kept step and FineAll's

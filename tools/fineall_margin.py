@@ -71,11 +71,17 @@ def keep(acc, n, rule):
 
 
 def halves(y, rng):
-    """A random half A of the series, by class (a class of one series falls in A or B at random), and B."""
-    a = np.zeros(len(y), dtype=bool)
+    """A random half A of the series and the rest B, each class cut in two (its odd series, and the series of
+    one-series classes taken together, fall in A or B at random), so that neither half is empty."""
+    a, singles = np.zeros(len(y), dtype=bool), []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        a[idx[: (len(idx) + rng.integers(2)) // 2]] = True
+        if len(idx) == 1:
+            singles.append(idx[0])
+        else:
+            a[idx[: (len(idx) + rng.integers(2)) // 2]] = True
+    singles = rng.permutation(np.array(singles, dtype=int))
+    a[singles[: (len(singles) + rng.integers(2)) // 2]] = True
     return a, ~a
 
 
@@ -93,6 +99,8 @@ def screen_run(folder, repeats=500, seed=0):
     test = (z["test_pred"] == z["test_y"][None, :]).mean(1)                # (candidates,)
     test[0] = metrics["finelast"]["acc"]                                   # step 0 kept: FineLast's refit probe
     n = correct.shape[1]
+    if n < 2:
+        raise TimeMAEError(f"{folder}: a selection split of {n} series cannot be cut in halves")
     kept = {rule: keep(correct.mean(1), n, rule) for rule in RULES}
     own = args.get("fineall_margin", "none")
     if z["step"][kept[own]] != metrics["fineall"]["step"]:
