@@ -33,6 +33,7 @@ def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
     assert "--random_shift" not in flags
     assert flags[flags.index("--phases") + 1] == "8"
     assert flags[flags.index("--min_pretrain_steps") + 1] == "2000"   # chosen on validation over 500 and 1000
+    assert flags[flags.index("--fineall_margin") + 1] == "1se"        # chosen on held-out halves over none
     out = tmp_path / "run"   # later flags override the preset's epochs, as run.sh's extra flags do
     assert main(["--dataset", "ucr", "--data_path", str(folder), "--UCR_folder", "Toy", *flags, *TINY,
                  "--num_epoch_pretrain", "0", "--num_epoch", "0", "--save_path", str(out)]) == 0
@@ -43,8 +44,8 @@ def test_ucr_preset_takes_the_window_from_the_training_split(tmp_path, capsys):
 
 def test_paper_presets_keep_the_papers_fineall_pooling_window_grid_and_step_budget():
     for name, flags in presets.PRESETS.items():
-        assert not {"--fineall_head", "--pooling", "--random_shift", "--phases", "--min_pretrain_steps"} & set(flags), \
-            name
+        assert not {"--fineall_head", "--fineall_margin", "--pooling", "--random_shift", "--phases",
+                    "--min_pretrain_steps"} & set(flags), name
 
 
 @pytest.mark.parametrize("dataset", sorted(presets.PRESETS))
