@@ -250,7 +250,12 @@ def test_fineall_margin_tool_records_every_candidate_and_screens_them(tmp_path, 
     assert "mean over sets" in capsys.readouterr().out
 
 
-def test_fineall_margin_tool_refuses_a_run_without_the_probe_head(tmp_path, capsys):
-    from tools.fineall_margin import main as margin_main
+def test_fineall_margin_tool_refuses_a_run_without_the_probe_head_and_folders_it_did_not_write(tmp_path, capsys):
+    from tools.fineall_margin import CANDIDATES, main as margin_main
     assert margin_main(["run", "--dataset", "har", "--data_path", str(tmp_path), *FAST]) == 2
     assert "pass --fineall_head probe" in capsys.readouterr().err
+    (tmp_path / CANDIDATES).write_text("not an npz")
+    for folder in (tmp_path / "missing", tmp_path):
+        assert margin_main(["screen", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "written by `python -m tools.fineall_margin run`" in err

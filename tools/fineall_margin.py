@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -150,8 +151,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         screen(a.runs, a.repeats)
-    except (TimeMAEError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (TimeMAEError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        print(f"error: {e} (expected run folders written by `python -m tools.fineall_margin run`)", file=sys.stderr)
         return 2
     return 0
 
