@@ -26,6 +26,7 @@ import pandas as pd
 from args import parse_args
 from classification import accuracy_standard_error
 from common.errors import TimeMAEError
+from engine.distributed import is_main_process
 from main import flag_message, run
 from process import Trainer
 
@@ -53,6 +54,8 @@ def record(argv):
                            "--num_epoch >= 1 and --select_on val, without --resume")
     candidates = []
     run(cfg, trainer=recording_trainer(candidates))
+    if not is_main_process():   # under torchrun every rank gathers the same predictions; rank 0 writes them
+        return
     steps, sel, test, sel_y, test_y = zip(*candidates)
     path = os.path.join(cfg.save_path, CANDIDATES)
     with open(path + ".tmp", "wb") as f:
