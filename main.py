@@ -189,6 +189,10 @@ def run(cfg, log=print, splits=None, trainer=Trainer):
                 f"{splits.seq_len} steps (the training length sizes the model)")
         if cfg.pretrain_ratio < 1:
             log(f"--pretrain_ratio {cfg.pretrain_ratio}: pretraining on {len(splits.pretrain_x())} series")
+        if cfg.fineall_margin != "none" and cfg.num_epoch and not (cfg.fineall_head == "probe"
+                                                                    and cfg.load_pretrained_model):
+            log(f"note: --fineall_margin {cfg.fineall_margin} applies to FineAll from the probe only (--fineall_head "
+                "probe --load_pretrained_model 1); this FineAll keeps its most accurate step")
         if cfg.pretrained_path and state is None:
             log(describe_transfer(cfg.pretrained_path, *transfer_weights(model, cfg.pretrained_path)))
         if cfg.resume and state is None:

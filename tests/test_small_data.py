@@ -169,8 +169,8 @@ SE = accuracy_standard_error(0.5, 32)          # the probe at 0.5 on write_tstcc
     ([0.5, 0.5 + SE / 2], {"none": 2, "1se": 0}),                       # fine-tuning ahead within one SE
     ([0.5, 0.5 + SE / 2, 0.5 + 2 * SE, 0.5 + 2.5 * SE], {"none": 6, "1se": 6})])   # the margin is the probe's only
 @pytest.mark.parametrize("margin", ["none", "1se"])
-def test_fineall_margin_keeps_the_probe_unless_a_step_beats_it_by_one_standard_error(tmp_path, monkeypatch, accs,
-                                                                                   kept, margin):
+def test_fineall_margin_keeps_the_probe_unless_a_step_beats_it_by_one_standard_error(tmp_path, monkeypatch, capsys,
+                                                                                   accs, kept, margin):
     """--fineall_margin 1se: a fine-tuning step replaces the probe (step 0) only when its selection accuracy is
     ahead by more than sqrt(p(1-p)/n); once a step has replaced it, later steps need only be better. none: any
     higher accuracy replaces it."""
@@ -184,6 +184,14 @@ def test_fineall_margin_keeps_the_probe_unless_a_step_beats_it_by_one_standard_e
     steps = [line.split(", ")[1] for line in (run / "result.txt").read_text().splitlines()[:-1]]
     assert steps[:4] == ["step0", "step2", "step4", "step6"]         # the candidates the script scores
     assert json.loads((run / "metrics.json").read_text())["fineall"]["step"] == kept[margin]
+    assert "applies to FineAll from the probe only" not in capsys.readouterr().out   # the margin applies here
+
+
+def test_fineall_margin_without_the_probe_head_says_it_does_not_apply(tmp_path, capsys):
+    folder = write_tstcc(tmp_path / "data")
+    assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(tmp_path / "run"), "--wave_length",
+                 "4", "--num_epoch_pretrain", "1", "--num_epoch", "1", "--fineall_margin", "1se", *TINY]) == 0
+    assert "note: --fineall_margin 1se applies to FineAll from the probe only" in capsys.readouterr().out
 
 
 def test_raw_baselines_fit_and_score():
