@@ -1,19 +1,19 @@
 """Shared fixtures: small synthetic datasets written in the formats the loaders read."""
+import itertools
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from model.config import as_flags
 import process
-from process import NO_STEP_BUDGET
+from model.config import as_flags
 
 torch.set_num_threads(1)
 
 TINY = ["--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--vocab_size", "16",
         "--train_batch_size", "32", "--threads", "1", "--no_progress", "--device", "cpu",
-        *as_flags(NO_STEP_BUDGET)]  # exactly the epochs asked for
+        *as_flags(process.NO_STEP_BUDGET)]  # exactly the epochs asked for
 
 
 def synthetic_series(n, length=32, channels=2, classes=3, seed=0):
@@ -41,7 +41,7 @@ def scripted_selection(accs):
     """A stand-in for Trainer._scores: the selection split's accuracy of FineAll's successive candidates (step
     0, then every evaluation) is read from `accs`, the last repeated; other splits are scored for real, so the
     kept step is the rule's alone."""
-    calls, real = iter(range(10 ** 6)), process.Trainer._scores
+    calls, real = itertools.count(), process.Trainer._scores
 
     def scores(trainer, model, x, y):
         if x is not trainer.sel_x:

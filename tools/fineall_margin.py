@@ -1,6 +1,7 @@
-"""FineAll's rule for replacing the probe (`--fineall_head probe`: step 0 is FineLast's classifier), screened
-without reading test. `run` is main.py that also saves every FineAll candidate's predictions on the selection
-split and on test (fineall_candidates.npz); `screen` then compares the rules of `--fineall_margin` on those runs:
+"""FineAll's rule for replacing the probe (`--fineall_head probe`: step 0 is FineLast's classifier), chosen on
+the selection split alone (test is printed beside it, for the record). `run` is main.py that also saves every
+FineAll candidate's predictions on the selection split and on test (fineall_candidates.npz); `screen` then
+compares the rules of `--fineall_margin` on those runs:
 
 - halves: the selection split is cut at random into halves A and B (by class); each rule picks a candidate on A
   and is scored on B, series it did not pick on. `none`: the first candidate at the highest accuracy on A (a
@@ -37,10 +38,16 @@ RULES = ("none", "1se")
 def recording_trainer(candidates):
     """A Trainer that appends (step, selection predictions, test predictions) of every FineAll candidate."""
     class Recording(Trainer):
+        def predictions(self, model, x):
+            pred = super().predictions(model, x)
+            if x is self.sel_x:   # the candidate's selection score: kept, not predicted again
+                self.sel_pred = pred
+            return pred
+
         def fineall_candidate(self, model, epoch, step):
             super().fineall_candidate(model, epoch, step)
             no_test = self.test_x is None
-            candidates.append((step, self.predictions(model, self.sel_x),
+            candidates.append((step, self.sel_pred,
                                np.empty(0, int) if no_test else self.predictions(model, self.test_x),
                                self.sel_y, np.empty(0, int) if no_test else self.test_y))
     return Recording
