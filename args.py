@@ -4,6 +4,7 @@ Every flag name and default of the reference repository is kept, so its commands
 the flags it lacked are grouped after them.
 """
 import argparse
+import numbers
 import os
 
 import torch
@@ -265,11 +266,43 @@ def parse_args(argv=None):
 
 def defaults(argv=(), **overrides):
     """The configuration parse_args(argv) gives (argv: a preset's flags; none: the defaults), with `overrides`
-    (names of flags) set: a run started from Python (the timemae API). An unknown name is a TypeError."""
-    cfg = parse_args(list(argv))
+    (names of flags) set: a run started from Python (the timemae API). An unknown name is a TypeError, a value
+    the flag's parser would refuse (a type or choice it does not take) a ValueError."""
+    parser = build_parser()
+    cfg = parser.parse_args(list(argv))
     unknown = sorted(set(overrides) - set(vars(cfg)))
     if unknown:
         raise TypeError(f"unknown settings {unknown}")
+    actions = {action.dest: action for action in parser._actions}
     for name, value in overrides.items():
-        setattr(cfg, name, value)
+        setattr(cfg, name, checked_value(actions[name], value))
     return cfg
+
+
+def checked_value(action, value):
+    """`value` for the flag of `action` as its parser would take it: text through the flag's type, numbers and
+    booleans where the flag has them, each element of a list among the flag's choices."""
+    name = action.dest
+    if value is None:
+        if action.default is not None:
+            raise ValueError(f"{name}=None: the flag takes a value (default {action.default!r})")
+        return value
+    if action.nargs == 0:   # a switch: store_true, --x/--no-x
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r}: expected True or False")
+        return value
+    many = action.nargs not in (None, "?")   # nargs "+": argparse gives a list, even of one value
+    items = list(value) if many and isinstance(value, (list, tuple)) else [value]
+    if action.type is not None:
+        try:
+            items = [action.type(v) if isinstance(v, str) else v for v in items]
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+            raise ValueError(f"{name}={value!r}: {e}") from None
+        kind = {int: (numbers.Integral, "a whole number"), float: (numbers.Real, "a number")}.get(action.type)
+        if kind:
+            if not all(isinstance(v, kind[0]) and not isinstance(v, bool) for v in items):
+                raise ValueError(f"{name}={value!r}: expected {kind[1]}")
+            items = [action.type(v) for v in items]   # numpy scalars become Python's, which args.json holds
+    if action.choices is not None and any(v not in action.choices for v in items):
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(str, action.choices))}")
+    return items if many else items[0]

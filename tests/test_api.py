@@ -222,6 +222,47 @@ def test_bad_uses_are_one_line_errors():
     assert not os.path.exists("exp/numpy")                          # nothing written to the working folder
 
 
+@pytest.mark.parametrize("params, expected", [
+    ({"flags": {"tokenizer": "nope"}}, "TimeMAEEncoder: tokenizer='nope': expected one of ste, argmax"),
+    ({"pooling": "median"}, "pooling='median': expected one of mean, max, meanmax, flat"),
+    ({"lr": "fast"}, "lr='fast': could not convert string to float"),
+    ({"d_model": 16.0}, "d_model=16.0: expected a whole number"),
+    ({"flags": {"codebook_reset": 1}}, "codebook_reset=1: expected True or False"),
+    ({"flags": {"lr": None}}, "lr=None: the flag takes a value"),
+    ({"flags": {"repr_layers": "last"}}, "repr_layers='last': expected layers like"),
+])
+def test_values_the_command_line_would_refuse_are_refused_before_training(params, expected):
+    """A flag's type and choices hold for the API's parameters and flags as for main.py's parser: one line naming
+    the setting, before any training (the data here would fail later: 2 series)."""
+    with pytest.raises(TimeMAEError) as error:
+        TimeMAEEncoder(**{**SMALL, **params}).fit(np.zeros((2, 1, 8)))
+    assert expected in str(error.value)
+
+
+def test_values_are_taken_as_the_parser_takes_them():
+    """Text through the flag's type, numpy scalars as Python's (args.json holds them), one value of a list flag
+    as a list, the parameters left at None keeping the preset's value."""
+    cfg = TimeMAEEncoder(lr="0.01", d_model=np.int64(32), flags={"probe_C": 2, "repr_layers": "5-8",
+                                                                 "codebook_reset": True})._config(None, 0)
+    assert (cfg.lr, cfg.d_model, cfg.probe_C, cfg.repr_layers, cfg.codebook_reset) == (0.01, 32, [2.0], [5, 6, 7, 8],
+                                                                                       True)
+    assert type(cfg.d_model) is int and type(cfg.probe_C[0]) is float
+
+
+def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors(encoder, tmp_path):
+    from sklearn.exceptions import NotFittedError
+    X, y = aeon(20)
+    with pytest.raises(NotFittedError):
+        TimeMAEEncoder(**SMALL).transform(X)
+    with pytest.raises(TimeMAEError, match="y holds 1 NaN labels"):
+        TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.nan, y))
+    with pytest.raises(TimeMAEError, match="labels of one kind"):
+        TimeMAEClassifier(**SMALL).fit(X, np.array([0, "a"] * 10, dtype=object))
+    with pytest.raises(TimeMAEError, match="cannot write .*: No such file or directory"):
+        encoder.save(str(tmp_path / "missing" / "enc.pkl"))
+    assert os.listdir(tmp_path) == []                               # no half-written file left
+
+
 def test_own_data_example_quick_run(tmp_path, capsys):
     """examples/own_data.py --quick on a small UCR-format folder: every model of the README's example fits,
     the saved classifier scores as the fitted one, and a folder without a training file is one error."""

@@ -91,6 +91,8 @@ class _TimeMAE(BaseEstimator):
             return defaults(PRESETS[self.preset] if self.preset else (), **{**settings, **(self.flags or {})})
         except TypeError as e:
             raise TimeMAEError(f"flags: {e} (they must be main.py flag names)") from None
+        except ValueError as e:
+            raise TimeMAEError(f"{type(self).__name__}: {e}") from None
 
     def _train(self, X, y, num_epoch):
         """main.run on X (and labels y, or None); the estimator's _keep(cfg, metrics, X, y) then takes what it
@@ -128,7 +130,8 @@ class _TimeMAE(BaseEstimator):
         """Representations, the visible encoder's windows pooled by `pooling` (meanmax, the UCR preset's:
         (n_cases, 2 d_model); mean, the paper's: (n_cases, d_model); flat: (n_cases, n_windows * d_model)); with
         k `repr_layers` (flags), k times as wide."""
-        return extract_representations(self.model_, self._series(X), self._batch())
+        x = self._series(X)   # first: it checks that the estimator is fitted
+        return extract_representations(self.model_, x, self._batch())
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path):
@@ -205,7 +208,12 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if self.finetune and epochs < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
         labels = np.asarray(y).reshape(-1)
-        self.classes_ = np.unique(labels)
+        if labels.dtype.kind == "f" and np.isnan(labels).any():
+            raise TimeMAEError(f"y holds {int(np.isnan(labels).sum())} NaN labels: every series needs a label")
+        try:
+            self.classes_ = np.unique(labels)
+        except TypeError:   # sorting fails on mixed types
+            raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
         codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
         return self._train(X, codes, num_epoch=epochs if self.finetune else 0)
 
