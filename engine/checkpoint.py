@@ -43,7 +43,8 @@ def open_checkpoint(path):
                            f"({found.group(1)}), which weights-only loading refuses: it is not a checkpoint of "
                            "this version (retrain, or see docs/api.md#old-checkpoints)") from None
     except Exception as e:
-        raise TimeMAEError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from None
+        raise TimeMAEError(f"cannot read checkpoint {path!r}: not a file torch.save wrote, or damaged "
+                           f"({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (expected a dict with 'model' and 'config')")
     return ckpt

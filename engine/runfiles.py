@@ -6,7 +6,7 @@ import tempfile
 import numpy as np
 import torch
 
-from common.errors import TimeMAEError
+from common.errors import TimeMAEError, WriteError
 
 RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt",
                "pretrain_model.pkl", "model.pkl", "metrics.json")
@@ -49,7 +49,10 @@ def _umask():
 def _atomic(path, write):
     """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    except OSError as e:
+        raise WriteError(f"cannot write {path!r}: {e.strerror or e} (its folder must exist and be writable)") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results get the umask's mode, as open() does
         with os.fdopen(fd, "wb") as f:
@@ -57,9 +60,11 @@ def _atomic(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(f"cannot write {path!r}: {e.strerror or e}") from None
         raise
 
 

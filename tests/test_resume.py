@@ -17,6 +17,7 @@ import main
 import engine.record
 import process
 from engine.resume import LAST, LOGS
+from common.errors import TimeMAEError
 from conftest import scripted_selection
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 from engine.runfiles import atomic_save, prepare_run_dir
@@ -248,8 +249,9 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_cleans_up(tmp_path, 
         f.write(b"\x80" * 4096)
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", fails_half_way)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="cannot write .*model.pkl': disk full") as error:   # one line on the command line
         atomic_save({"epoch": 2}, path)
+    assert isinstance(error.value, TimeMAEError)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["model.pkl"]
