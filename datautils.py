@@ -255,8 +255,11 @@ def _load_uea(folder, name):
             test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"
             if not os.path.isfile(test_path):
                 raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
-            trx, try_ = reader(train_path)
-            tex, tey = reader(test_path)
+            (trx, try_), (tex, tey) = reader(train_path), reader(test_path)
+            for path, labels in ((train_path, try_), (test_path, tey)):
+                if labels is None:
+                    raise TimeMAEError(f"{path}: @classLabel false, no labels; this loader needs labelled series "
+                                       "(unlabelled pretraining: --dataset numpy, docs/api.md)")
             return trx, try_, None, None, tex, tey
     want = name or "<Name>"
     raise TimeMAEError(

@@ -43,26 +43,57 @@ def _data_lines(path, comment):
                 in_data = line.lower().startswith("@data")
 
 
+def _header(path, comment):
+    """The `@` lines before `@data`, as {lower-case keyword: the rest of the line}."""
+    header = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith(comment):
+                continue
+            keyword, _, rest = line.partition(" ")
+            if keyword.lower() == "@data":
+                break
+            header[keyword.lower()] = rest.strip()
+    return header
+
+
 def _read_rows(path, comment, split_row):
-    """Parse every data row with split_row(line) -> (channel strings, label) into (N, T_max, C) + labels."""
+    """Parse every data row with split_row(line) -> (channel strings, label or None) into (N, T_max, C) and the
+    labels (None for a file without them)."""
     series, labels = [], []
     for lineno, line in _data_lines(path, comment):
         dims, label = split_row(line)
         if not dims:
             raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
         series.append([_floats(d, path, lineno) for d in dims])
-        labels.append(label.strip().strip("'\""))
+        labels.append(label if label is None else label.strip().strip("'\""))
     if not series:
         raise TimeMAEError(f"{path}: no series after an @data line")
-    return stack_ragged(series, path), np.array(labels)
+    return stack_ragged(series, path), None if labels[0] is None else np.array(labels)
 
 
 def read_ts(path):
-    """sktime/aeon `.ts` text: `@` header lines, then one series per line, channels split by ':', label last."""
+    """sktime/aeon `.ts` text: `@` header lines, then one series per line, channels split by ':', label last
+    (labels None under `@classLabel false`; a label that `@classLabel true ...` does not declare is refused)."""
+    header = _header(path, "#")
+    if header.get("@timestamps", "false").lower() != "false":
+        raise TimeMAEError(f"{path}: timestamped series (@timestamps true) are not supported; write the values "
+                           "alone, one series per line")
+    declared = [v.strip("'\"") for v in header.get("@classlabel", "").split()] or ["true"]
+    labelled = declared[0].lower() != "false"
+
     def split_row(line):
+        if not labelled:
+            return line.split(":"), None
         *dims, label = line.split(":")
         return dims, label
-    return _read_rows(path, "#", split_row)
+    x, labels = _read_rows(path, "#", split_row)
+    unknown = sorted(set(labels.tolist()) - set(declared[1:])) if labelled and len(declared) > 1 else []
+    if unknown:
+        raise TimeMAEError(f"{path}: labels {unknown[:5]} are not among those @classLabel declares "
+                           f"({' '.join(declared[1:])})")
+    return x, labels
 
 
 def read_arff(path):

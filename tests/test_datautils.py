@@ -41,9 +41,10 @@ def test_time_major_pt_with_one_based_labels(tmp_path, train_file, test_file, da
     assert s.classes == ("1", "2", "3", "4")
 
 
-def _write_ts(path, rows, labels, univariate=False):
+def _write_ts(path, rows, labels, univariate=False, declared=None):
+    declared = declared or list(dict.fromkeys(labels))   # the labels used, in order of appearance
     header = ["# a comment", "@problemName Toy", "@timeStamps false", "@missing false",
-              f"@univariate {str(univariate).lower()}", "@equalLength false", "@classLabel true walk run jump",
+              f"@univariate {str(univariate).lower()}", "@equalLength false", f"@classLabel true {' '.join(declared)}",
               "@data"]
     lines = [":".join(",".join(str(v) for v in ch) for ch in row) + f":{lab}" for row, lab in zip(rows, labels)]
     path.write_text("\n".join(header + lines) + "\n")
@@ -65,6 +66,29 @@ def test_ts_variable_length_with_string_labels(tmp_path):
     normalize(s)
     assert np.isnan(s.train_x[0, 3:]).all() and np.isfinite(s.train_x[0, :3]).all()   # padding stays NaN
     assert np.isfinite(s.train_x[1]).all()
+
+
+def test_ts_header_unlabelled_files_undeclared_labels_and_timestamps(tmp_path):
+    """`@classLabel false`: every ':'-separated part is a channel and the labels are None (tools.encode reads
+    such files; the ucr loader refuses them in one line); a label `@classLabel true ...` does not declare, and
+    timestamped series, are one-line errors."""
+    path = tmp_path / "U_TRAIN.ts"
+    path.write_text("@problemName U\n@univariate false\n@classLabel false\n@data\n1,2,3:4,5,6\n7,8:9,10\n")
+    x, y = read_ts(path)
+    assert y is None and x.shape == (2, 3, 2)
+    np.testing.assert_array_equal(x[0], [[1, 4], [2, 5], [3, 6]])
+    (tmp_path / "U_TEST.ts").write_text(path.read_text())
+    with pytest.raises(TimeMAEError, match="U_TRAIN.ts: @classLabel false, no labels; this loader needs labelled"):
+        load_dataset("ucr", str(tmp_path), "U")
+    _write_ts(tmp_path / "Toy_TRAIN.ts", [[[1, 2, 3]], [[4, 5, 6]]], ["walk", "crawl"], univariate=True,
+              declared=["walk", "run", "jump"])
+    with pytest.raises(TimeMAEError, match=r"labels \['crawl'\] are not among those @classLabel declares "
+                                           r"\(walk run jump\)"):
+        read_ts(tmp_path / "Toy_TRAIN.ts")
+    stamped = tmp_path / "S_TRAIN.ts"
+    stamped.write_text("@timeStamps true\n@classLabel true a b\n@data\n(0,1.0),(1,2.0):a\n")
+    with pytest.raises(TimeMAEError, match=r"timestamped series \(@timestamps true\) are not supported"):
+        read_ts(stamped)
 
 
 def test_ts_shorter_test_series_are_padded_to_the_training_length(tmp_path):

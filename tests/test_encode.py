@@ -58,8 +58,13 @@ def test_every_input_format_gives_the_same_representations(tmp_path):
     for ext, path in paths.items():
         assert encode([str(out), path, "--out", str(tmp_path / f"z{ext[1:]}.npy")]) == 0
         got[ext] = np.load(tmp_path / f"z{ext[1:]}.npy")
+    unlabelled = tmp_path / "unlabelled.ts"                        # aeon's form of series without labels
+    text = open(paths[".ts"]).read().replace("@classLabel true 0", "@classLabel false")
+    unlabelled.write_text("\n".join(line.removesuffix(":0") for line in text.split("\n")))
+    assert encode([str(out), str(unlabelled), "--out", str(tmp_path / "z_unlabelled.npy")]) == 0
+    got["unlabelled .ts"] = np.load(tmp_path / "z_unlabelled.npy")
     assert got[".npy"].shape == (6, 16)
-    for ext in paths:
+    for ext in got:
         np.testing.assert_allclose(got[ext], got[".npy"], rtol=1e-5, atol=1e-6, err_msg=ext)  # .ts/.csv are text
     assert encode([str(out), paths[".csv"], "--out", str(tmp_path / "z.csv")]) == 0
     table = pd.read_csv(tmp_path / "z.csv")
