@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import torch
 
 from common.errors import TimeMAEError
@@ -310,9 +311,20 @@ def _check_values(x, split, dataset):
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
 
+def _check_labels(y, split, dataset):
+    """A missing label (NaN, or None in an object array) is refused rather than read as a class 'nan'."""
+    missing = pd.isna(np.asarray(y))
+    if missing.any():
+        raise TimeMAEError(f"{dataset}: {split} labels hold {int(missing.sum())} missing values (NaN or None); "
+                           "every series needs a label")
+
+
 def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True):
     """Checked splits with labels 0..K-1, every split at train's length (see the module doc); `fixed`: the
     format stores equal-length series, so another length in val or test is an error, not padding."""
+    for split, y in (("train", try_), ("val", vay), ("test", tey)):
+        if y is not None:
+            _check_labels(y, split, dataset)
     classes = () if try_ is None else _class_order(np.asarray(try_).astype(str))
     if try_ is not None and len(classes) < 2:
         raise TimeMAEError(f"{dataset}: training labels hold {len(classes)} class; at least 2 are needed")

@@ -136,6 +136,12 @@ def one_class(data, run):
     _pt_split(data, "train.pt", x, np.zeros(len(x)))
 
 
+def nan_label(data, run):
+    write_pt_dataset(data)
+    x = torch.load(os.path.join(data, "train.pt"))["samples"]
+    _pt_split(data, "train.pt", x, np.r_[np.zeros(len(x) - 2), 1, np.nan])
+
+
 def nan_in_data(data, run):
     write_pt_dataset(data)
     d = torch.load(os.path.join(data, "train.pt"))
@@ -283,6 +289,7 @@ CASES = [
     (label_outside_classes, "test labels ["),
     (negative_label, "val labels ["),
     (one_class, "at least 2 are needed"),
+    (nan_label, "train labels hold 1 missing values (NaN or None); every series needs a label"),
     (nan_in_data, "train data has non-finite values (NaN/inf) inside 1 series"),
     (inf_in_data, "test data has non-finite values (NaN/inf) inside 1 series"),
     (series_shorter_than_window, "--wave_length 4 is longer than the series (3 steps)"),

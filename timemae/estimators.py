@@ -12,6 +12,7 @@ import os
 import tempfile
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -208,8 +209,9 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if self.finetune and epochs < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
         labels = np.asarray(y).reshape(-1)
-        if labels.dtype.kind == "f" and np.isnan(labels).any():
-            raise TimeMAEError(f"y holds {int(np.isnan(labels).sum())} NaN labels: every series needs a label")
+        if pd.isna(labels).any():
+            raise TimeMAEError(f"y holds {int(pd.isna(labels).sum())} missing labels (NaN or None): every series "
+                               "needs a label")
         try:
             self.classes_ = np.unique(labels)
         except TypeError:   # sorting fails on mixed types
