@@ -21,6 +21,7 @@ import glob
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -178,15 +179,18 @@ def _load_raw_har(folder):
 # ----------------------------------------------------------------------------------------------- NumPy files
 
 def load_numpy_file(path):
-    """np.load without pickles (an ndarray, or an NpzFile to close); numpy's advice to pass allow_pickle, which
-    the user cannot, becomes what the file is."""
+    """The array of a .npy file, or a dict of a .npz file's arrays (read whole), without pickles. A file that is
+    none (a pickle, object arrays, a damaged or truncated file) is a ValueError saying so: numpy's own advice,
+    to pass allow_pickle, is not the user's to take."""
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise ValueError("not a NumPy array file of numbers (numpy.save / savez): pickles and object arrays "
-                             "are refused") from None
-        raise
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except (ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError("not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "
+                         "pickles and object arrays are refused") from None
 
 
 def _load_numpy(path):
@@ -195,11 +199,7 @@ def _load_numpy(path):
         raise TimeMAEError(f"--data_path {path!r} is not a file; --dataset numpy reads {NUMPY_FORMAT}")
     try:
         loaded = load_numpy_file(path)
-        if isinstance(loaded, np.ndarray):
-            arrays = {"x": loaded}
-        else:
-            with loaded:
-                arrays = {k: loaded[k] for k in loaded.files}
+        arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else loaded
     except (OSError, ValueError) as e:
         raise TimeMAEError(f"cannot read {path}: {e}; --dataset numpy reads {NUMPY_FORMAT}") from None
     if "x" not in arrays:

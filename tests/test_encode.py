@@ -121,17 +121,26 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("longer", "longer series are refused"),
     ("no_head", "has no trained classification head"),
     ("format", "unknown file type .txt"),
-    ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez): pickles and object arrays are"),
-    ("objects", "x.npy: not a NumPy array file of numbers (numpy.save / savez): pickles and object arrays are"),
+    ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
+    ("objects", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
+    ("truncated", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
+    ("not_zip", "x.npz: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
+    ("npz_objects", "x.npz: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
 ])
 def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     _, _, out = run
     x = {"channels": new_series(channels=3), "longer": np.zeros((2, 2, 40), np.float32),
          "objects": np.array([{"a": 1}], dtype=object)}.get(case, new_series())
-    path = tmp_path / ("x.txt" if case == "format" else "x.npy")
+    path = tmp_path / ("x.txt" if case == "format" else "x.npz" if case.startswith(("npz", "not_zip")) else "x.npy")
     np.save(tmp_path / "x.npy", x, allow_pickle=case == "objects")
     if case in ("format", "not_npy"):
         path.write_text("1,2,3\n")
+    if case == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    if case == "not_zip":
+        path.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    if case == "npz_objects":
+        np.savez(path, x=np.array([0, "a"], dtype=object))
     model = str(out / "pretrain_model.pkl") if case == "no_head" else str(out)
     assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *(["--predict"] * (case == "no_head"))]) == 2
     err = capsys.readouterr().err

@@ -158,6 +158,23 @@ def test_labelled_numpy_without_a_test_split_probes_and_fine_tunes(tmp_path):
     assert (out / "linear_result.txt").read_text().splitlines()[-1].endswith("no test split")
 
 
+@pytest.mark.parametrize("damage", ["not a zip", "truncated", "object labels"])
+def test_damaged_numpy_files_are_one_line(tmp_path, capsys, damage):
+    """--dataset numpy on a damaged .npz (numpy raises BadZipFile, EOFError or ValueError, by damage) or one whose
+    labels are objects: one line, nothing written."""
+    x, y = synthetic_series(40, length=32)
+    path = tmp_path / "l.npz"
+    np.savez(path, x=x.transpose(0, 2, 1), y=y.astype(object) if damage == "object labels" else y)
+    if damage == "not a zip":
+        path.write_bytes(b"PK\x03\x04" + bytes(64))
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    assert main(["--dataset", "numpy", "--data_path", str(path), "--save_path", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one" in err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
 def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp_path, capsys, monkeypatch):
     """100 steps -> windows of 4 (25 windows), kept in args.json and the checkpoint; a run stopped in epoch 2
     resumes with the same flags (0 again) against the resolved configuration."""

@@ -37,10 +37,10 @@ def read_series(path):
         if ext == ".npy":
             return load_numpy_file(path)
         if ext == ".npz":
-            with load_numpy_file(path) as f:
-                if "x" not in f.files and len(f.files) != 1:
-                    raise TimeMAEError(f"{path}: holds {f.files}; expected an array 'x' (or a single array)")
-                return f["x" if "x" in f.files else f.files[0]]
+            arrays = load_numpy_file(path)
+            if "x" not in arrays and len(arrays) != 1:
+                raise TimeMAEError(f"{path}: holds {sorted(arrays)}; expected an array 'x' (or a single array)")
+            return arrays["x"] if "x" in arrays else next(iter(arrays.values()))
         if ext == ".pt":
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
