@@ -15,7 +15,7 @@ from datautils import load_dataset, normalize, resolve_folder, restrict_pretrain
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.resume import check_last_state, check_resumable, rewind_logs
-from engine.runfiles import atomic_write_json, prepare_run_dir
+from engine.runfiles import RUN_STATE, atomic_write_json, prepare_run_dir
 from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
 from model.bert import BERT_LR, bert_config, resolve_bert_path
@@ -204,6 +204,14 @@ def run(cfg, log=print, splits=None, trainer=Trainer):
         return trainer(model, splits, cfg, run_dir, dist.device, log=log, dist=dist, state=state).run()
 
 
+def resume_hint(run_dir):
+    """What an interrupted run left to continue from."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, RUN_STATE)):
+        return f"{run_dir}/{RUN_STATE} holds the state after the last finished epoch; rerun with --resume (the same " \
+               "flags, without --overwrite) to continue from it"
+    return "no epoch had finished, nothing to resume"
+
+
 def main(argv=None):
     cfg = parse_args(argv)
     try:
@@ -211,6 +219,10 @@ def main(argv=None):
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if is_main_process():
+            print(f"interrupted: {resume_hint(cfg.save_path)}", file=sys.stderr)
+        return 130
     if is_main_process():
         scores = [f"{name} acc {metrics[key]['acc']:.4f}" for key, name in (("finelast", "FineLast"),
                                                                            ("fineall", "FineAll"))

@@ -190,9 +190,11 @@ def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp
             raise KeyboardInterrupt
         return real(self, *a, **k)
     monkeypatch.setattr(process.Trainer, "pretrain_epoch", second_epoch_dies)
-    with pytest.raises(KeyboardInterrupt):
-        main(args)
-    assert "--wave_length 0: windows of 4 steps for series of 100" in capsys.readouterr().out
+    assert main(args) == 130                                                     # Ctrl-C: one line, no traceback
+    captured = capsys.readouterr()
+    assert "--wave_length 0: windows of 4 steps for series of 100" in captured.out
+    assert captured.err == (f"interrupted: {out}/last.pkl holds the state after the last finished epoch; rerun with "
+                            "--resume (the same flags, without --overwrite) to continue from it\n")
     saved = json.loads((out / "args.json").read_text())
     assert (saved["wave_length"], saved["num_windows"]) == (4, 25)
     monkeypatch.undo()
@@ -200,6 +202,19 @@ def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp
     assert "from the beginning" not in capsys.readouterr().out                 # epoch 1 was kept
     assert len((out / "pretrain_result.txt").read_text().splitlines()) == 2
     assert torch.load(out / "pretrain_model.pkl", weights_only=True)["config"]["wave_length"] == 4
+
+
+def test_ctrl_c_before_any_epoch_finished_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    x, _ = synthetic_series(40, length=32)
+    np.save(tmp_path / "x.npy", x.transpose(0, 2, 1))
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(process.Trainer, "pretrain_epoch", interrupted)
+    out = tmp_path / "run"
+    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out), *TINY]) == 130
+    assert capsys.readouterr().err == "interrupted: no epoch had finished, nothing to resume\n"
+    assert not (out / "last.pkl").exists()
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])
