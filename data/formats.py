@@ -89,20 +89,50 @@ def read_ts(path):
         *dims, label = line.split(":")
         return dims, label
     x, labels = _read_rows(path, "#", split_row)
-    unknown = sorted(set(labels.tolist()) - set(declared[1:])) if labelled and len(declared) > 1 else []
-    if unknown:
-        raise TimeMAEError(f"{path}: labels {unknown[:5]} are not among those @classLabel declares "
-                           f"({' '.join(declared[1:])})")
+    if labelled:
+        _check_declared(path, labels, declared[1:], "@classLabel")
     return x, labels
+
+
+def _check_declared(path, labels, declared, where):
+    """Labels outside the header's declared classes (none declared: no check) are a one-line error."""
+    unknown = sorted(set(labels.tolist()) - set(declared)) if declared else []
+    if unknown:
+        raise TimeMAEError(f"{path}: labels {unknown[:5]} are not among those {where} declares ({' '.join(declared)})")
+
+
+def _arff_classes(path):
+    """The values the class attribute (the last top-level `@attribute`, outside any relational block) declares
+    as `{a,b,...}`; [] when it declares none (a numeric target, say)."""
+    depth, spec = 0, ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            words = line.strip().split(None, 2)
+            keyword = words[0].lower() if words else ""
+            if keyword == "@data":
+                break
+            if keyword == "@end":
+                depth -= 1
+            elif keyword == "@attribute" and len(words) == 3:
+                if depth == 0:
+                    spec = words[2].strip()
+                if words[2].strip().lower() == "relational":
+                    depth += 1
+    if not (spec.startswith("{") and spec.endswith("}")):
+        return []
+    return [v.strip().strip("'\"") for v in spec[1:-1].split(",")]
 
 
 def read_arff(path):
     """Weka `.arff` as in the UEA/UCR archive: univariate rows `v1,...,vT,label` or multivariate rows
-    `'c1v1,...\\nc2v1,...',label` (a relational attribute whose channels are split by a literal \\n)."""
+    `'c1v1,...\\nc2v1,...',label` (a relational attribute whose channels are split by a literal \\n); a label the
+    class attribute does not declare is refused."""
     def split_row(line):
         if line[0] in "'\"":
             end = line.rfind(line[0])
             return line[1:end].replace("\\n", "\n").split("\n"), line[end + 1:].lstrip(",")
         body, _, label = line.rpartition(",")
         return [body], label
-    return _read_rows(path, "%", split_row)
+    x, labels = _read_rows(path, "%", split_row)
+    _check_declared(path, labels, _arff_classes(path), "the class attribute")
+    return x, labels

@@ -128,6 +128,11 @@ def test_arff_univariate_and_multivariate(tmp_path):
     assert x.shape == (2, 3, 2) and x[0, :, 1].tolist() == [4, 5, 6] and list(y) == ["1", "2"]
     (tmp_path / "M_TEST.arff").write_text(multi.read_text())
     assert load_dataset("ucr", str(tmp_path), "M").train_x.shape == (2, 3, 2)
+    multi.write_text(multi.read_text().replace("'7,8,9\\n1,1,1',2", "'7,8,9\\n1,1,1',3"))
+    with pytest.raises(TimeMAEError, match=r"labels \['3'\] are not among those the class attribute declares \(1 2\)"):
+        read_arff(multi)                                # the relational block's inner attribute is not the class
+    uni.write_text(uni.read_text().replace("{a,b}", "numeric"))
+    assert list(read_arff(uni)[1]) == ["a", "b"]        # no classes declared: nothing to check against
 
 
 def test_missing_folder_and_files_name_what_was_expected(tmp_path):
