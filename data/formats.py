@@ -51,10 +51,10 @@ def _header(path, comment):
             line = line.strip()
             if not line or line.startswith(comment):
                 continue
-            keyword, _, rest = line.partition(" ")
+            keyword, *rest = line.split(None, 1)
             if keyword.lower() == "@data":
                 break
-            header[keyword.lower()] = rest.strip()
+            header[keyword.lower()] = rest[0].strip() if rest else ""
     return header
 
 
