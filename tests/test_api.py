@@ -241,7 +241,7 @@ def test_values_the_command_line_would_refuse_are_refused_before_training(params
 
 def test_values_are_taken_as_the_parser_takes_them():
     """Text through the flag's type, numpy scalars as Python's (args.json holds them), one value of a list flag
-    as a list, the parameters left at None keeping the preset's value."""
+    as a list, a switch as given."""
     cfg = TimeMAEEncoder(lr="0.01", d_model=np.int64(32), flags={"probe_C": 2, "repr_layers": "5-8",
                                                                  "codebook_reset": True})._config(None, 0)
     assert (cfg.lr, cfg.d_model, cfg.probe_C, cfg.repr_layers, cfg.codebook_reset) == (0.01, 32, [2.0], [5, 6, 7, 8],
