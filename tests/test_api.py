@@ -209,12 +209,16 @@ def test_default_preset_fits_the_window_to_the_series_and_reads_meanmax_over_pha
     assert clf.transform(X[:3]).shape == (3, 32) and clf.predict(X[:3]).shape == (3,)
 
 
-def test_bad_uses_are_one_line_errors():
+def test_bad_uses_are_one_line_errors(tmp_path):
     X, _ = aeon(20)
     with pytest.raises(TimeMAEError, match="unknown settings"):
         TimeMAEEncoder(**SMALL, flags={"no_such_flag": 1}).fit(X)
-    with pytest.raises(TimeMAEError, match="--wave_length 64 is longer than the series"):
+    with pytest.raises(TimeMAEError, match="^wave_length 64 is longer than the series"):   # the API's names
         TimeMAEEncoder(**{**SMALL, "wave_length": 64}).fit(X)
+    kept = TimeMAEEncoder(**{**SMALL, "save_path": str(tmp_path / "run")}).fit(X)
+    with pytest.raises(TimeMAEError, match=r"pass flags\['resume'\] to continue that run, flags\['overwrite'\] to "
+                                           r"replace it, or choose another save_path"):
+        clone(kept).fit(X)
     with pytest.raises(TimeMAEError, match="needs labels"):
         TimeMAEClassifier(**SMALL).fit(X, None)
     with pytest.raises(TimeMAEError, match="n_cases, n_channels, n_timepoints"):

@@ -9,6 +9,7 @@ transform/predict prepare new series as the training data was (the checkpoint's 
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -105,7 +106,7 @@ class _TimeMAE(BaseEstimator):
             try:
                 metrics = main.run(cfg, log=log, splits=splits)
             except TimeMAEError as e:
-                raise TimeMAEError(main.flag_message(e)) from None
+                raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
             self.metrics_ = metrics
             self._keep(cfg, metrics, X, y)
         return self
@@ -159,6 +160,17 @@ class _TimeMAE(BaseEstimator):
 
     def _adopt_loaded(self, path, ckpt):
         self._adopt(path, ckpt.get("head"))
+
+
+def api_spelling(text, params):
+    """An engine message in the API's words: the flag --name becomes the parameter `name` where the estimator has
+    one, else `flags['name']` (--no-name: `flags['name']=False`)."""
+    def spell(match):
+        name = match[2]
+        if match[1]:
+            return f"flags['{name}']=False"
+        return name if name in params else f"flags['{name}']"
+    return re.sub(r"--(no-)?([A-Za-z]\w*)", spell, text)
 
 
 def _params_of_run(args):
