@@ -46,13 +46,18 @@ def _umask():
     return mask
 
 
+def write_error(path, error, hint=""):
+    """An OSError met writing `path` as a WriteError: one line on the command line, and still an OSError."""
+    return WriteError(f"cannot write {path!r}: {error.strerror or error}{hint}")
+
+
 def _atomic(path, write):
     """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     except OSError as e:
-        raise WriteError(f"cannot write {path!r}: {e.strerror or e} (its folder must exist and be writable)") from None
+        raise write_error(path, e, " (its folder must exist and be writable)") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results get the umask's mode, as open() does
         with os.fdopen(fd, "wb") as f:
@@ -64,7 +69,7 @@ def _atomic(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(f"cannot write {path!r}: {e.strerror or e}") from None
+            raise write_error(path, e) from None
         raise
 
 
@@ -86,5 +91,8 @@ def atomic_write_json(obj, path):
 
 def append_line(path, line):
     """Append one line of a log (a kill can lose at most the line being written, never earlier ones)."""
-    with open(path, "a") as f:
-        f.write(line + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:   # as for whole files
+        raise write_error(path, e) from None

@@ -20,7 +20,7 @@ from engine.resume import LAST, LOGS
 from common.errors import TimeMAEError
 from conftest import scripted_selection
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
-from engine.runfiles import atomic_save, prepare_run_dir
+from engine.runfiles import append_line, atomic_save, prepare_run_dir
 
 EPOCHS = dict(num_epoch_pretrain=5, num_epoch=3)  # 4 pretraining and 3 fine-tuning steps per epoch
 
@@ -255,6 +255,9 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_cleans_up(tmp_path, 
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["model.pkl"]
+    with pytest.raises(OSError, match="cannot write .*result.txt': No such file or directory") as error:   # logs too
+        append_line(str(tmp_path / "gone" / "result.txt"), "epoch 1")
+    assert isinstance(error.value, TimeMAEError)
 
 
 def test_nonfinite_loss_stops_then_resume_skips_it(data, tmp_path, monkeypatch, capsys):
