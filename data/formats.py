@@ -43,9 +43,8 @@ def _data_lines(path, comment):
                 in_data = line.lower().startswith("@data")
 
 
-def _header(path, comment):
-    """The `@` lines before `@data`, as {lower-case keyword: the rest of the line}."""
-    header = {}
+def _header_lines(path, comment):
+    """Every non-empty, non-comment line before `@data`, stripped, split into (lower-case keyword, rest)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
@@ -53,9 +52,13 @@ def _header(path, comment):
                 continue
             keyword, *rest = line.split(None, 1)
             if keyword.lower() == "@data":
-                break
-            header[keyword.lower()] = rest[0].strip() if rest else ""
-    return header
+                return
+            yield keyword.lower(), rest[0].strip() if rest else ""
+
+
+def _header(path, comment):
+    """The `@` lines before `@data`, as {lower-case keyword: the rest of the line}."""
+    return dict(_header_lines(path, comment))
 
 
 def _read_rows(path, comment, split_row):
@@ -105,19 +108,13 @@ def _arff_classes(path):
     """The values the class attribute (the last top-level `@attribute`, outside any relational block) declares
     as `{a,b,...}`; [] when it declares none (a numeric target, say)."""
     depth, spec = 0, ""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            words = line.strip().split(None, 2)
-            keyword = words[0].lower() if words else ""
-            if keyword == "@data":
-                break
-            if keyword == "@end":
-                depth -= 1
-            elif keyword == "@attribute" and len(words) == 3:
-                if depth == 0:
-                    spec = words[2].strip()
-                if words[2].strip().lower() == "relational":
-                    depth += 1
+    for keyword, rest in _header_lines(path, "%"):
+        if keyword == "@end":
+            depth -= 1
+        elif keyword == "@attribute":
+            kind = (rest.split(None, 1) + [""])[1]   # rest: "<name> <type>"
+            spec = kind if depth == 0 else spec
+            depth += kind.lower() == "relational"
     if not (spec.startswith("{") and spec.endswith("}")):
         return []
     return [v.strip().strip("'\"") for v in spec[1:-1].split(",")]
