@@ -81,6 +81,10 @@ def atomic_save_npy(array, path):
     _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def atomic_save_npz(path, **arrays):
+    _atomic(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+
+
 def atomic_write_text(text, path):
     _atomic(path, lambda f: f.write(text.encode()))
 

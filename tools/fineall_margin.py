@@ -28,6 +28,7 @@ from args import parse_args
 from classification import accuracy_standard_error
 from common.errors import TimeMAEError
 from engine.distributed import is_main_process
+from engine.runfiles import atomic_save_npz
 from main import flag_message, run
 from process import Trainer
 
@@ -65,10 +66,8 @@ def record(argv):
         return
     steps, sel, test, sel_y, test_y = zip(*candidates)
     path = os.path.join(cfg.save_path, CANDIDATES)
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, step=np.array(steps), sel_pred=np.stack(sel), test_pred=np.stack(test),
-                 sel_y=np.asarray(sel_y[0]), test_y=np.asarray(test_y[0]))
-    os.replace(path + ".tmp", path)
+    atomic_save_npz(path, step=np.array(steps), sel_pred=np.stack(sel), test_pred=np.stack(test),
+                    sel_y=np.asarray(sel_y[0]), test_y=np.asarray(test_y[0]))
     print(f"FineAll's {len(steps)} candidates: {path}")
 
 
