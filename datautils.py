@@ -407,7 +407,9 @@ def stratified_split(y, ratio, seed):
     from sklearn.model_selection import train_test_split
     idx = np.arange(len(y))
     counts = np.bincount(y)
-    if ratio <= 0 or len(y) * ratio < len(counts[counts > 0]) or counts[counts > 0].min() < 2:
+    held_out = math.ceil(ratio * len(y))            # as train_test_split sizes it; each side needs every class
+    classes = np.count_nonzero(counts)
+    if not classes <= held_out <= len(y) - classes or counts[counts > 0].min() < 2:
         raise TimeMAEError(f"cannot hold out a stratified {ratio:.0%} of {len(y)} labelled series with class "
                            f"counts {counts.tolist()}; change --val_ratio or use --select_on test")
     fit, held = train_test_split(idx, test_size=ratio, stratify=y, random_state=seed)

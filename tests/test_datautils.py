@@ -164,6 +164,11 @@ def test_stratified_split_is_stratified_and_deterministic():
     assert np.bincount(y[held]).tolist() == [10, 6, 4]
     assert set(fit).isdisjoint(held) and len(fit) + len(held) == 100
     np.testing.assert_array_equal(held, stratified_split(y, 0.2, seed=1)[1])
+    for ratio in (0.02, 0.99, 0.0):             # too few held out, too few left to fit, none held out
+        with pytest.raises(TimeMAEError, match=f"cannot hold out a stratified {ratio:.0%} of 100"):
+            stratified_split(y, ratio, seed=1)
+    assert [len(part) for part in stratified_split(y, 0.97, seed=1)] == [3, 97]   # the edges: one per class
+    assert [len(part) for part in stratified_split(y, 0.03, seed=1)] == [97, 3]
 
 
 def test_ucr_data_path_may_be_the_parent_as_in_the_reference_code(tmp_path):
