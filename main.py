@@ -89,7 +89,8 @@ def check_flags(cfg):
                  "threads", "min_batches"):
         if getattr(cfg, flag) < 1:
             raise TimeMAEError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
-    for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size", "min_steps", "min_pretrain_steps"):
+    for flag in ("num_epoch_pretrain", "num_epoch", "eval_batch_size", "min_steps", "min_pretrain_steps",
+                 "num_workers"):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
     check_probe_grid(cfg.probe_C)

@@ -88,6 +88,7 @@ def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
     (["--weight_decay", "-1"], "--weight_decay must be 0 or more, got -1.0"),
     (["--beta", "-1"], "--beta must be 0 or more, got -1.0"),
     (["--seed", "-1"], "--seed must lie in 0..4294967295, got -1"),
+    (["--num_workers", "-1"], "--num_workers must be 0 or more, got -1"),
     (["--dropout", "1"], "--dropout must lie in [0, 1), got 1.0"),
     (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be positive, got 0.0"),
     (["--vocab_size", "1"], "--vocab_size must be at least 2, got 1"),
