@@ -121,6 +121,7 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("longer", "longer series are refused"),
     ("no_head", "has no trained classification head"),
     ("format", "unknown file type .txt"),
+    ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("objects", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("truncated", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
@@ -135,6 +136,9 @@ def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     np.save(tmp_path / "x.npy", x, allow_pickle=case == "objects")
     if case in ("format", "not_npy"):
         path.write_text("1,2,3\n")
+    if case == "folder":
+        path = tmp_path / "series.ts"
+        path.mkdir()
     if case == "truncated":
         path.write_bytes(path.read_bytes()[:200])
     if case == "not_zip":

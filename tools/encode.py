@@ -31,6 +31,8 @@ def read_series(path):
     """The series in `path` (see the module doc) as an aeon-style array (N, C, T) or a list of (C, T_i)
     arrays, which as_series_array reads."""
     ext = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path):
+        raise TimeMAEError(f"input {path!r} is a folder; pass one file of series ({', '.join(INPUTS)})")
     if not os.path.isfile(path):
         raise TimeMAEError(f"input {path!r} does not exist")
     try:
