@@ -219,8 +219,10 @@ def as_series_array(x, what="X"):
         x = np.asarray(x.numpy() if torch.is_tensor(x) else x)
         if x.ndim == 2:
             x = x[:, None, :]
-        if x.ndim != 3 or x.shape[0] == 0:
+        if x.ndim != 3:
             raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
+        if 0 in x.shape:
+            raise TimeMAEError(f"{what} holds no series, or series of no channels or steps: shape {x.shape}")
         try:
             return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
         except (TypeError, ValueError) as e:

@@ -223,6 +223,12 @@ def test_bad_uses_are_one_line_errors(tmp_path):
         TimeMAEClassifier(**SMALL).fit(X, None)
     with pytest.raises(TimeMAEError, match="n_cases, n_channels, n_timepoints"):
         TimeMAEEncoder(**SMALL).fit(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(TimeMAEError, match=r"^X holds no series, or series of no channels or steps: shape \(0, 1, 8"):
+        TimeMAEEncoder(**SMALL).fit(np.zeros((0, 1, 8)))
+    with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): 20 train series but 5 labels$"):   # the API's words
+        TimeMAEClassifier(**SMALL).fit(X, np.arange(5))
+    with pytest.raises(TimeMAEError, match=r"^fit\(X\): train data has a series with an empty channel"):
+        TimeMAEEncoder(**SMALL).fit(np.concatenate([X, np.full((1,) + X.shape[1:], np.nan)]))
     assert not os.path.exists("exp/numpy")                          # nothing written to the working folder
 
 
@@ -264,6 +270,8 @@ def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors
         TimeMAEClassifier(**SMALL).fit(X, np.array([None, "a"] * 10, dtype=object))
     with pytest.raises(TimeMAEError, match="labels of one kind"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([0, "a"] * 10, dtype=object))
+    with pytest.raises(TimeMAEError, match=r"^X holds no series"):
+        encoder.transform(X[:0])
     with pytest.raises(TimeMAEError, match="cannot write .*: No such file or directory"):
         encoder.save(str(tmp_path / "missing" / "enc.pkl"))
     assert os.listdir(tmp_path) == []                               # no half-written file left

@@ -99,7 +99,7 @@ class _TimeMAE(BaseEstimator):
     def _train(self, X, y, num_epoch):
         """main.run on X (and labels y, or None); the estimator's _keep(cfg, metrics, X, y) then takes what it
         needs from the run folder, before a temporary one is removed."""
-        splits = splits_from_arrays("numpy", as_series_array(X), y)
+        splits = splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y)
         with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
             cfg = self._config(self.save_path or os.path.join(tmp, "run"), num_epoch)
             log = print if self.verbose else (lambda *_: None)
