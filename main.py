@@ -14,6 +14,7 @@ from common.errors import TimeMAEError
 from datautils import load_dataset, normalize, resolve_folder, restrict_pretraining
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
+from engine.provenance import provenance
 from engine.resume import check_last_state, check_resumable, rewind_logs
 from engine.runfiles import RUN_STATE, atomic_write_json, prepare_run_dir
 from engine.transfer import describe_transfer, transfer_weights
@@ -151,10 +152,11 @@ def describe(cfg, splits, model, dist):
             f"{cfg.select_on}; run folder {cfg.save_path}")
 
 
-def run(cfg, log=print, splits=None, trainer=Trainer):
+def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
     """One experiment; under torchrun (WORLD_SIZE > 1) this process's share of it, with rank 0 logging.
     `splits`: raw DatasetSplits to run on instead of the dataset the flags name (the timemae API's path);
-    `trainer`: the Trainer class (a diagnostic tool's subclass that records more)."""
+    `trainer`: the Trainer class (a diagnostic tool's subclass that records more); `command`: main.py's
+    arguments, recorded in args.json's provenance."""
     check_flags(cfg)
     torch.set_num_threads(cfg.threads)
     with init_distributed(cfg.device) as dist:
@@ -200,7 +202,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer):
             log(f"--resume: no finished epoch to continue in {run_dir}; starting the run from the beginning")
         if dist.is_main and state is None:
             atomic_write_json({**vars(cfg), "num_windows": model.num_windows, "num_masked": model.num_masked,
-                               "num_classes": splits.num_classes, "classes": list(splits.classes)},
+                               "num_classes": splits.num_classes, "classes": list(splits.classes),
+                               "provenance": provenance(dist.device, command)},
                               os.path.join(run_dir, "args.json"))
         return trainer(model, splits, cfg, run_dir, dist.device, log=log, dist=dist, state=state).run()
 
@@ -214,9 +217,10 @@ def resume_hint(run_dir):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse_args(argv)
     try:
-        metrics = run(cfg)
+        metrics = run(cfg, command=argv)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 unequal lengths, predictions, and the parameters' defaults (main.py's)."""
 import importlib.util
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -216,6 +217,8 @@ def test_bad_uses_are_one_line_errors(tmp_path):
     with pytest.raises(TimeMAEError, match="^wave_length 64 is longer than the series"):   # the API's names
         TimeMAEEncoder(**{**SMALL, "wave_length": 64}).fit(X)
     kept = TimeMAEEncoder(**{**SMALL, "save_path": str(tmp_path / "run")}).fit(X)
+    record = json.loads((tmp_path / "run" / "args.json").read_text())["provenance"]
+    assert "command" not in record and record["process"].startswith("python ")   # no main.py line: the caller's
     with pytest.raises(TimeMAEError, match=r"pass flags\['resume'\] to continue that run, flags\['overwrite'\] to "
                                            r"replace it, or choose another save_path"):
         clone(kept).fit(X)

@@ -41,6 +41,30 @@ def test_end_to_end_writes_every_output(tstcc_dir, tmp_path):
     assert {"model", "config", "epoch", "select_on"} <= set(ckpt)
 
 
+def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
+    """provenance: the command that reproduces the run, the code's commit as git gives it, the versions."""
+    import shlex
+    import subprocess
+    import sys
+    from engine.provenance import ROOT, git_commit
+    argv = ["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run dir"), "--wave_length",
+            "4", "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "run dir" / "args.json").read_text())["provenance"]
+    assert shlex.split(record["command"]) == ["python", "main.py", *argv] and "process" not in record
+    assert (record["torch"], record["device"], record["gpu"]) == (torch.__version__, "cpu", None)
+    assert record["python"] == ".".join(map(str, sys.version_info[:3])) and record["numpy"] == np.__version__
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:                                                       # no git: nothing to compare with
+        head = None
+    assert record["commit"] == (head or None) and git_commit(ROOT)[0] == record["commit"]
+    assert isinstance(record["dirty"], bool) or record["commit"] is None
+    assert git_commit(str(tmp_path)) == (None, None)                     # not a checkout
+    if head:                                                              # a folder inside a checkout is not its top
+        assert git_commit(os.path.join(ROOT, "model")) == (None, None)
+
+
 def test_fewer_than_five_epochs_and_finezero(tstcc_dir, tmp_path):
     for epochs in ("3", "0"):
         out = tmp_path / f"e{epochs}"

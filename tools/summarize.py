@@ -23,9 +23,10 @@ from engine.resume import RUNTIME_FLAGS
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
 KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
-# args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values.
+# args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values, and
+# where the run came from (its command line names the seed; its start time differs in every run).
 NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
-                              "num_epoch"}
+                              "num_epoch", "provenance"}
 FLAG_DEFAULTS = vars(parse_args([]))
 
 
