@@ -18,7 +18,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], "experiments.label_fraction")
     p.add_argument("--fractions", type=float, nargs="+", help="default: 0.05 .. 1 (--quick), 0.01 .. 1")
     a = parse(p, argv)
     study = Study("label_fraction", a)

@@ -16,7 +16,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], "experiments.mask_ratio")
     p.add_argument("--ratios", type=float, nargs="+", help="default: 0.2 0.4 0.6 0.8 (--quick), else 0.1 .. 0.9")
     a = parse(p, argv)
     ratios = a.ratios or RATIOS[a.scale]

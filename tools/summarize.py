@@ -119,7 +119,7 @@ def markdown(table):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.summarize", description=__doc__.splitlines()[0])
     p.add_argument("root", help="folder searched recursively for run folders (metrics.json)")
     p.add_argument("--out", help="CSV to write the summary to")
     p.add_argument("--markdown", help="markdown file to write the 'mean ± std' table to")
