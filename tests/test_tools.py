@@ -39,6 +39,11 @@ def test_run_sh_runs_each_seed_and_summarises(two_runs):
     mean = 100 * sum(r["finelast"]["acc"] for r in runs) / 2
     assert summary.loc[0, "finelast_acc_mean"] == pytest.approx(mean, abs=0.01)
     assert "±" in stdout
+    from tools.summarize import run_commit                   # the commit the runs came from, as args.json has it
+    provenance = [json.loads((folder / f"seed{k}" / "args.json").read_text())["provenance"] for k in (1, 2)]
+    assert summary.fillna("").loc[0, "commit"] == " ".join(sorted({run_commit(p) for p in provenance} - {""}))
+    assert (run_commit({"commit": "0123456789", "dirty": True}), run_commit({"commit": "0123456789", "dirty": False}),
+            run_commit(None)) == ("0123456+dirty", "0123456", "")
 
 
 def test_run_sh_rejects_unknown_dataset():

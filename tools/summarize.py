@@ -6,6 +6,7 @@
 Runs are grouped by dataset, selection protocol, pretraining / fine-tuning epochs and `config`: the flags of
 args.json whose values differ between the runs of that dataset (seeds, paths and runtime flags aside). Runs
 with 0 pretraining epochs and no --pretrained_path give FineZero (their FineLast) and FineZero+ (their FineAll).
+`commit` lists the commits the group's runs came from (args.json's provenance; `+dirty`: tracked files differed).
 """
 import argparse
 import glob
@@ -43,6 +44,7 @@ def collect_runs(root):
         row = {"run": folder, "dataset": metrics.get("dataset"), "seed": metrics.get("seed"),
                "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
                "finetune_epochs": config.get("num_epoch"),
+               "commit": run_commit(config.get("provenance")),
                "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
         for phase, key in METRICS:
             if phase in metrics:
@@ -53,6 +55,12 @@ def collect_runs(root):
     if not runs.empty:
         runs["config"] = config_labels(runs)
     return runs.drop(columns="args", errors="ignore")
+
+
+def run_commit(provenance):
+    """The short commit a run came from, '+dirty' when tracked files differed from it; '' when unknown."""
+    commit = (provenance or {}).get("commit")
+    return f"{commit[:7]}{'+dirty' if provenance.get('dirty') else ''}" if commit else ""
 
 
 def final_codebook(folder):
@@ -87,6 +95,8 @@ def summarize(runs):
     grouped = runs.groupby(keys, dropna=False)[cols]
     table = grouped.mean().round(2).add_suffix("_mean").join(grouped.std(ddof=1).round(2).add_suffix("_std"))
     table["runs"] = grouped.size()
+    if "commit" in runs:
+        table["commit"] = runs.groupby(keys, dropna=False)["commit"].agg(lambda c: " ".join(sorted(set(c) - {""})))
     return table.reset_index()
 
 
@@ -100,6 +110,8 @@ def format_table(summary):
     for col, name in CODEBOOK.items():
         if f"{col}_mean" in summary:
             out[name] = [mean_std(m, s) for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
+    if "commit" in summary:
+        out["commit"] = summary["commit"]
     return out
 
 
