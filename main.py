@@ -203,7 +203,7 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         if dist.is_main and state is None:
             atomic_write_json({**vars(cfg), "num_windows": model.num_windows, "num_masked": model.num_masked,
                                "num_classes": splits.num_classes, "classes": list(splits.classes),
-                               "provenance": provenance(dist.device, command)},
+                               "provenance": provenance(dist.device, command, dist.world_size)},
                               os.path.join(run_dir, "args.json"))
         return trainer(model, splits, cfg, run_dir, dist.device, log=log, dist=dist, state=state).run()
 

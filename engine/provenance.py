@@ -45,15 +45,15 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def provenance(device, command=None):
+def provenance(device, command=None, processes=1):
     """The record for args.json: the main.py command line (`command`: its arguments as a list), or without one
-    (the API, a tool) the process's; the commit and whether tracked files differed from it, versions, CPU, device
+    (the API, a tool) the process's; the number of torchrun processes; the commit and whether tracked files differed from it, versions, CPU, device
     (and GPU name), and the start time."""
     commit, dirty = git_commit()
     device = torch.device(device)
     origin = dict(command=shlex.join(["python", "main.py", *command])) if command is not None else \
         dict(process=shlex.join(["python", *sys.argv]))
-    return dict(**origin, commit=commit, dirty=dirty, python=platform.python_version(),
+    return dict(**origin, processes=processes, commit=commit, dirty=dirty, python=platform.python_version(),
                 torch=torch.__version__, numpy=np.__version__, sklearn=sklearn.__version__, cpu=cpu_name(),
                 cpu_capability=torch.backends.cpu.get_cpu_capability(), device=str(device),
                 gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,

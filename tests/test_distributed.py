@@ -46,7 +46,7 @@ def test_two_process_loss_curve_matches_one_process(runs):
 
 
 def test_only_rank_zero_writes_and_logs(runs):
-    _, multi, stdout = runs
+    single, multi, stdout = runs
     assert stdout.count("pretrain epoch 1:") == 1 and stdout.count("done:") == 1
     assert sorted(os.listdir(multi)) == ["args.json", "linear_result.txt", "metrics.json", "model.pkl", "pretrain_log.jsonl",
                                          "pretrain_model.pkl", "pretrain_result.txt", "result.txt"]
@@ -56,6 +56,9 @@ def test_only_rank_zero_writes_and_logs(runs):
         metrics = json.load(f)
     assert "fineall" in metrics
     assert_reported(multi, metrics)
+    for run, processes in ((multi, 2), (single, 1)):
+        with open(os.path.join(run, "args.json")) as f:
+            assert json.load(f)["provenance"]["processes"] == processes
 
 
 def test_single_process_dist_is_a_pass_through():
