@@ -31,7 +31,7 @@ import torch
 
 from common.errors import TimeMAEError
 from data.builders import read_har
-from data.formats import DEFAULT_FOLDERS, UEA_NAMES, read_arff, read_ts, stack_ragged
+from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, stack_ragged
 from data.sources import SourceTree
 
 DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
@@ -250,7 +250,7 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
 # ----------------------------------------------------------------------------------------------- UEA / UCR
 
 def _load_uea(folder, name):
-    for ext, reader in ((".ts", read_ts), (".arff", read_arff)):
+    for ext, reader in UEA_READERS:
         pattern = f"{name}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
         found = sorted(glob.glob(os.path.join(folder, pattern)))
         if found:
@@ -267,7 +267,7 @@ def _load_uea(folder, name):
     want = name or "<Name>"
     raise TimeMAEError(
         f"no dataset files in {folder!r}: expected train.pt + test.pt (+ val.pt), train_new.pt + test_new.pt, "
-        f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff)")
+        f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff, or the UCR 2018 archive's .tsv)")
 
 
 def _to_length(x, t):

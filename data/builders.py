@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.formats import read_arff, read_ts
+from data.formats import UEA_READERS
 from common.errors import TimeMAEError
 
 SPLIT_SEED = 42        # TS-TCC's random_state for every split
@@ -128,12 +128,12 @@ def build_epilepsy(tree, out):
 # ----------------------------------------------------------------------------------------------- UEA / UCR
 
 def find_uea_pair(tree, name):
-    """(train path, test path, reader) of `<name>_TRAIN/_TEST`, preferring .ts over .arff."""
-    for ext, reader in ((".ts", read_ts), (".arff", read_arff)):
+    """(train path, test path, reader) of `<name>_TRAIN/_TEST`, preferring .ts over .arff over .tsv."""
+    for ext, reader in UEA_READERS:
         train, test = tree.find(f"{name}_TRAIN{ext}"), tree.find(f"{name}_TEST{ext}")
         if train and test:
             return train, test, reader
-    raise TimeMAEError(f"the source holds no {name}_TRAIN.ts + {name}_TEST.ts (or .arff) pair; is {name!r} the "
+    raise TimeMAEError(f"the source holds no {name}_TRAIN.ts + {name}_TEST.ts (or .arff, .tsv) pair; is {name!r} the "
                        "dataset's exact name in the UEA/UCR archive?")
 
 

@@ -1,5 +1,5 @@
-"""Text formats of the UEA/UCR archive (`.ts`, `.arff`) read into NaN-padded arrays (N, T_max, C) with their
-labels, and the folder and archive names of the paper's benchmarks."""
+"""Text formats of the UEA/UCR archive (`.ts`, `.arff`, the UCR 2018 archive's `.tsv`) read into NaN-padded
+arrays (N, T_max, C) with their labels, and the folder and archive names of the paper's benchmarks."""
 import numpy as np
 
 from common.errors import TimeMAEError
@@ -30,12 +30,13 @@ def _floats(text, path, lineno):
 
 
 def _data_lines(path, comment):
-    """(line number, stripped line) of every data row after the `@data` header line."""
-    in_data = False
+    """(line number, stripped line) of every data row after the `@data` header line (comment None: a file
+    without header or comments, every line data)."""
+    in_data = comment is None
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
-            if not line or line.startswith(comment):
+            if not line or comment is not None and line.startswith(comment):
                 continue
             if in_data:
                 yield lineno, line
@@ -72,8 +73,10 @@ def _read_rows(path, comment, split_row):
         series.append([_floats(d, path, lineno) for d in dims])
         labels.append(label if label is None else label.strip().strip("'\""))
     if not series:
-        raise TimeMAEError(f"{path}: no series after an @data line")
-    return stack_ragged(series, path), None if labels[0] is None else np.array(labels)
+        raise TimeMAEError(f"{path}: no series" + (" after an @data line" if comment is not None else ""))
+    x = stack_ragged(series, path)
+    steps = np.flatnonzero(~np.isnan(x).all(axis=(0, 2)))     # a NaN tail that no series fills is not a step
+    return x[:, : steps[-1] + 1 if len(steps) else 0], None if labels[0] is None else np.array(labels)
 
 
 def read_ts(path):
@@ -133,3 +136,16 @@ def read_arff(path):
     x, labels = _read_rows(path, "%", split_row)
     _check_declared(path, labels, _arff_classes(path), "the class attribute")
     return x, labels
+
+
+def read_ucr_tsv(path):
+    """The UCR 2018 archive's `.tsv` (`<Name>_TRAIN.tsv`): no header, one univariate series per line, its label
+    first and then its values, tab-separated; the archive ends shorter series in NaN, which is padding here."""
+    def split_row(line):
+        label, _, values = line.partition("\t")
+        return [values.replace("\t", ",")] if values.strip() else [], label
+    return _read_rows(path, None, split_row)
+
+
+# the readers of a UEA/UCR dataset's <Name>_TRAIN<ext> and <Name>_TEST<ext>, in order of preference
+UEA_READERS = ((".ts", read_ts), (".arff", read_arff), (".tsv", read_ucr_tsv))

@@ -67,6 +67,9 @@ class SourceTree:
         try:
             with zipfile.ZipFile(archive) as z:
                 z.extractall(target)  # extractall drops absolute paths and '..' from member names
+        except RuntimeError:   # zipfile's error for an encrypted member (the UCR 2018 archive is encrypted)
+            raise TimeMAEError(f"{archive} is encrypted: extract it with its password (the UCR archive's briefing "
+                               "document gives it) and pass the folder it extracts to") from None
         except (zipfile.BadZipFile, OSError) as e:
             raise TimeMAEError(f"{archive} is not a readable zip archive ({e})") from None
         self._walk(target)

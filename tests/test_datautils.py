@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import synthetic_series, write_tstcc
-from data.formats import read_arff, read_ts
+from data.formats import read_arff, read_ts, read_ucr_tsv
 from datautils import (data_description, load_dataset, normalize, prepare_series, resolve_folder, splits_from_arrays,
                        stratified_split)
 from common.errors import TimeMAEError
@@ -156,6 +156,36 @@ def test_bad_values_and_labels_are_refused(tmp_path):
                tmp_path / "train.pt")
     with pytest.raises(TimeMAEError, match=r"test labels \['7'\] do not occur"):
         load_dataset("har", str(tmp_path))
+
+
+def _write_tsv(path, rows, labels, length):
+    """The UCR 2018 archive's layout: label, then the values, tab-separated, NaN after a shorter series' end."""
+    path.write_text("".join(f"{lab}\t" + "\t".join(map(str, [*row, *["NaN"] * (length - len(row))])) + "\n"
+                            for row, lab in zip(rows, labels)))
+
+
+def test_ucr_2018_tsv_loads_as_the_same_series_in_ts(tmp_path):
+    train, test = [[1.5, 2, 3], [4, 5, 6, 7, 8], [0, 1, 2, 3]], [[1, 2, 3, 4], [3, 2, 1]]
+    for name, ext in (("Ts", "ts"), ("Tsv", "tsv")):
+        (tmp_path / name).mkdir()
+        for split, rows, labels in (("TRAIN", train, ["-1", "1", "-1"]), ("TEST", test, ["1", "-1"])):
+            path = tmp_path / name / f"{name}_{split}.{ext}"
+            if ext == "ts":
+                _write_ts(path, [[r] for r in rows], labels, univariate=True)
+            else:
+                _write_tsv(path, rows, labels, length=6)                     # padded past the longest series
+    x, y = read_ucr_tsv(tmp_path / "Tsv" / "Tsv_TRAIN.tsv")
+    assert x.shape == (3, 5, 1) and list(y) == ["-1", "1", "-1"] and np.isnan(x[0, 3:]).all()   # NaN tail cut
+    ts, tsv = load_dataset("ucr", str(tmp_path), "Ts"), load_dataset("ucr", str(tmp_path), "Tsv")
+    for field in ("train_x", "train_y", "test_x", "test_y"):                 # the archive's NaN tail is padding
+        np.testing.assert_array_equal(getattr(tsv, field), getattr(ts, field))
+    assert tsv.classes == ts.classes == ("-1", "1") and tsv.seq_len == 5
+    (tmp_path / "Tsv" / "Tsv_TEST.tsv").write_text("1\t1\t2\n-1\n")
+    with pytest.raises(TimeMAEError, match=r"Tsv_TEST.tsv:2: expected values and a label"):
+        read_ucr_tsv(tmp_path / "Tsv" / "Tsv_TEST.tsv")
+    (tmp_path / "Tsv" / "Tsv_TEST.tsv").write_text("1\t1\tx\n")
+    with pytest.raises(TimeMAEError, match=r"Tsv_TEST.tsv:1: cannot parse values '1,x'"):
+        load_dataset("ucr", str(tmp_path), "Tsv")
 
 
 def test_stratified_split_is_stratified_and_deterministic():

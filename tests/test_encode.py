@@ -37,7 +37,7 @@ def new_series(n=6, channels=2):
 
 def write_all_formats(folder, x):
     """x (N, 1, T) univariate in every input format; returns the paths."""
-    paths = {ext: str(folder / f"new{ext}") for ext in (".npy", ".npz", ".pt", ".ts", ".csv")}
+    paths = {ext: str(folder / f"new{ext}") for ext in (".npy", ".npz", ".pt", ".ts", ".tsv", ".csv")}
     np.save(paths[".npy"], x)
     np.savez(paths[".npz"], x=x)
     torch.save({"samples": torch.from_numpy(x)}, paths[".pt"])
@@ -45,6 +45,8 @@ def write_all_formats(folder, x):
     with open(paths[".ts"], "w") as f:
         f.write("@problemName New\n@univariate true\n@classLabel true 0\n@data\n" + "\n".join(rows))
     pd.DataFrame(x[:, 0]).to_csv(paths[".csv"], header=False, index=False)
+    with open(paths[".tsv"], "w") as f:                           # the UCR 2018 archive: label, values, NaN tail
+        f.write("".join("0\t" + "\t".join(repr(float(v)) for v in s[0]) + "\tNaN\n" for s in x))
     return paths
 
 
@@ -121,7 +123,7 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("longer", "longer series are refused"),
     ("no_head", "has no trained classification head"),
     ("format", "unknown file type .txt"),
-    ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .csv)"),
+    ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("objects", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("truncated", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),

@@ -405,6 +405,32 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["Epilepsy", "src"]        # the old folder is gone, nothing hidden
 
 
+def test_ucr_2018_archive_folder_as_source(tmp_path):
+    """The UCR 2018 archive, extracted (its zip is encrypted): <Name>/<Name>_TRAIN.tsv, copied as distributed."""
+    src = tmp_path / "UCRArchive_2018" / "Toy"
+    src.mkdir(parents=True)
+    (src / "Toy_TRAIN.tsv").write_text("1\t0.5\t1.5\t2.5\n2\t3\t4\tNaN\n1\t1\t2\t3\n2\t0\t1\tNaN\n")
+    (src / "Toy_TEST.tsv").write_text("2\t1\t2\tNaN\n1\t0\t0\t0\n")
+    splits = prepare("Toy", out=str(tmp_path / "Toy"), sources=[str(tmp_path / "UCRArchive_2018")],
+                     log=lambda _: None)
+    assert sorted(os.listdir(tmp_path / "Toy")) == ["Toy_TEST.tsv", "Toy_TRAIN.tsv"]
+    assert (tmp_path / "Toy" / "Toy_TRAIN.tsv").read_text() == (src / "Toy_TRAIN.tsv").read_text()
+    s = load_dataset("ucr", str(tmp_path), "Toy")
+    assert s.train_x.shape == (4, 3, 1) and s.classes == ("1", "2") and np.isnan(s.train_x[1, 2, 0])
+    assert len(splits.train_x) == 4 and len(splits.test_x) == 2
+
+
+def test_encrypted_archive_says_to_extract_it(tmp_path):
+    body = bytearray(zip_bytes({"UCRArchive_2018/Toy/Toy_TRAIN.tsv": "1\t1\t2\n"}))
+    body[body.find(b"PK\x03\x04") + 6] |= 1                       # the encryption flag, in both headers
+    body[body.find(b"PK\x01\x02") + 8] |= 1
+    (tmp_path / "UCRArchive_2018.zip").write_bytes(bytes(body))
+    with pytest.raises(TimeMAEError, match=r"UCRArchive_2018.zip is encrypted: extract it with its password"):
+        prepare("Toy", out=str(tmp_path / "Toy"), sources=[str(tmp_path / "UCRArchive_2018.zip")],
+                log=lambda _: None)
+    assert not (tmp_path / "Toy").exists()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(dataset="../etc"), "not a dataset name"),
     (dict(dataset="har"), "either --download"),

@@ -6,8 +6,9 @@ names and the length policy.
     python -m tools.encode exp/epilepsy/seed1 new.csv --predict --out pred.csv    # label + one column per class
 
 Input files (one series per case): .npy (N, C, T) or (N, T); .npz with an array 'x' (or a single array);
-.pt holding such a tensor or a dict with 'samples' (TS-TCC) or 'x'; .ts (UEA/UCR; labels ignored); .csv with
-one univariate series per row, no header (shorter rows end in empty cells). Output: .npy or .csv; with
+.pt holding such a tensor or a dict with 'samples' (TS-TCC) or 'x'; .ts (UEA/UCR; labels ignored); .tsv (the UCR
+2018 archive: label, then values; labels ignored); .csv with one univariate series per row, no header (shorter
+rows end in empty cells). Output: .npy or .csv; with
 --predict, .npy gets the labels and <stem>_proba.npy the probabilities (columns in class order).
 """
 import argparse
@@ -19,12 +20,12 @@ import pandas as pd
 import torch
 
 from common.errors import TimeMAEError
-from data.formats import read_ts
+from data.formats import read_ts, read_ucr_tsv
 from datautils import as_series_array, load_numpy_file
 from engine.runfiles import atomic_save_npy, atomic_write_text
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
-INPUTS = (".npy", ".npz", ".pt", ".ts", ".csv")
+INPUTS = (".npy", ".npz", ".pt", ".ts", ".tsv", ".csv")
 
 
 def read_series(path):
@@ -53,8 +54,8 @@ def read_series(path):
             if not torch.is_tensor(obj):
                 raise TimeMAEError(f"{path}: expected a tensor (N, C, T) or a dict holding one")
             return obj
-        if ext == ".ts":
-            x, _ = read_ts(path)                                               # (N, T, C), NaN-padded
+        if ext in (".ts", ".tsv"):
+            x, _ = (read_ts if ext == ".ts" else read_ucr_tsv)(path)            # (N, T, C), NaN-padded
             return x.transpose(0, 2, 1)
         if ext == ".csv":
             return pd.read_csv(path, header=None, dtype=np.float64).to_numpy()
