@@ -1,14 +1,17 @@
-"""Plots of a run folder: pretraining curves, codebook usage and a t-SNE of the representations.
+"""Plots of a run folder: pretraining curves, codebook usage, fine-tuning and a t-SNE of the representations.
 
     python visualize.py exp/epilepsy/seed1 [--data_path DIR] [--max_points 2000]
 
-Writes curves.png, codebook.png and tsne.png into the run folder. codebook.png shows, per pretraining epoch,
+Writes curves.png (the probe panel marks the selected checkpoint), codebook.png, finetune.png (FineAll's
+selection-split accuracy per evaluation, the kept step marked; runs with FineAll) and tsne.png into the run
+folder. codebook.png shows, per pretraining epoch,
 how many of the tokenizer's codewords the MCC targets used and the perplexity of their distribution (the
 number of equally used codewords it equals): a tokenizer that collapsed onto a few codewords shows at a glance.
 """
 import argparse
 import json
 import os
+import re
 import sys
 
 import matplotlib
@@ -45,14 +48,42 @@ def protocol(run_dir):
         return json.load(f)["select_on"]
 
 
+def read_metrics(run_dir):
+    """metrics.json, or {} while the run is unfinished."""
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_finetune(run_dir):
+    """FineAll's evaluations in result.txt as a DataFrame (epoch, step, acc, f1: on the selection split) and the
+    step the run kept (None before the run ended); empty without FineAll."""
+    path = os.path.join(run_dir, "result.txt")
+    text = open(path).read() if os.path.isfile(path) else ""
+    rows = re.findall(r"^epoch(\d+), step(\d+), \w+_acc([0-9.]+), \w+_f1([0-9.]+)$", text, re.M)
+    steps = pd.DataFrame(rows, columns=["epoch", "step", "acc", "f1"]).astype(
+        {"epoch": int, "step": int, "acc": float, "f1": float})
+    kept = re.search(r"^final,.*best_step(\d+)", text, re.M)
+    return steps, int(kept[1]) if kept else None
+
+
 def plot_curves(run_dir, pre):
     probe = pre.dropna(subset=["probe"])  # the last epoch is always probed
+    finelast = read_metrics(run_dir).get("finelast", {})
+    chosen = probe[probe.epoch == finelast.get("epoch")]
     panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
               ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, title) in zip(axes.flat, panels):
         if key is None:
-            ax.plot(probe.epoch, 100 * probe.probe, "o-")
+            ax.plot(probe.epoch, 100 * probe.probe, "o-", label="probe (selection split)")
+            if len(chosen):
+                test = f"; FineLast test {100 * finelast['acc']:.2f}" if "acc" in finelast else ""
+                ax.plot(chosen.epoch, 100 * chosen.probe, "*", ms=15, color="C3",
+                        label=f"selected: epoch {int(chosen.epoch.iloc[0])}{test}")
+            ax.legend(fontsize=8)
             ax.set_ylabel("%")
         else:
             ax.plot(pre.epoch, pre[key], label=key)
@@ -91,6 +122,32 @@ def plot_codebook(run_dir, pre):
                  f"perplexity {last.ppl:.1f} ({100 * last.ppl / vocab:.1f}% of the codebook)", fontsize=9)
     fig.tight_layout()
     out = os.path.join(run_dir, "codebook.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_finetune(run_dir, steps, kept):
+    """FineAll's selection-split accuracy and macro-F1 per evaluation (`steps`, `kept`: read_finetune), the kept
+    step marked, with its test accuracy and FineLast's in the title."""
+    metrics = read_metrics(run_dir)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(steps.step, 100 * steps.acc, "o-", ms=3, label="accuracy")
+    ax.plot(steps.step, 100 * steps.f1, "s-", ms=3, alpha=0.6, label="macro-F1")
+    best = steps[steps.step == kept].head(1)
+    if len(best):
+        ax.plot(best.step, 100 * best.acc, "*", ms=15, color="C3", label=f"kept: step {kept}" +
+                (" (FineLast's probe)" if kept == 0 and steps.step.iloc[0] == 0 else ""))
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel(f"% on the {protocol(run_dir)} split")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    scores = [f"{name} test {100 * metrics[key]['acc']:.2f}" for key, name in (("fineall", "FineAll"),
+                                                                               ("finelast", "FineLast"))
+              if "acc" in metrics.get(key, {})]
+    ax.set_title(f"fine-tuning (FineAll), {run_dir}" + (f"\n{', '.join(scores)}" if scores else ""), fontsize=9)
+    fig.tight_layout()
+    out = os.path.join(run_dir, "finetune.png")
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -139,6 +196,9 @@ def main(argv=None):
         else:
             print(plot_curves(a.run_dir, epochs))
             print(plot_codebook(a.run_dir, epochs))
+        steps, kept = read_finetune(a.run_dir)
+        if len(steps):
+            print(plot_finetune(a.run_dir, steps, kept))
         if not a.no_tsne:
             print(plot_tsne(a.run_dir, a.data_path, a.max_points))
     except TimeMAEError as e:

@@ -55,13 +55,22 @@ def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
 
 
-def test_visualize_writes_curves_and_tsne(two_runs):
+def test_visualize_writes_curves_and_tsne(two_runs, tmp_path):
     folder, _, data = two_runs
     run = folder / "seed1"
     assert visualize_main([str(run), "--data_path", data, "--max_points", "40"]) == 0
-    for name in ("curves.png", "codebook.png", "tsne.png"):
+    for name in ("curves.png", "codebook.png", "finetune.png", "tsne.png"):
         with open(run / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    from visualize import read_finetune                       # what finetune.png draws: result.txt's evaluations
+    steps, kept = read_finetune(str(run))
+    lines = (run / "result.txt").read_text().splitlines()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(steps) == len(lines) - 1 and kept == metrics["fineall"]["step"] and kept in set(steps.step)
+    first = lines[0].split(", ")
+    assert (steps.step[0], steps.acc[0]) == (int(first[1][4:]), float(first[2].split("_acc")[1]))
+    (tmp_path / "result.txt").write_text("")                   # a run without FineAll (--num_epoch 0)
+    assert read_finetune(str(tmp_path))[0].empty and read_finetune(str(tmp_path))[1] is None
 
 
 def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs, tmp_path, capsys):
@@ -71,7 +80,7 @@ def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs,
     (run / "pretrain_log.jsonl").write_text("")                  # as a FineZero run leaves it
     assert visualize_main([str(run), "--data_path", data, "--max_points", "40"]) == 0
     assert "no pretraining epochs" in capsys.readouterr().out
-    assert sorted(p.name for p in run.glob("*.png")) == ["tsne.png"]
+    assert sorted(p.name for p in run.glob("*.png")) == ["finetune.png", "tsne.png"]      # FineZero+ still drawn
 
 
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
