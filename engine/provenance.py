@@ -47,8 +47,8 @@ def cpu_name():
 
 def provenance(device, command=None, processes=1):
     """The record for args.json: the main.py command line (`command`: its arguments as a list), or without one
-    (the API, a tool) the process's; the number of torchrun processes; the commit and whether tracked files differed from it, versions, CPU, device
-    (and GPU name), and the start time."""
+    (the API, a tool) the process's; the number of torchrun processes; the commit and whether tracked files
+    differed from it; versions, CPU, device (and GPU name), and the start time."""
     commit, dirty = git_commit()
     device = torch.device(device)
     origin = dict(command=shlex.join(["python", "main.py", *command])) if command is not None else \
