@@ -308,7 +308,8 @@ def _check_values(x, split, dataset):
     if bad.any():
         n = int(bad.any(axis=(1, 2)).sum())
         raise TimeMAEError(f"{dataset}: {split} data has non-finite values (NaN/inf) inside {n} series; "
-                           "only trailing NaN padding of variable-length series is allowed")
+                           "only trailing NaN padding of variable-length series is allowed: fill the gaps (e.g. by "
+                           "interpolation) or drop those series")
     if trailing.all(axis=1).any():
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
