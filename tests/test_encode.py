@@ -122,6 +122,8 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("channels", "has 3 channels but the model was trained on 2"),
     ("longer", "longer series are refused"),
     ("no_head", "has no trained classification head"),
+    ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0); the linear probe's predictions: "
+                 "TimeMAEClassifier(finetune=False)"),
     ("format", "unknown file type .txt"),
     ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
@@ -148,7 +150,11 @@ def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     if case == "npz_objects":
         np.savez(path, x=np.array([0, "a"], dtype=object))
     model = str(out / "pretrain_model.pkl") if case == "no_head" else str(out)
-    assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *(["--predict"] * (case == "no_head"))]) == 2
+    if case == "no_model":                                        # a run folder of FineLast only
+        model = str(tmp_path / "finelast")
+        shutil.copytree(out, model, ignore=shutil.ignore_patterns("model.pkl"))
+    predict = ["--predict"] * (case in ("no_head", "no_model"))
+    assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *predict]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "z.npy").exists()

@@ -74,8 +74,9 @@ def checkpoint_path(model, predict):
     if not os.path.isdir(model):
         raise TimeMAEError(f"{model!r} is neither a run folder nor a checkpoint file")
     if not os.path.isfile(path):
-        raise TimeMAEError(f"run folder {model!r} holds no {name}" + (" (the run did not fine-tune: --num_epoch 0)"
-                                                                     if predict else ""))
+        raise TimeMAEError(f"run folder {model!r} holds no {name}" + (
+            " (the run did not fine-tune: --num_epoch 0); the linear probe's predictions: "
+            "TimeMAEClassifier(finetune=False) in Python (docs/api.md)" if predict else ""))
     return path
 
 
