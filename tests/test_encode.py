@@ -122,8 +122,8 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("channels", "has 3 channels but the model was trained on 2"),
     ("longer", "longer series are refused"),
     ("no_head", "has no trained classification head"),
-    ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0); the linear probe's predictions: "
-                 "TimeMAEClassifier(finetune=False)"),
+    ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0); to predict, fit a classifier on "
+                 "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
     ("format", "unknown file type .txt"),
     ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
