@@ -169,6 +169,9 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         if cfg.wave_length == 0:  # args.json and the checkpoints keep the sigma it resolves to
             cfg.wave_length = window_length(splits.seq_len)
             log(f"--wave_length 0: windows of {cfg.wave_length} steps for series of {splits.seq_len}")
+        if cfg.phases > cfg.wave_length:  # grid_phases: a window of sigma steps meets a series at sigma phases at most
+            log(f"--phases {cfg.phases}: windows of {cfg.wave_length} steps have {cfg.wave_length} phases of the grid; "
+                f"the representation averages over {cfg.wave_length}")
         if cfg.d_model is None and cfg.encoder == "timemae":
             cfg.d_model = 64
         model = build_model(cfg, splits, log)

@@ -207,7 +207,7 @@ def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp
     np.save(tmp_path / "x.npy", x.transpose(0, 2, 1))
     out = tmp_path / "run"
     args = ["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out),
-            "--wave_length", "0", "--num_epoch_pretrain", "2", *TINY]
+            "--wave_length", "0", "--phases", "8", "--num_epoch_pretrain", "2", *TINY]
     epochs, real = iter(range(1, 9)), process.Trainer.pretrain_epoch
 
     def second_epoch_dies(self, *a, **k):
@@ -218,6 +218,8 @@ def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp
     assert main(args) == 130                                                     # Ctrl-C: one line, no traceback
     captured = capsys.readouterr()
     assert "--wave_length 0: windows of 4 steps for series of 100" in captured.out
+    assert "--phases 8: windows of 4 steps have 4 phases of the grid; the representation averages over 4" \
+        in captured.out
     assert captured.err == (f"interrupted: {out}/last.pkl holds the state after the last finished epoch; rerun with "
                             "--resume (the same flags, without --overwrite) to continue from it\n")
     saved = json.loads((out / "args.json").read_text())
