@@ -334,8 +334,10 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True):
     for split, x in (("train", trx), ("val", vax), ("test", tex)):
         if x is not None:
             _check_values(x, split, dataset)
-    if any(a is not None and a.shape[2] != trx.shape[2] for a in (vax, tex)):
-        raise TimeMAEError(f"{dataset}: train has {trx.shape[2]} channels but another split differs")
+    for split, x in (("val", vax), ("test", tex)):
+        if x is not None and x.shape[2] != trx.shape[2]:
+            raise TimeMAEError(f"{dataset}: the {split} series have {x.shape[2]} channels but the training series "
+                               f"{trx.shape[2]}")
     t = trx.shape[1]
     if fixed:
         for split, x in (("val", vax), ("test", tex)):

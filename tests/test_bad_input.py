@@ -294,7 +294,7 @@ CASES = [
                   "variable-length series is allowed: fill the gaps (e.g. by interpolation) or drop those series"),
     (inf_in_data, "test data has non-finite values (NaN/inf) inside 1 series"),
     (series_shorter_than_window, "--wave_length 4 is longer than the series (3 steps)"),
-    (channels_differ_between_splits, "train has 2 channels but another split differs"),
+    (channels_differ_between_splits, "the val series have 3 channels but the training series 2"),
     (checkpoint_other_channels, "built for another configuration (channels: checkpoint 3 vs run 2)"),
     (checkpoint_other_architecture, "built for another configuration (layers: checkpoint 2 vs run 1)"),
     (checkpoint_not_timemae, "is not a TimeMAE checkpoint"),
