@@ -38,6 +38,10 @@ def test_run_sh_runs_each_seed_and_summarises(two_runs):
     runs = [pd.read_json(folder / f"seed{k}" / "metrics.json", typ="series") for k in (1, 2)]
     mean = 100 * sum(r["finelast"]["acc"] for r in runs) / 2
     assert summary.loc[0, "finelast_acc_mean"] == pytest.approx(mean, abs=0.01)
+    for name in ("nn1", "logistic"):                          # the raw-series baselines beside TimeMAE
+        raw = 100 * sum(r["baselines"][name]["acc"] for r in runs) / 2
+        assert summary.loc[0, f"raw_{name}_acc_mean"] == pytest.approx(raw, abs=0.01)
+    assert "raw 1-NN acc" in stdout and "raw logistic acc" in stdout
     assert "±" in stdout
     from tools.summarize import run_commit                   # the commit the runs came from, as args.json has it
     provenance = [json.loads((folder / f"seed{k}" / "args.json").read_text())["provenance"] for k in (1, 2)]

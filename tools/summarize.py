@@ -1,4 +1,5 @@
-"""Mean ± std of the final metrics over the runs found under a folder (searched recursively).
+"""Mean ± std of the final metrics over the runs found under a folder (searched recursively): FineLast and FineAll
+accuracy and macro-F1, the raw-series baselines beside them (1-NN and logistic regression), the codebook in use.
 
     python -m tools.summarize exp/epilepsy --out exp/epilepsy/summary.csv
     python -m tools.summarize exp --out exp/summary.csv --markdown exp/summary.md     # every run of every study
@@ -23,6 +24,7 @@ from engine.resume import RUNTIME_FLAGS
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
+BASELINES = {"nn1": "raw 1-NN acc", "logistic": "raw logistic acc"}          # on the raw normalised series
 KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
 # args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values, and
 # where the run came from (its command line names the seed; its start time differs in every run).
@@ -49,6 +51,9 @@ def collect_runs(root):
         for phase, key in METRICS:
             if phase in metrics:
                 row[f"{phase}_{key}"] = 100 * metrics[phase][key]
+        for name, scores in metrics.get("baselines", {}).items():
+            if name in BASELINES and "acc" in scores:
+                row[f"raw_{name}_acc"] = 100 * scores["acc"]
         row.update(final_codebook(folder))
         rows.append(row)
     runs = pd.DataFrame(rows)
@@ -91,7 +96,8 @@ def config_labels(runs):
 def summarize(runs):
     """Group runs by dataset, protocol, budget and config; mean, std and count of every metric."""
     keys = [k for k in KEYS if k in runs]
-    cols = [c for c in [*(f"{p}_{k}" for p, k in METRICS), *CODEBOOK] if c in runs]
+    cols = [c for c in [*(f"{p}_{k}" for p, k in METRICS), *(f"raw_{b}_acc" for b in BASELINES), *CODEBOOK]
+            if c in runs]
     grouped = runs.groupby(keys, dropna=False)[cols]
     table = grouped.mean().round(2).add_suffix("_mean").join(grouped.std(ddof=1).round(2).add_suffix("_std"))
     table["runs"] = grouped.size()
@@ -107,7 +113,7 @@ def format_table(summary):
         if f"{phase}_{key}_mean" in summary:
             name = {"finelast": "FineLast", "fineall": "FineAll"}[phase] + (" acc" if key == "acc" else " macro-F1")
             out[name] = [mean_std(m, s) for m, s in zip(summary[f"{phase}_{key}_mean"], summary[f"{phase}_{key}_std"])]
-    for col, name in CODEBOOK.items():
+    for col, name in [*((f"raw_{b}_acc", name) for b, name in BASELINES.items()), *CODEBOOK.items()]:
         if f"{col}_mean" in summary:
             out[name] = [mean_std(m, s) for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
     if "commit" in summary:
