@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks import throughput
+from engine.provenance import git_commit
 from scale_helpers import ROOT, subprocess_env, write_pt_dataset
 
 
@@ -22,7 +23,10 @@ def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
     assert (table["windows"] == 12).all()                          # 178 steps / window 16, rounded up
     pre = table[table["task"] == "pretrain"]
     assert (pre["gflop_per_batch"] > 0).all() and (pre["of_matmul"] > 0).all()
-    assert "of_matmul" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "of_matmul" in printed
+    commit = git_commit()[0]                                         # the code that measured, before the figures
+    assert (f"commit {commit[:7]}" if commit else "not a git checkout") in printed.splitlines()[0]
     assert table["syncs_per_step"][:2].isna().all()                 # counted on a GPU only
 
 
