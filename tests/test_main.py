@@ -54,10 +54,13 @@ def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
     assert shlex.split(record["command"]) == ["python", "main.py", *argv] and "process" not in record
     assert (record["torch"], record["device"], record["gpu"]) == (torch.__version__, "cpu", None)
     assert record["python"] == ".".join(map(str, sys.version_info[:3])) and record["numpy"] == np.__version__
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:                                                       # no git: nothing to compare with
-        head = None
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
+        except OSError:                                                   # no git: nothing to compare with
+            return ""
+    top = git("rev-parse", "--show-toplevel")                            # a checkout of this repository, or none
+    head = git("rev-parse", "HEAD") if top and os.path.samefile(top, ROOT) else ""
     assert record["commit"] == (head or None) and git_commit(ROOT)[0] == record["commit"]
     assert isinstance(record["dirty"], bool) or record["commit"] is None
     assert git_commit(str(tmp_path)) == (None, None)                     # not a checkout
