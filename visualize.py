@@ -4,9 +4,9 @@
 
 Writes curves.png (the probe panel marks the selected checkpoint), codebook.png, finetune.png (FineAll's
 selection-split accuracy per evaluation, the kept step marked; runs with FineAll) and tsne.png into the run
-folder. codebook.png shows, per pretraining epoch,
-how many of the tokenizer's codewords the MCC targets used and the perplexity of their distribution (the
-number of equally used codewords it equals): a tokenizer that collapsed onto a few codewords shows at a glance.
+folder. codebook.png shows, per pretraining epoch, how many of the tokenizer's codewords the MCC targets used and
+the perplexity of their distribution (the number of equally used codewords it equals): a tokenizer that collapsed
+onto a few codewords shows at a glance.
 """
 import argparse
 import json
@@ -61,7 +61,10 @@ def read_finetune(run_dir):
     """FineAll's evaluations in result.txt as a DataFrame (epoch, step, acc, f1: on the selection split) and the
     step the run kept (None before the run ended); empty without FineAll."""
     path = os.path.join(run_dir, "result.txt")
-    text = open(path).read() if os.path.isfile(path) else ""
+    text = ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            text = f.read()
     rows = re.findall(r"^epoch(\d+), step(\d+), \w+_acc([0-9.]+), \w+_f1([0-9.]+)$", text, re.M)
     steps = pd.DataFrame(rows, columns=["epoch", "step", "acc", "f1"]).astype(
         {"epoch": int, "step": int, "acc": float, "f1": float})
