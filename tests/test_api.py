@@ -92,6 +92,9 @@ def test_save_and_load_in_a_fresh_process_is_bitwise_equal(encoder, tmp_path):
                    check=True, cwd=tmp_path)
     assert np.array_equal(np.load(tmp_path / "z.npy"), encoder.transform(X))
     assert type(load(path)) is TimeMAEEncoder and TimeMAEEncoder.load(path).get_params() == encoder.get_params()
+    from engine.provenance import git_commit                        # where the fit ran travels with the file
+    assert load(path).provenance_ == encoder.provenance_ and encoder.provenance_["commit"] == git_commit()[0]
+    assert encoder.provenance_["process"].startswith("python ") and "command" not in encoder.provenance_
 
 
 def test_unequal_length_lists():

@@ -8,6 +8,7 @@ classifier.
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
+import json
 import os
 import re
 import tempfile
@@ -108,6 +109,8 @@ class _TimeMAE(BaseEstimator):
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
             self.metrics_ = metrics
+            with open(os.path.join(cfg.save_path, "args.json")) as f:   # where this fit ran: commit, versions, ...
+                self.provenance_ = json.load(f)["provenance"]
             self._keep(cfg, metrics, X, y)
         return self
 
@@ -138,10 +141,11 @@ class _TimeMAE(BaseEstimator):
     # ------------------------------------------------------------------------------------------ files
     def save(self, path):
         """One checkpoint file holding everything transform/predict need: weights, model config, the training
-        data's description (normalisation statistics, class names, length policy) and these parameters."""
+        data's description (normalisation statistics, class names, length policy) and these parameters; and
+        where the fit ran (provenance_)."""
         check_is_fitted(self, "model_")
         save_checkpoint(path, self.model_, data=self.data_, head=self.head_, estimator=type(self).__name__,
-                        params=self.get_params(deep=False))
+                        params=self.get_params(deep=False), provenance=self.provenance_)
         return path
 
     @classmethod
@@ -156,6 +160,7 @@ class _TimeMAE(BaseEstimator):
         if device is not None:
             est.device = device
         est._adopt_loaded(path, ckpt)
+        est.provenance_ = ckpt.get("provenance")   # None for a main.py checkpoint: its args.json holds it
         return est
 
     def _adopt_loaded(self, path, ckpt):
