@@ -33,7 +33,7 @@ from model import TimeMAE  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/profile_step.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shape", default="har", choices=sorted(SHAPES))
     p.add_argument("--wave_length", type=int, default=0, help="0: run.sh's preset for the shape")

@@ -20,7 +20,7 @@ from model.layers import SHORT_ROWS, SoftmaxLastDim  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/softmax_rows.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--batch_size", type=positive_int, default=128)

@@ -50,7 +50,7 @@ SHAPES = {"har": (9, 128, 6, 8), "ps": (11, 217, 39, 8), "ad": (13, 93, 10, 4), 
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/throughput.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="all", help="cpu, cuda, cuda:N, or all (cpu, then cuda when present)")
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
