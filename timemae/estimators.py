@@ -144,8 +144,9 @@ class _TimeMAE(BaseEstimator):
         data's description (normalisation statistics, class names, length policy) and these parameters; and
         where the fit ran (provenance_)."""
         check_is_fitted(self, "model_")
+        # getattr: an estimator pickled by an earlier version has no provenance_
         save_checkpoint(path, self.model_, data=self.data_, head=self.head_, estimator=type(self).__name__,
-                        params=self.get_params(deep=False), provenance=self.provenance_)
+                        params=self.get_params(deep=False), provenance=getattr(self, "provenance_", None))
         return path
 
     @classmethod
