@@ -29,32 +29,33 @@ def _floats(text, path, lineno):
         raise TimeMAEError(f"{path}:{lineno}: cannot parse values {text[:60]!r}") from None
 
 
-def _data_lines(path, comment):
-    """(line number, stripped line) of every data row after the `@data` header line (comment None: a file
-    without header or comments, every line data)."""
-    in_data = comment is None
+def _content_lines(path, comment):
+    """(line number, stripped line) of every non-empty line that is not a comment (comment None: no comments)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
-            if not line or comment is not None and line.startswith(comment):
-                continue
-            if in_data:
+            if line and (comment is None or not line.startswith(comment)):
                 yield lineno, line
-            else:
-                in_data = line.lower().startswith("@data")
+
+
+def _data_lines(path, comment):
+    """(line number, stripped line) of every data row: after the `@data` header line, or (comment None: a file
+    without header or comments) every line."""
+    lines = _content_lines(path, comment)
+    if comment is not None:
+        for _, line in lines:                     # the header, up to and including @data
+            if line.lower().startswith("@data"):
+                break
+    yield from lines
 
 
 def _header_lines(path, comment):
     """Every non-empty, non-comment line before `@data`, stripped, split into (lower-case keyword, rest)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith(comment):
-                continue
-            keyword, *rest = line.split(None, 1)
-            if keyword.lower() == "@data":
-                return
-            yield keyword.lower(), rest[0].strip() if rest else ""
+    for _, line in _content_lines(path, comment):
+        keyword, *rest = line.split(None, 1)
+        if keyword.lower() == "@data":
+            return
+        yield keyword.lower(), rest[0].strip() if rest else ""
 
 
 def _header(path, comment):
