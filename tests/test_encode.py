@@ -37,7 +37,7 @@ def new_series(n=6, channels=2):
 
 def write_all_formats(folder, x):
     """x (N, 1, T) univariate in every input format; returns the paths."""
-    paths = {ext: str(folder / f"new{ext}") for ext in (".npy", ".npz", ".pt", ".ts", ".tsv", ".csv")}
+    paths = {ext: str(folder / f"new{ext}") for ext in (".npy", ".npz", ".pt", ".ts", ".arff", ".tsv", ".csv")}
     np.save(paths[".npy"], x)
     np.savez(paths[".npz"], x=x)
     torch.save({"samples": torch.from_numpy(x)}, paths[".pt"])
@@ -45,6 +45,9 @@ def write_all_formats(folder, x):
     with open(paths[".ts"], "w") as f:
         f.write("@problemName New\n@univariate true\n@classLabel true 0\n@data\n" + "\n".join(rows))
     pd.DataFrame(x[:, 0]).to_csv(paths[".csv"], header=False, index=False)
+    with open(paths[".arff"], "w") as f:                          # Weka's: one attribute per step, class last
+        f.write("@relation New\n" + "".join(f"@attribute t{i} numeric\n" for i in range(x.shape[2])) +
+                "@attribute class {0}\n@data\n" + "\n".join(r.replace(":", ",") for r in rows) + "\n")
     with open(paths[".tsv"], "w") as f:                           # the UCR 2018 archive: label, values, NaN tail
         f.write("".join("0\t" + "\t".join(repr(float(v)) for v in s[0]) + "\tNaN\n" for s in x))
     return paths
@@ -125,7 +128,7 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0); to predict, fit a classifier on "
                  "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
     ("format", "unknown file type .txt"),
-    ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .tsv, .csv)"),
+    ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .arff, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("objects", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("truncated", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),

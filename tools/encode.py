@@ -6,9 +6,9 @@ names and the length policy.
     python -m tools.encode exp/epilepsy/seed1 new.csv --predict --out pred.csv    # label + one column per class
 
 Input files (one series per case): .npy (N, C, T) or (N, T); .npz with an array 'x' (or a single array);
-.pt holding such a tensor or a dict with 'samples' (TS-TCC) or 'x'; .ts (UEA/UCR; labels ignored); .tsv (the UCR
-2018 archive: label, then values; labels ignored); .csv with one univariate series per row, no header (shorter
-rows end in empty cells). Output: .npy or .csv; with
+.pt holding such a tensor or a dict with 'samples' (TS-TCC) or 'x'; .ts, .arff or .tsv (the UEA/UCR archive's
+formats, as the ucr loader reads them; labels ignored); .csv with one univariate series per row, no header
+(shorter rows end in empty cells). Output: .npy or .csv; with
 --predict, .npy gets the labels and <stem>_proba.npy the probabilities (columns in class order).
 """
 import argparse
@@ -20,12 +20,13 @@ import pandas as pd
 import torch
 
 from common.errors import TimeMAEError
-from data.formats import read_ts, read_ucr_tsv
+from data.formats import UEA_READERS
 from datautils import as_series_array, load_numpy_file
 from engine.runfiles import atomic_save_npy, atomic_write_text
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
-INPUTS = (".npy", ".npz", ".pt", ".ts", ".tsv", ".csv")
+ARCHIVE_READERS = dict(UEA_READERS)   # .ts, .arff, .tsv
+INPUTS = (".npy", ".npz", ".pt", *ARCHIVE_READERS, ".csv")
 
 
 def read_series(path):
@@ -54,8 +55,8 @@ def read_series(path):
             if not torch.is_tensor(obj):
                 raise TimeMAEError(f"{path}: expected a tensor (N, C, T) or a dict holding one")
             return obj
-        if ext in (".ts", ".tsv"):
-            x, _ = (read_ts if ext == ".ts" else read_ucr_tsv)(path)            # (N, T, C), NaN-padded
+        if ext in ARCHIVE_READERS:
+            x, _ = ARCHIVE_READERS[ext](path)                                  # (N, T, C), NaN-padded
             return x.transpose(0, 2, 1)
         if ext == ".csv":
             return pd.read_csv(path, header=None, dtype=np.float64).to_numpy()
