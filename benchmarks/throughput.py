@@ -40,7 +40,7 @@ from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from process import Trainer  # noqa: E402
-from engine.provenance import cpu_name, git_commit  # noqa: E402
+from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
 from engine.runfiles import atomic_write_text  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
@@ -94,8 +94,8 @@ def check_shapes(parser, shapes):
 
 def print_machine():
     """The conditions a benchmark's figures depend on, and the code that measured them, printed before them."""
-    commit, dirty = git_commit()
-    code = f"commit {commit[:7]}{' with uncommitted changes' if dirty else ''}" if commit else "not a git checkout"
+    commit = short_commit(*git_commit())
+    code = f"commit {commit}" if commit else "not a git checkout"
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs ({cpu_name()}), torch {torch.__version__}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {code}", flush=True)
 

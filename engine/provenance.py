@@ -33,6 +33,11 @@ def git_commit(folder=ROOT):
     return _git(folder, "rev-parse", "HEAD"), None if status is None else bool(status)
 
 
+def short_commit(commit, dirty):
+    """'abc1234', 'abc1234+dirty' when tracked files differed from it, '' when unknown (not a checkout)."""
+    return f"{commit[:7]}{'+dirty' if dirty else ''}" if commit else ""
+
+
 def cpu_name():
     """The CPU's model name (Linux), else what platform knows."""
     try:

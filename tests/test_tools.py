@@ -43,11 +43,12 @@ def test_run_sh_runs_each_seed_and_summarises(two_runs):
         assert summary.loc[0, f"raw_{name}_acc_mean"] == pytest.approx(raw, abs=0.01)
     assert "raw 1-NN acc" in stdout and "raw logistic acc" in stdout
     assert "±" in stdout
-    from tools.summarize import run_commit                   # the commit the runs came from, as args.json has it
+    from engine.provenance import short_commit               # the commit the runs came from, as args.json has it
     provenance = [json.loads((folder / f"seed{k}" / "args.json").read_text())["provenance"] for k in (1, 2)]
-    assert summary.fillna("").loc[0, "commit"] == " ".join(sorted({run_commit(p) for p in provenance} - {""}))
-    assert (run_commit({"commit": "0123456789", "dirty": True}), run_commit({"commit": "0123456789", "dirty": False}),
-            run_commit(None)) == ("0123456+dirty", "0123456", "")
+    assert summary.fillna("").loc[0, "commit"] == " ".join(sorted({short_commit(p["commit"], p["dirty"])
+                                                                   for p in provenance} - {""}))
+    assert (short_commit("0123456789", True), short_commit("0123456789", False),
+            short_commit(None, None)) == ("0123456+dirty", "0123456", "")
 
 
 def test_run_sh_rejects_unknown_dataset():

@@ -19,6 +19,7 @@ import sys
 import pandas as pd
 
 from args import parse_args
+from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
 from engine.resume import RUNTIME_FLAGS
 
@@ -43,10 +44,11 @@ def collect_runs(root):
         args_path = os.path.join(folder, "args.json")
         config = json.load(open(args_path)) if os.path.isfile(args_path) else {}
         config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
+        provenance = config.get("provenance") or {}   # runs from before provenance have none
         row = {"run": folder, "dataset": metrics.get("dataset"), "seed": metrics.get("seed"),
                "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
                "finetune_epochs": config.get("num_epoch"),
-               "commit": run_commit(config.get("provenance")),
+               "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
                "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
         for phase, key in METRICS:
             if phase in metrics:
@@ -60,12 +62,6 @@ def collect_runs(root):
     if not runs.empty:
         runs["config"] = config_labels(runs)
     return runs.drop(columns="args", errors="ignore")
-
-
-def run_commit(provenance):
-    """The short commit a run came from, '+dirty' when tracked files differed from it; '' when unknown."""
-    commit = (provenance or {}).get("commit")
-    return f"{commit[:7]}{'+dirty' if provenance.get('dirty') else ''}" if commit else ""
 
 
 def final_codebook(folder):
@@ -98,11 +94,12 @@ def summarize(runs):
     keys = [k for k in KEYS if k in runs]
     cols = [c for c in [*(f"{p}_{k}" for p, k in METRICS), *(f"raw_{b}_acc" for b in BASELINES), *CODEBOOK]
             if c in runs]
-    grouped = runs.groupby(keys, dropna=False)[cols]
+    groups = runs.groupby(keys, dropna=False)
+    grouped = groups[cols]
     table = grouped.mean().round(2).add_suffix("_mean").join(grouped.std(ddof=1).round(2).add_suffix("_std"))
     table["runs"] = grouped.size()
     if "commit" in runs:
-        table["commit"] = runs.groupby(keys, dropna=False)["commit"].agg(lambda c: " ".join(sorted(set(c) - {""})))
+        table["commit"] = groups["commit"].agg(lambda c: " ".join(sorted(set(c) - {""})))
     return table.reset_index()
 
 
