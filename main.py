@@ -169,12 +169,12 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         if cfg.wave_length == 0:  # args.json and the checkpoints keep the sigma it resolves to
             cfg.wave_length = window_length(splits.seq_len)
             log(f"--wave_length 0: windows of {cfg.wave_length} steps for series of {splits.seq_len}")
-        if cfg.phases > cfg.wave_length:  # grid_phases: a window of sigma steps meets a series at sigma phases at most
-            log(f"--phases {cfg.phases}: windows of {cfg.wave_length} steps have {cfg.wave_length} phases of the grid; "
-                f"the representation averages over {cfg.wave_length}")
         if cfg.d_model is None and cfg.encoder == "timemae":
             cfg.d_model = 64
         model = build_model(cfg, splits, log)
+        if model.num_phases < cfg.phases:
+            log(f"--phases {cfg.phases}: windows of {cfg.wave_length} steps have {model.num_phases} phases of the "
+                f"grid; the representation averages over {model.num_phases}")
         fit = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)[0] \
             if splits.labelled else ()
         budget = training_budget(cfg, len(splits.pretrain_x()), len(fit), dist.world_size)

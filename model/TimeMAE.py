@@ -218,10 +218,15 @@ class TimeMAE(nn.Module):
             return self.visible_encoder(h, window_pad, layers=self.cfg.repr_layers), window_pad
         return self.visible_encoder(h, window_pad), window_pad
 
+    @property
+    def num_phases(self):
+        """K = min(phases, sigma): a window of sigma steps meets a series at sigma phases of its grid at most."""
+        return min(self.cfg.phases, self.cfg.wave_length)
+
     def grid_phases(self, x):
-        """x (B, T, C) -> (K*B, T, C): K = min(phases, sigma) copies of the batch, copy j started
-        floor(j * sigma / K) steps late (at most T_i - 1), so the window grid meets each series at K phases."""
-        phases = min(self.cfg.phases, self.cfg.wave_length)
+        """x (B, T, C) -> (K*B, T, C): K = num_phases copies of the batch, copy j started floor(j * sigma / K)
+        steps late (at most T_i - 1), so the window grid meets each series at K phases."""
+        phases = self.num_phases
         if phases == 1:
             return x
         offsets = torch.arange(phases, device=x.device) * self.cfg.wave_length // phases       # (K,)
