@@ -72,9 +72,9 @@ def read_finetune(run_dir):
     return steps, int(kept[1]) if kept else None
 
 
-def plot_curves(run_dir, pre):
+def plot_curves(run_dir, pre, metrics):
     probe = pre.dropna(subset=["probe"])  # the last epoch is always probed
-    finelast = read_metrics(run_dir).get("finelast", {})
+    finelast = metrics.get("finelast", {})
     chosen = probe[probe.epoch == finelast.get("epoch")]
     panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
               ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
@@ -130,10 +130,9 @@ def plot_codebook(run_dir, pre):
     return out
 
 
-def plot_finetune(run_dir, steps, kept):
+def plot_finetune(run_dir, steps, kept, metrics):
     """FineAll's selection-split accuracy and macro-F1 per evaluation (`steps`, `kept`: read_finetune), the kept
-    step marked, with its test accuracy and FineLast's in the title."""
-    metrics = read_metrics(run_dir)
+    step marked, with its test accuracy and FineLast's (`metrics`: metrics.json) in the title."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(steps.step, 100 * steps.acc, "o-", ms=3, label="accuracy")
     ax.plot(steps.step, 100 * steps.f1, "s-", ms=3, alpha=0.6, label="macro-F1")
@@ -193,15 +192,16 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(a.run_dir, "args.json")):
             raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no args.json)")
         epochs = read_epochs(a.run_dir)
+        metrics = read_metrics(a.run_dir)   # {} while the run is unfinished
         if epochs.empty:  # the t-SNE of its checkpoint is still worth a look
             print(f"{a.run_dir}: no pretraining epochs (FineZero, or pretrained in another run): no curves.png or "
                   "codebook.png")
         else:
-            print(plot_curves(a.run_dir, epochs))
+            print(plot_curves(a.run_dir, epochs, metrics))
             print(plot_codebook(a.run_dir, epochs))
         steps, kept = read_finetune(a.run_dir)
         if len(steps):
-            print(plot_finetune(a.run_dir, steps, kept))
+            print(plot_finetune(a.run_dir, steps, kept, metrics))
         if not a.no_tsne:
             print(plot_tsne(a.run_dir, a.data_path, a.max_points))
     except TimeMAEError as e:
