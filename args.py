@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from datautils import DATA_ENV
+from datautils import DATA_ENV, GAPS
 from engine.speed import COMPILE_MODES
 from model.config import POOLINGS
 
@@ -79,6 +79,9 @@ def build_parser():
                    help="stratified share of the labelled training data held out for model selection")
     g.add_argument("--normalize", default="channel", choices=("channel", "none"),
                    help="channel: z-score every channel with statistics of the pretraining data")
+    g.add_argument("--gaps", default="refuse", choices=GAPS,
+                   help="missing values (NaN) inside a series: refuse the data, or interpolate linearly in time "
+                        "(NaN before a channel's first value takes that value); trailing NaN is always padding")
 
     g = p.add_argument_group("model")
     g.add_argument("--d_model", type=int, default=None,

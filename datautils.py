@@ -16,6 +16,10 @@ Lengths come from the training data: every split has the training split's number
 series of a variable-length (UEA/UCR) set longer than every training series is cropped to its first T steps
 (`DatasetSplits.cropped` counts them); a fixed-length split (.pt, HAR) whose length differs from train's is
 refused. Padding stays NaN through `normalize`, so the model can tell padding from data (TimeMAE.window_padding).
+
+Missing values inside a series (gaps: NaN before a channel's last value) are refused, unless `gaps` is
+"interpolate" (`--gaps interpolate`): then `fill_gaps` fills them linearly in time, and the NaN before a channel's
+first value with that value. NaN after a channel's last value is always padding, never filled.
 """
 import glob
 import math
@@ -43,6 +47,7 @@ NUMPY_FORMAT = ("a .npy array (N, C, T) or (N, T) of unlabelled series, or a .np
 # at the end (padding the model hides), as variable-length training series are; a longer one is refused (the
 # model has one position embedding per window of the first T steps).
 LENGTH_POLICY = {"shorter": "pad", "longer": "refuse"}
+GAPS = ("refuse", "interpolate")  # what the loaders do with NaN inside a series (see the module doc)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class DatasetSplits:
     classes: tuple = ()
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
     cropped: int = 0                            # test series cropped to the training length (variable-length sets)
+    gaps: str = "refuse"                        # one of GAPS: how NaN inside the series was treated
     stats: Optional[dict] = None               # set by normalize: {'normalize', 'mean' (C,), 'std' (C,)}
 
     @property
@@ -104,11 +110,12 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
     return os.path.join(os.environ.get(DATA_ENV, "data"), sub)
 
 
-def load_dataset(dataset, data_path=None, ucr_folder=None):
-    """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder; see the module doc."""
+def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
+    """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder; `gaps`: one of GAPS; see the
+    module doc."""
     folder = resolve_folder(dataset, data_path, ucr_folder)
     if dataset == "numpy":
-        return _load_numpy(folder)
+        return _load_numpy(folder, gaps)
     if not os.path.isdir(folder):
         raise TimeMAEError(f"data folder {folder!r} does not exist (set --data_path or ${DATA_ENV})")
     has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
@@ -120,8 +127,8 @@ def load_dataset(dataset, data_path=None, ucr_folder=None):
     elif os.path.isdir(os.path.join(folder, "train", "Inertial Signals")):
         splits = _load_raw_har(folder)
     else:
-        return _finalise(dataset, *_load_uea(folder, ucr_folder or UEA_NAMES.get(dataset)), fixed=False)
-    return _finalise(dataset, *splits)
+        return _finalise(dataset, *_load_uea(folder, ucr_folder or UEA_NAMES.get(dataset)), fixed=False, gaps=gaps)
+    return _finalise(dataset, *splits, gaps=gaps)
 
 
 # ----------------------------------------------------------------------------------------------- .pt files
@@ -193,7 +200,7 @@ def load_numpy_file(path):
                          "pickles and object arrays are refused") from None
 
 
-def _load_numpy(path):
+def _load_numpy(path, gaps="refuse"):
     """--dataset numpy: NUMPY_FORMAT; arrays in the aeon layout (N, C, T), labels of any type."""
     if not os.path.isfile(path):
         raise TimeMAEError(f"--data_path {path!r} is not a file; --dataset numpy reads {NUMPY_FORMAT}")
@@ -209,7 +216,7 @@ def _load_numpy(path):
         raise TimeMAEError(f"{path}: unknown arrays {unknown}; --dataset numpy reads {NUMPY_FORMAT}")
     get = lambda k: None if k not in arrays else as_series_array(arrays[k], f"{path}: {k!r}")  # noqa: E731
     return splits_from_arrays("numpy", get("x"), arrays.get("y"), get("x_val"), arrays.get("y_val"),
-                              get("x_test"), arrays.get("y_test"))
+                              get("x_test"), arrays.get("y_test"), gaps=gaps)
 
 
 def as_series_array(x, what="X"):
@@ -236,15 +243,16 @@ def as_series_array(x, what="X"):
     return stack_ragged(series, what)
 
 
-def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_test=None):
-    """DatasetSplits from arrays (N, T, C) (see as_series_array), with the loaders' checks; y None: unlabelled."""
+def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_test=None, gaps="refuse"):
+    """DatasetSplits from arrays (N, T, C) (see as_series_array), with the loaders' checks; y None: unlabelled;
+    `gaps`: one of GAPS."""
     for xs, ys, split in ((x, y, "train"), (x_val, y_val, "val"), (x_test, y_test, "test")):
         if xs is not None and ys is not None and len(xs) != len(np.asarray(ys).reshape(-1)):
             raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(np.asarray(ys).reshape(-1))} labels")
         if xs is not None and (ys is None) != (y is None):
             raise TimeMAEError(f"{name}: give labels for every split or for none")
     flat = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
-    return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test), fixed=False)
+    return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test), fixed=False, gaps=gaps)
 
 
 # ----------------------------------------------------------------------------------------------- UEA / UCR
@@ -300,6 +308,15 @@ def _encode(y, classes, split, dataset):
     return np.array([index[k] for k in keys], dtype=np.int64)
 
 
+def fill_gaps(x):
+    """x (N, T, C) with the gaps of every channel filled linearly in time, and the NaN before a channel's first
+    value set to that value; the NaN after its last value (padding) stays. Returns a new float array."""
+    n, t, c = x.shape
+    rows = pd.DataFrame(np.moveaxis(x, 1, 2).reshape(n * c, t), dtype=np.float64)     # (N*C, T): one channel a row
+    rows = rows.interpolate(method="linear", axis=1, limit_area="inside").bfill(axis=1)
+    return np.moveaxis(rows.to_numpy().reshape(n, c, t), 1, 2).astype(x.dtype, copy=False)
+
+
 def _check_values(x, split, dataset):
     """NaN is allowed only as trailing padding of a channel; inf never."""
     nan = np.isnan(x)
@@ -308,8 +325,8 @@ def _check_values(x, split, dataset):
     if bad.any():
         n = int(bad.any(axis=(1, 2)).sum())
         raise TimeMAEError(f"{dataset}: {split} data has non-finite values (NaN/inf) inside {n} series; "
-                           "only trailing NaN padding of variable-length series is allowed: fill the gaps (e.g. by "
-                           "interpolation) or drop those series")
+                           "only trailing NaN padding of variable-length series is allowed: fill the gaps "
+                           "(--gaps=interpolate fills NaN linearly; inf must be replaced) or drop those series")
     if trailing.all(axis=1).any():
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
@@ -322,9 +339,14 @@ def _check_labels(y, split, dataset):
                            "every series needs a label")
 
 
-def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True):
+def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse"):
     """Checked splits with labels 0..K-1, every split at train's length (see the module doc); `fixed`: the
-    format stores equal-length series, so another length in val or test is an error, not padding."""
+    format stores equal-length series, so another length in val or test is an error, not padding; `gaps`: one of
+    GAPS."""
+    if gaps not in GAPS:
+        raise TimeMAEError(f"gaps must be one of {', '.join(GAPS)}, got {gaps!r}")
+    if gaps == "interpolate":
+        trx, vax, tex = (None if x is None else fill_gaps(x) for x in (trx, vax, tex))
     for split, y in (("train", try_), ("val", vay), ("test", tey)):
         if y is not None:
             _check_labels(y, split, dataset)
@@ -348,7 +370,7 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True):
     tex, cropped = _to_length(tex, t)
     code = lambda y, split: None if y is None else _encode(y, classes, split, dataset)  # noqa: E731
     return DatasetSplits(
-        name=dataset, classes=classes, cropped=cropped,
+        name=dataset, classes=classes, cropped=cropped, gaps=gaps,
         train_x=trx, train_y=code(try_, "train"),
         val_x=vax, val_y=code(vay, "val"),
         test_x=tex, test_y=code(tey, "test"))
@@ -385,9 +407,9 @@ def apply_stats(x, stats):
 
 def data_description(splits):
     """What a checkpoint keeps of the training data (plain values), so that new series can be prepared as it
-    was without it: shape, normalisation statistics, class names and the length policy."""
+    was without it: shape, normalisation statistics, class names, the length policy and what was done with gaps."""
     return {"channels": splits.channels, "seq_len": splits.seq_len, "classes": list(splits.classes),
-            **splits.stats, **LENGTH_POLICY}
+            **splits.stats, **LENGTH_POLICY, "gaps": splits.gaps}
 
 
 def prepare_series(x, data, what="X"):
@@ -402,6 +424,8 @@ def prepare_series(x, data, what="X"):
                            "longer series are refused (cut them, or train on series of that length)")
     x = np.pad(x[:, : data["seq_len"]], ((0, 0), (0, max(0, data["seq_len"] - x.shape[1])), (0, 0)),
                constant_values=np.nan)
+    if data.get("gaps") == "interpolate":   # checkpoints from before --gaps have no entry: refused, as they were
+        x = fill_gaps(x)
     _check_values(x, what, "input")
     return apply_stats(x, data)
 

@@ -134,7 +134,7 @@ def load_splits(cfg, splits=None):
     `splits` (raw arrays, e.g. from the timemae API) or else the dataset the flags name."""
     if splits is None:
         cfg.data_path = resolve_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
-        splits = load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder)
+        splits = load_dataset(cfg.dataset, cfg.data_path, cfg.UCR_folder, cfg.gaps)
     if cfg.select_on == "test" and splits.labelled and splits.test_x is None:
         raise TimeMAEError("--select_on test needs a test split, and this data has none: use --select_on val")
     splits = normalize(splits, cfg.normalize)

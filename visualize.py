@@ -159,7 +159,8 @@ def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
     from sklearn.manifold import TSNE
     with open(os.path.join(run_dir, "args.json")) as f:
         cfg = json.load(f)
-    splits = normalize(load_dataset(cfg["dataset"], data_path or cfg["data_path"], cfg.get("UCR_folder")),
+    splits = normalize(load_dataset(cfg["dataset"], data_path or cfg["data_path"], cfg.get("UCR_folder"),
+                                    cfg.get("gaps", "refuse")),
                        cfg.get("normalize", "channel"))
     model, ckpt = load_model(os.path.join(run_dir, "pretrain_model.pkl"))
     rng = np.random.default_rng(seed)

@@ -58,7 +58,9 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     try:
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
             source.build(SourceTree(sources, work), staging)
-        splits = load_dataset(source.loader, staging, source.ucr_folder)  # what the loaders will see
+        # what the loaders will see; a set with gaps is read as --gaps interpolate reads it (a run refuses it
+        # without that flag, and says so)
+        splits = load_dataset(source.loader, staging, source.ucr_folder, gaps="interpolate")
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

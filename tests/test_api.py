@@ -303,3 +303,17 @@ def test_own_data_example_quick_run(tmp_path, capsys):
     assert load(str(tmp_path / "out" / "clf_seed1.pkl")).preset == "ucr"
     with pytest.raises(TimeMAEError, match="holds no <Name>_TRAIN.ts"):
         own_data.main([str(tmp_path / "out")])
+
+
+def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_training_series_were():
+    X, y = aeon(24)
+    gappy = X.copy()
+    gappy[::3, 0, 5:9] = np.nan                                          # a gap inside every third series
+    with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train data has non-finite values .* \(gaps=interpolate "
+                                           r"fills NaN linearly"):          # the API's name for --gaps
+        TimeMAEClassifier(**SMALL).fit(gappy, y)
+    model = TimeMAEClassifier(**SMALL, gaps="interpolate").fit(gappy, y)
+    filled = gappy.copy()
+    filled[::3, 0, 5:9] = gappy[::3, 0, 4:5] + (gappy[::3, 0, 9:10] - gappy[::3, 0, 4:5]) * np.arange(1, 5) / 5
+    np.testing.assert_allclose(model.transform(gappy), model.transform(filled), atol=1e-5)
+    assert model.data_["gaps"] == "interpolate" and model.predict(gappy).shape == (24,)

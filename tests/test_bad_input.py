@@ -291,7 +291,8 @@ CASES = [
     (one_class, "at least 2 are needed"),
     (nan_label, "train labels hold 1 missing values (NaN or None); every series needs a label"),
     (nan_in_data, "train data has non-finite values (NaN/inf) inside 1 series; only trailing NaN padding of "
-                  "variable-length series is allowed: fill the gaps (e.g. by interpolation) or drop those series"),
+                  "variable-length series is allowed: fill the gaps (--gaps=interpolate fills NaN linearly; inf "
+                  "must be replaced) or drop those series"),
     (inf_in_data, "test data has non-finite values (NaN/inf) inside 1 series"),
     (series_shorter_than_window, "--wave_length 4 is longer than the series (3 steps)"),
     (channels_differ_between_splits, "the val series have 3 channels but the training series 2"),

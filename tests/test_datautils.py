@@ -7,8 +7,8 @@ import torch
 
 from conftest import synthetic_series, write_tstcc
 from data.formats import read_arff, read_ts, read_ucr_tsv
-from datautils import (data_description, load_dataset, normalize, prepare_series, resolve_folder, splits_from_arrays,
-                       stratified_split)
+from datautils import (data_description, fill_gaps, load_dataset, normalize, prepare_series, resolve_folder,
+                       splits_from_arrays, stratified_split)
 from common.errors import TimeMAEError
 
 
@@ -253,3 +253,28 @@ def test_normalisation_statistics_are_kept_and_reapplied(tmp_path):
     data = data_description(s)
     assert data["channels"] == 2 and data["seq_len"] == 32 and data["classes"] == ["0", "1", "2"]
     np.testing.assert_array_equal(prepare_series(x[:5], data), s.test_x)        # new series: the same preparation
+
+
+def test_gaps_are_refused_or_filled_linearly_in_time_and_new_series_are_filled_as_training_was(tmp_path):
+    nan = np.nan
+    x = np.array([[[nan, 1.0], [1.0, nan], [nan, 3.0], [3.0, nan], [4.0, nan], [nan, nan]]])   # (1, 6, 2)
+    np.testing.assert_array_equal(fill_gaps(x)[0].T, [[1, 1, 2, 3, 4, nan],      # leading: the first value
+                                                      [1, 2, 3, nan, nan, nan]])   # the tail stays padding
+    rows = [[[0.0, nan, nan, 3.0, 4.0]], [[nan, 1.0, 2.0]], [[0.0, 1.0, 2.0, 3.0]], [[5.0, nan, 1.0]]]
+    for split, part in (("TRAIN", rows), ("TEST", rows[::-1])):
+        _write_ts(tmp_path / f"Gappy_{split}.ts", rows if split == "TRAIN" else part, ["a", "b", "a", "b"],
+                  univariate=True)
+    with pytest.raises(TimeMAEError, match=r"inside 3 series; .*\(--gaps=interpolate fills NaN linearly"):
+        load_dataset("ucr", str(tmp_path), "Gappy")
+    s = load_dataset("ucr", str(tmp_path), "Gappy", gaps="interpolate")
+    np.testing.assert_array_equal(s.train_x[:, :, 0], [[0, 1, 2, 3, 4], [1, 1, 2, nan, nan], [0, 1, 2, 3, nan],
+                                                       [5, 3, 1, nan, nan]])
+    assert s.gaps == "interpolate" and np.isnan(s.test_x).sum() == np.isnan(s.train_x).sum()
+    with pytest.raises(TimeMAEError, match="gaps must be one of refuse, interpolate, got 'fill'"):
+        load_dataset("ucr", str(tmp_path), "Gappy", gaps="fill")
+    data = data_description(normalize(s))
+    assert data["gaps"] == "interpolate"
+    new = np.array([[[2.0], [nan], [4.0]]])
+    np.testing.assert_array_equal(prepare_series(new, data), prepare_series(np.array([[[2.0], [3.0], [4.0]]]), data))
+    with pytest.raises(TimeMAEError, match="inside 1 series"):     # a model trained on data without gaps refuses
+        prepare_series(new, {**data, "gaps": "refuse"})

@@ -77,6 +77,27 @@ def test_every_input_format_gives_the_same_representations(tmp_path):
     np.testing.assert_allclose(table.to_numpy(), got[".npy"], rtol=1e-5, atol=1e-6)
 
 
+def test_gaps_interpolate_run_encodes_new_series_with_gaps_as_it_filled_its_own(tmp_path, capsys):
+    data = write_tstcc(tmp_path / "Gappy", n_train=40, n_val=8, n_test=8, channels=1)
+    d = torch.load(os.path.join(data, "train.pt"))
+    d["samples"][::4, 0, 6:9] = float("nan")                      # gaps inside every fourth training series
+    torch.save(d, os.path.join(data, "train.pt"))
+    flags = ["--dataset", "har", "--data_path", data, "--wave_length", "4", "--num_epoch_pretrain", "1",
+             "--num_epoch", "0", *TINY]
+    assert main([*flags, "--save_path", str(tmp_path / "refused")]) == 2
+    assert "--gaps=interpolate fills NaN linearly" in capsys.readouterr().err
+    assert main([*flags, "--save_path", str(tmp_path / "run"), "--gaps", "interpolate"]) == 0
+    x = new_series(channels=1)
+    gappy = x.copy()
+    gappy[:, 0, 10] = np.nan                                        # halfway between its neighbours
+    x[:, 0, 10] = (x[:, 0, 9] + x[:, 0, 11]) / 2
+    for name, series in (("gappy", gappy), ("filled", x)):
+        np.save(tmp_path / f"{name}.npy", series)
+        out = str(tmp_path / f"z_{name}.npy")
+        assert encode([str(tmp_path / "run"), str(tmp_path / f"{name}.npy"), "--out", out]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "z_gappy.npy"), np.load(tmp_path / "z_filled.npy"), atol=1e-6)
+
+
 def test_meanmax_run_encodes_and_predicts_from_the_command_line(tmp_path):
     data = write_tstcc(tmp_path / "Synthetic", n_train=48, n_val=16, n_test=16)
     out = tmp_path / "run"

@@ -32,7 +32,7 @@ from experiments.presets import ALL as PRESETS
 # estimator parameters that are main.py flags of the same name
 FLAGS = ("wave_length", "d_model", "attn_heads", "layers", "reg_layers", "dropout", "vocab_size", "mask_ratio",
          "alpha", "beta", "momentum", "num_epoch_pretrain", "probe_every", "train_batch_size", "test_batch_size",
-         "lr", "weight_decay", "val_ratio", "normalize", "threads", "pooling")
+         "lr", "weight_decay", "val_ratio", "normalize", "gaps", "threads", "pooling")
 
 
 class _TimeMAE(BaseEstimator):
@@ -47,8 +47,8 @@ class _TimeMAE(BaseEstimator):
     def __init__(self, wave_length=None, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
                  vocab_size=None, mask_ratio=0.6, alpha=None, beta=None, momentum=0.99, num_epoch_pretrain=None,
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
-                 val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
-                 save_path=None, flags=None, pooling=None, preset="ucr"):
+                 val_ratio=0.2, normalize="channel", gaps="refuse", device=None, random_state=0, threads=None,
+                 verbose=True, save_path=None, flags=None, pooling=None, preset="ucr"):
         self.wave_length = wave_length
         self.d_model = d_model
         self.attn_heads = attn_heads
@@ -68,6 +68,7 @@ class _TimeMAE(BaseEstimator):
         self.weight_decay = weight_decay
         self.val_ratio = val_ratio
         self.normalize = normalize
+        self.gaps = gaps
         self.device = device
         self.random_state = random_state
         self.threads = threads
@@ -100,11 +101,12 @@ class _TimeMAE(BaseEstimator):
     def _train(self, X, y, num_epoch):
         """main.run on X (and labels y, or None); the estimator's _keep(cfg, metrics, X, y) then takes what it
         needs from the run folder, before a temporary one is removed."""
-        splits = splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y)
         with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
             cfg = self._config(self.save_path or os.path.join(tmp, "run"), num_epoch)
             log = print if self.verbose else (lambda *_: None)
             try:
+                splits = splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y,
+                                            gaps=cfg.gaps)
                 metrics = main.run(cfg, log=log, splits=splits)
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
@@ -210,12 +212,12 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     def __init__(self, wave_length=None, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
                  vocab_size=None, mask_ratio=0.6, alpha=None, beta=None, momentum=0.99, num_epoch_pretrain=None,
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
-                 val_ratio=0.2, normalize="channel", device=None, random_state=0, threads=None, verbose=True,
-                 save_path=None, flags=None, pooling=None, preset="ucr", finetune=True, num_epoch=None):
+                 val_ratio=0.2, normalize="channel", gaps="refuse", device=None, random_state=0, threads=None,
+                 verbose=True, save_path=None, flags=None, pooling=None, preset="ucr", finetune=True, num_epoch=None):
         super().__init__(wave_length, d_model, attn_heads, layers, reg_layers, dropout, vocab_size, mask_ratio,
                          alpha, beta, momentum, num_epoch_pretrain, probe_every, train_batch_size, test_batch_size,
-                         lr, weight_decay, val_ratio, normalize, device, random_state, threads, verbose, save_path,
-                         flags, pooling, preset)
+                         lr, weight_decay, val_ratio, normalize, gaps, device, random_state, threads, verbose,
+                         save_path, flags, pooling, preset)
         self.finetune = finetune
         self.num_epoch = num_epoch
 
