@@ -28,6 +28,7 @@ from common.errors import TimeMAEError  # noqa: E402
 from datautils import load_dataset, normalize  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.record import EPOCH_LOG  # noqa: E402
+from engine.runfiles import atomic_save_figure  # noqa: E402
 
 def read_epochs(run_dir):
     """pretrain_log.jsonl as a DataFrame, one row per pretraining epoch (probe: NaN where none ran); empty for a
@@ -100,7 +101,7 @@ def plot_curves(run_dir, pre, metrics):
     fig.suptitle(f"{run_dir}  (probe selection on {protocol(run_dir)})")
     fig.tight_layout()
     out = os.path.join(run_dir, "curves.png")
-    fig.savefig(out, dpi=110)
+    atomic_save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -125,7 +126,7 @@ def plot_codebook(run_dir, pre):
                  f"perplexity {last.ppl:.1f} ({100 * last.ppl / vocab:.1f}% of the codebook)", fontsize=9)
     fig.tight_layout()
     out = os.path.join(run_dir, "codebook.png")
-    fig.savefig(out, dpi=110)
+    atomic_save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -150,7 +151,7 @@ def plot_finetune(run_dir, steps, kept, metrics):
     ax.set_title(f"fine-tuning (FineAll), {run_dir}" + (f"\n{', '.join(scores)}" if scores else ""), fontsize=9)
     fig.tight_layout()
     out = os.path.join(run_dir, "finetune.png")
-    fig.savefig(out, dpi=110)
+    atomic_save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -177,7 +178,7 @@ def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
     ax.set_yticks([])
     fig.tight_layout()
     out = os.path.join(run_dir, "tsne.png")
-    fig.savefig(out, dpi=110)
+    atomic_save_figure(fig, out)
     plt.close(fig)
     return out
 

@@ -93,6 +93,11 @@ def atomic_write_json(obj, path):
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
+def atomic_save_figure(fig, path, dpi=110):
+    """A matplotlib figure as a PNG at `path`, whole or not at all."""
+    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 def append_line(path, line):
     """Append one line of a log (a kill can lose at most the line being written, never earlier ones)."""
     try:

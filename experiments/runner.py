@@ -22,7 +22,7 @@ from common.errors import TimeMAEError  # noqa: E402
 from main import flag_message, run  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from tools.summarize import markdown, mean_std  # noqa: E402
-from engine.runfiles import append_line  # noqa: E402
+from engine.runfiles import append_line, atomic_save_figure, atomic_write_text  # noqa: E402
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
@@ -137,12 +137,12 @@ class Study:
             key = ["budget", "dataset", "config", "seed"]
             fresh = old.merge(runs[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"] == "left_only"
             runs = pd.concat([old[fresh.to_numpy()], runs], ignore_index=True)
-        runs.to_csv(path, index=False)
+        atomic_write_text(runs.to_csv(index=False), path)      # it holds earlier sessions' rows too
         table = aggregate(runs, order)
         text = markdown(study_table(table))
-        with open(os.path.join(self.folder, "results.md"), "w") as f:
-            f.write(f"# {self.name}\n\nTest accuracy and macro-F1 in %, mean ± std over seeds "
-                    f"(FineZero / FineZero+ = FineLast / FineAll without pretraining).\n\n{text}\n")
+        atomic_write_text(f"# {self.name}\n\nTest accuracy and macro-F1 in %, mean ± std over seeds "
+                          f"(FineZero / FineZero+ = FineLast / FineAll without pretraining).\n\n{text}\n",
+                          os.path.join(self.folder, "results.md"))
         figure = os.path.join(self.folder, f"{self.name}.png")
         ok = table[table.protocol != "refused"]
         groups = list(ok.groupby(list(panels), sort=False))
@@ -152,7 +152,7 @@ class Study:
             plot(ax, part)
             ax.set_title(f"{self.name}: " + ", ".join(map(str, values)))
         fig.tight_layout()
-        fig.savefig(figure, dpi=110)
+        atomic_save_figure(fig, figure)
         plt.close(fig)
         print(text)
         print(f"{path}\n{figure}")
