@@ -3,8 +3,8 @@
 #   bash run.sh <har|epilepsy|uwave|ps|ad> [runs=3] [extra main.py flags, e.g. --data_path DIR --overwrite]
 #   bash run.sh ucr [runs=3] --UCR_folder <Name> [...]   (window length from the series length: experiments/presets.py)
 # Results: $EXP_DIR/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...) and
-#          $EXP_DIR/<dataset>/summary.csv, with EXP_DIR=exp unless set; for ucr <dataset> is the --UCR_folder
-#          name. Later flags override the preset.
+#          $EXP_DIR/<dataset>/summary.csv and summary.png (the accuracies beside the raw-series baselines), with
+#          EXP_DIR=exp unless set; for ucr <dataset> is the --UCR_folder name. Later flags override the preset.
 # A missing data folder (--data_path, else $TIMEMAE_DATA/<Name> or data/<Name>) is first prepared with
 # `python -m data.prepare <dataset> --download` (checksummed; from $TIMEMAE_MIRROR when set).
 set -euo pipefail
@@ -42,4 +42,4 @@ for seed in $(seq 1 "$runs"); do
   echo "== $name run $seed/$runs (seed $seed)"
   python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "$exp_dir/$name/seed$seed" "$@"
 done
-python -m tools.summarize "$exp_dir/$name" --out "$exp_dir/$name/summary.csv"
+python -m tools.summarize "$exp_dir/$name" --out "$exp_dir/$name/summary.csv" --plot "$exp_dir/$name/summary.png"

@@ -49,6 +49,8 @@ def test_run_sh_runs_each_seed_and_summarises(two_runs):
                                                                    for p in provenance} - {""}))
     assert (short_commit("0123456789", True), short_commit("0123456789", False),
             short_commit(None, None)) == ("0123456+dirty", "0123456", "")
+    with open(folder / "summary.png", "rb") as f:                # run.sh's plot of the same summary
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_sh_rejects_unknown_dataset():
@@ -58,6 +60,13 @@ def test_run_sh_rejects_unknown_dataset():
 
 def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
+
+
+def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, capsys):
+    folder = str(two_runs[0])
+    for flag in ("--out", "--markdown", "--plot"):
+        assert summarize_main([folder, flag, str(tmp_path / "missing" / "s")]) == 2
+        assert capsys.readouterr().err.startswith(f"error: cannot write '{tmp_path / 'missing' / 's'}'")
 
 
 def test_visualize_writes_curves_and_tsne(two_runs, tmp_path):
@@ -111,6 +120,25 @@ def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_ru
     used = [pd.read_json(tmp_path / "exp" / "full" / f"seed{s}" / "pretrain_log.jsonl", lines=True).used.iloc[-1]
             for s in (1, 2)]                                   # the last epoch's usage, as summarize reads it
     assert summary.loc["no_mcc=False", "codewords_used_mean"] == pytest.approx(sum(used) / 2)
+
+
+def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_dataset():
+    from tools.summarize import group_label, plot_summary
+    summary = pd.DataFrame({"dataset": ["ArrowHead", "ArrowHead", "OSULeaf"], "pretrain_epochs": [100, 0, 100],
+                            "config": ["dropout=0.1", "", float("nan")], "runs": [3, 3, 1],
+                            "finelast_acc_mean": [72.8, 60.0, 64.2], "finelast_acc_std": [3.2, 1.0, float("nan")],
+                            "fineall_acc_mean": [float("nan")] * 3, "fineall_acc_std": [float("nan")] * 3,
+                            "raw_nn1_acc_mean": [80.0, 80.0, 52.1], "raw_nn1_acc_std": [0.0, 0.0, float("nan")]})
+    fig = plot_summary(summary)
+    arrow, osu = fig.axes
+    assert [t.get_text() for t in arrow.get_yticklabels()] == ["100 epochs, dropout=0.1 (n=3)", "FineZero (n=3)"]
+    assert [t.get_text() for t in osu.get_yticklabels()] == ["100 epochs (n=1)"]
+    widths = [p.get_width() for p in arrow.patches]           # FineLast's bars, then raw 1-NN's; FineAll has none
+    assert widths == [72.8, 60.0, 80.0, 80.0]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["FineLast", "raw 1-NN"]
+    errors = [c for c in arrow.containers if hasattr(c, "errorbar")][0].errorbar.lines[2][0].get_segments()
+    assert [s[1][0] - s[0][0] for s in errors] == pytest.approx([6.4, 2.0])    # 2 std: mean - std to mean + std
+    assert group_label({"pretrain_epochs": 5, "config": "x" * 60, "runs": 2}) == "5 epochs, " + "x" * 35 + "... (n=2)"
 
 
 def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(two_runs, tmp_path):

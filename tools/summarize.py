@@ -3,11 +3,15 @@ accuracy and macro-F1, the raw-series baselines beside them (1-NN and logistic r
 
     python -m tools.summarize exp/epilepsy --out exp/epilepsy/summary.csv
     python -m tools.summarize exp --out exp/summary.csv --markdown exp/summary.md     # every run of every study
+    python -m tools.summarize exp/ArrowHead --plot exp/ArrowHead/summary.png           # bars beside the baselines
 
-Runs are grouped by dataset, selection protocol, pretraining / fine-tuning epochs and `config`: the flags of
-args.json whose values differ between the runs of that dataset (seeds, paths and runtime flags aside). Runs
-with 0 pretraining epochs and no --pretrained_path give FineZero (their FineLast) and FineZero+ (their FineAll).
+Runs are grouped by dataset (for --dataset ucr the set's name), selection protocol, pretraining / fine-tuning
+epochs and `config`: the flags of args.json whose values differ between the runs of that dataset (seeds, paths
+and runtime flags aside). Runs with 0 pretraining epochs and no --pretrained_path give FineZero (their FineLast)
+and FineZero+ (their FineAll).
 `commit` lists the commits the group's runs came from (args.json's provenance; `+dirty`: tracked files differed).
+--plot draws the test accuracies, one panel per dataset and one row of bars per group (mean, with the standard
+deviation over seeds as an error bar): FineLast and FineAll beside the raw-series 1-NN and logistic regression.
 """
 import argparse
 import glob
@@ -19,8 +23,10 @@ import sys
 import pandas as pd
 
 from args import parse_args
+from common.errors import TimeMAEError
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
+from engine.runfiles import atomic_save_figure, atomic_write_text
 from engine.resume import RUNTIME_FLAGS
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
@@ -45,7 +51,10 @@ def collect_runs(root):
         config = json.load(open(args_path)) if os.path.isfile(args_path) else {}
         config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
         provenance = config.get("provenance") or {}   # runs from before provenance have none
-        row = {"run": folder, "dataset": metrics.get("dataset"), "seed": metrics.get("seed"),
+        dataset = metrics.get("dataset")
+        if dataset == "ucr" and config.get("UCR_folder"):         # a UCR/UEA set by its name, as its run folder
+            dataset = config["UCR_folder"]
+        row = {"run": folder, "dataset": dataset, "seed": metrics.get("seed"),
                "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
                "finetune_epochs": config.get("num_epoch"),
                "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
@@ -133,23 +142,77 @@ def markdown(table):
     return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
 
 
+PLOTTED = {"finelast_acc": "FineLast", "fineall_acc": "FineAll", "raw_nn1_acc": "raw 1-NN",
+           "raw_logistic_acc": "raw logistic"}   # summary columns (their _mean and _std) drawn by plot_summary
+
+
+def group_label(row):
+    """A summary row's name in the plot: FineZero for runs without pretraining, else its epochs and config."""
+    name = "FineZero" if row["pretrain_epochs"] == 0 and "pretrained_path" not in str(row["config"]) \
+        else f"{row['pretrain_epochs']} epochs"
+    config = str(row["config"]) if row["config"] == row["config"] and row["config"] else ""
+    label = f"{name}, {config}" if config else name
+    return (label if len(label) <= 48 else label[:45] + "...") + f" (n={row['runs']})"
+
+
+def plot_summary(summary):
+    """A figure of summarize()'s table: per dataset, horizontal bars of each group's mean test accuracy with the
+    seeds' standard deviation (PLOTTED's columns that the runs have)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    columns = [c for c in PLOTTED if f"{c}_mean" in summary and summary[f"{c}_mean"].notna().any()]
+    datasets = list(dict.fromkeys(summary.dataset))
+    heights = [len(summary[summary.dataset == d]) for d in datasets]
+    fig, axes = plt.subplots(len(datasets), 1, squeeze=False, figsize=(9, 1.2 + sum(0.3 * len(columns) * h + 0.6
+                                                                                      for h in heights)),
+                             gridspec_kw={"height_ratios": heights})
+    bar = 0.8 / max(1, len(columns))
+    for ax, dataset in zip(axes[:, 0], datasets):
+        part = summary[summary.dataset == dataset].reset_index(drop=True)
+        for k, column in enumerate(columns):
+            bars = ax.barh(part.index + k * bar, part[f"{column}_mean"], height=bar,
+                           xerr=part[f"{column}_std"].fillna(0), label=PLOTTED[column], color=f"C{k}", capsize=2)
+            ax.bar_label(bars, [f"{v:.1f}" if v == v else "" for v in part[f"{column}_mean"]], label_type="center",
+                         fontsize="x-small", color="white")
+        ax.set_yticks(part.index + bar * (len(columns) - 1) / 2, [group_label(r) for _, r in part.iterrows()])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_title(f"{dataset}: test accuracy (%), mean ± std over seeds")
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=len(columns), fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return fig
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.summarize", description=__doc__.splitlines()[0])
     p.add_argument("root", help="folder searched recursively for run folders (metrics.json)")
     p.add_argument("--out", help="CSV to write the summary to")
     p.add_argument("--markdown", help="markdown file to write the 'mean ± std' table to")
+    p.add_argument("--plot", help="PNG to draw the accuracies in, beside the raw-series baselines")
     a = p.parse_args(argv)
     runs = collect_runs(a.root)
     if runs.empty:
         print(f"error: no run folder with metrics.json under {a.root!r}", file=sys.stderr)
         return 2
     summary = summarize(runs)
-    if a.out:
-        summary.to_csv(a.out, index=False)
     table = format_table(summary)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(markdown(table) + "\n")
+    try:
+        if a.out:
+            atomic_write_text(summary.to_csv(index=False), a.out)
+        if a.markdown:
+            atomic_write_text(markdown(table) + "\n", a.markdown)
+        if a.plot:
+            import matplotlib.pyplot as plt
+            fig = plot_summary(summary)
+            try:
+                atomic_save_figure(fig, a.plot)
+            finally:
+                plt.close(fig)
+    except TimeMAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(table.to_string(index=False))
     return 0
 
