@@ -90,6 +90,12 @@ class DatasetSplits:
         return self.train_x if self.val_x is None else np.concatenate([self.train_x, self.val_x])
 
 
+def dataset_name(dataset, ucr_folder=None):
+    """What a run's data is called (its default run folder exp/<name>, the summaries' dataset): a UCR/UEA set
+    (--dataset ucr) by its name, any other by --dataset."""
+    return ucr_folder if dataset == "ucr" and ucr_folder else dataset
+
+
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
     """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
     the reference code does, unless DIR is NAME's folder: holding NAME's files (NAME_*, or .pt files), or named

@@ -11,7 +11,7 @@ import torch
 
 from args import parse_args
 from common.errors import TimeMAEError
-from datautils import load_dataset, normalize, resolve_folder, restrict_pretraining
+from datautils import dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
 from engine.checkpoint import load_state, read_checkpoint
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.provenance import provenance
@@ -180,8 +180,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         budget = training_budget(cfg, len(splits.pretrain_x()), len(fit), dist.world_size)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
-        name = cfg.UCR_folder if cfg.dataset == "ucr" and cfg.UCR_folder else cfg.dataset   # a UCR set by its name
-        cfg.save_path = cfg.save_path or os.path.join("exp", name, f"seed{cfg.seed}")
+        cfg.save_path = cfg.save_path or os.path.join("exp", dataset_name(cfg.dataset, cfg.UCR_folder),
+                                                      f"seed{cfg.seed}")
         state = dist.on_main(open_run, cfg, model)
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist))

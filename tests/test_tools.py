@@ -122,6 +122,19 @@ def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_ru
     assert summary.loc["no_mcc=False", "codewords_used_mean"] == pytest.approx(sum(used) / 2)
 
 
+def test_summarize_names_a_ucr_run_by_its_set_as_its_run_folder_is_named(two_runs, tmp_path):
+    folder, _, _ = two_runs
+    for name in ("GunPoint", "ArrowHead"):
+        run = tmp_path / "exp" / name / "seed1"
+        shutil.copytree(folder / "seed1", run)
+        for file, fields in (("args.json", {"dataset": "ucr", "UCR_folder": name}),
+                             ("metrics.json", {"dataset": "ucr"})):
+            (run / file).write_text(json.dumps({**json.loads((run / file).read_text()), **fields}))
+    assert summarize_main([str(tmp_path / "exp"), "--out", str(tmp_path / "s.csv")]) == 0
+    summary = pd.read_csv(tmp_path / "s.csv")
+    assert list(summary.dataset) == ["ArrowHead", "GunPoint"] and summary.config.isna().all()   # nothing differs
+
+
 def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_dataset():
     from tools.summarize import group_label, plot_summary
     summary = pd.DataFrame({"dataset": ["ArrowHead", "ArrowHead", "OSULeaf"], "pretrain_epochs": [100, 0, 100],

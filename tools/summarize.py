@@ -24,6 +24,7 @@ import pandas as pd
 
 from args import parse_args
 from common.errors import TimeMAEError
+from datautils import dataset_name
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
 from engine.runfiles import atomic_save_figure, atomic_write_text
@@ -51,10 +52,8 @@ def collect_runs(root):
         config = json.load(open(args_path)) if os.path.isfile(args_path) else {}
         config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
         provenance = config.get("provenance") or {}   # runs from before provenance have none
-        dataset = metrics.get("dataset")
-        if dataset == "ucr" and config.get("UCR_folder"):         # a UCR/UEA set by its name, as its run folder
-            dataset = config["UCR_folder"]
-        row = {"run": folder, "dataset": dataset, "seed": metrics.get("seed"),
+        row = {"run": folder, "dataset": dataset_name(metrics.get("dataset"), config.get("UCR_folder")),
+               "seed": metrics.get("seed"),
                "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
                "finetune_epochs": config.get("num_epoch"),
                "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
