@@ -337,11 +337,11 @@ def _check_values(x, split, dataset):
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
 
-def _check_labels(y, split, dataset):
+def check_labels(y, split, dataset):
     """A missing label (NaN, or None in an object array) is refused rather than read as a class 'nan'."""
-    missing = pd.isna(np.asarray(y))
-    if missing.any():
-        raise TimeMAEError(f"{dataset}: {split} labels hold {int(missing.sum())} missing values (NaN or None); "
+    n = int(pd.isna(np.asarray(y)).sum())
+    if n:
+        raise TimeMAEError(f"{dataset}: {split} labels hold {n} missing value{'s' * (n > 1)} (NaN or None); "
                            "every series needs a label")
 
 
@@ -355,7 +355,7 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
         trx, vax, tex = (None if x is None else fill_gaps(x) for x in (trx, vax, tex))
     for split, y in (("train", try_), ("val", vay), ("test", tey)):
         if y is not None:
-            _check_labels(y, split, dataset)
+            check_labels(y, split, dataset)
     classes = () if try_ is None else _class_order(np.asarray(try_).astype(str))
     if try_ is not None and len(classes) < 2:
         raise TimeMAEError(f"{dataset}: training labels hold {len(classes)} class; at least 2 are needed")

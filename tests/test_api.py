@@ -270,9 +270,10 @@ def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors
     X, y = aeon(20)
     with pytest.raises(NotFittedError):
         TimeMAEEncoder(**SMALL).transform(X)
-    with pytest.raises(TimeMAEError, match=r"y holds 1 missing labels \(NaN or None\)"):
+    with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels hold 1 missing value \(NaN or None\); every "
+                                           "series needs a label$"):          # the loaders' words
         TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.nan, y))
-    with pytest.raises(TimeMAEError, match="y holds 10 missing labels"):
+    with pytest.raises(TimeMAEError, match="train labels hold 10 missing values"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([None, "a"] * 10, dtype=object))
     with pytest.raises(TimeMAEError, match="labels of one kind"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([0, "a"] * 10, dtype=object))

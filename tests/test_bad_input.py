@@ -289,7 +289,7 @@ CASES = [
     (label_outside_classes, "test labels ["),
     (negative_label, "val labels ["),
     (one_class, "at least 2 are needed"),
-    (nan_label, "train labels hold 1 missing values (NaN or None); every series needs a label"),
+    (nan_label, "train labels hold 1 missing value (NaN or None); every series needs a label"),
     (nan_in_data, "train data has non-finite values (NaN/inf) inside 1 series; only trailing NaN padding of "
                   "variable-length series is allowed: fill the gaps (--gaps=interpolate fills NaN linearly; inf "
                   "must be replaced) or drop those series"),

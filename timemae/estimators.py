@@ -14,7 +14,6 @@ import re
 import tempfile
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -23,7 +22,7 @@ import main
 from args import default_device, defaults
 from classification import extract_representations, fit_probe, predict_proba, probe_as_head
 from common.errors import TimeMAEError
-from datautils import as_series_array, prepare_series, splits_from_arrays
+from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
 from engine.checkpoint import load_model, open_checkpoint, save_checkpoint
 from engine.distributed import resolve_device
 from engine.speed import eval_batch_size
@@ -229,9 +228,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if self.finetune and epochs < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
         labels = np.asarray(y).reshape(-1)
-        if pd.isna(labels).any():
-            raise TimeMAEError(f"y holds {int(pd.isna(labels).sum())} missing labels (NaN or None): every series "
-                               "needs a label")
+        check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
         try:
             self.classes_ = np.unique(labels)
         except TypeError:   # sorting fails on mixed types
