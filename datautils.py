@@ -65,6 +65,7 @@ class DatasetSplits:
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
     cropped: int = 0                            # test series cropped to the training length (variable-length sets)
     gaps: str = "refuse"                        # one of GAPS: how NaN inside the series was treated
+    filled: int = 0                             # series (of every split) whose gaps --gaps interpolate filled
     stats: Optional[dict] = None               # set by normalize: {'normalize', 'mean' (C,), 'std' (C,)}
 
     @property
@@ -323,11 +324,15 @@ def fill_gaps(x):
     return np.moveaxis(rows.to_numpy().reshape(n, c, t), 1, 2).astype(x.dtype, copy=False)
 
 
+def _trailing_nan(x):
+    """(N, T, C) bool: NaN from which a channel holds only NaN to the end (padding)."""
+    return np.flip(np.cumprod(np.flip(np.isnan(x), axis=1), axis=1), axis=1).astype(bool)
+
+
 def _check_values(x, split, dataset):
     """NaN is allowed only as trailing padding of a channel; inf never."""
-    nan = np.isnan(x)
-    trailing = np.flip(np.cumprod(np.flip(nan, axis=1), axis=1), axis=1).astype(bool)  # NaN up to the end
-    bad = np.isinf(x) | (nan & ~trailing)
+    trailing = _trailing_nan(x)
+    bad = np.isinf(x) | (np.isnan(x) & ~trailing)
     if bad.any():
         n = int(bad.any(axis=(1, 2)).sum())
         raise TimeMAEError(f"{dataset}: {split} data has non-finite values (NaN/inf) inside {n} series; "
@@ -351,7 +356,10 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
     GAPS."""
     if gaps not in GAPS:
         raise TimeMAEError(f"gaps must be one of {', '.join(GAPS)}, got {gaps!r}")
+    filled = 0
     if gaps == "interpolate":
+        present = [x for x in (trx, vax, tex) if x is not None]
+        filled = sum(int((np.isnan(x) & ~_trailing_nan(x)).any(axis=(1, 2)).sum()) for x in present)
         trx, vax, tex = (None if x is None else fill_gaps(x) for x in (trx, vax, tex))
     for split, y in (("train", try_), ("val", vay), ("test", tey)):
         if y is not None:
@@ -376,7 +384,7 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
     tex, cropped = _to_length(tex, t)
     code = lambda y, split: None if y is None else _encode(y, classes, split, dataset)  # noqa: E731
     return DatasetSplits(
-        name=dataset, classes=classes, cropped=cropped, gaps=gaps,
+        name=dataset, classes=classes, cropped=cropped, gaps=gaps, filled=filled,
         train_x=trx, train_y=code(try_, "train"),
         val_x=vax, val_y=code(vay, "val"),
         test_x=tex, test_y=code(tey, "test"))

@@ -190,6 +190,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
             log(f"budget (--min_batches, --min_pretrain_steps, --min_steps): pretraining {cfg.pretrain_epochs} "
                 f"epochs of batch {cfg.pretrain_batch_size}, fine-tuning {cfg.finetune_epochs} epochs of batch "
                 f"{cfg.finetune_batch_size}")
+        if splits.filled:
+            log(f"--gaps interpolate: filled the missing values of {splits.filled} series linearly in time")
         if splits.cropped:
             log(f"{splits.cropped} test series are longer than every training series: cropped to their first "
                 f"{splits.seq_len} steps (the training length sizes the model)")

@@ -270,6 +270,7 @@ def test_gaps_are_refused_or_filled_linearly_in_time_and_new_series_are_filled_a
     np.testing.assert_array_equal(s.train_x[:, :, 0], [[0, 1, 2, 3, 4], [1, 1, 2, nan, nan], [0, 1, 2, 3, nan],
                                                        [5, 3, 1, nan, nan]])
     assert s.gaps == "interpolate" and np.isnan(s.test_x).sum() == np.isnan(s.train_x).sum()
+    assert s.filled == 6                                            # three series with gaps in each split
     with pytest.raises(TimeMAEError, match="gaps must be one of refuse, interpolate, got 'fill'"):
         load_dataset("ucr", str(tmp_path), "Gappy", gaps="fill")
     data = data_description(normalize(s))

@@ -87,6 +87,7 @@ def test_gaps_interpolate_run_encodes_new_series_with_gaps_as_it_filled_its_own(
     assert main([*flags, "--save_path", str(tmp_path / "refused")]) == 2
     assert "--gaps=interpolate fills NaN linearly" in capsys.readouterr().err
     assert main([*flags, "--save_path", str(tmp_path / "run"), "--gaps", "interpolate"]) == 0
+    assert "--gaps interpolate: filled the missing values of 10 series linearly in time" in capsys.readouterr().out
     x = new_series(channels=1)
     gappy = x.copy()
     gappy[:, 0, 10] = np.nan                                        # halfway between its neighbours
