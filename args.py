@@ -72,7 +72,7 @@ def build_parser():
                    help=f"dataset folder (with --dataset ucr, also its parent: DIR/<UCR_folder>); with --dataset "
                         f"numpy a .npy/.npz file; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
     g.add_argument("--UCR_folder", default=None,
-                   help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts or .arff) for --dataset ucr")
+                   help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts, .arff or .tsv) for --dataset ucr")
     g.add_argument("--save_path", default=None,
                    help="run folder; default exp/<dataset>/seed<seed> (ucr: exp/<UCR_folder>/seed<seed>)")
     g.add_argument("--val_ratio", type=float, default=0.2,
