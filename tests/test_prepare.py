@@ -418,6 +418,15 @@ def test_ucr_2018_archive_folder_as_source(tmp_path):
     s = load_dataset("ucr", str(tmp_path), "Toy")
     assert s.train_x.shape == (4, 3, 1) and s.classes == ("1", "2") and np.isnan(s.train_x[1, 2, 0])
     assert len(splits.train_x) == 4 and len(splits.test_x) == 2
+    gappy = tmp_path / "UCRArchive_2018" / "Gappy"                     # missing values, as four archive sets have
+    gappy.mkdir()
+    (gappy / "Gappy_TRAIN.tsv").write_text("1\t0.5\tNaN\t2.5\n2\t3\t4\t5\n1\t1\t2\t3\n2\tNaN\t1\t2\n")
+    (gappy / "Gappy_TEST.tsv").write_text("2\t1\t2\tNaN\n1\t0\t0\t0\n")
+    prepare("Gappy", out=str(tmp_path / "Gappy"), sources=[str(tmp_path / "UCRArchive_2018")], log=lambda _: None)
+    with pytest.raises(TimeMAEError, match="inside 2 series; .*--gaps=interpolate"):   # prepared; a run says what to do
+        load_dataset("ucr", str(tmp_path), "Gappy")
+    assert load_dataset("ucr", str(tmp_path), "Gappy", gaps="interpolate").train_x[:, :, 0].tolist() == \
+        [[0.5, 1.5, 2.5], [3, 4, 5], [1, 2, 3], [1, 1, 2]]
 
 
 def test_encrypted_archive_says_to_extract_it(tmp_path):
