@@ -45,7 +45,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} threads; (B, h, L, L) = "
           f"({args.batch_size}, {args.heads}, L, L); median ms; the model's kernels change at L = {SHORT_ROWS}\n")
-    print("| L | ATen softmax | masked softmax | SoftmaxLastDim | fwd+bwd: ATen | fwd+bwd: SoftmaxLastDim | model's kernel |")
+    print("| L | ATen softmax | masked softmax | SoftmaxLastDim | fwd+bwd: ATen | fwd+bwd: SoftmaxLastDim "
+          "| model's kernel |")
     print("|---|---|---|---|---|---|---|")
     for length in map(int, args.lengths.split(",")):
         scores = torch.randn(args.batch_size, args.heads, length, length)

@@ -316,7 +316,8 @@ def main(argv=None):
         print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
         for wave, part in summary["seconds"].unstack().iterrows():
             if {"reference", "project"} <= set(part.dropna().index):
-                print(f"wave {wave}: the reference took {part['reference'] / part['project']:.2f} x this project's time")
+                ratio = part["reference"] / part["project"]
+                print(f"wave {wave}: the reference took {ratio:.2f} x this project's time")
     print(f"written to {args.out}")
     return table
 

@@ -1,6 +1,6 @@
-"""Devices, seeds and torch.distributed for `torchrun`: the process group from torchrun's environment, DDP wrapping, sharded
-sampling and the few collectives the Trainer needs. With one process (no WORLD_SIZE > 1) every helper is a
-plain pass-through, so the single-process path runs exactly as without this module.
+"""Devices, seeds and torch.distributed for `torchrun`: the process group from torchrun's environment, DDP
+wrapping, sharded sampling and the few collectives the Trainer needs. With one process (no WORLD_SIZE > 1)
+every helper is a plain pass-through, so the single-process path runs exactly as without this module.
 
 Conventions: `--train_batch_size` is the GLOBAL batch (each of W processes takes batch / W rows), so a run's
 hyperparameters mean the same for any number of processes; rank 0 alone reads checkpoints (then broadcasts

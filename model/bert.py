@@ -71,8 +71,8 @@ def bert_config(path, positions="timemae"):
 
 
 class BertEncoder(nn.Module):
-    """BertModel over window embeddings: (B, L, d) -> last hidden states (B, L, d). Every
-    window is real unless `key_padding` marks it. `freeze_layers` N > 0 freezes the embeddings module (token type, LayerNorm) and the
+    """BertModel over window embeddings: (B, L, d) -> last hidden states (B, L, d). Every window is real unless
+    `key_padding` marks it. `freeze_layers` N > 0 freezes the embeddings module (token type, LayerNorm) and the
     lowest N layers, in pretraining and fine-tuning alike."""
 
     def __init__(self, config, positions="timemae", input_norm="bert", freeze_layers=0):

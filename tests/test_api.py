@@ -190,7 +190,7 @@ def test_preset_then_parameters_then_flags():
     ucr = vars(parse_args(presets.UCR))
     cfg = TimeMAEEncoder()._config(None, 0)
     assert (cfg.wave_length, cfg.pooling, cfg.phases, cfg.fineall_head) == (0, "meanmax", 8, "probe")
-    own = {"dataset", "seed", "no_progress", "save_path", "num_epoch", *NO_STEP_BUDGET}   # the estimator's, the fixture's
+    own = {"dataset", "seed", "no_progress", "save_path", "num_epoch", *NO_STEP_BUDGET}  # the estimator's, fixture's
     assert {k: v for k, v in vars(cfg).items() if k not in own} == {k: v for k, v in ucr.items() if k not in own}
     assert TimeMAEClassifier()._config(None, None).num_epoch == ucr["num_epoch"]
     cfg = TimeMAEEncoder(pooling="mean", flags={"phases": 2})._config(None, 0)

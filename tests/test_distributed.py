@@ -48,8 +48,9 @@ def test_two_process_loss_curve_matches_one_process(runs):
 def test_only_rank_zero_writes_and_logs(runs):
     single, multi, stdout = runs
     assert stdout.count("pretrain epoch 1:") == 1 and stdout.count("done:") == 1
-    assert sorted(os.listdir(multi)) == ["args.json", "linear_result.txt", "metrics.json", "model.pkl", "pretrain_log.jsonl",
-                                         "pretrain_model.pkl", "pretrain_result.txt", "result.txt"]
+    assert sorted(os.listdir(multi)) == ["args.json", "linear_result.txt", "metrics.json", "model.pkl",
+                                         "pretrain_log.jsonl", "pretrain_model.pkl", "pretrain_result.txt",
+                                         "result.txt"]
     with open(os.path.join(multi, "linear_result.txt")) as f:
         assert f.read().count("\n") == RUN["num_epoch_pretrain"] // RUN["probe_every"] + 1
     with open(os.path.join(multi, "metrics.json")) as f:

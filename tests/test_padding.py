@@ -126,7 +126,7 @@ def test_random_shift_zero_draws_nothing_and_trains_with_padding():
                        vocab_size=12, wave_length=SIGMA, random_shift=2.0).train()
     torch.manual_seed(3)
     out = shifting.forward_pretrain(x)
-    assert out["masked_valid"] is not None and not out["masked_valid"].all()   # series shifted by 4+ steps lost a window
+    assert out["masked_valid"] is not None and not out["masked_valid"].all()   # shifted by 4+ steps: a window lost
     total, _, _ = pretrain_loss(out, 5.0, 1.0)
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(p.grad).all() for p in shifting.parameters()

@@ -137,7 +137,8 @@ def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkey
     assert state["epoch"] == 2 and state["codebook_ema"]["ema_sum"].shape == (16, 16)
     assert not torch.equal(state["codebook_ema"]["ema_count"], torch.ones(16))   # statistics the resume needs
     assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
-    ours, ref = (torch.load(os.path.join(r, "pretrain_model.pkl"), weights_only=True)["model"] for r in (run, reference))
+    ours, ref = (torch.load(os.path.join(r, "pretrain_model.pkl"), weights_only=True)["model"]
+                 for r in (run, reference))
     assert all(torch.equal(v, ref[k]) for k, v in ours.items())
 
 

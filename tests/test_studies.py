@@ -26,7 +26,8 @@ def write_uwave(folder, n_train=64, n_test=32, channels=3, length=48, classes=4)
     os.makedirs(folder, exist_ok=True)
     for i, (name, n) in enumerate((("train", n_train), ("test", n_test))):
         x, y = synthetic_series(n, length, channels, classes, seed=10 + i)
-        torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y + 1)}, os.path.join(folder, name + ".pt"))
+        torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y + 1)},
+                   os.path.join(folder, name + ".pt"))
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,8 @@ def test_reference_copy_gets_only_the_runtime_fixes(tmp_path):
     ref = tmp_path / "TimeMAE"
     (ref / "model").mkdir(parents=True)
     (ref / "model" / "TimeMAE.py").write_text("# model\n")
-    (ref / "classification.py").write_text("LogisticRegression(random_state=3407,\n  max_iter=9,\n  multi_class='ovr'\n)\n")
+    (ref / "classification.py").write_text("LogisticRegression(random_state=3407,\n  max_iter=9,\n"
+                                           "  multi_class='ovr'\n)\n")
     (ref / "process.py").write_text("LambdaLR(opt, lr_lambda=f, verbose=self.verbose)\n")
     (ref / "main.py").write_text("torch.set_num_threads(12)\n")
     copy = patched_reference(str(ref), 1, str(tmp_path / "work"))
