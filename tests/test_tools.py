@@ -133,6 +133,11 @@ def test_summarize_names_a_ucr_run_by_its_set_as_its_run_folder_is_named(two_run
     assert summarize_main([str(tmp_path / "exp"), "--out", str(tmp_path / "s.csv")]) == 0
     summary = pd.read_csv(tmp_path / "s.csv")
     assert list(summary.dataset) == ["ArrowHead", "GunPoint"] and summary.config.isna().all()   # nothing differs
+    args = json.loads((tmp_path / "exp" / "ArrowHead" / "seed1" / "args.json").read_text())
+    (tmp_path / "exp" / "ArrowHead" / "seed1" / "args.json").write_text(json.dumps({**args, "pretrain_epochs": 40}))
+    assert summarize_main([str(tmp_path / "exp"), "--out", str(tmp_path / "s.csv")]) == 0
+    summary = pd.read_csv(tmp_path / "s.csv")                   # the epochs run (the step budget's), not the flag
+    assert summary.pretrain_epochs.tolist() == [40, args["pretrain_epochs"]] and summary.config.isna().all()
 
 
 def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_dataset():

@@ -6,12 +6,13 @@ accuracy and macro-F1, the raw-series baselines beside them (1-NN and logistic r
     python -m tools.summarize exp/ArrowHead --plot exp/ArrowHead/summary.png           # bars beside the baselines
 
 Runs are grouped by dataset (for --dataset ucr the set's name), selection protocol, pretraining / fine-tuning
-epochs and `config`: the flags of args.json whose values differ between the runs of that dataset (seeds, paths
-and runtime flags aside). Runs with 0 pretraining epochs and no --pretrained_path give FineZero (their FineLast)
-and FineZero+ (their FineAll).
-`commit` lists the commits the group's runs came from (args.json's provenance; `+dirty`: tracked files differed).
---plot draws the test accuracies, one panel per dataset and one row of bars per group (mean, with the standard
-deviation over seeds as an error bar): FineLast and FineAll beside the raw-series 1-NN and logistic regression.
+epochs (those run, which the small-set step budget may raise above the flags') and `config`: the flags of
+args.json whose values differ between the runs of that dataset (seeds, paths, runtime flags and derived values
+aside). Runs with 0 pretraining epochs and no --pretrained_path give FineZero (their FineLast) and FineZero+
+(their FineAll). `commit` lists the commits the group's runs came from (args.json's provenance; `+dirty`:
+tracked files differed). --plot draws the test accuracies, one panel per dataset and one row of bars per group
+(mean, with the standard deviation over seeds as an error bar): FineLast and FineAll beside the raw-series 1-NN
+and logistic regression.
 """
 import argparse
 import glob
@@ -37,7 +38,8 @@ KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
 # args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values, and
 # where the run came from (its command line names the seed; its start time differs in every run).
 NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
-                              "num_epoch", "provenance"}
+                              "num_epoch", "provenance", "pretrain_epochs", "finetune_epochs", "pretrain_batch_size",
+                              "finetune_batch_size"}
 FLAG_DEFAULTS = vars(parse_args([]))
 
 
@@ -54,8 +56,9 @@ def collect_runs(root):
         provenance = config.get("provenance") or {}   # runs from before provenance have none
         row = {"run": folder, "dataset": dataset_name(metrics.get("dataset"), config.get("UCR_folder")),
                "seed": metrics.get("seed"),
-               "select_on": metrics.get("select_on"), "pretrain_epochs": config.get("num_epoch_pretrain"),
-               "finetune_epochs": config.get("num_epoch"),
+               "select_on": metrics.get("select_on"),   # the epochs run (the step budget's), else the flags'
+               "pretrain_epochs": config.get("pretrain_epochs", config.get("num_epoch_pretrain")),
+               "finetune_epochs": config.get("finetune_epochs", config.get("num_epoch")),
                "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
                "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
         for phase, key in METRICS:
