@@ -157,6 +157,7 @@ def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_
     errors = [c for c in arrow.containers if hasattr(c, "errorbar")][0].errorbar.lines[2][0].get_segments()
     assert [s[1][0] - s[0][0] for s in errors] == pytest.approx([6.4, 2.0])    # 2 std: mean - std to mean + std
     assert group_label({"pretrain_epochs": 5, "config": "x" * 60, "runs": 2}) == "5 epochs, " + "x" * 35 + "... (n=2)"
+    assert group_label({"pretrain_epochs": 0, "config": "", "runs": 1, "transfer": True}) == "0 epochs (n=1)"
 
 
 def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(two_runs, tmp_path):

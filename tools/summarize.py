@@ -55,11 +55,12 @@ def collect_runs(root):
         config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
         provenance = config.get("provenance") or {}   # runs from before provenance have none
         row = {"run": folder, "dataset": dataset_name(metrics.get("dataset"), config.get("UCR_folder")),
-               "seed": metrics.get("seed"),
-               "select_on": metrics.get("select_on"),   # the epochs run (the step budget's), else the flags'
+               "seed": metrics.get("seed"), "select_on": metrics.get("select_on"),
+               # the epochs run (the step budget's; runs from before it: the flags')
                "pretrain_epochs": config.get("pretrain_epochs", config.get("num_epoch_pretrain")),
                "finetune_epochs": config.get("finetune_epochs", config.get("num_epoch")),
                "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
+               "transfer": bool(config.get("pretrained_path")),     # started from another run's encoder
                "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
         for phase, key in METRICS:
             if phase in metrics:
@@ -111,6 +112,8 @@ def summarize(runs):
     table["runs"] = grouped.size()
     if "commit" in runs:
         table["commit"] = groups["commit"].agg(lambda c: " ".join(sorted(set(c) - {""})))
+    if "transfer" in runs:
+        table["transfer"] = groups["transfer"].any()
     return table.reset_index()
 
 
@@ -150,7 +153,7 @@ PLOTTED = {"finelast_acc": "FineLast", "fineall_acc": "FineAll", "raw_nn1_acc": 
 
 def group_label(row):
     """A summary row's name in the plot: FineZero for runs without pretraining, else its epochs and config."""
-    name = "FineZero" if row["pretrain_epochs"] == 0 and "pretrained_path" not in str(row["config"]) \
+    name = "FineZero" if row["pretrain_epochs"] == 0 and not row.get("transfer", False) \
         else f"{row['pretrain_epochs']} epochs"
     config = str(row["config"]) if row["config"] == row["config"] and row["config"] else ""
     label = f"{name}, {config}" if config else name
