@@ -30,6 +30,7 @@ from engine.checkpoint import load_model  # noqa: E402
 from engine.record import EPOCH_LOG  # noqa: E402
 from engine.runfiles import atomic_save_figure  # noqa: E402
 
+
 def read_epochs(run_dir):
     """pretrain_log.jsonl as a DataFrame, one row per pretraining epoch (probe: NaN where none ran); empty for a
     run that pretrained no epoch (FineZero, or --pretrained_path with --num_epoch_pretrain 0)."""
