@@ -418,7 +418,7 @@ def test_ucr_2018_archive_folder_as_source(tmp_path):
     s = load_dataset("ucr", str(tmp_path), "Toy")
     assert s.train_x.shape == (4, 3, 1) and s.classes == ("1", "2") and np.isnan(s.train_x[1, 2, 0])
     assert len(splits.train_x) == 4 and len(splits.test_x) == 2
-    gappy = tmp_path / "UCRArchive_2018" / "Gappy"                     # missing values, as four archive sets have
+    gappy = tmp_path / "UCRArchive_2018" / "Gappy"                     # missing values, as some archive sets have
     gappy.mkdir()
     (gappy / "Gappy_TRAIN.tsv").write_text("1\t0.5\tNaN\t2.5\n2\t3\t4\t5\n1\t1\t2\t3\n2\tNaN\t1\t2\n")
     (gappy / "Gappy_TEST.tsv").write_text("2\t1\t2\tNaN\n1\t0\t0\t0\n")
