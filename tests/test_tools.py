@@ -158,6 +158,8 @@ def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_
     assert [s[1][0] - s[0][0] for s in errors] == pytest.approx([6.4, 2.0])    # 2 std: mean - std to mean + std
     assert group_label({"pretrain_epochs": 5, "config": "x" * 60, "runs": 2}) == "5 epochs, " + "x" * 35 + "... (n=2)"
     assert group_label({"pretrain_epochs": 0, "config": "", "runs": 1, "transfer": True}) == "0 epochs (n=1)"
+    old = plot_summary(summary.assign(dataset=float("nan")))      # metrics.json without a dataset: one panel
+    assert [ax.get_title() for ax in old.axes] == ["dataset not recorded: test accuracy (%), mean ± std over seeds"]
 
 
 def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(two_runs, tmp_path):

@@ -167,6 +167,7 @@ def plot_summary(summary):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     columns = [c for c in PLOTTED if f"{c}_mean" in summary and summary[f"{c}_mean"].notna().any()]
+    summary = summary.assign(dataset=summary.dataset.fillna("dataset not recorded"))   # a metrics.json without one
     datasets = list(dict.fromkeys(summary.dataset))
     heights = [len(summary[summary.dataset == d]) for d in datasets]
     fig, axes = plt.subplots(len(datasets), 1, squeeze=False, figsize=(9, 1.2 + sum(0.3 * len(columns) * h + 0.6
