@@ -45,9 +45,13 @@ def read_epochs(run_dir):
     return epochs
 
 
-def protocol(run_dir):
-    with open(os.path.join(run_dir, "args.json")) as f:
-        return json.load(f)["select_on"]
+def read_args(run_dir):
+    """args.json: the run's flags (read once; every plot takes what it needs)."""
+    path = os.path.join(run_dir, "args.json")
+    if not os.path.isfile(path):
+        raise TimeMAEError(f"{run_dir!r} is not a run folder (no args.json)")
+    with open(path) as f:
+        return json.load(f)
 
 
 def read_metrics(run_dir):
@@ -74,7 +78,7 @@ def read_finetune(run_dir):
     return steps, int(kept[1]) if kept else None
 
 
-def plot_curves(run_dir, pre, metrics):
+def plot_curves(run_dir, cfg, pre, metrics):
     probe = pre.dropna(subset=["probe"])  # the last epoch is always probed
     finelast = metrics.get("finelast", {})
     chosen = probe[probe.epoch == finelast.get("epoch")]
@@ -99,19 +103,17 @@ def plot_curves(run_dir, pre, metrics):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{run_dir}  (probe selection on {protocol(run_dir)})")
+    fig.suptitle(f"{run_dir}  (probe selection on {cfg['select_on']})")
     fig.tight_layout()
     out = os.path.join(run_dir, "curves.png")
     atomic_save_figure(fig, out)
-    plt.close(fig)
     return out
 
 
-def plot_codebook(run_dir, pre):
+def plot_codebook(run_dir, cfg, pre):
     """Codewords used and perplexity of the codeword targets per epoch (`pre`: read_epochs), against the codebook
     size."""
-    with open(os.path.join(run_dir, "args.json")) as f:
-        vocab = json.load(f)["vocab_size"]
+    vocab = cfg["vocab_size"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(pre.epoch, pre.used, "o-", ms=3, label="codewords used")
     ax.plot(pre.epoch, pre.ppl, "s-", ms=3, label="perplexity of the assignments")
@@ -128,11 +130,10 @@ def plot_codebook(run_dir, pre):
     fig.tight_layout()
     out = os.path.join(run_dir, "codebook.png")
     atomic_save_figure(fig, out)
-    plt.close(fig)
     return out
 
 
-def plot_finetune(run_dir, steps, kept, metrics):
+def plot_finetune(run_dir, cfg, steps, kept, metrics):
     """FineAll's selection-split accuracy and macro-F1 per evaluation (`steps`, `kept`: read_finetune), the kept
     step marked, with its test accuracy and FineLast's (`metrics`: metrics.json) in the title."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -143,7 +144,7 @@ def plot_finetune(run_dir, steps, kept, metrics):
         ax.plot(best.step, 100 * best.acc, "*", ms=15, color="C3", label=f"kept: step {kept}" +
                 (" (FineLast's probe)" if kept == 0 and steps.step.iloc[0] == 0 else ""))
     ax.set_xlabel("fine-tuning step")
-    ax.set_ylabel(f"% on the {protocol(run_dir)} split")
+    ax.set_ylabel(f"% on the {cfg['select_on']} split")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     scores = [f"{name} test {100 * metrics[key]['acc']:.2f}" for key, name in (("fineall", "FineAll"),
@@ -153,14 +154,11 @@ def plot_finetune(run_dir, steps, kept, metrics):
     fig.tight_layout()
     out = os.path.join(run_dir, "finetune.png")
     atomic_save_figure(fig, out)
-    plt.close(fig)
     return out
 
 
-def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
+def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
     from sklearn.manifold import TSNE
-    with open(os.path.join(run_dir, "args.json")) as f:
-        cfg = json.load(f)
     splits = normalize(load_dataset(cfg["dataset"], data_path or cfg["data_path"], cfg.get("UCR_folder"),
                                     cfg.get("gaps", "refuse")),
                        cfg.get("normalize", "channel"))
@@ -180,7 +178,6 @@ def plot_tsne(run_dir, data_path=None, max_points=2000, seed=0):
     fig.tight_layout()
     out = os.path.join(run_dir, "tsne.png")
     atomic_save_figure(fig, out)
-    plt.close(fig)
     return out
 
 
@@ -192,21 +189,20 @@ def main(argv=None):
     p.add_argument("--no_tsne", action="store_true")
     a = p.parse_args(argv)
     try:
-        if not os.path.isfile(os.path.join(a.run_dir, "args.json")):
-            raise TimeMAEError(f"{a.run_dir!r} is not a run folder (no args.json)")
+        cfg = read_args(a.run_dir)
         epochs = read_epochs(a.run_dir)
         metrics = read_metrics(a.run_dir)   # {} while the run is unfinished
         if epochs.empty:  # the t-SNE of its checkpoint is still worth a look
             print(f"{a.run_dir}: no pretraining epochs (FineZero, or pretrained in another run): no curves.png or "
                   "codebook.png")
         else:
-            print(plot_curves(a.run_dir, epochs, metrics))
-            print(plot_codebook(a.run_dir, epochs))
+            print(plot_curves(a.run_dir, cfg, epochs, metrics))
+            print(plot_codebook(a.run_dir, cfg, epochs))
         steps, kept = read_finetune(a.run_dir)
         if len(steps):
-            print(plot_finetune(a.run_dir, steps, kept, metrics))
+            print(plot_finetune(a.run_dir, cfg, steps, kept, metrics))
         if not a.no_tsne:
-            print(plot_tsne(a.run_dir, a.data_path, a.max_points))
+            print(plot_tsne(a.run_dir, cfg, a.data_path, a.max_points))
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

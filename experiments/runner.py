@@ -153,7 +153,6 @@ class Study:
             ax.set_title(f"{self.name}: " + ", ".join(map(str, values)))
         fig.tight_layout()
         atomic_save_figure(fig, figure)
-        plt.close(fig)
         print(text)
         print(f"{path}\n{figure}")
         return table

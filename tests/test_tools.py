@@ -67,6 +67,8 @@ def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, 
     for flag in ("--out", "--markdown", "--plot"):
         assert summarize_main([folder, flag, str(tmp_path / "missing" / "s")]) == 2
         assert capsys.readouterr().err.startswith(f"error: cannot write '{tmp_path / 'missing' / 's'}'")
+    import matplotlib.pyplot as plt
+    assert plt.get_fignums() == []                              # the figure that was not written is closed too
 
 
 def test_visualize_writes_curves_and_tsne(two_runs, tmp_path):

@@ -210,12 +210,7 @@ def main(argv=None):
         if a.markdown:
             atomic_write_text(markdown(table) + "\n", a.markdown)
         if a.plot:
-            import matplotlib.pyplot as plt
-            fig = plot_summary(summary)
-            try:
-                atomic_save_figure(fig, a.plot)
-            finally:
-                plt.close(fig)
+            atomic_save_figure(plot_summary(summary), a.plot)
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
