@@ -11,7 +11,7 @@ import torch
 
 from datautils import DATA_ENV, GAPS
 from engine.speed import COMPILE_MODES
-from model.config import POOLINGS
+from model.config import CHOICES
 
 DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr", "numpy")
 
@@ -99,22 +99,22 @@ def build_parser():
                    help="window length sigma of the window slicer; 0: from the training series' length, the "
                         "smallest power of two giving at most 32 windows")
     g.add_argument("--mask_ratio", type=float, default=0.6)
-    g.add_argument("--mask_mode", default="sample", choices=("sample", "batch"),
+    g.add_argument("--mask_mode", default="sample", choices=CHOICES["mask_mode"],
                    help="sample: a fresh mask per series; batch: one mask per batch (reference code)")
-    g.add_argument("--tokenizer", default="ste", choices=("ste", "argmax"),
+    g.add_argument("--tokenizer", default="ste", choices=CHOICES["tokenizer"],
                    help="ste: straight-through Gumbel-softmax targets (paper); argmax: index targets (reference)")
-    g.add_argument("--target_noise", default="none", choices=("none", "gumbel"),
+    g.add_argument("--target_noise", default="none", choices=CHOICES["target_noise"],
                    help="Gumbel noise in the hard codeword target (gumbel: as the reference code, whose targets "
                         "then carry almost no information at initialisation)")
     g.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature of the STE gradient path")
-    g.add_argument("--codebook", default="linear", choices=("linear", "cosine"),
+    g.add_argument("--codebook", default="linear", choices=CHOICES["codebook"],
                    help="tokenizer scores: linear = inner product (paper); cosine = cosine of batch-centred "
                         "vectors and codewords over --codebook_tau")
     g.add_argument("--codebook_tau", type=float, default=0.1, help="temperature of the cosine codebook")
     g.add_argument("--codebook_dim", type=int, default=0,
                    help="> 0 (with --codebook cosine): compare windows and codewords in a learned linear projection "
                         "of this width, l2-normalised (ViT-VQGAN's low-dimensional codes, e.g. 8 or 16)")
-    g.add_argument("--codebook_init", default="random", choices=("random", "kmeans"),
+    g.add_argument("--codebook_init", default="random", choices=CHOICES["codebook_init"],
                    help="kmeans: before pretraining, the codewords become k-means centres of window embeddings "
                         "(nearest-centre scores)")
     g.add_argument("--codebook_reset", action=argparse.BooleanOptionalAction, default=False,
@@ -125,7 +125,7 @@ def build_parser():
     g.add_argument("--codebook_ema", type=float, default=0.0,
                    help="> 0: learn the (linear) codebook as in VQ-VAE's EMA variant, each codeword the moving "
                         "average, with this decay (e.g. 0.99), of the window embeddings targeted at it")
-    g.add_argument("--pooling", default="mean", choices=POOLINGS,
+    g.add_argument("--pooling", default="mean", choices=CHOICES["pooling"],
                    help="series representation from the window representations (probes, FineAll, encode): mean "
                         "(paper), max, both concatenated (2 x d_model), or flat: every window's in time order "
                         "(S x d_model, padding windows as zeros); padding windows are left out of mean and max")
@@ -243,7 +243,7 @@ def build_parser():
                         "--test_batch_size on the CPU, 8192 on a GPU (inference results do not depend on it)")
 
     g = p.add_argument_group("BERT encoder (needs: pip install -r requirements-bert.txt)")
-    g.add_argument("--encoder", default="timemae", choices=("timemae", "bert"),
+    g.add_argument("--encoder", default="timemae", choices=CHOICES["encoder"],
                    help="visible/momentum encoder: TimeMAE's Transformer, or a transformers.BertModel")
     g.add_argument("--bert_path", default=None,
                    help="folder with config.json and weights, or a model name transformers resolves online; "
@@ -255,10 +255,10 @@ def build_parser():
     g.add_argument("--bert_lr", type=float, default=None,
                    help="learning rate of BERT's weights (pretraining and fine-tuning); default 1e-4 with --encoder "
                         "bert: at --lr 1e-3 fine-tuning collapses to one class (README)")
-    g.add_argument("--bert_positions", default="timemae", choices=("timemae", "naive"),
+    g.add_argument("--bert_positions", default="timemae", choices=CHOICES["bert_positions"],
                    help="timemae: only TimeMAE's positions (true window indices); naive: BERT also adds its "
                         "positions 0..L-1 of the gathered windows (the experimenters' setup)")
-    g.add_argument("--bert_input_norm", default="bert", choices=("bert", "none"),
+    g.add_argument("--bert_input_norm", default="bert", choices=CHOICES["bert_input_norm"],
                    help="bert: keep the LayerNorm of BERT's embeddings module; none: remove it")
     return p
 

@@ -12,6 +12,10 @@ from common.errors import TimeMAEError
 
 
 POOLINGS = ("mean", "max", "meanmax", "flat")   # series representations over the windows (TimeMAE.represent)
+# the settings named by a word, and their words (the command line offers the same choices)
+CHOICES = {"mask_mode": ("sample", "batch"), "tokenizer": ("ste", "argmax"), "target_noise": ("none", "gumbel"),
+           "codebook": ("linear", "cosine"), "codebook_init": ("random", "kmeans"), "pooling": POOLINGS,
+           "encoder": ("timemae", "bert"), "bert_positions": ("timemae", "naive"), "bert_input_norm": ("bert", "none")}
 MAX_WINDOWS = 32                        # the window rule's ceiling (window_length)
 # the STE's codebook that stays in use: low-dimensional cosine codes, k-means initialisation, reset of unused
 # codewords; validation preferred it to the inner product on Epilepsy and UWave ("Low-dimensional codes" in
@@ -109,7 +113,11 @@ class TimeMAEConfig:
 
     def validate(self):
         """Raise a one-line ConfigError for settings that cannot work."""
-        for name, least in (("d_model", 1), ("attn_heads", 1), ("layers", 1), ("reg_layers", 1), ("vocab_size", 2)):
+        for name, words in CHOICES.items():   # a misspelt word would silently build another model
+            if getattr(self, name) not in words:
+                raise ConfigError(f"{name} must be one of {', '.join(words)}, got {getattr(self, name)!r}", (name,))
+        for name, least in (("channels", 1), ("seq_len", 1), ("num_classes", 1), ("d_model", 1), ("attn_heads", 1),
+                            ("layers", 1), ("reg_layers", 1), ("vocab_size", 2)):
             if getattr(self, name) < least:
                 raise ConfigError(f"{name} must be at least {least}, got {getattr(self, name)}", (name,))
         # `not low <= value` refuses NaN too
@@ -128,10 +136,18 @@ class TimeMAEConfig:
         if self.d_model % self.attn_heads:
             raise ConfigError(f"d_model {self.d_model} must be divisible by attn_heads {self.attn_heads}",
                               ("d_model", "attn_heads"))
+        if self.encoder == "bert" and not isinstance(self.bert_config, dict):
+            raise ConfigError("encoder 'bert' needs bert_config, the BertConfig as a dict (main.py and the API "
+                              "read it from --bert_path)", ("bert_config",))
         if self.encoder == "bert" and self.d_model != self.bert_config["hidden_size"]:
             raise ConfigError(f"d_model {self.d_model} differs from the BERT's hidden size "
                               f"{self.bert_config['hidden_size']}: with the BERT encoder the width follows BERT",
                               ("d_model",))
+        if self.encoder == "bert" and self.bert_positions == "naive" and \
+                self.num_windows > self.bert_config["max_position_embeddings"]:
+            raise ConfigError(f"bert_positions 'naive' numbers the {self.num_windows} windows with BERT's positions, "
+                              f"and this BERT has {self.bert_config['max_position_embeddings']}: use bert_positions "
+                              "'timemae' or a longer wave_length", ("bert_positions", "wave_length"))
         if self.codebook_usage < 0:
             raise ConfigError(f"codebook_usage must be 0 or more, got {self.codebook_usage}", ("codebook_usage",))
         if not 0 <= self.codebook_ema < 1:
@@ -142,8 +158,6 @@ class TimeMAEConfig:
         if self.codebook_dim < 0 or (self.codebook_dim and self.codebook != "cosine"):
             raise ConfigError(f"codebook_dim {self.codebook_dim}: a projection width (> 0) of the cosine codebook, "
                               "or 0 for none", ("codebook_dim", "codebook"))
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be mean, max, meanmax or flat, got {self.pooling!r}", ("pooling",))
         if self.wave_length < 1:
             raise ConfigError(f"wave_length must be at least 1 (or 0 as a flag: from the series length), got "
                               f"{self.wave_length}", ("wave_length",))

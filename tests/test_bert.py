@@ -61,6 +61,20 @@ def test_inputs_embeds_and_no_positions_of_bert_own(tiny_bert):
     assert not torch.allclose(naive(x[:, perm]), naive(x)[:, perm], atol=1e-3)
 
 
+def test_naive_positions_beyond_berts_table_are_refused_in_one_line(tiny_bert):
+    """BERT's own positions number the windows: more windows than its table holds is a config error, not an
+    index error inside the first forward pass."""
+    from model.config import ConfigError
+    config = bert_config(tiny_bert, "naive")
+    config["max_position_embeddings"] = T // 4 - 1        # one row fewer than the T / wave_length windows
+    with pytest.raises(ConfigError, match="numbers the 8 windows with BERT.s positions, and this BERT has 7"):
+        TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=D, attn_heads=2, wave_length=4, encoder="bert",
+                bert_config=config, bert_positions="naive")
+    config["max_position_embeddings"] = T // 4
+    TimeMAE(channels=C, seq_len=T, num_classes=3, d_model=D, attn_heads=2, wave_length=4, encoder="bert",
+            bert_config=config, bert_positions="naive")
+
+
 def test_embeddings_layernorm_sets_the_input_scale(tiny_bert):
     """BERT's embedding LayerNorm makes the encoder blind to the scale of the window embeddings; without it
     (input_norm='none') the scale reaches the layers."""

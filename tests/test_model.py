@@ -279,6 +279,15 @@ def test_dropout_rate_scale_and_eval_identity():
     (dict(dropout=1.0), r"dropout must lie in \[0, 1\), got 1.0"),
     (dict(momentum=-0.1), r"momentum must lie in \[0, 1\], got -0.1"),
     (dict(tau=0.0), "tau must be positive, got 0.0"),
+    (dict(codebook="Linear"), "codebook must be one of linear, cosine, got 'Linear'"),
+    (dict(tokenizer="argmx"), "tokenizer must be one of ste, argmax"),
+    (dict(target_noise="gumbell"), "target_noise must be one of none, gumbel"),
+    (dict(mask_mode="per-batch"), "mask_mode must be one of sample, batch"),
+    (dict(encoder="Bert"), "encoder must be one of timemae, bert"),
+    (dict(codebook_init="k-means"), "codebook_init must be one of random, kmeans"),
+    (dict(encoder="bert"), "encoder 'bert' needs bert_config"),
+    (dict(channels=0), "channels must be at least 1, got 0"),
+    (dict(num_classes=0), "num_classes must be at least 1, got 0"),
 ])
 def test_bad_config_is_refused_in_one_line(kw, message):
     with pytest.raises(TimeMAEError, match=message):
