@@ -10,6 +10,12 @@ import torch
 
 from common.errors import TimeMAEError
 from engine.checkpoint import open_checkpoint
+from model.config import config_defaults
+
+# what the visible encoder computes: a checkpoint that differs in one of them holds another encoder, even where
+# its tensors happen to have the same names and shapes (heads, the residual scalars)
+ENCODER_SETTINGS = ("encoder", "d_model", "attn_heads", "layers", "enable_res_parameter", "bert_config",
+                    "bert_positions", "bert_input_norm")
 
 
 def _module(name):
@@ -23,10 +29,20 @@ def _owner(name):
 
 
 def transfer_weights(model, path):
-    """Copy the matching tensors of the checkpoint at `path` into `model`; return (transferred, reinitialised)
-    where transferred names the copied tensors and reinitialised maps each other tensor to why it was not.
+    """Copy the matching tensors of the checkpoint at `path` into `model`, refusing one whose visible encoder
+    differs; return (transferred, reinitialised, unused): the copied tensors' names, each other tensor of the
+    model mapped to why it was not copied, and the checkpoint's tensors the model has no place for.
     A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
-    source = open_checkpoint(path)["model"]
+    ckpt = open_checkpoint(path)
+    saved = {**config_defaults(), **ckpt["config"]}
+    differ = [f"{k} {saved[k]} there, {model.config[k]} here" for k in ENCODER_SETTINGS
+              if k != "bert_config" and saved[k] != model.config[k]]
+    if not differ and saved["bert_config"] != model.config["bert_config"]:
+        differ = ["another BERT (bert_config)"]
+    if differ:
+        raise TimeMAEError(f"--pretrained_path {path!r} holds another visible encoder ({'; '.join(differ)}): "
+                           "pass the pretrained run's encoder flags (its args.json)")
+    source = ckpt["model"]
     own = model.state_dict()
     reinitialised = {}
     for name, tensor in own.items():
@@ -40,13 +56,13 @@ def transfer_weights(model, path):
         if name not in reinitialised and _owner(name) in misfit:
             reinitialised[name] = misfit[_owner(name)]
     transferred = [n for n in own if n not in reinitialised]
-    if any(_module(n) == "visible_encoder" and n in source for n in reinitialised) or not transferred:
-        raise TimeMAEError(f"--pretrained_path {path!r}: its visible encoder does not fit this model (check "
-                           "--d_model, --attn_heads and --layers against the pretrained run's args.json)")
+    if any(_module(n) == "visible_encoder" for n in reinitialised) or not transferred:
+        raise TimeMAEError(f"--pretrained_path {path!r}: its visible encoder does not fit this model (its tensors "
+                           "differ in name or shape)")
     with torch.no_grad():
         for name in transferred:
             own[name].copy_(source[name])
-    return transferred, reinitialised
+    return transferred, reinitialised, sorted(set(source) - set(own))
 
 
 def _by_module(names):
@@ -56,9 +72,11 @@ def _by_module(names):
     return groups
 
 
-def describe_transfer(path, transferred, reinitialised):
-    """One log line: the modules copied and those re-initialised (tensor counts, and why for the latter)."""
+def describe_transfer(path, transferred, reinitialised, unused):
+    """One log line: the modules copied, those re-initialised (tensor counts, and why) and the checkpoint's
+    tensors left unused."""
     copied = ", ".join(f"{m} ({len(n)})" for m, n in _by_module(transferred).items())
     fresh = "; ".join(f"{m} ({len(n)}: {reinitialised[n[0]]})" for m, n in _by_module(reinitialised).items())
+    left = ", ".join(f"{m} ({len(n)})" for m, n in _by_module(unused).items())
     return (f"transfer from {path}: copied {len(transferred)} tensors: {copied or 'none'}; "
-            f"re-initialised: {fresh or 'none'}")
+            f"re-initialised: {fresh or 'none'}; not used: {left or 'none'}")

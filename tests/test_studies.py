@@ -124,7 +124,7 @@ def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_pat
     assert ok.set_index("protocol").labelled.to_dict() == {"FineLast": 24, "FineAll": 19}
     assert set(runs[runs.config == "no_pretraining_1"].protocol) == {"FineZero", "FineZero+"}
     log = open(tmp_path / "studies/label_fraction/quick/epilepsy/timemae_0.25/seed1/log.txt").read()
-    assert "transfer from" in log and "re-initialised: none" in log
+    assert "transfer from" in log and "re-initialised: none; not used: none" in log
 
 
 def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
@@ -139,7 +139,7 @@ def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
     log = open(tmp_path / "studies/transfer/quick/uwave/from_epilepsy/seed1/log.txt").read()
     assert "feature_encoder (2: feature_encoder.conv.weight has shape (16, 2, 4) there, (16, 3, 4) here)" in log
     assert "position (1: position has shape (8, 16) there, (12, 16) here)" in log
-
+    assert log.count("; not used: none") == 1
 
 # ----------------------------------------------------------------------------------------------- options
 
@@ -154,24 +154,33 @@ def test_transfer_loads_a_checkpoint_of_other_channels_and_length(data_root, tmp
                      "0", "--num_epoch_pretrain", "0", "--pretrained_path", str(src / "pretrain_model.pkl"),
                      "--save_path", str(dst)]) == 0
     out = capsys.readouterr().out
-    assert "re-initialised: position" in out and "feature_encoder (2:" in out
+    assert "re-initialised: position" in out and "feature_encoder (2:" in out and "not used: none" in out
     got = torch.load(dst / "pretrain_model.pkl", weights_only=False)["model"]
     for name in ("visible_encoder.blocks.0.attn.qkv.weight", "tokenizer.codebook.weight", "mask_token"):
         assert torch.equal(got[name], ckpt[name])
     assert got["position"].shape == (12, 16) and got["feature_encoder.conv.weight"].shape == (16, 3, 4)
     assert not torch.equal(got["feature_encoder.conv.bias"], ckpt["feature_encoder.conv.bias"])
+    assert main_cli(["--dataset", "uwave", "--data_path", str(data_root / "UWave"), *STUDY_FLAGS, "--num_epoch",
+                     "0", "--num_epoch_pretrain", "0", "--no_decouple", "--pretrained_path",
+                     str(src / "pretrain_model.pkl"), "--save_path", str(tmp_path / "nodec")]) == 0
+    assert "; not used: decoupled_encoder (14)" in capsys.readouterr().out   # its one block's tensors
 
 
-def test_transfer_refuses_an_encoder_of_another_width(data_root, tmp_path, capsys):
+def test_transfer_refuses_another_encoder_even_where_its_tensors_fit(data_root, tmp_path, capsys):
+    """Another width, depth, head count or residual setting is another visible encoder: refused in one line,
+    though more heads or no residual scalars leave every copied tensor's shape as it was."""
     src = tmp_path / "src"
     main_cli(["--dataset", "epilepsy", "--data_path", str(data_root / "Epilepsy"), *STUDY_FLAGS, "--num_epoch",
               "0", "--save_path", str(src)])
     capsys.readouterr()
-    assert main_cli(["--dataset", "epilepsy", "--data_path", str(data_root / "Epilepsy"), *STUDY_FLAGS,
-                     "--d_model", "32", "--pretrained_path", str(src / "pretrain_model.pkl"),
-                     "--save_path", str(tmp_path / "dst")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "visible encoder does not fit" in err
+    for flag, value, differ in (("--d_model", "32", "d_model 16 there, 32 here"), ("--layers", "2", "layers 1 there"),
+                                ("--attn_heads", "4", "attn_heads 2 there, 4 here"),
+                                ("--enable_res_parameter", "0", "enable_res_parameter 1 there, 0 here")):
+        assert main_cli(["--dataset", "epilepsy", "--data_path", str(data_root / "Epilepsy"), *STUDY_FLAGS,
+                         flag, value, "--pretrained_path", str(src / "pretrain_model.pkl"),
+                         "--save_path", str(tmp_path / "dst"), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "holds another visible encoder" in err and differ in err, err
 
 
 def test_label_subsets_are_stratified_deterministic_and_refuse_empty_classes():
