@@ -11,11 +11,11 @@ import torch
 
 from args import parse_args
 from common.errors import TimeMAEError
-from datautils import dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
-from engine.checkpoint import load_state, read_checkpoint
+from datautils import data_description, dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
+from engine.checkpoint import load_checkpoint
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.provenance import provenance
-from engine.resume import check_last_state, check_resumable, rewind_logs
+from engine.resume import check_last_state, check_resumable, check_same_data, rewind_logs
 from engine.runfiles import RUN_STATE, atomic_write_json, prepare_run_dir
 from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
@@ -111,18 +111,19 @@ def check_flags(cfg):
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
 
 
-def open_run(cfg, model):
+def open_run(cfg, model, data):
     """Rank 0's part: with --resume and a run in the folder, check it and return its last state (None when
     it had not finished an epoch: it starts again in place), cutting the logs back to that state only once
-    all of it fits `model`. Otherwise prepare a new run folder. So the same command, --resume included, can
-    start a run and continue it (as torchrun --max_restarts reruns it)."""
+    all of it fits `model` and the run's data is `data` (datautils.data_description). Otherwise prepare a new
+    run folder. So the same command, --resume included, can start a run and continue it (as torchrun
+    --max_restarts reruns it)."""
     if cfg.resume and os.path.isfile(os.path.join(cfg.save_path, "args.json")):
         last = check_resumable(cfg.save_path, cfg)
         if last is None:
             return None
-        state = read_checkpoint(last, model.config)
-        load_state(model, state, last)
+        state = load_checkpoint(last, model)
         check_last_state(state, last)
+        check_same_data(state.get("data", {}), data, last)
         rewind_logs(cfg.save_path, state["logs"])
         return state
     prepare_run_dir(cfg.save_path, cfg.overwrite)
@@ -182,7 +183,7 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
             seed_everything(rank_seed(cfg.seed, dist.rank))
         cfg.save_path = cfg.save_path or os.path.join("exp", dataset_name(cfg.dataset, cfg.UCR_folder),
                                                       f"seed{cfg.seed}")
-        state = dist.on_main(open_run, cfg, model)
+        state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist))
         if budget != dict(pretrain_batch_size=cfg.train_batch_size, pretrain_epochs=cfg.num_epoch_pretrain,

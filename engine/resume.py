@@ -18,7 +18,8 @@ from engine.runfiles import RUN_STATE as LAST
 
 LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
-# Flags that may differ on --resume: they change where or how fast the run goes, not what it computes.
+# Flags that may differ on --resume: where or how fast the run goes (the data may have moved: what it holds is
+# compared instead, check_same_data), and --skip_nonfinite, which continues a run stopped by a non-finite loss.
 RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",
                  "data_path", "save_path", "compile", "compile_backend", "compile_mode",
                  "eval_batch_size"}
@@ -30,6 +31,15 @@ def check_last_state(state, path):
     if missing:
         raise TimeMAEError(f"{path!r} is not a last-state checkpoint (it lacks {', '.join(missing)}); start the "
                            "run afresh with --overwrite")
+
+
+def check_same_data(saved, data, path):
+    """Refuse to resume on other data than the run started with: `saved` is last.pkl's description of its
+    training data (datautils.data_description), `data` that of the data loaded now."""
+    changed = sorted(k for k in data if saved.get(k) != data[k])
+    if changed:
+        raise TimeMAEError(f"--resume: the data differs from the one the run in {os.path.dirname(path)!r} started "
+                           f"on ({', '.join(changed)} changed); resume on that data or start a new run")
 
 
 def rng_state(device, generator=None):

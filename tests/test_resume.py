@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -115,6 +116,32 @@ def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_p
     assert_same_run(run, reference)
     with open(os.path.join(run, "metrics.json")) as f:
         assert json.load(f)["baseline_seconds"] == state["baseline_seconds"]
+
+
+def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, reference, tmp_path, monkeypatch, capsys):
+    """--data_path may change on --resume (the data may have moved), what it holds may not: series of the same
+    shape drawn anew are another dataset, refused in one line before the logs are rewound."""
+    run, other = str(tmp_path / "run"), write_pt_dataset(str(tmp_path / "other"), seed=1)
+    epochs, real = itertools.count(1), process.Trainer._scores
+
+    def scores_then_crash(self, *args):
+        if next(epochs) == 3:
+            raise Crash
+        return real(self, *args)
+    monkeypatch.setattr(process.Trainer, "_scores", scores_then_crash)
+    with pytest.raises(Crash):
+        main.main(tiny_flags(data, run, **EPOCHS))
+    monkeypatch.undo()
+    before = {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))}
+    capsys.readouterr()
+    assert main.main(tiny_flags(other, run, **EPOCHS) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume: the data differs from the one the run in") and "\n" not in err
+    assert "(mean, std changed)" in err
+    assert {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))} == before
+    moved = shutil.copytree(data, str(tmp_path / "moved"))              # the same data elsewhere: resumed
+    assert main.main(tiny_flags(moved, run, **EPOCHS) + ["--resume"]) == 0
+    assert_same_run(run, reference)
 
 
 def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkeypatch):
