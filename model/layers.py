@@ -23,8 +23,11 @@ class Dropout(nn.Module):
         """The CPU keep-mask already scaled by 1 / (1 - p), in x's shape and dtype: one multiply applies it."""
         n = x.numel()
         bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
-        # an in-place comparison on a float copy writes 1.0/0.0 directly: several times faster than a bool mask
-        return bits[:n].view(x.shape).to(x.dtype).ge_(self.threshold).mul_(1.0 / (1.0 - self.p))
+        # an in-place comparison on a float copy writes 1.0/0.0 directly: several times faster than a bool mask.
+        # bfloat16 (--amp) would round the draws before the comparison, and change the rate: compare in float32
+        exact = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        keep = bits[:n].view(x.shape).to(exact).ge_(self.threshold).mul_(1.0 / (1.0 - self.p))
+        return keep.to(x.dtype)
 
     def forward(self, x):
         if not self.active():
