@@ -251,8 +251,8 @@ class Trainer:
                 out = forward(x, padded=self.padded)
                 loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
             self._optimise(loss, opt, sched, scaler)
-            model.update_target_encoder()
             finite[i] = ok = torch.isfinite(loss)
+            model.update_target_encoder(ok if cfg.skip_nonfinite else None)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
             real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
                     else out["masked_valid"].flatten())                          # filler slots are not counted

@@ -201,11 +201,12 @@ class TimeMAE(nn.Module):
                     z_masked=z_masked.detach())
 
     @torch.no_grad()
-    def update_target_encoder(self):
-        """xi <- m * xi + (1 - m) * theta, after every optimiser step."""
+    def update_target_encoder(self, taken=None):
+        """xi <- m * xi + (1 - m) * theta, after every optimiser step; `taken` (a bool tensor, on the device) says
+        whether the step was taken: a skipped step (--skip_nonfinite) leaves xi as it was, with no host sync."""
         target = list(self.target_encoder.parameters())
         online = [p.detach() for p in self.visible_encoder.parameters()]
-        torch._foreach_lerp_(target, online, 1.0 - self.momentum)
+        torch._foreach_lerp_(target, online, 1.0 - self.momentum if taken is None else (1.0 - self.momentum) * taken)
 
     # ------------------------------------------------------------------------------------------ evaluation
     def forward_encoder(self, x, padded=None):

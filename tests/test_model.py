@@ -118,8 +118,14 @@ def test_momentum_update_arithmetic_and_no_gradient():
         torch.nn.init.normal_(p)
     before = [p.clone() for p in model.target_encoder.parameters()]
     online = [p.clone() for p in model.visible_encoder.parameters()]
+    model.update_target_encoder(torch.tensor(False))          # a step --skip_nonfinite skipped: no update
+    assert all(torch.equal(xi, old) for xi, old in zip(model.target_encoder.parameters(), before))
     model.update_target_encoder()
     for xi, old, theta in zip(model.target_encoder.parameters(), before, online):
+        torch.testing.assert_close(xi, 0.9 * old + 0.1 * theta)
+    after = [p.clone() for p in model.target_encoder.parameters()]
+    model.update_target_encoder(torch.tensor(True))
+    for xi, old, theta in zip(model.target_encoder.parameters(), after, online):
         torch.testing.assert_close(xi, 0.9 * old + 0.1 * theta)
     out = model.forward_pretrain(torch.randn(B, T, C))
     (out["rep_predicted"] - out["rep_target"]).pow(2).mean().backward()

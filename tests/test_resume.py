@@ -20,6 +20,7 @@ import process
 from engine.resume import LAST, LOGS
 from common.errors import TimeMAEError
 from conftest import scripted_selection
+from model import TimeMAE
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 from engine.runfiles import append_line, atomic_save, prepare_run_dir
 
@@ -310,7 +311,14 @@ def test_nonfinite_loss_stops_then_resume_skips_it(data, tmp_path, monkeypatch, 
         assert f.read().count("\n") == 1  # nothing of the failed epoch was kept
 
     monkeypatch.setattr(process, "pretrain_loss", poison(2))  # the same step, counted from the resumed epoch 2
+    momentum, updates = [], TimeMAE.update_target_encoder
+
+    def record_update(model, taken=None):
+        momentum.append(bool(taken))
+        updates(model, taken)
+    monkeypatch.setattr(TimeMAE, "update_target_encoder", record_update)
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume", "--skip_nonfinite"]) == 0
+    assert momentum[:4] == [True, False, True, True]       # the momentum encoder skips the skipped step too
     assert "at epoch 2, step 2 of 4: skipped 1 of 4 steps" in capsys.readouterr().out
     final = torch.load(os.path.join(run, "model.pkl"), weights_only=False)["model"]
     assert all(torch.isfinite(v).all() for v in final.values())
