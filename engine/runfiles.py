@@ -11,19 +11,26 @@ from common.errors import TimeMAEError, WriteError
 RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt",
                "pretrain_model.pkl", "model.pkl", "metrics.json")
 RUN_STATE = "last.pkl"  # the state to resume from; present only while a run is unfinished
+# written from a run's outputs afterwards (visualize.py's figures, tools.fineall_margin's candidates)
+RUN_DERIVED = ("curves.png", "codebook.png", "finetune.png", "tsne.png", "fineall_candidates.npz")
 
 
 def prepare_run_dir(path, overwrite):
     """Create the run folder; refuse to reuse one that holds results unless overwrite is set. Overwriting
-    removes the old run's last-state checkpoint and metrics at once, so neither can pass for the new run's."""
+    removes every output of the old run at once (and the files drawn from them), so that none of them can pass
+    for the new run's: a new run that writes fewer files (no fine-tuning, say) leaves no old model.pkl behind."""
     existing = [f for f in (*RUN_OUTPUTS, RUN_STATE) if os.path.exists(os.path.join(path, f))]
     if existing and not overwrite:
         raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
                            "that run, --overwrite to replace it, or choose another --save_path")
     make_writable_dir(path, "--save_path")
-    for stale in (RUN_STATE, "metrics.json"):
-        if os.path.exists(os.path.join(path, stale)):
+    for stale in (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED):
+        try:
             os.remove(os.path.join(path, stale))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise TimeMAEError(f"--overwrite: cannot remove {os.path.join(path, stale)!r}: {e.strerror}") from None
     return path
 
 

@@ -338,9 +338,20 @@ def test_skipped_step_leaves_weights_and_optimiser_untouched():
     assert not torch.equal(before[0], layer.weight) and int(opt.state[layer.weight]["step"]) == 2
 
 
-def test_overwrite_drops_the_old_runs_resume_state(tmp_path):
+def test_overwrite_drops_the_old_runs_outputs_and_nothing_else(tmp_path):
     run = str(tmp_path)
-    for name in (LAST, "metrics.json", "pretrain_result.txt"):
+    for name in (LAST, "metrics.json", "pretrain_result.txt", "model.pkl", "result.txt", "tsne.png", "notes.md"):
         open(os.path.join(run, name), "w").close()
     prepare_run_dir(run, overwrite=True)
-    assert sorted(os.listdir(run)) == ["pretrain_result.txt"]
+    assert sorted(os.listdir(run)) == ["notes.md"]          # the user's own file stays
+
+
+def test_overwrite_by_a_run_without_fine_tuning_leaves_no_old_model(data, reference, tmp_path, capsys):
+    """A run that writes fewer files than the one it replaces: tools.encode --predict would otherwise use the
+    old model.pkl, and visualize.py draw the old result.txt."""
+    run = shutil.copytree(reference, str(tmp_path / "run"))
+    open(os.path.join(run, "finetune.png"), "w").close()
+    assert main.main(tiny_flags(data, run, num_epoch=0) + ["--overwrite"]) == 0
+    left = set(os.listdir(run))
+    assert {"pretrain_model.pkl", "metrics.json", "linear_result.txt"} <= left
+    assert not left & {"model.pkl", "result.txt", "finetune.png"}, left
