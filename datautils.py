@@ -228,7 +228,13 @@ def _load_numpy(path, gaps="refuse"):
 
 def as_series_array(x, what="X"):
     """(N, T_max, C) float32, NaN-padded, from the aeon layouts: an array (N, C, T), an array (N, T) of
-    univariate series, or a list of (C, T_i) (or (T_i,)) arrays of unequal lengths."""
+    univariate series, or a list of (C, T_i) (or (T_i,)) arrays of unequal lengths. A pandas DataFrame of
+    numbers is read as the array (N, T)."""
+    if isinstance(x, (pd.DataFrame, pd.Series)):   # iterating one would give its column labels, not its rows
+        x = x.to_numpy()
+        if x.dtype == object:
+            raise TimeMAEError(f"{what}: a DataFrame must hold numbers, one univariate series a row; give "
+                               "multivariate or nested series as an array (n_cases, n_channels, n_timepoints)")
     if isinstance(x, np.ndarray) and x.dtype != object or torch.is_tensor(x):
         x = np.asarray(x.numpy() if torch.is_tensor(x) else x)
         if x.ndim == 2:

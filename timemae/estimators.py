@@ -9,17 +9,20 @@ transform/predict prepare new series as the training data was (the checkpoint's 
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
 import json
+import numbers
 import os
 import re
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 import main
-from args import default_device, defaults
+from args import build_parser, default_device, defaults
 from classification import extract_representations, fit_probe, predict_proba, probe_as_head
 from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
@@ -28,6 +31,8 @@ from engine.distributed import resolve_device
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
 
+# main.py flags whose estimator parameter has another name
+API_NAMES = {"seed": "random_state"}
 # estimator parameters that are main.py flags of the same name
 FLAGS = ("wave_length", "d_model", "attn_heads", "layers", "reg_layers", "dropout", "vocab_size", "mask_ratio",
          "alpha", "beta", "momentum", "num_epoch_pretrain", "probe_every", "train_batch_size", "test_batch_size",
@@ -86,7 +91,12 @@ class _TimeMAE(BaseEstimator):
                                f"{self.preset!r}")
         params = self.get_params(deep=False)
         settings = {name: params[name] for name in FLAGS if params[name] is not None}
-        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
+        seed = self.random_state
+        if not isinstance(seed, numbers.Integral):   # None or a RandomState, as in scikit-learn: a seed drawn from it
+            try:
+                seed = check_random_state(seed).randint(2**31)
+            except ValueError:
+                raise TimeMAEError(f"random_state must be an int, a numpy RandomState or None, got {seed!r}") from None
         settings.update(dataset="numpy", seed=int(seed), no_progress=not self.verbose, save_path=save_path,
                         **({"num_epoch": num_epoch} if num_epoch is not None else {}),
                         **({"device": self.device} if self.device else {}))
@@ -97,15 +107,18 @@ class _TimeMAE(BaseEstimator):
         except ValueError as e:
             raise TimeMAEError(f"{type(self).__name__}: {e}") from None
 
-    def _train(self, X, y, num_epoch):
-        """main.run on X (and labels y, or None); the estimator's _keep(cfg, metrics, X, y) then takes what it
-        needs from the run folder, before a temporary one is removed."""
+    def _train(self, X, y, num_epoch, classes=None):
+        """main.run on X (and labels y, or None; `classes`: the names of y's codes 0..K-1, for the run folder's
+        files); the estimator's _keep(cfg, metrics, X, y) then takes what it needs from the run folder, before a
+        temporary one is removed."""
         with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
             cfg = self._config(self.save_path or os.path.join(tmp, "run"), num_epoch)
             log = print if self.verbose else (lambda *_: None)
             try:
                 splits = splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y,
                                             gaps=cfg.gaps)
+                if classes is not None:
+                    splits = replace(splits, classes=tuple(str(c) for c in classes))
                 metrics = main.run(cfg, log=log, splits=splits)
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
@@ -171,11 +184,17 @@ class _TimeMAE(BaseEstimator):
 
 def api_spelling(text, params):
     """An engine message in the API's words: the flag --name becomes the parameter `name` where the estimator has
-    one, else `flags['name']` (--no-name: `flags['name']=False`)."""
+    one (--seed: random_state), else `flags['name']` (--no-name: `flags['name']=False`). Other words that start
+    with -- (a pip command's --no-deps, say) stay as they are."""
+    known = set(vars(build_parser().parse_args([])))
+
     def spell(match):
         name = match[2]
+        if name not in known:
+            return match[0]
         if match[1]:
             return f"flags['{name}']=False"
+        name = API_NAMES.get(name, name)
         return name if name in params else f"flags['{name}']"
     return re.sub(r"--(no-)?([A-Za-z]\w*)", spell, text)
 
@@ -234,7 +253,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         except TypeError:   # sorting fails on mixed types
             raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
         codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
-        return self._train(X, codes, num_epoch=epochs if self.finetune else 0)
+        return self._train(X, codes, num_epoch=epochs if self.finetune else 0, classes=self.classes_)
 
     def _keep(self, cfg, metrics, X, codes):
         if self.finetune:
