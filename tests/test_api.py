@@ -200,6 +200,24 @@ def test_repr_layers_flag_widens_the_representation_fineall_head_and_saved_model
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
+@pytest.mark.parametrize("flags, fitted", [({}, 48), ({"probe_refit": 0}, 38), ({"label_ratio": 0.5}, 24)])
+def test_finelast_classifier_fits_its_probe_on_the_series_the_engine_did(flags, fitted):
+    """finetune=False folds the FineLast probe into the head: the one main.py scores, fitted with its C on the
+    same series (all 48 labelled series by default; without the refit the 38 left after selection; with half
+    the labels, those 24)."""
+    from timemae import estimators
+    X, y = aeon(48)
+    probes = []
+
+    def record(z, codes, **kw):
+        probes.append(len(codes))
+        return fit_probe(z, codes, **kw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(estimators, "fit_probe", record)
+        clf = TimeMAEClassifier(**SMALL, finetune=False, flags=flags).fit(X, y)
+    assert probes == [clf.metrics_["finelast"]["fitted"]] == [fitted]
+
+
 def test_probe_folded_into_the_head_predicts_as_sklearn():
     rng = np.random.default_rng(0)
     for k in (2, 4):

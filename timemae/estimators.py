@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from engine.checkpoint import load_model, open_checkpoint, save_checkpoint
 from engine.distributed import resolve_device
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
+from process import labelled_splits
 
 # main.py flags whose estimator parameter has another name
 API_NAMES = {"seed": "random_state"}
@@ -258,9 +260,12 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     def _keep(self, cfg, metrics, X, codes):
         if self.finetune:
             self._adopt(os.path.join(cfg.save_path, "model.pkl"), "fineall")
-        else:  # FineLast: the probe Trainer.finelast scored (--probe_refit 1: every labelled series, its C), as head
+        else:  # FineLast: the probe Trainer.finelast scored, as head: its C, fitted on the series it fitted on
             self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), "probe")
-            probe = fit_probe(self.transform(X), codes, seed=cfg.seed, C=metrics["finelast"]["C"])
+            fit, held = labelled_splits(SimpleNamespace(train_y=codes), cfg.select_on, cfg.val_ratio,
+                                        cfg.label_ratio, cfg.seed)
+            rows = np.concatenate([fit, held]) if cfg.probe_refit and held is not None else fit   # as Trainer.refit
+            probe = fit_probe(self.transform(X)[rows], codes[rows], seed=cfg.seed, C=metrics["finelast"]["C"])
             weight, bias = probe_as_head(probe, len(self.classes_))
             with torch.no_grad():
                 self.model_.head.weight.copy_(weight)
