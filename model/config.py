@@ -138,7 +138,7 @@ class TimeMAEConfig:
                               ("d_model", "attn_heads"))
         if self.encoder == "bert" and not isinstance(self.bert_config, dict):
             raise ConfigError("encoder 'bert' needs bert_config, the BertConfig as a dict (main.py and the API "
-                              "read it from --bert_path)", ("bert_config",))
+                              "read it from bert_path)", ("bert_config",))
         if self.encoder == "bert" and self.d_model != self.bert_config["hidden_size"]:
             raise ConfigError(f"d_model {self.d_model} differs from the BERT's hidden size "
                               f"{self.bert_config['hidden_size']}: with the BERT encoder the width follows BERT",
