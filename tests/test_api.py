@@ -218,6 +218,25 @@ def test_finelast_classifier_fits_its_probe_on_the_series_the_engine_did(flags, 
     assert probes == [clf.metrics_["finelast"]["fitted"]] == [fitted]
 
 
+def test_a_main_py_checkpoint_loads_with_the_settings_it_was_trained_with(tstcc_dir, tmp_path):
+    """load(<run>/model.pkl) gives parameters under which clone(...).fit trains as the run did: every setting
+    of its args.json (not only the estimator's named parameters), its fine-tuning epochs and its seed."""
+    from main import main
+    from args import build_parser
+    from timemae.estimators import NOT_SETTINGS
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
+                 "--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--phases", "2",
+                 "--fineall_head", "probe", "--pooling", "meanmax", "--num_epoch_pretrain", "1", "--num_epoch", "2",
+                 "--seed", "3", "--threads", "1", "--no_progress", *[f"--{k}={v}" for k, v in NO_STEP_BUDGET.items()]]) == 0
+    args = json.loads((run / "args.json").read_text())
+    est = clone(load(str(run / "model.pkl")))
+    cfg = est._config(None, est.num_epoch)                        # as fit builds it
+    flags = set(vars(build_parser().parse_args([]))) - (NOT_SETTINGS - {"seed", "num_epoch"})
+    differ = {k: (getattr(cfg, k), args[k]) for k in flags if k != "threads" and getattr(cfg, k) != args[k]}
+    assert differ == {} and (cfg.phases, cfg.fineall_head, cfg.num_epoch, cfg.seed) == (2, "probe", 2, 3)
+
+
 def test_probe_folded_into_the_head_predicts_as_sklearn():
     rng = np.random.default_rng(0)
     for k in (2, 4):

@@ -172,7 +172,7 @@ class _TimeMAE(BaseEstimator):
         if not isinstance(ckpt.get("data"), dict):
             raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
                                "version): see docs/api.md#old-checkpoints")
-        params = ckpt.get("params") or _params_of_run(ckpt.get("args") or {})
+        params = ckpt.get("params") or _params_of_run(ckpt.get("args") or {}, ckpt.get("head"))
         est = cls(**{k: v for k, v in params.items() if k in cls._get_param_names()})
         if device is not None:
             est.device = device
@@ -201,12 +201,22 @@ def api_spelling(text, params):
     return re.sub(r"--(no-)?([A-Za-z]\w*)", spell, text)
 
 
-def _params_of_run(args):
-    """Estimator parameters from a main.py run's args.json values (a checkpoint's 'args')."""
+# main.py flags of a run that are no setting of its training: the data, the run folder, the machine
+NOT_SETTINGS = {"dataset", "data_path", "UCR_folder", "save_path", "resume", "overwrite", "no_progress", "device",
+                "threads", "num_workers", "seed", "num_epoch"}
+
+
+def _params_of_run(args, head):
+    """Estimator parameters from a main.py run's args.json values (a checkpoint's 'args'; `head` its trained
+    head, 'fineall', or None): the run's settings, so that clone(load(path)).fit trains as the run did."""
+    known = set(vars(build_parser().parse_args([])))
     params = {k: args[k] for k in FLAGS if k in args and k != "threads"}
+    params["flags"] = {k: v for k, v in args.items() if k in known and k not in FLAGS and k not in NOT_SETTINGS}
     params["preset"] = None   # the run's flags, all recorded in its args.json
     if "seed" in args:
         params["random_state"] = args["seed"]
+    if head == "fineall" and "num_epoch" in args:
+        params.update(finetune=True, num_epoch=args["num_epoch"])
     return params
 
 
