@@ -223,12 +223,13 @@ def test_a_main_py_checkpoint_loads_with_the_settings_it_was_trained_with(tstcc_
     of its args.json (not only the estimator's named parameters), its fine-tuning epochs and its seed."""
     from main import main
     from args import build_parser
+    from model.config import as_flags
     from timemae.estimators import NOT_SETTINGS
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
                  "--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--phases", "2",
                  "--fineall_head", "probe", "--pooling", "meanmax", "--num_epoch_pretrain", "1", "--num_epoch", "2",
-                 "--seed", "3", "--threads", "1", "--no_progress", *[f"--{k}={v}" for k, v in NO_STEP_BUDGET.items()]]) == 0
+                 "--seed", "3", "--threads", "1", "--no_progress", *as_flags(NO_STEP_BUDGET)]) == 0
     args = json.loads((run / "args.json").read_text())
     est = clone(load(str(run / "model.pkl")))
     cfg = est._config(None, est.num_epoch)                        # as fit builds it
