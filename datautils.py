@@ -446,7 +446,7 @@ def prepare_series(x, data, what="X"):
                constant_values=np.nan)
     if data.get("gaps") == "interpolate":   # checkpoints from before --gaps have no entry: refused, as they were
         x = fill_gaps(x)
-    _check_values(x, what, "input")
+    _check_values(x, "input", what)
     return apply_stats(x, data)
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -178,7 +179,10 @@ def test_wide_poolings_widen_the_representation_and_the_head_reads_it(pooling, f
     assert Z.shape == expected.shape and clf.model_.head.in_features == expected.shape[1] > 16
     np.testing.assert_allclose(Z, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
     if not finetune:  # the FineLast probe, folded into the wide head, predicts as sklearn's
-        probe = fit_probe(Z, y, seed=clf.random_state, C=clf.metrics_["finelast"]["C"])
+        from process import labelled_splits
+        fit, held = labelled_splits(SimpleNamespace(train_y=y), "val", clf.val_ratio, 1.0, clf.random_state)
+        rows = np.concatenate([fit, held])                        # the refit's series, in the engine's order
+        probe = fit_probe(Z[rows], y[rows], seed=clf.random_state, C=clf.metrics_["finelast"]["C"])
         np.testing.assert_allclose(clf.predict_proba(X), probe.predict_proba(Z), atol=1e-5)
     back = load(clf.save(str(tmp_path / "clf.pkl")))
     assert back.pooling == pooling

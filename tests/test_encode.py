@@ -145,7 +145,8 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("channels", "has 3 channels but the model was trained on 2"),
-    ("longer", "longer series are refused"),
+    ("longer", "x.npy holds series of 40 steps but the model was trained on 32: longer series are refused"),
+    ("nan", "x.npy: input data has non-finite values (NaN/inf) inside 1 series"),
     ("no_head", "has no trained classification head"),
     ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0); to predict, fit a classifier on "
                  "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
@@ -159,7 +160,9 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
 ])
 def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     _, _, out = run
-    x = {"channels": new_series(channels=3), "longer": np.zeros((2, 2, 40), np.float32),
+    gap = new_series()
+    gap[0, 0, 3] = np.nan
+    x = {"channels": new_series(channels=3), "longer": np.zeros((2, 2, 40), np.float32), "nan": gap,
          "objects": np.array([{"a": 1}], dtype=object)}.get(case, new_series())
     path = tmp_path / ("x.txt" if case == "format" else "x.npz" if case.startswith(("npz", "not_zip")) else "x.npy")
     np.save(tmp_path / "x.npy", x, allow_pickle=case == "objects")

@@ -137,12 +137,16 @@ class _TimeMAE(BaseEstimator):
         self.model_, self.data_, self.head_ = model.to(self.device_), dict(ckpt["data"]), head
 
     # ------------------------------------------------------------------------------------------ encoding
-    def _series(self, X):
+    def _series(self, X, what="X"):
         """X as the model's input: (n_cases, seq_len, n_channels) float32 on the device, prepared as the
-        training data was."""
+        training data was; `what` names X in errors (tools.encode: the input file)."""
         check_is_fitted(self, "model_")
-        x = prepare_series(as_series_array(X), self.data_)
+        x = prepare_series(as_series_array(X, what), self.data_, what)
         return torch.as_tensor(x, device=self.device_)
+
+    def _representations(self, x):
+        """Representations of series prepared by _series."""
+        return extract_representations(self.model_, x, self._batch())
 
     def _batch(self):
         return eval_batch_size(self._config(None, 0), self.device_)
@@ -151,8 +155,7 @@ class _TimeMAE(BaseEstimator):
         """Representations, the visible encoder's windows pooled by `pooling` (meanmax, the UCR preset's:
         (n_cases, 2 d_model); mean, the paper's: (n_cases, d_model); flat: (n_cases, n_windows * d_model)); with
         k `repr_layers` (flags), k times as wide."""
-        x = self._series(X)   # first: it checks that the estimator is fitted
-        return extract_representations(self.model_, x, self._batch())
+        return self._representations(self._series(X))
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path):
@@ -244,10 +247,13 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
                  probe_every=5, train_batch_size=128, test_batch_size=128, lr=1e-3, weight_decay=0.01,
                  val_ratio=0.2, normalize="channel", gaps="refuse", device=None, random_state=0, threads=None,
                  verbose=True, save_path=None, flags=None, pooling=None, preset="ucr", finetune=True, num_epoch=None):
-        super().__init__(wave_length, d_model, attn_heads, layers, reg_layers, dropout, vocab_size, mask_ratio,
-                         alpha, beta, momentum, num_epoch_pretrain, probe_every, train_batch_size, test_batch_size,
-                         lr, weight_decay, val_ratio, normalize, gaps, device, random_state, threads, verbose,
-                         save_path, flags, pooling, preset)
+        super().__init__(
+            wave_length=wave_length, d_model=d_model, attn_heads=attn_heads, layers=layers, reg_layers=reg_layers,
+            dropout=dropout, vocab_size=vocab_size, mask_ratio=mask_ratio, alpha=alpha, beta=beta, momentum=momentum,
+            num_epoch_pretrain=num_epoch_pretrain, probe_every=probe_every, train_batch_size=train_batch_size,
+            test_batch_size=test_batch_size, lr=lr, weight_decay=weight_decay, val_ratio=val_ratio,
+            normalize=normalize, gaps=gaps, device=device, random_state=random_state, threads=threads,
+            verbose=verbose, save_path=save_path, flags=flags, pooling=pooling, preset=preset)
         self.finetune = finetune
         self.num_epoch = num_epoch
 
@@ -292,7 +298,11 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     def predict_proba(self, X):
         """Probabilities (n_cases, n_classes), columns in classes_ order."""
         check_is_fitted(self, "classes_")
-        return predict_proba(self.model_, self._series(X), self._batch())
+        return self._probabilities(self._series(X))
+
+    def _probabilities(self, x):
+        """Class probabilities of series prepared by _series."""
+        return predict_proba(self.model_, x, self._batch())
 
     def predict(self, X):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

@@ -98,13 +98,11 @@ def encode(model, inputs, out, predict=False, device=None):
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise TimeMAEError(f"--out {out!r}: its folder does not exist")
     path = checkpoint_path(model, predict)
-    x = as_series_array(read_series(inputs), inputs)
+    x = as_series_array(read_series(inputs), inputs)                           # (N, T, C)
     est = (TimeMAEClassifier if predict else TimeMAEEncoder).load(path, device)
-    if x.shape[2] != est.data_["channels"]:
-        raise TimeMAEError(f"{inputs} has {x.shape[2]} channels but the model was trained on {est.data_['channels']}")
-    series = x.transpose(0, 2, 1)                                              # the API's (N, C, T)
+    series = est._series(x.transpose(0, 2, 1), inputs)            # the API's (N, C, T); errors name the file
     if predict:
-        proba = est.predict_proba(series)
+        proba = est._probabilities(series)
         labels = est.classes_[proba.argmax(axis=1)]
         probs = pd.DataFrame(proba, columns=[f"p_{c}" for c in est.classes_])
         if out.endswith(".csv"):
@@ -113,7 +111,7 @@ def encode(model, inputs, out, predict=False, device=None):
             atomic_save_npy(labels, out)
             write(out[: -len(".npy")] + "_proba.npy", probs)
     else:
-        reps = est.transform(series)
+        reps = est._representations(series)
         write(out, pd.DataFrame(reps, columns=[f"z{i}" for i in range(reps.shape[1])]))
     return len(x)
 
