@@ -14,7 +14,7 @@ class SeriesDataset(Dataset):
         return len(self.x)
 
     def __getitem__(self, i):
-        return self.__getitems__([i])
+        return (self.x[i],) if self.y is None else (self.x[i], self.y[i])
 
     def __getitems__(self, idx):
         """A whole batch in one indexing op; DataLoader calls this with the sampler's batch of indices. The
@@ -27,10 +27,9 @@ def _as_batch(batch):
     return batch
 
 
-def make_loader(dataset, batch_size, shuffle, seed=0, num_workers=0, sampler=None, drop_last=False):
-    """DataLoader over SeriesDataset whose batches are (x,) or (x, y) tensors; reshuffled every epoch
-    from a seeded generator so a run is repeatable."""
-    generator = torch.Generator().manual_seed(seed) if shuffle and sampler is None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=generator, num_workers=num_workers, collate_fn=_as_batch, drop_last=drop_last,
-                      pin_memory=False)
+def make_loader(dataset, batch_size, seed=0, num_workers=0, sampler=None):
+    """DataLoader over SeriesDataset whose batches are (x,) or (x, y) tensors; reshuffled every epoch (by
+    `sampler` when given, else from a seeded generator) so a run is repeatable."""
+    generator = torch.Generator().manual_seed(seed) if sampler is None else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+                      num_workers=num_workers, collate_fn=_as_batch, pin_memory=False)

@@ -104,8 +104,8 @@ class Dist:
         DistributedSampler shard in batches of batch_size / W."""
         sampler = (DistributedSampler(dataset, self.world_size, self.rank, shuffle=True, seed=seed)
                    if self.enabled else None)
-        return make_loader(dataset, batch_size // self.world_size, shuffle=True, seed=seed,
-                           num_workers=num_workers, sampler=sampler)
+        return make_loader(dataset, batch_size // self.world_size, seed=seed, num_workers=num_workers,
+                           sampler=sampler)
 
     def set_epoch(self, loader, epoch):
         """Reshuffle the shards for `epoch` (the same permutation on every rank, a new one each epoch)."""

@@ -7,9 +7,10 @@ Pretraining step for a batch x (B, T, C):
     MCC: the tokenizer's codeword of Z[masked] (classified from F_phi's output with the same codebook),
     MRR: the momentum encoder H_xi's representation of H[masked] (regressed by F_phi's output).
 
-Ablations (section 4.2 of the paper): mcc=False / mrr=False drop that task (its pair is returned detached, so
-it is logged as a diagnostic but gives no gradient); decouple=False puts mask tokens at the masked positions
-and runs the whole sequence through the visible encoder (BERT/TST style), whose outputs there are the predictions.
+Ablations (section 4.2 of the paper): mcc=False detaches the codeword pair (hits and codebook usage are still
+logged, with no gradient); mrr=False skips the momentum encoder's pass and takes the prediction itself, detached,
+as the target (an MSE of 0 with no gradient); decouple=False puts mask tokens at the masked positions and runs
+the whole sequence through the visible encoder (BERT/TST style), whose outputs there are the predictions.
 """
 import copy
 

@@ -80,7 +80,7 @@ def test_pooling_takes_the_mean_the_max_both_or_all_of_the_window_representation
         model.load_state_dict(encoder, strict=False)
         torch.testing.assert_close(model.represent(x), expected)
         assert model(x).shape == (B, 5) and model.head.in_features == expected.shape[-1]
-    with pytest.raises(TimeMAEError, match="pooling must be mean, max, meanmax or flat"):
+    with pytest.raises(TimeMAEError, match="pooling must be one of mean, max, meanmax, flat"):
         tiny(pooling="median")
 
 
