@@ -254,7 +254,7 @@ def build_parser():
                    help="freeze BERT's embeddings module and its lowest N layers")
     g.add_argument("--bert_lr", type=float, default=None,
                    help="learning rate of BERT's weights (pretraining and fine-tuning); default 1e-4 with --encoder "
-                        "bert: at --lr 1e-3 fine-tuning collapses to one class (README)")
+                        "bert: at --lr 1e-3 fine-tuning collapses to one class (docs/bert.md)")
     g.add_argument("--bert_positions", default="timemae", choices=CHOICES["bert_positions"],
                    help="timemae: only TimeMAE's positions (true window indices); naive: BERT also adds its "
                         "positions 0..L-1 of the gathered windows (the experimenters' setup)")

@@ -1,4 +1,4 @@
-"""Every relative link of README.md and docs/ names a file that exists and, where it names a heading
+"""Every relative link of README.md, docs/ and data/README.md names a file that exists and, where it names a heading
 (#anchor), a heading of that file under GitHub's anchor rule: lower case, punctuation dropped, spaces as hyphens,
 -1, -2, ... on repeated headings; and every code fence closes where it should. Read as text: nothing is rendered."""
 import collections
@@ -9,7 +9,8 @@ import pytest
 
 from scale_helpers import ROOT
 
-PAGES = [pathlib.Path(ROOT) / "README.md", *sorted((pathlib.Path(ROOT) / "docs").glob("*.md"))]
+PAGES = [pathlib.Path(ROOT) / "README.md", *sorted((pathlib.Path(ROOT) / "docs").glob("*.md")),
+         pathlib.Path(ROOT) / "data" / "README.md"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -93,3 +94,15 @@ def test_every_table_row_has_as_many_cells_as_its_header(page):
         elif header is not None and not re.fullmatch(r"\|[\s\-:|]+\|", line.strip()) and cells(line) != header:
             bad.append(f"line {number}: {cells(line)} cells under a header of {header}")
     assert not bad, f"{page.name}: {bad}"
+
+
+def test_the_layout_page_names_every_source_file():
+    """docs/layout.md's tree is where a reader finds a file's job: every tracked source file outside tests/ is
+    named there (a package's __init__.py aside)."""
+    import subprocess
+    files = subprocess.run(["git", "ls-files", "*.py", "*.sh"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    layout = (pathlib.Path(ROOT) / "docs" / "layout.md").read_text()
+    missing = [f for f in files if not f.startswith("tests/") and not f.endswith("__init__.py")
+               and pathlib.Path(f).name not in layout]
+    assert files and not missing, missing
