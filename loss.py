@@ -4,19 +4,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def _mean(values, valid):
-    """Mean of values (B, M) over the slots where valid (B, M) is True (None: all)."""
-    if valid is None:
-        return values.mean()
-    w = valid.to(values.dtype)
-    return (values * w).sum() / w.sum().clamp_min(1)
+from model.layers import masked_mean
 
 
 def mrr_loss(rep_predicted, rep_target, valid=None):
     """Masked representation regression: MSE between F_phi's output and the momentum encoder's, (B, M, d),
     over the real masked windows."""
-    return _mean((rep_predicted - rep_target).pow(2).mean(-1), valid)
+    return masked_mean((rep_predicted - rep_target).pow(2).mean(-1), valid)
 
 
 MCC_LABEL_SMOOTHING = 0.2   # the method's MCC loss (SPEC section 1)
@@ -28,19 +22,15 @@ def mcc_loss(codeword_scores, codeword_target, valid=None):
     straight-through gradient reaches the tokenizer."""
     ce = F.cross_entropy(codeword_scores.flatten(0, -2), codeword_target.flatten(0, -2),
                          label_smoothing=MCC_LABEL_SMOOTHING, reduction="none")
-    return _mean(ce.view(codeword_scores.shape[:-1]), valid)
+    return masked_mean(ce.view(codeword_scores.shape[:-1]), valid)
 
 
 def usage_loss(codeword_soft, valid=None):
     """Codebook usage regulariser: log V - H(mean soft assignment) over the batch's real masked windows, 0 when
     every codeword is used equally; its gradient spreads the windows over the codebook (the soft assignments
     (B, M, V) come from the same sample as the targets)."""
-    p = codeword_soft.flatten(0, -2)                                      # (B*M, V)
-    if valid is not None:
-        w = valid.flatten().to(p.dtype)[:, None]
-        p = (p * w).sum(0) / w.sum().clamp_min(1)
-    else:
-        p = p.mean(0)
+    keep = None if valid is None else valid.flatten()[:, None]           # (B*M, 1)
+    p = masked_mean(codeword_soft.flatten(0, -2), keep, dim=0)            # (V,)
     entropy = -(p * p.clamp_min(1e-12).log()).sum()
     return math.log(p.shape[-1]) - entropy
 

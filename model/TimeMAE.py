@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from model.bert import BertEncoder
 from model.config import TimeMAEConfig
-from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, sinusoid_init_
+from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, masked_mean, sinusoid_init_
 
 
 def _gather(t, ids):                                             # (B, S, d), (B, K) -> (B, K, d)
@@ -255,11 +255,7 @@ class TimeMAE(nn.Module):
             return real.flatten(1)                                            # (B, S*d)
         pooled = []
         if self.cfg.pooling in ("mean", "meanmax"):
-            if window_pad is None:
-                pooled.append(rep.mean(dim=1))
-            else:
-                real = (~window_pad)[..., None].to(rep.dtype)                 # (B, S, 1)
-                pooled.append((rep * real).sum(1) / real.sum(1))
+            pooled.append(masked_mean(rep, None if window_pad is None else ~window_pad[..., None], dim=1))
         if self.cfg.pooling in ("max", "meanmax"):
             masked = rep if window_pad is None else rep.masked_fill(window_pad[..., None], float("-inf"))
             pooled.append(masked.amax(dim=1))

@@ -6,6 +6,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def masked_mean(x, keep=None, dim=None, keepdim=False):
+    """Mean of x over `dim` (None: every dimension) counting only the entries where the bool `keep`
+    (broadcastable to x) is True; None keeps all. Padding windows and filler slots leave it unchanged, and a
+    slice with nothing kept gives 0, not NaN."""
+    if keep is None:
+        return x.mean() if dim is None else x.mean(dim, keepdim=keepdim)
+    w = keep.to(x.dtype)
+    if dim is None:
+        return (x * w).sum() / w.sum().clamp_min(1)
+    return (x * w).sum(dim, keepdim=keepdim) / w.sum(dim, keepdim=keepdim).clamp_min(1)
+
+
 class Dropout(nn.Module):
     """Dropout. On the CPU its keep-mask takes 16 random bits per element, four from each int64 draw:
     CPU random number generation is single-threaded and made F.dropout the costliest op of a training step.
@@ -282,11 +294,8 @@ class Tokenizer(nn.Module):
         """`valid` marks the windows the cosine codebook's batch mean is taken over (None: all)."""
         if self.kind == "linear":
             return self.codebook(z)
-        if valid is None:
-            mean = z.mean(dim=(0, 1), keepdim=True)
-        else:
-            w = valid[..., None].to(z.dtype)                                   # (B, L, 1)
-            mean = (z * w).sum((0, 1), keepdim=True) / w.sum().clamp_min(1)
+        keep = None if valid is None else valid[..., None]                     # (B, L, 1)
+        mean = masked_mean(z, keep, dim=(0, 1), keepdim=True)                  # (1, 1, d)
         z = self.project(z - mean.detach())                                    # (B, L, dim or d)
         return F.normalize(z, dim=-1) @ F.normalize(self.codebook.weight, dim=-1).T / self.codebook_tau
 
