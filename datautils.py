@@ -24,6 +24,8 @@ first value with that value. NaN after a channel's last value is always padding,
 import glob
 import math
 import os
+import pickle
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, replace
@@ -140,6 +142,30 @@ def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
 
 # ----------------------------------------------------------------------------------------------- .pt files
 
+def _numpy_globals():
+    """What unpickling a NumPy array needs (its reconstructor, ndarray, dtypes): .pt files of the TS-TCC
+    family often store arrays, which weights-only loading admits only by name."""
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [np.ndarray(0).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
+
+
+def read_pt(path):
+    """A .pt data file, read weights-only: tensors, NumPy arrays and plain values; a pickle of anything else
+    (which could run code when loaded) is refused in one line."""
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise TimeMAEError(f"cannot read {path}: it holds Python objects other than tensors, arrays and plain "
+                               f"values ({found.group(1)}), which are not loaded: a data file must not run code") \
+                from None
+        raise TimeMAEError(f"cannot read {path}: UnpicklingError: {' '.join(str(e).split())[:200]}") from None
+    except Exception as e:
+        raise TimeMAEError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+
+
 def _load_pt(folder, train, val, test, time_major):
     out = []
     for name in (train, val, test):
@@ -147,11 +173,7 @@ def _load_pt(folder, train, val, test, time_major):
             out.append((None, None))
             continue
         path = os.path.join(folder, name)
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise TimeMAEError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-        x, y = _unpack(obj, path)
+        x, y = _unpack(read_pt(path), path)
         if x.ndim == 2:  # univariate (N, T)
             x = x[:, :, None] if time_major else x[:, None, :]
         if x.ndim != 3:

@@ -21,6 +21,31 @@ def test_tstcc_dicts_are_channel_first(tmp_path):
     assert s.classes == ("0", "1", "2") and s.pretrain_x().shape == (42, 20, 3)
 
 
+class RunsCode:
+    """Unpickling this runs a command: a data file must not be able to."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pt_files_are_read_weights_only_with_numpy_arrays_admitted(tmp_path, monkeypatch):
+    """TS-TCC-style files may hold NumPy arrays (and string labels): they load. A pickle of anything else is
+    refused in one line, and its code never runs."""
+    monkeypatch.chdir(tmp_path)
+    x, y = synthetic_series(10, channels=2)
+    for split in ("train", "test"):
+        torch.save({"samples": x.transpose(0, 2, 1), "labels": np.array(["a", "b"])[y % 2]}, tmp_path / f"{split}.pt")
+    s = load_dataset("epilepsy", str(tmp_path))
+    np.testing.assert_array_equal(s.train_x, x.astype(np.float32))
+    assert s.classes == ("a", "b")
+    torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y), "note": RunsCode()},
+               tmp_path / "train.pt")
+    with pytest.raises(TimeMAEError, match=r"train.pt: it holds Python objects other than tensors, arrays and plain "
+                                           r"values \(posix.system\), which are not loaded"):
+        load_dataset("epilepsy", str(tmp_path))
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_tstcc_univariate_2d_samples(tmp_path):
     x, y = synthetic_series(10, channels=1)
     for split in ("train", "test"):

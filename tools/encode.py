@@ -21,7 +21,7 @@ import torch
 
 from common.errors import TimeMAEError
 from data.formats import UEA_READERS
-from datautils import as_series_array, load_numpy_file
+from datautils import as_series_array, load_numpy_file, read_pt
 from engine.runfiles import atomic_save_npy, atomic_write_text
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
@@ -46,14 +46,14 @@ def read_series(path):
                 raise TimeMAEError(f"{path}: holds {sorted(arrays)}; expected an array 'x' (or a single array)")
             return arrays["x"] if "x" in arrays else next(iter(arrays.values()))
         if ext == ".pt":
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = read_pt(path)
             if isinstance(obj, dict):
                 key = next((k for k in ("samples", "x") if k in obj), None)
                 if key is None:
                     raise TimeMAEError(f"{path}: a dict without 'samples' or 'x' (it holds {sorted(obj)[:5]})")
                 obj = obj[key]
-            if not torch.is_tensor(obj):
-                raise TimeMAEError(f"{path}: expected a tensor (N, C, T) or a dict holding one")
+            if not (torch.is_tensor(obj) or isinstance(obj, np.ndarray)):
+                raise TimeMAEError(f"{path}: expected a tensor or array (N, C, T) or a dict holding one")
             return obj
         if ext in ARCHIVE_READERS:
             x, _ = ARCHIVE_READERS[ext](path)                                  # (N, T, C), NaN-padded
