@@ -183,6 +183,9 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
             seed_everything(rank_seed(cfg.seed, dist.rank))
         cfg.save_path = cfg.save_path or os.path.join("exp", dataset_name(cfg.dataset, cfg.UCR_folder),
                                                       f"seed{cfg.seed}")
+        # a checkpoint that does not fit is refused before the run folder is touched (--overwrite clears it); a
+        # resumed run then loads its own state over these weights
+        transfer = transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path else None
         state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist))
@@ -202,8 +205,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
                                                                     and cfg.load_pretrained_model):
             log(f"note: --fineall_margin {cfg.fineall_margin} applies to FineAll from the probe only (--fineall_head "
                 "probe --load_pretrained_model 1); this FineAll keeps its most accurate step")
-        if cfg.pretrained_path and state is None:
-            log(describe_transfer(cfg.pretrained_path, *transfer_weights(model, cfg.pretrained_path)))
+        if transfer and state is None:
+            log(describe_transfer(cfg.pretrained_path, *transfer))
         if cfg.resume and state is None:
             log(f"--resume: no finished epoch to continue in {run_dir}; starting the run from the beginning")
         if dist.is_main and state is None:

@@ -346,6 +346,20 @@ def test_overwrite_drops_the_old_runs_outputs_and_nothing_else(tmp_path):
     assert sorted(os.listdir(run)) == ["notes.md"]          # the user's own file stays
 
 
+def test_overwrite_with_a_checkpoint_that_cannot_be_read_leaves_the_old_run(data, reference, tmp_path, capsys):
+    """--pretrained_path is checked before --overwrite clears the folder: a refused transfer loses nothing, and a
+    new folder is not even created."""
+    run = shutil.copytree(reference, str(tmp_path / "run"))
+    before = {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))}
+    bad = tmp_path / "pretrain_model.pkl"
+    bad.write_bytes(open(os.path.join(run, "pretrain_model.pkl"), "rb").read()[:1000])     # truncated
+    assert main.main(tiny_flags(data, run) + ["--overwrite", f"--pretrained_path={bad}"]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))} == before
+    assert main.main(tiny_flags(data, str(tmp_path / "new")) + [f"--pretrained_path={bad}"]) == 2
+    assert not os.path.exists(tmp_path / "new")
+
+
 def test_overwrite_by_a_run_without_fine_tuning_leaves_no_old_model(data, reference, tmp_path, capsys):
     """A run that writes fewer files than the one it replaces: tools.encode --predict would otherwise use the
     old model.pkl, and visualize.py draw the old result.txt."""
