@@ -109,6 +109,9 @@ def check_flags(cfg):
             raise TimeMAEError(f"--{flag} must lie in (0, 1], got {getattr(cfg, flag)}")
     if cfg.resume and cfg.overwrite:
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
+    for flag in ("data_path", "save_path"):   # '' would silently mean the default folder
+        if getattr(cfg, flag) is not None and not getattr(cfg, flag).strip():
+            raise TimeMAEError(f"--{flag} is empty: name a folder, or leave the flag out for the default")
 
 
 def open_run(cfg, model, data):

@@ -103,6 +103,14 @@ def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
     assert main([*args, "--overwrite"]) == 0
 
 
+@pytest.mark.parametrize("flag", ["--enable_res_parameter", "--load_pretrained_model"])
+def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([flag, "7"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {flag}: invalid choice: 7 (choose from 0, 1)" in err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--wave_length", "64"], "longer than the series"),
     (["--wave_length", "4", "--mask_ratio", "0.1"], "at least one window must be masked"),
@@ -120,6 +128,7 @@ def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
     (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be positive, got 0.0"),
     (["--vocab_size", "1"], "--vocab_size must be at least 2, got 1"),
     (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
+    (["--save_path", ""], "--save_path is empty: name a folder, or leave the flag out for the default"),
 ])
 def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, message):
     code, err = run_main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"),
