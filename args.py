@@ -302,8 +302,8 @@ def checked_value(action, value):
         own = action.type not in (int, float, str)
         as_text = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)  # noqa: E731
         try:
-            items = [action.type(v if isinstance(v, str) else as_text(v)) if own else
-                     action.type(v) if isinstance(v, str) else v for v in items]
+            items = [v if own and v == action.default else action.type(v if isinstance(v, str) else as_text(v))
+                     if own else action.type(v) if isinstance(v, str) else v for v in items]
         except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
             raise ValueError(f"{name}={value!r}: {e}") from None
         kind = {int: (numbers.Integral, "a whole number"), float: (numbers.Real, "a number")}.get(action.type)
