@@ -1,4 +1,5 @@
-"""The run folder and crash-safe writes: atomic replacement of whole files, appends of whole log lines."""
+"""The run folder and crash-safe writes: atomic replacement of whole files, appends of whole log lines; and reads of
+its JSON files."""
 import json
 import os
 import tempfile
@@ -101,6 +102,21 @@ def atomic_save_figure(fig, path, dpi=110):
         _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     finally:
         plt.close(fig)
+
+
+def read_json(path):
+    """The JSON object in file `path` (args.json, metrics.json); a file that cannot be read, is no JSON or holds
+    something else is a one-line error."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except OSError as e:
+        raise TimeMAEError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise TimeMAEError(f"cannot read {path}: expected a JSON object, the file is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise TimeMAEError(f"cannot read {path}: expected a JSON object, got a {type(obj).__name__}")
+    return obj
 
 
 def append_line(path, line):

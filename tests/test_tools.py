@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,43 @@ def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs,
 
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
     assert visualize_main([str(tmp_path)]) == 2 and "not a run folder" in capsys.readouterr().err
+
+
+def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in_one_line(two_runs, tmp_path,
+                                                                                            capsys):
+    """Runs on unlabelled data, or labelled data without a test split (metrics.json as main.py writes it then),
+    are listed in a note with empty accuracy columns; a damaged JSON file is named in one line."""
+    folder, _, _ = two_runs
+    exp = tmp_path / "exp"
+    for name in ("labelled", "no_test", "unlabelled"):
+        shutil.copytree(folder / "seed1", exp / name, ignore=shutil.ignore_patterns("*.png"))
+    metrics = json.loads((folder / "seed1" / "metrics.json").read_text())
+    no_test = {**metrics, "baselines": None, "finelast": {"C": 1.0, "epoch": 2, "fitted": 96, "single_class": False},
+               "fineall": {"single_class": False, "step": 3}}
+    unlabelled = {k: v for k, v in metrics.items() if k not in ("baselines", "finelast", "fineall")}
+    for name, content in (("no_test", no_test), ("unlabelled", unlabelled)):
+        (exp / name / "metrics.json").write_text(json.dumps(content))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert summarize_main([str(exp), "--out", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")]) == 0
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]     # every file it read is closed
+    summary = pd.read_csv(tmp_path / "s.csv")
+    assert summary.runs.tolist() == [3]
+    assert summary.finelast_acc_mean[0] == pytest.approx(100 * metrics["finelast"]["acc"], abs=0.01)  # labelled's
+    out = capsys.readouterr().out
+    assert f"note: 2 run(s) without a test accuracy (unlabelled data, or no test split), counted in `runs` with " \
+           f"empty accuracy columns: {exp / 'no_test'}, {exp / 'unlabelled'}\n" in out
+    assert summarize_main([str(exp / "unlabelled"), "--plot", str(tmp_path / "u.png")]) == 2
+    assert capsys.readouterr().err == \
+        "error: --plot: no run has a test accuracy to draw (unlabelled data, or no test split)\n"
+    for name in ("args.json", "metrics.json", "pretrain_log.jsonl"):
+        broken = exp / "labelled" / name
+        good = broken.read_text()
+        broken.write_text(good[:-10])                                    # cut short by a full disk, say
+        assert summarize_main([str(exp)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot read {broken}: expected ") and err.count("\n") == 1
+        broken.write_text(good)
 
 
 def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_runs, tmp_path, capsys):
