@@ -100,6 +100,59 @@ def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs,
     assert sorted(p.name for p in run.glob("*.png")) == ["finetune.png", "tsne.png"]      # FineZero+ still drawn
 
 
+def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refuses_bad_input_in_one_line(
+        two_runs, tmp_path, capsys):
+    """--dataset numpy runs: unlabelled (no probe panel; the t-SNE in one colour, or none without a test split) and
+    labelled without a test split (no t-SNE); data of another channel count, --max_points 1 and a damaged args.json
+    are refused in one line."""
+    from conftest import synthetic_series, write_tstcc
+    folder, _, data = two_runs
+    x, y = synthetic_series(40)                                         # the runs' shape: 2 channels, 32 steps
+    x = x.transpose(0, 2, 1)
+    epochs = pd.read_json(folder / "seed1" / "pretrain_log.jsonl", lines=True)
+    for name, arrays, log in (("unlabelled", {"x": x}, epochs.drop(columns="probe")),
+                              ("unlabelled_test", {"x": x, "x_test": x}, epochs.drop(columns="probe")),
+                              ("no_test", {"x": x, "y": y}, epochs)):
+        run = tmp_path / name
+        shutil.copytree(folder / "seed1", run, ignore=shutil.ignore_patterns("*.png"))
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        args = json.loads((run / "args.json").read_text())
+        (run / "args.json").write_text(json.dumps({**args, "dataset": "numpy",
+                                                   "data_path": str(tmp_path / f"{name}.npz")}))
+        log.to_json(run / "pretrain_log.jsonl", orient="records", lines=True)
+        if "y" not in arrays:
+            (run / "result.txt").unlink()                               # nothing to fine-tune on
+    assert visualize_main([str(tmp_path / "unlabelled")]) == 0
+    assert capsys.readouterr().out.splitlines()[1::2] == [
+        f"{tmp_path / 'unlabelled'}: no probe ran (unlabelled data): curves.png has no probe panel",
+        f"{tmp_path / 'unlabelled'}: the data has no test split, a t-SNE needs 2 or more: no tsne.png"]
+    assert visualize_main([str(tmp_path / "unlabelled_test"), "--max_points", "20"]) == 0
+    assert (tmp_path / "unlabelled_test" / "tsne.png").exists()
+    assert visualize_main([str(tmp_path / "no_test")]) == 0
+    assert capsys.readouterr().out.endswith("the data has no test split, a t-SNE needs 2 or more: no tsne.png\n")
+    assert sorted(p.name for p in (tmp_path / "no_test").glob("*.png")) == ["codebook.png", "curves.png",
+                                                                           "finetune.png"]
+    run = str(folder / "seed1")
+    wide = write_tstcc(tmp_path / "wide", channels=3)
+    for argv, error in (([run, "--data_path", wide], f"the test split of {wide} has 3 channels but the model was "
+                                                     "trained on 2"),
+                        ([run, "--data_path", data, "--max_points", "1"], "--max_points must be 2 or more")):
+        assert visualize_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {error}") and err.count("\n") == 1
+    (tmp_path / "no_test" / "args.json").write_text('{"dataset": ')
+    assert visualize_main([str(tmp_path / "no_test")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot read {tmp_path / 'no_test' / 'args.json'}: expected a "
+                                              "JSON object, the file is not valid JSON (")
+
+
+def test_importing_visualize_leaves_the_matplotlib_backend_alone():
+    code = "import matplotlib; matplotlib.use('svg'); import visualize; print(matplotlib.get_backend())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "svg"
+
+
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
     assert visualize_main([str(tmp_path)]) == 2 and "not a run folder" in capsys.readouterr().err
 

@@ -23,7 +23,7 @@ from args import default_device, defaults
 from classification import extract_representations, fit_probe, predict_proba, probe_as_head
 from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
-from engine.checkpoint import load_model, open_checkpoint, save_checkpoint
+from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
@@ -154,9 +154,7 @@ class _TimeMAE(BaseEstimator):
     def load(cls, path, device=None):
         """The fitted estimator saved at `path` (by save, or a main.py run's pretrain_model.pkl / model.pkl)."""
         ckpt = open_checkpoint(path)
-        if not isinstance(ckpt.get("data"), dict):
-            raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
-                               "version): see docs/api.md#old-checkpoints")
+        training_data(ckpt, path)   # refuse an old checkpoint before anything is built
         params = ckpt.get("params") or _params_of_run(ckpt.get("args") or {})
         est = cls(**{k: v for k, v in params.items() if k in cls._get_param_names()})
         if device is not None:
