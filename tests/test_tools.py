@@ -420,3 +420,30 @@ def test_fineall_margin_tool_refuses_a_run_without_the_probe_head_and_folders_it
         assert margin_main(["screen", str(folder)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "written by `python -m tools.fineall_margin run`" in err
+
+
+def test_subset_refuses_its_source_as_destination_and_checks_every_size_before_writing(tmp_path, capsys):
+    import torch
+
+    from conftest import write_tstcc
+    from tools.subset import main as subset_main
+    src = write_tstcc(tmp_path / "src")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()}
+    sizes = ["--train", "30", "--val", "8", "--test", "12"]
+    os.symlink(src, tmp_path / "link")
+    for dst in (src, str(tmp_path / "link")):
+        assert subset_main([src, dst, *sizes]) == 2
+        assert capsys.readouterr().err == (f"error: destination {dst!r} is the source folder: the subset would "
+                                           "replace the dataset; choose another destination\n")
+    assert {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()} == before
+    dst = tmp_path / "dst"
+    assert subset_main([src, str(dst), *sizes[:-1], "999999"]) == 2
+    assert capsys.readouterr().err == "error: --test must lie in 1..47 (test.pt holds 48), got 999999\n"
+    assert not dst.exists()                                      # not even train.pt and val.pt
+    assert subset_main([src, str(dst), *sizes]) == 0
+    assert capsys.readouterr().out == f"{dst}: train 30, val 8, test 12\n"
+    for split, n in (("train", 30), ("val", 8), ("test", 12)):
+        subset = torch.load(dst / f"{split}.pt")
+        counts = np.bincount(subset["labels"].numpy(), minlength=3)
+        assert subset["samples"].shape == (n, 2, 32) and counts.max() - counts.min() <= 1   # stratified: a third each
+    assert sorted(os.listdir(dst)) == ["test.pt", "train.pt", "val.pt"]      # no temporary file left
