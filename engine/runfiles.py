@@ -40,6 +40,19 @@ def make_writable_dir(path, what):
     return path
 
 
+def check_output_file(path, what):
+    """Refuse, before any work, output file `path` (given by setting `what`) whose folder is missing or not
+    writable, or that names a folder; the file itself is written later, atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise TimeMAEError(f"{what} {path!r}: its folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TimeMAEError(f"{what} {path!r}: its folder {folder!r} is not writable by this user")
+    if os.path.isdir(path):
+        raise TimeMAEError(f"{what} {path!r} is a folder; name a file")
+    return path
+
+
 def _umask():
     """The process's umask (reading it means setting it; it is put back at once)."""
     mask = os.umask(0)

@@ -347,6 +347,18 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     assert "argument --threads: expected a whole number of 1 or more, got '0'" in capsys.readouterr().err
 
 
+def test_pooling_tool_refuses_an_unwritable_output_before_the_work_in_one_line(two_runs, tmp_path, capsys):
+    from tools.pooling import main as pooling_main
+    run = str(two_runs[0] / "seed1")
+    out = tmp_path / "missing" / "p.csv"
+    assert pooling_main([run, "--pooling", "mean", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert printed.err == f"error: --out {str(out)!r}: its folder {str(out.parent)!r} does not exist\n"
+    assert printed.out == ""                                             # refused before probing anything
+    assert pooling_main([run, "--pooling", "mean", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --out {str(tmp_path)!r} is a folder; name a file\n"
+
+
 def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_alone():
     import torch
 

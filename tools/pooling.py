@@ -38,6 +38,7 @@ from classification import (cross_validated_accuracy, extract_representations, f
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
+from engine.runfiles import atomic_write_text, check_output_file
 from main import check_probe_grid, flag_message, load_splits
 from model.config import POOLINGS
 from process import labelled_splits
@@ -168,20 +169,22 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
+        if a.out:   # before the work, not after it
+            check_output_file(a.out, "--out")
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
                                                          cv=a.cv)])
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if table.run.nunique() > 1:
+            print("\nmean over the runs (%):\n" + printable(summary(table)).to_string(index=False))
+        if a.out:
+            atomic_write_text(table.to_csv(index=False), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if table.run.nunique() > 1:
-        print("\nmean over the runs (%):\n" + printable(summary(table)).to_string(index=False))
-    if a.out:
-        table.to_csv(a.out, index=False)
     return 0
 
 
