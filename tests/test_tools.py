@@ -359,6 +359,32 @@ def test_pooling_tool_refuses_an_unwritable_output_before_the_work_in_one_line(t
     assert capsys.readouterr().err == f"error: --out {str(tmp_path)!r} is a folder; name a file\n"
 
 
+def test_tools_build_no_parser_at_import_and_read_a_runs_flags_over_todays_defaults(two_runs, tmp_path, capsys):
+    code = ("import args\n"
+            "def refuse():\n"
+            "    raise AssertionError('the flag parser was built at import')\n"
+            "args.build_parser = refuse\n"
+            "import tools.summarize, tools.pooling")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from args import flag_defaults, saved_flags
+    from tools.pooling import main as pooling_main, run_settings
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0] / "seed1", run)
+    args = json.loads((run / "args.json").read_text())
+    args.pop("pooling")                                                  # a run from before --pooling
+    (run / "args.json").write_text(json.dumps({**args, "dropout": 0.3}))
+    flags = saved_flags(str(run))
+    assert (flags["pooling"], flags["dropout"]) == (flag_defaults()["pooling"], 0.3)
+    assert vars(run_settings(str(run))) == flags                         # the pooling tool reads them alike
+    with pytest.raises(TypeError):
+        flag_defaults()["dropout"] = 0.5                                 # shared by every caller: read-only
+    (run / "args.json").write_text('{"dropout": ')
+    assert pooling_main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {run / 'args.json'}: expected a JSON object") and err.count("\n") == 1
+
+
 def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_alone():
     import torch
 

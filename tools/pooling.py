@@ -25,7 +25,6 @@ import argparse
 import copy
 import dataclasses
 import itertools
-import json
 import os
 import sys
 
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from args import layer_spec, parse_args, positive_int
+from args import layer_spec, positive_int, saved_flags
 from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
@@ -46,12 +45,10 @@ from tools.summarize import mean_std
 
 
 def run_settings(folder):
-    """The run's flags (args.json over today's defaults: a flag newer than the run had its default)."""
-    path = os.path.join(folder, "args.json")
-    if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, "pretrain_model.pkl")):
+    """The flags of the finished run in `folder` (args.saved_flags)."""
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in ("args.json", "pretrain_model.pkl")):
         raise TimeMAEError(f"{folder!r} is not a finished run folder (args.json and pretrain_model.pkl)")
-    with open(path) as f:
-        return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
+    return argparse.Namespace(**saved_flags(folder))
 
 
 def layer_name(layers):

@@ -23,7 +23,7 @@ import sys
 
 import pandas as pd
 
-from args import parse_args
+from args import saved_flags
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
@@ -40,7 +40,6 @@ KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
 NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
                               "num_epoch", "provenance", "pretrain_epochs", "finetune_epochs", "pretrain_batch_size",
                               "finetune_batch_size"}
-FLAG_DEFAULTS = vars(parse_args([]))
 
 
 def collect_runs(root):
@@ -50,9 +49,7 @@ def collect_runs(root):
     for path in sorted(glob.glob(os.path.join(root, "**", "metrics.json"), recursive=True)):
         folder = os.path.dirname(path)
         metrics = read_json(path)
-        args_path = os.path.join(folder, "args.json")
-        config = read_json(args_path) if os.path.isfile(args_path) else {}
-        config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
+        config = saved_flags(folder)
         provenance = config.get("provenance") or {}   # runs from before provenance have none
         row = {"run": folder, "dataset": dataset_name(metrics.get("dataset"), config.get("UCR_folder")),
                "seed": metrics.get("seed"), "select_on": metrics.get("select_on"),
