@@ -1,16 +1,19 @@
-"""Command-line flags. Parsing only: nothing here loads data or runs on a device (the defaults ask whether
-a GPU is present and how many CPUs this process may use).
+"""Command-line flags, and a run's flags read back from its args.json. Nothing here loads data or runs on a
+device (the defaults ask whether a GPU is present and how many CPUs this process may use).
 
 Every flag name and default of the reference repository is kept, so its commands keep working;
 the flags it lacked are grouped after them.
 """
 import argparse
+import functools
 import numbers
 import os
+import types
 
 import torch
 
 from datautils import DATA_ENV, GAPS
+from engine.runfiles import read_json
 from engine.speed import COMPILE_MODES
 from model.config import CHOICES
 
@@ -266,6 +269,20 @@ def build_parser():
 
 def parse_args(argv=None):
     return build_parser().parse_args(argv)
+
+
+@functools.cache
+def flag_defaults():
+    """Every flag's default, read-only; built on first use, not at import (the parser asks for the device and the
+    CPUs)."""
+    return types.MappingProxyType(vars(parse_args([])))
+
+
+def saved_flags(folder):
+    """The flags of the run in `folder`: its args.json over today's defaults (a flag newer than the run had what is
+    now its default); the defaults alone where there is no args.json."""
+    path = os.path.join(folder, "args.json")
+    return {**flag_defaults(), **(read_json(path) if os.path.isfile(path) else {})}
 
 
 def defaults(argv=(), **overrides):

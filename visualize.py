@@ -2,33 +2,31 @@
 
     python visualize.py exp/epilepsy/seed1 [--data_path DIR] [--max_points 2000]
 
-Writes curves.png (the probe panel marks the selected checkpoint), codebook.png, finetune.png (FineAll's
-selection-split accuracy per evaluation, the kept step marked; runs with FineAll) and tsne.png into the run
+Writes curves.png (the probe panel marks the selected checkpoint; runs on labelled data), codebook.png,
+finetune.png (FineAll's selection-split accuracy per evaluation, the kept step marked; runs with FineAll) and
+tsne.png (the test series, prepared as the checkpoint's training data was; runs with a test split) into the run
 folder. codebook.png shows, per pretraining epoch, how many of the tokenizer's codewords the MCC targets used and
 the perplexity of their distribution (the number of equally used codewords it equals): a tokenizer that collapsed
 onto a few codewords shows at a glance.
 """
 import argparse
-import json
 import os
 import re
 import sys
 
 import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from classification import extract_representations  # noqa: E402
-from common.errors import TimeMAEError  # noqa: E402
-from datautils import load_dataset, normalize  # noqa: E402
-from engine.checkpoint import load_model  # noqa: E402
-from engine.record import EPOCH_LOG  # noqa: E402
-from engine.runfiles import atomic_save_figure  # noqa: E402
+from classification import extract_representations
+from common.errors import TimeMAEError
+from datautils import load_dataset, prepare_series
+from engine.checkpoint import load_model, training_data
+from engine.record import EPOCH_LOG
+from engine.runfiles import atomic_save_figure, read_json
 
 
 def read_epochs(run_dir):
@@ -50,17 +48,13 @@ def read_args(run_dir):
     path = os.path.join(run_dir, "args.json")
     if not os.path.isfile(path):
         raise TimeMAEError(f"{run_dir!r} is not a run folder (no args.json)")
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def read_metrics(run_dir):
     """metrics.json, or {} while the run is unfinished."""
     path = os.path.join(run_dir, "metrics.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def read_finetune(run_dir):
@@ -78,16 +72,27 @@ def read_finetune(run_dir):
     return steps, int(kept[1]) if kept else None
 
 
+def probed(pre):
+    """Whether the pretraining epochs (`pre`: read_epochs) were probed: on labelled data the last always is; on
+    unlabelled data none."""
+    return "probe" in pre and pre.probe.notna().any()
+
+
 def plot_curves(run_dir, cfg, pre, metrics):
-    probe = pre.dropna(subset=["probe"])  # the last epoch is always probed
-    finelast = metrics.get("finelast", {})
-    chosen = probe[probe.epoch == finelast.get("epoch")]
+    """The pretraining losses, codeword hits, codebook usage and, where the epochs were probed, the probe's
+    accuracy with the selected epoch starred."""
+    probe = pre.dropna(subset=["probe"]) if probed(pre) else None
     panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
               ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, title) in zip(axes.flat, panels):
+        if key is None and probe is None:
+            ax.set_axis_off()
+            continue
         if key is None:
             ax.plot(probe.epoch, 100 * probe.probe, "o-", label="probe (selection split)")
+            finelast = metrics.get("finelast", {})
+            chosen = probe[probe.epoch == finelast.get("epoch")]
             if len(chosen):
                 test = f"; FineLast test {100 * finelast['acc']:.2f}" if "acc" in finelast else ""
                 ax.plot(chosen.epoch, 100 * chosen.probe, "*", ms=15, color="C3",
@@ -103,7 +108,8 @@ def plot_curves(run_dir, cfg, pre, metrics):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{run_dir}  (probe selection on {cfg['select_on']})")
+    fig.suptitle(f"{run_dir}  " + ("(no probe: unlabelled data)" if probe is None
+                                    else f"(probe selection on {cfg['select_on']})"))
     fig.tight_layout()
     out = os.path.join(run_dir, "curves.png")
     atomic_save_figure(fig, out)
@@ -158,20 +164,31 @@ def plot_finetune(run_dir, cfg, steps, kept, metrics):
 
 
 def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
+    """A t-SNE of the representations of up to `max_points` test series, prepared as the checkpoint's training
+    data was (its statistics; data of another channel count is refused); returns the file written, or a note
+    saying why there is none."""
     from sklearn.manifold import TSNE
-    splits = normalize(load_dataset(cfg["dataset"], data_path or cfg["data_path"], cfg.get("UCR_folder"),
-                                    cfg.get("gaps", "refuse")),
-                       cfg.get("normalize", "channel"))
-    model, ckpt = load_model(os.path.join(run_dir, "pretrain_model.pkl"))
+    path = data_path or cfg["data_path"]
+    splits = load_dataset(cfg["dataset"], path, cfg.get("UCR_folder"), cfg.get("gaps", "refuse"))
+    shown = 0 if splits.test_x is None else len(splits.test_x)
+    if shown < 2:   # a test split of one series has no neighbours to place it among
+        held = f"the test split holds {shown} series" if shown else "the data has no test split"
+        return f"{run_dir}: {held}, a t-SNE needs 2 or more: no tsne.png"
+    ckpt_path = os.path.join(run_dir, "pretrain_model.pkl")
+    model, ckpt = load_model(ckpt_path)
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(splits.test_x))[:max_points]
-    reps = extract_representations(model, torch.from_numpy(splits.test_x[idx]), 512)
+    x = prepare_series(splits.test_x[idx], training_data(ckpt, ckpt_path), f"the test split of {path}")
+    reps = extract_representations(model, torch.from_numpy(x), 512)
     xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(idx) - 1)).fit_transform(reps)
     fig, ax = plt.subplots(figsize=(7, 6))
-    labels = splits.test_y[idx]
-    for k, name in enumerate(splits.classes):
-        ax.scatter(*xy[labels == k].T, s=6, alpha=0.7, label=name)
-    ax.legend(markerscale=3, fontsize=8, title="class")
+    if splits.test_y is None:   # unlabelled data: no classes to colour
+        ax.scatter(*xy.T, s=6, alpha=0.7)
+    else:
+        labels = splits.test_y[idx]
+        for k, name in enumerate(splits.classes):
+            ax.scatter(*xy[labels == k].T, s=6, alpha=0.7, label=name)
+        ax.legend(markerscale=3, fontsize=8, title="class")
     ax.set_title(f"t-SNE of test representations, {cfg['dataset']}, pretraining epoch {ckpt['epoch']}")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -188,7 +205,11 @@ def main(argv=None):
     p.add_argument("--max_points", type=int, default=2000, help="test series shown in the t-SNE")
     p.add_argument("--no_tsne", action="store_true")
     a = p.parse_args(argv)
+    matplotlib.use("Agg")   # files only, no window: chosen here, so that importing this module changes nothing
     try:
+        if a.max_points < 2 and not a.no_tsne:
+            raise TimeMAEError(f"--max_points must be 2 or more (a t-SNE places a series among others), got "
+                               f"{a.max_points}")
         cfg = read_args(a.run_dir)
         epochs = read_epochs(a.run_dir)
         metrics = read_metrics(a.run_dir)   # {} while the run is unfinished
@@ -197,6 +218,8 @@ def main(argv=None):
                   "codebook.png")
         else:
             print(plot_curves(a.run_dir, cfg, epochs, metrics))
+            if not probed(epochs):
+                print(f"{a.run_dir}: no probe ran (unlabelled data): curves.png has no probe panel")
             print(plot_codebook(a.run_dir, cfg, epochs))
         steps, kept = read_finetune(a.run_dir)
         if len(steps):

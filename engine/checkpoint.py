@@ -78,6 +78,15 @@ def load_checkpoint(path, model):
     return ckpt
 
 
+def training_data(ckpt, path):
+    """The description of the training data (datautils.data_description) that the checkpoint at `path` keeps to
+    prepare new series with; refused for a checkpoint written before checkpoints kept it."""
+    if not isinstance(ckpt.get("data"), dict):
+        raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
+                           "version): see docs/api.md#old-checkpoints")
+    return ckpt["data"]
+
+
 def load_model(path):
     """The TimeMAE a checkpoint describes, with its weights, in eval mode; and the checkpoint dict."""
     ckpt = open_checkpoint(path)

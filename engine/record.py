@@ -12,7 +12,7 @@ import time
 from engine.checkpoint import checkpoint, load_state
 from engine.distributed import rank_seed, seed_everything
 from engine.resume import LAST, log_sizes, rng_state, set_rng_state
-from engine.runfiles import append_line, atomic_save
+from engine.runfiles import append_line, atomic_save, atomic_write_text
 
 EPOCH_LOG = "pretrain_log.jsonl"  # one JSON object per pretraining epoch
 
@@ -32,8 +32,9 @@ class RunRecord:
 
     # ------------------------------------------------------------------------------------------ logs
     def start_log(self, name):
+        """An empty log `name`, replacing an old one; a failed write is a one-line error, as append_line's."""
         if self.dist.is_main:
-            open(self.path(name), "w").close()
+            atomic_write_text("", self.path(name))
 
     def line(self, name, line):
         if self.dist.is_main:

@@ -1,4 +1,5 @@
-"""The run folder and crash-safe writes: atomic replacement of whole files, appends of whole log lines."""
+"""The run folder and crash-safe writes: atomic replacement of whole files, appends of whole log lines; and reads of
+its JSON files."""
 import json
 import os
 import tempfile
@@ -43,6 +44,19 @@ def make_writable_dir(path, what):
         raise TimeMAEError(f"{what} {path!r} cannot be created: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise TimeMAEError(f"{what} {path!r} is not writable by this user")
+    return path
+
+
+def check_output_file(path, what):
+    """Refuse, before any work, output file `path` (given by setting `what`) whose folder is missing or not
+    writable, or that names a folder; the file itself is written later, atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise TimeMAEError(f"{what} {path!r}: its folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TimeMAEError(f"{what} {path!r}: its folder {folder!r} is not writable by this user")
+    if os.path.isdir(path):
+        raise TimeMAEError(f"{what} {path!r} is a folder; name a file")
     return path
 
 
@@ -108,6 +122,21 @@ def atomic_save_figure(fig, path, dpi=110):
         _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     finally:
         plt.close(fig)
+
+
+def read_json(path):
+    """The JSON object in file `path` (args.json, metrics.json); a file that cannot be read, is no JSON or holds
+    something else is a one-line error."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except OSError as e:
+        raise TimeMAEError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise TimeMAEError(f"cannot read {path}: expected a JSON object, the file is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise TimeMAEError(f"cannot read {path}: expected a JSON object, got a {type(obj).__name__}")
+    return obj
 
 
 def append_line(path, line):

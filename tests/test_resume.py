@@ -289,6 +289,17 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_cleans_up(tmp_path, 
     assert isinstance(error.value, TimeMAEError)
 
 
+def test_a_log_that_cannot_be_started_is_a_one_line_error_as_an_append_is(tmp_path):
+    from types import SimpleNamespace
+    record = engine.record.RunRecord(str(tmp_path / "gone"), SimpleNamespace(is_main=True))
+    with pytest.raises(OSError, match="cannot write .*pretrain_result.txt': No such file or directory") as error:
+        record.start_log("pretrain_result.txt")
+    assert isinstance(error.value, TimeMAEError)
+    (tmp_path / "result.txt").write_text("epoch1, an earlier run's line\n")
+    engine.record.RunRecord(str(tmp_path), SimpleNamespace(is_main=True)).start_log("result.txt")
+    assert (tmp_path / "result.txt").read_text() == "" and os.listdir(tmp_path) == ["result.txt"]
+
+
 def test_nonfinite_loss_stops_then_resume_skips_it(data, tmp_path, monkeypatch, capsys):
     run = str(tmp_path / "run")
     real = process.pretrain_loss

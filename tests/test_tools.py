@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -99,8 +100,98 @@ def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs,
     assert sorted(p.name for p in run.glob("*.png")) == ["finetune.png", "tsne.png"]      # FineZero+ still drawn
 
 
+def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refuses_bad_input_in_one_line(
+        two_runs, tmp_path, capsys):
+    """--dataset numpy runs: unlabelled (no probe panel; the t-SNE in one colour, or none without a test split) and
+    labelled without a test split (no t-SNE); data of another channel count, --max_points 1 and a damaged args.json
+    are refused in one line."""
+    from conftest import synthetic_series, write_tstcc
+    folder, _, data = two_runs
+    x, y = synthetic_series(40)                                         # the runs' shape: 2 channels, 32 steps
+    x = x.transpose(0, 2, 1)
+    epochs = pd.read_json(folder / "seed1" / "pretrain_log.jsonl", lines=True)
+    for name, arrays, log in (("unlabelled", {"x": x}, epochs.drop(columns="probe")),
+                              ("unlabelled_test", {"x": x, "x_test": x}, epochs.drop(columns="probe")),
+                              ("no_test", {"x": x, "y": y}, epochs)):
+        run = tmp_path / name
+        shutil.copytree(folder / "seed1", run, ignore=shutil.ignore_patterns("*.png"))
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        args = json.loads((run / "args.json").read_text())
+        (run / "args.json").write_text(json.dumps({**args, "dataset": "numpy",
+                                                   "data_path": str(tmp_path / f"{name}.npz")}))
+        log.to_json(run / "pretrain_log.jsonl", orient="records", lines=True)
+        if "y" not in arrays:
+            (run / "result.txt").unlink()                               # nothing to fine-tune on
+    assert visualize_main([str(tmp_path / "unlabelled")]) == 0
+    assert capsys.readouterr().out.splitlines()[1::2] == [
+        f"{tmp_path / 'unlabelled'}: no probe ran (unlabelled data): curves.png has no probe panel",
+        f"{tmp_path / 'unlabelled'}: the data has no test split, a t-SNE needs 2 or more: no tsne.png"]
+    assert visualize_main([str(tmp_path / "unlabelled_test"), "--max_points", "20"]) == 0
+    assert (tmp_path / "unlabelled_test" / "tsne.png").exists()
+    assert visualize_main([str(tmp_path / "no_test")]) == 0
+    assert capsys.readouterr().out.endswith("the data has no test split, a t-SNE needs 2 or more: no tsne.png\n")
+    assert sorted(p.name for p in (tmp_path / "no_test").glob("*.png")) == ["codebook.png", "curves.png",
+                                                                           "finetune.png"]
+    run = str(folder / "seed1")
+    wide = write_tstcc(tmp_path / "wide", channels=3)
+    for argv, error in (([run, "--data_path", wide], f"the test split of {wide} has 3 channels but the model was "
+                                                     "trained on 2"),
+                        ([run, "--data_path", data, "--max_points", "1"], "--max_points must be 2 or more")):
+        assert visualize_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {error}") and err.count("\n") == 1
+    (tmp_path / "no_test" / "args.json").write_text('{"dataset": ')
+    assert visualize_main([str(tmp_path / "no_test")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot read {tmp_path / 'no_test' / 'args.json'}: expected a "
+                                              "JSON object, the file is not valid JSON (")
+
+
+def test_importing_visualize_leaves_the_matplotlib_backend_alone():
+    code = "import matplotlib; matplotlib.use('svg'); import visualize; print(matplotlib.get_backend())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "svg"
+
+
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
     assert visualize_main([str(tmp_path)]) == 2 and "not a run folder" in capsys.readouterr().err
+
+
+def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in_one_line(two_runs, tmp_path,
+                                                                                            capsys):
+    """Runs on unlabelled data, or labelled data without a test split (metrics.json as main.py writes it then),
+    are listed in a note with empty accuracy columns; a damaged JSON file is named in one line."""
+    folder, _, _ = two_runs
+    exp = tmp_path / "exp"
+    for name in ("labelled", "no_test", "unlabelled"):
+        shutil.copytree(folder / "seed1", exp / name, ignore=shutil.ignore_patterns("*.png"))
+    metrics = json.loads((folder / "seed1" / "metrics.json").read_text())
+    no_test = {**metrics, "baselines": None, "finelast": {"C": 1.0, "epoch": 2, "fitted": 96, "single_class": False},
+               "fineall": {"single_class": False, "step": 3}}
+    unlabelled = {k: v for k, v in metrics.items() if k not in ("baselines", "finelast", "fineall")}
+    for name, content in (("no_test", no_test), ("unlabelled", unlabelled)):
+        (exp / name / "metrics.json").write_text(json.dumps(content))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert summarize_main([str(exp), "--out", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")]) == 0
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]     # every file it read is closed
+    summary = pd.read_csv(tmp_path / "s.csv")
+    assert summary.runs.tolist() == [3]
+    assert summary.finelast_acc_mean[0] == pytest.approx(100 * metrics["finelast"]["acc"], abs=0.01)  # labelled's
+    out = capsys.readouterr().out
+    assert f"note: 2 run(s) without a test accuracy (unlabelled data, or no test split), counted in `runs` with " \
+           f"empty accuracy columns: {exp / 'no_test'}, {exp / 'unlabelled'}\n" in out
+    assert summarize_main([str(exp / "unlabelled"), "--plot", str(tmp_path / "u.png")]) == 2
+    assert capsys.readouterr().err == \
+        "error: --plot: no run has a test accuracy to draw (unlabelled data, or no test split)\n"
+    for name in ("args.json", "metrics.json", "pretrain_log.jsonl"):
+        broken = exp / "labelled" / name
+        good = broken.read_text()
+        broken.write_text(good[:-10])                                    # cut short by a full disk, say
+        assert summarize_main([str(exp)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot read {broken}: expected ") and err.count("\n") == 1
+        broken.write_text(good)
 
 
 def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_runs, tmp_path, capsys):
@@ -256,6 +347,44 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     assert "argument --threads: expected a whole number of 1 or more, got '0'" in capsys.readouterr().err
 
 
+def test_pooling_tool_refuses_an_unwritable_output_before_the_work_in_one_line(two_runs, tmp_path, capsys):
+    from tools.pooling import main as pooling_main
+    run = str(two_runs[0] / "seed1")
+    out = tmp_path / "missing" / "p.csv"
+    assert pooling_main([run, "--pooling", "mean", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert printed.err == f"error: --out {str(out)!r}: its folder {str(out.parent)!r} does not exist\n"
+    assert printed.out == ""                                             # refused before probing anything
+    assert pooling_main([run, "--pooling", "mean", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --out {str(tmp_path)!r} is a folder; name a file\n"
+
+
+def test_tools_build_no_parser_at_import_and_read_a_runs_flags_over_todays_defaults(two_runs, tmp_path, capsys):
+    code = ("import args\n"
+            "def refuse():\n"
+            "    raise AssertionError('the flag parser was built at import')\n"
+            "args.build_parser = refuse\n"
+            "import tools.summarize, tools.pooling")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from args import flag_defaults, saved_flags
+    from tools.pooling import main as pooling_main, run_settings
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0] / "seed1", run)
+    args = json.loads((run / "args.json").read_text())
+    args.pop("pooling")                                                  # a run from before --pooling
+    (run / "args.json").write_text(json.dumps({**args, "dropout": 0.3}))
+    flags = saved_flags(str(run))
+    assert (flags["pooling"], flags["dropout"]) == (flag_defaults()["pooling"], 0.3)
+    assert vars(run_settings(str(run))) == flags                         # the pooling tool reads them alike
+    with pytest.raises(TypeError):
+        flag_defaults()["dropout"] = 0.5                                 # shared by every caller: read-only
+    (run / "args.json").write_text('{"dropout": ')
+    assert pooling_main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {run / 'args.json'}: expected a JSON object") and err.count("\n") == 1
+
+
 def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_alone():
     import torch
 
@@ -329,3 +458,30 @@ def test_fineall_margin_tool_refuses_a_run_without_the_probe_head_and_folders_it
         assert margin_main(["screen", str(folder)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "written by `python -m tools.fineall_margin run`" in err
+
+
+def test_subset_refuses_its_source_as_destination_and_checks_every_size_before_writing(tmp_path, capsys):
+    import torch
+
+    from conftest import write_tstcc
+    from tools.subset import main as subset_main
+    src = write_tstcc(tmp_path / "src")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()}
+    sizes = ["--train", "30", "--val", "8", "--test", "12"]
+    os.symlink(src, tmp_path / "link")
+    for dst in (src, str(tmp_path / "link")):
+        assert subset_main([src, dst, *sizes]) == 2
+        assert capsys.readouterr().err == (f"error: destination {dst!r} is the source folder: the subset would "
+                                           "replace the dataset; choose another destination\n")
+    assert {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()} == before
+    dst = tmp_path / "dst"
+    assert subset_main([src, str(dst), *sizes[:-1], "999999"]) == 2
+    assert capsys.readouterr().err == "error: --test must lie in 1..47 (test.pt holds 48), got 999999\n"
+    assert not dst.exists()                                      # not even train.pt and val.pt
+    assert subset_main([src, str(dst), *sizes]) == 0
+    assert capsys.readouterr().out == f"{dst}: train 30, val 8, test 12\n"
+    for split, n in (("train", 30), ("val", 8), ("test", 12)):
+        subset = torch.load(dst / f"{split}.pt")
+        counts = np.bincount(subset["labels"].numpy(), minlength=3)
+        assert subset["samples"].shape == (n, 2, 32) and counts.max() - counts.min() <= 1   # stratified: a third each
+    assert sorted(os.listdir(dst)) == ["test.pt", "train.pt", "val.pt"]      # no temporary file left

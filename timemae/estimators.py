@@ -23,11 +23,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 import main
-from args import build_parser, default_device, defaults
+from args import default_device, defaults, flag_defaults
 from classification import extract_representations, fit_probe, predict_proba, probe_as_head
 from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
-from engine.checkpoint import load_model, open_checkpoint, save_checkpoint
+from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
@@ -172,9 +172,7 @@ class _TimeMAE(BaseEstimator):
     def load(cls, path, device=None):
         """The fitted estimator saved at `path` (by save, or a main.py run's pretrain_model.pkl / model.pkl)."""
         ckpt = open_checkpoint(path)
-        if not isinstance(ckpt.get("data"), dict):
-            raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
-                               "version): see docs/api.md#old-checkpoints")
+        training_data(ckpt, path)   # refuse an old checkpoint before anything is built
         params = ckpt.get("params") or _params_of_run(ckpt.get("args") or {}, ckpt.get("head"))
         est = cls(**{k: v for k, v in params.items() if k in cls._get_param_names()})
         if device is not None:
@@ -191,7 +189,7 @@ def api_spelling(text, params):
     """An engine message in the API's words: the flag --name becomes the parameter `name` where the estimator has
     one (--seed: random_state), else `flags['name']` (--no-name: `flags['name']=False`). Other words that start
     with -- (a pip command's --no-deps, say) stay as they are."""
-    known = set(vars(build_parser().parse_args([])))
+    known = flag_defaults()
 
     def spell(match):
         name = match[2]
@@ -212,7 +210,7 @@ NOT_SETTINGS = {"dataset", "data_path", "UCR_folder", "save_path", "resume", "ov
 def _params_of_run(args, head):
     """Estimator parameters from a main.py run's args.json values (a checkpoint's 'args'; `head` its trained
     head, 'fineall', or None): the run's settings, so that clone(load(path)).fit trains as the run did."""
-    known = set(vars(build_parser().parse_args([])))
+    known = flag_defaults()
     params = {k: args[k] for k in FLAGS if k in args and k != "threads"}
     params["flags"] = {k: v for k, v in args.items() if k in known and k not in FLAGS and k not in NOT_SETTINGS}
     params["preset"] = None   # the run's flags, all recorded in its args.json

@@ -22,7 +22,7 @@ import torch
 from common.errors import TimeMAEError
 from data.formats import UEA_READERS
 from datautils import as_series_array, load_numpy_file, read_pt
-from engine.runfiles import atomic_save_npy, atomic_write_text
+from engine.runfiles import atomic_save_npy, atomic_write_text, check_output_file
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
 ARCHIVE_READERS = dict(UEA_READERS)   # .ts, .arff, .tsv
@@ -95,8 +95,7 @@ def encode(model, inputs, out, predict=False, device=None):
     returns the number of series."""
     if not out.endswith((".npy", ".csv")):
         raise TimeMAEError(f"--out {out!r}: write .npy or .csv")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise TimeMAEError(f"--out {out!r}: its folder does not exist")
+    check_output_file(out, "--out")
     path = checkpoint_path(model, predict)
     x = as_series_array(read_series(inputs), inputs)                           # (N, T, C)
     est = (TimeMAEClassifier if predict else TimeMAEEncoder).load(path, device)

@@ -25,7 +25,6 @@ import argparse
 import copy
 import dataclasses
 import itertools
-import json
 import os
 import sys
 
@@ -33,11 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from args import layer_spec, parse_args, positive_int
+from args import layer_spec, positive_int, saved_flags
 from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
+from engine.runfiles import atomic_write_text, check_output_file
 from main import check_probe_grid, flag_message, load_splits
 from model.config import POOLINGS
 from process import labelled_splits
@@ -45,12 +45,10 @@ from tools.summarize import mean_std
 
 
 def run_settings(folder):
-    """The run's flags (args.json over today's defaults: a flag newer than the run had its default)."""
-    path = os.path.join(folder, "args.json")
-    if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, "pretrain_model.pkl")):
+    """The flags of the finished run in `folder` (args.saved_flags)."""
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in ("args.json", "pretrain_model.pkl")):
         raise TimeMAEError(f"{folder!r} is not a finished run folder (args.json and pretrain_model.pkl)")
-    with open(path) as f:
-        return argparse.Namespace(**{**vars(parse_args([])), **json.load(f)})
+    return argparse.Namespace(**saved_flags(folder))
 
 
 def layer_name(layers):
@@ -168,20 +166,22 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
+        if a.out:   # before the work, not after it
+            check_output_file(a.out, "--out")
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
                                                          cv=a.cv)])
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if table.run.nunique() > 1:
+            print("\nmean over the runs (%):\n" + printable(summary(table)).to_string(index=False))
+        if a.out:
+            atomic_write_text(table.to_csv(index=False), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if table.run.nunique() > 1:
-        print("\nmean over the runs (%):\n" + printable(summary(table)).to_string(index=False))
-    if a.out:
-        table.to_csv(a.out, index=False)
     return 0
 
 

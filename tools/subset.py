@@ -1,6 +1,8 @@
 """Write a fixed, stratified subset of a TS-TCC dataset folder (train/val/test.pt) for short experiments.
 
     python -m tools.subset $TIMEMAE_DATA/Epilepsy exp/data/Epilepsy --train 800 --val 200 --test 1000
+
+The destination must be another folder than the source; every size is checked before any file is written.
 """
 import argparse
 import os
@@ -9,28 +11,37 @@ import sys
 import numpy as np
 import torch
 
-from datautils import stratified_split
 from common.errors import TimeMAEError
+from datautils import stratified_split
+from engine.runfiles import atomic_save, make_writable_dir
 
 
 def write_subset(src, dst, sizes, seed=0):
-    """Copy a stratified draw of sizes[split] series of every split in `src` into `dst`; return the counts."""
-    os.makedirs(dst, exist_ok=True)
-    counts = {}
+    """Copy a stratified draw of sizes[split] series of every split in `src` into `dst`; return the counts. Every
+    split is read and every size checked before anything is written, and each file is replaced whole."""
+    if os.path.isdir(src) and os.path.isdir(dst) and os.path.samefile(src, dst):   # links and mounts too
+        raise TimeMAEError(f"destination {dst!r} is the source folder: the subset would replace the dataset; "
+                           "choose another destination")
+    subsets = {}
     for split, n in sizes.items():
         path = os.path.join(src, f"{split}.pt")
         if not os.path.isfile(path):
             raise TimeMAEError(f"{path!r} does not exist: expected a folder with train.pt, val.pt and test.pt")
-        data = torch.load(path)
-        labels = np.asarray(data["labels"]).astype(np.int64)
+        try:
+            data = torch.load(path)
+            labels = np.asarray(data["labels"]).astype(np.int64)
+        except Exception as e:   # not a torch file, or not TS-TCC's dict
+            raise TimeMAEError(f"cannot read {path}: expected a dict with 'samples' and 'labels' "
+                               f"({type(e).__name__}: {e})") from None
         if not 0 < n < len(labels):
             raise TimeMAEError(f"--{split} must lie in 1..{len(labels) - 1} ({split}.pt holds {len(labels)}), got {n}")
         _, keep = stratified_split(labels, n / len(labels), seed)
         keep = torch.as_tensor(np.sort(keep))
-        torch.save({"samples": data["samples"][keep], "labels": data["labels"][keep]},
-                   os.path.join(dst, f"{split}.pt"))
-        counts[split] = len(keep)
-    return counts
+        subsets[split] = {"samples": data["samples"][keep], "labels": data["labels"][keep]}
+    make_writable_dir(dst, "destination")
+    for split, subset in subsets.items():
+        atomic_save(subset, os.path.join(dst, f"{split}.pt"))
+    return {split: len(subset["labels"]) for split, subset in subsets.items()}
 
 
 def main(argv=None):

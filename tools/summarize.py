@@ -12,23 +12,23 @@ aside). Runs with 0 pretraining epochs and no --pretrained_path give FineZero (t
 (their FineAll). `commit` lists the commits the group's runs came from (args.json's provenance; `+dirty`:
 tracked files differed). --plot draws the test accuracies, one panel per dataset and one row of bars per group
 (mean, with the standard deviation over seeds as an error bar): FineLast and FineAll beside the raw-series 1-NN
-and logistic regression.
+and logistic regression. Runs without a test accuracy (unlabelled data, or no test split) count in `runs` with empty
+accuracy columns, are listed in a note, and are left out of the plot.
 """
 import argparse
 import glob
-import json
 import os
 import re
 import sys
 
 import pandas as pd
 
-from args import parse_args
+from args import saved_flags
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
-from engine.runfiles import atomic_save_figure, atomic_write_text
+from engine.runfiles import atomic_save_figure, atomic_write_text, read_json
 from engine.resume import RUNTIME_FLAGS
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
@@ -40,19 +40,16 @@ KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
 NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
                               "num_epoch", "provenance", "pretrain_epochs", "finetune_epochs", "pretrain_batch_size",
                               "finetune_batch_size"}
-FLAG_DEFAULTS = vars(parse_args([]))
 
 
 def collect_runs(root):
-    """One row per run folder below root that holds metrics.json: its config and final metrics (in %)."""
+    """One row per run folder below root that holds metrics.json: its config and final metrics (in %); a run
+    without test scores (unlabelled data, or no test split) has none in its row."""
     rows = []
     for path in sorted(glob.glob(os.path.join(root, "**", "metrics.json"), recursive=True)):
         folder = os.path.dirname(path)
-        with open(path) as f:
-            metrics = json.load(f)
-        args_path = os.path.join(folder, "args.json")
-        config = json.load(open(args_path)) if os.path.isfile(args_path) else {}
-        config = {**FLAG_DEFAULTS, **config}  # a flag newer than the run: the run had what is now its default
+        metrics = read_json(path)
+        config = saved_flags(folder)
         provenance = config.get("provenance") or {}   # runs from before provenance have none
         row = {"run": folder, "dataset": dataset_name(metrics.get("dataset"), config.get("UCR_folder")),
                "seed": metrics.get("seed"), "select_on": metrics.get("select_on"),
@@ -63,9 +60,9 @@ def collect_runs(root):
                "transfer": bool(config.get("pretrained_path")),     # started from another run's encoder
                "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
         for phase, key in METRICS:
-            if phase in metrics:
+            if key in (metrics.get(phase) or {}):
                 row[f"{phase}_{key}"] = 100 * metrics[phase][key]
-        for name, scores in metrics.get("baselines", {}).items():
+        for name, scores in (metrics.get("baselines") or {}).items():   # None without a test split
             if name in BASELINES and "acc" in scores:
                 row[f"raw_{name}_acc"] = 100 * scores["acc"]
         row.update(final_codebook(folder))
@@ -81,7 +78,10 @@ def final_codebook(folder):
     path = os.path.join(folder, EPOCH_LOG)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return {}
-    last = pd.read_json(path, lines=True).iloc[-1]
+    try:
+        last = pd.read_json(path, lines=True).iloc[-1]
+    except ValueError as e:
+        raise TimeMAEError(f"cannot read {path}: expected one JSON object per line ({e})") from None
     return {"codewords_used": int(last["used"]), "perplexity": round(float(last["ppl"]), 1)}
 
 
@@ -162,11 +162,14 @@ def group_label(row):
 
 def plot_summary(summary):
     """A figure of summarize()'s table: per dataset, horizontal bars of each group's mean test accuracy with the
-    seeds' standard deviation (PLOTTED's columns that the runs have)."""
+    seeds' standard deviation (PLOTTED's columns that the runs have); groups without one are left out."""
+    columns = [c for c in PLOTTED if f"{c}_mean" in summary and summary[f"{c}_mean"].notna().any()]
+    summary = summary[summary[[f"{c}_mean" for c in columns]].notna().any(axis=1)]
+    if summary.empty:
+        raise TimeMAEError("--plot: no run has a test accuracy to draw (unlabelled data, or no test split)")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    columns = [c for c in PLOTTED if f"{c}_mean" in summary and summary[f"{c}_mean"].notna().any()]
     summary = summary.assign(dataset=summary.dataset.fillna("dataset not recorded"))   # a metrics.json without one
     datasets = list(dict.fromkeys(summary.dataset))
     heights = [len(summary[summary.dataset == d]) for d in datasets]
@@ -198,13 +201,12 @@ def main(argv=None):
     p.add_argument("--markdown", help="markdown file to write the 'mean ± std' table to")
     p.add_argument("--plot", help="PNG to draw the accuracies in, beside the raw-series baselines")
     a = p.parse_args(argv)
-    runs = collect_runs(a.root)
-    if runs.empty:
-        print(f"error: no run folder with metrics.json under {a.root!r}", file=sys.stderr)
-        return 2
-    summary = summarize(runs)
-    table = format_table(summary)
     try:
+        runs = collect_runs(a.root)
+        if runs.empty:
+            raise TimeMAEError(f"no run folder with metrics.json under {a.root!r}")
+        summary = summarize(runs)
+        table = format_table(summary)
         if a.out:
             atomic_write_text(summary.to_csv(index=False), a.out)
         if a.markdown:
@@ -215,6 +217,10 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table.to_string(index=False))
+    untested = runs.run[runs.filter(["finelast_acc", "fineall_acc"]).isna().all(axis=1)]
+    if len(untested):
+        print(f"note: {len(untested)} run(s) without a test accuracy (unlabelled data, or no test split), counted "
+              f"in `runs` with empty accuracy columns: {', '.join(untested)}")
     return 0
 
 
