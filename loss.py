@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.layers import masked_mean
+from common.masked import masked_mean
 
 
 def mrr_loss(rep_predicted, rep_target, valid=None):

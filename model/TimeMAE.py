@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.masked import masked_mean
 from model.bert import BertEncoder
 from model.config import TimeMAEConfig
-from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, masked_mean, sinusoid_init_
+from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, sinusoid_init_
 
 
 def _gather(t, ids):                                             # (B, S, d), (B, K) -> (B, K, d)
