@@ -51,6 +51,20 @@ def outputs(tmp_path, study):
     return runs
 
 
+# results.csv's protocol names and the metrics.json entry each reports
+PROTOCOL_KEYS = {"FineLast": "finelast", "FineZero": "finelast", "FineAll": "fineall", "FineZero+": "fineall"}
+
+
+def assert_rows_are_their_runs(tmp_path, study, runs):
+    """Every row's acc and f1 are 100 x its run folder's metrics.json scores of the row's protocol."""
+    assert len(runs) > 0
+    for row in runs.itertuples():
+        folder = tmp_path / "studies" / study / row.budget / row.dataset / row.config / f"seed{row.seed}"
+        metrics = json.loads((folder / "metrics.json").read_text())[PROTOCOL_KEYS[row.protocol]]
+        assert (row.acc, row.f1) == pytest.approx((100 * metrics["acc"], 100 * metrics["f1"]), rel=1e-12, abs=0), \
+            (row.config, row.protocol)
+
+
 # ----------------------------------------------------------------------------------------------- studies
 
 def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
@@ -59,7 +73,7 @@ def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
     assert set(runs.config) == {c for c, _ in ablation.CONFIGS} and (runs.status == "ok").all()
     zero = runs[runs.config == "no_pretraining"]
     assert set(zero.protocol) == {"FineZero", "FineZero+"}
-    assert runs.acc.between(0, 100).all()
+    assert_rows_are_their_runs(tmp_path, "ablation", runs)
     args = json.load(open(tmp_path / "studies/ablation/quick/epilepsy/no_decouple/seed1/args.json"))
     assert args["no_decouple"] and args["num_windows"] == 8
 
@@ -118,6 +132,7 @@ def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
 def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_path):
     label_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", "1", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "label_fraction")
+    assert_rows_are_their_runs(tmp_path, "label_fraction", runs)
     ok = runs[runs.config == "timemae_0.25"]
     # a quarter of the 96 labelled series: FineLast's probe refits on all 24, FineAll fits on the 19 left after
     # the 20% selection split
@@ -130,6 +145,7 @@ def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_pat
 def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
     transfer.main(["--datasets", "epilepsy", "uwave", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "transfer")
+    assert_rows_are_their_runs(tmp_path, "transfer", runs)
     last = runs[runs.protocol == "FineLast"]
     assert len(last[["source", "dataset", "config"]].drop_duplicates()) == 2 * 2 + 2  # 2x2 + the sources
     assert set(runs[runs.config == "pretrained"].protocol) == {"FineLast"}           # pretraining only
