@@ -199,6 +199,23 @@ def test_transfer_refuses_another_encoder_even_where_its_tensors_fit(data_root, 
         assert err.count("\n") == 0 and "holds another visible encoder" in err and differ in err, err
 
 
+def test_pretrain_ratio_keeps_the_normalisation_statistics_of_all_pretraining_data(tstcc_dir, tmp_path, capsys):
+    """docs/studies.md: with --pretrain_ratio the statistics still come from all of train + val."""
+    data = {}
+    for ratio in ("1", "0.25"):
+        run = tmp_path / ratio
+        assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--num_epoch_pretrain", "0",
+                         "--num_epoch", "0", "--pretrain_ratio", ratio, "--save_path", str(run)]) == 0
+        data[ratio] = torch.load(run / "pretrain_model.pkl", weights_only=False)["data"]
+    assert "--pretrain_ratio 0.25: pretraining on 32 series" in capsys.readouterr().out    # a quarter of 128
+    pool = np.concatenate([torch.load(os.path.join(tstcc_dir, f"{split}.pt"))["samples"].numpy()
+                           for split in ("train", "val")])                  # (128, C, T) raw
+    for ratio in data:
+        np.testing.assert_allclose(data[ratio]["mean"], pool.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(data[ratio]["std"], pool.std(axis=(0, 2)), rtol=1e-5)
+    assert (data["0.25"]["mean"], data["0.25"]["std"]) == (data["1"]["mean"], data["1"]["std"])
+
+
 def test_label_subsets_are_stratified_deterministic_and_refuse_empty_classes():
     y = np.repeat(np.arange(4), [40, 20, 10, 30])
     a, b = stratified_subset(y, 0.3, seed=5), stratified_subset(y, 0.3, seed=5)
