@@ -91,6 +91,26 @@ def test_same_seed_same_result_and_test_protocol(tstcc_dir, tmp_path):
     assert curves[0] == curves[1] and finals[0] == finals[1]
 
 
+def test_lr_decays_by_the_rate_every_n_steps_in_both_phases(tstcc_dir, tmp_path, monkeypatch):
+    """README: lr x --lr_decay_rate every --lr_decay_steps optimiser steps; fine-tuning's optimiser starts again
+    at --lr. Read here: the learning rate each step is taken with."""
+    used, real = {}, process.Trainer._optimise
+
+    def optimise(loss, opt, sched, scaler):
+        lr, = {group["lr"] for group in opt.param_groups}                      # every group at the same rate
+        used.setdefault(id(opt), []).append(lr)
+        real(loss, opt, sched, scaler)
+    monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(optimise))
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"), "--wave_length",
+                 "4", "--num_epoch_pretrain", "2", "--num_epoch", "2", *TINY, "--lr", "0.004", "--lr_decay_rate",
+                 "0.5", "--lr_decay_steps", "3"]) == 0
+    pretraining, fineall = used.values()                                     # one optimiser per phase, in order
+    assert len(pretraining) == 2 * (96 + 32) // 32 and len(fineall) > 3   # 2 epochs of train + val in batches of 32
+    for steps in (pretraining, fineall):
+        expected = [0.004 * 0.5 ** (k // 3) for k in range(len(steps))]     # step k + 1: floor(k / 3) decays
+        assert steps == pytest.approx(expected, rel=1e-12)
+
+
 def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(out), "--wave_length", "4",
