@@ -15,6 +15,7 @@ from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
 from experiments.runner import main_guard
 from loss import pretrain_loss
+import process
 from main import main as main_cli
 from model import TimeMAE
 
@@ -233,6 +234,21 @@ def test_no_mcc_and_no_mrr_together_are_refused(tstcc_dir, tmp_path, capsys):
     assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--no_mcc", "--no_mrr",
                      "--save_path", str(tmp_path / "r")]) == 2
     assert "leave nothing to learn" in capsys.readouterr().err
+
+
+def test_no_mrr_never_runs_the_momentum_encoder(tstcc_dir, tmp_path, monkeypatch):
+    """docs/studies.md: without MRR the momentum (target) encoder is not run; with it, it runs every step."""
+    calls, real = [], process.Trainer.__init__
+
+    def init(self, model, *args, **kw):
+        real(self, model, *args, **kw)
+        model.target_encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(process.Trainer, "__init__", init)
+    for flags in (["--no_mrr"], []):
+        calls.clear()
+        assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--num_epoch", "0",
+                         "--save_path", str(tmp_path / f"run{len(flags)}"), *flags]) == 0
+        assert len(calls) == (0 if flags else 2 * (96 + 32) // 32)           # one pass per pretraining step
 
 
 @pytest.mark.parametrize("switch", ["mcc", "mrr", "decouple"])
