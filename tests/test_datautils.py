@@ -280,6 +280,53 @@ def test_normalisation_statistics_are_kept_and_reapplied(tmp_path):
     np.testing.assert_array_equal(prepare_series(x[:5], data), s.test_x)        # new series: the same preparation
 
 
+def _padded_splits():
+    """Raw splits with a val split, channels of other scales, variable lengths (NaN padding in every channel) and a
+    test split far from both, so statistics from the wrong series, or counting padding, show."""
+    rng = np.random.default_rng(3)
+
+    def part(n, lengths, loc, scale):
+        x = (loc + scale * rng.standard_normal((n, 24, 2))).astype(np.float32)
+        for i, t in enumerate(lengths):
+            x[i, t:] = np.nan                                               # trailing padding, all channels
+        return x, np.arange(n) % 2
+    (x, y), (xv, yv) = part(20, [24, 10] * 10, [1.0, -5.0], [2.0, 30.0]), part(8, [24, 7] * 4, [4.0, 20.0], [1.0, 3.0])
+    xt, yt = part(6, [24] * 6, [100.0, 100.0], [50.0, 50.0])
+    return x, y, xv, yv, xt, yt
+
+
+def test_channel_normalisation_makes_the_pretraining_series_zero_mean_unit_std():
+    """normalize's statistics are those of the pretraining pool, train + val (not train, not test), padding left
+    out: after it each channel of that pool has mean 0 and std 1, computed here with numpy alone."""
+    x, y, xv, yv, xt, yt = _padded_splits()
+    s = normalize(splits_from_arrays("numpy", x, y, xv, yv, xt, yt), "channel")
+    pool = np.concatenate([s.train_x, s.val_x]).reshape(-1, 2)
+    real = pool[~np.isnan(pool).any(axis=1)]                                # time steps that are not padding
+    assert len(real) == 10 * 24 + 10 * 10 + 4 * 24 + 4 * 7                 # padding stayed NaN, nothing else
+    np.testing.assert_allclose(real.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(real.std(axis=0), 1.0, rtol=1e-5)
+    raw = np.concatenate([x, xv]).reshape(-1, 2)
+    raw = raw[~np.isnan(raw).any(axis=1)].astype(np.float64)
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    np.testing.assert_allclose(s.stats["mean"], mean, rtol=1e-5)
+    np.testing.assert_allclose(s.stats["std"], std, rtol=1e-5)
+    np.testing.assert_allclose(s.test_x, (xt - mean) / std, rtol=1e-4, atol=1e-5)   # test: the pool's statistics
+
+
+def test_normalize_none_leaves_the_data_untouched(tmp_path):
+    from args import parse_args
+    from main import load_splits
+    x, y, xv, yv, xt, yt = _padded_splits()
+    s = normalize(splits_from_arrays("numpy", x, y, xv, yv, xt, yt), "none")
+    for got, raw in ((s.train_x, x), (s.val_x, xv), (s.test_x, xt)):
+        np.testing.assert_array_equal(got, raw)                             # padding stays NaN
+    assert (s.stats["mean"], s.stats["std"]) == ([0.0, 0.0], [1.0, 1.0])
+    np.savez(tmp_path / "d.npz", x=x.transpose(0, 2, 1), y=y, x_val=xv.transpose(0, 2, 1), y_val=yv)
+    flags = ["--dataset", "numpy", "--data_path", str(tmp_path / "d.npz")]
+    np.testing.assert_array_equal(load_splits(parse_args([*flags, "--normalize", "none"])).train_x, x)
+    assert not np.allclose(load_splits(parse_args(flags)).train_x, x, equal_nan=True)   # the default normalises
+
+
 def test_gaps_are_refused_or_filled_linearly_in_time_and_new_series_are_filled_as_training_was(tmp_path):
     nan = np.nan
     x = np.array([[[nan, 1.0], [1.0, nan], [nan, 3.0], [3.0, nan], [4.0, nan], [nan, nan]]])   # (1, 6, 2)

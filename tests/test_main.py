@@ -47,10 +47,25 @@ def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
     import subprocess
     import sys
     from engine.provenance import ROOT, git_commit
+    import datetime
+    import platform
+    import sklearn
     argv = ["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run dir"), "--wave_length",
             "4", "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]
+    utc = datetime.timezone.utc
+    before = datetime.datetime.now(utc).replace(microsecond=0)             # `started` is kept to the second
     assert main(argv) == 0
+    after = datetime.datetime.now(utc)
     record = json.loads((tmp_path / "run dir" / "args.json").read_text())["provenance"]
+    started = datetime.datetime.fromisoformat(record["started"])
+    assert started.utcoffset() == datetime.timedelta(0) and before <= started <= after   # UTC, when it ran
+    assert record["sklearn"] == sklearn.__version__
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    assert record["cpu"] == (names[0] if names else platform.processor() or platform.machine())
     assert shlex.split(record["command"]) == ["python", "main.py", *argv] and "process" not in record
     assert (record["torch"], record["device"], record["gpu"]) == (torch.__version__, "cpu", None)
     assert record["python"] == ".".join(map(str, sys.version_info[:3])) and record["numpy"] == np.__version__
@@ -66,6 +81,23 @@ def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
     assert git_commit(str(tmp_path)) == (None, None)                     # not a checkout
     if head:                                                              # a folder inside a checkout is not its top
         assert git_commit(os.path.join(ROOT, "model")) == (None, None)
+
+
+def test_default_run_folder_is_exp_dataset_seed_under_the_working_directory(tstcc_dir, tmp_path, monkeypatch):
+    """README: --save_path defaults to exp/<dataset>/seed<seed>, and for ucr exp/<UCR_folder>/seed<seed>."""
+    monkeypatch.chdir(tmp_path)                                              # nothing written into the repository
+    flags = ["--wave_length", "4", "--num_epoch_pretrain", "0", "--num_epoch", "0", *TINY]
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--seed", "3", *flags]) == 0
+    ucr = tmp_path / "ucr"
+    ucr.mkdir()
+    x, y = synthetic_series(24)
+    for name in ("train_new.pt", "test_new.pt"):
+        torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y + 1)}, ucr / name)
+    assert main(["--dataset", "ucr", "--UCR_folder", "Wavy", "--data_path", str(ucr), *flags]) == 0
+    for run in ("exp/har/seed3", "exp/Wavy/seed0"):
+        assert json.loads((tmp_path / run / "metrics.json").read_text())["seed"] == int(run[-1])
+        assert json.loads((tmp_path / run / "args.json").read_text())["save_path"] == run
+    assert sorted(os.listdir(tmp_path / "exp")) == ["Wavy", "har"]
 
 
 def test_fewer_than_five_epochs_and_finezero(tstcc_dir, tmp_path):
@@ -89,6 +121,26 @@ def test_same_seed_same_result_and_test_protocol(tstcc_dir, tmp_path):
         assert metrics["select_on"] == "test"
         finals.append((metrics["finelast"], metrics["fineall"]))
     assert curves[0] == curves[1] and finals[0] == finals[1]
+
+
+def test_lr_decays_by_the_rate_every_n_steps_in_both_phases(tstcc_dir, tmp_path, monkeypatch):
+    """README: lr x --lr_decay_rate every --lr_decay_steps optimiser steps; fine-tuning's optimiser starts again
+    at --lr. Read here: the learning rate each step is taken with."""
+    used, real = {}, process.Trainer._optimise
+
+    def optimise(loss, opt, sched, scaler):
+        lr, = {group["lr"] for group in opt.param_groups}                      # every group at the same rate
+        used.setdefault(id(opt), []).append(lr)
+        real(loss, opt, sched, scaler)
+    monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(optimise))
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"), "--wave_length",
+                 "4", "--num_epoch_pretrain", "2", "--num_epoch", "2", *TINY, "--lr", "0.004", "--lr_decay_rate",
+                 "0.5", "--lr_decay_steps", "3"]) == 0
+    pretraining, fineall = used.values()                                     # one optimiser per phase, in order
+    assert len(pretraining) == 2 * (96 + 32) // 32 and len(fineall) > 3   # 2 epochs of train + val in batches of 32
+    for steps in (pretraining, fineall):
+        expected = [0.004 * 0.5 ** (k // 3) for k in range(len(steps))]     # step k + 1: floor(k / 3) decays
+        assert steps == pytest.approx(expected, rel=1e-12)
 
 
 def test_existing_run_folder_is_not_overwritten(tstcc_dir, tmp_path, capsys):

@@ -70,19 +70,49 @@ def assert_same_run(run, reference):
     assert not [f for f in os.listdir(run) if f.startswith(".tmp-")]
 
 
+# main.py's run in a child process that stops, after its optimiser step, at step 2 of pretraining epoch 2 (of 4),
+# touches the file argv[1] and waits there to be killed: the kill lands inside epoch 2 whatever the timing
+BLOCK_IN_EPOCH_2 = textwrap.dedent("""
+    import sys, time
+    import process
+    from main import main
+    marker, argv = sys.argv[1], sys.argv[2:]
+    real_epoch, real_optimise, now = process.Trainer.pretrain_epoch, process.Trainer._optimise, {}
+
+    def pretrain_epoch(self, *args):
+        now.update(epoch=args[-1], steps=0)
+        return real_epoch(self, *args)
+
+    def optimise(*args):
+        real_optimise(*args)
+        now["steps"] = now.get("steps", 0) + 1
+        if now.get("epoch") == 2 and now["steps"] == 2:
+            open(marker, "w").close()
+            time.sleep(3600)
+    process.Trainer.pretrain_epoch = pretrain_epoch
+    process.Trainer._optimise = staticmethod(optimise)
+    sys.exit(main(argv))
+""")
+
+
 def test_sigkill_mid_epoch_then_resume_gives_the_same_run(data, reference, tmp_path):
-    run = str(tmp_path / "run")
-    proc = subprocess.Popen([PYTHON, "main.py", *tiny_flags(data, run, **EPOCHS)], cwd=ROOT, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not os.path.exists(os.path.join(run, LAST)):  # epoch 1 has ended: kill it inside epoch 2
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run, marker = str(tmp_path / "run"), str(tmp_path / "in-epoch-2")
+    proc = subprocess.Popen([PYTHON, "-c", BLOCK_IN_EPOCH_2, marker, *tiny_flags(data, run, **EPOCHS)], cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(marker):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    state = torch.load(os.path.join(run, LAST), weights_only=True)
+    assert (state["phase"], state["epoch"]) == ("pretrain", 1)          # killed inside epoch 2, after epoch 1 ended
     with open(os.path.join(run, "pretrain_result.txt")) as f:
-        assert f.read().count("\n") < EPOCHS["num_epoch_pretrain"]
+        assert f.read().count("\n") == 1
     assert not os.path.exists(os.path.join(run, "metrics.json"))
 
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0

@@ -254,3 +254,76 @@ def test_collapse_warning_names_the_measured_remedy(tstcc_dir, tmp_path, capsys,
 def test_no_collapse_warning_above_the_threshold(tstcc_dir, tmp_path, capsys):
     _, report = codewords_used(tstcc_dir, tmp_path / "run", "--ppl_warn", "0")
     assert report["collapsed"] is False and "warning: codebook" not in capsys.readouterr().out
+
+
+class Stop(Exception):
+    """Ends a run once the test has what it needs."""
+
+
+def kmeans_run(tstcc_dir, run, monkeypatch, *extra):
+    """The codebook right after --codebook_init kmeans and the window embeddings it was fitted on, computed here
+    from the pretraining series (train + val, 128 series of 8 windows: fewer than the 2048 series it draws)."""
+    seen, real = {}, process.Trainer.init_codebook
+
+    def init_then_stop(self):
+        real(self)
+        with torch.no_grad():
+            z = self.model.feature_encoder(self.pretrain_set.x).flatten(0, 1).double()       # (N * S, d)
+        seen.update(z=z, weight=self.model.tokenizer.codebook.weight.detach().double().clone(),
+                    bias=self.model.tokenizer.codebook.bias.detach().double().clone(), tokenizer=self.model.tokenizer)
+        raise Stop
+    monkeypatch.setattr(process.Trainer, "init_codebook", init_then_stop)
+    with pytest.raises(Stop):
+        main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
+              "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY, "--codebook_init", "kmeans", *extra])
+    return seen
+
+
+def test_kmeans_init_makes_every_codeword_the_mean_of_the_windows_nearest_to_it(tstcc_dir, tmp_path, monkeypatch):
+    seen = kmeans_run(tstcc_dir, tmp_path / "run", monkeypatch)
+    z, w = seen["z"], seen["weight"]
+    assert len(z) == 128 * 8 and len(w) == 16
+    nearest = torch.cdist(z, w).argmin(1)                                  # Lloyd's assignment step
+    assert torch.bincount(nearest, minlength=16).min() > 0                 # every codeword is some windows' centre
+    means = torch.stack([z[nearest == k].mean(0) for k in range(16)])      # ... and their mean (k-means' fixed point)
+    torch.testing.assert_close(w, means, rtol=1e-4, atol=1e-4)
+    # the linear codebook scores so that its argmax is the nearest centre: bias -|c|^2 / 2
+    torch.testing.assert_close(seen["bias"], -0.5 * w.pow(2).sum(1))
+    with torch.no_grad():
+        assert torch.equal(seen["tokenizer"](z.float()).argmax(1), nearest)
+
+
+def test_codebook_reset_replaces_exactly_the_unused_codewords_by_window_embeddings(tstcc_dir, tmp_path, monkeypatch):
+    """After every pretraining epoch the codewords no masked window targeted in it (a count of 0) restart at
+    window embeddings of the pretraining series; every other codeword stays bitwise as it was."""
+    counts, resets = [], []
+    real_epoch, real_reset = process.Trainer.pretrain_epoch, process.Trainer.reset_codewords
+
+    def epoch(self, *args):
+        stats, c = real_epoch(self, *args)
+        counts.append(c.clone())
+        return stats, c
+
+    def reset(self, dead, ep):
+        book = self.model.tokenizer.codebook
+        before = book.weight.detach().clone(), book.bias.detach().clone()
+        n = real_reset(self, dead, ep)
+        with torch.no_grad():
+            z = self.model.feature_encoder(self.pretrain_set.x).flatten(0, 1)   # the windows the codewords may take
+        resets.append((dead.clone(), n, before, (book.weight.detach().clone(), book.bias.detach().clone()), z))
+        return n
+    monkeypatch.setattr(process.Trainer, "pretrain_epoch", epoch)
+    monkeypatch.setattr(process.Trainer, "reset_codewords", reset)
+    run = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
+                 "--num_epoch_pretrain", "2", "--probe_every", "2", "--num_epoch", "0", *TINY, "--vocab_size", "64",
+                 "--codebook_reset"]) == 0
+    log = [json.loads(line) for line in (run / "pretrain_log.jsonl").read_text().splitlines()]
+    assert len(resets) == len(counts) == len(log) == 2
+    for (dead, n, (w0, b0), (w1, b1), z), c, entry in zip(resets, counts, log):
+        assert torch.equal(dead, c == 0) and 0 < n == int(dead.sum()) == entry["reset"] == 64 - entry["used"] < 64
+        assert torch.equal(w1[~dead], w0[~dead]) and torch.equal(b1[~dead], b0[~dead])   # bitwise unchanged
+        assert not (w1[dead] == w0[dead]).all(1).any()                                   # every dead one replaced
+        gap = (w1[dead][:, None] - z[None]).abs().amax(-1).min(1).values                  # to the nearest window
+        assert gap.max() < 1e-5                                                          # ... one of them
+        torch.testing.assert_close(b1[dead], -0.5 * w1[dead].pow(2).sum(1))

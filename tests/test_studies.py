@@ -15,6 +15,7 @@ from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
 from experiments.runner import main_guard
 from loss import pretrain_loss
+import process
 from main import main as main_cli
 from model import TimeMAE
 
@@ -51,6 +52,20 @@ def outputs(tmp_path, study):
     return runs
 
 
+# results.csv's protocol names and the metrics.json entry each reports
+PROTOCOL_KEYS = {"FineLast": "finelast", "FineZero": "finelast", "FineAll": "fineall", "FineZero+": "fineall"}
+
+
+def assert_rows_are_their_runs(tmp_path, study, runs):
+    """Every row's acc and f1 are 100 x its run folder's metrics.json scores of the row's protocol."""
+    assert len(runs) > 0
+    for row in runs.itertuples():
+        folder = tmp_path / "studies" / study / row.budget / row.dataset / row.config / f"seed{row.seed}"
+        metrics = json.loads((folder / "metrics.json").read_text())[PROTOCOL_KEYS[row.protocol]]
+        assert (row.acc, row.f1) == pytest.approx((100 * metrics["acc"], 100 * metrics["f1"]), rel=1e-12, abs=0), \
+            (row.config, row.protocol)
+
+
 # ----------------------------------------------------------------------------------------------- studies
 
 def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
@@ -59,7 +74,7 @@ def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
     assert set(runs.config) == {c for c, _ in ablation.CONFIGS} and (runs.status == "ok").all()
     zero = runs[runs.config == "no_pretraining"]
     assert set(zero.protocol) == {"FineZero", "FineZero+"}
-    assert runs.acc.between(0, 100).all()
+    assert_rows_are_their_runs(tmp_path, "ablation", runs)
     args = json.load(open(tmp_path / "studies/ablation/quick/epilepsy/no_decouple/seed1/args.json"))
     assert args["no_decouple"] and args["num_windows"] == 8
 
@@ -118,6 +133,7 @@ def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
 def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_path):
     label_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", "1", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "label_fraction")
+    assert_rows_are_their_runs(tmp_path, "label_fraction", runs)
     ok = runs[runs.config == "timemae_0.25"]
     # a quarter of the 96 labelled series: FineLast's probe refits on all 24, FineAll fits on the 19 left after
     # the 20% selection split
@@ -130,6 +146,7 @@ def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_pat
 def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
     transfer.main(["--datasets", "epilepsy", "uwave", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "transfer")
+    assert_rows_are_their_runs(tmp_path, "transfer", runs)
     last = runs[runs.protocol == "FineLast"]
     assert len(last[["source", "dataset", "config"]].drop_duplicates()) == 2 * 2 + 2  # 2x2 + the sources
     assert set(runs[runs.config == "pretrained"].protocol) == {"FineLast"}           # pretraining only
@@ -183,6 +200,23 @@ def test_transfer_refuses_another_encoder_even_where_its_tensors_fit(data_root, 
         assert err.count("\n") == 0 and "holds another visible encoder" in err and differ in err, err
 
 
+def test_pretrain_ratio_keeps_the_normalisation_statistics_of_all_pretraining_data(tstcc_dir, tmp_path, capsys):
+    """docs/studies.md: with --pretrain_ratio the statistics still come from all of train + val."""
+    data = {}
+    for ratio in ("1", "0.25"):
+        run = tmp_path / ratio
+        assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--num_epoch_pretrain", "0",
+                         "--num_epoch", "0", "--pretrain_ratio", ratio, "--save_path", str(run)]) == 0
+        data[ratio] = torch.load(run / "pretrain_model.pkl", weights_only=False)["data"]
+    assert "--pretrain_ratio 0.25: pretraining on 32 series" in capsys.readouterr().out    # a quarter of 128
+    pool = np.concatenate([torch.load(os.path.join(tstcc_dir, f"{split}.pt"))["samples"].numpy()
+                           for split in ("train", "val")])                  # (128, C, T) raw
+    for ratio in data:
+        np.testing.assert_allclose(data[ratio]["mean"], pool.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(data[ratio]["std"], pool.std(axis=(0, 2)), rtol=1e-5)
+    assert (data["0.25"]["mean"], data["0.25"]["std"]) == (data["1"]["mean"], data["1"]["std"])
+
+
 def test_label_subsets_are_stratified_deterministic_and_refuse_empty_classes():
     y = np.repeat(np.arange(4), [40, 20, 10, 30])
     a, b = stratified_subset(y, 0.3, seed=5), stratified_subset(y, 0.3, seed=5)
@@ -200,6 +234,21 @@ def test_no_mcc_and_no_mrr_together_are_refused(tstcc_dir, tmp_path, capsys):
     assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--no_mcc", "--no_mrr",
                      "--save_path", str(tmp_path / "r")]) == 2
     assert "leave nothing to learn" in capsys.readouterr().err
+
+
+def test_no_mrr_never_runs_the_momentum_encoder(tstcc_dir, tmp_path, monkeypatch):
+    """docs/studies.md: without MRR the momentum (target) encoder is not run; with it, it runs every step."""
+    calls, real = [], process.Trainer.__init__
+
+    def init(self, model, *args, **kw):
+        real(self, model, *args, **kw)
+        model.target_encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(process.Trainer, "__init__", init)
+    for flags in (["--no_mrr"], []):
+        calls.clear()
+        assert main_cli(["--dataset", "epilepsy", "--data_path", tstcc_dir, *STUDY_FLAGS, "--num_epoch", "0",
+                         "--save_path", str(tmp_path / f"run{len(flags)}"), *flags]) == 0
+        assert len(calls) == (0 if flags else 2 * (96 + 32) // 32)           # one pass per pretraining step
 
 
 @pytest.mark.parametrize("switch", ["mcc", "mrr", "decouple"])
