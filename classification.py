@@ -23,7 +23,8 @@ def scores(y_true, y_pred):
 
 @torch.inference_mode()
 def extract_representations(model, x, batch_size, padded=None):
-    """Mean-pooled representations (N, d) of x (N, T, C), a tensor on the model's device, in eval mode.
+    """Series representations (N, representation_size) of x (N, T, C), a tensor on the model's device, pooled
+    as the model's config says (TimeMAE.represent), in eval mode.
     padded: whether x may hold padding (None: check each batch; TimeMAE.window_padding)."""
     was_training = model.training
     model.eval()
@@ -154,11 +155,6 @@ def select_probe(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
             best = (C, lr, sel)
     C, lr, sel = best
     return C, Pipeline([("standardscaler", scaler), ("logisticregression", lr)]), sel
-
-
-def majority_accuracy(train_y, test_y):
-    """Accuracy of always predicting the most frequent training class: the floor a collapsed model hits."""
-    return float(np.mean(np.asarray(test_y) == np.bincount(train_y).argmax()))
 
 
 def flat_series(x):

@@ -374,9 +374,7 @@ class Trainer:
         model.head.reset_parameters()  # under torchrun DDP starts every rank from rank 0's draw
         from_probe = self.probe_head is not None and cfg.load_pretrained_model   # set only with --fineall_head probe
         if from_probe:  # linear probing, then fine-tuning: the head starts as FineLast's classifier
-            with torch.no_grad():
-                model.head.weight.copy_(self.probe_head[0])
-                model.head.bias.copy_(self.probe_head[1])
+            model.set_head(*self.probe_head)
         for part in (model.decoupled_encoder, model.tokenizer, model.target_encoder, model.mask_token):
             part.requires_grad_(False)  # pretraining-only parts, frozen so DDP sees only parameters in use
         opt = torch.optim.Adam(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, fused=True)
@@ -425,9 +423,7 @@ class Trainer:
             reps = self._represent(model, torch.cat([self.fit_x, self.sel_x]))       # (N_fit + N_sel, d)
             head = self.dist.broadcast(probe_as_head(fit_probe(reps, labels, self.cfg.seed, C), model.cfg.num_classes)
                                        if self.dist.is_main else None)
-        with torch.no_grad():
-            model.head.weight.copy_(head[0])
-            model.head.bias.copy_(head[1])
+        model.set_head(*head)
         if self.dist.is_main:
             atomic_save({**kept, **checkpoint(model), "head_fitted": len(labels)}, self.record.path("model.pkl"))
         self.log(f"FineAll kept step 0 (FineLast's probe): its head fitted again on {len(labels)} series")

@@ -262,6 +262,12 @@ class TimeMAE(nn.Module):
             pooled.append(masked.amax(dim=1))
         return torch.cat(pooled, dim=-1) if len(pooled) > 1 else pooled[0]
 
+    @torch.no_grad()
+    def set_head(self, weight, bias):
+        """The classification head becomes this (num_classes, D) weight and bias: a linear probe, folded in."""
+        self.head.weight.copy_(weight)
+        self.head.bias.copy_(bias)
+
     def forward(self, x, padded=None):
         """Class logits (B, num_classes) for fine-tuning; padded: see window_padding."""
         return self.head(self.represent(x, padded))

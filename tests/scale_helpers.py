@@ -1,4 +1,4 @@
-"""Tiny synthetic data and flags shared by the scale/reliability tests (distributed, resume, bad input)."""
+"""Tiny synthetic data, flags and helpers shared by the tests (distributed, resume, bad input, baselines)."""
 import os
 import sys
 
@@ -45,3 +45,8 @@ def subprocess_env():
 
 
 PYTHON = sys.executable
+
+
+def majority_accuracy(train_y, test_y):
+    """Accuracy of always predicting the most frequent training class: the floor a collapsed model hits."""
+    return float(np.mean(np.asarray(test_y) == np.bincount(train_y).argmax()))

@@ -4,9 +4,9 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import classification
-from classification import (cross_validated_accuracy, fit_probe, linear_probe, majority_accuracy,
-                            nearest_neighbour_probe, select_probe)
+from classification import cross_validated_accuracy, fit_probe, linear_probe, nearest_neighbour_probe, select_probe
 from common.errors import TimeMAEError
+from scale_helpers import majority_accuracy
 
 
 def _blobs(n, seed, minority=0.2):

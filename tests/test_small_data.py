@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from classification import accuracy_standard_error, majority_accuracy, raw_baselines
+from classification import accuracy_standard_error, raw_baselines
 from conftest import TINY, scripted_selection, synthetic_series, write_tstcc
+from scale_helpers import majority_accuracy
 from experiments.presets import CODEBOOK
 import process
 from main import main

@@ -280,10 +280,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
                                         cfg.label_ratio, cfg.seed)
             rows = np.concatenate([fit, held]) if cfg.probe_refit and held is not None else fit   # as Trainer.refit
             probe = fit_probe(self.transform(X)[rows], codes[rows], seed=cfg.seed, C=metrics["finelast"]["C"])
-            weight, bias = probe_as_head(probe, len(self.classes_))
-            with torch.no_grad():
-                self.model_.head.weight.copy_(weight)
-                self.model_.head.bias.copy_(bias)
+            self.model_.set_head(*probe_as_head(probe, len(self.classes_)))
         self.data_["classes"] = self.classes_.tolist()
 
     def _adopt_loaded(self, path, ckpt):
