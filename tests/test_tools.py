@@ -37,8 +37,10 @@ def test_run_sh_runs_each_seed_and_summarises(two_runs):
     summary = pd.read_csv(folder / "summary.csv")
     assert summary.loc[0, "runs"] == 2 and summary.loc[0, "select_on"] == "val"
     runs = [pd.read_json(folder / f"seed{k}" / "metrics.json", typ="series") for k in (1, 2)]
-    mean = 100 * sum(r["finelast"]["acc"] for r in runs) / 2
-    assert summary.loc[0, "finelast_acc_mean"] == pytest.approx(mean, abs=0.01)
+    for protocol in ("finelast", "fineall"):       # mean and the sample standard deviation (ddof 1) over seeds
+        accs = pd.Series([100 * r[protocol]["acc"] for r in runs])
+        assert summary.loc[0, f"{protocol}_acc_mean"] == pytest.approx(accs.mean(), abs=0.01)
+        assert summary.loc[0, f"{protocol}_acc_std"] == pytest.approx(accs.std(ddof=1), abs=0.01)
     for name in ("nn1", "logistic"):                          # the raw-series baselines beside TimeMAE
         raw = 100 * sum(r["baselines"][name]["acc"] for r in runs) / 2
         assert summary.loc[0, f"raw_{name}_acc_mean"] == pytest.approx(raw, abs=0.01)
