@@ -31,6 +31,17 @@ class Crash(Exception):
     """Stands for the process dying at the point where it is raised."""
 
 
+def crash_on_call(monkeypatch, method, n):
+    """process.Trainer.<method> raises Crash (the process dying there) on its n-th call."""
+    real, calls = getattr(process.Trainer, method), itertools.count(1)
+
+    def crashing(self, *args):
+        if next(calls) == n:
+            raise Crash
+        return real(self, *args)
+    monkeypatch.setattr(process.Trainer, method, crashing)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_pt_dataset(str(tmp_path_factory.mktemp("data")))
@@ -121,13 +132,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_run(data, reference, tmp_p
 
 def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_path, monkeypatch, capsys):
     run = str(tmp_path / "run")
-    evaluations, real = itertools.count(1), process.Trainer._scores
-
-    def scores_then_crash(self, *args):
-        if next(evaluations) == 3:  # fine-tuning epoch 2, step 6: mid-epoch, after last.pkl of epoch 1
-            raise Crash
-        return real(self, *args)
-    monkeypatch.setattr(process.Trainer, "_scores", scores_then_crash)
+    crash_on_call(monkeypatch, "_scores", 3)   # fine-tuning epoch 2, step 6: mid-epoch, after last.pkl of epoch 1
     with pytest.raises(Crash):  # --resume from the start, as torchrun --max_restarts would rerun the command
         main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"])
     assert "starting the run from the beginning" in capsys.readouterr().out
@@ -153,13 +158,7 @@ def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, refere
     """--data_path may change on --resume (the data may have moved), what it holds may not: series of the same
     shape drawn anew are another dataset, refused in one line before the logs are rewound."""
     run, other = str(tmp_path / "run"), write_pt_dataset(str(tmp_path / "other"), seed=1)
-    epochs, real = itertools.count(1), process.Trainer._scores
-
-    def scores_then_crash(self, *args):
-        if next(epochs) == 3:
-            raise Crash
-        return real(self, *args)
-    monkeypatch.setattr(process.Trainer, "_scores", scores_then_crash)
+    crash_on_call(monkeypatch, "_scores", 3)
     with pytest.raises(Crash):
         main.main(tiny_flags(data, run, **EPOCHS))
     monkeypatch.undo()
@@ -181,13 +180,7 @@ def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkey
     flags = dict(num_epoch_pretrain=4, probe_every=4, num_epoch=0, codebook_ema=0.9)   # epoch 4's weights kept
     reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
     assert main.main(tiny_flags(data, reference, **flags)) == 0
-    real, epochs = process.Trainer.pretrain_epoch, itertools.count(1)
-
-    def crash_in_epoch_3(self, *args):
-        if next(epochs) == 3:
-            raise Crash
-        return real(self, *args)
-    monkeypatch.setattr(process.Trainer, "pretrain_epoch", crash_in_epoch_3)
+    crash_on_call(monkeypatch, "pretrain_epoch", 3)
     with pytest.raises(Crash):
         main.main(tiny_flags(data, run, **flags))
     monkeypatch.undo()
