@@ -105,8 +105,8 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
     NAME without a folder NAME inside (so a resolved folder resolves to itself, present or not). DIR/NAME is
     also the folder data.prepare writes NAME to."""
     if data_path:
-        if dataset != "ucr" or not ucr_folder or glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
-                or glob.glob(os.path.join(data_path, "*.pt")):
+        own = lambda pattern: glob.glob(os.path.join(glob.escape(data_path), pattern))  # noqa: E731  (a [ is literal)
+        if dataset != "ucr" or not ucr_folder or own(f"{glob.escape(ucr_folder)}_*") or own("*.pt"):
             return data_path
         inner = os.path.join(data_path, ucr_folder)
         named = os.path.basename(os.path.normpath(data_path)) == ucr_folder
@@ -294,8 +294,8 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
 
 def _load_uea(folder, name):
     for ext, reader in UEA_READERS:
-        pattern = f"{name}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
-        found = sorted(glob.glob(os.path.join(folder, pattern)))
+        pattern = f"{glob.escape(name)}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
+        found = sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))   # a folder named run[1] is literal
         if found:
             train_path = found[0]
             test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"

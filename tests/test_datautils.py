@@ -246,6 +246,18 @@ def test_ucr_data_path_may_be_the_parent_as_in_the_reference_code(tmp_path):
         assert s.train_x.shape == (4, 4, 1) and s.classes == ("a", "b")
 
 
+def test_folders_with_glob_characters_in_their_names_are_read(tmp_path):
+    """A folder named like run[1] or x[a] is a name, not a glob pattern."""
+    rows = [[[float(i), 1.0, 2.0]] for i in range(4)]
+    for folder in (tmp_path / "run[1]" / "To[y]", tmp_path / "x[a]"):
+        folder.mkdir(parents=True)
+        _write_ts(folder / "To[y]_TRAIN.ts", rows, ["a", "b", "a", "b"], univariate=True)
+        _write_ts(folder / "To[y]_TEST.ts", rows[:2], ["a", "b"], univariate=True)
+    assert load_dataset("ucr", str(tmp_path / "run[1]"), "To[y]").train_x.shape == (4, 3, 1)   # DIR + NAME
+    assert load_dataset("ucr", str(tmp_path / "x[a]"), "To[y]").train_x.shape == (4, 3, 1)     # the folder itself
+    assert load_dataset("ucr", str(tmp_path / "x[a]")).train_x.shape == (4, 3, 1)              # no name given
+
+
 def test_numpy_files_labelled_and_unlabelled(tmp_path):
     x, y = synthetic_series(20, channels=2)
     aeon = x.transpose(0, 2, 1)
