@@ -101,22 +101,31 @@ def dataset_name(dataset, ucr_folder=None):
 
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
     """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
-    the reference code does, unless DIR is NAME's folder: holding NAME's files (NAME_*, or .pt files), or named
-    NAME without a folder NAME inside (so a resolved folder resolves to itself, present or not). DIR/NAME is
-    also the folder data.prepare writes NAME to."""
+    the reference code does when that is a folder, else DIR when DIR is NAME's folder: holding the files the
+    loader reads for NAME (see _holds_dataset), or named NAME (so a resolved folder resolves to itself, present
+    or not). DIR/NAME is also the folder data.prepare writes NAME to."""
     if data_path:
-        own = lambda pattern: glob.glob(os.path.join(glob.escape(data_path), pattern))  # noqa: E731  (a [ is literal)
-        if dataset != "ucr" or not ucr_folder or own(f"{glob.escape(ucr_folder)}_*") or own("*.pt"):
+        if dataset != "ucr" or not ucr_folder:
             return data_path
         inner = os.path.join(data_path, ucr_folder)
+        if os.path.isdir(inner):
+            return inner
         named = os.path.basename(os.path.normpath(data_path)) == ucr_folder
-        return data_path if named and not os.path.isdir(inner) else inner
+        return data_path if named or _holds_dataset(data_path, ucr_folder) else inner
     if dataset == "numpy":
         raise TimeMAEError(f"--dataset numpy needs --data_path FILE: {NUMPY_FORMAT}")
     sub = ucr_folder if dataset == "ucr" else DEFAULT_FOLDERS[dataset]
     if not sub:
         raise TimeMAEError("--dataset ucr needs --UCR_folder <Name> (or --data_path <folder>)")
     return os.path.join(os.environ.get(DATA_ENV, "data"), sub)
+
+
+def _holds_dataset(folder, name):
+    """Whether `folder` holds files load_dataset reads as dataset `name` (a stray model.pt or NAME_notes.txt
+    does not count): a .pt pair, or NAME_TRAIN.ts/.arff/.tsv."""
+    has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
+    return (has("train.pt") and has("test.pt")) or (has("train_new.pt") and has("test_new.pt")) \
+        or any(has(f"{name}_TRAIN{ext}") for ext, _ in UEA_READERS)
 
 
 def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):

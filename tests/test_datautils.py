@@ -246,6 +246,20 @@ def test_ucr_data_path_may_be_the_parent_as_in_the_reference_code(tmp_path):
         assert s.train_x.shape == (4, 4, 1) and s.classes == ("a", "b")
 
 
+def test_ucr_data_path_with_stray_files_reads_the_named_folder(tmp_path):
+    """--data_path DIR --UCR_folder NAME reads the folder DIR/NAME: a stray .pt or NAME_* file in DIR (not the
+    files the loader reads) does not make DIR the dataset's folder."""
+    rows = [[[float(i), 1.0, 2.0, 3.0]] for i in range(4)]
+    folder = tmp_path / "Toy"
+    folder.mkdir()
+    _write_ts(folder / "Toy_TRAIN.ts", rows, ["a", "b", "a", "b"], univariate=True)
+    _write_ts(folder / "Toy_TEST.ts", rows[:2], ["a", "b"], univariate=True)
+    for stray in ("model.pt", "Toy_notes.txt"):
+        (tmp_path / stray).write_text("")
+        assert resolve_folder("ucr", str(tmp_path), "Toy") == str(folder)
+        assert load_dataset("ucr", str(tmp_path), "Toy").train_x.shape == (4, 4, 1)
+
+
 def test_folders_with_glob_characters_in_their_names_are_read(tmp_path):
     """A folder named like run[1] or x[a] is a name, not a glob pattern."""
     rows = [[[float(i), 1.0, 2.0]] for i in range(4)]
