@@ -65,10 +65,13 @@ def _header(path, comment):
 
 def _read_rows(path, comment, split_row):
     """Parse every data row with split_row(line) -> (channel strings, label or None) into (N, T_max, C) and the
-    labels (None for a file without them)."""
+    labels (None for a file without them); a ValueError of split_row is a malformed row."""
     series, labels = [], []
     for lineno, line in _data_lines(path, comment):
-        dims, label = split_row(line)
+        try:
+            dims, label = split_row(line)
+        except ValueError as e:
+            raise TimeMAEError(f"{path}:{lineno}: {e}") from None
         if not dims:
             raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
         series.append([_floats(d, path, lineno) for d in dims])
@@ -141,10 +144,21 @@ def read_arff(path):
 
 def read_ucr_tsv(path):
     """The UCR 2018 archive's `.tsv` (`<Name>_TRAIN.tsv`): no header, one univariate series per line, its label
-    first and then its values, tab-separated; the archive ends shorter series in NaN, which is padding here."""
+    first and then its values, tab-separated; the archive ends shorter series in NaN, which is padding here. So
+    every row of a file has the first row's number of fields, and a row with another (cut short) is refused."""
+    first = None   # the first row's field count
+
     def split_row(line):
+        nonlocal first
         label, _, values = line.partition("\t")
-        return [values.replace("\t", ",")] if values.strip() else [], label
+        if not values.strip():
+            return [], label
+        fields = line.count("\t") + 1
+        first = first or fields
+        if fields != first:
+            raise ValueError(f"{fields} tab-separated fields but the first row has {first}: the archive pads every "
+                             "series with NaN to the file's length, so one of the two rows is cut short or damaged")
+        return [values.replace("\t", ",")], label
     return _read_rows(path, None, split_row)
 
 

@@ -213,6 +213,17 @@ def test_ucr_2018_tsv_loads_as_the_same_series_in_ts(tmp_path):
         load_dataset("ucr", str(tmp_path), "Tsv")
 
 
+def test_ucr_tsv_row_cut_short_is_refused(tmp_path):
+    """The archive pads every row of a .tsv with NaN to one field count: a row with fewer fields (a file cut
+    short) is refused, naming the file and line, instead of being read as a shorter series."""
+    path = tmp_path / "Cut_TRAIN.tsv"
+    _write_tsv(path, [[1, 2, 3], [4, 5, 6, 7], [1, 2]], ["1", "2", "1"], length=4)
+    assert read_ucr_tsv(path)[0].shape == (3, 4, 1)
+    path.write_text(path.read_text() + "2\t1\t2\n")
+    with pytest.raises(TimeMAEError, match=r"Cut_TRAIN.tsv:4: 3 tab-separated fields but the first row has 5"):
+        read_ucr_tsv(path)
+
+
 def test_stratified_split_is_stratified_and_deterministic():
     y = np.repeat([0, 1, 2], [50, 30, 20])
     fit, held = stratified_split(y, 0.2, seed=1)
