@@ -224,6 +224,19 @@ def test_ucr_tsv_row_cut_short_is_refused(tmp_path):
         read_ucr_tsv(path)
 
 
+def test_empty_labels_are_missing_labels(tmp_path):
+    """An empty label (a .ts row ending in ':', an .arff row ending in ',', a .tsv row starting with a tab) is a
+    missing label, refused with its file and line: not a class '', nor the first value read as the label."""
+    _write_ts(tmp_path / "E_TRAIN.ts", [[[1, 2, 3]], [[4, 5, 6]]], ["a", ""], univariate=True, declared=["a"])
+    (tmp_path / "E_TRAIN.arff").write_text("@relation E\n@attribute t1 numeric\n@attribute target {a,b}\n@data\n"
+                                           "1,a\n2,\n")
+    (tmp_path / "E_TRAIN.tsv").write_text("\t1\t2\t3\n1\t1\t2\t3\n")
+    for reader, path, line in ((read_ts, "E_TRAIN.ts", 10), (read_arff, "E_TRAIN.arff", 6),
+                               (read_ucr_tsv, "E_TRAIN.tsv", 1)):
+        with pytest.raises(TimeMAEError, match=f"{path}:{line}: the label is missing \\(empty\\); every series needs"):
+            reader(tmp_path / path)
+
+
 def test_stratified_split_is_stratified_and_deterministic():
     y = np.repeat([0, 1, 2], [50, 30, 20])
     fit, held = stratified_split(y, 0.2, seed=1)
