@@ -123,7 +123,7 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
 def _holds_dataset(folder, name):
     """Whether `folder` holds files load_dataset reads as dataset `name` (a stray model.pt or NAME_notes.txt
     does not count): a .pt pair, or NAME_TRAIN.ts/.arff/.tsv."""
-    has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
+    has = lambda f: os.path.lexists(os.path.join(folder, f))  # noqa: E731  (a broken one is reported there)
     return (has("train.pt") and has("test.pt")) or (has("train_new.pt") and has("test_new.pt")) \
         or any(has(f"{name}_TRAIN{ext}") for ext, _ in UEA_READERS)
 
@@ -308,6 +308,9 @@ def _load_uea(folder, name):
         if found:
             train_path = found[0]
             test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"
+            if not os.path.isfile(train_path):
+                raise TimeMAEError(f"{train_path} is not a file (a folder, or a link to nothing); expected the "
+                                   "training series")
             if not os.path.isfile(test_path):
                 raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
             (trx, try_), (tex, tey) = reader(train_path), reader(test_path)

@@ -32,11 +32,14 @@ def _floats(text, path, lineno):
 def _content_lines(path, comment, strip=str.strip):
     """(line number, line stripped by `strip`) of every non-empty line that is not a comment (comment None: no
     comments)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = strip(line)
-            if line and (comment is None or not line.startswith(comment)):
-                yield lineno, line
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                line = strip(line)
+                if line and (comment is None or not line.startswith(comment)):
+                    yield lineno, line
+    except OSError as e:   # a folder, a link to nothing, no permission, a read error
+        raise TimeMAEError(f"cannot read {path}: {e.strerror or e}; expected a text file of series") from None
 
 
 def _data_lines(path, comment, strip=str.strip):

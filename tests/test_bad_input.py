@@ -118,6 +118,19 @@ def ts_without_test(data, run):
     return ["--dataset", "ucr", "--UCR_folder", "Toy"]
 
 
+def ts_train_is_a_folder(data, run):
+    os.makedirs(os.path.join(data, "Toy_TRAIN.ts"))
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def ts_train_link_to_nothing(data, run):
+    os.makedirs(data)
+    os.symlink(os.path.join(data, "gone.ts"), os.path.join(data, "Toy_TRAIN.ts"))
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
 def label_outside_classes(data, run):
     write_pt_dataset(data)
     x = torch.load(os.path.join(data, "test.pt"))["samples"]
@@ -286,6 +299,8 @@ CASES = [
     (corrupt_ts, "cannot parse values"),
     (binary_ts, "no series after an @data line"),
     (ts_without_test, "but not its test file"),
+    (ts_train_is_a_folder, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing); expected the training"),
+    (ts_train_link_to_nothing, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing)"),
     (label_outside_classes, "test labels ["),
     (negative_label, "val labels ["),
     (one_class, "at least 2 are needed"),

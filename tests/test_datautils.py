@@ -160,6 +160,15 @@ def test_arff_univariate_and_multivariate(tmp_path):
     assert list(read_arff(uni)[1]) == ["a", "b"]        # no classes declared: nothing to check against
 
 
+def test_a_text_file_that_cannot_be_read_is_one_line(tmp_path):
+    """The readers (also used by tools.encode) turn an OSError (here: a folder where the file should be) into a
+    one-line error naming the path."""
+    (tmp_path / "F_TRAIN.ts").mkdir()
+    for reader in (read_ts, read_arff, read_ucr_tsv):
+        with pytest.raises(TimeMAEError, match=r"cannot read .*F_TRAIN.ts: Is a directory; expected a text file"):
+            reader(tmp_path / "F_TRAIN.ts")
+
+
 def test_missing_folder_and_files_name_what_was_expected(tmp_path):
     with pytest.raises(TimeMAEError, match="does not exist"):
         load_dataset("har", str(tmp_path / "nowhere"))
