@@ -187,6 +187,7 @@ def _load_pt(folder, train, val, test, time_major):
             x = x[:, :, None] if time_major else x[:, None, :]
         if x.ndim != 3:
             raise TimeMAEError(f"{path}: samples must have 3 dimensions (N, C, T) or (N, T, C), got {x.shape}")
+        _check_sizes(x, f"{path}: samples")
         out.append((x if time_major else x.transpose(0, 2, 1), y))
     (trx, try_), (vax, vay), (tex, tey) = out
     return trx, try_, vax, vay, tex, tey
@@ -200,10 +201,10 @@ def _unpack(obj, path):
     else:
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
     try:
-        x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+        x = np.asarray(_numpy_values(x, f"{path}: samples"), dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
-    y = np.asarray(y.numpy() if torch.is_tensor(y) else y).reshape(-1)
+    y = np.asarray(_numpy_values(y, f"{path}: labels")).reshape(-1)
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         y = y.astype(np.int64)  # 1.0 and 1 are the same class, whichever split stored floats
     if len(x) != len(y):
@@ -211,6 +212,24 @@ def _unpack(obj, path):
     if len(x) == 0:
         raise TimeMAEError(f"{path}: holds no samples")
     return x, y
+
+
+def _numpy_values(x, what):
+    """x as NumPy values when it is a tensor: detached and on the CPU (one saved with requires_grad is data like
+    any other), bfloat16 (which NumPy lacks) as float32. Complex values are refused: a cast to real numbers would
+    drop their imaginary part."""
+    if torch.is_tensor(x):
+        x = x.detach().cpu().resolve_conj()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+    if isinstance(x, np.ndarray) and x.dtype.kind == "c":
+        raise TimeMAEError(f"{what} must be real numbers, got complex values ({x.dtype})")
+    return x
+
+
+def _check_sizes(x, what):
+    """An array of series with none, or of no channels or steps, is refused: the model would fail on it."""
+    if 0 in x.shape:
+        raise TimeMAEError(f"{what} holds no series, or series of no channels or steps: shape {x.shape}")
 
 
 def _load_raw_har(folder):
@@ -267,19 +286,18 @@ def as_series_array(x, what="X"):
             raise TimeMAEError(f"{what}: a DataFrame must hold numbers, one univariate series a row; give "
                                "multivariate or nested series as an array (n_cases, n_channels, n_timepoints)")
     if isinstance(x, np.ndarray) and x.dtype != object or torch.is_tensor(x):
-        x = np.asarray(x.numpy() if torch.is_tensor(x) else x)
+        x = np.asarray(_numpy_values(x, what))
         if x.ndim == 2:
             x = x[:, None, :]
         if x.ndim != 3:
             raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
-        if 0 in x.shape:
-            raise TimeMAEError(f"{what} holds no series, or series of no channels or steps: shape {x.shape}")
+        _check_sizes(x, what)
         try:
             return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
         except (TypeError, ValueError) as e:
             raise TimeMAEError(f"{what} must hold numbers ({e})") from None
     try:
-        series = [np.atleast_2d(np.asarray(s, dtype=np.float32)) for s in x]
+        series = [np.atleast_2d(np.asarray(_numpy_values(s, what), dtype=np.float32)) for s in x]
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{what}: each series must be an array (n_channels, length) of numbers ({e})") from None
     if not series or any(s.ndim != 2 for s in series):

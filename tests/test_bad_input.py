@@ -80,6 +80,16 @@ def pt_text_samples(data, run):
     _pt(data, "train.pt", {"samples": [["a", "b"]] * 4, "labels": [0, 1, 0, 1]})
 
 
+def pt_complex_samples(data, run):
+    write_pt_dataset(data)
+    _pt(data, "train.pt", {"samples": torch.ones(4, 2, 32, dtype=torch.complex64), "labels": torch.arange(4) % 2})
+
+
+def pt_no_channels(data, run):
+    write_pt_dataset(data)
+    _pt_split(data, "train.pt", np.zeros((8, 0, 32)), np.arange(8) % 2)
+
+
 def pt_count_mismatch(data, run):
     write_pt_dataset(data)
     _pt_split(data, "train.pt", np.zeros((10, 2, 32)), np.arange(8) % 2)
@@ -293,6 +303,8 @@ CASES = [
     (truncated_pt, "cannot read"),
     (pt_without_samples, "expected a dict with 'samples' and 'labels'"),
     (pt_text_samples, "samples must be numbers in an array"),
+    (pt_complex_samples, "train.pt: samples must be real numbers, got complex values (complex64)"),
+    (pt_no_channels, "train.pt: samples holds no series, or series of no channels or steps: shape (8, 0, 32)"),
     (pt_count_mismatch, "10 samples but 8 labels"),
     (pt_wrong_rank, "samples must have 3 dimensions"),
     (empty_ts, "no series after an @data line"),

@@ -7,8 +7,8 @@ import torch
 
 from conftest import synthetic_series, write_tstcc
 from data.formats import read_arff, read_ts, read_ucr_tsv
-from datautils import (data_description, fill_gaps, load_dataset, normalize, prepare_series, resolve_folder,
-                       splits_from_arrays, stratified_split)
+from datautils import (as_series_array, data_description, fill_gaps, load_dataset, normalize, prepare_series,
+                       resolve_folder, splits_from_arrays, stratified_split)
 from common.errors import TimeMAEError
 
 
@@ -52,6 +52,27 @@ def test_tstcc_univariate_2d_samples(tmp_path):
         torch.save({"samples": torch.from_numpy(x[:, :, 0]), "labels": torch.from_numpy(y)}, tmp_path / f"{split}.pt")
     s = load_dataset("epilepsy", str(tmp_path))
     assert s.train_x.shape == (10, 32, 1) and s.val_x is None
+
+
+def test_pt_samples_of_any_real_tensor_load_and_complex_or_empty_ones_are_refused(tmp_path):
+    """Samples saved with requires_grad or as bfloat16 are data like any other; complex ones are refused (a cast
+    would drop the imaginary part), and so are samples of no channels or steps (the model would fail on them)."""
+    x, y = synthetic_series(12)
+    samples = torch.from_numpy(x.transpose(0, 2, 1).copy())
+
+    def load(samples):
+        for split in ("train", "test"):
+            torch.save({"samples": samples, "labels": torch.from_numpy(y)}, tmp_path / f"{split}.pt")
+        return load_dataset("epilepsy", str(tmp_path)).train_x
+    np.testing.assert_array_equal(load(samples.clone().requires_grad_()), x)
+    half = samples.to(torch.bfloat16)
+    np.testing.assert_array_equal(load(half), half.float().numpy().transpose(0, 2, 1))
+    with pytest.raises(TimeMAEError, match=r"train.pt: samples must be real numbers, got complex values \(complex64"):
+        load(samples.to(torch.complex64))
+    with pytest.raises(TimeMAEError, match=r"train.pt: samples holds no series, or series of no channels or steps: "
+                                           r"shape \(12, 0, 32\)"):
+        load(samples[:, :0])
+    np.testing.assert_array_equal(as_series_array(samples.clone().requires_grad_()), x)   # the API too
 
 
 @pytest.mark.parametrize("train_file, test_file, dataset", [("train_new.pt", "test_new.pt", "ucr"),
