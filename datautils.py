@@ -205,8 +205,6 @@ def _unpack(obj, path):
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
     y = np.asarray(_numpy_values(y, f"{path}: labels")).reshape(-1)
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)  # 1.0 and 1 are the same class, whichever split stored floats
     if len(x) != len(y):
         raise TimeMAEError(f"{path}: {len(x)} samples but {len(y)} labels")
     if len(x) == 0:
@@ -400,6 +398,18 @@ def _check_values(x, split, dataset):
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
 
+def _label_array(y, split, dataset):
+    """Labels as a 1-D array of scalars (records are refused), whole-number floats as integers: 1.0 and 1 are the
+    same class, whichever split or format stored floats."""
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind == "V":
+        raise TimeMAEError(f"{dataset}: {split} labels must be one number or string a series, got records of dtype "
+                           f"{y.dtype}")
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    return y
+
+
 def check_labels(y, split, dataset):
     """A missing label (NaN, or None in an object array) is refused rather than read as a class 'nan'."""
     n = int(pd.isna(np.asarray(y)).sum())
@@ -419,6 +429,8 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
         present = [x for x in (trx, vax, tex) if x is not None]
         filled = sum(int((np.isnan(x) & ~_trailing_nan(x)).any(axis=(1, 2)).sum()) for x in present)
         trx, vax, tex = (None if x is None else fill_gaps(x) for x in (trx, vax, tex))
+    try_, vay, tey = (None if y is None else _label_array(y, split, dataset)
+                      for y, split in ((try_, "train"), (vay, "val"), (tey, "test")))
     for split, y in (("train", try_), ("val", vay), ("test", tey)):
         if y is not None:
             check_labels(y, split, dataset)

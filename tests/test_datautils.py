@@ -349,6 +349,25 @@ def test_numpy_files_labelled_and_unlabelled(tmp_path):
         load_dataset("numpy")
 
 
+def test_whole_number_float_labels_are_the_classes_of_integer_ones_in_every_format(tmp_path):
+    """1.0 and 1 are one class whichever split or format stored floats (.npz here, .pt, arrays); record labels are
+    refused in one line."""
+    x, y = synthetic_series(12, classes=2)
+    aeon = x.transpose(0, 2, 1)
+    np.savez(tmp_path / "f.npz", x=aeon, y=y.astype(float), x_test=aeon[:4], y_test=y[:4])
+    s = load_dataset("numpy", str(tmp_path / "f.npz"))
+    assert s.classes == ("0", "1") and s.test_y.tolist() == y[:4].tolist()
+    for split, labels in (("train", y.astype(np.float32)), ("test", y)):
+        torch.save({"samples": torch.from_numpy(aeon), "labels": torch.from_numpy(labels)}, tmp_path / f"{split}.pt")
+    assert load_dataset("epilepsy", str(tmp_path)).classes == ("0", "1")
+    s = splits_from_arrays("arrays", x, y, x_val=x[:4], y_val=y[:4].astype(float))
+    assert s.val_y.tolist() == y[:4].tolist()
+    records = np.zeros(12, dtype=[("a", "i4"), ("b", "f4")])
+    np.savez(tmp_path / "r.npz", x=aeon, y=records)
+    with pytest.raises(TimeMAEError, match=r"numpy: train labels must be one number or string a series, got records"):
+        load_dataset("numpy", str(tmp_path / "r.npz"))
+
+
 def test_normalisation_statistics_are_kept_and_reapplied(tmp_path):
     x, y = synthetic_series(30, channels=2)
     x[:, :, 1] = 10 * x[:, :, 1] + 4
