@@ -13,9 +13,10 @@ checkpoint keeps of it (channels, length, normalisation statistics, class names,
 `prepare_series` applies it.
 
 Lengths come from the training data: every split has the training split's number of time steps T. A test
-series of a variable-length (UEA/UCR) set longer than every training series is cropped to its first T steps
-(`DatasetSplits.cropped` counts them); a fixed-length split (.pt, HAR) whose length differs from train's is
-refused. Padding stays NaN through `normalize`, so the model can tell padding from data (TimeMAE.window_padding).
+or validation series of a variable-length set (UEA/UCR, NumPy arrays) longer than every training series is
+cropped to its first T steps (`DatasetSplits.cropped` and `cropped_val` count them, and a run logs them); a
+fixed-length split (.pt, HAR) whose length differs from train's is refused. Padding stays NaN through
+`normalize`, so the model can tell padding from data (TimeMAE.window_padding).
 
 Missing values inside a series (gaps: NaN before a channel's last value) are refused, unless `gaps` is
 "interpolate" (`--gaps interpolate`): then `fill_gaps` fills them linearly in time, and the NaN before a channel's
@@ -66,6 +67,7 @@ class DatasetSplits:
     classes: tuple = ()
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
     cropped: int = 0                            # test series cropped to the training length (variable-length sets)
+    cropped_val: int = 0                        # validation series cropped so
     gaps: str = "refuse"                        # one of GAPS: how NaN inside the series was treated
     filled: int = 0                             # series (of every split) whose gaps --gaps interpolate filled
     stats: Optional[dict] = None               # set by normalize: {'normalize', 'mean' (C,), 'std' (C,)}
@@ -85,6 +87,14 @@ class DatasetSplits:
     @property
     def channels(self):
         return self.train_x.shape[2]
+
+    def cropped_note(self):
+        """The line a run logs about the series cropped to the training length, naming each split; None if none."""
+        counts = [f"{n} {split}" for split, n in (("validation", self.cropped_val), ("test", self.cropped)) if n]
+        if counts:
+            return (f"{' and '.join(counts)} series are longer than every training series: cropped to their first "
+                    f"{self.seq_len} steps (the training length sizes the model)")
+        return None
 
     def pretrain_x(self):
         """Unlabelled pretraining data: train + val, as the reference code does (or the pool set by restrict)."""
@@ -450,11 +460,11 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
             if x is not None and x.shape[1] != t:
                 raise TimeMAEError(f"{dataset}: the {split} series have {x.shape[1]} time steps but the training "
                                    f"series {t}: every split of this format must have the training length")
-    vax, _ = _to_length(vax, t)
+    vax, cropped_val = _to_length(vax, t)
     tex, cropped = _to_length(tex, t)
     code = lambda y, split: None if y is None else _encode(y, classes, split, dataset)  # noqa: E731
     return DatasetSplits(
-        name=dataset, classes=classes, cropped=cropped, gaps=gaps, filled=filled,
+        name=dataset, classes=classes, cropped=cropped, cropped_val=cropped_val, gaps=gaps, filled=filled,
         train_x=trx, train_y=code(try_, "train"),
         val_x=vax, val_y=code(vay, "val"),
         test_x=tex, test_y=code(tey, "test"))

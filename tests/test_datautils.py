@@ -106,6 +106,8 @@ def test_ts_variable_length_with_string_labels(tmp_path):
     s = load_dataset("ucr", str(tmp_path), "Toy")
     # lengths come from train: the 6-step test series is cropped to the longest training series (5)
     assert s.train_x.shape == (3, 5, 2) and s.test_x.shape == (1, 5, 2) and s.cropped == 1
+    assert s.cropped_note() == ("1 test series are longer than every training series: cropped to their first 5 "
+                                "steps (the training length sizes the model)")
     np.testing.assert_array_equal(s.test_x[0, :, 0], [1, 2, 3, 4, 5])
     assert s.classes == ("jump", "run", "walk")                              # stable sorted order
     assert list(s.train_y) == [2, 1, 0] and list(s.test_y) == [1]
@@ -347,6 +349,19 @@ def test_numpy_files_labelled_and_unlabelled(tmp_path):
         load_dataset("numpy", str(tmp_path / "odd.npz"))
     with pytest.raises(TimeMAEError, match="needs --data_path FILE"):
         load_dataset("numpy")
+
+
+def test_validation_series_longer_than_training_ones_are_counted_as_cropped(tmp_path):
+    """Val and test crops are counted apart, and the line a run logs names each split."""
+    x, y = synthetic_series(12, classes=2)
+    longer, _ = synthetic_series(4, length=40, classes=2)
+    s = splits_from_arrays("arrays", x, y, x_val=longer[:3], y_val=y[:3], x_test=longer, y_test=y[:4])
+    assert s.val_x.shape == (3, 32, 2) and (s.cropped_val, s.cropped) == (3, 4)
+    assert s.cropped_note().startswith("3 validation and 4 test series are longer than every training series: "
+                                       "cropped to their first 32 steps")
+    s = splits_from_arrays("arrays", x, y, x_val=longer[:3], y_val=y[:3])
+    assert s.cropped_note().startswith("3 validation series are longer")
+    assert splits_from_arrays("arrays", x, y, x_val=x[:2], y_val=y[:2]).cropped_note() is None
 
 
 def test_whole_number_float_labels_are_the_classes_of_integer_ones_in_every_format(tmp_path):
