@@ -227,6 +227,16 @@ def test_epilepsy_scaling_labels_and_splits(tmp_path, publisher):
     assert s.train_x.shape == (32, 178, 1) and s.num_classes == 2
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_epilepsy_csv_with_empty_or_infinite_values_is_refused(tmp_path, bad):
+    values = (np.arange(20 * 178).reshape(20, 178) % 97).astype(float)
+    values[3, 5] = bad
+    (tmp_path / "data.csv").write_text(epilepsy_csv(values, np.arange(20) % 5 + 1))
+    with pytest.raises(TimeMAEError, match="data.csv: has empty or infinite values; expected a number in every"):
+        prepare("epilepsy", out=str(tmp_path / "out"), sources=[str(tmp_path / "data.csv")], log=lambda _: None)
+    assert sorted(os.listdir(tmp_path)) == ["data.csv"]
+
+
 def recover_raw_rows(x):
     """The integer EEG values behind TS-TCC's MinMaxScaler output x (N, 178): per column, the range is the
     inverse of the smallest gap and the minimum the one integer offset whose scaling gives x back exactly."""
