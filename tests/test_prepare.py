@@ -415,6 +415,29 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["Epilepsy", "src"]        # the old folder is gone, nothing hidden
 
 
+def test_an_output_or_cache_that_cannot_be_written_is_one_line(tmp_path, capsys, publisher):
+    """--out under a file, or in a folder nobody can write (/proc), and --cache under a file, are one-line errors
+    naming the flag; nothing is written, and the file in the way is untouched."""
+    body, members, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    (tmp_path / "src").mkdir()
+    for name, text in members.items():
+        (tmp_path / "src" / name).write_text(text)
+    (tmp_path / "afile").write_text("mine")
+    outs = [tmp_path / "afile" / "Toy", tmp_path / "afile" / "a" / "Toy"] + [f"/proc/{tmp_path.name}"] * \
+        os.path.isdir("/proc")
+    for out in outs:
+        assert main(["Toy", "--source", str(tmp_path / "src"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out}: cannot write in ") and err.count("\n") == 1, err
+    publisher.files["/uea/Toy.zip"] = body
+    assert main(["Toy", "--download", "--base-url", publisher.url + "/uea", "--out", str(tmp_path / "Toy"),
+                 "--cache", str(tmp_path / "afile" / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --cache {tmp_path / 'afile' / 'cache'}: cannot keep the download there") \
+        and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["afile", "src"] and (tmp_path / "afile").read_text() == "mine"
+
+
 def test_ucr_2018_archive_folder_as_source(tmp_path):
     """The UCR 2018 archive, extracted (its zip is encrypted): <Name>/<Name>_TRAIN.tsv, copied as distributed."""
     src = tmp_path / "UCRArchive_2018" / "Toy"
