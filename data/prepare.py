@@ -20,7 +20,7 @@ import tempfile
 
 from data.catalog import SHA256, lookup
 from data.download import Unreachable, fetch
-from data.sources import SourceTree
+from data.sources import SourceTree, UnreadableArchive
 from datautils import load_dataset, resolve_folder
 from common.errors import TimeMAEError, WriteError
 
@@ -55,10 +55,18 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
         if download:
             sources = _fetch_all(source, dataset, out, cache or os.path.join(parent, "downloads"), base_url, log)
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
-            source.build(SourceTree(sources, work), staging)
-        # what the loaders will see; a set with gaps is read as --gaps interpolate reads it (a run refuses it
-        # without that flag, and says so)
-        splits = load_dataset(source.loader, staging, source.ucr_folder, gaps="interpolate")
+            tree = SourceTree(sources, work)
+            try:
+                source.build(tree, staging)
+                # what the loaders will see; a set with gaps is read as --gaps interpolate reads it (a run refuses
+                # it without that flag, and says so)
+                splits = load_dataset(source.loader, staging, source.ucr_folder, gaps="interpolate")
+            except UnreadableArchive as e:
+                if not (download and e.path in sources):
+                    raise
+                os.remove(e.path)   # kept, it would fail every run again
+                raise TimeMAEError(f"{e}: the downloaded copy was deleted; run the same command again to download "
+                                   "it anew") from None
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

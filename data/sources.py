@@ -9,6 +9,14 @@ from common.errors import TimeMAEError
 SKIP_DIRS = {"__MACOSX"}  # resource forks that macOS archivers add; never data
 
 
+class UnreadableArchive(TimeMAEError):
+    """A zip archive that cannot be read; `path`: the archive."""
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+
 class SourceTree:
     """The files of one or more sources (zip archives, folders, single files), looked up by base name.
 
@@ -71,5 +79,5 @@ class SourceTree:
             raise TimeMAEError(f"{archive} is encrypted: extract it with its password (the UCR archive's briefing "
                                "document gives it) and pass the folder it extracts to") from None
         except (zipfile.BadZipFile, OSError) as e:
-            raise TimeMAEError(f"{archive} is not a readable zip archive ({e})") from None
+            raise UnreadableArchive(f"{archive} is not a readable zip archive ({e})", archive) from None
         self._walk(target)
