@@ -67,6 +67,8 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
                 os.remove(e.path)   # kept, it would fail every run again
                 raise TimeMAEError(f"{e}: the downloaded copy was deleted; run the same command again to download "
                                    "it anew") from None
+            except TimeMAEError as e:
+                raise TimeMAEError(_source_names(str(e), tree, staging)) from None
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -75,6 +77,16 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     log(f"{source.name}: wrote {out}: train {len(splits.train_x)}, val {n_val}, test {len(splits.test_x)}; "
         f"{splits.channels} channels x {splits.seq_len} steps; {splits.num_classes} classes")
     return splits
+
+
+def _source_names(message, tree, staging):
+    """`message` naming the user's files rather than their hidden copies: a file copied into `staging` as the
+    source file it copies, and a file extracted from a zip as <archive>/<member>."""
+    for name in os.listdir(staging):
+        found = tree.find(name)
+        if found:
+            message = message.replace(os.path.join(staging, name), found)
+    return tree.origins(message)
 
 
 def _fetch_all(source, dataset, out, cache, base_url, log):

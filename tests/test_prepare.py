@@ -480,6 +480,24 @@ def test_ucr_2018_archive_folder_as_source(tmp_path):
         [[0.5, 1.5, 2.5], [3, 4, 5], [1, 2, 3], [1, 1, 2]]
 
 
+def test_errors_name_the_source_files_not_their_hidden_copies(tmp_path):
+    """A file that does not parse is named as the user knows it: its path in a --source folder, or
+    <archive>/<member> in a zip; never the hidden staging or extraction copy."""
+    _, members, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    members["Toy_TEST.ts"] = members["Toy_TEST.ts"].replace(",", ",x", 1)
+    (tmp_path / "src").mkdir()
+    for name, text in members.items():
+        (tmp_path / "src" / name).write_text(text)
+    (tmp_path / "Toy.zip").write_bytes(zip_bytes(members))
+    names = {tmp_path / "src": tmp_path / "src" / "Toy_TEST.ts",
+             tmp_path / "Toy.zip": f"{tmp_path}/Toy.zip/Toy_TEST.ts"}
+    for source, named in names.items():
+        with pytest.raises(TimeMAEError) as e:
+            prepare("Toy", out=str(tmp_path / "Toy"), sources=[str(source)], log=lambda _: None)
+        assert str(e.value).startswith(f"{named}:9: cannot parse values"), str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["Toy.zip", "src"]
+
+
 def test_encrypted_archive_says_to_extract_it(tmp_path):
     body = bytearray(zip_bytes({"UCRArchive_2018/Toy/Toy_TRAIN.tsv": "1\t1\t2\n"}))
     body[body.find(b"PK\x03\x04") + 6] |= 1                       # the encryption flag, in both headers
