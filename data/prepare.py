@@ -69,6 +69,9 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
                                    "it anew") from None
             except TimeMAEError as e:
                 raise TimeMAEError(_source_names(str(e), tree, staging)) from None
+            except OSError as e:   # a source file that cannot be read (a link to nothing, say), or a full disk
+                raise TimeMAEError(_source_names(f"cannot prepare {source.name}: {e.filename}: {e.strerror}", tree,
+                                                 staging)) from None
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -498,6 +498,17 @@ def test_errors_name_the_source_files_not_their_hidden_copies(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["Toy.zip", "src"]
 
 
+def test_a_source_file_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    _, members, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Toy_TEST.ts").write_text(members["Toy_TEST.ts"])
+    (tmp_path / "src" / "Toy_TRAIN.ts").symlink_to(tmp_path / "gone.ts")         # a link to nothing
+    assert main(["Toy", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "Toy")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot prepare Toy: {tmp_path / 'src' / 'Toy_TRAIN.ts'}: No such file or directory\n"
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
 def test_encrypted_archive_says_to_extract_it(tmp_path):
     body = bytearray(zip_bytes({"UCRArchive_2018/Toy/Toy_TRAIN.tsv": "1\t1\t2\n"}))
     body[body.find(b"PK\x03\x04") + 6] |= 1                       # the encryption flag, in both headers
