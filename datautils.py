@@ -13,9 +13,10 @@ checkpoint keeps of it (channels, length, normalisation statistics, class names,
 `prepare_series` applies it.
 
 Lengths come from the training data: every split has the training split's number of time steps T. A test
-series of a variable-length (UEA/UCR) set longer than every training series is cropped to its first T steps
-(`DatasetSplits.cropped` counts them); a fixed-length split (.pt, HAR) whose length differs from train's is
-refused. Padding stays NaN through `normalize`, so the model can tell padding from data (TimeMAE.window_padding).
+or validation series of a variable-length set (UEA/UCR, NumPy arrays) longer than every training series is
+cropped to its first T steps (`DatasetSplits.cropped` and `cropped_val` count them, and a run logs them); a
+fixed-length split (.pt, HAR) whose length differs from train's is refused. Padding stays NaN through
+`normalize`, so the model can tell padding from data (TimeMAE.window_padding).
 
 Missing values inside a series (gaps: NaN before a channel's last value) are refused, unless `gaps` is
 "interpolate" (`--gaps interpolate`): then `fill_gaps` fills them linearly in time, and the NaN before a channel's
@@ -66,6 +67,7 @@ class DatasetSplits:
     classes: tuple = ()
     unlabelled_x: Optional[np.ndarray] = None  # the pretraining pool when it is not train + val (see restrict)
     cropped: int = 0                            # test series cropped to the training length (variable-length sets)
+    cropped_val: int = 0                        # validation series cropped so
     gaps: str = "refuse"                        # one of GAPS: how NaN inside the series was treated
     filled: int = 0                             # series (of every split) whose gaps --gaps interpolate filled
     stats: Optional[dict] = None               # set by normalize: {'normalize', 'mean' (C,), 'std' (C,)}
@@ -86,6 +88,14 @@ class DatasetSplits:
     def channels(self):
         return self.train_x.shape[2]
 
+    def cropped_note(self):
+        """The line a run logs about the series cropped to the training length, naming each split; None if none."""
+        counts = [f"{n} {split}" for split, n in (("validation", self.cropped_val), ("test", self.cropped)) if n]
+        if counts:
+            return (f"{' and '.join(counts)} series are longer than every training series: cropped to their first "
+                    f"{self.seq_len} steps (the training length sizes the model)")
+        return None
+
     def pretrain_x(self):
         """Unlabelled pretraining data: train + val, as the reference code does (or the pool set by restrict)."""
         if self.unlabelled_x is not None:
@@ -101,22 +111,31 @@ def dataset_name(dataset, ucr_folder=None):
 
 def resolve_folder(dataset, data_path=None, ucr_folder=None):
     """The dataset's folder (for numpy: its file). For ucr, --data_path DIR --UCR_folder NAME reads DIR/NAME as
-    the reference code does, unless DIR is NAME's folder: holding NAME's files (NAME_*, or .pt files), or named
-    NAME without a folder NAME inside (so a resolved folder resolves to itself, present or not). DIR/NAME is
-    also the folder data.prepare writes NAME to."""
+    the reference code does when that is a folder, else DIR when DIR is NAME's folder: holding the files the
+    loader reads for NAME (see _holds_dataset), or named NAME (so a resolved folder resolves to itself, present
+    or not). DIR/NAME is also the folder data.prepare writes NAME to."""
     if data_path:
-        if dataset != "ucr" or not ucr_folder or glob.glob(os.path.join(data_path, f"{ucr_folder}_*")) \
-                or glob.glob(os.path.join(data_path, "*.pt")):
+        if dataset != "ucr" or not ucr_folder:
             return data_path
         inner = os.path.join(data_path, ucr_folder)
+        if os.path.isdir(inner):
+            return inner
         named = os.path.basename(os.path.normpath(data_path)) == ucr_folder
-        return data_path if named and not os.path.isdir(inner) else inner
+        return data_path if named or _holds_dataset(data_path, ucr_folder) else inner
     if dataset == "numpy":
         raise TimeMAEError(f"--dataset numpy needs --data_path FILE: {NUMPY_FORMAT}")
     sub = ucr_folder if dataset == "ucr" else DEFAULT_FOLDERS[dataset]
     if not sub:
         raise TimeMAEError("--dataset ucr needs --UCR_folder <Name> (or --data_path <folder>)")
     return os.path.join(os.environ.get(DATA_ENV, "data"), sub)
+
+
+def _holds_dataset(folder, name):
+    """Whether `folder` holds files load_dataset reads as dataset `name` (a stray model.pt or NAME_notes.txt
+    does not count): a .pt pair, or NAME_TRAIN.ts/.arff/.tsv."""
+    has = lambda f: os.path.lexists(os.path.join(folder, f))  # noqa: E731  (a broken one is reported there)
+    return (has("train.pt") and has("test.pt")) or (has("train_new.pt") and has("test_new.pt")) \
+        or any(has(f"{name}_TRAIN{ext}") for ext, _ in UEA_READERS)
 
 
 def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
@@ -178,6 +197,7 @@ def _load_pt(folder, train, val, test, time_major):
             x = x[:, :, None] if time_major else x[:, None, :]
         if x.ndim != 3:
             raise TimeMAEError(f"{path}: samples must have 3 dimensions (N, C, T) or (N, T, C), got {x.shape}")
+        _check_sizes(x, f"{path}: samples")
         out.append((x if time_major else x.transpose(0, 2, 1), y))
     (trx, try_), (vax, vay), (tex, tey) = out
     return trx, try_, vax, vay, tex, tey
@@ -191,17 +211,33 @@ def _unpack(obj, path):
     else:
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
     try:
-        x = np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=np.float32)
+        x = np.asarray(_numpy_values(x, f"{path}: samples"), dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
-    y = np.asarray(y.numpy() if torch.is_tensor(y) else y).reshape(-1)
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)  # 1.0 and 1 are the same class, whichever split stored floats
+    y = np.asarray(_numpy_values(y, f"{path}: labels")).reshape(-1)
     if len(x) != len(y):
         raise TimeMAEError(f"{path}: {len(x)} samples but {len(y)} labels")
     if len(x) == 0:
         raise TimeMAEError(f"{path}: holds no samples")
     return x, y
+
+
+def _numpy_values(x, what):
+    """x as NumPy values when it is a tensor: detached and on the CPU (one saved with requires_grad is data like
+    any other), bfloat16 (which NumPy lacks) as float32. Complex values are refused: a cast to real numbers would
+    drop their imaginary part."""
+    if torch.is_tensor(x):
+        x = x.detach().cpu().resolve_conj()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+    if isinstance(x, np.ndarray) and x.dtype.kind == "c":
+        raise TimeMAEError(f"{what} must be real numbers, got complex values ({x.dtype})")
+    return x
+
+
+def _check_sizes(x, what):
+    """An array of series with none, or of no channels or steps, is refused: the model would fail on it."""
+    if 0 in x.shape:
+        raise TimeMAEError(f"{what} holds no series, or series of no channels or steps: shape {x.shape}")
 
 
 def _load_raw_har(folder):
@@ -258,19 +294,18 @@ def as_series_array(x, what="X"):
             raise TimeMAEError(f"{what}: a DataFrame must hold numbers, one univariate series a row; give "
                                "multivariate or nested series as an array (n_cases, n_channels, n_timepoints)")
     if isinstance(x, np.ndarray) and x.dtype != object or torch.is_tensor(x):
-        x = np.asarray(x.numpy() if torch.is_tensor(x) else x)
+        x = np.asarray(_numpy_values(x, what))
         if x.ndim == 2:
             x = x[:, None, :]
         if x.ndim != 3:
             raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
-        if 0 in x.shape:
-            raise TimeMAEError(f"{what} holds no series, or series of no channels or steps: shape {x.shape}")
+        _check_sizes(x, what)
         try:
             return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
         except (TypeError, ValueError) as e:
             raise TimeMAEError(f"{what} must hold numbers ({e})") from None
     try:
-        series = [np.atleast_2d(np.asarray(s, dtype=np.float32)) for s in x]
+        series = [np.atleast_2d(np.asarray(_numpy_values(s, what), dtype=np.float32)) for s in x]
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{what}: each series must be an array (n_channels, length) of numbers ({e})") from None
     if not series or any(s.ndim != 2 for s in series):
@@ -294,11 +329,14 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
 
 def _load_uea(folder, name):
     for ext, reader in UEA_READERS:
-        pattern = f"{name}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
-        found = sorted(glob.glob(os.path.join(folder, pattern)))
+        pattern = f"{glob.escape(name)}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
+        found = sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))   # a folder named run[1] is literal
         if found:
             train_path = found[0]
             test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"
+            if not os.path.isfile(train_path):
+                raise TimeMAEError(f"{train_path} is not a file (a folder, or a link to nothing); expected the "
+                                   "training series")
             if not os.path.isfile(test_path):
                 raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
             (trx, try_), (tex, tey) = reader(train_path), reader(test_path)
@@ -370,6 +408,18 @@ def _check_values(x, split, dataset):
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
 
+def _label_array(y, split, dataset):
+    """Labels as a 1-D array of scalars (records are refused), whole-number floats as integers: 1.0 and 1 are the
+    same class, whichever split or format stored floats."""
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind == "V":
+        raise TimeMAEError(f"{dataset}: {split} labels must be one number or string a series, got records of dtype "
+                           f"{y.dtype}")
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    return y
+
+
 def check_labels(y, split, dataset):
     """A missing label (NaN, or None in an object array) is refused rather than read as a class 'nan'."""
     n = int(pd.isna(np.asarray(y)).sum())
@@ -389,6 +439,8 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
         present = [x for x in (trx, vax, tex) if x is not None]
         filled = sum(int((np.isnan(x) & ~_trailing_nan(x)).any(axis=(1, 2)).sum()) for x in present)
         trx, vax, tex = (None if x is None else fill_gaps(x) for x in (trx, vax, tex))
+    try_, vay, tey = (None if y is None else _label_array(y, split, dataset)
+                      for y, split in ((try_, "train"), (vay, "val"), (tey, "test")))
     for split, y in (("train", try_), ("val", vay), ("test", tey)):
         if y is not None:
             check_labels(y, split, dataset)
@@ -408,11 +460,11 @@ def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse")
             if x is not None and x.shape[1] != t:
                 raise TimeMAEError(f"{dataset}: the {split} series have {x.shape[1]} time steps but the training "
                                    f"series {t}: every split of this format must have the training length")
-    vax, _ = _to_length(vax, t)
+    vax, cropped_val = _to_length(vax, t)
     tex, cropped = _to_length(tex, t)
     code = lambda y, split: None if y is None else _encode(y, classes, split, dataset)  # noqa: E731
     return DatasetSplits(
-        name=dataset, classes=classes, cropped=cropped, gaps=gaps, filled=filled,
+        name=dataset, classes=classes, cropped=cropped, cropped_val=cropped_val, gaps=gaps, filled=filled,
         train_x=trx, train_y=code(try_, "train"),
         val_x=vax, val_y=code(vay, "val"),
         test_x=tex, test_y=code(tey, "test"))

@@ -199,9 +199,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
                 f"{cfg.finetune_batch_size}")
         if splits.filled:
             log(f"--gaps interpolate: filled the missing values of {splits.filled} series linearly in time")
-        if splits.cropped:
-            log(f"{splits.cropped} test series are longer than every training series: cropped to their first "
-                f"{splits.seq_len} steps (the training length sizes the model)")
+        if note := splits.cropped_note():
+            log(note)
         if cfg.pretrain_ratio < 1:
             log(f"--pretrain_ratio {cfg.pretrain_ratio}: pretraining on {len(splits.pretrain_x())} series")
         if cfg.fineall_margin != "none" and cfg.num_epoch and not (cfg.fineall_head == "probe"

@@ -113,8 +113,8 @@ def build_epilepsy(tree, out):
     values = table.iloc[:, 1:-1]
     if values.shape[1] < 2 or not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
         raise TimeMAEError(f"{path}: expected an id column, numeric value columns and a label column y")
-    if values.isna().any().any():
-        raise TimeMAEError(f"{path}: has empty values")
+    if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
+        raise TimeMAEError(f"{path}: has empty or infinite values; expected a number in every value column")
     raw_labels = _integer_labels(table.iloc[:, -1].to_numpy(), path, 1, 5)
     x = MinMaxScaler().fit_transform(values.to_numpy())  # per column, over all rows (float64)
     y = (raw_labels != 1).astype(np.int64)                 # 1 = seizure activity -> 0; every other -> 1

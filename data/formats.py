@@ -29,19 +29,23 @@ def _floats(text, path, lineno):
         raise TimeMAEError(f"{path}:{lineno}: cannot parse values {text[:60]!r}") from None
 
 
-def _content_lines(path, comment):
-    """(line number, stripped line) of every non-empty line that is not a comment (comment None: no comments)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if line and (comment is None or not line.startswith(comment)):
-                yield lineno, line
+def _content_lines(path, comment, strip=str.strip):
+    """(line number, line stripped by `strip`) of every non-empty line that is not a comment (comment None: no
+    comments)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                line = strip(line)
+                if line and (comment is None or not line.startswith(comment)):
+                    yield lineno, line
+    except OSError as e:   # a folder, a link to nothing, no permission, a read error
+        raise TimeMAEError(f"cannot read {path}: {e.strerror or e}; expected a text file of series") from None
 
 
-def _data_lines(path, comment):
+def _data_lines(path, comment, strip=str.strip):
     """(line number, stripped line) of every data row: after the `@data` header line, or (comment None: a file
     without header or comments) every line."""
-    lines = _content_lines(path, comment)
+    lines = _content_lines(path, comment, strip)
     if comment is not None:
         for _, line in lines:                     # the header, up to and including @data
             if line.lower().startswith("@data"):
@@ -63,16 +67,23 @@ def _header(path, comment):
     return dict(_header_lines(path, comment))
 
 
-def _read_rows(path, comment, split_row):
-    """Parse every data row with split_row(line) -> (channel strings, label or None) into (N, T_max, C) and the
-    labels (None for a file without them)."""
+def _read_rows(path, comment, split_row, strip=str.strip):
+    """Parse every data row (lines stripped by `strip`) with split_row(line) -> (channel strings, label or None)
+    into (N, T_max, C) and the labels (None for a file without them); a ValueError of split_row is a malformed
+    row, and an empty label a missing one."""
     series, labels = [], []
-    for lineno, line in _data_lines(path, comment):
-        dims, label = split_row(line)
+    for lineno, line in _data_lines(path, comment, strip):
+        try:
+            dims, label = split_row(line)
+        except ValueError as e:
+            raise TimeMAEError(f"{path}:{lineno}: {e}") from None
         if not dims:
             raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
         series.append([_floats(d, path, lineno) for d in dims])
-        labels.append(label if label is None else label.strip().strip("'\""))
+        label = label if label is None else label.strip().strip("'\"")
+        if label == "":
+            raise TimeMAEError(f"{path}:{lineno}: the label is missing (empty); every series needs a label")
+        labels.append(label)
     if not series:
         raise TimeMAEError(f"{path}: no series" + (" after an @data line" if comment is not None else ""))
     x = stack_ragged(series, path)
@@ -141,11 +152,22 @@ def read_arff(path):
 
 def read_ucr_tsv(path):
     """The UCR 2018 archive's `.tsv` (`<Name>_TRAIN.tsv`): no header, one univariate series per line, its label
-    first and then its values, tab-separated; the archive ends shorter series in NaN, which is padding here."""
+    first and then its values, tab-separated; the archive ends shorter series in NaN, which is padding here. So
+    every row of a file has the first row's number of fields, and a row with another (cut short) is refused."""
+    first = None   # the first row's field count
+
     def split_row(line):
+        nonlocal first
         label, _, values = line.partition("\t")
-        return [values.replace("\t", ",")] if values.strip() else [], label
-    return _read_rows(path, None, split_row)
+        if not values.strip():
+            return [], label
+        fields = line.count("\t") + 1
+        first = first or fields
+        if fields != first:
+            raise ValueError(f"{fields} tab-separated fields but the first row has {first}: the archive pads every "
+                             "series with NaN to the file's length, so one of the two rows is cut short or damaged")
+        return [values.replace("\t", ",")], label
+    return _read_rows(path, None, split_row, strip=str.rstrip)   # a leading tab is an empty label, not nothing
 
 
 # the readers of a UEA/UCR dataset's <Name>_TRAIN<ext> and <Name>_TEST<ext>, in order of preference

@@ -20,9 +20,9 @@ import tempfile
 
 from data.catalog import SHA256, lookup
 from data.download import Unreachable, fetch
-from data.sources import SourceTree
+from data.sources import SourceTree, UnreadableArchive
 from datautils import load_dataset, resolve_folder
-from common.errors import TimeMAEError
+from common.errors import TimeMAEError, WriteError
 
 
 MIRROR_ENV = "TIMEMAE_MIRROR"  # base URL of a mirror of the publishers' files (default of --base-url)
@@ -43,24 +43,35 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
                            "folder already downloaded)")
     _check_target(out, overwrite)
     parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    if download:
-        cache = cache or os.path.join(parent, "downloads")
-        try:
-            sources = [fetch(url, os.path.join(cache, name), SHA256.get(name), log=log)
-                       for url, name in source.downloads(base_url)]
-        except Unreachable as e:
-            files = " ".join(f"--source {name}" for _, name in source.downloads(base_url))
-            raise TimeMAEError(f"{e.reason}; this machine looks offline: download "
-                               f"{' '.join(url for url, _ in source.downloads(base_url))} on a machine with network, "
-                               f"copy it here and run: python -m data.prepare {dataset} {files} --out {out}") from None
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:   # the first write: an --out that cannot be written is refused before anything is downloaded
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    except OSError as e:
+        reason = "a part of that path is a file" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+            else e.strerror
+        raise WriteError(f"--out {out}: cannot write in {parent} ({reason}); expected a folder this user can "
+                         "create and write in") from None
     try:
+        if download:
+            sources = _fetch_all(source, dataset, out, cache or os.path.join(parent, "downloads"), base_url, log)
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
-            source.build(SourceTree(sources, work), staging)
-        # what the loaders will see; a set with gaps is read as --gaps interpolate reads it (a run refuses it
-        # without that flag, and says so)
-        splits = load_dataset(source.loader, staging, source.ucr_folder, gaps="interpolate")
+            tree = SourceTree(sources, work)
+            try:
+                source.build(tree, staging)
+                # what the loaders will see; a set with gaps is read as --gaps interpolate reads it (a run refuses
+                # it without that flag, and says so)
+                splits = load_dataset(source.loader, staging, source.ucr_folder, gaps="interpolate")
+            except UnreadableArchive as e:
+                if not (download and e.path in sources):
+                    raise
+                os.remove(e.path)   # kept, it would fail every run again
+                raise TimeMAEError(f"{e}: the downloaded copy was deleted; run the same command again to download "
+                                   "it anew") from None
+            except TimeMAEError as e:
+                raise TimeMAEError(_source_names(str(e), tree, staging)) from None
+            except OSError as e:   # a source file that cannot be read (a link to nothing, say), or a full disk
+                raise TimeMAEError(_source_names(f"cannot prepare {source.name}: {e.filename}: {e.strerror}", tree,
+                                                 staging)) from None
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -69,6 +80,31 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     log(f"{source.name}: wrote {out}: train {len(splits.train_x)}, val {n_val}, test {len(splits.test_x)}; "
         f"{splits.channels} channels x {splits.seq_len} steps; {splits.num_classes} classes")
     return splits
+
+
+def _source_names(message, tree, staging):
+    """`message` naming the user's files rather than their hidden copies: a file copied into `staging` as the
+    source file it copies, and a file extracted from a zip as <archive>/<member>."""
+    for name in os.listdir(staging):
+        found = tree.find(name)
+        if found:
+            message = message.replace(os.path.join(staging, name), found)
+    return tree.origins(message)
+
+
+def _fetch_all(source, dataset, out, cache, base_url, log):
+    """The paths of the source's downloads in `cache` (fetched unless a verified copy is there)."""
+    try:
+        return [fetch(url, os.path.join(cache, name), SHA256.get(name), log=log)
+                for url, name in source.downloads(base_url)]
+    except Unreachable as e:
+        files = " ".join(f"--source {name}" for _, name in source.downloads(base_url))
+        raise TimeMAEError(f"{e.reason}; this machine looks offline: download "
+                           f"{' '.join(url for url, _ in source.downloads(base_url))} on a machine with network, "
+                           f"copy it here and run: python -m data.prepare {dataset} {files} --out {out}") from None
+    except OSError as e:
+        raise WriteError(f"--cache {cache}: cannot keep the download there ({e.strerror}); expected a folder this "
+                         "user can create and write in") from None
 
 
 def run_target(dataset, data_path=None, ucr_folder=None):

@@ -9,6 +9,14 @@ from common.errors import TimeMAEError
 SKIP_DIRS = {"__MACOSX"}  # resource forks that macOS archivers add; never data
 
 
+class UnreadableArchive(TimeMAEError):
+    """A zip archive that cannot be read; `path`: the archive."""
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+
 class SourceTree:
     """The files of one or more sources (zip archives, folders, single files), looked up by base name.
 
@@ -18,6 +26,7 @@ class SourceTree:
         self.workdir = workdir
         self.files = {}   # base name -> paths, in the order found
         self.zips = []    # archives not extracted yet
+        self.extracted = []   # (folder, archive) of every archive extracted, in order
         for path in paths:
             if not os.path.exists(path):
                 raise TimeMAEError(f"source {path!r} does not exist")
@@ -49,6 +58,13 @@ class SourceTree:
                                "archive as the publisher distributes it (or the folder it extracts to)")
         return path
 
+    def origins(self, text):
+        """`text` with the paths of extracted files written <archive>/<member>: the folder they were extracted to
+        is temporary, and hidden."""
+        for target, archive in reversed(self.extracted):   # an inner archive's path holds the outer's folder
+            text = text.replace(target + os.sep, archive + "/")
+        return text
+
     def _add(self, path):
         self.files.setdefault(os.path.basename(path), []).append(path)
         if path.lower().endswith(".zip"):
@@ -68,8 +84,10 @@ class SourceTree:
             with zipfile.ZipFile(archive) as z:
                 z.extractall(target)  # extractall drops absolute paths and '..' from member names
         except RuntimeError:   # zipfile's error for an encrypted member (the UCR 2018 archive is encrypted)
-            raise TimeMAEError(f"{archive} is encrypted: extract it with its password (the UCR archive's briefing "
-                               "document gives it) and pass the folder it extracts to") from None
+            raise TimeMAEError(f"{self.origins(archive)} is encrypted: extract it with its password (the UCR "
+                               "archive's briefing document gives it) and pass the folder it extracts to") from None
         except (zipfile.BadZipFile, OSError) as e:
-            raise TimeMAEError(f"{archive} is not a readable zip archive ({e})") from None
+            raise UnreadableArchive(f"{self.origins(archive)} is not a readable zip archive ({e})", archive) \
+                from None
+        self.extracted.append((target, archive))
         self._walk(target)

@@ -80,6 +80,16 @@ def pt_text_samples(data, run):
     _pt(data, "train.pt", {"samples": [["a", "b"]] * 4, "labels": [0, 1, 0, 1]})
 
 
+def pt_complex_samples(data, run):
+    write_pt_dataset(data)
+    _pt(data, "train.pt", {"samples": torch.ones(4, 2, 32, dtype=torch.complex64), "labels": torch.arange(4) % 2})
+
+
+def pt_no_channels(data, run):
+    write_pt_dataset(data)
+    _pt_split(data, "train.pt", np.zeros((8, 0, 32)), np.arange(8) % 2)
+
+
 def pt_count_mismatch(data, run):
     write_pt_dataset(data)
     _pt_split(data, "train.pt", np.zeros((10, 2, 32)), np.arange(8) % 2)
@@ -115,6 +125,19 @@ def binary_ts(data, run):
 def ts_without_test(data, run):
     os.makedirs(data)
     _ts(data, "Toy_TRAIN.ts", ["1,2,3,4:1", "2,3,4,5:2"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def ts_train_is_a_folder(data, run):
+    os.makedirs(os.path.join(data, "Toy_TRAIN.ts"))
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
+def ts_train_link_to_nothing(data, run):
+    os.makedirs(data)
+    os.symlink(os.path.join(data, "gone.ts"), os.path.join(data, "Toy_TRAIN.ts"))
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
     return ["--dataset", "ucr", "--UCR_folder", "Toy"]
 
 
@@ -280,12 +303,16 @@ CASES = [
     (truncated_pt, "cannot read"),
     (pt_without_samples, "expected a dict with 'samples' and 'labels'"),
     (pt_text_samples, "samples must be numbers in an array"),
+    (pt_complex_samples, "train.pt: samples must be real numbers, got complex values (complex64)"),
+    (pt_no_channels, "train.pt: samples holds no series, or series of no channels or steps: shape (8, 0, 32)"),
     (pt_count_mismatch, "10 samples but 8 labels"),
     (pt_wrong_rank, "samples must have 3 dimensions"),
     (empty_ts, "no series after an @data line"),
     (corrupt_ts, "cannot parse values"),
     (binary_ts, "no series after an @data line"),
     (ts_without_test, "but not its test file"),
+    (ts_train_is_a_folder, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing); expected the training"),
+    (ts_train_link_to_nothing, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing)"),
     (label_outside_classes, "test labels ["),
     (negative_label, "val labels ["),
     (one_class, "at least 2 are needed"),

@@ -7,8 +7,8 @@ import torch
 
 from conftest import synthetic_series, write_tstcc
 from data.formats import read_arff, read_ts, read_ucr_tsv
-from datautils import (data_description, fill_gaps, load_dataset, normalize, prepare_series, resolve_folder,
-                       splits_from_arrays, stratified_split)
+from datautils import (as_series_array, data_description, fill_gaps, load_dataset, normalize, prepare_series,
+                       resolve_folder, splits_from_arrays, stratified_split)
 from common.errors import TimeMAEError
 
 
@@ -54,6 +54,27 @@ def test_tstcc_univariate_2d_samples(tmp_path):
     assert s.train_x.shape == (10, 32, 1) and s.val_x is None
 
 
+def test_pt_samples_of_any_real_tensor_load_and_complex_or_empty_ones_are_refused(tmp_path):
+    """Samples saved with requires_grad or as bfloat16 are data like any other; complex ones are refused (a cast
+    would drop the imaginary part), and so are samples of no channels or steps (the model would fail on them)."""
+    x, y = synthetic_series(12)
+    samples = torch.from_numpy(x.transpose(0, 2, 1).copy())
+
+    def load(samples):
+        for split in ("train", "test"):
+            torch.save({"samples": samples, "labels": torch.from_numpy(y)}, tmp_path / f"{split}.pt")
+        return load_dataset("epilepsy", str(tmp_path)).train_x
+    np.testing.assert_array_equal(load(samples.clone().requires_grad_()), x)
+    half = samples.to(torch.bfloat16)
+    np.testing.assert_array_equal(load(half), half.float().numpy().transpose(0, 2, 1))
+    with pytest.raises(TimeMAEError, match=r"train.pt: samples must be real numbers, got complex values \(complex64"):
+        load(samples.to(torch.complex64))
+    with pytest.raises(TimeMAEError, match=r"train.pt: samples holds no series, or series of no channels or steps: "
+                                           r"shape \(12, 0, 32\)"):
+        load(samples[:, :0])
+    np.testing.assert_array_equal(as_series_array(samples.clone().requires_grad_()), x)   # the API too
+
+
 @pytest.mark.parametrize("train_file, test_file, dataset", [("train_new.pt", "test_new.pt", "ucr"),
                                                              ("train.pt", "test.pt", "uwave")])
 def test_time_major_pt_with_one_based_labels(tmp_path, train_file, test_file, dataset):
@@ -85,6 +106,8 @@ def test_ts_variable_length_with_string_labels(tmp_path):
     s = load_dataset("ucr", str(tmp_path), "Toy")
     # lengths come from train: the 6-step test series is cropped to the longest training series (5)
     assert s.train_x.shape == (3, 5, 2) and s.test_x.shape == (1, 5, 2) and s.cropped == 1
+    assert s.cropped_note() == ("1 test series are longer than every training series: cropped to their first 5 "
+                                "steps (the training length sizes the model)")
     np.testing.assert_array_equal(s.test_x[0, :, 0], [1, 2, 3, 4, 5])
     assert s.classes == ("jump", "run", "walk")                              # stable sorted order
     assert list(s.train_y) == [2, 1, 0] and list(s.test_y) == [1]
@@ -160,6 +183,15 @@ def test_arff_univariate_and_multivariate(tmp_path):
     assert list(read_arff(uni)[1]) == ["a", "b"]        # no classes declared: nothing to check against
 
 
+def test_a_text_file_that_cannot_be_read_is_one_line(tmp_path):
+    """The readers (also used by tools.encode) turn an OSError (here: a folder where the file should be) into a
+    one-line error naming the path."""
+    (tmp_path / "F_TRAIN.ts").mkdir()
+    for reader in (read_ts, read_arff, read_ucr_tsv):
+        with pytest.raises(TimeMAEError, match=r"cannot read .*F_TRAIN.ts: Is a directory; expected a text file"):
+            reader(tmp_path / "F_TRAIN.ts")
+
+
 def test_missing_folder_and_files_name_what_was_expected(tmp_path):
     with pytest.raises(TimeMAEError, match="does not exist"):
         load_dataset("har", str(tmp_path / "nowhere"))
@@ -213,6 +245,30 @@ def test_ucr_2018_tsv_loads_as_the_same_series_in_ts(tmp_path):
         load_dataset("ucr", str(tmp_path), "Tsv")
 
 
+def test_ucr_tsv_row_cut_short_is_refused(tmp_path):
+    """The archive pads every row of a .tsv with NaN to one field count: a row with fewer fields (a file cut
+    short) is refused, naming the file and line, instead of being read as a shorter series."""
+    path = tmp_path / "Cut_TRAIN.tsv"
+    _write_tsv(path, [[1, 2, 3], [4, 5, 6, 7], [1, 2]], ["1", "2", "1"], length=4)
+    assert read_ucr_tsv(path)[0].shape == (3, 4, 1)
+    path.write_text(path.read_text() + "2\t1\t2\n")
+    with pytest.raises(TimeMAEError, match=r"Cut_TRAIN.tsv:4: 3 tab-separated fields but the first row has 5"):
+        read_ucr_tsv(path)
+
+
+def test_empty_labels_are_missing_labels(tmp_path):
+    """An empty label (a .ts row ending in ':', an .arff row ending in ',', a .tsv row starting with a tab) is a
+    missing label, refused with its file and line: not a class '', nor the first value read as the label."""
+    _write_ts(tmp_path / "E_TRAIN.ts", [[[1, 2, 3]], [[4, 5, 6]]], ["a", ""], univariate=True, declared=["a"])
+    (tmp_path / "E_TRAIN.arff").write_text("@relation E\n@attribute t1 numeric\n@attribute target {a,b}\n@data\n"
+                                           "1,a\n2,\n")
+    (tmp_path / "E_TRAIN.tsv").write_text("\t1\t2\t3\n1\t1\t2\t3\n")
+    for reader, path, line in ((read_ts, "E_TRAIN.ts", 10), (read_arff, "E_TRAIN.arff", 6),
+                               (read_ucr_tsv, "E_TRAIN.tsv", 1)):
+        with pytest.raises(TimeMAEError, match=f"{path}:{line}: the label is missing \\(empty\\); every series needs"):
+            reader(tmp_path / path)
+
+
 def test_stratified_split_is_stratified_and_deterministic():
     y = np.repeat([0, 1, 2], [50, 30, 20])
     fit, held = stratified_split(y, 0.2, seed=1)
@@ -246,6 +302,32 @@ def test_ucr_data_path_may_be_the_parent_as_in_the_reference_code(tmp_path):
         assert s.train_x.shape == (4, 4, 1) and s.classes == ("a", "b")
 
 
+def test_ucr_data_path_with_stray_files_reads_the_named_folder(tmp_path):
+    """--data_path DIR --UCR_folder NAME reads the folder DIR/NAME: a stray .pt or NAME_* file in DIR (not the
+    files the loader reads) does not make DIR the dataset's folder."""
+    rows = [[[float(i), 1.0, 2.0, 3.0]] for i in range(4)]
+    folder = tmp_path / "Toy"
+    folder.mkdir()
+    _write_ts(folder / "Toy_TRAIN.ts", rows, ["a", "b", "a", "b"], univariate=True)
+    _write_ts(folder / "Toy_TEST.ts", rows[:2], ["a", "b"], univariate=True)
+    for stray in ("model.pt", "Toy_notes.txt"):
+        (tmp_path / stray).write_text("")
+        assert resolve_folder("ucr", str(tmp_path), "Toy") == str(folder)
+        assert load_dataset("ucr", str(tmp_path), "Toy").train_x.shape == (4, 4, 1)
+
+
+def test_folders_with_glob_characters_in_their_names_are_read(tmp_path):
+    """A folder named like run[1] or x[a] is a name, not a glob pattern."""
+    rows = [[[float(i), 1.0, 2.0]] for i in range(4)]
+    for folder in (tmp_path / "run[1]" / "To[y]", tmp_path / "x[a]"):
+        folder.mkdir(parents=True)
+        _write_ts(folder / "To[y]_TRAIN.ts", rows, ["a", "b", "a", "b"], univariate=True)
+        _write_ts(folder / "To[y]_TEST.ts", rows[:2], ["a", "b"], univariate=True)
+    assert load_dataset("ucr", str(tmp_path / "run[1]"), "To[y]").train_x.shape == (4, 3, 1)   # DIR + NAME
+    assert load_dataset("ucr", str(tmp_path / "x[a]"), "To[y]").train_x.shape == (4, 3, 1)     # the folder itself
+    assert load_dataset("ucr", str(tmp_path / "x[a]")).train_x.shape == (4, 3, 1)              # no name given
+
+
 def test_numpy_files_labelled_and_unlabelled(tmp_path):
     x, y = synthetic_series(20, channels=2)
     aeon = x.transpose(0, 2, 1)
@@ -267,6 +349,38 @@ def test_numpy_files_labelled_and_unlabelled(tmp_path):
         load_dataset("numpy", str(tmp_path / "odd.npz"))
     with pytest.raises(TimeMAEError, match="needs --data_path FILE"):
         load_dataset("numpy")
+
+
+def test_validation_series_longer_than_training_ones_are_counted_as_cropped(tmp_path):
+    """Val and test crops are counted apart, and the line a run logs names each split."""
+    x, y = synthetic_series(12, classes=2)
+    longer, _ = synthetic_series(4, length=40, classes=2)
+    s = splits_from_arrays("arrays", x, y, x_val=longer[:3], y_val=y[:3], x_test=longer, y_test=y[:4])
+    assert s.val_x.shape == (3, 32, 2) and (s.cropped_val, s.cropped) == (3, 4)
+    assert s.cropped_note().startswith("3 validation and 4 test series are longer than every training series: "
+                                       "cropped to their first 32 steps")
+    s = splits_from_arrays("arrays", x, y, x_val=longer[:3], y_val=y[:3])
+    assert s.cropped_note().startswith("3 validation series are longer")
+    assert splits_from_arrays("arrays", x, y, x_val=x[:2], y_val=y[:2]).cropped_note() is None
+
+
+def test_whole_number_float_labels_are_the_classes_of_integer_ones_in_every_format(tmp_path):
+    """1.0 and 1 are one class whichever split or format stored floats (.npz here, .pt, arrays); record labels are
+    refused in one line."""
+    x, y = synthetic_series(12, classes=2)
+    aeon = x.transpose(0, 2, 1)
+    np.savez(tmp_path / "f.npz", x=aeon, y=y.astype(float), x_test=aeon[:4], y_test=y[:4])
+    s = load_dataset("numpy", str(tmp_path / "f.npz"))
+    assert s.classes == ("0", "1") and s.test_y.tolist() == y[:4].tolist()
+    for split, labels in (("train", y.astype(np.float32)), ("test", y)):
+        torch.save({"samples": torch.from_numpy(aeon), "labels": torch.from_numpy(labels)}, tmp_path / f"{split}.pt")
+    assert load_dataset("epilepsy", str(tmp_path)).classes == ("0", "1")
+    s = splits_from_arrays("arrays", x, y, x_val=x[:4], y_val=y[:4].astype(float))
+    assert s.val_y.tolist() == y[:4].tolist()
+    records = np.zeros(12, dtype=[("a", "i4"), ("b", "f4")])
+    np.savez(tmp_path / "r.npz", x=aeon, y=records)
+    with pytest.raises(TimeMAEError, match=r"numpy: train labels must be one number or string a series, got records"):
+        load_dataset("numpy", str(tmp_path / "r.npz"))
 
 
 def test_normalisation_statistics_are_kept_and_reapplied(tmp_path):

@@ -227,6 +227,16 @@ def test_epilepsy_scaling_labels_and_splits(tmp_path, publisher):
     assert s.train_x.shape == (32, 178, 1) and s.num_classes == 2
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_epilepsy_csv_with_empty_or_infinite_values_is_refused(tmp_path, bad):
+    values = (np.arange(20 * 178).reshape(20, 178) % 97).astype(float)
+    values[3, 5] = bad
+    (tmp_path / "data.csv").write_text(epilepsy_csv(values, np.arange(20) % 5 + 1))
+    with pytest.raises(TimeMAEError, match="data.csv: has empty or infinite values; expected a number in every"):
+        prepare("epilepsy", out=str(tmp_path / "out"), sources=[str(tmp_path / "data.csv")], log=lambda _: None)
+    assert sorted(os.listdir(tmp_path)) == ["data.csv"]
+
+
 def recover_raw_rows(x):
     """The integer EEG values behind TS-TCC's MinMaxScaler output x (N, 178): per column, the range is the
     inverse of the smallest gap and the minimum the one integer offset whose scaling gives x back exactly."""
@@ -376,6 +386,24 @@ def test_interrupted_download_leaves_nothing_and_resumes(tmp_path, publisher, ig
     assert len(load_pt(out / "test.pt")["labels"]) == 8
 
 
+def test_a_download_that_is_not_a_zip_is_not_kept_and_a_damaged_cached_copy_is_deleted(tmp_path, publisher):
+    """A fresh download that is not a zip archive (an error page, a body cut short) is deleted, not cached; a
+    cached copy that cannot be read is deleted and the message says to run again, which downloads it anew."""
+    body, _, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    publisher.files["/uea/Toy.zip"] = b"<html>Service unavailable</html>"
+    with pytest.raises(TimeMAEError, match="Toy.zip from .* is not a readable zip archive, so it was deleted"):
+        run("Toy", tmp_path, publisher, "/uea")
+    assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
+    (tmp_path / "cache" / "Toy.zip").write_bytes(body[: len(body) // 2])      # a copy damaged in the cache
+    publisher.files["/uea/Toy.zip"] = body
+    with pytest.raises(TimeMAEError, match=r"cache/Toy.zip is not a readable zip archive \(.*\): the downloaded copy "
+                                           r"was deleted; run the same command again to download it anew"):
+        run("Toy", tmp_path, publisher, "/uea")
+    assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
+    out, _ = run("Toy", tmp_path, publisher, "/uea")
+    assert sorted(os.listdir(out)) == ["Toy_TEST.ts", "Toy_TRAIN.ts"]
+
+
 def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -405,6 +433,29 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["Epilepsy", "src"]        # the old folder is gone, nothing hidden
 
 
+def test_an_output_or_cache_that_cannot_be_written_is_one_line(tmp_path, capsys, publisher):
+    """--out under a file, or in a folder nobody can write (/proc), and --cache under a file, are one-line errors
+    naming the flag; nothing is written, and the file in the way is untouched."""
+    body, members, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    (tmp_path / "src").mkdir()
+    for name, text in members.items():
+        (tmp_path / "src" / name).write_text(text)
+    (tmp_path / "afile").write_text("mine")
+    outs = [tmp_path / "afile" / "Toy", tmp_path / "afile" / "a" / "Toy"] + [f"/proc/{tmp_path.name}"] * \
+        os.path.isdir("/proc")
+    for out in outs:
+        assert main(["Toy", "--source", str(tmp_path / "src"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out}: cannot write in ") and err.count("\n") == 1, err
+    publisher.files["/uea/Toy.zip"] = body
+    assert main(["Toy", "--download", "--base-url", publisher.url + "/uea", "--out", str(tmp_path / "Toy"),
+                 "--cache", str(tmp_path / "afile" / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --cache {tmp_path / 'afile' / 'cache'}: cannot keep the download there") \
+        and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["afile", "src"] and (tmp_path / "afile").read_text() == "mine"
+
+
 def test_ucr_2018_archive_folder_as_source(tmp_path):
     """The UCR 2018 archive, extracted (its zip is encrypted): <Name>/<Name>_TRAIN.tsv, copied as distributed."""
     src = tmp_path / "UCRArchive_2018" / "Toy"
@@ -427,6 +478,35 @@ def test_ucr_2018_archive_folder_as_source(tmp_path):
         load_dataset("ucr", str(tmp_path), "Gappy")
     assert load_dataset("ucr", str(tmp_path), "Gappy", gaps="interpolate").train_x[:, :, 0].tolist() == \
         [[0.5, 1.5, 2.5], [3, 4, 5], [1, 2, 3], [1, 1, 2]]
+
+
+def test_errors_name_the_source_files_not_their_hidden_copies(tmp_path):
+    """A file that does not parse is named as the user knows it: its path in a --source folder, or
+    <archive>/<member> in a zip; never the hidden staging or extraction copy."""
+    _, members, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    members["Toy_TEST.ts"] = members["Toy_TEST.ts"].replace(",", ",x", 1)
+    (tmp_path / "src").mkdir()
+    for name, text in members.items():
+        (tmp_path / "src" / name).write_text(text)
+    (tmp_path / "Toy.zip").write_bytes(zip_bytes(members))
+    names = {tmp_path / "src": tmp_path / "src" / "Toy_TEST.ts",
+             tmp_path / "Toy.zip": f"{tmp_path}/Toy.zip/Toy_TEST.ts"}
+    for source, named in names.items():
+        with pytest.raises(TimeMAEError) as e:
+            prepare("Toy", out=str(tmp_path / "Toy"), sources=[str(source)], log=lambda _: None)
+        assert str(e.value).startswith(f"{named}:9: cannot parse values"), str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["Toy.zip", "src"]
+
+
+def test_a_source_file_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    _, members, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Toy_TEST.ts").write_text(members["Toy_TEST.ts"])
+    (tmp_path / "src" / "Toy_TRAIN.ts").symlink_to(tmp_path / "gone.ts")         # a link to nothing
+    assert main(["Toy", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "Toy")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot prepare Toy: {tmp_path / 'src' / 'Toy_TRAIN.ts'}: No such file or directory\n"
+    assert sorted(os.listdir(tmp_path)) == ["src"]
 
 
 def test_encrypted_archive_says_to_extract_it(tmp_path):
