@@ -99,7 +99,7 @@ def check_resumable(run_dir, cfg):
     if changed:
         raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
                            "with the original flags or start a new run")
-    for tmp in glob.glob(os.path.join(run_dir, ".tmp-*")):  # half-written files of the killed process
+    for tmp in glob.glob(os.path.join(glob.escape(run_dir), ".tmp-*")):  # half-written files of the killed process
         os.remove(tmp)
     last = os.path.join(run_dir, LAST)
     return last if os.path.isfile(last) else None

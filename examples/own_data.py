@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="a smoke run: small model, 2 epochs each, no step budget")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    found = sorted(glob.glob(os.path.join(args.folder, "*_TRAIN.ts")))
+    found = sorted(glob.glob(os.path.join(glob.escape(args.folder), "*_TRAIN.ts")))
     if not found:
         raise TimeMAEError(f"{args.folder!r} holds no <Name>_TRAIN.ts (a UCR/UEA dataset folder is expected)")
     train = found[0]

@@ -65,6 +65,12 @@ def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
 
 
+def test_summarize_reads_a_folder_whose_name_holds_glob_characters(two_runs, tmp_path):
+    folder = shutil.copytree(two_runs[0], tmp_path / "runs[1]" / "har")
+    assert summarize_main([str(folder.parent), "--out", str(tmp_path / "s.csv")]) == 0
+    assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2
+
+
 def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, capsys):
     folder = str(two_runs[0])
     for flag in ("--out", "--markdown", "--plot"):

@@ -46,7 +46,7 @@ def collect_runs(root):
     """One row per run folder below root that holds metrics.json: its config and final metrics (in %); a run
     without test scores (unlabelled data, or no test split) has none in its row."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(root, "**", "metrics.json"), recursive=True)):
+    for path in sorted(glob.glob(os.path.join(glob.escape(root), "**", "metrics.json"), recursive=True)):
         folder = os.path.dirname(path)
         metrics = read_json(path)
         config = saved_flags(folder)
