@@ -139,8 +139,8 @@ def _holds_dataset(folder, name):
 
 
 def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
-    """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder; `gaps`: one of GAPS; see the
-    module doc."""
+    """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder, or `numpy` from its .npy/.npz
+    file; `gaps`: one of GAPS; see the module doc."""
     folder = resolve_folder(dataset, data_path, ucr_folder)
     if dataset == "numpy":
         return _load_numpy(folder, gaps)
@@ -295,6 +295,8 @@ def as_series_array(x, what="X"):
                                "multivariate or nested series as an array (n_cases, n_channels, n_timepoints)")
     if isinstance(x, np.ndarray) and x.dtype != object or torch.is_tensor(x):
         x = np.asarray(_numpy_values(x, what))
+        if x.dtype.kind not in "biuf":   # dates and text would become numbers of another meaning, or fail later
+            raise TimeMAEError(f"{what} must hold numbers, got {x.dtype}")
         if x.ndim == 2:
             x = x[:, None, :]
         if x.ndim != 3:
@@ -321,6 +323,8 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
             raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(np.asarray(ys).reshape(-1))} labels")
         if xs is not None and (ys is None) != (y is None):
             raise TimeMAEError(f"{name}: give labels for every split or for none")
+        if xs is None and ys is not None:
+            raise TimeMAEError(f"{name}: {split} labels without {split} series")
     flat = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
     return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test), fixed=False, gaps=gaps)
 

@@ -349,6 +349,12 @@ def test_numpy_files_labelled_and_unlabelled(tmp_path):
         load_dataset("numpy", str(tmp_path / "odd.npz"))
     with pytest.raises(TimeMAEError, match="needs --data_path FILE"):
         load_dataset("numpy")
+    np.savez(tmp_path / "orphan.npz", x=aeon, y=y, y_val=y[:4])          # labels of a split that is not there
+    with pytest.raises(TimeMAEError, match="val labels without val series"):
+        load_dataset("numpy", str(tmp_path / "orphan.npz"))
+    np.save(tmp_path / "dates.npy", np.zeros((4, 1, 8), dtype="datetime64[s]"))
+    with pytest.raises(TimeMAEError, match=r"must hold numbers, got datetime64\[s\]"):
+        load_dataset("numpy", str(tmp_path / "dates.npy"))
 
 
 def test_validation_series_longer_than_training_ones_are_counted_as_cropped(tmp_path):
