@@ -70,7 +70,7 @@ def _header(path, comment):
 def _read_rows(path, comment, split_row, strip=str.strip):
     """Parse every data row (lines stripped by `strip`) with split_row(line) -> (channel strings, label or None)
     into (N, T_max, C) and the labels (None for a file without them); a ValueError of split_row is a malformed
-    row, and an empty label a missing one."""
+    row, and an empty label or '?' a missing one."""
     series, labels = [], []
     for lineno, line in _data_lines(path, comment, strip):
         try:
@@ -81,8 +81,9 @@ def _read_rows(path, comment, split_row, strip=str.strip):
             raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
         series.append([_floats(d, path, lineno) for d in dims])
         label = label if label is None else label.strip().strip("'\"")
-        if label == "":
-            raise TimeMAEError(f"{path}:{lineno}: the label is missing (empty); every series needs a label")
+        if label in ("", "?"):   # '?' is how .ts and .arff write a missing value
+            raise TimeMAEError(f"{path}:{lineno}: the label is missing ({label or 'empty'}); every series needs a "
+                               "label")
         labels.append(label)
     if not series:
         raise TimeMAEError(f"{path}: no series" + (" after an @data line" if comment is not None else ""))

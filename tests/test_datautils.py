@@ -267,6 +267,10 @@ def test_empty_labels_are_missing_labels(tmp_path):
                                (read_ucr_tsv, "E_TRAIN.tsv", 1)):
         with pytest.raises(TimeMAEError, match=f"{path}:{line}: the label is missing \\(empty\\); every series needs"):
             reader(tmp_path / path)
+    (tmp_path / "Q_TRAIN.arff").write_text("@relation Q\n@attribute t1 numeric\n@attribute target string\n@data\n"
+                                           "1,a\n2,?\n")                  # ARFF's missing value, undeclared classes
+    with pytest.raises(TimeMAEError, match=r"Q_TRAIN.arff:6: the label is missing \(\?\)"):
+        read_arff(tmp_path / "Q_TRAIN.arff")
 
 
 def test_stratified_split_is_stratified_and_deterministic():
