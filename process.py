@@ -375,8 +375,7 @@ class Trainer:
         from_probe = self.probe_head is not None and cfg.load_pretrained_model   # set only with --fineall_head probe
         if from_probe:  # linear probing, then fine-tuning: the head starts as FineLast's classifier
             model.set_head(*self.probe_head)
-        for part in (model.decoupled_encoder, model.tokenizer, model.target_encoder, model.mask_token):
-            part.requires_grad_(False)  # pretraining-only parts, frozen so DDP sees only parameters in use
+        model.freeze_pretraining_parts()
         opt = torch.optim.Adam(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, fused=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_steps, gamma=cfg.lr_decay_rate)
         loader = self.dist.loader(SeriesDataset(self.fit_x, self.fit_y, device=self.device), cfg.finetune_batch_size,

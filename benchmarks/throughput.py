@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 import warnings
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -39,6 +40,7 @@ from benchmarks.end_to_end import end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
+from model.layers import TransformerBlock  # noqa: E402
 from process import Trainer  # noqa: E402
 from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
 from engine.runfiles import atomic_write_text  # noqa: E402
@@ -205,6 +207,9 @@ def pretrain_setup(model, x, cfg, device, padded=False):
 
 
 def finetune_setup(model, x, y, cfg, device, padded=False):
+    """One FineAll step as the Trainer takes it: the head trained, the pretraining-only parts frozen."""
+    model.head.requires_grad_(True)
+    model.freeze_pretraining_parts()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=1.0)
     forward = compiled(model.forward, cfg)
@@ -217,8 +222,11 @@ def finetune_setup(model, x, y, cfg, device, padded=False):
 
 
 def pretrain_flops(model, x, cfg, device, padded=False):
-    """FLOPs of one pretraining forward + backward (matmuls, convolutions, attention), counted by torch."""
-    with FlopCounterMode(display=False) as counter, autocast(device, cfg):
+    """FLOPs of one pretraining forward + backward (matmuls, convolutions, attention), counted by torch. The
+    momentum encoder's blocks are counted unfused: FlopCounterMode counts nothing inside the fused block's single
+    ATen op (torch._transformer_encoder_layer_fwd), which does the same products."""
+    with mock.patch.object(TransformerBlock, "fusable", lambda self, x: False), \
+            FlopCounterMode(display=False) as counter, autocast(device, cfg):
         loss, _, _ = pretrain_loss(model.forward_pretrain(x, padded=padded), 5.0, 1.0)
         loss.backward()
     model.zero_grad(set_to_none=True)

@@ -262,6 +262,12 @@ class TimeMAE(nn.Module):
             pooled.append(masked.amax(dim=1))
         return torch.cat(pooled, dim=-1) if len(pooled) > 1 else pooled[0]
 
+    def freeze_pretraining_parts(self):
+        """Fine-tuning trains the encoder and the head: the decoupled encoder, the tokenizer, the momentum encoder
+        and the mask token are frozen (also so that DDP sees only parameters in use)."""
+        for part in (self.decoupled_encoder, self.tokenizer, self.target_encoder, self.mask_token):
+            part.requires_grad_(False)
+
     @torch.no_grad()
     def set_head(self, weight, bias):
         """The classification head becomes this (num_classes, D) weight and bias: a linear probe, folded in."""

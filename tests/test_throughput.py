@@ -30,6 +30,42 @@ def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
     assert table["syncs_per_step"][:2].isna().all()                 # counted on a GPU only
 
 
+def test_the_step_flops_count_the_momentum_encoders_fused_blocks():
+    """The momentum encoder's blocks run fused (one ATen op FlopCounterMode sees nothing inside); the count
+    includes their products: the step with MRR minus the step without it (no momentum encoder pass, the same
+    backward) is, per block, 24 B M d^2 (QKV, output and feed-forward 4d projections) + 4 B M^2 d (attention)."""
+    from model import TimeMAE
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(amp=False)
+    x = torch.randn(8, 178, 1)
+    counts = []
+    for mrr in (True, False):
+        torch.manual_seed(0)
+        model = TimeMAE(channels=1, seq_len=178, num_classes=2, wave_length=8, mrr=mrr).train()
+        counts.append(throughput.pretrain_flops(model, x, cfg, torch.device("cpu")))
+    B, M, d, layers = 8, model.num_masked, 64, 8
+    assert counts[0] - counts[1] == layers * (24 * B * M * d * d + 4 * B * M * M * d)
+
+
+def test_the_benchmarks_fine_tuning_step_trains_what_fineall_trains():
+    """After the pretraining step froze the head, the fine-tuning step trains it again, with the encoder, and
+    leaves the pretraining-only parts (decoupled encoder, tokenizer, momentum encoder, mask token) alone."""
+    from model import TimeMAE
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(amp=False, compile=False)
+    torch.manual_seed(0)
+    model = TimeMAE(channels=1, seq_len=64, num_classes=2, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    wave_length=8).train()
+    x, y = torch.randn(8, 64, 1), torch.arange(8) % 2
+    throughput.pretrain_setup(model, x, cfg, torch.device("cpu"))()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step = throughput.finetune_setup(model, x, y, cfg, torch.device("cpu"))
+    step()
+    step()
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"head", "visible_encoder", "feature_encoder", "position"}, changed
+
+
 def test_sync_count_reads_the_warnings_of_torchs_sync_debug_mode(monkeypatch):
     """syncs_per_call counts the warnings torch's sync debug mode gives on a GPU (replayed here, without one) and
     sets the mode back; on the CPU it is NaN."""
