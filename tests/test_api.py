@@ -350,8 +350,10 @@ def test_values_are_taken_as_the_parser_takes_them():
 def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors(encoder, tmp_path):
     from sklearn.exceptions import NotFittedError
     X, y = aeon(20)
-    with pytest.raises(NotFittedError):
-        TimeMAEEncoder(**SMALL).transform(X)
+    for unfitted in (TimeMAEEncoder(**SMALL).transform, TimeMAEClassifier(**SMALL).predict,
+                     TimeMAEClassifier(**SMALL).predict_proba):
+        with pytest.raises(NotFittedError):
+            unfitted(X)
     with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels hold 1 missing value \(NaN or None\); every "
                                            "series needs a label$"):          # the loaders' words
         TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.nan, y))

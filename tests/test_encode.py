@@ -148,8 +148,9 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("longer", "x.npy holds series of 40 steps but the model was trained on 32: longer series are refused"),
     ("nan", "x.npy: input data has non-finite values (NaN/inf) inside 1 series"),
     ("no_head", "has no trained classification head"),
-    ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0); to predict, fit a classifier on "
-                 "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
+    ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0, or its data had no labels); to "
+                 "predict, fit a classifier on its representations, e.g. a LogisticRegression on "
+                 "TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
     ("format", "unknown file type .txt"),
     ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .arff, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),

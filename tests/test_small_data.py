@@ -250,6 +250,8 @@ def test_collapse_warning_names_the_measured_remedy(tstcc_dir, tmp_path, capsys,
     _, report = codewords_used(tstcc_dir, tmp_path / "run", "--ppl_warn", "1e9", *extra)
     warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: codebook")]
     assert report["collapsed"] is True and len(warning) == 1 and remedy in warning[0], warning
+    if not extra:   # the UCR preset runs this codebook on purpose: the advice says what validation preferred there
+        assert "on the UCR sets validation preferred this collapsed one" in warning[0]
 
 
 def test_no_collapse_warning_above_the_threshold(tstcc_dir, tmp_path, capsys):

@@ -300,7 +300,8 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         return predict_proba(self.model_, x, self._batch())
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)   # first: it checks that the estimator is fitted
+        return self.classes_[proba.argmax(axis=1)]
 
 
 def load(path, device=None):

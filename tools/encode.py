@@ -76,8 +76,9 @@ def checkpoint_path(model, predict):
         raise TimeMAEError(f"{model!r} is neither a run folder nor a checkpoint file")
     if not os.path.isfile(path):
         raise TimeMAEError(f"run folder {model!r} holds no {name}" + (
-            " (the run did not fine-tune: --num_epoch 0); to predict, fit a classifier on its representations, e.g. "
-            "a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl).transform(X) (docs/api.md)"
+            " (the run did not fine-tune: --num_epoch 0, or its data had no labels); to predict, fit a classifier on "
+            "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"
+            ".transform(X) (docs/api.md)"
             if predict else ""))
     return path
 
