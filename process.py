@@ -235,8 +235,19 @@ class Trainer:
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
         how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
-        self.log(f"selected pretraining epoch {record.best[1]} ({how})")
+        self.log(f"selected pretraining epoch {record.best[1]} ({how}{self.ties(record.best[0])})")
         return record.best
+
+    def ties(self, best):
+        """', N of M probes scored it, the earliest is kept' when other periodic probes (pretrain_log.jsonl, every
+        session of a resumed run) tied with the kept one: on a small selection split many do."""
+        path = self.record.path(EPOCH_LOG)
+        if not self.splits.labelled or not self.dist.on_main(os.path.isfile, path):
+            return ""
+        probes = self.dist.on_main(lambda: [row["probe"] for row in map(json.loads, open(path).read().splitlines())
+                                            if "probe" in row])
+        tied = sum(acc == best for acc in probes)
+        return f", {tied} of {len(probes)} probes scored it, the earliest is kept" if tied > 1 else ""
 
     def pretrain_epoch(self, forward, loader, opt, sched, scaler, epoch):
         """One pass over the pretraining data: alpha * MRR + beta * MCC per batch, the momentum encoder updated

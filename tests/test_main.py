@@ -110,6 +110,17 @@ def test_fewer_than_five_epochs_and_finezero(tstcc_dir, tmp_path):
         assert json.loads((out / "metrics.json").read_text())["finelast"]["epoch"] == int(epochs)
 
 
+def test_the_selection_line_says_how_many_probes_tied(tstcc_dir, tmp_path, capsys, monkeypatch):
+    """Of equally accurate checkpoints the earliest is kept; the log says so when probes tie."""
+    import process
+    accs = iter([0.5, 0.8, 0.8, 0.7])
+    monkeypatch.setattr(process.Trainer, "_fit_probe", lambda *args, **kw: {"acc": next(accs)})
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"), "--wave_length",
+                 "4", "--num_epoch_pretrain", "4", "--probe_every", "1", "--num_epoch", "0", *TINY]) == 0
+    assert "selected pretraining epoch 2 (val acc 0.8000, 2 of 4 probes scored it, the earliest is kept)" in \
+        capsys.readouterr().out
+
+
 def test_same_seed_same_result_and_test_protocol(tstcc_dir, tmp_path):
     common = ["--dataset", "har", "--data_path", tstcc_dir, "--wave_length", "4", "--num_epoch_pretrain", "2",
               "--num_epoch", "1", "--select_on", "test", *TINY]
