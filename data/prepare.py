@@ -46,6 +46,9 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     try:   # the first write: an --out that cannot be written is refused before anything is downloaded
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+        mask = os.umask(0)   # mkdtemp makes 0700 folders: the dataset gets the umask's mode, as os.makedirs would
+        os.umask(mask)
+        os.chmod(staging, 0o777 & ~mask)
     except OSError as e:
         reason = "a part of that path is a file" if isinstance(e, (FileExistsError, NotADirectoryError)) \
             else e.strerror

@@ -300,6 +300,19 @@ def test_uea_variable_length_copied_as_distributed(tmp_path, publisher):
     assert np.isnan(s.train_x[0, first.shape[1]:]).all()            # shorter series padded at the end
 
 
+def test_the_prepared_folder_gets_the_umask_mode(tmp_path, publisher):
+    """A shared data folder must be readable by others where the umask says so (the staging folder is made
+    0700 by mkdtemp)."""
+    body, _, _ = uea_archive("SpokenArabicDigits", 13, [4, 7, 9], 10, 20, 10)
+    publisher.files["/uea/SpokenArabicDigits.zip"] = body
+    old = os.umask(0o022)
+    try:
+        out, _ = run("ad", tmp_path, publisher, "/uea")
+    finally:
+        os.umask(old)
+    assert os.stat(out).st_mode & 0o777 == 0o755
+
+
 def test_any_uea_dataset_by_name_into_the_default_folder(tmp_path, publisher, monkeypatch, capsys):
     body, _, _ = uea_archive("BasicMotions", 6, [100], 4, 8, 8)
     publisher.files["/aeon/BasicMotions.zip"] = body
