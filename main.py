@@ -147,13 +147,17 @@ def load_splits(cfg, splits=None):
     return splits
 
 
-def describe(cfg, splits, model, dist):
+def describe(cfg, splits, model, dist, held):
+    """The run's first log line; `held`: the training series held out for selection (None: selection on test)."""
     count = lambda x: 0 if x is None else len(x)  # noqa: E731
     labels = f"{splits.num_classes} classes" if splits.labelled else "unlabelled (pretraining only)"
+    # a shipped val split only pretrains: selection holds its own share of the training series out
+    selection = ("the last epoch (no labels)" if not splits.labelled else "test" if held is None else
+                 f"val, {len(held)} training series held out")
     return (f"{cfg.dataset}: train {count(splits.train_x)}, val {count(splits.val_x)}, test {count(splits.test_x)}; "
             f"{splits.channels} channels x {splits.seq_len} steps, {labels}; {model.num_windows} windows, "
             f"{model.num_masked} masked; device {dist.device} x {dist.world_size} processes; selection on "
-            f"{cfg.select_on}; run folder {cfg.save_path}")
+            f"{selection}; run folder {cfg.save_path}")
 
 
 def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
@@ -179,8 +183,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         if model.num_phases < cfg.phases:
             log(f"--phases {cfg.phases}: windows of {cfg.wave_length} steps have {model.num_phases} phases of the "
                 f"grid; the representation averages over {model.num_phases}")
-        fit = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)[0] \
-            if splits.labelled else ()
+        fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed) \
+            if splits.labelled else ((), None)
         budget = training_budget(cfg, len(splits.pretrain_x()), len(fit), dist.world_size)
         if dist.enabled:  # the same initial weights everywhere, but masks and dropout drawn per rank
             seed_everything(rank_seed(cfg.seed, dist.rank))
@@ -191,7 +195,7 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         transfer = transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path else None
         state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
-        log(describe(cfg, splits, model, dist))
+        log(describe(cfg, splits, model, dist, held))
         if budget != dict(pretrain_batch_size=cfg.train_batch_size, pretrain_epochs=cfg.num_epoch_pretrain,
                           finetune_batch_size=cfg.train_batch_size, finetune_epochs=cfg.num_epoch):
             log(f"budget (--min_batches, --min_pretrain_steps, --min_steps): pretraining {cfg.pretrain_epochs} "

@@ -117,8 +117,10 @@ def test_the_selection_line_says_how_many_probes_tied(tstcc_dir, tmp_path, capsy
     monkeypatch.setattr(process.Trainer, "_fit_probe", lambda *args, **kw: {"acc": next(accs)})
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"), "--wave_length",
                  "4", "--num_epoch_pretrain", "4", "--probe_every", "1", "--num_epoch", "0", *TINY]) == 0
-    assert "selected pretraining epoch 2 (val acc 0.8000, 2 of 4 probes scored it, the earliest is kept)" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "selected pretraining epoch 2 (val acc 0.8000, 2 of 4 probes scored it, the earliest is kept)" in out
+    held = json.loads((tmp_path / "r" / "metrics.json").read_text())["selection"]
+    assert f"; selection on val, {held} training series held out; " in out.splitlines()[0] and held > 0
 
 
 def test_same_seed_same_result_and_test_protocol(tstcc_dir, tmp_path):
