@@ -186,7 +186,9 @@ class Trainer:
         return "every remedy measured here is on"
 
     def bar(self, total, desc, initial=0):
-        return tqdm(total=total, initial=initial, desc=desc, disable=self.cfg.no_progress or not self.dist.is_main,
+        # None: tqdm draws only on a terminal (a log file gets no carriage-return clutter)
+        return tqdm(total=total, initial=initial, desc=desc,
+                    disable=True if self.cfg.no_progress or not self.dist.is_main else None,
                     dynamic_ncols=True, leave=False)
 
     # ------------------------------------------------------------------------------------------ pretraining

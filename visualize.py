@@ -107,6 +107,7 @@ def plot_curves(run_dir, cfg, pre, metrics):
                 ax.legend()
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))   # no epoch 1.5 on short runs
         ax.grid(alpha=0.3)
     fig.suptitle(f"{run_dir}  " + ("(no probe: unlabelled data)" if probe is None
                                     else f"(probe selection on {cfg['select_on']})"))
@@ -127,6 +128,7 @@ def plot_codebook(run_dir, cfg, pre):
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("pretraining epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("codewords (log scale)")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
@@ -150,6 +152,7 @@ def plot_finetune(run_dir, cfg, steps, kept, metrics):
         ax.plot(best.step, 100 * best.acc, "*", ms=15, color="C3", label=f"kept: step {kept}" +
                 (" (FineLast's probe)" if kept == 0 and steps.step.iloc[0] == 0 else ""))
     ax.set_xlabel("fine-tuning step")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"% on the {cfg['select_on']} split")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

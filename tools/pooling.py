@@ -144,7 +144,7 @@ def printable(means):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.pooling", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.pooling", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--out", help="CSV file for the rows")
     p.add_argument("--threads", type=positive_int, default=1)
