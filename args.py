@@ -49,6 +49,25 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """An argparse type: a whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+    return value
+
+
+def whole_numbers(text):
+    """An argparse type: comma-separated whole numbers of 1 or more ('8,16' -> [8, 16])."""
+    try:
+        return [positive_int(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers of 1 or more like 8,16, got {text!r}") from None
+
+
 def layer_spec(text):
     """'8' -> [8]; '5-8' -> [5, 6, 7, 8]; '0,8' -> [0, 8]; in increasing order, each once: visible-encoder
     layers, 0 being the window embeddings (the encoder's input) and k the output of block k. A list, as args.json

@@ -59,8 +59,10 @@ def timed_process(cmd, cwd, log_path, threads):
     with open(log_path, "w") as log:
         rc = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.perf_counter() - start
-    if rc != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed (exit {rc}); see {log_path}")
+    if rc != 0:   # the log is in a temporary folder that goes with the exit: its last line goes into the message
+        with open(log_path) as f:
+            last = next((line.strip() for line in reversed(f.read().splitlines()) if line.strip()), "no output")
+        sys.exit(f"error: {' '.join(cmd)} failed (exit {rc}): {last}")
     return seconds
 
 

@@ -54,6 +54,12 @@ def parse(argv=None):
     p.add_argument("--callers", nargs="+", metavar="OP",
                    help="these operators' self time (e.g. aten::copy_ aten::mul) by first input's shape and caller")
     args = p.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        p.error(f"--device {args.device}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU is available")
     if args.parts and args.compile:
         p.error("--parts times the eager modules by hooks; it does not combine with --compile")
     return args

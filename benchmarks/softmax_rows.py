@@ -15,7 +15,7 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from args import positive_int  # noqa: E402
+from args import positive_int, whole_numbers  # noqa: E402
 from model.layers import SHORT_ROWS, SoftmaxLastDim  # noqa: E402
 
 
@@ -25,7 +25,8 @@ def parse(argv=None):
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--batch_size", type=positive_int, default=128)
     p.add_argument("--heads", type=positive_int, default=4)
-    p.add_argument("--lengths", default="4,7,9,12,13,15,16,17,20,23,32", help="comma-separated row lengths L")
+    p.add_argument("--lengths", type=whole_numbers, default="4,7,9,12,13,15,16,17,20,23,32",
+                   help="comma-separated row lengths L")
     return p.parse_args(argv)
 
 
@@ -48,7 +49,7 @@ def main(argv=None):
     print("| L | ATen softmax | masked softmax | SoftmaxLastDim | fwd+bwd: ATen | fwd+bwd: SoftmaxLastDim "
           "| model's kernel |")
     print("|---|---|---|---|---|---|---|")
-    for length in map(int, args.lengths.split(",")):
+    for length in args.lengths:
         scores = torch.randn(args.batch_size, args.heads, length, length)
         no_key_hidden = torch.zeros(args.batch_size, 1, 1, length, dtype=torch.bool).expand_as(scores)
         grad = torch.randn_like(scores)

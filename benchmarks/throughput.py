@@ -35,15 +35,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from args import default_threads, positive_int  # noqa: E402
-from benchmarks.end_to_end import end_to_end  # noqa: E402
+from args import default_threads, non_negative_int, positive_int, whole_numbers  # noqa: E402
+from benchmarks.end_to_end import REFERENCE_FIXES, end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from model.layers import TransformerBlock  # noqa: E402
 from process import Trainer  # noqa: E402
 from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
-from engine.runfiles import atomic_write_text  # noqa: E402
+from common.errors import TimeMAEError  # noqa: E402
+from engine.runfiles import atomic_write_text, make_writable_dir  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
@@ -58,10 +59,11 @@ def parse(argv=None):
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
     p.add_argument("--batch_size", type=positive_int, default=128, help="training batch (pretraining and fine-tuning)")
     p.add_argument("--eval_series", type=positive_int, default=2048, help="series encoded per extraction repetition")
-    p.add_argument("--eval_batch_size", type=int, default=0, help="0: as main.py (test batch on CPU, 8192 GPU)")
+    p.add_argument("--eval_batch_size", type=non_negative_int, default=0,
+                   help="0: as main.py (test batch on CPU, 8192 GPU)")
     p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions (the median is reported)")
     p.add_argument("--steps", type=positive_int, default=3, help="batches per timed repetition")
-    p.add_argument("--warmup", type=int, default=3, help="untimed batches first (more with --compile)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed batches first (more with --compile)")
     p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of " + ",".join(SHAPES))
     p.add_argument("--out", default="exp/throughput.csv", help="CSV file for the table")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward passes")
@@ -71,17 +73,30 @@ def parse(argv=None):
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--variable_lengths", action="store_true",
                    help="series of variable length: each real for a uniform 1/3 to all of its steps, NaN-padded after")
-    p.add_argument("--e2e_epochs", type=int, default=0,
+    p.add_argument("--e2e_epochs", type=non_negative_int, default=0,
                    help="also time whole runs of N pretraining epochs + final probe on real Epilepsy (0: off)")
-    p.add_argument("--e2e_waves", default="8,16", help="window lengths of the end-to-end runs")
+    p.add_argument("--e2e_waves", type=whole_numbers, default="8,16", help="window lengths of the end-to-end runs")
     p.add_argument("--e2e_reps", type=positive_int, default=1, help="end-to-end runs per window length and code")
     p.add_argument("--data_path", default=None, help="the Epilepsy folder (default: $TIMEMAE_DATA/Epilepsy)")
     p.add_argument("--reference", default=None,
                    help="a checkout of the reference code (Mingyue-Cheng/TimeMAE) to time beside this project")
     p.add_argument("--no_shapes", action="store_true", help="only the end-to-end runs")
     args = p.parse_args(argv)
-    if args.reference and not os.path.isfile(os.path.join(args.reference, "model", "TimeMAE.py")):
-        p.error(f"--reference {args.reference}: no model/TimeMAE.py there; pass a checkout of Mingyue-Cheng/TimeMAE")
+    needed = ["model/TimeMAE.py", *REFERENCE_FIXES]
+    if args.reference and not all(os.path.isfile(os.path.join(args.reference, f)) for f in needed):
+        p.error(f"--reference {args.reference}: expected a checkout of Mingyue-Cheng/TimeMAE holding "
+                f"{', '.join(needed)}")
+    try:
+        devices(args.device)
+    except (RuntimeError, ValueError) as e:
+        p.error(f"--device {args.device}: {e}")
+    try:   # refused before the measurements, not after them
+        if os.path.dirname(args.out):
+            make_writable_dir(os.path.dirname(args.out), "--out's folder")
+        if os.path.isdir(args.out):
+            raise TimeMAEError(f"--out {args.out!r} is a folder; name a file")
+    except TimeMAEError as e:
+        p.error(str(e))
     args.test_batch_size = args.batch_size
     check_shapes(p, args.shapes)
     return args
@@ -309,8 +324,10 @@ def main(argv=None):
             rows += shape_rows
             print(f"{device.type} {name}: " + ", ".join(f"{r['task']} {r['series_per_s']:.0f}/s" for r in shape_rows),
                   flush=True)
-    e2e = (end_to_end(args.data_path, [int(w) for w in args.e2e_waves.split(",")], args.e2e_epochs, args.threads,
-                      args.e2e_reps, args.reference) if args.e2e_epochs else [])
+    if rows:   # the shapes' figures are kept even if an end-to-end run then fails
+        write_table(pd.DataFrame(rows), args.out)
+    e2e = (end_to_end(args.data_path, args.e2e_waves, args.e2e_epochs, args.threads, args.e2e_reps, args.reference)
+           if args.e2e_epochs else [])
     table = pd.DataFrame(rows + e2e)
     write_table(table, args.out)
     shown = ["device", "threads", "shape", "windows", "batch", "task", "series_per_s", "ms_per_batch", "peak_mem_MB",

@@ -2,6 +2,7 @@
 import math
 import re
 import subprocess
+import sys
 import warnings
 
 import pandas as pd
@@ -87,6 +88,35 @@ def test_benchmark_refuses_unknown_shapes_and_counts_below_one(capsys):
         with pytest.raises(SystemExit):
             throughput.parse([flag, value])
         assert f"argument {flag}: expected a whole number of 1 or more, got '{value}'" in capsys.readouterr().err
+
+
+def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, capsys):
+    """Each refusal comes from the parser (one line, exit 2), before any measurement."""
+    from benchmarks import compile_ab, profile_step, softmax_rows
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "TimeMAE.py").write_text("")          # part of a checkout only
+    (tmp_path / "folder.csv").mkdir()
+    cases = [(throughput.parse, ["--e2e_epochs", "-1"], "expected a whole number of 0 or more, got '-1'"),
+             (throughput.parse, ["--e2e_waves", "8,x"], "expected whole numbers of 1 or more like 8,16, got '8,x'"),
+             (throughput.parse, ["--device", "gpu"], "--device gpu: "),
+             (throughput.parse, ["--out", str(tmp_path / "folder.csv")], "is a folder; name a file"),
+             (throughput.parse, ["--reference", str(tmp_path)], "expected a checkout of Mingyue-Cheng/TimeMAE"),
+             (compile_ab.parse, ["--waves", "x"], "expected whole numbers of 1 or more"),
+             (softmax_rows.parse, ["--lengths", "4,x"], "expected whole numbers of 1 or more")]
+    if not torch.cuda.is_available():
+        cases.append((profile_step.parse, ["--device", "cuda"], "--device cuda: no CUDA GPU is available"))
+    for parse, argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            parse(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err.splitlines()[-1], (argv, err)
+
+
+def test_a_failed_end_to_end_run_names_its_error_not_a_log_that_is_gone(tmp_path):
+    from benchmarks.end_to_end import timed_process
+    with pytest.raises(SystemExit, match=r"failed \(exit 1\): ValueError: no such data"):
+        timed_process([sys.executable, "-c", "raise ValueError('no such data')"], str(tmp_path),
+                      str(tmp_path / "run.log"), 1)
 
 
 def test_reference_copy_gets_only_the_runtime_fixes(tmp_path):
