@@ -70,7 +70,8 @@ for name in ("fp32", "amp", "compile", "compile_amp", "cudagraphs", "variable"):
           f"{har['of_matmul']:.2f} of a same-FLOP matmul, {har['syncs_per_step']:g} host syncs per step")
 EOF
     measure profile_har python benchmarks/profile_step.py --device "$device" --shape har --wave_length 8 --top 15 \
-        "${profile_flags[@]}" && cp "$out/profile_har.log" "$out/profile_har.md"
+        "${profile_flags[@]}" && cp "$out/profile_har.log" "$out/profile_har.md" \
+        && { echo "profile of the HAR step:"; cat "$out/profile_har.md"; } >> "$log"
 fi
 
 if [[ $parts == *" runs "* && ! -f "${TIMEMAE_DATA:-data}/Epilepsy/train.pt" ]]; then

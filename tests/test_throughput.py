@@ -254,6 +254,7 @@ def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
         assert re.search(rf'^{name}: [0-9.]+ s wall .*"finelast"', summary, re.M), name
     assert "failed measurements: 0" in summary and "FAILED" not in summary
     assert "| `aten::" in (out / "profile_har.md").read_text()
+    assert "profile of the HAR step:" in summary and "| `aten::" in summary        # the summary holds it too
 
 
 def test_variable_lengths_pad_each_series_after_a_third_to_all_of_its_steps(tmp_path):
