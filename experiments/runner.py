@@ -17,12 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from args import parse_args  # noqa: E402
+from args import DATASETS, build_parser, parse_args  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
 from main import flag_message, run  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from tools.summarize import markdown, mean_std  # noqa: E402
-from engine.runfiles import append_line, atomic_save_figure, atomic_write_text  # noqa: E402
+from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir  # noqa: E402
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
@@ -46,10 +46,11 @@ def parser(description, module, datasets="one"):
                                 epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
                                        "they override the budget's flags, not the study's own.")
     if datasets == "one":
-        p.add_argument("--dataset", required=True, help="har, epilepsy, uwave, ps, ad or ucr")
+        p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--data_path", help="dataset folder (default: $TIMEMAE_DATA/<Name>)")
     else:
-        p.add_argument("--datasets", nargs="+", required=True, help="pretrain on each, evaluate on each")
+        p.add_argument("--datasets", nargs="+", required=True, choices=DATASETS,
+                       help="pretrain on each, evaluate on each")
     p.add_argument("--quick", action="store_true", help="small model, few epochs, data subsets: a few minutes")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 1 with --quick, else 1 2 3")
     p.add_argument("--threads", default="1", help="torch CPU threads per run")
@@ -68,6 +69,16 @@ def parse(p, argv):
     return a
 
 
+def main_flags(argv):
+    """main.py's settings from `argv`; a flag it refuses is a one-line error rather than main.py's usage."""
+    p = build_parser()
+
+    def refuse(message):
+        raise TimeMAEError(f"a flag passed on to main.py: {message}")
+    p.error = refuse
+    return p.parse_args(argv)
+
+
 def base_flags(dataset, quick):
     """Flags of one dataset at one budget, before the study's own."""
     full = PRESETS.get(dataset, ["--wave_length", "8"])
@@ -83,6 +94,10 @@ class Study:
         self.name, self.a = name, a
         self.folder = os.path.join(a.out, name)
         self.rows = []
+        data_path = vars(a).get("data_path")    # transfer reads each dataset from its default folder
+        for dataset in [a.dataset] if "dataset" in a else a.datasets:   # before any run writes a folder
+            main_flags([*base_flags(dataset, a.quick), *a.extra, *(["--data_path", data_path] if data_path else [])])
+        make_writable_dir(a.out, "--out folder")
 
     def run_dir(self, dataset, config, seed):
         return os.path.join(self.folder, self.a.budget, dataset, config, f"seed{seed}")

@@ -120,6 +120,25 @@ def test_a_refused_setting_is_a_row_of_the_study_and_a_study_of_refusals_one_err
     assert "Traceback" not in err
 
 
+def test_bad_input_is_one_line_before_any_run_or_folder(studies_env, tmp_path, capsys, monkeypatch):
+    """A flag main.py refuses and an --out that is a file are one line each, before any run writes a folder (not
+    main.py's usage mid-progress-bar, nor a traceback); an unknown dataset is the study's own usage error."""
+    (tmp_path / "file").write_text("")
+    for flags, message in ((["--mask_mode", "x"], "error: a flag passed on to main.py: argument --mask_mode: "
+                                                  "invalid choice: 'x' (choose from 'sample', 'batch')\n"),
+                           (["--out", str(tmp_path / "file")], f"error: --out folder '{tmp_path / 'file'}' cannot "
+                                                               "be created: ")):
+        monkeypatch.setattr(sys, "argv", ["ablation", "--dataset", "epilepsy", *studies_env, *STUDY_FLAGS, *flags])
+        assert main_guard(ablation.main) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+    for study, flag in ((ablation, "--dataset"), (transfer, "--datasets")):
+        with pytest.raises(SystemExit) as exit_:
+            study.main([flag, "foo", *studies_env])
+        assert exit_.value.code == 2 and "invalid choice: 'foo'" in capsys.readouterr().err
+    assert not (tmp_path / "studies").exists()
+
+
 def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
     model_size.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
     assert set(outputs(tmp_path, "model_size").config) == {f"d{d}_L{n}" for d, n in model_size.SIZES["quick"]}
