@@ -1,9 +1,10 @@
 """What every study shares: the command line, the flags of each budget, running main.run per configuration
 and seed, and writing results.csv, results.md and a figure.
 
-A run lands in <out>/<study>/<budget>/<dataset>/<config>/seed<k>; a run folder that already holds metrics.json
-is reused, so an interrupted study continues where it stopped. results.csv gathers every run of the study done
-so far (all datasets and budgets), one row per run and protocol, so Epilepsy and UWave invocations add up.
+A run lands in <out>/<study>/<budget>/<dataset>/<config>/seed<k> (for ucr <dataset> is the --UCR_folder name, as
+in the tables); a run folder that already holds metrics.json is reused, so an interrupted study continues where it
+stopped. results.csv gathers every run of the study done so far (all datasets and budgets), one row per run and
+protocol, so Epilepsy and UWave invocations add up.
 """
 import argparse
 import json
@@ -19,8 +20,9 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from args import DATASETS, build_parser, parse_args  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
+from datautils import dataset_name  # noqa: E402
 from main import flag_message, run  # noqa: E402
-from experiments.presets import PRESETS  # noqa: E402
+from experiments.presets import ALL  # noqa: E402
 from tools.summarize import markdown, mean_std  # noqa: E402
 from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir  # noqa: E402
 
@@ -81,7 +83,7 @@ def main_flags(argv):
 
 def base_flags(dataset, quick):
     """Flags of one dataset at one budget, before the study's own."""
-    full = PRESETS.get(dataset, ["--wave_length", "8"])
+    full = ALL.get(dataset, ["--wave_length", "8"])
     if not quick:
         return ["--dataset", dataset, *full]
     return ["--dataset", dataset, *QUICK_MODEL, *full[:2], *QUICK.get(dataset, QUICK_DEFAULT)]
@@ -94,13 +96,19 @@ class Study:
         self.name, self.a = name, a
         self.folder = os.path.join(a.out, name)
         self.rows = []
+        self.names = {}    # folders and tables name a UCR/UEA set by --UCR_folder: each set has its own runs
         data_path = vars(a).get("data_path")    # transfer reads each dataset from its default folder
         for dataset in [a.dataset] if "dataset" in a else a.datasets:   # before any run writes a folder
-            main_flags([*base_flags(dataset, a.quick), *a.extra, *(["--data_path", data_path] if data_path else [])])
+            cfg = main_flags([*base_flags(dataset, a.quick), *a.extra,
+                              *(["--data_path", data_path] if data_path else [])])
+            if cfg.dataset == "ucr" and not cfg.UCR_folder:
+                raise TimeMAEError("--dataset ucr needs --UCR_folder <Name>: the study's folders and tables are "
+                                   "named by the set")
+            self.names[dataset] = dataset_name(cfg.dataset, cfg.UCR_folder)
         make_writable_dir(a.out, "--out folder")
 
     def run_dir(self, dataset, config, seed):
-        return os.path.join(self.folder, self.a.budget, dataset, config, f"seed{seed}")
+        return os.path.join(self.folder, self.a.budget, self.names[dataset], config, f"seed{seed}")
 
     def run(self, dataset, config, flags, seed, data_path=None, **fields):
         """One main.py run (or the finished one already on disk); adds a row per protocol and returns the run
@@ -110,7 +118,8 @@ class Study:
                 folder, "--threads", str(self.a.threads), "--no_progress"]
         if data_path:
             argv += ["--data_path", data_path]
-        row = dict(study=self.name, budget=self.a.budget, dataset=dataset, config=config, seed=seed, **fields)
+        row = dict(study=self.name, budget=self.a.budget, dataset=self.names[dataset], config=config, seed=seed,
+                   **fields)
         done = os.path.join(folder, "metrics.json")
         try:
             if not os.path.isfile(done):
@@ -121,7 +130,7 @@ class Study:
                 metrics = json.load(f)
         except TimeMAEError as e:
             reason = flag_message(e)
-            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {reason}")
+            tqdm.write(f"{self.name}: {self.names[dataset]}/{config} seed {seed} refused: {reason}")
             self.rows.append({**row, "protocol": "refused", "status": reason})
             return None
         for protocol in PROTOCOLS:
@@ -135,7 +144,8 @@ class Study:
     def sweep(self, dataset, configs, data_path=None):
         """Run [(config name, main.py flags, fields)] over the seeds, with a progress bar."""
         jobs = [(c, s) for c in configs for s in self.a.seeds]
-        for (config, flags, fields), seed in tqdm(jobs, desc=f"{self.name} {dataset}", dynamic_ncols=True):
+        progress = tqdm(jobs, desc=f"{self.name} {self.names[dataset]}", dynamic_ncols=True)
+        for (config, flags, fields), seed in progress:
             self.run(dataset, config, flags, seed, data_path, **fields)
 
     def finish(self, plot, order=None, panels=("dataset", "budget")):

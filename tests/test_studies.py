@@ -13,7 +13,8 @@ from conftest import TINY, synthetic_series, write_tstcc
 from datautils import random_subset, stratified_subset
 from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
-from experiments.runner import main_guard
+from experiments.presets import UCR
+from experiments.runner import base_flags, main_guard
 from loss import pretrain_loss
 import process
 from main import main as main_cli
@@ -31,11 +32,25 @@ def write_uwave(folder, n_train=64, n_test=32, channels=3, length=48, classes=4)
                    os.path.join(folder, name + ".pt"))
 
 
+def write_ucr(folder, seed, n_train=40, n_test=20, length=32, classes=2):
+    """A univariate UCR/UEA set <name>_TRAIN.ts/_TEST.ts named as its folder."""
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(folder)
+    header = f"@problemName {name}\n@univariate true\n@equalLength true\n@classLabel true 0 1\n@data\n"
+    for i, (split, n) in enumerate((("TRAIN", n_train), ("TEST", n_test))):
+        x, y = synthetic_series(n, length, 1, classes, seed=seed + i)
+        rows = [",".join(f"{v:.4f}" for v in series[:, 0]) + f":{label}" for series, label in zip(x, y)]
+        with open(os.path.join(folder, f"{name}_{split}.ts"), "w") as f:
+            f.write(header + "\n".join(rows) + "\n")
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("studies_data")
     write_tstcc(root / "Epilepsy")                # 2 channels x 32 steps, 3 classes
     write_uwave(root / "UWave")                   # 3 channels x 48 steps, 4 classes
+    write_ucr(root / "ToyA", seed=20)             # two UCR/UEA sets: 1 channel x 32 steps, 2 classes
+    write_ucr(root / "ToyB", seed=30)
     return root
 
 
@@ -137,6 +152,26 @@ def test_bad_input_is_one_line_before_any_run_or_folder(studies_env, tmp_path, c
             study.main([flag, "foo", *studies_env])
         assert exit_.value.code == 2 and "invalid choice: 'foo'" in capsys.readouterr().err
     assert not (tmp_path / "studies").exists()
+
+
+def test_each_ucr_set_has_its_own_runs_and_rows_and_the_full_budget_takes_the_ucr_preset(studies_env, tmp_path,
+                                                                                        capsys, monkeypatch):
+    for name in ("ToyA", "ToyB"):        # ToyB's runs are not ToyA's, reused
+        mask_ratio.main(["--dataset", "ucr", "--UCR_folder", name, "--ratios", "0.5", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "mask_ratio")
+    assert set(runs.dataset) == {"ToyA", "ToyB"} and len(runs) == 2 * 2 * 2      # sets x modes x protocols
+    assert_rows_are_their_runs(tmp_path, "mask_ratio", runs)
+    for name in ("ToyA", "ToyB"):
+        args = json.load(open(tmp_path / f"studies/mask_ratio/quick/{name}/sample_0.5/seed1/args.json"))
+        assert args["UCR_folder"] == name
+    assert base_flags("ucr", quick=False) == ["--dataset", "ucr", *UCR]
+    quick = base_flags("ucr", quick=True)
+    assert quick[quick.index("--wave_length") + 1] == "0"                # the window from the series length
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "ucr", *studies_env, *STUDY_FLAGS])
+    assert main_guard(mask_ratio.main) == 2
+    assert capsys.readouterr().err == "error: --dataset ucr needs --UCR_folder <Name>: the study's folders and " \
+                                      "tables are named by the set\n"
 
 
 def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
