@@ -64,11 +64,22 @@ def parser(description, module, datasets="one"):
 
 def parse(p, argv):
     a, extra = p.parse_known_args(argv)
-    a.seeds = a.seeds or ([1] if a.quick else [1, 2, 3])
+    a.seeds = list(dict.fromkeys(a.seeds or ([1] if a.quick else [1, 2, 3])))   # a repeated seed is one run
+    if "datasets" in a:
+        a.datasets = list(dict.fromkeys(a.datasets))
     a.scale = "quick" if a.quick else "full"  # picks the sweep's default values
     a.budget = a.budget or a.scale
     a.extra = extra
     return a
+
+
+def shares(values, flag, one=True):
+    """A sweep's values, each once in the order given; one outside (0, 1] (without `one`: (0, 1)) is refused
+    before any run, as main.py would refuse it in every run."""
+    for v in values:
+        if not (0 < v < 1 or (one and v == 1)):
+            raise TimeMAEError(f"{flag}: each value must lie in (0, 1{']' if one else ')'}, got {v:g}")
+    return list(dict.fromkeys(values))
 
 
 def main_flags(argv):

@@ -117,22 +117,41 @@ def test_mask_ratio_quick_sweeps_ratios_and_modes(studies_env, tmp_path):
 
 def test_a_refused_setting_is_a_row_of_the_study_and_a_study_of_refusals_one_error(studies_env, tmp_path, capsys,
                                                                                    monkeypatch):
-    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "1.5", *studies_env, *STUDY_FLAGS])
+    """A value main.py refuses for this data (0.05 of 8 windows masks none) is a row saying why."""
+    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "0.05", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "mask_ratio")
     refused = runs[runs.protocol == "refused"]
-    assert set(refused.mask_ratio) == {1.5} and len(refused) == 2           # both masking modes
+    assert set(refused.mask_ratio) == {0.05} and len(refused) == 2          # both masking modes
     assert (runs[runs.mask_ratio == 0.5].status == "ok").all()
-    message = "--mask_ratio must lie in (0, 1), got 1.5"
+    message = "--mask_ratio 0.05 masks 0 of 8 windows: at least one window must be masked and one visible"
     assert (refused.status == message).all()
     table = (tmp_path / "studies/mask_ratio/results.md").read_text()
     assert sum(message in line and "| refused |" in line for line in table.splitlines()) == 2   # cells, not 'nan'
     capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "epilepsy", "--ratios", "1.5", *studies_env,
+    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "epilepsy", "--ratios", "0.05", *studies_env,
                                       *STUDY_FLAGS])
     assert main_guard(mask_ratio.main) == 2
     err = capsys.readouterr().err                       # the progress bar's lines, then one error line
     assert err.endswith(f"\nerror: mask_ratio: every run was refused, the first with: {message}\n")
     assert "Traceback" not in err
+
+
+def test_sweep_values_outside_their_range_are_one_line_before_any_run_and_repeats_run_once(studies_env, tmp_path,
+                                                                                          capsys, monkeypatch):
+    for study, flags, message in ((label_fraction, ["--fractions", "0.5", "2"], "--fractions: each value must lie "
+                                                                                "in (0, 1], got 2"),
+                                  (pretrain_fraction, ["--fractions", "0"], "--fractions: each value must lie in "
+                                                                            "(0, 1], got 0"),
+                                  (mask_ratio, ["--ratios", "0.5", "1"], "--ratios: each value must lie in (0, 1), "
+                                                                         "got 1")):
+        monkeypatch.setattr(sys, "argv", ["study", "--dataset", "epilepsy", *studies_env, *STUDY_FLAGS, *flags])
+        assert main_guard(study.main) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "studies").exists()
+    table = mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "0.50", "--seeds", "1", "1", *studies_env,
+                             *STUDY_FLAGS])
+    assert len(outputs(tmp_path, "mask_ratio")) == 2 * 2                   # modes x protocols, each once
+    assert len(table) == 2 * 2 and (table.runs == 1).all()
 
 
 def test_bad_input_is_one_line_before_any_run_or_folder(studies_env, tmp_path, capsys, monkeypatch):
