@@ -1,5 +1,5 @@
-"""Labels: accuracy against the share of labelled training data the probe and fine-tuning fit on (a stratified,
-seeded share of the series left after the validation split; selection keeps the whole validation split), for
+"""Labels: accuracy against the share of labelled training data the probe and fine-tuning use (a stratified,
+seeded share of all the labelled training series; selection holds out a stratified --val_ratio of that share), for
 TimeMAE and for the same encoder without pretraining (FineZero / FineZero+).
 
 The encoder is pretrained once per seed on all the unlabelled data (config 'pretrained', whose checkpoint is

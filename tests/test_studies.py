@@ -3,12 +3,14 @@ datasets of other shapes, stratified label fractions, pretraining fractions and 
 import json
 import os
 import sys
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from args import build_parser
 from conftest import TINY, synthetic_series, write_tstcc
 from datautils import random_subset, stratified_subset
 from common.errors import TimeMAEError
@@ -343,6 +345,17 @@ def test_ablation_switches_drop_their_gradient_path(switch):
     if switch == "decouple":
         assert len(model.decoupled_encoder.blocks) == 0 and grads["mask_token"].abs().sum() > 0
     assert grads["visible_encoder.blocks.0.attn.qkv.weight"].abs().sum() > 0
+
+
+def test_label_ratio_is_described_as_taken_first_with_the_selection_split_held_out_of_it():
+    """The share is of all labelled series and selection holds its split out of it (at 0.5 the selection split has
+    half the series it has at 1): --label_ratio's help and the label fraction study say so, as docs/studies.md."""
+    splits = types.SimpleNamespace(train_y=np.repeat(np.arange(2), 40))
+    held = {r: len(process.labelled_splits(splits, "val", 0.2, r, seed=1)[1]) for r in (0.5, 1.0)}
+    assert held == {0.5: 8, 1.0: 16}
+    help_ = next(action.help for action in build_parser()._actions if action.dest == "label_ratio")
+    for text in (help_, label_fraction.__doc__):
+        assert "selection holds out a stratified --val_ratio of that share" in " ".join(text.split())
 
 
 @pytest.mark.parametrize("flags, message", [
