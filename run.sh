@@ -4,7 +4,8 @@
 #   bash run.sh ucr [runs=3] --UCR_folder <Name> [...]   (window length from the series length: experiments/presets.py)
 # Results: $EXP_DIR/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...) and
 #          $EXP_DIR/<dataset>/summary.csv and summary.png (the accuracies beside the raw-series baselines), with
-#          EXP_DIR=exp unless set; for ucr <dataset> is the --UCR_folder name. Later flags override the preset.
+#          EXP_DIR=exp unless set; for ucr <dataset> is the --UCR_folder name. Later flags override the preset;
+#          --seed and --save_path are run.sh's own (seed 1 to runs, the folder above) and refused among them.
 # A missing data folder (--data_path, else $TIMEMAE_DATA/<Name> or data/<Name>) is first prepared with
 # `python -m data.prepare <dataset> --download` (checksummed; from $TIMEMAE_MIRROR when set).
 set -euo pipefail
@@ -19,6 +20,14 @@ if [ $# -ge 1 ] && [[ "$1" != --* ]]; then runs=$1; shift; fi
 preset_line=$(python -m experiments.presets "$dataset" "$@") || exit 2
 read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
+for arg in "$@"; do   # main.py reads a flag's unambiguous prefix as the flag: --see 7 is --seed 7
+  flag=${arg%%=*}
+  if [[ $flag == --see* && --seed == "$flag"* ]] || [[ $flag == --sa* && --save_path == "$flag"* ]]; then
+    echo "error: run.sh sets --seed (1 to runs) and --save_path (\$EXP_DIR/<dataset>/seed<k>) of each run; drop" \
+      "$arg from the extra flags" >&2
+    exit 2
+  fi
+done
 
 # the data the runs will read: the last --data_path and --UCR_folder among the extra flags, else the defaults
 data_path=""

@@ -61,6 +61,18 @@ def test_run_sh_rejects_unknown_dataset():
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
+def test_run_sh_refuses_the_seed_and_run_folder_it_sets_in_one_line(two_runs, tmp_path):
+    """An extra --seed (or a prefix main.py reads as it) would give every run that seed: refused before any run."""
+    env = {**os.environ, "EXP_DIR": str(tmp_path / "exp")}
+    for flags in (["--seed", "7"], ["--see=7"], ["--save_path", "x"], ["--sav=x"]):
+        proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "2", "--data_path", two_runs[2], *FAST,
+                               *flags], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr == (
+            "error: run.sh sets --seed (1 to runs) and --save_path ($EXP_DIR/<dataset>/seed<k>) of each run; drop "
+            f"{flags[0]} from the extra flags\n"), proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
 def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
 
