@@ -3,7 +3,7 @@
 #   bash run.sh <har|epilepsy|uwave|ps|ad> [runs=3] [extra main.py flags, e.g. --data_path DIR --overwrite]
 #   bash run.sh ucr [runs=3] --UCR_folder <Name> [...]   (window length from the series length: experiments/presets.py)
 # Results: $EXP_DIR/<dataset>/seed<k>/ (linear_result.txt, result.txt, metrics.json, ...) and
-#          $EXP_DIR/<dataset>/summary.csv and summary.png (the accuracies beside the raw-series baselines), with
+#          $EXP_DIR/<dataset>/summary.csv and summary.png (these runs' accuracies beside the raw baselines), with
 #          EXP_DIR=exp unless set; for ucr <dataset> is the --UCR_folder name. Later flags override the preset;
 #          --seed and --save_path are run.sh's own (seed 1 to runs, the folder above) and refused among them.
 # A missing data folder (--data_path, else $TIMEMAE_DATA/<Name> or data/<Name>) is first prepared with
@@ -47,8 +47,11 @@ python -m data.prepare "$dataset" --download --if-missing ${data_path:+--data_pa
 exp_dir=${EXP_DIR:-exp}
 name=$dataset
 if [ "$dataset" = ucr ]; then name=$ucr_folder; fi   # each UCR/UEA set in its own folder
+folders=()
 for seed in $(seq 1 "$runs"); do
   echo "== $name run $seed/$runs (seed $seed)"
   python main.py --dataset "$dataset" "${preset[@]}" --seed "$seed" --save_path "$exp_dir/$name/seed$seed" "$@"
+  folders+=("$exp_dir/$name/seed$seed")
 done
-python -m tools.summarize "$exp_dir/$name" --out "$exp_dir/$name/summary.csv" --plot "$exp_dir/$name/summary.png"
+# these runs only: an earlier invocation with more runs left seed folders beyond them
+python -m tools.summarize "${folders[@]}" --out "$exp_dir/$name/summary.csv" --plot "$exp_dir/$name/summary.png"

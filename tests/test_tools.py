@@ -73,6 +73,22 @@ def test_run_sh_refuses_the_seed_and_run_folder_it_sets_in_one_line(two_runs, tm
     assert not (tmp_path / "exp").exists()
 
 
+def test_run_sh_summarises_its_own_runs_only(two_runs, tmp_path):
+    """A seed folder left by an earlier invocation with more runs is not one of this invocation's runs."""
+    shutil.copytree(two_runs[0] / "seed2", tmp_path / "exp" / "har" / "seed2")
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "1", "--data_path", two_runs[2], *FAST],
+                          env={**os.environ, "EXP_DIR": str(tmp_path / "exp")}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = pd.read_csv(tmp_path / "exp" / "har" / "summary.csv")
+    run = pd.read_json(tmp_path / "exp" / "har" / "seed1" / "metrics.json", typ="series")
+    assert summary.loc[0, "runs"] == 1
+    assert summary.loc[0, "finelast_acc_mean"] == pytest.approx(100 * run["finelast"]["acc"], abs=0.01)
+    folder = two_runs[0]              # several folders, a run below two of them counted once
+    assert summarize_main([str(folder / "seed1"), str(folder), "--out", str(tmp_path / "s.csv")]) == 0
+    assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2
+
+
 def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
 
