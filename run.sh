@@ -8,7 +8,24 @@
 #          --seed and --save_path are run.sh's own (seed 1 to runs, the folder above) and refused among them.
 # A missing data folder (--data_path, else $TIMEMAE_DATA/<Name> or data/<Name>) is first prepared with
 # `python -m data.prepare <dataset> --download` (checksummed; from $TIMEMAE_MIRROR when set).
+# Relative paths (--data_path, --pretrained_path, --bert_path, EXP_DIR, TIMEMAE_DATA) are read from the folder
+# run.sh is called from; the defaults (exp, data/<Name>) are the repository's.
 set -euo pipefail
+
+# the runs start in the repository: the caller's relative paths are made absolute first
+caller=$PWD
+absolute() { if [[ -n $1 && $1 != /* ]]; then printf '%s' "$caller/$1"; else printf '%s' "$1"; fi; }
+if [[ -n ${EXP_DIR:-} ]]; then EXP_DIR=$(absolute "$EXP_DIR"); fi
+if [[ -n ${TIMEMAE_DATA:-} ]]; then TIMEMAE_DATA=$(absolute "$TIMEMAE_DATA"); export TIMEMAE_DATA; fi
+args=()
+previous=""
+for arg in "$@"; do
+  case $previous in --data_path|--pretrained_path|--bert_path) arg=$(absolute "$arg") ;; esac
+  case $arg in --data_path=*|--pretrained_path=*|--bert_path=*) arg=${arg%%=*}=$(absolute "${arg#*=}") ;; esac
+  args+=("$arg")
+  previous=$arg
+done
+set -- ${args[@]+"${args[@]}"}
 cd "$(dirname "$0")"
 
 dataset=${1:-}
@@ -16,7 +33,8 @@ if [ $# -ge 1 ]; then shift; fi
 runs=3   # the run count is optional: a flag right after the dataset starts the extra flags
 if [ $# -ge 1 ] && [[ "$1" != --* ]]; then runs=$1; shift; fi
 
-# the preset (window length, codebook size, MRR/MCC weights, epochs) lives in experiments/presets.py, shared with experiments/
+# the preset (window length, codebook size, MRR/MCC weights, epochs) lives in experiments/presets.py, shared with
+# experiments/
 preset_line=$(python -m experiments.presets "$dataset" "$@") || exit 2
 read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi

@@ -89,6 +89,20 @@ def test_run_sh_summarises_its_own_runs_only(two_runs, tmp_path):
     assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2
 
 
+def test_run_sh_reads_relative_paths_from_the_callers_folder(two_runs, tmp_path):
+    """run.sh starts the runs in the repository; a relative --data_path and EXP_DIR are still the caller's."""
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    data = os.path.relpath(two_runs[2], caller)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "1", "--data_path", data, *FAST],
+                          cwd=caller, env={**os.environ, "EXP_DIR": "exp"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = json.loads((caller / "exp" / "har" / "seed1" / "args.json").read_text())
+    assert args["data_path"] == str(caller / data) and os.path.samefile(args["data_path"], two_runs[2])
+    assert (caller / "exp" / "har" / "summary.csv").exists()
+
+
 def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
 
