@@ -239,9 +239,9 @@ def build_parser():
                         "whose name and shape match are copied, the rest (e.g. window slicer, positions) stay freshly "
                         "initialised; then pretrain further (--num_epoch_pretrain > 0) or probe/fine-tune (0)")
     g.add_argument("--label_ratio", type=float, default=1.0,
-                   help="stratified, seeded share of the labelled training series left after the validation "
-                        "split that the probe and fine-tuning fit on (selection keeps the whole validation split; "
-                        "pretraining keeps all the unlabelled data)")
+                   help="stratified, seeded share of all the labelled training series that the probe and "
+                        "fine-tuning use; with --select_on val, selection holds out a stratified --val_ratio of that "
+                        "share (pretraining keeps all the unlabelled data)")
     g.add_argument("--pretrain_ratio", type=float, default=1.0,
                    help="seeded random share of the unlabelled (pretraining) data")
     g.add_argument("--no_mcc", action="store_true", help="ablation: drop masked codeword classification")

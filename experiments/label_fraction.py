@@ -1,5 +1,5 @@
-"""Labels: accuracy against the share of labelled training data the probe and fine-tuning fit on (a stratified,
-seeded share of the series left after the validation split; selection keeps the whole validation split), for
+"""Labels: accuracy against the share of labelled training data the probe and fine-tuning use (a stratified,
+seeded share of all the labelled training series; selection holds out a stratified --val_ratio of that share), for
 TimeMAE and for the same encoder without pretraining (FineZero / FineZero+).
 
 The encoder is pretrained once per seed on all the unlabelled data (config 'pretrained', whose checkpoint is
@@ -8,7 +8,7 @@ the last epoch, so no label chooses it); every label fraction then probes and fi
 
     python -m experiments.label_fraction --dataset epilepsy --quick
 """
-from experiments.runner import NO_PRETRAINING, PRETRAIN_ONLY, Study, lines, main_guard, parse, parser
+from experiments.runner import NO_PRETRAINING, PRETRAIN_ONLY, Study, lines, main_guard, parse, parser, shares
 
 FRACTIONS = {"quick": [0.05, 0.1, 0.25, 0.5, 1.0], "full": [0.01, 0.05, 0.1, 0.25, 0.5, 1.0]}
 
@@ -19,12 +19,13 @@ def plot(ax, table):
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0], "experiments.label_fraction")
-    p.add_argument("--fractions", type=float, nargs="+", help="default: 0.05 .. 1 (--quick), 0.01 .. 1")
+    p.add_argument("--fractions", type=float, nargs="+", help="each in (0, 1]; default: 0.05 .. 1 (--quick), 0.01 .. 1")
     a = parse(p, argv)
+    fractions = shares(a.fractions or FRACTIONS[a.scale], "--fractions")
     study = Study("label_fraction", a)
     for seed in a.seeds:
         pretrained = study.run(a.dataset, "pretrained", PRETRAIN_ONLY, seed, a.data_path, label_ratio=1.0)
-        for r in a.fractions or FRACTIONS[a.scale]:
+        for r in fractions:
             ratio = ["--label_ratio", str(r)]
             if pretrained:
                 study.run(a.dataset, f"timemae_{r:g}", [*ratio, "--num_epoch_pretrain", "0", "--pretrained_path",

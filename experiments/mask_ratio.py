@@ -3,7 +3,7 @@
 
     python -m experiments.mask_ratio --dataset epilepsy --quick
 """
-from experiments.runner import Study, lines, main_guard, parse, parser
+from experiments.runner import Study, lines, main_guard, parse, parser, shares
 
 RATIOS = {"quick": [0.2, 0.4, 0.6, 0.8], "full": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}
 MODES = ("sample", "batch")
@@ -17,9 +17,10 @@ def plot(ax, table):
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0], "experiments.mask_ratio")
-    p.add_argument("--ratios", type=float, nargs="+", help="default: 0.2 0.4 0.6 0.8 (--quick), else 0.1 .. 0.9")
+    p.add_argument("--ratios", type=float, nargs="+",
+                   help="each in (0, 1); default: 0.2 0.4 0.6 0.8 (--quick), else 0.1 .. 0.9")
     a = parse(p, argv)
-    ratios = a.ratios or RATIOS[a.scale]
+    ratios = shares(a.ratios or RATIOS[a.scale], "--ratios", one=False)
     configs = [(f"{mode}_{r:g}", ["--mask_ratio", str(r), "--mask_mode", mode], dict(mask_ratio=r, mask_mode=mode))
                for mode in MODES for r in ratios]
     study = Study("mask_ratio", a)

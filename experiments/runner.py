@@ -1,9 +1,10 @@
 """What every study shares: the command line, the flags of each budget, running main.run per configuration
 and seed, and writing results.csv, results.md and a figure.
 
-A run lands in <out>/<study>/<budget>/<dataset>/<config>/seed<k>; a run folder that already holds metrics.json
-is reused, so an interrupted study continues where it stopped. results.csv gathers every run of the study done
-so far (all datasets and budgets), one row per run and protocol, so Epilepsy and UWave invocations add up.
+A run lands in <out>/<study>/<budget>/<dataset>/<config>/seed<k> (for ucr <dataset> is the --UCR_folder name, as
+in the tables); a run folder that already holds metrics.json is reused, so an interrupted study continues where it
+stopped. results.csv gathers every run of the study done so far (all datasets and budgets), one row per run and
+protocol, so Epilepsy and UWave invocations add up.
 """
 import argparse
 import json
@@ -17,12 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from args import parse_args  # noqa: E402
+from args import DATASETS, build_parser, parse_args  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
+from datautils import dataset_name  # noqa: E402
 from main import flag_message, run  # noqa: E402
-from experiments.presets import PRESETS  # noqa: E402
+from experiments.presets import ALL  # noqa: E402
 from tools.summarize import markdown, mean_std  # noqa: E402
-from engine.runfiles import append_line, atomic_save_figure, atomic_write_text  # noqa: E402
+from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir  # noqa: E402
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
@@ -46,10 +48,11 @@ def parser(description, module, datasets="one"):
                                 epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
                                        "they override the budget's flags, not the study's own.")
     if datasets == "one":
-        p.add_argument("--dataset", required=True, help="har, epilepsy, uwave, ps, ad or ucr")
+        p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--data_path", help="dataset folder (default: $TIMEMAE_DATA/<Name>)")
     else:
-        p.add_argument("--datasets", nargs="+", required=True, help="pretrain on each, evaluate on each")
+        p.add_argument("--datasets", nargs="+", required=True, choices=DATASETS,
+                       help="pretrain on each, evaluate on each")
     p.add_argument("--quick", action="store_true", help="small model, few epochs, data subsets: a few minutes")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 1 with --quick, else 1 2 3")
     p.add_argument("--threads", default="1", help="torch CPU threads per run")
@@ -61,16 +64,37 @@ def parser(description, module, datasets="one"):
 
 def parse(p, argv):
     a, extra = p.parse_known_args(argv)
-    a.seeds = a.seeds or ([1] if a.quick else [1, 2, 3])
+    a.seeds = list(dict.fromkeys(a.seeds or ([1] if a.quick else [1, 2, 3])))   # a repeated seed is one run
+    if "datasets" in a:
+        a.datasets = list(dict.fromkeys(a.datasets))
     a.scale = "quick" if a.quick else "full"  # picks the sweep's default values
     a.budget = a.budget or a.scale
     a.extra = extra
     return a
 
 
+def shares(values, flag, one=True):
+    """A sweep's values, each once in the order given; one outside (0, 1] (without `one`: (0, 1)) is refused
+    before any run, as main.py would refuse it in every run."""
+    for v in values:
+        if not (0 < v < 1 or (one and v == 1)):
+            raise TimeMAEError(f"{flag}: each value must lie in (0, 1{']' if one else ')'}, got {v:g}")
+    return list(dict.fromkeys(values))
+
+
+def main_flags(argv):
+    """main.py's settings from `argv`; a flag it refuses is a one-line error rather than main.py's usage."""
+    p = build_parser()
+
+    def refuse(message):
+        raise TimeMAEError(f"a flag passed on to main.py: {message}")
+    p.error = refuse
+    return p.parse_args(argv)
+
+
 def base_flags(dataset, quick):
     """Flags of one dataset at one budget, before the study's own."""
-    full = PRESETS.get(dataset, ["--wave_length", "8"])
+    full = ALL.get(dataset, ["--wave_length", "8"])
     if not quick:
         return ["--dataset", dataset, *full]
     return ["--dataset", dataset, *QUICK_MODEL, *full[:2], *QUICK.get(dataset, QUICK_DEFAULT)]
@@ -83,9 +107,19 @@ class Study:
         self.name, self.a = name, a
         self.folder = os.path.join(a.out, name)
         self.rows = []
+        self.names = {}    # folders and tables name a UCR/UEA set by --UCR_folder: each set has its own runs
+        data_path = vars(a).get("data_path")    # transfer reads each dataset from its default folder
+        for dataset in [a.dataset] if "dataset" in a else a.datasets:   # before any run writes a folder
+            cfg = main_flags([*base_flags(dataset, a.quick), *a.extra,
+                              *(["--data_path", data_path] if data_path else [])])
+            if cfg.dataset == "ucr" and not cfg.UCR_folder:
+                raise TimeMAEError("--dataset ucr needs --UCR_folder <Name>: the study's folders and tables are "
+                                   "named by the set")
+            self.names[dataset] = dataset_name(cfg.dataset, cfg.UCR_folder)
+        make_writable_dir(a.out, "--out folder")
 
     def run_dir(self, dataset, config, seed):
-        return os.path.join(self.folder, self.a.budget, dataset, config, f"seed{seed}")
+        return os.path.join(self.folder, self.a.budget, self.names[dataset], config, f"seed{seed}")
 
     def run(self, dataset, config, flags, seed, data_path=None, **fields):
         """One main.py run (or the finished one already on disk); adds a row per protocol and returns the run
@@ -95,7 +129,8 @@ class Study:
                 folder, "--threads", str(self.a.threads), "--no_progress"]
         if data_path:
             argv += ["--data_path", data_path]
-        row = dict(study=self.name, budget=self.a.budget, dataset=dataset, config=config, seed=seed, **fields)
+        row = dict(study=self.name, budget=self.a.budget, dataset=self.names[dataset], config=config, seed=seed,
+                   **fields)
         done = os.path.join(folder, "metrics.json")
         try:
             if not os.path.isfile(done):
@@ -106,7 +141,7 @@ class Study:
                 metrics = json.load(f)
         except TimeMAEError as e:
             reason = flag_message(e)
-            tqdm.write(f"{self.name}: {dataset}/{config} seed {seed} refused: {reason}")
+            tqdm.write(f"{self.name}: {self.names[dataset]}/{config} seed {seed} refused: {reason}")
             self.rows.append({**row, "protocol": "refused", "status": reason})
             return None
         for protocol in PROTOCOLS:
@@ -120,7 +155,8 @@ class Study:
     def sweep(self, dataset, configs, data_path=None):
         """Run [(config name, main.py flags, fields)] over the seeds, with a progress bar."""
         jobs = [(c, s) for c in configs for s in self.a.seeds]
-        for (config, flags, fields), seed in tqdm(jobs, desc=f"{self.name} {dataset}", dynamic_ncols=True):
+        progress = tqdm(jobs, desc=f"{self.name} {self.names[dataset]}", dynamic_ncols=True)
+        for (config, flags, fields), seed in progress:
             self.run(dataset, config, flags, seed, data_path, **fields)
 
     def finish(self, plot, order=None, panels=("dataset", "budget")):

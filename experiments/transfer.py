@@ -39,10 +39,11 @@ def main(argv=None):
     study = Study("transfer", a)
     for seed in a.seeds:
         for source in a.datasets:
-            pretrained = study.run(source, "pretrained", PRETRAIN_ONLY, seed, source=source)
+            name = study.names[source]     # a UCR/UEA set by its name, as the targets' column
+            pretrained = study.run(source, "pretrained", PRETRAIN_ONLY, seed, source=name)
             for target in a.datasets if pretrained else []:
-                study.run(target, f"from_{source}", ["--num_epoch_pretrain", "0", "--pretrained_path",
-                                                     f"{pretrained}/pretrain_model.pkl"], seed, source=source)
+                study.run(target, f"from_{name}", ["--num_epoch_pretrain", "0", "--pretrained_path",
+                                                   f"{pretrained}/pretrain_model.pkl"], seed, source=name)
         for target in a.datasets:
             study.run(target, "no_pretraining", NO_PRETRAINING, seed, source="none")
     return study.finish(plot, panels=("budget",))

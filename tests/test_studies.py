@@ -3,17 +3,20 @@ datasets of other shapes, stratified label fractions, pretraining fractions and 
 import json
 import os
 import sys
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from args import build_parser
 from conftest import TINY, synthetic_series, write_tstcc
 from datautils import random_subset, stratified_subset
 from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
-from experiments.runner import main_guard
+from experiments.presets import UCR
+from experiments.runner import base_flags, main_guard
 from loss import pretrain_loss
 import process
 from main import main as main_cli
@@ -31,11 +34,25 @@ def write_uwave(folder, n_train=64, n_test=32, channels=3, length=48, classes=4)
                    os.path.join(folder, name + ".pt"))
 
 
+def write_ucr(folder, seed, n_train=40, n_test=20, length=32, classes=2):
+    """A univariate UCR/UEA set <name>_TRAIN.ts/_TEST.ts named as its folder."""
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(folder)
+    header = f"@problemName {name}\n@univariate true\n@equalLength true\n@classLabel true 0 1\n@data\n"
+    for i, (split, n) in enumerate((("TRAIN", n_train), ("TEST", n_test))):
+        x, y = synthetic_series(n, length, 1, classes, seed=seed + i)
+        rows = [",".join(f"{v:.4f}" for v in series[:, 0]) + f":{label}" for series, label in zip(x, y)]
+        with open(os.path.join(folder, f"{name}_{split}.ts"), "w") as f:
+            f.write(header + "\n".join(rows) + "\n")
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("studies_data")
     write_tstcc(root / "Epilepsy")                # 2 channels x 32 steps, 3 classes
     write_uwave(root / "UWave")                   # 3 channels x 48 steps, 4 classes
+    write_ucr(root / "ToyA", seed=20)             # two UCR/UEA sets: 1 channel x 32 steps, 2 classes
+    write_ucr(root / "ToyB", seed=30)
     return root
 
 
@@ -102,22 +119,80 @@ def test_mask_ratio_quick_sweeps_ratios_and_modes(studies_env, tmp_path):
 
 def test_a_refused_setting_is_a_row_of_the_study_and_a_study_of_refusals_one_error(studies_env, tmp_path, capsys,
                                                                                    monkeypatch):
-    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "1.5", *studies_env, *STUDY_FLAGS])
+    """A value main.py refuses for this data (0.05 of 8 windows masks none) is a row saying why."""
+    mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "0.05", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "mask_ratio")
     refused = runs[runs.protocol == "refused"]
-    assert set(refused.mask_ratio) == {1.5} and len(refused) == 2           # both masking modes
+    assert set(refused.mask_ratio) == {0.05} and len(refused) == 2          # both masking modes
     assert (runs[runs.mask_ratio == 0.5].status == "ok").all()
-    message = "--mask_ratio must lie in (0, 1), got 1.5"
+    message = "--mask_ratio 0.05 masks 0 of 8 windows: at least one window must be masked and one visible"
     assert (refused.status == message).all()
     table = (tmp_path / "studies/mask_ratio/results.md").read_text()
     assert sum(message in line and "| refused |" in line for line in table.splitlines()) == 2   # cells, not 'nan'
     capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "epilepsy", "--ratios", "1.5", *studies_env,
+    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "epilepsy", "--ratios", "0.05", *studies_env,
                                       *STUDY_FLAGS])
     assert main_guard(mask_ratio.main) == 2
     err = capsys.readouterr().err                       # the progress bar's lines, then one error line
     assert err.endswith(f"\nerror: mask_ratio: every run was refused, the first with: {message}\n")
     assert "Traceback" not in err
+
+
+def test_sweep_values_outside_their_range_are_one_line_before_any_run_and_repeats_run_once(studies_env, tmp_path,
+                                                                                          capsys, monkeypatch):
+    for study, flags, message in ((label_fraction, ["--fractions", "0.5", "2"], "--fractions: each value must lie "
+                                                                                "in (0, 1], got 2"),
+                                  (pretrain_fraction, ["--fractions", "0"], "--fractions: each value must lie in "
+                                                                            "(0, 1], got 0"),
+                                  (mask_ratio, ["--ratios", "0.5", "1"], "--ratios: each value must lie in (0, 1), "
+                                                                         "got 1")):
+        monkeypatch.setattr(sys, "argv", ["study", "--dataset", "epilepsy", *studies_env, *STUDY_FLAGS, *flags])
+        assert main_guard(study.main) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "studies").exists()
+    table = mask_ratio.main(["--dataset", "epilepsy", "--ratios", "0.5", "0.50", "--seeds", "1", "1", *studies_env,
+                             *STUDY_FLAGS])
+    assert len(outputs(tmp_path, "mask_ratio")) == 2 * 2                   # modes x protocols, each once
+    assert len(table) == 2 * 2 and (table.runs == 1).all()
+
+
+def test_bad_input_is_one_line_before_any_run_or_folder(studies_env, tmp_path, capsys, monkeypatch):
+    """A flag main.py refuses and an --out that is a file are one line each, before any run writes a folder (not
+    main.py's usage mid-progress-bar, nor a traceback); an unknown dataset is the study's own usage error."""
+    (tmp_path / "file").write_text("")
+    for flags, message in ((["--mask_mode", "x"], "error: a flag passed on to main.py: argument --mask_mode: "
+                                                  "invalid choice: 'x' (choose from 'sample', 'batch')\n"),
+                           (["--out", str(tmp_path / "file")], f"error: --out folder '{tmp_path / 'file'}' cannot "
+                                                               "be created: ")):
+        monkeypatch.setattr(sys, "argv", ["ablation", "--dataset", "epilepsy", *studies_env, *STUDY_FLAGS, *flags])
+        assert main_guard(ablation.main) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+    for study, flag in ((ablation, "--dataset"), (transfer, "--datasets")):
+        with pytest.raises(SystemExit) as exit_:
+            study.main([flag, "foo", *studies_env])
+        assert exit_.value.code == 2 and "invalid choice: 'foo'" in capsys.readouterr().err
+    assert not (tmp_path / "studies").exists()
+
+
+def test_each_ucr_set_has_its_own_runs_and_rows_and_the_full_budget_takes_the_ucr_preset(studies_env, tmp_path,
+                                                                                        capsys, monkeypatch):
+    for name in ("ToyA", "ToyB"):        # ToyB's runs are not ToyA's, reused
+        mask_ratio.main(["--dataset", "ucr", "--UCR_folder", name, "--ratios", "0.5", *studies_env, *STUDY_FLAGS])
+    runs = outputs(tmp_path, "mask_ratio")
+    assert set(runs.dataset) == {"ToyA", "ToyB"} and len(runs) == 2 * 2 * 2      # sets x modes x protocols
+    assert_rows_are_their_runs(tmp_path, "mask_ratio", runs)
+    for name in ("ToyA", "ToyB"):
+        args = json.load(open(tmp_path / f"studies/mask_ratio/quick/{name}/sample_0.5/seed1/args.json"))
+        assert args["UCR_folder"] == name
+    assert base_flags("ucr", quick=False) == ["--dataset", "ucr", *UCR]
+    quick = base_flags("ucr", quick=True)
+    assert quick[quick.index("--wave_length") + 1] == "0"                # the window from the series length
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["mask_ratio", "--dataset", "ucr", *studies_env, *STUDY_FLAGS])
+    assert main_guard(mask_ratio.main) == 2
+    assert capsys.readouterr().err == "error: --dataset ucr needs --UCR_folder <Name>: the study's folders and " \
+                                      "tables are named by the set\n"
 
 
 def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
@@ -270,6 +345,17 @@ def test_ablation_switches_drop_their_gradient_path(switch):
     if switch == "decouple":
         assert len(model.decoupled_encoder.blocks) == 0 and grads["mask_token"].abs().sum() > 0
     assert grads["visible_encoder.blocks.0.attn.qkv.weight"].abs().sum() > 0
+
+
+def test_label_ratio_is_described_as_taken_first_with_the_selection_split_held_out_of_it():
+    """The share is of all labelled series and selection holds its split out of it (at 0.5 the selection split has
+    half the series it has at 1): --label_ratio's help and the label fraction study say so, as docs/studies.md."""
+    splits = types.SimpleNamespace(train_y=np.repeat(np.arange(2), 40))
+    held = {r: len(process.labelled_splits(splits, "val", 0.2, r, seed=1)[1]) for r in (0.5, 1.0)}
+    assert held == {0.5: 8, 1.0: 16}
+    help_ = next(action.help for action in build_parser()._actions if action.dest == "label_ratio")
+    for text in (help_, label_fraction.__doc__):
+        assert "selection holds out a stratified --val_ratio of that share" in " ".join(text.split())
 
 
 @pytest.mark.parametrize("flags, message", [

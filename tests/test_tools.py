@@ -61,6 +61,48 @@ def test_run_sh_rejects_unknown_dataset():
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
+def test_run_sh_refuses_the_seed_and_run_folder_it_sets_in_one_line(two_runs, tmp_path):
+    """An extra --seed (or a prefix main.py reads as it) would give every run that seed: refused before any run."""
+    env = {**os.environ, "EXP_DIR": str(tmp_path / "exp")}
+    for flags in (["--seed", "7"], ["--see=7"], ["--save_path", "x"], ["--sav=x"]):
+        proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "2", "--data_path", two_runs[2], *FAST,
+                               *flags], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr == (
+            "error: run.sh sets --seed (1 to runs) and --save_path ($EXP_DIR/<dataset>/seed<k>) of each run; drop "
+            f"{flags[0]} from the extra flags\n"), proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_run_sh_summarises_its_own_runs_only(two_runs, tmp_path):
+    """A seed folder left by an earlier invocation with more runs is not one of this invocation's runs."""
+    shutil.copytree(two_runs[0] / "seed2", tmp_path / "exp" / "har" / "seed2")
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "1", "--data_path", two_runs[2], *FAST],
+                          env={**os.environ, "EXP_DIR": str(tmp_path / "exp")}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = pd.read_csv(tmp_path / "exp" / "har" / "summary.csv")
+    run = pd.read_json(tmp_path / "exp" / "har" / "seed1" / "metrics.json", typ="series")
+    assert summary.loc[0, "runs"] == 1
+    assert summary.loc[0, "finelast_acc_mean"] == pytest.approx(100 * run["finelast"]["acc"], abs=0.01)
+    folder = two_runs[0]              # several folders, a run below two of them counted once
+    assert summarize_main([str(folder / "seed1"), str(folder), "--out", str(tmp_path / "s.csv")]) == 0
+    assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2
+
+
+def test_run_sh_reads_relative_paths_from_the_callers_folder(two_runs, tmp_path):
+    """run.sh starts the runs in the repository; a relative --data_path and EXP_DIR are still the caller's."""
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    data = os.path.relpath(two_runs[2], caller)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "1", "--data_path", data, *FAST],
+                          cwd=caller, env={**os.environ, "EXP_DIR": "exp"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = json.loads((caller / "exp" / "har" / "seed1" / "args.json").read_text())
+    assert args["data_path"] == str(caller / data) and os.path.samefile(args["data_path"], two_runs[2])
+    assert (caller / "exp" / "har" / "summary.csv").exists()
+
+
 def test_summarize_refuses_empty_folder(tmp_path, capsys):
     assert summarize_main([str(tmp_path)]) == 2 and "no run folder" in capsys.readouterr().err
 

@@ -1,7 +1,8 @@
-"""Mean ± std of the final metrics over the runs found under a folder (searched recursively): FineLast and FineAll
+"""Mean ± std of the final metrics over the runs found under folders (searched recursively): FineLast and FineAll
 accuracy and macro-F1, the raw-series baselines beside them (1-NN and logistic regression), the codebook in use.
 
     python -m tools.summarize exp/epilepsy --out exp/epilepsy/summary.csv
+    python -m tools.summarize exp/epilepsy/seed1 exp/epilepsy/seed2                   # those runs only (run.sh)
     python -m tools.summarize exp --out exp/summary.csv --markdown exp/summary.md     # every run of every study
     python -m tools.summarize exp/ArrowHead --plot exp/ArrowHead/summary.png           # bars beside the baselines
 
@@ -42,11 +43,15 @@ NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes"
                               "finetune_batch_size"}
 
 
-def collect_runs(root):
-    """One row per run folder below root that holds metrics.json: its config and final metrics (in %); a run
-    without test scores (unlabelled data, or no test split) has none in its row."""
+def collect_runs(roots):
+    """One row per run folder below the folders `roots` (or one of them) that holds metrics.json: its config and
+    final metrics (in %); a run without test scores (unlabelled data, or no test split) has none in its row."""
+    found = {}
+    for root in roots:
+        for path in glob.glob(os.path.join(glob.escape(root), "**", "metrics.json"), recursive=True):
+            found.setdefault(os.path.realpath(path), path)     # a run below two of the folders counts once
     rows = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(root), "**", "metrics.json"), recursive=True)):
+    for path in sorted(found.values()):
         folder = os.path.dirname(path)
         metrics = read_json(path)
         config = saved_flags(folder)
@@ -196,15 +201,16 @@ def plot_summary(summary):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.summarize", description=__doc__.splitlines()[0])
-    p.add_argument("root", help="folder searched recursively for run folders (metrics.json)")
+    p.add_argument("roots", nargs="+", metavar="folder",
+                   help="folders searched recursively for run folders (metrics.json), or run folders")
     p.add_argument("--out", help="CSV to write the summary to")
     p.add_argument("--markdown", help="markdown file to write the 'mean ± std' table to")
     p.add_argument("--plot", help="PNG to draw the accuracies in, beside the raw-series baselines")
     a = p.parse_args(argv)
     try:
-        runs = collect_runs(a.root)
+        runs = collect_runs(a.roots)
         if runs.empty:
-            raise TimeMAEError(f"no run folder with metrics.json under {a.root!r}")
+            raise TimeMAEError(f"no run folder with metrics.json under {', '.join(map(repr, a.roots))}")
         summary = summarize(runs)
         table = format_table(summary)
         if a.out:
