@@ -38,7 +38,7 @@ import torch
 
 from common.errors import TimeMAEError
 from data.builders import read_har
-from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, stack_ragged
+from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, did_you_mean, stack_ragged
 from data.sources import SourceTree
 
 DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
@@ -145,7 +145,8 @@ def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
     if dataset == "numpy":
         return _load_numpy(folder, gaps)
     if not os.path.isdir(folder):
-        raise TimeMAEError(f"data folder {folder!r} does not exist (set --data_path or ${DATA_ENV})")
+        raise TimeMAEError(f"data folder {folder!r} does not exist{did_you_mean(folder)} (set --data_path or "
+                           f"${DATA_ENV})")
     has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
     if has("train_new.pt") and has("test_new.pt"):
         splits = _load_pt(folder, "train_new.pt", None, "test_new.pt", time_major=True)

@@ -1,5 +1,8 @@
 """Text formats of the UEA/UCR archive (`.ts`, `.arff`, the UCR 2018 archive's `.tsv`) read into NaN-padded
 arrays (N, T_max, C) with their labels, and the folder and archive names of the paper's benchmarks."""
+import difflib
+import os
+
 import numpy as np
 
 from common.errors import TimeMAEError
@@ -173,3 +176,15 @@ def read_ucr_tsv(path):
 
 # the readers of a UEA/UCR dataset's <Name>_TRAIN<ext> and <Name>_TEST<ext>, in order of preference
 UEA_READERS = ((".ts", read_ts), (".arff", read_arff), (".tsv", read_ucr_tsv))
+
+
+def did_you_mean(path):
+    """' (did you mean NAME?)' when the folder beside a missing `path` holds an entry of a close name (a typo in
+    --UCR_folder or --data_path), else ''."""
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(name, entries, n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""

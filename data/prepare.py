@@ -20,6 +20,7 @@ import tempfile
 
 from data.catalog import SHA256, lookup
 from data.download import Unreachable, fetch
+from data.formats import did_you_mean
 from data.sources import SourceTree, UnreadableArchive
 from datautils import load_dataset, resolve_folder
 from common.errors import TimeMAEError, WriteError
@@ -181,6 +182,9 @@ def main(argv=None):
         out = args.out or folder
         if args.if_missing and is_prepared(dataset, out):
             return 0
+        if args.if_missing and did_you_mean(out):   # a typo would otherwise start a download of nothing
+            raise TimeMAEError(f"no dataset in {out}{did_you_mean(out)}; to fetch it by this name anyway, run "
+                               f"python -m data.prepare {dataset} --download --out {out}")
         prepare(dataset, out=out, download=args.download, sources=args.source, cache=args.cache,
                 base_url=args.base_url, overwrite=args.overwrite)
     except TimeMAEError as e:

@@ -300,6 +300,21 @@ def test_uea_variable_length_copied_as_distributed(tmp_path, publisher):
     assert np.isnan(s.train_x[0, first.shape[1]:]).all()            # shorter series padded at the end
 
 
+def test_a_misspelt_name_beside_a_prepared_set_is_a_typo_not_a_download(tmp_path, capsys):
+    """run.sh's --if-missing preparation of a name one letter off a set already there suggests that set instead
+    of downloading a set of that name; main.py's missing folder does the same."""
+    from data.prepare import main as prepare_main
+    from main import main
+    (tmp_path / "ItalyPowerDemand").mkdir()
+    (tmp_path / "ItalyPowerDemand" / "ItalyPowerDemand_TRAIN.ts").write_text("")
+    assert prepare_main(["ucr", "--data_path", str(tmp_path), "--UCR_folder", "ItalyPowerDemnd", "--if-missing"]) == 2
+    err = capsys.readouterr().err
+    assert "(did you mean ItalyPowerDemand?)" in err and err.count("\n") == 1
+    assert not (tmp_path / "ItalyPowerDemnd").exists() and not (tmp_path / "downloads").exists()
+    assert main(["--dataset", "ucr", "--data_path", str(tmp_path), "--UCR_folder", "ItalyPowerDemnd"]) == 2
+    assert "does not exist (did you mean ItalyPowerDemand?)" in capsys.readouterr().err
+
+
 def test_the_prepared_folder_gets_the_umask_mode(tmp_path, publisher):
     """A shared data folder must be readable by others where the umask says so (the staging folder is made
     0700 by mkdtemp)."""
