@@ -51,11 +51,11 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|")
     for length in args.lengths:
         scores = torch.randn(args.batch_size, args.heads, length, length)
-        no_key_hidden = torch.zeros(args.batch_size, 1, 1, length, dtype=torch.bool).expand_as(scores)
+        no_key_hidden = torch.zeros(args.batch_size, length, dtype=torch.bool)   # (B, L), as the fused block passes
         grad = torch.randn_like(scores)
         trained = scores.clone().requires_grad_()
         row = [median_ms(lambda s: s.softmax(-1), scores),
-               median_ms(lambda s, m: torch._masked_softmax(s, m, -1, 0), scores, no_key_hidden),
+               median_ms(lambda s, m: torch._masked_softmax(s, m, -1, 1), scores, no_key_hidden),   # key padding
                median_ms(SoftmaxLastDim.apply, scores),
                median_ms(forward_backward(lambda s: s.softmax(-1)), trained, grad),
                median_ms(forward_backward(SoftmaxLastDim.apply), trained, grad)]
