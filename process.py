@@ -266,7 +266,9 @@ class Trainer:
                 loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
             self._optimise(loss, opt, sched, scaler)
             finite[i] = ok = torch.isfinite(loss)
-            model.update_target_encoder(ok if cfg.skip_nonfinite else None)
+            # under torchrun a step is skipped on every rank when any rank's loss is not finite (DDP averages the
+            # gradients): so are the momentum encoder's updates, which must stay equal on every rank
+            model.update_target_encoder(self.dist.all_reduce(ok.int(), "min").bool() if cfg.skip_nonfinite else None)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
             real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
                     else out["masked_valid"].flatten())                          # filler slots are not counted
