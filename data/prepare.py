@@ -177,18 +177,18 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    out = None
     try:
         dataset, folder = run_target(args.dataset, args.data_path, args.UCR_folder)
         out = args.out or folder
         if args.if_missing and is_prepared(dataset, out):
             return 0
-        if args.if_missing and did_you_mean(out):   # a typo would otherwise start a download of nothing
-            raise TimeMAEError(f"no dataset in {out}{did_you_mean(out)}; to fetch it by this name anyway, run "
-                               f"python -m data.prepare {dataset} --download --out {out}")
         prepare(dataset, out=out, download=args.download, sources=args.source, cache=args.cache,
                 base_url=args.base_url, overwrite=args.overwrite)
     except TimeMAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # a name one typo off a set beside it gets a hint, only when it fails (FordA beside FordB is a real set)
+        hint = did_you_mean(out) if args.if_missing and out else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     return 0
 

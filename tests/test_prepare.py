@@ -300,17 +300,18 @@ def test_uea_variable_length_copied_as_distributed(tmp_path, publisher):
     assert np.isnan(s.train_x[0, first.shape[1]:]).all()            # shorter series padded at the end
 
 
-def test_a_misspelt_name_beside_a_prepared_set_is_a_typo_not_a_download(tmp_path, capsys):
-    """run.sh's --if-missing preparation of a name one letter off a set already there suggests that set instead
-    of downloading a set of that name; main.py's missing folder does the same."""
+def test_a_misspelt_name_beside_a_prepared_set_gets_a_hint_when_it_cannot_be_fetched(tmp_path, capsys, publisher):
+    """run.sh's --if-missing preparation of a name one letter off a set already there still tries that name (FordA
+    and FordB are both sets), and the error of its failed download suggests the set beside it; main.py's missing
+    folder does the same."""
     from data.prepare import main as prepare_main
     from main import main
     (tmp_path / "ItalyPowerDemand").mkdir()
     (tmp_path / "ItalyPowerDemand" / "ItalyPowerDemand_TRAIN.ts").write_text("")
-    assert prepare_main(["ucr", "--data_path", str(tmp_path), "--UCR_folder", "ItalyPowerDemnd", "--if-missing"]) == 2
+    assert prepare_main(["ucr", "--data_path", str(tmp_path), "--UCR_folder", "ItalyPowerDemnd", "--if-missing",
+                         "--download", "--base-url", publisher.url + "/uea"]) == 2
     err = capsys.readouterr().err
-    assert "(did you mean ItalyPowerDemand?)" in err and err.count("\n") == 1
-    assert not (tmp_path / "ItalyPowerDemnd").exists() and not (tmp_path / "downloads").exists()
+    assert err.endswith(" (did you mean ItalyPowerDemand?)\n") and err.count("\n") == 1, err
     assert main(["--dataset", "ucr", "--data_path", str(tmp_path), "--UCR_folder", "ItalyPowerDemnd"]) == 2
     assert "does not exist (did you mean ItalyPowerDemand?)" in capsys.readouterr().err
 
