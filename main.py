@@ -190,9 +190,10 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
             seed_everything(rank_seed(cfg.seed, dist.rank))
         cfg.save_path = cfg.save_path or os.path.join("exp", dataset_name(cfg.dataset, cfg.UCR_folder),
                                                       f"seed{cfg.seed}")
-        # a checkpoint that does not fit is refused before the run folder is touched (--overwrite clears it); a
-        # resumed run then loads its own state over these weights
-        transfer = transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path else None
+        # a checkpoint that does not fit is refused before the run folder is touched (--overwrite clears it); a run
+        # resumed from last.pkl takes its weights from there, and needs no pretrained file
+        resumed = cfg.resume and os.path.isfile(os.path.join(cfg.save_path, RUN_STATE))
+        transfer = transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path and not resumed else None
         state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist, held))

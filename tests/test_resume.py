@@ -394,6 +394,19 @@ def test_overwrite_with_a_checkpoint_that_cannot_be_read_leaves_the_old_run(data
     assert not os.path.exists(tmp_path / "new")
 
 
+def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp_path, monkeypatch):
+    """last.pkl holds the weights a resumed run goes on from: the checkpoint it started from may be gone."""
+    source = shutil.copy(os.path.join(reference, "pretrain_model.pkl"), tmp_path / "source.pkl")
+    run = str(tmp_path / "run")
+    flags = tiny_flags(data, run, **EPOCHS) + [f"--pretrained_path={source}"]
+    crash_on_call(monkeypatch, "pretrain_epoch", 2)
+    with pytest.raises(Crash):
+        main.main(flags)
+    monkeypatch.undo()
+    os.remove(source)
+    assert main.main(flags + ["--resume"]) == 0 and os.path.isfile(os.path.join(run, "metrics.json"))
+
+
 def test_overwrite_by_a_run_without_fine_tuning_leaves_no_old_model(data, reference, tmp_path, capsys):
     """A run that writes fewer files than the one it replaces: tools.encode --predict would otherwise use the
     old model.pkl, and visualize.py draw the old result.txt."""
