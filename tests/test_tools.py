@@ -535,3 +535,8 @@ def test_subset_refuses_its_source_as_destination_and_checks_every_size_before_w
         counts = np.bincount(subset["labels"].numpy(), minlength=3)
         assert subset["samples"].shape == (n, 2, 32) and counts.max() - counts.min() <= 1   # stratified: a third each
     assert sorted(os.listdir(dst)) == ["test.pt", "train.pt", "val.pt"]      # no temporary file left
+    for split in ("train", "val", "test"):                          # TS-TCC files may hold NumPy arrays
+        data = torch.load(dst / f"{split}.pt")
+        torch.save({k: v.numpy() for k, v in data.items()}, tmp_path / "src" / f"{split}.pt")
+    assert subset_main([src, str(tmp_path / "from_numpy"), "--train", "20", "--val", "4", "--test", "6"]) == 0
+    assert torch.load(tmp_path / "from_numpy" / "train.pt", weights_only=False)["samples"].shape == (20, 2, 32)

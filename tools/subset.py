@@ -9,10 +9,9 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 from common.errors import TimeMAEError
-from datautils import stratified_split
+from datautils import read_pt, stratified_split
 from engine.runfiles import atomic_save, make_writable_dir
 
 
@@ -27,16 +26,16 @@ def write_subset(src, dst, sizes, seed=0):
         path = os.path.join(src, f"{split}.pt")
         if not os.path.isfile(path):
             raise TimeMAEError(f"{path!r} does not exist: expected a folder with train.pt, val.pt and test.pt")
+        data = read_pt(path)   # weights-only, NumPy arrays admitted, as main.py reads it
         try:
-            data = torch.load(path)
             labels = np.asarray(data["labels"]).astype(np.int64)
-        except Exception as e:   # not a torch file, or not TS-TCC's dict
+        except Exception as e:   # not TS-TCC's dict
             raise TimeMAEError(f"cannot read {path}: expected a dict with 'samples' and 'labels' "
                                f"({type(e).__name__}: {e})") from None
         if not 0 < n < len(labels):
             raise TimeMAEError(f"--{split} must lie in 1..{len(labels) - 1} ({split}.pt holds {len(labels)}), got {n}")
         _, keep = stratified_split(labels, n / len(labels), seed)
-        keep = torch.as_tensor(np.sort(keep))
+        keep = np.sort(keep)          # indexes tensors and arrays alike
         subsets[split] = {"samples": data["samples"][keep], "labels": data["labels"][keep]}
     make_writable_dir(dst, "destination")
     for split, subset in subsets.items():
