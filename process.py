@@ -9,7 +9,6 @@ Files and resume live beside it (engine/record.py); a non-finite loss stops the 
 epoch is saved (--skip_nonfinite skips such steps). Under torchrun the same code runs on every rank; see
 engine/distributed.py.
 """
-import json
 import math
 import os
 import time
@@ -28,7 +27,7 @@ from engine.checkpoint import checkpoint, load_state, read_checkpoint
 from engine.distributed import Dist
 from engine.record import EPOCH_LOG, RunRecord
 from engine.resume import LAST
-from engine.runfiles import atomic_save, atomic_write_json
+from engine.runfiles import atomic_save, atomic_write_json, read_jsonl
 from engine.speed import autocast, compiled, eval_batch_size
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
@@ -157,7 +156,7 @@ class Trainer:
         path = self.record.path(EPOCH_LOG)
         if self.cfg.pretrain_epochs == 0 or not self.dist.on_main(os.path.isfile, path):
             return {}
-        last = self.dist.on_main(lambda: json.loads(open(path).read().splitlines()[-1]))
+        last = self.dist.on_main(read_jsonl, path)[-1]
         low = last["ppl"] < self.cfg.ppl_warn
         if low:
             self.log(f"warning: codebook perplexity {last['ppl']:.2f} ({last['used']} codewords used) after "
@@ -246,8 +245,7 @@ class Trainer:
         path = self.record.path(EPOCH_LOG)
         if not self.splits.labelled or not self.dist.on_main(os.path.isfile, path):
             return ""
-        probes = self.dist.on_main(lambda: [row["probe"] for row in map(json.loads, open(path).read().splitlines())
-                                            if "probe" in row])
+        probes = [row["probe"] for row in self.dist.on_main(read_jsonl, path) if "probe" in row]
         tied = sum(acc == best for acc in probes)
         return f", {tied} of {len(probes)} probes scored it, the earliest is kept" if tied > 1 else ""
 

@@ -50,11 +50,16 @@ def open_checkpoint(path):
     return ckpt
 
 
+def saved_settings(ckpt):
+    """A checkpoint's model settings, with today's default for each setting newer than the checkpoint."""
+    return {**config_defaults(), **ckpt["config"]}
+
+
 def read_checkpoint(path, config):
     """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture
     (settings that only shape training, such as dropout, may differ)."""
     ckpt = open_checkpoint(path)
-    saved = {**config_defaults(), **ckpt["config"]}
+    saved = saved_settings(ckpt)
     diff = {k: (saved.get(k), config[k]) for k in architecture_settings() if saved.get(k) != config[k]}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
@@ -91,7 +96,7 @@ def load_model(path):
     """The TimeMAE a checkpoint describes, with its weights, in eval mode; and the checkpoint dict."""
     ckpt = open_checkpoint(path)
     try:
-        model = TimeMAE.from_config({**config_defaults(), **ckpt["config"]})
+        model = TimeMAE.from_config(saved_settings(ckpt))
     except (TypeError, TimeMAEError) as e:
         raise TimeMAEError(f"checkpoint {path!r} holds settings this version cannot build: {e}") from None
     load_state(model, ckpt, path)

@@ -124,6 +124,17 @@ def atomic_save_figure(fig, path, dpi=110):
         plt.close(fig)
 
 
+def read_jsonl(path):
+    """The JSON objects of file `path`, one a line (pretrain_log.jsonl); a line that is none is a one-line error."""
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except OSError as e:
+        raise TimeMAEError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise TimeMAEError(f"cannot read {path}: expected one JSON object a line ({e})") from None
+
+
 def read_json(path):
     """The JSON object in file `path` (args.json, metrics.json); a file that cannot be read, is no JSON or holds
     something else is a one-line error."""

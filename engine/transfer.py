@@ -9,8 +9,7 @@ from collections import defaultdict
 import torch
 
 from common.errors import TimeMAEError
-from engine.checkpoint import open_checkpoint
-from model.config import config_defaults
+from engine.checkpoint import open_checkpoint, saved_settings
 
 # what the visible encoder computes: a checkpoint that differs in one of them holds another encoder, even where
 # its tensors happen to have the same names and shapes (heads, the residual scalars)
@@ -34,7 +33,7 @@ def transfer_weights(model, path):
     model mapped to why it was not copied, and the checkpoint's tensors the model has no place for.
     A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
     ckpt = open_checkpoint(path)
-    saved = {**config_defaults(), **ckpt["config"]}
+    saved = saved_settings(ckpt)
     differ = [f"{k} {saved[k]} there, {model.config[k]} here" for k in ENCODER_SETTINGS
               if k != "bert_config" and saved[k] != model.config[k]]
     if not differ and saved["bert_config"] != model.config["bert_config"]:

@@ -34,3 +34,25 @@ def test_mcc_uses_label_smoothing_and_mrr_is_mse():
 def test_codebook_usage():
     used, ppl = codebook_usage(torch.tensor([5, 5, 0, 0]))
     assert used == 2 and ppl == pytest.approx(2.0)
+
+
+def test_masked_mean_counts_the_entries_it_averages():
+    """keep may broadcast along a reduced dimension: the mean is still over the kept entries of x."""
+    from common.masked import masked_mean
+    x = torch.arange(12.0).view(2, 3, 2)                     # (B, S, d)
+    keep = torch.tensor([[True, True, False], [True, False, False]])[..., None]   # (B, S, 1)
+    kept = x[keep.expand_as(x)]
+    assert masked_mean(x, keep).item() == pytest.approx(kept.mean().item())
+    torch.testing.assert_close(masked_mean(x, keep, dim=(0, 1)), x[keep[..., 0]].mean(0))
+    assert masked_mean(x, torch.zeros_like(keep)).item() == 0.0          # nothing kept: 0, not NaN
+
+
+def test_jsonl_logs_that_cannot_be_read_are_one_line(tmp_path):
+    from common.errors import TimeMAEError
+    from engine.runfiles import read_jsonl
+    path = tmp_path / "pretrain_log.jsonl"
+    path.write_text('{"epoch": 1, "probe": 0.5}\n\n{"epoch": 2, "pro')
+    with pytest.raises(TimeMAEError, match="pretrain_log.jsonl: expected one JSON object a line"):
+        read_jsonl(path)
+    path.write_text('{"epoch": 1, "probe": 0.5}\n{"epoch": 2}\n')
+    assert read_jsonl(path) == [{"epoch": 1, "probe": 0.5}, {"epoch": 2}]

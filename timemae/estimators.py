@@ -29,6 +29,7 @@ from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
 from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
+from engine.resume import RUNTIME_FLAGS
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
 from process import labelled_splits
@@ -202,9 +203,9 @@ def api_spelling(text, params):
     return re.sub(r"--(no-)?([A-Za-z]\w*)", spell, text)
 
 
-# main.py flags of a run that are no setting of its training: the data, the run folder, the machine
-NOT_SETTINGS = {"dataset", "data_path", "UCR_folder", "save_path", "resume", "overwrite", "no_progress", "device",
-                "threads", "num_workers", "seed", "num_epoch"}
+# main.py flags of a run that are no setting of its training: the data, the run folder, the machine, the speed
+# switches (--resume's), and those the estimator takes as parameters of other names
+NOT_SETTINGS = RUNTIME_FLAGS | {"dataset", "UCR_folder", "seed", "num_epoch"}
 
 
 def _params_of_run(args, head):
