@@ -47,15 +47,15 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     try:   # the first write: an --out that cannot be written is refused before anything is downloaded
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-        mask = os.umask(0)   # mkdtemp makes 0700 folders: the dataset gets the umask's mode, as os.makedirs would
-        os.umask(mask)
-        os.chmod(staging, 0o777 & ~mask)
     except OSError as e:
         reason = "a part of that path is a file" if isinstance(e, (FileExistsError, NotADirectoryError)) \
             else e.strerror
         raise WriteError(f"--out {out}: cannot write in {parent} ({reason}); expected a folder this user can "
                          "create and write in") from None
     try:
+        mask = os.umask(0)   # mkdtemp makes 0700 folders: the dataset gets the umask's mode, as os.makedirs would
+        os.umask(mask)
+        os.chmod(staging, 0o777 & ~mask)
         if download:
             sources = _fetch_all(source, dataset, out, cache or os.path.join(parent, "downloads"), base_url, log)
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
