@@ -96,13 +96,29 @@ def test_every_table_row_has_as_many_cells_as_its_header(page):
     assert not bad, f"{page.name}: {bad}"
 
 
-def test_the_layout_page_names_every_source_file():
+def tree_paths(text):
+    """The paths a ```text tree (├── / └── lines, four columns a level; 'a.py, b.py' on one line) lists."""
+    listed, folders = set(), []
+    for line in text.split("```text", 1)[1].split("```", 1)[0].splitlines():
+        found = re.match(r"^((?:│   |    )*)[├└]── (.*)$", line)
+        if not found:
+            continue
+        folders = folders[: len(found.group(1)) // 4]
+        for name in re.split(r"\s{2,}", found.group(2).strip())[0].split(","):
+            if name.strip().endswith("/"):
+                folders.append(name.strip())
+            else:
+                listed.add("".join(folders) + name.strip())
+    return listed
+
+
+def test_the_layout_page_names_every_source_file_in_its_folder():
     """docs/layout.md's tree is where a reader finds a file's job: every tracked source file outside tests/ is
-    named there (a package's __init__.py aside)."""
+    listed there under its own folder (a package's __init__.py aside)."""
     import subprocess
     files = subprocess.run(["git", "ls-files", "*.py", "*.sh"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
-    layout = (pathlib.Path(ROOT) / "docs" / "layout.md").read_text()
-    missing = [f for f in files if not f.startswith("tests/") and not f.endswith("__init__.py")
-               and pathlib.Path(f).name not in layout]
+    listed = tree_paths((pathlib.Path(ROOT) / "docs" / "layout.md").read_text())
+    missing = [f for f in files if not f.startswith("tests/") and not f.endswith("__init__.py") and f not in listed]
     assert files and not missing, missing
+    assert tree_paths("```text\n├── data/\n│   └── prepare.py   x\n└── tools/\n```") == {"data/prepare.py"}

@@ -46,9 +46,9 @@ def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
     import shlex
     import subprocess
     import sys
+    from engine import provenance
     from engine.provenance import ROOT, git_commit
     import datetime
-    import platform
     import sklearn
     argv = ["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run dir"), "--wave_length",
             "4", "--num_epoch_pretrain", "1", "--num_epoch", "0", *TINY]
@@ -60,12 +60,7 @@ def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
     started = datetime.datetime.fromisoformat(record["started"])
     assert started.utcoffset() == datetime.timedelta(0) and before <= started <= after   # UTC, when it ran
     assert record["sklearn"] == sklearn.__version__
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    assert record["cpu"] == (names[0] if names else platform.processor() or platform.machine())
+    assert record["cpu"] == provenance.cpu_name() != ""
     assert shlex.split(record["command"]) == ["python", "main.py", *argv] and "process" not in record
     assert (record["torch"], record["device"], record["gpu"]) == (torch.__version__, "cpu", None)
     assert record["python"] == ".".join(map(str, sys.version_info[:3])) and record["numpy"] == np.__version__
@@ -81,6 +76,17 @@ def test_args_json_records_where_the_run_came_from(tstcc_dir, tmp_path):
     assert git_commit(str(tmp_path)) == (None, None)                     # not a checkout
     if head:                                                              # a folder inside a checkout is not its top
         assert git_commit(os.path.join(ROOT, "model")) == (None, None)
+
+
+def test_cpu_name_is_the_model_name_line_of_cpuinfo(monkeypatch, tmp_path):
+    import builtins
+    import io
+    from engine.provenance import cpu_name
+    real = builtins.open
+    info = "processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000 @ 1.0GHz\nmodel name\t: other\n"
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io.StringIO(info) if path == "/proc/cpuinfo"
+                        else real(path, *a, **k))
+    assert cpu_name() == "Test CPU 9000 @ 1.0GHz"
 
 
 def test_default_run_folder_is_exp_dataset_seed_under_the_working_directory(tstcc_dir, tmp_path, monkeypatch):
