@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from args import default_threads, non_negative_int, positive_int, whole_numbers  # noqa: E402
 from benchmarks.end_to_end import REFERENCE_FIXES, end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
+from experiments.presets import PRESETS  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from model.layers import TransformerBlock  # noqa: E402
@@ -48,8 +49,10 @@ from engine.runfiles import atomic_write_text, make_writable_dir  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
-SHAPES = {"har": (9, 128, 6, 8), "ps": (11, 217, 39, 8), "ad": (13, 93, 10, 4), "uwave": (3, 315, 8, 16),
-          "epilepsy": (1, 178, 2, 16)}
+# channels, length, classes of each benchmark, and run.sh's window length for it (its preset's first flag)
+SHAPES = {name: (*size, int(PRESETS[name][PRESETS[name].index("--wave_length") + 1]))
+          for name, size in {"har": (9, 128, 6), "ps": (11, 217, 39), "ad": (13, 93, 10), "uwave": (3, 315, 8),
+                             "epilepsy": (1, 178, 2)}.items()}
 
 
 def parse(argv=None):
