@@ -199,9 +199,10 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         log(describe(cfg, splits, model, dist, held))
         if budget != dict(pretrain_batch_size=cfg.train_batch_size, pretrain_epochs=cfg.num_epoch_pretrain,
                           finetune_batch_size=cfg.train_batch_size, finetune_epochs=cfg.num_epoch):
+            finetune = (f", fine-tuning {cfg.finetune_epochs} epochs of batch {cfg.finetune_batch_size}"
+                        if cfg.finetune_epochs else ", no fine-tuning")
             log(f"budget (--min_batches, --min_pretrain_steps, --min_steps): pretraining {cfg.pretrain_epochs} "
-                f"epochs of batch {cfg.pretrain_batch_size}, fine-tuning {cfg.finetune_epochs} epochs of batch "
-                f"{cfg.finetune_batch_size}")
+                f"epochs of batch {cfg.pretrain_batch_size}{finetune}")
         if splits.filled:
             log(f"--gaps interpolate: filled the missing values of {splits.filled} series linearly in time")
         if note := splits.cropped_note():

@@ -253,6 +253,17 @@ def test_unlabelled_numpy_pretrains_only(tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["select_on"] == "last" and ckpt["data"]["classes"] == []
 
 
+def test_the_budget_line_of_an_unlabelled_run_says_it_does_not_fine_tune(tmp_path, capsys):
+    x, _ = synthetic_series(40)
+    np.save(tmp_path / "x.npy", x.transpose(0, 2, 1))
+    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(tmp_path / "run"),
+                 "--wave_length", "4", "--num_epoch_pretrain", "1", *TINY, "--min_batches", "4",
+                 "--min_pretrain_steps", "8"]) == 0
+    budget = [line for line in capsys.readouterr().out.splitlines() if line.startswith("budget")]
+    assert budget == ["budget (--min_batches, --min_pretrain_steps, --min_steps): pretraining 2 epochs of batch 10, "
+                      "no fine-tuning"]
+
+
 def test_labelled_numpy_without_a_test_split_probes_and_fine_tunes(tmp_path):
     x, y = synthetic_series(60)
     np.savez(tmp_path / "l.npz", x=x.transpose(0, 2, 1), y=y)
