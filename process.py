@@ -87,7 +87,8 @@ class Trainer:
 
     def __init__(self, model, splits, cfg, run_dir, device, log=print, dist=None, state=None):
         self.model, self.cfg, self.device, self.log = model.to(device), cfg, device, log
-        self.splits, self.protocol = splits, cfg.select_on
+        self.splits = splits
+        self.protocol = cfg.select_on if splits.labelled else "last"   # without labels the last epoch is kept
         self.dist = dist or Dist(device)
         self.record = RunRecord(run_dir, self.dist, state, log, data=data_description(splits))
         self.state = state

@@ -247,6 +247,7 @@ def test_unlabelled_numpy_pretrains_only(tmp_path):
                  "--wave_length", "4", "--num_epoch_pretrain", "2", "--probe_every", "1", *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labelled"] == 0 and "finelast" not in metrics and "fineall" not in metrics
+    assert metrics["select_on"] == "last"                       # as the checkpoint says: nothing to select on
     assert not (out / "model.pkl").exists() and not (out / "linear_result.txt").read_text()
     assert len((out / "pretrain_result.txt").read_text().splitlines()) == 2
     ckpt = torch.load(out / "pretrain_model.pkl", weights_only=True)
