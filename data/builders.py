@@ -54,8 +54,9 @@ def _split(arrays, labels, ratio, stratify, where):
 def _read_matrix(path):
     try:
         return np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as e:
-        raise TimeMAEError(f"{path}: expected whitespace-separated numbers, one window per line ({e})") from None
+    except ValueError as e:   # numpy's advice (usecols) is not the user's to take: its finding alone
+        finding = str(e).split("; use `usecols`")[0]
+        raise TimeMAEError(f"{path}: expected whitespace-separated numbers, one window per line ({finding})") from None
 
 
 def read_har(tree):

@@ -2,6 +2,7 @@
 import hashlib
 import io
 import os
+import pathlib
 import socket
 import threading
 import zipfile
@@ -202,6 +203,12 @@ def test_har_from_an_extracted_folder_and_read_directly(tmp_path):
     direct = load_dataset("har", raw)                               # datautils reads the raw folder as well
     for split in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         np.testing.assert_array_equal(getattr(direct, split), getattr(prepared, split))
+    signal = next(pathlib.Path(raw).rglob("body_acc_x_train.txt"))
+    signal.write_text(signal.read_text().replace("\n", " 1.0\n", 1))        # a row with one value too many
+    with pytest.raises(TimeMAEError, match=r"body_acc_x_train.txt: expected whitespace-separated numbers, one "
+                                           r"window per line \(the number of columns changed from \d+ to \d+ at "
+                                           r"row \d+\)$"):                 # numpy's own advice left out
+        load_dataset("har", raw)
 
 
 # ----------------------------------------------------------------------------------------------- Epilepsy
