@@ -44,8 +44,7 @@ from model import TimeMAE  # noqa: E402
 from model.layers import TransformerBlock  # noqa: E402
 from process import Trainer  # noqa: E402
 from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
-from common.errors import TimeMAEError  # noqa: E402
-from engine.runfiles import atomic_write_text, make_writable_dir  # noqa: E402
+from engine.runfiles import atomic_write_text  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
@@ -93,13 +92,14 @@ def parse(argv=None):
         devices(args.device)
     except (RuntimeError, ValueError) as e:
         p.error(f"--device {args.device}: {e}")
-    try:   # refused before the measurements, not after them
-        if os.path.dirname(args.out):
-            make_writable_dir(os.path.dirname(args.out), "--out's folder")
-        if os.path.isdir(args.out):
-            raise TimeMAEError(f"--out {args.out!r} is a folder; name a file")
-    except TimeMAEError as e:
-        p.error(str(e))
+    # refused before the measurements, not after them (write_table creates the folder, at the end)
+    if os.path.isdir(args.out):
+        p.error(f"--out {args.out!r} is a folder; name a file")
+    existing = os.path.dirname(os.path.abspath(args.out))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        p.error(f"--out {args.out!r}: its folder cannot be created in {existing!r}")
     args.test_batch_size = args.batch_size
     check_shapes(p, args.shapes)
     return args

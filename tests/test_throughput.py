@@ -90,8 +90,8 @@ def test_benchmark_refuses_unknown_shapes_and_counts_below_one(capsys):
         assert f"argument {flag}: expected a whole number of 1 or more, got '{value}'" in capsys.readouterr().err
 
 
-def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, capsys):
-    """Each refusal comes from the parser (one line, exit 2), before any measurement."""
+def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, capsys, monkeypatch):
+    """Each refusal comes from the parser (one line, exit 2), before any measurement; parsing writes nothing."""
     from benchmarks import compile_ab, profile_step, softmax_rows
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "TimeMAE.py").write_text("")          # part of a checkout only
@@ -105,11 +105,15 @@ def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, cap
              (softmax_rows.parse, ["--lengths", "4,x"], "expected whole numbers of 1 or more")]
     if not torch.cuda.is_available():
         cases.append((profile_step.parse, ["--device", "cuda"], "--device cuda: no CUDA GPU is available"))
+    (tmp_path / "file").write_text("")
+    cases.append((throughput.parse, ["--out", str(tmp_path / "file" / "x.csv")], "its folder cannot be created in"))
     for parse, argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             parse(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err.splitlines()[-1], (argv, err)
+    monkeypatch.chdir(tmp_path)
+    assert throughput.parse([]).out == "exp/throughput.csv" and not (tmp_path / "exp").exists()
 
 
 def test_a_failed_end_to_end_run_names_its_error_not_a_log_that_is_gone(tmp_path):
