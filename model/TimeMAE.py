@@ -208,13 +208,9 @@ class TimeMAE(nn.Module):
         whether the step was taken: a skipped step (--skip_nonfinite) leaves xi as it was, with no host sync."""
         target = list(self.target_encoder.parameters())
         online = [p.detach() for p in self.visible_encoder.parameters()]
-        if taken is None:
-            torch._foreach_lerp_(target, online, 1.0 - self.momentum)
-            return
-        # a tensor weight stays on the device (lerp would read it back as a number)
-        step = torch._foreach_sub(online, target)
-        torch._foreach_mul_(step, (1.0 - self.momentum) * taken)
-        torch._foreach_add_(target, step)
+        # a flag's weight goes as a list of 0-dim tensors, which stay on the device (one tensor is read as a number)
+        weight = 1.0 - self.momentum if taken is None else [(1.0 - self.momentum) * taken] * len(target)
+        torch._foreach_lerp_(target, online, weight)
 
     # ------------------------------------------------------------------------------------------ evaluation
     def forward_encoder(self, x, padded=None):
