@@ -236,7 +236,7 @@ class Trainer:
             bar.update()
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
-        how = f"{self.protocol} acc {record.best[0]:.4f}" if self.splits.labelled else "the last: no labels"
+        how = "the last: no labels" if self.protocol == "last" else f"{self.protocol} acc {record.best[0]:.4f}"
         self.log(f"selected pretraining epoch {record.best[1]} ({how}{self.ties(record.best[0])})")
         return record.best
 
@@ -264,10 +264,11 @@ class Trainer:
                 out = forward(x, padded=self.padded)
                 loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
             self._optimise(loss, opt, sched, scaler)
-            finite[i] = ok = torch.isfinite(loss)
-            # under torchrun a step is skipped on every rank when any rank's loss is not finite (DDP averages the
-            # gradients): so are the momentum encoder's updates, which must stay equal on every rank
-            model.update_target_encoder(self.dist.all_reduce(ok.int(), "min").bool() if cfg.skip_nonfinite else None)
+            ok = torch.isfinite(loss)
+            if cfg.skip_nonfinite:   # under torchrun a step is skipped on every rank when any rank's loss is not
+                ok = self.dist.all_reduce(ok.int(), "min").bool()   # finite (DDP averages the gradients): so is all
+            finite[i] = ok                                          # that follows it, alike on every rank
+            model.update_target_encoder(ok if cfg.skip_nonfinite else None)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
             real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
                     else out["masked_valid"].flatten())                          # filler slots are not counted
@@ -326,8 +327,8 @@ class Trainer:
     def probe(self, epoch):
         """The periodic linear probe (C = 1) on the selection split; its best checkpoint is kept. Without
         labels there is nothing to select on: the latest checkpoint is kept."""
-        if not self.splits.labelled:
-            self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on="last", args=vars(self.cfg))
+        if self.protocol == "last":
+            self.record.offer(self.model, epoch, epoch, epoch=epoch, select_on=self.protocol, args=vars(self.cfg))
             return None
         start = time.perf_counter()
         fit_r, sel_r = self._represent(self.model, self.fit_x), self._represent(self.model, self.sel_x)
