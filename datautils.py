@@ -303,10 +303,7 @@ def as_series_array(x, what="X"):
         if x.ndim != 3:
             raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
         _check_sizes(x, what)
-        try:
-            return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise TimeMAEError(f"{what} must hold numbers ({e})") from None
+        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
     try:
         series = [np.atleast_2d(np.asarray(_numpy_values(s, what), dtype=np.float32)) for s in x]
     except (TypeError, ValueError) as e:
@@ -326,8 +323,7 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
             raise TimeMAEError(f"{name}: give labels for every split or for none")
         if xs is None and ys is not None:
             raise TimeMAEError(f"{name}: {split} labels without {split} series")
-    flat = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
-    return _finalise(name, x, flat(y), x_val, flat(y_val), x_test, flat(y_test), fixed=False, gaps=gaps)
+    return _finalise(name, x, y, x_val, y_val, x_test, y_test, fixed=False, gaps=gaps)   # labels: _label_array
 
 
 # ----------------------------------------------------------------------------------------------- UEA / UCR
