@@ -12,7 +12,7 @@ import torch
 from args import parse_args
 from common.errors import TimeMAEError
 from datautils import data_description, dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint, training_data
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.provenance import provenance
 from engine.resume import check_last_state, check_resumable, check_same_data, rewind_logs
@@ -126,7 +126,7 @@ def open_run(cfg, model, data):
             return None
         state = load_checkpoint(last, model)
         check_last_state(state, last)
-        check_same_data(state.get("data", {}), data, last)
+        check_same_data(training_data(state, last), data, last)
         rewind_logs(cfg.save_path, state["logs"])
         return state
     prepare_run_dir(cfg.save_path, cfg.overwrite)
