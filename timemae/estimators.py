@@ -8,7 +8,6 @@ classifier.
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
-import json
 import numbers
 import os
 import re
@@ -30,6 +29,7 @@ from datautils import as_series_array, check_labels, prepare_series, splits_from
 from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.resume import RUNTIME_FLAGS
+from engine.runfiles import read_json
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
 from process import labelled_splits
@@ -126,8 +126,8 @@ class _TimeMAE(BaseEstimator):
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
             self.metrics_ = metrics
-            with open(os.path.join(cfg.save_path, "args.json")) as f:   # where this fit ran: commit, versions, ...
-                self.provenance_ = json.load(f)["provenance"]
+            # where this fit ran: commit, versions, ...
+            self.provenance_ = read_json(os.path.join(cfg.save_path, "args.json"))["provenance"]
             self._keep(cfg, metrics, X, y)
         return self
 
