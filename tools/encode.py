@@ -21,7 +21,7 @@ import torch
 
 from common.errors import TimeMAEError
 from data.formats import UEA_READERS
-from datautils import as_series_array, load_numpy_file, read_pt
+from datautils import load_numpy_file, read_pt
 from engine.runfiles import atomic_save_npy, atomic_write_text, check_output_file
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
@@ -98,9 +98,8 @@ def encode(model, inputs, out, predict=False, device=None):
         raise TimeMAEError(f"--out {out!r}: write .npy or .csv")
     check_output_file(out, "--out")
     path = checkpoint_path(model, predict)
-    x = as_series_array(read_series(inputs), inputs)                           # (N, T, C)
     est = (TimeMAEClassifier if predict else TimeMAEEncoder).load(path, device)
-    series = est._series(x.transpose(0, 2, 1), inputs)            # the API's (N, C, T); errors name the file
+    series = est._series(read_series(inputs), inputs)             # prepared as the API's X; errors name the file
     if predict:
         proba = est._probabilities(series)
         labels = est.classes_[proba.argmax(axis=1)]
@@ -113,7 +112,7 @@ def encode(model, inputs, out, predict=False, device=None):
     else:
         reps = est._representations(series)
         write(out, pd.DataFrame(reps, columns=[f"z{i}" for i in range(reps.shape[1])]))
-    return len(x)
+    return len(series)
 
 
 def main(argv=None):
