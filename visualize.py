@@ -26,7 +26,7 @@ from common.errors import TimeMAEError
 from datautils import load_dataset, prepare_series
 from engine.checkpoint import load_model, training_data
 from engine.record import EPOCH_LOG
-from engine.runfiles import atomic_save_figure, read_json
+from engine.runfiles import atomic_save_figure, read_json, read_jsonl
 
 
 def read_epochs(run_dir):
@@ -36,11 +36,7 @@ def read_epochs(run_dir):
     if not os.path.isfile(path):
         raise TimeMAEError(f"{run_dir!r} has no {EPOCH_LOG} (not a run folder, or one written before the "
                            "per-epoch log existed)")
-    try:
-        epochs = pd.read_json(path, lines=True)
-    except ValueError as e:
-        raise TimeMAEError(f"cannot read {path}: {e}") from None
-    return epochs
+    return pd.DataFrame(read_jsonl(path))
 
 
 def read_args(run_dir):

@@ -29,7 +29,7 @@ from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
-from engine.runfiles import atomic_save_figure, atomic_write_text, read_json
+from engine.runfiles import atomic_save_figure, atomic_write_text, read_json, read_jsonl
 from engine.resume import RUNTIME_FLAGS
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
@@ -81,12 +81,10 @@ def collect_runs(roots):
 def final_codebook(folder):
     """Codewords used and their perplexity in the last pretraining epoch (pretrain_log.jsonl), if any."""
     path = os.path.join(folder, EPOCH_LOG)
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+    rows = read_jsonl(path) if os.path.isfile(path) else []
+    if not rows:
         return {}
-    try:
-        last = pd.read_json(path, lines=True).iloc[-1]
-    except ValueError as e:
-        raise TimeMAEError(f"cannot read {path}: expected one JSON object per line ({e})") from None
+    last = rows[-1]
     return {"codewords_used": int(last["used"]), "perplexity": round(float(last["ppl"]), 1)}
 
 
