@@ -60,12 +60,16 @@ def non_negative_int(text):
     return value
 
 
-def whole_numbers(text):
-    """An argparse type: comma-separated whole numbers of 1 or more ('8,16' -> [8, 16])."""
+def whole_numbers(text, least=1):
+    """An argparse type: comma-separated whole numbers of `least` or more ('8,16' -> [8, 16]); functools.partial
+    sets another least."""
     try:
-        return [positive_int(part) for part in text.split(",")]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers of 1 or more like 8,16, got {text!r}") from None
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < least:
+        raise argparse.ArgumentTypeError(f"expected whole numbers of {least} or more like 8,16, got {text!r}")
+    return values
 
 
 def layer_spec(text):

@@ -5,6 +5,7 @@ the median ms per step of each, their ratio, and the seconds the first compiled 
     python benchmarks/compile_ab.py --threads 2 --shapes har,epilepsy --waves 8,16 --rounds 25
 """
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -16,7 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from args import default_threads, non_negative_int, positive_int  # noqa: E402
+from args import default_threads, positive_int, whole_numbers  # noqa: E402
 from benchmarks.throughput import SHAPES, check_shapes, pretrain_setup, print_machine, write_table  # noqa: E402
 from engine.speed import COMPILE_MODES  # noqa: E402
 from model import TimeMAE  # noqa: E402
@@ -27,7 +28,7 @@ def parse(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
     p.add_argument("--shapes", default="har,epilepsy", help="comma-separated subset of " + ",".join(SHAPES))
-    p.add_argument("--waves", type=window_lengths, default="0",
+    p.add_argument("--waves", type=functools.partial(whole_numbers, least=0), default="0",
                    help="window lengths to try at each shape, e.g. 8,16; 0: run.sh's")
     p.add_argument("--batch_size", type=positive_int, default=128)
     p.add_argument("--rounds", type=positive_int, default=25, help="alternations; each times 2 steps of each")
@@ -38,11 +39,6 @@ def parse(argv=None):
     args = p.parse_args(argv)
     check_shapes(p, args.shapes)
     return args
-
-
-def window_lengths(text):
-    """An argparse type: comma-separated window lengths, 0 meaning run.sh's for the shape ('0,16' -> [0, 16])."""
-    return [non_negative_int(part) for part in text.split(",")]
 
 
 def compare(name, wave, args):

@@ -101,7 +101,7 @@ def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, cap
              (throughput.parse, ["--device", "gpu"], "--device gpu: "),
              (throughput.parse, ["--out", str(tmp_path / "folder.csv")], "is a folder; name a file"),
              (throughput.parse, ["--reference", str(tmp_path)], "expected a checkout of Mingyue-Cheng/TimeMAE"),
-             (compile_ab.parse, ["--waves", "0,x"], "expected a whole number of 0 or more, got 'x'"),
+             (compile_ab.parse, ["--waves", "0,x"], "expected whole numbers of 0 or more like 8,16, got '0,x'"),
              (softmax_rows.parse, ["--lengths", "4,x"], "expected whole numbers of 1 or more")]
     if not torch.cuda.is_available():
         cases.append((profile_step.parse, ["--device", "cuda"], "--device cuda: no CUDA GPU is available"))
