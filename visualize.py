@@ -26,7 +26,7 @@ from common.errors import TimeMAEError
 from datautils import load_dataset, prepare_series
 from engine.checkpoint import load_model, training_data
 from engine.record import EPOCH_LOG
-from engine.runfiles import atomic_save_figure, read_json, read_jsonl
+from engine.runfiles import FIGURES, atomic_save_figure, read_json, read_jsonl
 
 
 def read_epochs(run_dir):
@@ -108,7 +108,7 @@ def plot_curves(run_dir, cfg, pre, metrics):
     fig.suptitle(f"{run_dir}  " + ("(no probe: unlabelled data)" if probe is None
                                     else f"(probe selection on {cfg['select_on']})"))
     fig.tight_layout()
-    out = os.path.join(run_dir, "curves.png")
+    out = os.path.join(run_dir, FIGURES["curves"])
     atomic_save_figure(fig, out)
     return out
 
@@ -132,7 +132,7 @@ def plot_codebook(run_dir, cfg, pre):
     ax.set_title(f"codebook usage, {run_dir}\nlast epoch: {int(last.used)} of {vocab} codewords used, "
                  f"perplexity {last.ppl:.1f} ({100 * last.ppl / vocab:.1f}% of the codebook)", fontsize=9)
     fig.tight_layout()
-    out = os.path.join(run_dir, "codebook.png")
+    out = os.path.join(run_dir, FIGURES["codebook"])
     atomic_save_figure(fig, out)
     return out
 
@@ -157,7 +157,7 @@ def plot_finetune(run_dir, cfg, steps, kept, metrics):
               if "acc" in metrics.get(key, {})]
     ax.set_title(f"fine-tuning (FineAll), {run_dir}" + (f"\n{', '.join(scores)}" if scores else ""), fontsize=9)
     fig.tight_layout()
-    out = os.path.join(run_dir, "finetune.png")
+    out = os.path.join(run_dir, FIGURES["finetune"])
     atomic_save_figure(fig, out)
     return out
 
@@ -192,7 +192,7 @@ def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    out = os.path.join(run_dir, "tsne.png")
+    out = os.path.join(run_dir, FIGURES["tsne"])
     atomic_save_figure(fig, out)
     return out
 

@@ -12,8 +12,11 @@ from common.errors import TimeMAEError, WriteError
 RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt",
                "pretrain_model.pkl", "model.pkl", "metrics.json")
 RUN_STATE = "last.pkl"  # the state to resume from; present only while a run is unfinished
-# written from a run's outputs afterwards (visualize.py's figures, tools.fineall_margin's candidates)
-RUN_DERIVED = ("curves.png", "codebook.png", "finetune.png", "tsne.png", "fineall_candidates.npz")
+# written from a run's outputs afterwards: visualize.py's figures, tools.fineall_margin's candidates (their
+# writers take the names from here, so that --overwrite removes what they write)
+FIGURES = {"curves": "curves.png", "codebook": "codebook.png", "finetune": "finetune.png", "tsne": "tsne.png"}
+CANDIDATES = "fineall_candidates.npz"
+RUN_DERIVED = (*FIGURES.values(), CANDIDATES)
 
 
 def prepare_run_dir(path, overwrite):

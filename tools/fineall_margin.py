@@ -28,11 +28,10 @@ from args import parse_args
 from classification import accuracy_standard_error
 from common.errors import TimeMAEError
 from engine.distributed import is_main_process
-from engine.runfiles import atomic_save_npz
+from engine.runfiles import CANDIDATES, atomic_save_npz
 from main import flag_message, run
 from process import Trainer
 
-CANDIDATES = "fineall_candidates.npz"
 RULES = ("none", "1se")
 
 
