@@ -55,12 +55,17 @@ def saved_settings(ckpt):
     return {**config_defaults(), **ckpt["config"]}
 
 
+def settings_diff(saved, config, names):
+    """{name: (the checkpoint's value, the model's)} for the settings `names` in which the two differ."""
+    return {k: (saved.get(k), config[k]) for k in names if saved.get(k) != config[k]}
+
+
 def read_checkpoint(path, config):
     """The checkpoint dict at `path`, refusing a file that is none or was built for another architecture
     (settings that only shape training, such as dropout, may differ)."""
     ckpt = open_checkpoint(path)
     saved = saved_settings(ckpt)
-    diff = {k: (saved.get(k), config[k]) for k in architecture_settings() if saved.get(k) != config[k]}
+    diff = settings_diff(saved, config, architecture_settings())
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in diff.items())
         raise TimeMAEError(f"checkpoint {path!r} was built for another configuration ({shown})")

@@ -9,7 +9,7 @@ from collections import defaultdict
 import torch
 
 from common.errors import TimeMAEError
-from engine.checkpoint import open_checkpoint, saved_settings
+from engine.checkpoint import open_checkpoint, saved_settings, settings_diff
 
 # what the visible encoder computes: a checkpoint that differs in one of them holds another encoder, even where
 # its tensors happen to have the same names and shapes (heads, the residual scalars)
@@ -33,11 +33,9 @@ def transfer_weights(model, path):
     model mapped to why it was not copied, and the checkpoint's tensors the model has no place for.
     A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
     ckpt = open_checkpoint(path)
-    saved = saved_settings(ckpt)
-    differ = [f"{k} {saved[k]} there, {model.config[k]} here" for k in ENCODER_SETTINGS
-              if k != "bert_config" and saved[k] != model.config[k]]
-    if not differ and saved["bert_config"] != model.config["bert_config"]:
-        differ = ["another BERT (bert_config)"]
+    diff = settings_diff(saved_settings(ckpt), model.config, ENCODER_SETTINGS)
+    differ = [f"{k} {a} there, {b} here" for k, (a, b) in diff.items() if k != "bert_config"] or \
+        (["another BERT (bert_config)"] if "bert_config" in diff else [])
     if differ:
         raise TimeMAEError(f"--pretrained_path {path!r} holds another visible encoder ({'; '.join(differ)}): "
                            "pass the pretrained run's encoder flags (its args.json)")
