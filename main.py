@@ -15,7 +15,7 @@ from datautils import data_description, dataset_name, load_dataset, normalize, r
 from engine.checkpoint import load_checkpoint, training_data
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.provenance import provenance
-from engine.resume import check_last_state, check_resumable, check_same_data, rewind_logs
+from engine.resume import check_last_state, check_resumable, check_same_data, resumes, resumes_from_state, rewind_logs
 from engine.runfiles import RUN_STATE, atomic_write_json, prepare_run_dir
 from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
@@ -120,7 +120,7 @@ def open_run(cfg, model, data):
     all of it fits `model` and the run's data is `data` (datautils.data_description). Otherwise prepare a new
     run folder. So the same command, --resume included, can start a run and continue it (as torchrun
     --max_restarts reruns it)."""
-    if cfg.resume and os.path.isfile(os.path.join(cfg.save_path, "args.json")):
+    if resumes(cfg):
         last = check_resumable(cfg.save_path, cfg)
         if last is None:
             return None
@@ -192,8 +192,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
                                                       f"seed{cfg.seed}")
         # a checkpoint that does not fit is refused before the run folder is touched (--overwrite clears it); a run
         # resumed from last.pkl takes its weights from there, and needs no pretrained file
-        resumed = cfg.resume and os.path.isfile(os.path.join(cfg.save_path, RUN_STATE))
-        transfer = transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path and not resumed else None
+        transfer = (transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path and not resumes_from_state(cfg)
+                    else None)
         state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist, held))

@@ -82,6 +82,16 @@ def rewind_logs(run_dir, sizes):
             os.remove(path)
 
 
+def resumes(cfg):
+    """Whether this run continues one in cfg.save_path (--resume and a run's args.json there)."""
+    return bool(cfg.resume) and os.path.isfile(os.path.join(cfg.save_path, "args.json"))
+
+
+def resumes_from_state(cfg):
+    """Whether this run goes on from the last.pkl of the run it continues (it gets its weights from there)."""
+    return resumes(cfg) and os.path.isfile(os.path.join(cfg.save_path, LAST))
+
+
 def check_resumable(run_dir, cfg):
     """Refuse to resume a finished run or one started with other flags (args.json); return the path of
     last.pkl, or None when the run was killed before its first epoch ended."""
