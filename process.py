@@ -263,10 +263,9 @@ class Trainer:
             with autocast(self.device, cfg):
                 out = forward(x, padded=self.padded)
                 loss, mrr, mcc = pretrain_loss(out, cfg.alpha, cfg.beta, model.cfg.codebook_usage)
-            self._optimise(loss, opt, sched, scaler)
-            ok = torch.isfinite(loss)
-            if cfg.skip_nonfinite:   # under torchrun a step is skipped on every rank when any rank's loss is not
-                ok = self.dist.all_reduce(ok.int(), "min").bool()   # finite (DDP averages the gradients): so is all
+            ok = self._optimise(loss, opt, sched, scaler)
+            if cfg.skip_nonfinite:   # under torchrun a step is skipped on every rank when any rank skipped it
+                ok = self.dist.all_reduce(ok.int(), "min").bool()   # (DDP averages the gradients): so is all
             finite[i] = ok                                          # that follows it, alike on every rank
             model.update_target_encoder(ok if cfg.skip_nonfinite else None)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
@@ -454,8 +453,7 @@ class Trainer:
         for i, (x, y) in enumerate(loader):
             with autocast(self.device, cfg):
                 loss = F.cross_entropy(forward(x, padded=self.padded), y)
-            self._optimise(loss, opt, sched, scaler)
-            finite[i] = ok = torch.isfinite(loss)
+            finite[i] = ok = self._optimise(loss, opt, sched, scaler)
             loss_sum += torch.where(ok, loss.detach(), 0.0)
             step += 1
             last = epoch == cfg.finetune_epochs and i == len(loader) - 1
@@ -499,15 +497,23 @@ class Trainer:
 
     @staticmethod
     def _optimise(loss, opt, sched, scaler):
+        """One optimiser step; returns whether it counts as taken, a flag on the device (no sync). With a
+        scaler (--skip_nonfinite) that is what the scaler decides: a NaN/inf in the loss or in any gradient
+        (a finite loss can have one) skips the update."""
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
             opt.step()
+            ok = torch.isfinite(loss)
         else:
             scaler.scale(loss).backward()
+            grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            # the max norm: NaN or inf exactly where a gradient holds one (a 2-norm can overflow on finite ones)
+            ok = torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf")))
             scaler.step(opt)
             scaler.update(1.0)
         sched.step()
+        return ok
 
     def _check_finite(self, finite, phase, epoch):
         """Stop at a NaN/inf loss, naming its first step; with --skip_nonfinite report the skipped steps.
@@ -517,7 +523,8 @@ class Trainer:
         bad = (flags == 0).nonzero().flatten().tolist()
         if not bad:
             return
-        where = f"{phase} loss became non-finite (NaN/inf) at epoch {epoch}, step {bad[0] + 1} of {len(flags)}"
+        what = "loss or gradients" if self.cfg.skip_nonfinite else "loss"   # the scaler checks both
+        where = f"{phase} {what} became non-finite (NaN/inf) at epoch {epoch}, step {bad[0] + 1} of {len(flags)}"
         if self.cfg.skip_nonfinite and len(bad) < len(flags):
             self.log(f"{where}: skipped {len(bad)} of {len(flags)} steps (--skip_nonfinite)")
             return

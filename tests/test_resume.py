@@ -416,3 +416,39 @@ def test_overwrite_by_a_run_without_fine_tuning_leaves_no_old_model(data, refere
     left = set(os.listdir(run))
     assert {"pretrain_model.pkl", "metrics.json", "linear_result.txt"} <= left
     assert not left & {"model.pkl", "result.txt", "finetune.png"}, left
+
+
+def test_a_finite_loss_with_nan_gradients_counts_as_skipped(data, tmp_path, monkeypatch, capsys):
+    """The scaler skips a step whose gradients hold NaN even when the loss is finite: the momentum encoder and
+    the epoch's count of skipped steps follow the scaler, not the loss."""
+    real, calls = process.pretrain_loss, itertools.count(1)
+
+    def nan_gradients_at_step_2(out, alpha, beta, *usage):
+        loss, mrr, mcc = real(out, alpha, beta, *usage)
+        zero = loss - loss.detach()                        # 0, with gradient 1 towards every parameter
+        return (loss + zero.abs().sqrt() * 0 if next(calls) == 2 else loss), mrr, mcc   # value 0, gradient NaN
+    monkeypatch.setattr(process, "pretrain_loss", nan_gradients_at_step_2)
+    momentum, updates = [], TimeMAE.update_target_encoder
+
+    def record_update(model, taken=None):
+        momentum.append(bool(taken))
+        updates(model, taken)
+    monkeypatch.setattr(TimeMAE, "update_target_encoder", record_update)
+    run = str(tmp_path / "run")
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--skip_nonfinite"]) == 0
+    assert momentum[:4] == [True, False, True, True]
+    assert "loss or gradients became non-finite (NaN/inf) at epoch 1, step 2 of 4: skipped 1 of 4 steps" in \
+        capsys.readouterr().out
+
+
+def test_the_step_flag_is_the_scalers_decision():
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    assert bool(process.Trainer._optimise(layer(torch.ones(4, 3)).sum(), opt, sched, scaler))
+    before = [p.detach().clone() for p in layer.parameters()]
+    out = layer(torch.ones(4, 3)).sum()
+    taken = process.Trainer._optimise(out * 0 + (out - out.detach()).abs().sqrt() * 0, opt, sched, scaler)
+    assert not bool(taken) and all(torch.equal(a, p) for a, p in zip(before, layer.parameters()))
+    assert bool(process.Trainer._optimise(torch.tensor(1e30) * layer(torch.ones(4, 3)).sum(), opt, sched, scaler))
