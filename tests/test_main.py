@@ -150,7 +150,7 @@ def test_lr_decays_by_the_rate_every_n_steps_in_both_phases(tstcc_dir, tmp_path,
     def optimise(loss, opt, sched, scaler):
         lr, = {group["lr"] for group in opt.param_groups}                      # every group at the same rate
         used.setdefault(id(opt), []).append(lr)
-        real(loss, opt, sched, scaler)
+        return real(loss, opt, sched, scaler)
     monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(optimise))
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"), "--wave_length",
                  "4", "--num_epoch_pretrain", "2", "--num_epoch", "2", *TINY, "--lr", "0.004", "--lr_decay_rate",
