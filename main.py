@@ -12,7 +12,7 @@ import torch
 from args import parse_args
 from common.errors import TimeMAEError
 from datautils import data_description, dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
-from engine.checkpoint import load_checkpoint, training_data
+from engine.checkpoint import load_checkpoint, open_checkpoint, training_data
 from engine.distributed import exit_process, init_distributed, is_main_process, rank_seed, seed_everything
 from engine.provenance import provenance
 from engine.resume import check_last_state, check_resumable, check_same_data, resumes, resumes_from_state, rewind_logs
@@ -192,8 +192,8 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
                                                       f"seed{cfg.seed}")
         # a checkpoint that does not fit is refused before the run folder is touched (--overwrite clears it); a run
         # resumed from last.pkl takes its weights from there, and needs no pretrained file
-        transfer = (transfer_weights(model, cfg.pretrained_path) if cfg.pretrained_path and not resumes_from_state(cfg)
-                    else None)
+        transfer = (transfer_weights(model, cfg.pretrained_path, lambda path: dist.on_main(open_checkpoint, path))
+                    if cfg.pretrained_path and not resumes_from_state(cfg) else None)
         state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist, held))

@@ -27,12 +27,12 @@ def _owner(name):
     return name.rpartition(".")[0] or name
 
 
-def transfer_weights(model, path):
-    """Copy the matching tensors of the checkpoint at `path` into `model`, refusing one whose visible encoder
-    differs; return (transferred, reinitialised, unused): the copied tensors' names, each other tensor of the
+def transfer_weights(model, path, read=open_checkpoint):
+    """Copy the matching tensors of the checkpoint at `path` (opened by `read`: under torchrun rank 0 reads it
+    and sends it to the others) into `model`, refusing one whose visible encoder differs; return (transferred, reinitialised, unused): the copied tensors' names, each other tensor of the
     model mapped to why it was not copied, and the checkpoint's tensors the model has no place for.
     A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
-    ckpt = open_checkpoint(path)
+    ckpt = read(path)
     diff = settings_diff(saved_settings(ckpt), model.config, ENCODER_SETTINGS)
     differ = [f"{k} {a} there, {b} here" for k, (a, b) in diff.items() if k != "bert_config"] or \
         (["another BERT (bert_config)"] if "bert_config" in diff else [])

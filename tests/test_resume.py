@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import main
+import engine.distributed
 import engine.record
 import process
 from engine.resume import LAST, LOGS
@@ -406,6 +407,20 @@ def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp
     monkeypatch.undo()
     os.remove(source)
     assert main.main(flags + ["--resume"]) == 0 and os.path.isfile(os.path.join(run, "metrics.json"))
+
+
+def test_the_pretrained_file_is_read_by_rank_0_alone(data, reference, tmp_path, monkeypatch):
+    """Under torchrun Dist.on_main runs a read on rank 0 and sends its result: the other machines need no copy of
+    --pretrained_path (docs/distributed.md)."""
+    read_on_main, on_main = [], engine.distributed.Dist.on_main
+
+    def record(dist, fn, *args):
+        read_on_main.append((fn.__name__, *args))
+        return on_main(dist, fn, *args)
+    monkeypatch.setattr(engine.distributed.Dist, "on_main", record)
+    source = os.path.join(reference, "pretrain_model.pkl")
+    assert main.main(tiny_flags(data, str(tmp_path / "run"), num_epoch=0) + [f"--pretrained_path={source}"]) == 0
+    assert ("open_checkpoint", source) in read_on_main
 
 
 def test_overwrite_by_a_run_without_fine_tuning_leaves_no_old_model(data, reference, tmp_path, capsys):
