@@ -38,13 +38,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from args import default_threads, non_negative_int, positive_int, whole_numbers  # noqa: E402
 from benchmarks.end_to_end import REFERENCE_FIXES, end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
+from common.errors import TimeMAEError  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from model.layers import TransformerBlock  # noqa: E402
 from process import Trainer  # noqa: E402
 from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
-from engine.runfiles import atomic_write_text  # noqa: E402
+from engine.runfiles import atomic_write_text, check_output_file  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
@@ -92,14 +93,10 @@ def parse(argv=None):
         devices(args.device)
     except (RuntimeError, ValueError) as e:
         p.error(f"--device {args.device}: {e}")
-    # refused before the measurements, not after them (write_table creates the folder, at the end)
-    if os.path.isdir(args.out):
-        p.error(f"--out {args.out!r} is a folder; name a file")
-    existing = os.path.dirname(os.path.abspath(args.out))
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        p.error(f"--out {args.out!r}: its folder cannot be created in {existing!r}")
+    try:   # refused before the measurements, not after them (write_table creates the folder, at the end)
+        check_output_file(args.out, "--out", create_folder=True)
+    except TimeMAEError as e:
+        p.error(str(e))
     args.test_batch_size = args.batch_size
     check_shapes(p, args.shapes)
     return args

@@ -116,6 +116,23 @@ def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, cap
     assert throughput.parse([]).out == "exp/throughput.csv" and not (tmp_path / "exp").exists()
 
 
+def test_benchmark_out_in_a_folder_it_cannot_write_says_so(tmp_path, capsys, monkeypatch):
+    """--out in an existing folder this user cannot write is named as such; in a missing folder, by where it
+    cannot be created. Refusing access is mocked: these tests may run as root, which chmod does not stop."""
+    import os
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(locked) and access(path, mode))
+    for out, message in ((locked / "x.csv", f"its folder '{locked}' is not writable by this user"),
+                         (locked / "new" / "x.csv", f"its folder cannot be created in '{locked}'")):
+        with pytest.raises(SystemExit) as exit_info:
+            throughput.parse(["--out", str(out)])
+        err = capsys.readouterr().err.splitlines()
+        assert exit_info.value.code == 2 and err[-1].endswith(f"error: --out '{out}': {message}"), err
+    assert not (locked / "new").exists()
+
+
 def test_a_failed_end_to_end_run_names_its_error_not_a_log_that_is_gone(tmp_path):
     from benchmarks.end_to_end import timed_process
     with pytest.raises(SystemExit, match=r"failed \(exit 1\): ValueError: no such data"):
