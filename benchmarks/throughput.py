@@ -44,6 +44,7 @@ from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from model.layers import TransformerBlock  # noqa: E402
 from process import Trainer  # noqa: E402
+from engine.distributed import resolve_device  # noqa: E402
 from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
 from engine.runfiles import atomic_write_text, check_output_file  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
@@ -90,9 +91,9 @@ def parse(argv=None):
         p.error(f"--reference {args.reference}: expected a checkout of Mingyue-Cheng/TimeMAE holding "
                 f"{', '.join(needed)}")
     try:
-        devices(args.device)
-    except (RuntimeError, ValueError) as e:
-        p.error(f"--device {args.device}: {e}")
+        args.devices = devices(args.device)
+    except TimeMAEError as e:
+        p.error(str(e))
     try:   # refused before the measurements, not after them (write_table creates the folder, at the end)
         check_output_file(args.out, "--out", create_folder=True)
     except TimeMAEError as e:
@@ -306,11 +307,10 @@ def bench_shape(name, device, args):
 
 
 def devices(spec):
-    if spec != "all":
-        if spec.startswith("cuda") and not torch.cuda.is_available():
-            sys.exit(f"error: --device {spec} asked for, but no CUDA GPU is available")
-        return [torch.device(spec)]
-    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    """The devices --device names: one, or for 'all' the CPU, then CUDA when present."""
+    if spec == "all":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [resolve_device(spec)]
 
 
 def main(argv=None):
@@ -318,7 +318,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print_machine()
     rows = []
-    for device in [] if args.no_shapes else devices(args.device):
+    for device in [] if args.no_shapes else args.devices:
         for name in args.shapes.split(","):
             shape_rows = bench_shape(name, device, args)
             rows += shape_rows
