@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import positive_int  # noqa: E402
 from benchmarks.throughput import SHAPES, pretrain_flops, pretrain_optimizer, pretrain_setup, sync, timed  # noqa: E402
+from common.errors import TimeMAEError  # noqa: E402
+from engine.distributed import resolve_device  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast  # noqa: E402
 from loss import pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
@@ -55,11 +57,9 @@ def parse(argv=None):
                    help="these operators' self time (e.g. aten::copy_ aten::mul) by first input's shape and caller")
     args = p.parse_args(argv)
     try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        p.error(f"--device {args.device}: {e}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: no CUDA GPU is available")
+        args.device = resolve_device(args.device)
+    except TimeMAEError as e:
+        p.error(str(e))
     if args.parts and args.compile:
         p.error("--parts times the eager modules by hooks; it does not combine with --compile")
     return args
@@ -164,7 +164,7 @@ def callers_table(events, ops, steps, top):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = args.device
     channels, length, classes, preset_wave = SHAPES[args.shape]
     wave = args.wave_length or preset_wave
     torch.manual_seed(0)

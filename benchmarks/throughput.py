@@ -38,13 +38,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from args import default_threads, non_negative_int, positive_int, whole_numbers  # noqa: E402
 from benchmarks.end_to_end import REFERENCE_FIXES, end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
+from common.errors import TimeMAEError  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
 from model import TimeMAE  # noqa: E402
 from model.layers import TransformerBlock  # noqa: E402
 from process import Trainer  # noqa: E402
+from engine.distributed import resolve_device  # noqa: E402
 from engine.provenance import cpu_name, git_commit, short_commit  # noqa: E402
-from engine.runfiles import atomic_write_text  # noqa: E402
+from engine.runfiles import atomic_write_text, check_output_file  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast, compiled, eval_batch_size  # noqa: E402
 
 # dataset: (channels, length, classes, window length of run.sh's preset)
@@ -89,17 +91,13 @@ def parse(argv=None):
         p.error(f"--reference {args.reference}: expected a checkout of Mingyue-Cheng/TimeMAE holding "
                 f"{', '.join(needed)}")
     try:
-        devices(args.device)
-    except (RuntimeError, ValueError) as e:
-        p.error(f"--device {args.device}: {e}")
-    # refused before the measurements, not after them (write_table creates the folder, at the end)
-    if os.path.isdir(args.out):
-        p.error(f"--out {args.out!r} is a folder; name a file")
-    existing = os.path.dirname(os.path.abspath(args.out))
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        p.error(f"--out {args.out!r}: its folder cannot be created in {existing!r}")
+        args.devices = devices(args.device)
+    except TimeMAEError as e:
+        p.error(str(e))
+    try:   # refused before the measurements, not after them (write_table creates the folder, at the end)
+        check_output_file(args.out, "--out", create_folder=True)
+    except TimeMAEError as e:
+        p.error(str(e))
     args.test_batch_size = args.batch_size
     check_shapes(p, args.shapes)
     return args
@@ -309,11 +307,10 @@ def bench_shape(name, device, args):
 
 
 def devices(spec):
-    if spec != "all":
-        if spec.startswith("cuda") and not torch.cuda.is_available():
-            sys.exit(f"error: --device {spec} asked for, but no CUDA GPU is available")
-        return [torch.device(spec)]
-    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    """The devices --device names: one, or for 'all' the CPU, then CUDA when present."""
+    if spec == "all":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [resolve_device(spec)]
 
 
 def main(argv=None):
@@ -321,7 +318,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print_machine()
     rows = []
-    for device in [] if args.no_shapes else devices(args.device):
+    for device in [] if args.no_shapes else args.devices:
         for name in args.shapes.split(","):
             shape_rows = bench_shape(name, device, args)
             rows += shape_rows

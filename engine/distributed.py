@@ -30,11 +30,11 @@ def seed_everything(seed):
 
 def resolve_device(name):
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TimeMAEError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+        raise TimeMAEError(f"--device {name}: no CUDA GPU is available; use --device cpu")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise TimeMAEError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
+        raise TimeMAEError(f"--device {name}: {name!r} is not a device name (cpu, cuda, cuda:N)") from None
 
 
 def is_main_process():

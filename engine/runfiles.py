@@ -50,13 +50,20 @@ def make_writable_dir(path, what):
     return path
 
 
-def check_output_file(path, what):
+def check_output_file(path, what, create_folder=False):
     """Refuse, before any work, output file `path` (given by setting `what`) whose folder is missing or not
-    writable, or that names a folder; the file itself is written later, atomically."""
+    writable, or that names a folder; the file itself is written later, atomically. With `create_folder` a
+    missing folder is accepted where it can be created: its writer creates it, and checking creates nothing."""
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    if create_folder and not os.path.isdir(folder):
+        parent = folder
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise TimeMAEError(f"{what} {path!r}: its folder cannot be created in {parent!r}")
+    elif not os.path.isdir(folder):
         raise TimeMAEError(f"{what} {path!r}: its folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    elif not os.access(folder, os.W_OK | os.X_OK):
         raise TimeMAEError(f"{what} {path!r}: its folder {folder!r} is not writable by this user")
     if os.path.isdir(path):
         raise TimeMAEError(f"{what} {path!r} is a folder; name a file")

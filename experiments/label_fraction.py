@@ -24,15 +24,13 @@ def main(argv=None):
     fractions = shares(a.fractions or FRACTIONS[a.scale], "--fractions")
     study = Study("label_fraction", a)
     for seed in a.seeds:
-        pretrained = study.run(a.dataset, "pretrained", PRETRAIN_ONLY, seed, a.data_path, label_ratio=1.0)
+        pretrained = study.run(a.dataset, "pretrained", PRETRAIN_ONLY, seed, label_ratio=1.0)
         for r in fractions:
             ratio = ["--label_ratio", str(r)]
             if pretrained:
                 study.run(a.dataset, f"timemae_{r:g}", [*ratio, "--num_epoch_pretrain", "0", "--pretrained_path",
-                                                        f"{pretrained}/pretrain_model.pkl"], seed, a.data_path,
-                          label_ratio=r)
-            study.run(a.dataset, f"no_pretraining_{r:g}", [*ratio, *NO_PRETRAINING], seed, a.data_path,
-                      label_ratio=r)
+                                                        f"{pretrained}/pretrain_model.pkl"], seed, label_ratio=r)
+            study.run(a.dataset, f"no_pretraining_{r:g}", [*ratio, *NO_PRETRAINING], seed, label_ratio=r)
     return study.finish(plot)
 
 

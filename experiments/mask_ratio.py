@@ -24,7 +24,7 @@ def main(argv=None):
     configs = [(f"{mode}_{r:g}", ["--mask_ratio", str(r), "--mask_mode", mode], dict(mask_ratio=r, mask_mode=mode))
                for mode in MODES for r in ratios]
     study = Study("mask_ratio", a)
-    study.sweep(a.dataset, configs, a.data_path)
+    study.sweep(a.dataset, configs)
     return study.finish(plot, order=[c[0] for c in configs])
 
 

@@ -19,7 +19,7 @@ def main(argv=None):
     configs = [(f"d{d}_L{n}", ["--d_model", str(d), "--layers", str(n)], dict(d_model=d, layers=n))
                for d, n in SIZES[a.scale]]
     study = Study("model_size", a)
-    study.sweep(a.dataset, configs, a.data_path)
+    study.sweep(a.dataset, configs)
     return study.finish(plot, order=[c[0] for c in configs])
 
 

@@ -22,7 +22,7 @@ def main(argv=None):
     configs += [(f"pretrain_{r:g}", ["--pretrain_ratio", str(r)], dict(pretrain_ratio=r))
                 for r in shares(a.fractions or FRACTIONS[a.scale], "--fractions")]
     study = Study("pretrain_fraction", a)
-    study.sweep(a.dataset, configs, a.data_path)
+    study.sweep(a.dataset, configs)
     return study.finish(plot, order=[c[0] for c in configs])
 
 

@@ -108,10 +108,12 @@ class Study:
         self.folder = os.path.join(a.out, name)
         self.rows = []
         self.names = {}    # folders and tables name a UCR/UEA set by --UCR_folder: each set has its own runs
+        self.prefix = {}   # each dataset's main.py flags before a run's own: checked here, as every run gets them
         data_path = vars(a).get("data_path")    # transfer reads each dataset from its default folder
         for dataset in [a.dataset] if "dataset" in a else a.datasets:   # before any run writes a folder
-            cfg = main_flags([*base_flags(dataset, a.quick), *a.extra,
-                              *(["--data_path", data_path] if data_path else [])])
+            self.prefix[dataset] = [*base_flags(dataset, a.quick), *a.extra,
+                                    *(["--data_path", data_path] if data_path else [])]
+            cfg = main_flags(self.prefix[dataset])
             if cfg.dataset == "ucr" and not cfg.UCR_folder:
                 raise TimeMAEError("--dataset ucr needs --UCR_folder <Name>: the study's folders and tables are "
                                    "named by the set")
@@ -121,14 +123,12 @@ class Study:
     def run_dir(self, dataset, config, seed):
         return os.path.join(self.folder, self.a.budget, self.names[dataset], config, f"seed{seed}")
 
-    def run(self, dataset, config, flags, seed, data_path=None, **fields):
+    def run(self, dataset, config, flags, seed, **fields):
         """One main.py run (or the finished one already on disk); adds a row per protocol and returns the run
         folder, or None when main.py refused the configuration (the row then says why)."""
         folder = self.run_dir(dataset, config, seed)
-        argv = [*base_flags(dataset, self.a.quick), *self.a.extra, *flags, "--seed", str(seed), "--save_path",
-                folder, "--threads", str(self.a.threads), "--no_progress"]
-        if data_path:
-            argv += ["--data_path", data_path]
+        argv = [*self.prefix[dataset], *flags, "--seed", str(seed), "--save_path", folder, "--threads",
+                str(self.a.threads), "--no_progress"]
         row = dict(study=self.name, budget=self.a.budget, dataset=self.names[dataset], config=config, seed=seed,
                    **fields)
         done = os.path.join(folder, "metrics.json")
@@ -152,12 +152,12 @@ class Study:
                                   **{m: 100 * metrics[protocol][m] for m in METRICS}})
         return folder
 
-    def sweep(self, dataset, configs, data_path=None):
+    def sweep(self, dataset, configs):
         """Run [(config name, main.py flags, fields)] over the seeds, with a progress bar."""
         jobs = [(c, s) for c in configs for s in self.a.seeds]
         progress = tqdm(jobs, desc=f"{self.name} {self.names[dataset]}", dynamic_ncols=True)
         for (config, flags, fields), seed in progress:
-            self.run(dataset, config, flags, seed, data_path, **fields)
+            self.run(dataset, config, flags, seed, **fields)
 
     def finish(self, plot, order=None, panels=("dataset", "budget")):
         """Merge this invocation's rows into results.csv, write results.md and the figure (one panel per value of

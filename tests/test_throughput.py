@@ -116,6 +116,41 @@ def test_benchmarks_refuse_bad_values_before_measuring_in_one_line(tmp_path, cap
     assert throughput.parse([]).out == "exp/throughput.csv" and not (tmp_path / "exp").exists()
 
 
+def test_benchmark_out_in_a_folder_it_cannot_write_says_so(tmp_path, capsys, monkeypatch):
+    """--out in an existing folder this user cannot write is named as such; in a missing folder, by where it
+    cannot be created. Refusing access is mocked: these tests may run as root, which chmod does not stop."""
+    import os
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(locked) and access(path, mode))
+    for out, message in ((locked / "x.csv", f"its folder '{locked}' is not writable by this user"),
+                         (locked / "new" / "x.csv", f"its folder cannot be created in '{locked}'")):
+        with pytest.raises(SystemExit) as exit_info:
+            throughput.parse(["--out", str(out)])
+        err = capsys.readouterr().err.splitlines()
+        assert exit_info.value.code == 2 and err[-1].endswith(f"error: --out '{out}': {message}"), err
+    assert not (locked / "new").exists()
+
+
+def test_benchmarks_take_their_device_as_main_py_does(capsys, monkeypatch):
+    """--device goes through main.py's engine.distributed.resolve_device: a CUDA device without a GPU and a name
+    that is no device are the parser's one-line errors; throughput's 'all' is the CPU, then CUDA when present."""
+    from benchmarks import profile_step
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for parse in (throughput.parse, profile_step.parse):
+        for device, message in (("cuda", "--device cuda: no CUDA GPU is available; use --device cpu"),
+                                ("gpu", "--device gpu: 'gpu' is not a device name (cpu, cuda, cuda:N)")):
+            with pytest.raises(SystemExit) as exit_info:
+                parse(["--device", device])
+            err = capsys.readouterr().err.splitlines()
+            assert exit_info.value.code == 2 and err[-1].endswith(f"error: {message}"), (parse, device, err)
+    assert throughput.parse(["--device", "all"]).devices == [torch.device("cpu")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert throughput.parse(["--device", "all"]).devices == [torch.device("cpu"), torch.device("cuda")]
+    assert profile_step.parse([]).device == torch.device("cpu")
+
+
 def test_a_failed_end_to_end_run_names_its_error_not_a_log_that_is_gone(tmp_path):
     from benchmarks.end_to_end import timed_process
     with pytest.raises(SystemExit, match=r"failed \(exit 1\): ValueError: no such data"):
