@@ -423,17 +423,18 @@ def test_interrupted_download_leaves_nothing_and_resumes(tmp_path, publisher, ig
 
 
 def test_a_download_that_is_not_a_zip_is_not_kept_and_a_damaged_cached_copy_is_deleted(tmp_path, publisher):
-    """A fresh download that is not a zip archive (an error page, a body cut short) is deleted, not cached; a
-    cached copy that cannot be read is deleted and the message says to run again, which downloads it anew."""
+    """A download that is not a zip archive, fresh (an error page, a body cut short) or damaged in the cache, is
+    deleted, and the same message says to run again, which downloads it anew."""
     body, _, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    unreadable = (r"cache/Toy.zip is not a readable zip archive \(.*\): the downloaded copy was deleted; run the same "
+                  r"command again to download it anew")
     publisher.files["/uea/Toy.zip"] = b"<html>Service unavailable</html>"
-    with pytest.raises(TimeMAEError, match="Toy.zip from .* is not a readable zip archive, so it was deleted"):
+    with pytest.raises(TimeMAEError, match=unreadable):
         run("Toy", tmp_path, publisher, "/uea")
     assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
     (tmp_path / "cache" / "Toy.zip").write_bytes(body[: len(body) // 2])      # a copy damaged in the cache
     publisher.files["/uea/Toy.zip"] = body
-    with pytest.raises(TimeMAEError, match=r"cache/Toy.zip is not a readable zip archive \(.*\): the downloaded copy "
-                                           r"was deleted; run the same command again to download it anew"):
+    with pytest.raises(TimeMAEError, match=unreadable):
         run("Toy", tmp_path, publisher, "/uea")
     assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
     out, _ = run("Toy", tmp_path, publisher, "/uea")
