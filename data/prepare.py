@@ -87,11 +87,12 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
 
 def _source_names(message, tree, staging):
     """`message` naming the user's files rather than their hidden copies: a file copied into `staging` as the
-    source file it copies, and a file extracted from a zip as <archive>/<member>."""
+    source file it copies, and a file extracted from a zip as <archive>/<member>. Only the files found so far are
+    looked at (a copied file was found to be copied): wording an error extracts nothing."""
     for name in os.listdir(staging):
-        found = tree.find(name)
+        found = tree.seen(name)
         if found:
-            message = message.replace(os.path.join(staging, name), found)
+            message = message.replace(os.path.join(staging, name), found[0])
     return tree.origins(message)
 
 
