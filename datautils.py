@@ -205,7 +205,7 @@ def _load_pt(folder, train, val, test, time_major):
             out.append((None, None))
             continue
         path = os.path.join(folder, name)
-        x, y = _unpack(read_pt(path), path)
+        x, y = unpack_pt(read_pt(path), path)
         if x.ndim == 2:  # univariate (N, T)
             x = x[:, :, None] if time_major else x[:, None, :]
         if x.ndim != 3:
@@ -216,7 +216,9 @@ def _load_pt(folder, train, val, test, time_major):
     return trx, try_, vax, vay, tex, tey
 
 
-def _unpack(obj, path):
+def unpack_pt(obj, path):
+    """(samples, labels) as NumPy arrays from what .pt file `path` holds: TS-TCC's dict {'samples', 'labels'}, or
+    a pair (samples, labels); anything else, unequal counts or no samples are refused in one line."""
     if isinstance(obj, dict) and "samples" in obj and "labels" in obj:
         x, y = obj["samples"], obj["labels"]
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
