@@ -132,10 +132,22 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
 
 def _holds_dataset(folder, name):
     """Whether `folder` holds files load_dataset reads as dataset `name` (a stray model.pt or NAME_notes.txt
-    does not count): a .pt pair, or NAME_TRAIN.ts/.arff/.tsv."""
-    has = lambda f: os.path.lexists(os.path.join(folder, f))  # noqa: E731  (a broken one is reported there)
-    return (has("train.pt") and has("test.pt")) or (has("train_new.pt") and has("test_new.pt")) \
-        or any(has(f"{name}_TRAIN{ext}") for ext, _ in UEA_READERS)
+    does not count). A file name is enough: a broken link is reported when it is read."""
+    return _layout(folder, os.path.lexists) is not None or _uea_train(folder, name) is not None
+
+
+def _layout(folder, exists=os.path.isfile):
+    """Which layout of fixed file names `folder` holds, the first in load_dataset's order of preference: "pt_new"
+    (train_new.pt + test_new.pt), "pt" (train.pt + test.pt, val.pt optional) or "har" (the extracted UCI folder);
+    None for none (then UEA/UCR files are looked for: _uea_train). `exists`: what counts as a .pt file there."""
+    has = lambda f: exists(os.path.join(folder, f))  # noqa: E731
+    if has("train_new.pt") and has("test_new.pt"):
+        return "pt_new"
+    if has("train.pt") and has("test.pt"):
+        return "pt"
+    if os.path.isdir(os.path.join(folder, "train", "Inertial Signals")):
+        return "har"
+    return None
 
 
 def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
@@ -147,13 +159,13 @@ def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
     if not os.path.isdir(folder):
         raise TimeMAEError(f"data folder {folder!r} does not exist{did_you_mean(folder)} (set --data_path or "
                            f"${DATA_ENV})")
-    has = lambda f: os.path.isfile(os.path.join(folder, f))  # noqa: E731
-    if has("train_new.pt") and has("test_new.pt"):
+    layout = _layout(folder)
+    if layout == "pt_new":
         splits = _load_pt(folder, "train_new.pt", None, "test_new.pt", time_major=True)
-    elif has("train.pt") and has("test.pt"):
-        val = "val.pt" if has("val.pt") else None
+    elif layout == "pt":
+        val = "val.pt" if os.path.isfile(os.path.join(folder, "val.pt")) else None
         splits = _load_pt(folder, "train.pt", val, "test.pt", time_major=dataset in TIME_MAJOR_PT)
-    elif os.path.isdir(os.path.join(folder, "train", "Inertial Signals")):
+    elif layout == "har":
         splits = _load_raw_har(folder)
     else:
         return _finalise(dataset, *_load_uea(folder, ucr_folder or UEA_NAMES.get(dataset)), fixed=False, gaps=gaps)
@@ -193,7 +205,7 @@ def _load_pt(folder, train, val, test, time_major):
             out.append((None, None))
             continue
         path = os.path.join(folder, name)
-        x, y = _unpack(read_pt(path), path)
+        x, y = unpack_pt(read_pt(path), path)
         if x.ndim == 2:  # univariate (N, T)
             x = x[:, :, None] if time_major else x[:, None, :]
         if x.ndim != 3:
@@ -204,7 +216,9 @@ def _load_pt(folder, train, val, test, time_major):
     return trx, try_, vax, vay, tex, tey
 
 
-def _unpack(obj, path):
+def unpack_pt(obj, path):
+    """(samples, labels) as NumPy arrays from what .pt file `path` holds: TS-TCC's dict {'samples', 'labels'}, or
+    a pair (samples, labels); anything else, unequal counts or no samples are refused in one line."""
     if isinstance(obj, dict) and "samples" in obj and "labels" in obj:
         x, y = obj["samples"], obj["labels"]
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -328,28 +342,37 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
 
 # ----------------------------------------------------------------------------------------------- UEA / UCR
 
-def _load_uea(folder, name):
+def _uea_train(folder, name):
+    """(path, extension, reader) of the first <name>_TRAIN file in `folder`, in UEA_READERS' order (any name when
+    `name` is None), or None."""
     for ext, reader in UEA_READERS:
         pattern = f"{glob.escape(name)}_TRAIN{ext}" if name else f"*_TRAIN{ext}"
         found = sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))   # a folder named run[1] is literal
         if found:
-            train_path = found[0]
-            test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"
-            if not os.path.isfile(train_path):
-                raise TimeMAEError(f"{train_path} is not a file (a folder, or a link to nothing); expected the "
-                                   "training series")
-            if not os.path.isfile(test_path):
-                raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
-            (trx, try_), (tex, tey) = reader(train_path), reader(test_path)
-            for path, labels in ((train_path, try_), (test_path, tey)):
-                if labels is None:
-                    raise TimeMAEError(f"{path}: @classLabel false, no labels; this loader needs labelled series "
-                                       "(unlabelled pretraining: --dataset numpy, docs/api.md)")
-            return trx, try_, None, None, tex, tey
-    want = name or "<Name>"
-    raise TimeMAEError(
-        f"no dataset files in {folder!r}: expected train.pt + test.pt (+ val.pt), train_new.pt + test_new.pt, "
-        f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff, or the UCR 2018 archive's .tsv)")
+            return found[0], ext, reader
+    return None
+
+
+def _load_uea(folder, name):
+    found = _uea_train(folder, name)
+    if found is None:
+        want = name or "<Name>"
+        raise TimeMAEError(
+            f"no dataset files in {folder!r}: expected train.pt + test.pt (+ val.pt), train_new.pt + test_new.pt, "
+            f"or {want}_TRAIN.ts + {want}_TEST.ts (or .arff, or the UCR 2018 archive's .tsv)")
+    train_path, ext, reader = found
+    test_path = train_path[: -len(f"_TRAIN{ext}")] + f"_TEST{ext}"
+    if not os.path.isfile(train_path):
+        raise TimeMAEError(f"{train_path} is not a file (a folder, or a link to nothing); expected the training "
+                           "series")
+    if not os.path.isfile(test_path):
+        raise TimeMAEError(f"found {train_path} but not its test file {test_path}")
+    (trx, try_), (tex, tey) = reader(train_path), reader(test_path)
+    for path, labels in ((train_path, try_), (test_path, tey)):
+        if labels is None:
+            raise TimeMAEError(f"{path}: @classLabel false, no labels; this loader needs labelled series "
+                               "(unlabelled pretraining: --dataset numpy, docs/api.md)")
+    return trx, try_, None, None, tex, tey
 
 
 def _to_length(x, t):

@@ -24,6 +24,7 @@ from data.formats import did_you_mean
 from data.sources import SourceTree, UnreadableArchive
 from datautils import load_dataset, resolve_folder
 from common.errors import TimeMAEError, WriteError
+from common.modes import umask
 
 
 MIRROR_ENV = "TIMEMAE_MIRROR"  # base URL of a mirror of the publishers' files (default of --base-url)
@@ -53,9 +54,7 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
         raise WriteError(f"--out {out}: cannot write in {parent} ({reason}); expected a folder this user can "
                          "create and write in") from None
     try:
-        mask = os.umask(0)   # mkdtemp makes 0700 folders: the dataset gets the umask's mode, as os.makedirs would
-        os.umask(mask)
-        os.chmod(staging, 0o777 & ~mask)
+        os.chmod(staging, 0o777 & ~umask())   # mkdtemp makes 0700 folders: the dataset gets os.makedirs' mode
         if download:
             sources = _fetch_all(source, dataset, out, cache or os.path.join(parent, "downloads"), base_url, log)
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=parent) as work:
@@ -88,11 +87,12 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
 
 def _source_names(message, tree, staging):
     """`message` naming the user's files rather than their hidden copies: a file copied into `staging` as the
-    source file it copies, and a file extracted from a zip as <archive>/<member>."""
+    source file it copies, and a file extracted from a zip as <archive>/<member>. Only the files found so far are
+    looked at (a copied file was found to be copied): wording an error extracts nothing."""
     for name in os.listdir(staging):
-        found = tree.find(name)
+        found = tree.seen(name)
         if found:
-            message = message.replace(os.path.join(staging, name), found)
+            message = message.replace(os.path.join(staging, name), found[0])
     return tree.origins(message)
 
 

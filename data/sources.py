@@ -38,10 +38,16 @@ class SourceTree:
     def find_all(self, pattern):
         """Paths whose base name matches the shell pattern, extracting archives until one matches."""
         while True:
-            hits = [p for name, paths in self.files.items() if fnmatch.fnmatchcase(name, pattern) for p in paths]
+            hits = self.seen(pattern)
             if hits or not self.zips:
-                return sorted(hits, key=lambda p: (p.count(os.sep), p))
+                return hits
             self._extract(self.zips.pop(0))
+
+    def seen(self, pattern):
+        """Paths whose base name matches the shell pattern among the files found so far, shallowest first; no
+        archive is extracted."""
+        hits = [p for name, paths in self.files.items() if fnmatch.fnmatchcase(name, pattern) for p in paths]
+        return sorted(hits, key=lambda p: (p.count(os.sep), p))
 
     def find(self, *names):
         """The first file called one of `names` (in that order of preference), or None."""

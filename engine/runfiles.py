@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from common.errors import TimeMAEError, WriteError
+from common.modes import umask
 
 RUN_OUTPUTS = ("args.json", "pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt",
                "pretrain_model.pkl", "model.pkl", "metrics.json")
@@ -70,13 +71,6 @@ def check_output_file(path, what, create_folder=False):
     return path
 
 
-def _umask():
-    """The process's umask (reading it means setting it; it is put back at once)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_error(path, error, hint=""):
     """An OSError met writing `path` as a WriteError: one line on the command line, and still an OSError."""
     return WriteError(f"cannot write {path!r}: {error.strerror or error}{hint}")
@@ -90,7 +84,7 @@ def _atomic(path, write):
     except OSError as e:
         raise write_error(path, e, " (its folder must exist and be writable)") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results get the umask's mode, as open() does
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600 files; results get the umask's mode, as open() does
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -320,6 +320,20 @@ def test_ucr_data_path_with_stray_files_reads_the_named_folder(tmp_path):
         assert load_dataset("ucr", str(tmp_path), "Toy").train_x.shape == (4, 4, 1)
 
 
+def test_ucr_data_path_holding_a_layout_the_loader_reads_is_the_dataset_folder(tmp_path):
+    """--data_path DIR --UCR_folder NAME reads DIR itself when it holds any layout load_dataset reads (one list of
+    them serves both): a .pt pair, the extracted UCI HAR folder, or NAME's files, a broken link included (reading
+    it reports it)."""
+    layouts = (lambda d: [(d / f).write_text("") for f in ("train_new.pt", "test_new.pt")],
+               lambda d: (d / "train" / "Inertial Signals").mkdir(parents=True),
+               lambda d: (d / "Toy_TRAIN.arff").symlink_to(d / "gone.arff"))
+    for i, make in enumerate(layouts):
+        folder = tmp_path / f"layout{i}"
+        folder.mkdir()
+        make(folder)
+        assert resolve_folder("ucr", str(folder), "Toy") == str(folder)
+
+
 def test_folders_with_glob_characters_in_their_names_are_read(tmp_path):
     """A folder named like run[1] or x[a] is a name, not a glob pattern."""
     rows = [[[float(i), 1.0, 2.0]] for i in range(4)]

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from data import catalog
-from data.prepare import main, prepare, run_target
+from data.prepare import _source_names, main, prepare, run_target
+from data.sources import SourceTree
 from datautils import load_dataset
 from common.errors import TimeMAEError
 
@@ -423,17 +424,18 @@ def test_interrupted_download_leaves_nothing_and_resumes(tmp_path, publisher, ig
 
 
 def test_a_download_that_is_not_a_zip_is_not_kept_and_a_damaged_cached_copy_is_deleted(tmp_path, publisher):
-    """A fresh download that is not a zip archive (an error page, a body cut short) is deleted, not cached; a
-    cached copy that cannot be read is deleted and the message says to run again, which downloads it anew."""
+    """A download that is not a zip archive, fresh (an error page, a body cut short) or damaged in the cache, is
+    deleted, and the same message says to run again, which downloads it anew."""
     body, _, _ = uea_archive("Toy", 1, [5], 2, 4, 2)
+    unreadable = (r"cache/Toy.zip is not a readable zip archive \(.*\): the downloaded copy was deleted; run the same "
+                  r"command again to download it anew")
     publisher.files["/uea/Toy.zip"] = b"<html>Service unavailable</html>"
-    with pytest.raises(TimeMAEError, match="Toy.zip from .* is not a readable zip archive, so it was deleted"):
+    with pytest.raises(TimeMAEError, match=unreadable):
         run("Toy", tmp_path, publisher, "/uea")
     assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
     (tmp_path / "cache" / "Toy.zip").write_bytes(body[: len(body) // 2])      # a copy damaged in the cache
     publisher.files["/uea/Toy.zip"] = body
-    with pytest.raises(TimeMAEError, match=r"cache/Toy.zip is not a readable zip archive \(.*\): the downloaded copy "
-                                           r"was deleted; run the same command again to download it anew"):
+    with pytest.raises(TimeMAEError, match=unreadable):
         run("Toy", tmp_path, publisher, "/uea")
     assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
     out, _ = run("Toy", tmp_path, publisher, "/uea")
@@ -532,6 +534,23 @@ def test_errors_name_the_source_files_not_their_hidden_copies(tmp_path):
             prepare("Toy", out=str(tmp_path / "Toy"), sources=[str(source)], log=lambda _: None)
         assert str(e.value).startswith(f"{named}:9: cannot parse values"), str(e.value)
     assert sorted(os.listdir(tmp_path)) == ["Toy.zip", "src"]
+
+
+def test_wording_an_error_extracts_no_archive(tmp_path):
+    """A staged file is named by the source file it copies among those found so far: an archive the build never
+    opened stays unextracted (wording an error must neither extract it nor fail on it)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Toy_TRAIN.ts").write_text("")
+    (tmp_path / "more.zip").write_bytes(b"not a zip")
+    staging, work = tmp_path / "staging", tmp_path / "work"
+    staging.mkdir()
+    work.mkdir()
+    for name in ("Toy_TRAIN.ts", "train.pt"):
+        (staging / name).write_text("")
+    tree = SourceTree([str(tmp_path / "src"), str(tmp_path / "more.zip")], str(work))
+    message = _source_names(f"{staging / 'Toy_TRAIN.ts'}: bad; {staging / 'train.pt'}: bad", tree, str(staging))
+    assert message == f"{tmp_path / 'src' / 'Toy_TRAIN.ts'}: bad; {staging / 'train.pt'}: bad"
+    assert os.listdir(work) == [] and tree.zips == [str(tmp_path / "more.zip")]
 
 
 def test_a_source_file_that_cannot_be_read_is_one_line(tmp_path, capsys):

@@ -540,3 +540,27 @@ def test_subset_refuses_its_source_as_destination_and_checks_every_size_before_w
         torch.save({k: v.numpy() for k, v in data.items()}, tmp_path / "src" / f"{split}.pt")
     assert subset_main([src, str(tmp_path / "from_numpy"), "--train", "20", "--val", "4", "--test", "6"]) == 0
     assert torch.load(tmp_path / "from_numpy" / "train.pt", weights_only=False)["samples"].shape == (20, 2, 32)
+
+
+def test_subset_reads_a_split_as_main_does(tmp_path, capsys):
+    """tools.subset reads a .pt file with the loaders' check: the pair (samples, labels) main.py reads is read too,
+    and anything else is refused with the loaders' message."""
+    import torch
+
+    from conftest import write_tstcc
+    from tools.subset import main as subset_main
+    src, val = tmp_path / "src", tmp_path / "src" / "val.pt"
+    write_tstcc(src)
+    data = torch.load(val)
+    args = [str(src), str(tmp_path / "dst"), "--train", "30", "--val", "8", "--test", "12"]
+    torch.save((data["samples"], data["labels"]), val)
+    assert subset_main(args) == 0
+    assert torch.load(tmp_path / "dst" / "val.pt")["samples"].shape == (8, 2, 32)
+    capsys.readouterr()
+    for stored, message in (({"samples": data["samples"]}, "expected a dict with 'samples' and 'labels' (or a pair "
+                                                           "(samples, labels))"),
+                            ({"samples": data["samples"].numpy(), "labels": np.array(list("ab") * 16)},
+                             "labels must be class numbers, got <U1")):
+        torch.save(stored, val)
+        assert subset_main(args) == 2
+        assert capsys.readouterr().err == f"error: {val}: {message}\n"

@@ -9,15 +9,17 @@ import os
 import sys
 
 import numpy as np
+import torch
 
 from common.errors import TimeMAEError
-from datautils import read_pt, stratified_split
+from datautils import read_pt, stratified_split, unpack_pt
 from engine.runfiles import atomic_save, make_writable_dir
 
 
 def write_subset(src, dst, sizes, seed=0):
-    """Copy a stratified draw of sizes[split] series of every split in `src` into `dst`; return the counts. Every
-    split is read and every size checked before anything is written, and each file is replaced whole."""
+    """Write a stratified draw of sizes[split] series of every split in `src` into `dst`, as TS-TCC dicts of the
+    tensors main.py reads; return the counts. Every split is read and every size checked before anything is
+    written, and each file is replaced whole."""
     if os.path.isdir(src) and os.path.isdir(dst) and os.path.samefile(src, dst):   # links and mounts too
         raise TimeMAEError(f"destination {dst!r} is the source folder: the subset would replace the dataset; "
                            "choose another destination")
@@ -26,17 +28,13 @@ def write_subset(src, dst, sizes, seed=0):
         path = os.path.join(src, f"{split}.pt")
         if not os.path.isfile(path):
             raise TimeMAEError(f"{path!r} does not exist: expected a folder with train.pt, val.pt and test.pt")
-        data = read_pt(path)   # weights-only, NumPy arrays admitted, as main.py reads it
-        try:
-            labels = np.asarray(data["labels"]).astype(np.int64)
-        except Exception as e:   # not TS-TCC's dict
-            raise TimeMAEError(f"cannot read {path}: expected a dict with 'samples' and 'labels' "
-                               f"({type(e).__name__}: {e})") from None
+        samples, labels = unpack_pt(read_pt(path), path)   # read and checked as main.py reads the file
+        if labels.dtype.kind not in "biuf":   # the draw is stratified by class number, and kept as a tensor
+            raise TimeMAEError(f"{path}: labels must be class numbers, got {labels.dtype}")
         if not 0 < n < len(labels):
             raise TimeMAEError(f"--{split} must lie in 1..{len(labels) - 1} ({split}.pt holds {len(labels)}), got {n}")
-        _, keep = stratified_split(labels, n / len(labels), seed)
-        keep = np.sort(keep)          # indexes tensors and arrays alike
-        subsets[split] = {"samples": data["samples"][keep], "labels": data["labels"][keep]}
+        _, keep = stratified_split(labels.astype(np.int64), n / len(labels), seed)
+        subsets[split] = {"samples": torch.from_numpy(samples[keep]), "labels": torch.from_numpy(labels[keep])}
     make_writable_dir(dst, "destination")
     for split, subset in subsets.items():
         atomic_save(subset, os.path.join(dst, f"{split}.pt"))
