@@ -350,12 +350,13 @@ def checked_value(action, value):
     many = action.nargs not in (None, "?")   # nargs "+": argparse gives a list, even of one value
     items = list(value) if many and isinstance(value, (list, tuple)) else [value]
     if action.type is not None:
-        # a flag's own parser (layer_spec) reads text: a value given otherwise goes through it as text too
+        # a flag's own parser (layer_spec) reads text: another value goes through it as text ([3, 1] as '3,1'),
+        # save the default, which argparse too takes as it is (repr_layers' [], args.json's last block, has no text)
         own = action.type not in (int, float, str)
         as_text = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)  # noqa: E731
         try:
-            items = [v if own and v == action.default else action.type(v if isinstance(v, str) else as_text(v))
-                     if own else action.type(v) if isinstance(v, str) else v for v in items]
+            items = [action.type(as_text(v)) if isinstance(v, str) or own and v != action.default else v
+                     for v in items]
         except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
             raise ValueError(f"{name}={value!r}: {e}") from None
         kind = {int: (numbers.Integral, "a whole number"), float: (numbers.Real, "a number")}.get(action.type)

@@ -345,6 +345,7 @@ def test_values_are_taken_as_the_parser_takes_them():
     assert type(cfg.d_model) is int and type(cfg.probe_C[0]) is float
     layers = [TimeMAEEncoder(flags={"repr_layers": v})._config(None, 0).repr_layers for v in (5, [3, 3, 1], (8,))]
     assert layers == [[5], [1, 3], [8]]                   # through the flag's own parser, as text is
+    assert TimeMAEEncoder(flags={"repr_layers": []})._config(None, 0).repr_layers == []   # args.json's default
 
 
 def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors(encoder, tmp_path):
