@@ -18,6 +18,7 @@ from engine.speed import COMPILE_MODES
 from model.config import CHOICES
 
 DATASETS = ("har", "epilepsy", "uwave", "ps", "ad", "ucr", "numpy")
+SYSTEM, SPEED = "system", "speed"   # the groups of the runtime flags (runtime_flags)
 
 
 def default_device():
@@ -95,13 +96,8 @@ def build_parser():
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="ucr", choices=DATASETS)
-    g.add_argument("--data_path", default=None,
-                   help=f"dataset folder (with --dataset ucr, also its parent: DIR/<UCR_folder>); with --dataset "
-                        f"numpy a .npy/.npz file; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
     g.add_argument("--UCR_folder", default=None,
                    help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts, .arff or .tsv) for --dataset ucr")
-    g.add_argument("--save_path", default=None,
-                   help="run folder; default exp/<dataset>/seed<seed> (ucr: exp/<UCR_folder>/seed<seed>)")
     g.add_argument("--val_ratio", type=float, default=0.2,
                    help="stratified share of the labelled training data held out for model selection")
     g.add_argument("--normalize", default="channel", choices=("channel", "none"),
@@ -224,9 +220,19 @@ def build_parser():
     g.add_argument("--min_steps", type=int, default=500,
                    help="small sets: fine-tuning epochs are raised, when needed, to reach this many optimiser steps")
 
-    g = p.add_argument_group("system")
-    g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")
+    g = p.add_argument_group("seed and precision")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--amp", action="store_true",
+                   help="bfloat16 autocast for training and evaluation forward passes: for GPUs, and for CPUs with "
+                        "bfloat16 instructions (AVX512-BF16/AMX); rounds differently from float32")
+
+    g = p.add_argument_group(SYSTEM, "where a run reads and writes, and what it runs on: may change on --resume")
+    g.add_argument("--data_path", default=None,
+                   help=f"dataset folder (with --dataset ucr, also its parent: DIR/<UCR_folder>); with --dataset "
+                        f"numpy a .npy/.npz file; default: ${DATA_ENV}/<Dataset> if set, else data/<Dataset>")
+    g.add_argument("--save_path", default=None,
+                   help="run folder; default exp/<dataset>/seed<seed> (ucr: exp/<UCR_folder>/seed<seed>)")
+    g.add_argument("--device", default=default_device(), help="cuda, cuda:N or cpu")
     g.add_argument("--threads", type=int, default=default_threads(),
                    help="CPU threads for torch (under torchrun: the CPUs divided by the processes on this machine)")
     g.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
@@ -254,7 +260,7 @@ def build_parser():
                    help="ablation: mask tokens go through the visible encoder with the visible windows (BERT/TST "
                         "style) and its outputs at the masked positions are the predictions; no decoupled encoder")
 
-    g = p.add_argument_group("speed")
+    g = p.add_argument_group(SPEED, "how fast a run goes, not what it computes: may change on --resume")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward passes (pretraining and fine-tuning); worth it on a "
                         "GPU, where it fuses the many small kernels; compiling takes minutes on a CPU")
@@ -262,9 +268,6 @@ def build_parser():
     g.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
                    help="torch.compile mode for --compile (inductor); reduce-overhead replays each training step "
                         "as CUDA graphs on a GPU (one launch instead of thousands of small kernels)")
-    g.add_argument("--amp", action="store_true",
-                   help="bfloat16 autocast for training and evaluation forward passes: for GPUs, and for CPUs with "
-                        "bfloat16 instructions (AVX512-BF16/AMX); rounds differently from float32")
     g.add_argument("--eval_batch_size", type=int, default=0,
                    help="batch size of representation extraction and fine-tuning evaluation; 0: "
                         "--test_batch_size on the CPU, 8192 on a GPU (inference results do not depend on it)")
@@ -299,6 +302,15 @@ def flag_defaults():
     """Every flag's default, read-only; built on first use, not at import (the parser asks for the device and the
     CPUs)."""
     return types.MappingProxyType(vars(parse_args([])))
+
+
+@functools.cache
+def runtime_flags():
+    """The flags of the groups system and speed: where a run reads and writes, what it runs on and how fast, not
+    what it computes. They may change on --resume (--skip_nonfinite too: it continues a run a non-finite loss
+    stopped) and tell no two runs' configurations apart."""
+    return frozenset(action.dest for group in build_parser()._action_groups if group.title in (SYSTEM, SPEED)
+                     for action in group._group_actions)
 
 
 def saved_flags(folder):
@@ -338,12 +350,13 @@ def checked_value(action, value):
     many = action.nargs not in (None, "?")   # nargs "+": argparse gives a list, even of one value
     items = list(value) if many and isinstance(value, (list, tuple)) else [value]
     if action.type is not None:
-        # a flag's own parser (layer_spec) reads text: a value given otherwise goes through it as text too
+        # a flag's own parser (layer_spec) reads text: another value goes through it as text ([3, 1] as '3,1'),
+        # save the default, which argparse too takes as it is (repr_layers' [], args.json's last block, has no text)
         own = action.type not in (int, float, str)
         as_text = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)  # noqa: E731
         try:
-            items = [v if own and v == action.default else action.type(v if isinstance(v, str) else as_text(v))
-                     if own else action.type(v) if isinstance(v, str) else v for v in items]
+            items = [action.type(as_text(v)) if isinstance(v, str) or own and v != action.default else v
+                     for v in items]
         except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
             raise ValueError(f"{name}={value!r}: {e}") from None
         kind = {int: (numbers.Integral, "a whole number"), float: (numbers.Real, "a number")}.get(action.type)

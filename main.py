@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from args import parse_args
+from args import parse_args, runtime_flags
 from common.errors import TimeMAEError
 from datautils import data_description, dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
 from engine.checkpoint import load_checkpoint, open_checkpoint, training_data
@@ -121,7 +121,7 @@ def open_run(cfg, model, data):
     run folder. So the same command, --resume included, can start a run and continue it (as torchrun
     --max_restarts reruns it)."""
     if resumes(cfg):
-        last = check_resumable(cfg.save_path, cfg)
+        last = check_resumable(cfg.save_path, cfg, runtime_flags())
         if last is None:
             return None
         state = load_checkpoint(last, model)

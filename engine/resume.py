@@ -18,11 +18,6 @@ from engine.runfiles import RUN_STATE as LAST
 
 LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
-# Flags that may differ on --resume: where or how fast the run goes (the data may have moved: what it holds is
-# compared instead, check_same_data), and --skip_nonfinite, which continues a run stopped by a non-finite loss.
-RUNTIME_FLAGS = {"device", "threads", "num_workers", "no_progress", "resume", "overwrite", "skip_nonfinite",
-                 "data_path", "save_path", "compile", "compile_backend", "compile_mode",
-                 "eval_batch_size"}
 
 
 def check_last_state(state, path):
@@ -92,9 +87,10 @@ def resumes_from_state(cfg):
     return resumes(cfg) and os.path.isfile(os.path.join(cfg.save_path, LAST))
 
 
-def check_resumable(run_dir, cfg):
-    """Refuse to resume a finished run or one started with other flags (args.json); return the path of
-    last.pkl, or None when the run was killed before its first epoch ended."""
+def check_resumable(run_dir, cfg, runtime):
+    """Refuse to resume a finished run or one started with other flags (args.json), the `runtime` ones aside
+    (args.runtime_flags: the data may move, check_same_data compares what it holds); return the path of last.pkl,
+    or None when the run was killed before its first epoch ended."""
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
         raise TimeMAEError(f"--resume: the run in {run_dir!r} has finished (metrics.json exists); nothing to "
                            "resume")
@@ -105,7 +101,7 @@ def check_resumable(run_dir, cfg):
     except (OSError, ValueError) as e:
         raise TimeMAEError(f"--resume: cannot read {args_path}: {e}") from None
     changed = [f"--{k} {saved[k]} -> {v}" for k, v in sorted(vars(cfg).items())
-               if k in saved and k not in RUNTIME_FLAGS and saved[k] != v]
+               if k in saved and k not in runtime and saved[k] != v]
     if changed:
         raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
                            "with the original flags or start a new run")

@@ -228,7 +228,7 @@ def test_a_main_py_checkpoint_loads_with_the_settings_it_was_trained_with(tstcc_
     from main import main
     from args import build_parser
     from model.config import as_flags
-    from timemae.estimators import NOT_SETTINGS
+    from timemae.estimators import not_settings
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(run), "--wave_length", "4",
                  "--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--phases", "2",
@@ -237,7 +237,7 @@ def test_a_main_py_checkpoint_loads_with_the_settings_it_was_trained_with(tstcc_
     args = json.loads((run / "args.json").read_text())
     est = clone(load(str(run / "model.pkl")))
     cfg = est._config(None, est.num_epoch)                        # as fit builds it
-    flags = set(vars(build_parser().parse_args([]))) - (NOT_SETTINGS - {"seed", "num_epoch"})
+    flags = set(vars(build_parser().parse_args([]))) - (not_settings() - {"seed", "num_epoch"})
     differ = {k: (getattr(cfg, k), args[k]) for k in flags if k != "threads" and getattr(cfg, k) != args[k]}
     assert differ == {} and (cfg.phases, cfg.fineall_head, cfg.num_epoch, cfg.seed) == (2, "probe", 2, 3)
 
@@ -345,6 +345,7 @@ def test_values_are_taken_as_the_parser_takes_them():
     assert type(cfg.d_model) is int and type(cfg.probe_C[0]) is float
     layers = [TimeMAEEncoder(flags={"repr_layers": v})._config(None, 0).repr_layers for v in (5, [3, 3, 1], (8,))]
     assert layers == [[5], [1, 3], [8]]                   # through the flag's own parser, as text is
+    assert TimeMAEEncoder(flags={"repr_layers": []})._config(None, 0).repr_layers == []   # args.json's default
 
 
 def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors(encoder, tmp_path):

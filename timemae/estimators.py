@@ -22,13 +22,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 import main
-from args import default_device, defaults, flag_defaults
+from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, fit_probe, predict_proba, probe_as_head
 from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
 from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
-from engine.resume import RUNTIME_FLAGS
 from engine.runfiles import read_json
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
@@ -203,17 +202,18 @@ def api_spelling(text, params):
     return re.sub(r"--(no-)?([A-Za-z]\w*)", spell, text)
 
 
-# main.py flags of a run that are no setting of its training: the data, the run folder, the machine, the speed
-# switches (--resume's), and those the estimator takes as parameters of other names
-NOT_SETTINGS = RUNTIME_FLAGS | {"dataset", "UCR_folder", "seed", "num_epoch"}
+def not_settings():
+    """main.py flags of a run that are no setting of its training: the runtime flags (args.runtime_flags: paths,
+    machine, speed), the data (X is), and those the estimator takes as parameters of other names."""
+    return runtime_flags() | {"dataset", "UCR_folder", "seed", "num_epoch"}
 
 
 def _params_of_run(args, head):
     """Estimator parameters from a main.py run's args.json values (a checkpoint's 'args'; `head` its trained
     head, 'fineall', or None): the run's settings, so that clone(load(path)).fit trains as the run did."""
-    known = flag_defaults()
+    known, not_setting = flag_defaults(), not_settings()
     params = {k: args[k] for k in FLAGS if k in args and k != "threads"}
-    params["flags"] = {k: v for k, v in args.items() if k in known and k not in FLAGS and k not in NOT_SETTINGS}
+    params["flags"] = {k: v for k, v in args.items() if k in known and k not in FLAGS and k not in not_setting}
     params["preset"] = None   # the run's flags, all recorded in its args.json
     if "seed" in args:
         params["random_state"] = args["seed"]

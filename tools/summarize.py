@@ -24,23 +24,24 @@ import sys
 
 import pandas as pd
 
-from args import saved_flags
+from args import flag_defaults, runtime_flags, saved_flags
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
 from engine.runfiles import atomic_save_figure, atomic_write_text, read_json, read_jsonl
-from engine.resume import RUNTIME_FLAGS
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
 BASELINES = {"nn1": "raw 1-NN acc", "logistic": "raw logistic acc"}          # on the raw normalised series
 KEYS = ["dataset", "select_on", "pretrain_epochs", "finetune_epochs", "config"]
-# args.json entries that never tell configurations apart: the seed, paths, runtime flags, derived values, and
-# where the run came from (its command line names the seed; its start time differs in every run).
-NOT_CONFIG = RUNTIME_FLAGS | {"seed", "num_windows", "num_masked", "num_classes", "classes", "num_epoch_pretrain",
-                              "num_epoch", "provenance", "pretrain_epochs", "finetune_epochs", "pretrain_batch_size",
-                              "finetune_batch_size"}
+
+
+def config_flags():
+    """The flags whose values tell configurations apart: all but the runtime flags (args.runtime_flags: paths,
+    machine, speed), the seed (a group's runs differ in it) and the epochs asked for (KEYS has those run).
+    args.json's other entries, derived values and provenance, are no flags."""
+    return [k for k in flag_defaults() if k not in runtime_flags() | {"seed", "num_epoch_pretrain", "num_epoch"}]
 
 
 def collect_runs(roots):
@@ -50,7 +51,7 @@ def collect_runs(roots):
     for root in roots:
         for path in glob.glob(os.path.join(glob.escape(root), "**", "metrics.json"), recursive=True):
             found.setdefault(os.path.realpath(path), path)     # a run below two of the folders counts once
-    rows = []
+    rows, flags = [], config_flags()
     for path in sorted(found.values()):
         folder = os.path.dirname(path)
         metrics = read_json(path)
@@ -63,7 +64,7 @@ def collect_runs(roots):
                "finetune_epochs": config.get("finetune_epochs", config.get("num_epoch")),
                "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
                "transfer": bool(config.get("pretrained_path")),     # started from another run's encoder
-               "args": {k: _comparable(v) for k, v in config.items() if k not in NOT_CONFIG}}
+               "args": {k: _comparable(config[k]) for k in flags}}
         for phase, key in METRICS:
             if key in (metrics.get(phase) or {}):
                 row[f"{phase}_{key}"] = 100 * metrics[phase][key]
