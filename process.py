@@ -111,7 +111,9 @@ class Trainer:
         self.padded = any(a is not None and np.isnan(a).any() for a in parts)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
         self.probe_head = None  # with --fineall_head probe: FineLast's probe as (weight, bias) of a linear head
-        self.refit_head = None  # ... and with --probe_refit 1 its refit on fit + selection series, the same way
+        # FineLast's final probe (with --probe_refit 1 its refit), the same way: the classifier it scores, which
+        # FineAll's kept step 0 and the API's FineLast classifier take over rather than fit it again
+        self.finelast_head = None
         self.probed = None      # (epoch, fit, selection representations) of this session's latest periodic probe
 
     def run(self):
@@ -352,16 +354,17 @@ class Trainer:
 
         def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
             C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
+            classes = self.model.cfg.num_classes
             # FineAll's head: the fit split's probe, since FineAll selects its step on the selection split
-            as_head = self.cfg.fineall_head == "probe"
-            head = probe_as_head(probe, self.model.cfg.num_classes) if as_head else None
+            head = probe_as_head(probe, classes) if self.cfg.fineall_head == "probe" else None
             if self.refit:
                 probe = refit_probe(probe, np.concatenate([fit_r, sel_r]), np.concatenate([self.fit_y, self.sel_y]),
                                     seed=self.cfg.seed)
-            refit_head = probe_as_head(probe, self.model.cfg.num_classes) if as_head and self.refit else None
-            return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r)), (head, refit_head)
+            res = None if test_r is None else scores(self.test_y, probe.predict(test_r))
+            return C, sel, res, (head, probe_as_head(probe, classes))
 
-        C, sel, res, (self.probe_head, self.refit_head) = self.dist.broadcast(choose() if self.dist.is_main else None)
+        C, sel, res, heads = self.dist.broadcast(choose() if self.dist.is_main else None)
+        self.probe_head, self.finelast_head = heads
         fitted = len(self.fit_y) + (len(self.sel_y) if self.refit else 0)
         single = self._single_class("FineLast", sel)
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
@@ -431,9 +434,10 @@ class Trainer:
         kept is FineLast's probe, fitted on the fit split so that the selection split could judge it. Its job
         done, the probe is fitted again with its C on every labelled series, as FineLast's is (--probe_refit 1),
         over the unchanged encoder; model.pkl takes that head. That is FineLast's refit probe: this session's
-        FineLast already fitted it; a run resumed in FineAll encodes the labelled series again to fit it."""
+        FineLast already fitted it (finelast_head); a run resumed in FineAll encodes the labelled series again to
+        fit it."""
         labels = np.concatenate([self.fit_y, self.sel_y])
-        head = self.refit_head
+        head = self.finelast_head
         if head is None:
             reps = self._represent(model, torch.cat([self.fit_x, self.sel_x]))       # (N_fit + N_sel, d)
             head = self.dist.broadcast(probe_as_head(fit_probe(reps, labels, self.cfg.seed, C), model.cfg.num_classes)
