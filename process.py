@@ -121,11 +121,12 @@ class Trainer:
         nothing is left to resume."""
         metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol}
         if self.state is None or self.state["phase"] == "pretrain":
-            self.pretrain()
+            epochs = self.pretrain()
             if not self.splits.labelled:
-                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)})
+                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)}, epochs)
             done = {"finelast": self.finelast()}
         else:  # resumed in FineAll: FineLast's result, and the baselines' once last.pkl has them, are kept there
+            epochs = self.epoch_log()
             done = {k: self.state[k] for k in ("finelast", "baselines", "baseline_seconds") if k in self.state}
         if "baselines" not in done:
             start = time.perf_counter()
@@ -133,10 +134,11 @@ class Trainer:
         metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0, **done)
         if self.cfg.finetune_epochs > 0:
             metrics["fineall"] = self.fineall(done)
-        return self.finish(metrics)
+        return self.finish(metrics, epochs)
 
-    def finish(self, metrics):
-        metrics.update(self.codebook_report())
+    def finish(self, metrics, epochs):
+        """metrics.json: `metrics` with the codebook report of `epochs` (pretrain_log.jsonl's rows) and the time."""
+        metrics.update(self.codebook_report(epochs))
         seconds = self.record.elapsed_seconds()
         metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 1),
                        probe_share=round(self.probe_seconds / seconds, 3))
@@ -153,13 +155,19 @@ class Trainer:
         return raw_baselines(self.fit_x.cpu().numpy(), self.fit_y, self.sel_x.cpu().numpy(), self.sel_y,
                              self.test_x.cpu().numpy(), self.test_y, self.cfg.probe_C, self.cfg.seed, self.refit)
 
-    def codebook_report(self):
-        """Codewords used and perplexity of the last pretraining epoch (from pretrain_log.jsonl), with a
-        warning when the perplexity is below --ppl_warn (a collapsed codebook leaves MCC a trivial task)."""
+    def epoch_log(self):
+        """pretrain_log.jsonl's rows, one per pretraining epoch of every session ([] without the file), read by
+        rank 0: once pretraining is over, for the selection line's ties and the codebook report."""
         path = self.record.path(EPOCH_LOG)
-        if self.cfg.pretrain_epochs == 0 or not self.dist.on_main(os.path.isfile, path):
+        return self.dist.on_main(lambda: read_jsonl(path) if os.path.isfile(path) else [])
+
+    def codebook_report(self, epochs):
+        """Codewords used and perplexity of the last pretraining epoch (`epochs`: pretrain_log.jsonl's rows, none
+        after 0 epochs), with a warning when the perplexity is below --ppl_warn (a collapsed codebook leaves MCC a
+        trivial task)."""
+        if not epochs:
             return {}
-        last = self.dist.on_main(read_jsonl, path)[-1]
+        last = epochs[-1]
         low = last["ppl"] < self.cfg.ppl_warn
         if low:
             self.log(f"warning: codebook perplexity {last['ppl']:.2f} ({last['used']} codewords used) after "
@@ -198,7 +206,7 @@ class Trainer:
         """Pretrain for pretrain_epochs (--num_epoch_pretrain, see training_budget), probing every probe_every
         epochs (and after the last);
         the checkpoint with the best selection accuracy becomes pretrain_model.pkl. With 0 epochs the
-        untrained model is saved and probed (FineZero)."""
+        untrained model is saved and probed (FineZero). Returns pretrain_log.jsonl's rows (epoch_log)."""
         cfg, model, record = self.cfg, self.model, self.record
         model.head.requires_grad_(False)  # fine-tuning only; frozen so DDP sees only parameters pretraining uses
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -239,16 +247,15 @@ class Trainer:
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
         how = "the last: no labels" if self.protocol == "last" else f"{self.protocol} acc {record.best[0]:.4f}"
-        self.log(f"selected pretraining epoch {record.best[1]} ({how}{self.ties(record.best[0])})")
-        return record.best
+        epochs = self.epoch_log()
+        self.log(f"selected pretraining epoch {record.best[1]} ({how}{self.ties(record.best[0], epochs)})")
+        return epochs
 
-    def ties(self, best):
-        """', N of M probes scored it, the earliest is kept' when other periodic probes (pretrain_log.jsonl, every
-        session of a resumed run) tied with the kept one: on a small selection split many do."""
-        path = self.record.path(EPOCH_LOG)
-        if not self.splits.labelled or not self.dist.on_main(os.path.isfile, path):
-            return ""
-        probes = [row["probe"] for row in self.dist.on_main(read_jsonl, path) if "probe" in row]
+    def ties(self, best, epochs):
+        """', N of M probes scored it, the earliest is kept' when other periodic probes (`epochs`: pretrain_log.jsonl's
+        rows, every session of a resumed run; without labels there are none) tied with the kept one: on a small
+        selection split many do."""
+        probes = [row["probe"] for row in epochs if "probe" in row]
         tied = sum(acc == best for acc in probes)
         return f", {tied} of {len(probes)} probes scored it, the earliest is kept" if tied > 1 else ""
 
