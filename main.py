@@ -163,8 +163,9 @@ def describe(cfg, splits, model, dist, held):
 def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
     """One experiment; under torchrun (WORLD_SIZE > 1) this process's share of it, with rank 0 logging.
     `splits`: raw DatasetSplits to run on instead of the dataset the flags name (the timemae API's path);
-    `trainer`: the Trainer class (a diagnostic tool's subclass that records more); `command`: main.py's
-    arguments, recorded in args.json's provenance."""
+    `trainer`: builds the Trainer from its arguments (the class; a diagnostic tool's subclass that records more;
+    the API's function that keeps the instance, whose FineLast probe it takes); `command`: main.py's arguments,
+    recorded in args.json's provenance."""
     check_flags(cfg)
     torch.set_num_threads(cfg.threads)
     with init_distributed(cfg.device) as dist:

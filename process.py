@@ -111,7 +111,9 @@ class Trainer:
         self.padded = any(a is not None and np.isnan(a).any() for a in parts)
         self.probe_seconds = state.get("probe_seconds", 0.0) if state else 0.0  # in the probes, all sessions
         self.probe_head = None  # with --fineall_head probe: FineLast's probe as (weight, bias) of a linear head
-        self.refit_head = None  # ... and with --probe_refit 1 its refit on fit + selection series, the same way
+        # FineLast's final probe (with --probe_refit 1 its refit), the same way: the classifier it scores, which
+        # FineAll's kept step 0 and the API's FineLast classifier take over rather than fit it again
+        self.finelast_head = None
         self.probed = None      # (epoch, fit, selection representations) of this session's latest periodic probe
 
     def run(self):
@@ -119,11 +121,12 @@ class Trainer:
         nothing is left to resume."""
         metrics = {"dataset": self.splits.name, "seed": self.cfg.seed, "select_on": self.protocol}
         if self.state is None or self.state["phase"] == "pretrain":
-            self.pretrain()
+            epochs = self.pretrain()
             if not self.splits.labelled:
-                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)})
+                return self.finish({**metrics, "labelled": 0, "pretrained_series": len(self.pretrain_set)}, epochs)
             done = {"finelast": self.finelast()}
         else:  # resumed in FineAll: FineLast's result, and the baselines' once last.pkl has them, are kept there
+            epochs = self.epoch_log()
             done = {k: self.state[k] for k in ("finelast", "baselines", "baseline_seconds") if k in self.state}
         if "baselines" not in done:
             start = time.perf_counter()
@@ -131,10 +134,11 @@ class Trainer:
         metrics.update(labelled=len(self.fit_y), selection=len(self.sel_y) if self.protocol == "val" else 0, **done)
         if self.cfg.finetune_epochs > 0:
             metrics["fineall"] = self.fineall(done)
-        return self.finish(metrics)
+        return self.finish(metrics, epochs)
 
-    def finish(self, metrics):
-        metrics.update(self.codebook_report())
+    def finish(self, metrics, epochs):
+        """metrics.json: `metrics` with the codebook report of `epochs` (pretrain_log.jsonl's rows) and the time."""
+        metrics.update(self.codebook_report(epochs))
         seconds = self.record.elapsed_seconds()
         metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 1),
                        probe_share=round(self.probe_seconds / seconds, 3))
@@ -151,13 +155,19 @@ class Trainer:
         return raw_baselines(self.fit_x.cpu().numpy(), self.fit_y, self.sel_x.cpu().numpy(), self.sel_y,
                              self.test_x.cpu().numpy(), self.test_y, self.cfg.probe_C, self.cfg.seed, self.refit)
 
-    def codebook_report(self):
-        """Codewords used and perplexity of the last pretraining epoch (from pretrain_log.jsonl), with a
-        warning when the perplexity is below --ppl_warn (a collapsed codebook leaves MCC a trivial task)."""
+    def epoch_log(self):
+        """pretrain_log.jsonl's rows, one per pretraining epoch of every session ([] without the file), read by
+        rank 0: once pretraining is over, for the selection line's ties and the codebook report."""
         path = self.record.path(EPOCH_LOG)
-        if self.cfg.pretrain_epochs == 0 or not self.dist.on_main(os.path.isfile, path):
+        return self.dist.on_main(lambda: read_jsonl(path) if os.path.isfile(path) else [])
+
+    def codebook_report(self, epochs):
+        """Codewords used and perplexity of the last pretraining epoch (`epochs`: pretrain_log.jsonl's rows, none
+        after 0 epochs), with a warning when the perplexity is below --ppl_warn (a collapsed codebook leaves MCC a
+        trivial task)."""
+        if not epochs:
             return {}
-        last = self.dist.on_main(read_jsonl, path)[-1]
+        last = epochs[-1]
         low = last["ppl"] < self.cfg.ppl_warn
         if low:
             self.log(f"warning: codebook perplexity {last['ppl']:.2f} ({last['used']} codewords used) after "
@@ -196,7 +206,7 @@ class Trainer:
         """Pretrain for pretrain_epochs (--num_epoch_pretrain, see training_budget), probing every probe_every
         epochs (and after the last);
         the checkpoint with the best selection accuracy becomes pretrain_model.pkl. With 0 epochs the
-        untrained model is saved and probed (FineZero)."""
+        untrained model is saved and probed (FineZero). Returns pretrain_log.jsonl's rows (epoch_log)."""
         cfg, model, record = self.cfg, self.model, self.record
         model.head.requires_grad_(False)  # fine-tuning only; frozen so DDP sees only parameters pretraining uses
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.bert_lr), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -237,16 +247,15 @@ class Trainer:
             self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         bar.close()
         how = "the last: no labels" if self.protocol == "last" else f"{self.protocol} acc {record.best[0]:.4f}"
-        self.log(f"selected pretraining epoch {record.best[1]} ({how}{self.ties(record.best[0])})")
-        return record.best
+        epochs = self.epoch_log()
+        self.log(f"selected pretraining epoch {record.best[1]} ({how}{self.ties(record.best[0], epochs)})")
+        return epochs
 
-    def ties(self, best):
-        """', N of M probes scored it, the earliest is kept' when other periodic probes (pretrain_log.jsonl, every
-        session of a resumed run) tied with the kept one: on a small selection split many do."""
-        path = self.record.path(EPOCH_LOG)
-        if not self.splits.labelled or not self.dist.on_main(os.path.isfile, path):
-            return ""
-        probes = [row["probe"] for row in self.dist.on_main(read_jsonl, path) if "probe" in row]
+    def ties(self, best, epochs):
+        """', N of M probes scored it, the earliest is kept' when other periodic probes (`epochs`: pretrain_log.jsonl's
+        rows, every session of a resumed run; without labels there are none) tied with the kept one: on a small
+        selection split many do."""
+        probes = [row["probe"] for row in epochs if "probe" in row]
         tied = sum(acc == best for acc in probes)
         return f", {tied} of {len(probes)} probes scored it, the earliest is kept" if tied > 1 else ""
 
@@ -351,16 +360,17 @@ class Trainer:
 
         def choose():  # rank 0: C chosen on the selection split like every other model choice; one probe fit per C
             C, probe, sel = select_probe(fit_r, self.fit_y, sel_r, self.sel_y, self.cfg.probe_C, seed=self.cfg.seed)
+            classes = self.model.cfg.num_classes
             # FineAll's head: the fit split's probe, since FineAll selects its step on the selection split
-            as_head = self.cfg.fineall_head == "probe"
-            head = probe_as_head(probe, self.model.cfg.num_classes) if as_head else None
+            head = probe_as_head(probe, classes) if self.cfg.fineall_head == "probe" else None
             if self.refit:
                 probe = refit_probe(probe, np.concatenate([fit_r, sel_r]), np.concatenate([self.fit_y, self.sel_y]),
                                     seed=self.cfg.seed)
-            refit_head = probe_as_head(probe, self.model.cfg.num_classes) if as_head and self.refit else None
-            return C, sel, None if test_r is None else scores(self.test_y, probe.predict(test_r)), (head, refit_head)
+            res = None if test_r is None else scores(self.test_y, probe.predict(test_r))
+            return C, sel, res, (head, probe_as_head(probe, classes))
 
-        C, sel, res, (self.probe_head, self.refit_head) = self.dist.broadcast(choose() if self.dist.is_main else None)
+        C, sel, res, heads = self.dist.broadcast(choose() if self.dist.is_main else None)
+        self.probe_head, self.finelast_head = heads
         fitted = len(self.fit_y) + (len(self.sel_y) if self.refit else 0)
         single = self._single_class("FineLast", sel)
         if self.test_x is None:  # no test split: the selected checkpoint and C, no score
@@ -430,9 +440,10 @@ class Trainer:
         kept is FineLast's probe, fitted on the fit split so that the selection split could judge it. Its job
         done, the probe is fitted again with its C on every labelled series, as FineLast's is (--probe_refit 1),
         over the unchanged encoder; model.pkl takes that head. That is FineLast's refit probe: this session's
-        FineLast already fitted it; a run resumed in FineAll encodes the labelled series again to fit it."""
+        FineLast already fitted it (finelast_head); a run resumed in FineAll encodes the labelled series again to
+        fit it."""
         labels = np.concatenate([self.fit_y, self.sel_y])
-        head = self.refit_head
+        head = self.finelast_head
         if head is None:
             reps = self._represent(model, torch.cat([self.fit_x, self.sel_x]))       # (N_fit + N_sel, d)
             head = self.dist.broadcast(probe_as_head(fit_probe(reps, labels, self.cfg.seed, C), model.cfg.num_classes)

@@ -205,21 +205,38 @@ def test_repr_layers_flag_widens_the_representation_fineall_head_and_saved_model
 
 
 @pytest.mark.parametrize("flags, fitted", [({}, 48), ({"probe_refit": 0}, 38), ({"label_ratio": 0.5}, 24)])
-def test_finelast_classifier_fits_its_probe_on_the_series_the_engine_did(flags, fitted):
-    """finetune=False folds the FineLast probe into the head: the one main.py scores, fitted with its C on the
-    same series (all 48 labelled series by default; without the refit the 38 left after selection; with half
-    the labels, those 24)."""
-    from timemae import estimators
+def test_finelast_classifier_takes_the_probe_the_engine_fitted(flags, fitted):
+    """finetune=False folds the FineLast probe into the head: the very probe main.py fits and scores, with its C
+    on the same series (all 48 labelled series by default; without the refit the 38 left after selection; with
+    half the labels, those 24), taken over from the Trainer: nothing is fitted again after the run."""
+    import main
+    import process
     X, y = aeon(48)
-    probes = []
+    heads, fits = [], []
+    real_head, real_fit, real_run = process.probe_as_head, LogisticRegression.fit, main.run
 
-    def record(z, codes, **kw):
-        probes.append(len(codes))
-        return fit_probe(z, codes, **kw)
+    def head(probe, num_classes):   # the engine's last one is its final FineLast probe's
+        heads.append((probe, real_head(probe, num_classes)))
+        return heads[-1][1]
+
+    def fit(self, *args, **kwargs):
+        fits.append(self)
+        return real_fit(self, *args, **kwargs)
+
+    def run(*args, **kwargs):       # fits counted from here on are the estimator's own
+        metrics = real_run(*args, **kwargs)
+        fits.clear()
+        return metrics
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(estimators, "fit_probe", record)
+        mp.setattr(process, "probe_as_head", head)
+        mp.setattr(LogisticRegression, "fit", fit)
+        mp.setattr(main, "run", run)
         clf = TimeMAEClassifier(**SMALL, finetune=False, flags=flags).fit(X, y)
-    assert probes == [clf.metrics_["finelast"]["fitted"]] == [fitted]
+    assert fits == []
+    probe, (weight, bias) = heads[-1]
+    assert probe[0].n_samples_seen_ == clf.metrics_["finelast"]["fitted"] == fitted
+    assert probe[-1].C == clf.metrics_["finelast"]["C"]
+    assert torch.equal(clf.model_.head.weight, weight) and torch.equal(clf.model_.head.bias, bias)
 
 
 def test_a_main_py_checkpoint_loads_with_the_settings_it_was_trained_with(tstcc_dir, tmp_path):

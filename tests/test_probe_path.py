@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import process
-from classification import extract_representations, linear_probe, select_probe
+from classification import extract_representations, fit_probe, linear_probe, probe_as_head, select_probe
 from conftest import TINY
 from main import main
 from model import TimeMAE
@@ -70,6 +71,9 @@ def test_each_split_is_encoded_once_per_probe_and_results_match_the_previous_pat
     else:
         fit_y = t.fit_y
     previous = linear_probe(fit_r, fit_y, rep(t.test_x), t.test_y, seed=t.cfg.seed, C=C)
+    # the Trainer keeps that very probe as a linear head, which the API's FineLast classifier takes
+    weight, bias = probe_as_head(fit_probe(fit_r, fit_y, seed=t.cfg.seed, C=C), t.model.cfg.num_classes)
+    assert torch.equal(t.finelast_head[0], weight) and torch.equal(t.finelast_head[1], bias)
     assert metrics["finelast"]["C"] == C
     assert metrics["finelast"]["fitted"] == n_fit + (n_sel if refits else 0) == len(fit_y)
     assert (metrics["finelast"]["acc"], metrics["finelast"]["f1"]) == (previous["acc"], previous["f1"])

@@ -4,7 +4,7 @@ fit() builds the command line's configuration (args.defaults: parse_args of the 
 estimator's parameters set over them), turns X and y into DatasetSplits and calls main.run with them, in a
 temporary run folder (or `save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for
 the encoder, model.pkl (fine-tuned) or the pretrained encoder plus the FineLast probe folded into its head for the
-classifier.
+classifier (the probe main.run's Trainer fitted, taken from it).
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
@@ -13,7 +13,6 @@ import os
 import re
 import tempfile
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import main
 from args import default_device, defaults, flag_defaults, runtime_flags
-from classification import extract_representations, fit_probe, predict_proba, probe_as_head
+from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
 from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
@@ -31,7 +30,7 @@ from engine.distributed import resolve_device
 from engine.runfiles import read_json
 from engine.speed import eval_batch_size
 from experiments.presets import ALL as PRESETS
-from process import labelled_splits
+from process import Trainer
 
 # main.py flags whose estimator parameter has another name
 API_NAMES = {"seed": "random_state"}
@@ -111,8 +110,13 @@ class _TimeMAE(BaseEstimator):
 
     def _train(self, X, y, num_epoch, classes=None):
         """main.run on X (and labels y, or None; `classes`: the names of y's codes 0..K-1, for the run folder's
-        files); the estimator's _keep(cfg, metrics, X, y) then takes what it needs from the run folder, before a
-        temporary one is removed."""
+        files); the estimator's _keep(cfg, trainer) then takes what it needs from the run folder, before a
+        temporary one is removed, and from the run's Trainer."""
+        trainers = []
+
+        def trainer(*args, **kwargs):   # main.run builds the Trainer: kept for _keep
+            trainers.append(Trainer(*args, **kwargs))
+            return trainers[-1]
         with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
             cfg = self._config(self.save_path or os.path.join(tmp, "run"), num_epoch)
             log = print if self.verbose else (lambda *_: None)
@@ -121,13 +125,13 @@ class _TimeMAE(BaseEstimator):
                                             gaps=cfg.gaps)
                 if classes is not None:
                     splits = replace(splits, classes=tuple(str(c) for c in classes))
-                metrics = main.run(cfg, log=log, splits=splits)
+                metrics = main.run(cfg, log=log, splits=splits, trainer=trainer)
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
             self.metrics_ = metrics
             # where this fit ran: commit, versions, ...
             self.provenance_ = read_json(os.path.join(cfg.save_path, "args.json"))["provenance"]
-            self._keep(cfg, metrics, X, y)
+            self._keep(cfg, trainers[0])
         return self
 
     def _adopt(self, path, head):
@@ -231,7 +235,7 @@ class TimeMAEEncoder(TransformerMixin, _TimeMAE):
     def fit(self, X, y=None):
         return self._train(X, y, num_epoch=0)
 
-    def _keep(self, cfg, metrics, X, y):
+    def _keep(self, cfg, trainer):
         self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), None)
 
 
@@ -272,16 +276,12 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
         return self._train(X, codes, num_epoch=epochs if self.finetune else 0, classes=self.classes_)
 
-    def _keep(self, cfg, metrics, X, codes):
+    def _keep(self, cfg, trainer):
         if self.finetune:
             self._adopt(os.path.join(cfg.save_path, "model.pkl"), "fineall")
-        else:  # FineLast: the probe Trainer.finelast scored, as head: its C, fitted on the series it fitted on
+        else:  # FineLast: the very probe Trainer.finelast fitted and scored, as head (its C, its series)
             self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), "probe")
-            fit, held = labelled_splits(SimpleNamespace(train_y=codes), cfg.select_on, cfg.val_ratio,
-                                        cfg.label_ratio, cfg.seed)
-            rows = np.concatenate([fit, held]) if cfg.probe_refit and held is not None else fit   # as Trainer.refit
-            probe = fit_probe(self.transform(X)[rows], codes[rows], seed=cfg.seed, C=metrics["finelast"]["C"])
-            self.model_.set_head(*probe_as_head(probe, len(self.classes_)))
+            self.model_.set_head(*trainer.finelast_head)
         self.data_["classes"] = self.classes_.tolist()
 
     def _adopt_loaded(self, path, ckpt):
