@@ -1,0 +1,107 @@
+"""Supervised baselines from aeon beside finished runs: MiniRocket (random convolution kernels and a ridge
+classifier, Dempster et al. 2021) and 1-NN with dynamic time warping, on each run's own data, normalisation,
+labelled series and seed, scored on its test split as FineLast is. The raw-series baselines every run reports
+(1-NN Euclidean, logistic regression) are in its metrics.json; these are the stronger ones users compare with.
+
+aeon is optional (through numba it needs numpy below 2.4): `pip install -r requirements-baselines.txt`.
+
+    python -m tools.baselines exp/uwave/seed1 exp/uwave/seed2 exp/uwave/seed3 --out exp/uwave/baselines.csv
+    python -m tools.baselines exp/ucr/ArrowHead/seed1 --methods minirocket          # DTW is slow on long sets
+
+Both fit on every labelled training series of the run (its fit and selection series, as FineLast's refit probe
+does with --probe_refit 1): neither needs a selection split (MiniRocket's ridge picks its regularisation by
+leave-one-out on the training series; 1-NN has nothing to choose). Variable-length series are zero-filled past
+their end, as for the raw-series baselines. With several runs, a second table gives each method's mean and
+standard deviation over them, in %.
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from args import positive_int
+from classification import scores
+from common.errors import TimeMAEError
+from engine.runfiles import atomic_write_text, check_output_file
+from main import flag_message, load_splits
+from process import labelled_splits
+from tools.pooling import run_settings
+from tools.summarize import mean_std
+
+METHODS = ("minirocket", "dtw")
+
+
+def aeon_classifier(method, seed, threads):
+    """A fresh aeon classifier for `method` (of METHODS), seeded where it draws anything."""
+    try:
+        from aeon.classification.convolution_based import MiniRocketClassifier
+        from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
+    except ImportError as e:
+        raise TimeMAEError(f"the aeon baselines need aeon ({e}): pip install -r requirements-baselines.txt") from None
+    if method == "minirocket":
+        return MiniRocketClassifier(random_state=seed, n_jobs=threads)
+    return KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1, n_jobs=threads)
+
+
+def numpy3d(x):
+    """(N, T, C) normalised series, NaN padding as 0 (the mean) -> aeon's (N, C, T) float64."""
+    return np.nan_to_num(np.asarray(x, dtype=np.float64).transpose(0, 2, 1), nan=0.0)
+
+
+def baseline_rows(folder, methods=METHODS, threads=1):
+    """Rows (run, method, acc, f1, seconds) for the finished run in `folder`, one per method; acc and f1 on its
+    test split, seconds to fit and predict."""
+    cfg = run_settings(folder)
+    splits = load_splits(cfg)
+    if not splits.labelled or splits.test_x is None:
+        raise TimeMAEError(f"{folder!r}: the baselines need labels and a test split")
+    fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
+    both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
+    train, test = numpy3d(splits.train_x[both]), numpy3d(splits.test_x)
+    rows = []
+    for method in methods:
+        start = time.perf_counter()
+        clf = aeon_classifier(method, cfg.seed, threads).fit(train, splits.train_y[both])
+        res = scores(splits.test_y, clf.predict(test))
+        rows.append(dict(run=folder, method=method, acc=res["acc"], f1=res["f1"],
+                         seconds=time.perf_counter() - start))
+    return rows
+
+
+def summary(table):
+    """One row per method: runs, and test accuracy and macro-F1 as 'mean ± std' in % (the mean alone for one run)."""
+    by = table.groupby("method", sort=False)
+    out = by.agg(runs=("run", "nunique"), acc=("acc", "mean"), acc_std=("acc", "std"), f1=("f1", "mean"),
+                 f1_std=("f1", "std"))
+    out[["acc", "acc_std", "f1", "f1_std"]] *= 100
+    return pd.DataFrame({"method": out.index, "runs": out.runs.values,
+                         "acc": [mean_std(m, s) for m, s in zip(out.acc, out.acc_std)],
+                         "f1": [mean_std(m, s) for m, s in zip(out.f1, out.f1_std)]})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tools.baselines", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="finished run folders (args.json, pretrain_model.pkl)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--threads", type=positive_int, default=1, help="aeon's n_jobs")
+    p.add_argument("--out", help="CSV file for the per-run rows")
+    a = p.parse_args(argv)
+    try:
+        if a.out:   # before the work, not after it
+            check_output_file(a.out, "--out")
+        table = pd.DataFrame([row for run in a.runs for row in baseline_rows(run, a.methods, a.threads)])
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if table.run.nunique() > 1:
+            print("\nmean over the runs (%):\n" + summary(table).to_string(index=False))
+        if a.out:
+            atomic_write_text(table.to_csv(index=False), a.out)
+    except TimeMAEError as e:
+        print(f"error: {flag_message(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
