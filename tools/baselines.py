@@ -17,6 +17,7 @@ standard deviation over them, in %.
 import argparse
 import sys
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,8 @@ def main(argv=None):
     p.add_argument("--threads", type=positive_int, default=1, help="aeon's n_jobs")
     p.add_argument("--out", help="CSV file for the per-run rows")
     a = p.parse_args(argv)
+    # numba's note on a cast inside aeon's compiled DTW: about aeon's code, not the user's input
+    warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64")
     try:
         if a.out:   # before the work, not after it
             check_output_file(a.out, "--out")
