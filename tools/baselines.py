@@ -25,11 +25,11 @@ import pandas as pd
 from args import positive_int
 from classification import scores
 from common.errors import TimeMAEError
-from engine.runfiles import atomic_write_text, check_output_file
+from engine.runfiles import check_output_file
 from main import flag_message, load_splits
 from process import labelled_splits
 from tools.pooling import run_settings
-from tools.summarize import mean_std
+from tools.summarize import mean_std, report_runs
 
 METHODS = ("minirocket", "dtw")
 
@@ -95,11 +95,7 @@ def main(argv=None):
         if a.out:   # before the work, not after it
             check_output_file(a.out, "--out")
         table = pd.DataFrame([row for run in a.runs for row in baseline_rows(run, a.methods, a.threads)])
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        if table.run.nunique() > 1:
-            print("\nmean over the runs (%):\n" + summary(table).to_string(index=False))
-        if a.out:
-            atomic_write_text(table.to_csv(index=False), a.out)
+        report_runs(table, summary, a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2

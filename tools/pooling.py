@@ -37,11 +37,11 @@ from classification import (cross_validated_accuracy, extract_representations, f
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from engine.checkpoint import load_model
-from engine.runfiles import atomic_write_text, check_output_file
+from engine.runfiles import check_output_file
 from main import check_probe_grid, flag_message, load_splits
 from model.config import POOLINGS
 from process import labelled_splits
-from tools.summarize import mean_std
+from tools.summarize import mean_std, report_runs
 
 
 def run_settings(folder):
@@ -174,11 +174,7 @@ def main(argv=None):
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
                                                          cv=a.cv)])
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        if table.run.nunique() > 1:
-            print("\nmean over the runs (%):\n" + printable(summary(table)).to_string(index=False))
-        if a.out:
-            atomic_write_text(table.to_csv(index=False), a.out)
+        report_runs(table, lambda rows: printable(summary(rows)), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
         return 2

@@ -143,6 +143,16 @@ def mean_std(mean, std):
     return f"{mean:.2f} ± {std:.2f}" if std == std else f"{mean:.2f}"
 
 
+def report_runs(table, means, out=None):
+    """Print the per-run rows of a tool's `table` (a `run` column), then `means(table)` (a DataFrame of figures in
+    %) when it holds several runs, and write the rows as CSV to `out` (atomically; None: print only)."""
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if table.run.nunique() > 1:
+        print("\nmean over the runs (%):\n" + means(table).to_string(index=False))
+    if out:
+        atomic_write_text(table.to_csv(index=False), out)
+
+
 def markdown(table):
     """A GitHub markdown table of a DataFrame of strings and numbers; missing values are empty cells (pandas 3's
     astype(str) keeps them as NaN)."""
