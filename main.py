@@ -192,9 +192,10 @@ def run(cfg, log=print, splits=None, trainer=Trainer, command=None):
         cfg.save_path = cfg.save_path or os.path.join("exp", dataset_name(cfg.dataset, cfg.UCR_folder),
                                                       f"seed{cfg.seed}")
         # a checkpoint that does not fit is refused before the run folder is touched (--overwrite clears it); a run
-        # resumed from last.pkl takes its weights from there, and needs no pretrained file
+        # resumed from last.pkl takes its weights from there, and needs no pretrained file. Rank 0 decides and reads:
+        # the run folder may be on its machine alone, and every rank must then make the same collective calls
         transfer = (transfer_weights(model, cfg.pretrained_path, lambda path: dist.on_main(open_checkpoint, path))
-                    if cfg.pretrained_path and not resumes_from_state(cfg) else None)
+                    if cfg.pretrained_path and not dist.on_main(resumes_from_state, cfg) else None)
         state = dist.on_main(open_run, cfg, model, data_description(splits))
         run_dir = cfg.save_path
         log(describe(cfg, splits, model, dist, held))

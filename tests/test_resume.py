@@ -411,7 +411,8 @@ def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp
 
 def test_the_pretrained_file_is_read_by_rank_0_alone(data, reference, tmp_path, monkeypatch):
     """Under torchrun Dist.on_main runs a read on rank 0 and sends its result: the other machines need no copy of
-    --pretrained_path (docs/distributed.md)."""
+    --pretrained_path (docs/distributed.md), and whether the run goes on from last.pkl is rank 0's finding too (the
+    run folder may be on its machine alone; ranks that decided otherwise would pair other collectives)."""
     read_on_main, on_main = [], engine.distributed.Dist.on_main
 
     def record(dist, fn, *args):
@@ -421,6 +422,7 @@ def test_the_pretrained_file_is_read_by_rank_0_alone(data, reference, tmp_path, 
     source = os.path.join(reference, "pretrain_model.pkl")
     assert main.main(tiny_flags(data, str(tmp_path / "run"), num_epoch=0) + [f"--pretrained_path={source}"]) == 0
     assert ("open_checkpoint", source) in read_on_main
+    assert [name for name, *_ in read_on_main][:2] == ["resumes_from_state", "open_checkpoint"]
 
 
 def test_overwrite_by_a_run_without_fine_tuning_leaves_no_old_model(data, reference, tmp_path, capsys):
