@@ -97,12 +97,22 @@ def training_data(ckpt, path):
     return ckpt["data"]
 
 
-def load_model(path):
-    """The TimeMAE a checkpoint describes, with its weights, in eval mode; and the checkpoint dict."""
-    ckpt = open_checkpoint(path)
+def data_changes(saved, data):
+    """The keys of data description `data` (datautils.data_description) in which `saved`, a checkpoint's, differs."""
+    return sorted(k for k in data if saved.get(k) != data[k])
+
+
+def model_from_checkpoint(ckpt, path):
+    """The TimeMAE the checkpoint dict `ckpt` (read from `path`) describes, with its weights, in eval mode."""
     try:
         model = TimeMAE.from_config(saved_settings(ckpt))
     except (TypeError, TimeMAEError) as e:
         raise TimeMAEError(f"checkpoint {path!r} holds settings this version cannot build: {e}") from None
     load_state(model, ckpt, path)
-    return model.eval(), ckpt
+    return model.eval()
+
+
+def load_model(path):
+    """The TimeMAE a checkpoint describes, with its weights, in eval mode; and the checkpoint dict."""
+    ckpt = open_checkpoint(path)
+    return model_from_checkpoint(ckpt, path), ckpt

@@ -418,7 +418,8 @@ def test_tools_build_no_parser_at_import_and_read_a_runs_flags_over_todays_defau
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     from args import flag_defaults, saved_flags
-    from tools.pooling import main as pooling_main, run_settings
+    from tools.pooling import main as pooling_main
+    from tools.runs import run_settings
     run = tmp_path / "run"
     shutil.copytree(two_runs[0] / "seed1", run)
     args = json.loads((run / "args.json").read_text())

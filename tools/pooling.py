@@ -32,23 +32,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from args import layer_spec, positive_int, saved_flags
+from args import layer_spec, positive_int
 from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
-from engine.checkpoint import load_model
+from engine.checkpoint import model_from_checkpoint
 from engine.runfiles import check_output_file
-from main import check_probe_grid, flag_message, load_splits
+from main import check_probe_grid, flag_message
 from model.config import POOLINGS
-from process import labelled_splits
+from tools.runs import CHECKPOINT, run_data
 from tools.summarize import mean_std, report_runs
-
-
-def run_settings(folder):
-    """The flags of the finished run in `folder` (args.saved_flags)."""
-    if not all(os.path.isfile(os.path.join(folder, f)) for f in ("args.json", "pretrain_model.pkl")):
-        raise TimeMAEError(f"{folder!r} is not a finished run folder (args.json and pretrain_model.pkl)")
-    return argparse.Namespace(**saved_flags(folder))
 
 
 def layer_name(layers):
@@ -71,26 +64,23 @@ def with_encoder(model, encoder):
 
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
-                    encoders=ENCODERS[:1], probes=PROBES[:1], cv=0):
+                    encoders=ENCODERS[:1], probes=PROBES[:1], cv=0, data_path=None):
     """Rows (run, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in `folder`,
     one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's
     own), choice of layers (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of
     PROBES; nn1 has no C) and probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid
     other than the run's; poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the
-    K-fold accuracy over every labelled training series (`cross_validated_accuracy`; its best C for logistic)."""
-    cfg = run_settings(folder)
+    K-fold accuracy over every labelled training series (`cross_validated_accuracy`; its best C for logistic);
+    data_path: where the run's data is now, when it moved."""
+    cfg, splits, fit, held, ckpt = run_data(folder, data_path)
     grid = probe_C or cfg.probe_C
-    splits = load_splits(cfg)
-    if not splits.labelled or splits.test_x is None:
-        raise TimeMAEError(f"{folder!r}: FineLast needs labels and a test split")
-    fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
     if cv:  # refuse before encoding anything
         try:
             fold_count(splits.train_y[both], cv)
         except TimeMAEError as e:
             raise TimeMAEError(f"{folder!r}: --cv: {e}") from None
-    saved, _ = load_model(os.path.join(folder, "pretrain_model.pkl"))
+    saved = model_from_checkpoint(ckpt, os.path.join(folder, CHECKPOINT))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
     for encoder, pooling, k, chosen in itertools.product(encoders, poolings, phases or [saved.cfg.phases],
@@ -147,6 +137,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.pooling", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--out", help="CSV file for the rows")
+    p.add_argument("--data_path", help="where the runs' data is now, when it moved (default: each run's args.json)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--probe_C", type=float, nargs="+", help="C grid of the probes (default: each run's --probe_C)")
     p.add_argument("--phases", type=int, nargs="+", help="numbers of grid phases to probe (default: each run's)")
@@ -173,7 +164,7 @@ def main(argv=None):
         table = pd.DataFrame([row for run in a.runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
-                                                         cv=a.cv)])
+                                                         cv=a.cv, data_path=a.data_path)])
         report_runs(table, lambda rows: printable(summary(rows)), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
