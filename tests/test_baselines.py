@@ -1,10 +1,12 @@
-"""tools.baselines: the aeon baselines fit on a finished run's labelled series and score its test split; without
-aeon the tool says how to install it, in one line."""
+"""tools.baselines: the aeon baselines fit on the series a finished run's FineLast fitted on and score its test
+split, on the data the run trained on; without aeon the tool says how to install it, in one line."""
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -12,28 +14,86 @@ from sklearn.preprocessing import FunctionTransformer
 
 import main
 import tools.baselines
+import tools.pooling
 from scale_helpers import tiny_flags, write_pt_dataset
+
+AEON = ("aeon", "aeon.classification", "aeon.classification.convolution_based", "aeon.classification.distance_based")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    data = write_pt_dataset(str(tmp_path_factory.mktemp("data")))
-    folder = str(tmp_path_factory.mktemp("run") / "run")
-    assert main.main(tiny_flags(data, folder, num_epoch_pretrain=1, num_epoch=0)) == 0
-    return folder
+def data(tmp_path_factory):
+    return write_pt_dataset(str(tmp_path_factory.mktemp("data")))
 
 
-def test_the_baselines_fit_on_the_runs_labelled_series_and_score_its_test_split(run, monkeypatch):
-    """With 1-NN (Euclidean) in aeon's place the tool reproduces the run's own raw 1-NN baseline, which fits on
-    every labelled training series (--probe_refit 1) and scores test: the same series, labels and split."""
-    def euclidean_nn(method, seed, threads):
-        return make_pipeline(FunctionTransformer(lambda x: x.reshape(len(x), -1)), KNeighborsClassifier(1))
-    monkeypatch.setattr(tools.baselines, "aeon_classifier", euclidean_nn)
-    rows = tools.baselines.baseline_rows(run, ["minirocket"])
+def finished_run(data, folder, **flags):
+    assert main.main(tiny_flags(data, str(folder), num_epoch_pretrain=1, num_epoch=0, **flags)) == 0
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    return finished_run(data, tmp_path_factory.mktemp("run") / "run")
+
+
+@pytest.fixture
+def euclidean_nn(monkeypatch):
+    """1-NN (Euclidean) in aeon's place, recording the series each fit gets."""
+    fitted = []
+
+    def classifier(method, seed, threads):
+        record = FunctionTransformer(lambda x: fitted.append(len(x)) or x.reshape(len(x), -1))
+        return make_pipeline(record, KNeighborsClassifier(1))   # the transformer also sees the test series
+    monkeypatch.setattr(tools.baselines, "aeon_classifier", classifier)
+    return fitted
+
+
+@pytest.mark.parametrize("refit", [1, 0])
+def test_the_baselines_fit_on_finelasts_series_and_score_the_test_split(data, tmp_path, euclidean_nn, refit):
+    """The series FineLast's final probe fitted on (fit and selection series with --probe_refit 1, the fit split
+    with 0), as the run's own raw 1-NN baseline: with 1-NN in aeon's place the tool reproduces that baseline."""
+    run = finished_run(data, tmp_path / "run", probe_refit=refit)
+    row, = tools.baselines.baseline_rows(run, ["minirocket"])
     with open(os.path.join(run, "metrics.json")) as f:
-        own = json.load(f)["baselines"]["nn1"]
-    assert [r["method"] for r in rows] == ["minirocket"]
-    assert rows[0]["acc"] == own["acc"] and rows[0]["f1"] == own["f1"]
+        metrics = json.load(f)
+    assert row["fitted"] == euclidean_nn[0] == metrics["finelast"]["fitted"] == (48 if refit else 38)
+    assert euclidean_nn[1:] == [32]                                           # the test split, once
+    own = metrics["baselines"]["nn1"]
+    assert (row["dataset"], row["method"], row["acc"], row["f1"]) == ("epilepsy", "minirocket", own["acc"], own["f1"])
+
+
+def test_the_means_are_per_dataset(data, run, tmp_path, euclidean_nn, capsys):
+    other = finished_run(data, tmp_path / "har", dataset="har")               # the same files read as HAR
+    assert tools.baselines.main([run, other, "--methods", "minirocket", "dtw"]) == 0
+    out = capsys.readouterr().out
+    means = out.split("mean over the runs (%):\n")[1].splitlines()
+    assert [line.split()[:3] for line in means[1:]] == [["epilepsy", "minirocket", "1"], ["epilepsy", "dtw", "1"],
+                                                        ["har", "minirocket", "1"], ["har", "dtw", "1"]]
+
+
+def test_data_that_is_not_the_runs_is_refused_and_moved_data_is_found(tmp_path, euclidean_nn, capsys):
+    """tools.runs.run_data, which tools.pooling reads runs with too."""
+    data = write_pt_dataset(str(tmp_path / "data"))
+    run = finished_run(data, tmp_path / "run")
+    moved = shutil.copytree(data, tmp_path / "moved")
+    write_pt_dataset(data, n_train=60)                                        # other series where the run's were
+    out = tmp_path / "baselines.csv"
+    assert tools.baselines.main([run, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not what the run trained on" in err and "--data_path" in err
+    assert not out.exists()
+    assert tools.baselines.main([run, "--data_path", str(moved), "--out", str(out)]) == 0
+    assert pd.read_csv(out).fitted.tolist() == [48, 48]
+    assert tools.pooling.main([run, "--pooling", "mean"]) == 2
+    assert "is not what the run trained on" in capsys.readouterr().err
+    assert tools.pooling.main([run, "--pooling", "mean", "--data_path", str(moved)]) == 0
+
+
+def test_minirocket_refuses_series_shorter_than_its_kernels(tmp_path, capsys):
+    data = write_pt_dataset(str(tmp_path / "data"), length=8)
+    run = finished_run(data, tmp_path / "run")
+    assert tools.baselines.main([run, "--methods", "minirocket"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MiniRocket needs series of at least 9 steps, these have 8" in err
 
 
 def test_series_reach_aeon_as_numpy3d_with_padding_as_zero():
@@ -46,7 +106,8 @@ def test_series_reach_aeon_as_numpy3d_with_padding_as_zero():
 
 
 def test_without_aeon_the_tool_says_how_to_install_it(run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "aeon", None)            # import aeon raises ImportError
+    for name in AEON:                                         # import raises ImportError, even where aeon is loaded
+        monkeypatch.setitem(sys.modules, name, None)
     out = tmp_path / "baselines.csv"
     assert tools.baselines.main([run, "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -6,13 +6,14 @@ labelled series and seed, scored on its test split as FineLast is. The raw-serie
 aeon is optional (through numba it needs numpy below 2.4): `pip install -r requirements-baselines.txt`.
 
     python -m tools.baselines exp/uwave/seed1 exp/uwave/seed2 exp/uwave/seed3 --out exp/uwave/baselines.csv
-    python -m tools.baselines exp/ucr/ArrowHead/seed1 --methods minirocket          # DTW is slow on long sets
+    python -m tools.baselines exp/ArrowHead/seed1 --methods minirocket          # DTW is slow on large sets
 
-Both fit on every labelled training series of the run (its fit and selection series, as FineLast's refit probe
-does with --probe_refit 1): neither needs a selection split (MiniRocket's ridge picks its regularisation by
-leave-one-out on the training series; 1-NN has nothing to choose). Variable-length series are zero-filled past
-their end, as for the raw-series baselines. With several runs, a second table gives each method's mean and
-standard deviation over them, in %.
+Both fit on the labelled training series FineLast's final probe fitted on (with --probe_refit 1 the fit and
+selection series, with 0 the fit split) and need no selection split: MiniRocket's ridge picks its regularisation
+by leave-one-out on the training series, 1-NN has nothing to choose. Variable-length series are zero-filled past
+their end, as for the raw-series baselines. The data must be the data the run trained on (--data_path: where it
+is now, when it moved). With several runs, a second table gives each dataset's and method's mean and standard
+deviation over them, in %.
 """
 import argparse
 import sys
@@ -25,13 +26,14 @@ import pandas as pd
 from args import positive_int
 from classification import scores
 from common.errors import TimeMAEError
+from datautils import dataset_name
 from engine.runfiles import check_output_file
-from main import flag_message, load_splits
-from process import labelled_splits
-from tools.pooling import run_settings
+from main import flag_message
+from tools.runs import run_data
 from tools.summarize import mean_std, report_runs
 
 METHODS = ("minirocket", "dtw")
+MINIROCKET_STEPS = 9   # the length of its kernels
 
 
 def aeon_classifier(method, seed, threads):
@@ -51,33 +53,35 @@ def numpy3d(x):
     return np.nan_to_num(np.asarray(x, dtype=np.float64).transpose(0, 2, 1), nan=0.0)
 
 
-def baseline_rows(folder, methods=METHODS, threads=1):
-    """Rows (run, method, acc, f1, seconds) for the finished run in `folder`, one per method; acc and f1 on its
-    test split, seconds to fit and predict."""
-    cfg = run_settings(folder)
-    splits = load_splits(cfg)
-    if not splits.labelled or splits.test_x is None:
-        raise TimeMAEError(f"{folder!r}: the baselines need labels and a test split")
-    fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
-    both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
-    train, test = numpy3d(splits.train_x[both]), numpy3d(splits.test_x)
-    rows = []
+def baseline_rows(folder, methods=METHODS, threads=1, data_path=None):
+    """Rows (run, dataset, method, fitted, acc, f1, seconds) for the finished run in `folder`, one per method:
+    fitted on the labelled training series FineLast's final probe fitted on (`fitted` of them), acc and f1 on the
+    run's test split, seconds to fit and predict (the first fit in a process also compiles aeon's numba code);
+    data_path: where the run's data is now, when it moved."""
+    cfg, splits, fit, held, _ = run_data(folder, data_path)
+    rows = fit if held is None or not cfg.probe_refit else np.concatenate([fit, held])
+    if "minirocket" in methods and splits.seq_len < MINIROCKET_STEPS:
+        raise TimeMAEError(f"{folder!r}: MiniRocket needs series of at least {MINIROCKET_STEPS} steps, these have "
+                           f"{splits.seq_len}: use --methods dtw")
+    train, test = numpy3d(splits.train_x[rows]), numpy3d(splits.test_x)
+    out = []
     for method in methods:
         start = time.perf_counter()
-        clf = aeon_classifier(method, cfg.seed, threads).fit(train, splits.train_y[both])
+        clf = aeon_classifier(method, cfg.seed, threads).fit(train, splits.train_y[rows])
         res = scores(splits.test_y, clf.predict(test))
-        rows.append(dict(run=folder, method=method, acc=res["acc"], f1=res["f1"],
-                         seconds=time.perf_counter() - start))
-    return rows
+        out.append(dict(run=folder, dataset=dataset_name(cfg.dataset, cfg.UCR_folder), method=method,
+                        fitted=len(rows), acc=res["acc"], f1=res["f1"], seconds=time.perf_counter() - start))
+    return out
 
 
 def summary(table):
-    """One row per method: runs, and test accuracy and macro-F1 as 'mean ± std' in % (the mean alone for one run)."""
-    by = table.groupby("method", sort=False)
-    out = by.agg(runs=("run", "nunique"), acc=("acc", "mean"), acc_std=("acc", "std"), f1=("f1", "mean"),
-                 f1_std=("f1", "std"))
+    """One row per dataset and method: runs, and test accuracy and macro-F1 as 'mean ± std' in % (the mean alone
+    for one run)."""
+    out = table.groupby(["dataset", "method"], sort=False).agg(
+        runs=("run", "nunique"), acc=("acc", "mean"), acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
     out[["acc", "acc_std", "f1", "f1_std"]] *= 100
-    return pd.DataFrame({"method": out.index, "runs": out.runs.values,
+    return pd.DataFrame({"dataset": out.index.get_level_values(0), "method": out.index.get_level_values(1),
+                         "runs": out.runs.values,
                          "acc": [mean_std(m, s) for m, s in zip(out.acc, out.acc_std)],
                          "f1": [mean_std(m, s) for m, s in zip(out.f1, out.f1_std)]})
 
@@ -88,13 +92,14 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--threads", type=positive_int, default=1, help="aeon's n_jobs")
     p.add_argument("--out", help="CSV file for the per-run rows")
+    p.add_argument("--data_path", help="where the runs' data is now, when it moved (default: each run's args.json)")
     a = p.parse_args(argv)
     # numba's note on a cast inside aeon's compiled DTW: about aeon's code, not the user's input
     warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64")
     try:
         if a.out:   # before the work, not after it
             check_output_file(a.out, "--out")
-        table = pd.DataFrame([row for run in a.runs for row in baseline_rows(run, a.methods, a.threads)])
+        table = pd.DataFrame([row for run in a.runs for row in baseline_rows(run, a.methods, a.threads, a.data_path)])
         report_runs(table, summary, a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
