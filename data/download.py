@@ -11,6 +11,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 
 from tqdm import tqdm
 
@@ -56,7 +57,7 @@ def fetch(url, dest, sha256=None, log=print):
         _remove_validator(part)
         raise TimeMAEError(f"{name} from {url} has SHA-256 {digest}, not the recorded {sha256}: the file is "
                            "corrupt or was changed, so it was deleted and nothing was prepared")
-    if sha256 is None:
+    if sha256 is None and (not name.endswith(".zip") or zipfile.is_zipfile(part)):  # not an error page's digest
         log(f"{name}: SHA-256 {digest} (no digest is recorded for this file in data/catalog.py; add it there "
             "to pin this version)")
     os.replace(part, dest)

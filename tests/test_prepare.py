@@ -430,9 +430,12 @@ def test_a_download_that_is_not_a_zip_is_not_kept_and_a_damaged_cached_copy_is_d
     unreadable = (r"cache/Toy.zip is not a readable zip archive \(.*\): the downloaded copy was deleted; run the same "
                   r"command again to download it anew")
     publisher.files["/uea/Toy.zip"] = b"<html>Service unavailable</html>"
+    lines = []
     with pytest.raises(TimeMAEError, match=unreadable):
-        run("Toy", tmp_path, publisher, "/uea")
+        prepare("Toy", out=str(tmp_path / "out"), download=True, cache=str(tmp_path / "cache"),
+                base_url=publisher.url + "/uea", log=lines.append)
     assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "cache") == []
+    assert not any("SHA-256" in line for line in lines), lines      # no digest to record for an error page
     (tmp_path / "cache" / "Toy.zip").write_bytes(body[: len(body) // 2])      # a copy damaged in the cache
     publisher.files["/uea/Toy.zip"] = body
     with pytest.raises(TimeMAEError, match=unreadable):
