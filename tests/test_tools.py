@@ -565,3 +565,18 @@ def test_subset_reads_a_split_as_main_does(tmp_path, capsys):
         torch.save(stored, val)
         assert subset_main(args) == 2
         assert capsys.readouterr().err == f"error: {val}: {message}\n"
+
+
+def test_subset_stratifies_labels_of_any_numbers(tmp_path):
+    """Labels main.py reads (-1 and 1, as in the UCR files) are drawn by class, not refused by np.bincount."""
+    import torch
+
+    from conftest import write_tstcc
+    from tools.subset import write_subset
+    src = tmp_path / "src"
+    write_tstcc(src)
+    train = torch.load(src / "train.pt")
+    torch.save({"samples": train["samples"], "labels": train["labels"] * 2 - 1}, src / "train.pt")   # -1, 1, 3
+    write_subset(str(src), str(tmp_path / "dst"), {"train": 30, "val": 8, "test": 12})
+    kept = torch.load(tmp_path / "dst" / "train.pt")["labels"]
+    assert sorted(kept.unique(return_counts=True)[1].tolist()) == [10, 10, 10] and set(kept.tolist()) == {-1, 1, 3}

@@ -33,7 +33,8 @@ def write_subset(src, dst, sizes, seed=0):
             raise TimeMAEError(f"{path}: labels must be class numbers, got {labels.dtype}")
         if not 0 < n < len(labels):
             raise TimeMAEError(f"--{split} must lie in 1..{len(labels) - 1} ({split}.pt holds {len(labels)}), got {n}")
-        _, keep = stratified_split(labels.astype(np.int64), n / len(labels), seed)
+        codes = np.unique(labels, return_inverse=True)[1]     # 0..K-1 whatever the labels (-1/1, 0.5, ...)
+        _, keep = stratified_split(codes, n / len(labels), seed)
         subsets[split] = {"samples": torch.from_numpy(samples[keep]), "labels": torch.from_numpy(labels[keep])}
     make_writable_dir(dst, "destination")
     for split, subset in subsets.items():
