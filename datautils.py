@@ -133,14 +133,15 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
 def _holds_dataset(folder, name):
     """Whether `folder` holds files load_dataset reads as dataset `name` (a stray model.pt or NAME_notes.txt
     does not count). A file name is enough: a broken link is reported when it is read."""
-    return _layout(folder, os.path.lexists) is not None or _uea_train(folder, name) is not None
+    return _layout(folder) is not None or _uea_train(folder, name) is not None
 
 
-def _layout(folder, exists=os.path.isfile):
+def _layout(folder):
     """Which layout of fixed file names `folder` holds, the first in load_dataset's order of preference: "pt_new"
     (train_new.pt + test_new.pt), "pt" (train.pt + test.pt, val.pt optional) or "har" (the extracted UCI folder);
-    None for none (then UEA/UCR files are looked for: _uea_train). `exists`: what counts as a .pt file there."""
-    has = lambda f: exists(os.path.join(folder, f))  # noqa: E731
+    None for none (then UEA/UCR files are looked for: _uea_train). A name is enough (a link to nothing, a folder):
+    reading the file then says what is wrong with it, rather than that no dataset is there."""
+    has = lambda f: os.path.lexists(os.path.join(folder, f))  # noqa: E731
     if has("train_new.pt") and has("test_new.pt"):
         return "pt_new"
     if has("train.pt") and has("test.pt"):
@@ -163,7 +164,7 @@ def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
     if layout == "pt_new":
         splits = _load_pt(folder, "train_new.pt", None, "test_new.pt", time_major=True)
     elif layout == "pt":
-        val = "val.pt" if os.path.isfile(os.path.join(folder, "val.pt")) else None
+        val = "val.pt" if os.path.lexists(os.path.join(folder, "val.pt")) else None
         splits = _load_pt(folder, "train.pt", val, "test.pt", time_major=dataset in TIME_MAJOR_PT)
     elif layout == "har":
         splits = _load_raw_har(folder)
@@ -184,6 +185,8 @@ def _numpy_globals():
 def read_pt(path):
     """A .pt data file, read weights-only: tensors, NumPy arrays and plain values; a pickle of anything else
     (which could run code when loaded) is refused in one line."""
+    if not os.path.isfile(path):
+        raise TimeMAEError(f"{path} is not a file (a folder, or a link to nothing); expected a .pt data file")
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -141,6 +141,20 @@ def ts_train_link_to_nothing(data, run):
     return ["--dataset", "ucr", "--UCR_folder", "Toy"]
 
 
+def pt_test_link_to_nothing(data, run):
+    write_pt_dataset(data)
+    os.remove(os.path.join(data, "test.pt"))
+    os.symlink(os.path.join(data, "gone.pt"), os.path.join(data, "test.pt"))
+    return []
+
+
+def pt_val_is_a_folder(data, run):
+    write_pt_dataset(data)
+    os.remove(os.path.join(data, "val.pt"))
+    os.makedirs(os.path.join(data, "val.pt"))
+    return []
+
+
 def label_outside_classes(data, run):
     write_pt_dataset(data)
     x = torch.load(os.path.join(data, "test.pt"))["samples"]
@@ -313,6 +327,8 @@ CASES = [
     (ts_without_test, "but not its test file"),
     (ts_train_is_a_folder, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing); expected the training"),
     (ts_train_link_to_nothing, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing)"),
+    (pt_test_link_to_nothing, "test.pt is not a file (a folder, or a link to nothing); expected a .pt data file"),
+    (pt_val_is_a_folder, "val.pt is not a file (a folder, or a link to nothing); expected a .pt data file"),
     (label_outside_classes, "test labels ["),
     (negative_label, "val labels ["),
     (one_class, "at least 2 are needed"),
