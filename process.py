@@ -508,9 +508,9 @@ class Trainer:
 
     @staticmethod
     def _optimise(loss, opt, sched, scaler):
-        """One optimiser step; returns whether it counts as taken, a flag on the device (no sync). With a
-        scaler (--skip_nonfinite) that is what the scaler decides: a NaN/inf in the loss or in any gradient
-        (a finite loss can have one) skips the update."""
+        """One optimiser step; returns whether it counts as taken, a flag on the device (no sync): the loss is
+        finite and, with a scaler (--skip_nonfinite), so is every gradient (a finite loss can have NaN gradients),
+        the scaler skipping the update where one is not."""
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
