@@ -51,6 +51,7 @@ NUMPY_FORMAT = ("a .npy array (N, C, T) or (N, T) of unlabelled series, or a .np
 # model has one position embedding per window of the first T steps).
 LENGTH_POLICY = {"shorter": "pad", "longer": "refuse"}
 GAPS = ("refuse", "interpolate")  # what the loaders do with NaN inside a series (see the module doc)
+DESCRIPTION_DEFAULTS = {"gaps": "refuse"}   # data descriptions written before --gaps: gaps were refused
 
 
 @dataclass
@@ -533,6 +534,13 @@ def data_description(splits):
             **splits.stats, **LENGTH_POLICY, "gaps": splits.gaps}
 
 
+def description_changes(saved, data):
+    """The keys of data description `data` in which `saved`, a checkpoint's, differs; a key that `saved` predates
+    counts as what its version did (DESCRIPTION_DEFAULTS)."""
+    saved = {**DESCRIPTION_DEFAULTS, **saved}
+    return sorted(k for k in data if saved.get(k) != data[k])
+
+
 def prepare_series(x, data, what="X"):
     """New series x (N, T, C) (NaN-padded, as as_series_array gives) made ready for a model trained on the
     data `data` describes: channels checked, the length policy applied, normalised -> (N, seq_len, C) float32."""
@@ -545,7 +553,7 @@ def prepare_series(x, data, what="X"):
                            "longer series are refused (cut them, or train on series of that length)")
     x = np.pad(x[:, : data["seq_len"]], ((0, 0), (0, max(0, data["seq_len"] - x.shape[1])), (0, 0)),
                constant_values=np.nan)
-    if data.get("gaps") == "interpolate":   # checkpoints from before --gaps have no entry: refused, as they were
+    if {**DESCRIPTION_DEFAULTS, **data}["gaps"] == "interpolate":
         x = fill_gaps(x)
     _check_values(x, "input", what)
     return apply_stats(x, data)

@@ -97,11 +97,6 @@ def training_data(ckpt, path):
     return ckpt["data"]
 
 
-def data_changes(saved, data):
-    """The keys of data description `data` (datautils.data_description) in which `saved`, a checkpoint's, differs."""
-    return sorted(k for k in data if saved.get(k) != data[k])
-
-
 def model_from_checkpoint(ckpt, path):
     """The TimeMAE the checkpoint dict `ckpt` (read from `path`) describes, with its weights, in eval mode."""
     try:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from common.errors import TimeMAEError
-from engine.checkpoint import data_changes
+from datautils import description_changes
 from engine.runfiles import RUN_STATE as LAST
 
 LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
@@ -32,7 +32,7 @@ def check_last_state(state, path):
 def check_same_data(saved, data, path):
     """Refuse to resume on other data than the run started with: `saved` is last.pkl's description of its
     training data (datautils.data_description), `data` that of the data loaded now."""
-    changed = data_changes(saved, data)
+    changed = description_changes(saved, data)
     if changed:
         raise TimeMAEError(f"--resume: the data differs from the one the run in {os.path.dirname(path)!r} started "
                            f"on ({', '.join(changed)} changed); resume on that data or start a new run")
