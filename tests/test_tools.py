@@ -580,3 +580,35 @@ def test_subset_stratifies_labels_of_any_numbers(tmp_path):
     write_subset(str(src), str(tmp_path / "dst"), {"train": 30, "val": 8, "test": 12})
     kept = torch.load(tmp_path / "dst" / "train.pt")["labels"]
     assert sorted(kept.unique(return_counts=True)[1].tolist()) == [10, 10, 10] and set(kept.tolist()) == {-1, 1, 3}
+
+
+def test_the_run_reading_tools_mean_per_dataset_and_take_older_checkpoints(tmp_path, capsys):
+    """tools.pooling's means are per dataset, as tools.baselines' are; tools.runs takes a checkpoint that predates
+    the data description's gaps entry (gaps were refused then) or the description itself, and refuses an empty
+    --data_path."""
+    import torch
+
+    import main
+    from scale_helpers import tiny_flags, write_pt_dataset
+    from tools.pooling import main as pooling_main
+    data = write_pt_dataset(str(tmp_path / "data"))
+    runs = [str(tmp_path / name) for name in ("epilepsy", "har")]
+    for run, dataset in zip(runs, ("epilepsy", "har")):                   # the same files read by two loaders
+        assert main.main(tiny_flags(data, run, dataset=dataset, num_epoch_pretrain=1, num_epoch=0)) == 0
+    out = tmp_path / "p.csv"
+    assert pooling_main([*runs, "--pooling", "mean", "--out", str(out)]) == 0
+    means = capsys.readouterr().out.split("mean over the runs (%):\n")[1].splitlines()[1:]
+    assert [line.split()[:2] for line in means] == [["epilepsy", "visible"]] * 2 + [["har", "visible"]] * 2
+    table = pd.read_csv(out)
+    own = table[table.run == runs[0]].acc.tolist()
+    path = os.path.join(runs[0], "pretrain_model.pkl")
+    ckpt = torch.load(path)
+    for older in ("gaps", "data"):
+        del (ckpt["data"] if older == "gaps" else ckpt)[older]
+        torch.save(ckpt, path)
+        assert pooling_main([runs[0], "--pooling", "mean", "--out", str(out)]) == 0
+        assert pd.read_csv(out).acc.tolist() == own
+    capsys.readouterr()
+    assert pooling_main([runs[0], "--data_path", ""]) == 2
+    assert capsys.readouterr().err == ("error: --data_path is empty: name the folder the runs' data is in now, or "
+                                       "leave it out\n")

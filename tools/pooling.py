@@ -18,8 +18,10 @@ split is a fifth of them, so less of its edge remains, and on small sets five ti
     python -m tools.pooling exp/uwave/seed1 --pooling mean --probes logistic nn1
     python -m tools.pooling exp/uwave/seed{1,2,3} --pooling mean max --phases 1 8 --cv 5   # cross-validated too
 
-With several runs (seeds), a second table gives each setting's mean over them: validation, and test accuracy and
-macro-F1 as mean and standard deviation, in % (as the results tables quote them).
+With several runs (seeds), a second table gives each dataset's and setting's mean over them: validation, and test
+accuracy and macro-F1 as mean and standard deviation, in % (as the results tables quote them). The runs' data must
+be the data their checkpoints trained on; --data_path says where it is now when it moved (one folder for every run
+named: a UCR runs' parent folder serves each set).
 """
 import argparse
 import copy
@@ -36,6 +38,7 @@ from args import layer_spec, positive_int
 from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
                             refit_probe, scores, select_probe)
 from common.errors import TimeMAEError
+from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
 from engine.runfiles import check_output_file
 from main import check_probe_grid, flag_message
@@ -65,7 +68,7 @@ def with_encoder(model, encoder):
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
                     encoders=ENCODERS[:1], probes=PROBES[:1], cv=0, data_path=None):
-    """Rows (run, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in `folder`,
+    """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in `folder`,
     one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's
     own), choice of layers (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of
     PROBES; nn1 has no C) and probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid
@@ -105,17 +108,17 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
             for refit, fitted in fits.items():
                 if fitted is not None:
                     res = scores(splits.test_y, fitted.predict(test_r))
-                    rows.append(dict(run=folder, encoder=encoder, pooling=pooling, phases=k, layers=layer_name(chosen),
-                                     probe=kind, refit=refit, C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"],
-                                     **crossed))
+                    rows.append(dict(run=folder, dataset=dataset_name(cfg.dataset, cfg.UCR_folder), encoder=encoder,
+                                     pooling=pooling, phases=k, layers=layer_name(chosen), probe=kind, refit=refit,
+                                     C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"], **crossed))
     return rows
 
 
 def summary(table):
-    """The rows of several runs -> one row per (encoder, pooling, phases, layers, probe, refit): runs, mean validation
-    accuracy (and cross-validated, with --cv), and test accuracy and macro-F1 as mean and sample standard
-    deviation (NaN for one run), in %."""
-    by = table.groupby(["encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False)
+    """The rows of several runs -> one row per (dataset, encoder, pooling, phases, layers, probe, refit): runs, mean
+    validation accuracy (and cross-validated, with --cv), and test accuracy and macro-F1 as mean and sample
+    standard deviation (NaN for one run), in %."""
+    by = table.groupby(["dataset", "encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False)
     crossed = {"cv": ("cv_acc", "mean")} if "cv_acc" in table else {}
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), **crossed, acc=("acc", "mean"),
                  acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
