@@ -40,7 +40,8 @@ def sha256_of(path):
 def fetch(url, dest, sha256=None, log=print):
     """Download `url` to `dest` (unless a verified copy is there) and return `dest`.
 
-    sha256: the digest recorded for this file, or None (then the digest is printed so it can be recorded)."""
+    sha256: the digest recorded for this file, or None (then the digest is printed so it can be recorded, unless
+    a .zip download is no zip archive)."""
     name = os.path.basename(dest)
     if os.path.isfile(dest):
         if sha256 is None or sha256_of(dest) == sha256:
