@@ -61,6 +61,17 @@ def test_the_baselines_fit_on_finelasts_series_and_score_the_test_split(data, tm
     assert (row["dataset"], row["method"], row["acc"], row["f1"]) == ("epilepsy", "minirocket", own["acc"], own["f1"])
 
 
+def test_dtw_runs_once_for_seeds_of_the_same_series(data, run, tmp_path, euclidean_nn, capsys):
+    """1-NN DTW draws nothing: another seed's run on the same labelled series (all of them, refit) takes the first
+    run's predictions; MiniRocket, seeded, fits again."""
+    other = finished_run(data, tmp_path / "seed1", seed=1)
+    assert tools.baselines.main([run, other, "--out", str(tmp_path / "b.csv")]) == 0
+    assert euclidean_nn == [48, 32, 48, 32, 48, 32]        # minirocket, dtw, then minirocket of the second run only
+    table = pd.read_csv(tmp_path / "b.csv")
+    dtw = table[table.method == "dtw"]
+    assert dtw.acc.nunique() == 1 and len(dtw) == 2
+
+
 def test_the_means_are_per_dataset(data, run, tmp_path, euclidean_nn, capsys):
     other = finished_run(data, tmp_path / "har", dataset="har")               # the same files read as HAR
     assert tools.baselines.main([run, other, "--methods", "minirocket", "dtw"]) == 0
