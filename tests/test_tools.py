@@ -398,15 +398,26 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
 
 
 def test_pooling_tool_refuses_an_unwritable_output_before_the_work_in_one_line(two_runs, tmp_path, capsys):
+    """--out names a .csv file in a folder that exists or can be made: never a run's own args.json or
+    metrics.json, checked before any probing; a missing folder is made."""
     from tools.pooling import main as pooling_main
     run = str(two_runs[0] / "seed1")
-    out = tmp_path / "missing" / "p.csv"
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "p.csv"                                    # a folder that cannot be made
     assert pooling_main([run, "--pooling", "mean", "--out", str(out)]) == 2
     printed = capsys.readouterr()
-    assert printed.err == f"error: --out {str(out)!r}: its folder {str(out.parent)!r} does not exist\n"
+    assert printed.err == f"error: --out {str(out)!r}: its folder cannot be created in {str(out.parent)!r}\n"
     assert printed.out == ""                                             # refused before probing anything
-    assert pooling_main([run, "--pooling", "mean", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: --out {str(tmp_path)!r} is a folder; name a file\n"
+    for bad in (os.path.join(run, "metrics.json"), ""):
+        before = open(os.path.join(run, "metrics.json")).read()
+        assert pooling_main([run, "--pooling", "mean", "--out", bad]) == 2
+        assert capsys.readouterr().err == f"error: --out {bad!r}: name a .csv file (the rows are written as CSV)\n"
+        assert open(os.path.join(run, "metrics.json")).read() == before
+    (tmp_path / "dir.csv").mkdir()
+    assert pooling_main([run, "--pooling", "mean", "--out", str(tmp_path / "dir.csv")]) == 2
+    assert capsys.readouterr().err == f"error: --out {str(tmp_path / 'dir.csv')!r} is a folder; name a file\n"
+    made = tmp_path / "new" / "p.csv"
+    assert pooling_main([run, "--pooling", "mean", "--out", str(made)]) == 0 and made.is_file()
 
 
 def test_tools_build_no_parser_at_import_and_read_a_runs_flags_over_todays_defaults(two_runs, tmp_path, capsys):

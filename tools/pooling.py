@@ -40,11 +40,10 @@ from classification import (cross_validated_accuracy, extract_representations, f
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
-from engine.runfiles import check_output_file
 from main import check_probe_grid, flag_message
 from model.config import POOLINGS
-from tools.runs import CHECKPOINT, run_data
-from tools.summarize import mean_std, report_runs
+from tools.runs import CHECKPOINT, check_table_out, run_data, run_folders, run_settings
+from tools.summarize import comparable, config_flags, config_labels, mean_std, report_runs
 
 
 def layer_name(layers):
@@ -86,7 +85,9 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     saved = model_from_checkpoint(ckpt, os.path.join(folder, CHECKPOINT))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    for encoder, pooling, k, chosen in itertools.product(encoders, poolings, phases or [saved.cfg.phases],
+    # the phases a window grid has (at most sigma), each once: more than sigma computes the same representation
+    effective = dict.fromkeys(min(k, saved.cfg.wave_length) for k in phases or [saved.cfg.phases])
+    for encoder, pooling, k, chosen in itertools.product(encoders, poolings, effective,
                                                          layers or [saved.cfg.repr_layers]):
         model = with_encoder(saved, encoder)
         # represent() reads these settings; the weights stay the same
@@ -114,11 +115,23 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     return rows
 
 
+def run_configs(runs):
+    """{run folder: 'flag=value ...'} for the flags (the seed and runtime flags aside, the pretraining epochs
+    included) in which a run differs from the other runs of its dataset: the means never pool two configurations
+    (a FineZero run and a pretrained one, say)."""
+    flags = [*config_flags(), "num_epoch_pretrain"]
+    settings = [run_settings(run) for run in runs]
+    table = pd.DataFrame({"dataset": [dataset_name(s.dataset, s.UCR_folder) for s in settings],
+                          "args": [{k: comparable(getattr(s, k)) for k in flags} for s in settings]}, index=runs)
+    return config_labels(table).to_dict()
+
+
 def summary(table):
-    """The rows of several runs -> one row per (dataset, encoder, pooling, phases, layers, probe, refit): runs, mean
-    validation accuracy (and cross-validated, with --cv), and test accuracy and macro-F1 as mean and sample
+    """The rows of several runs -> one row per (dataset, config, encoder, pooling, phases, layers, probe, refit):
+    runs, mean validation accuracy (and cross-validated, with --cv), and test accuracy and macro-F1 as mean and sample
     standard deviation (NaN for one run), in %."""
-    by = table.groupby(["dataset", "encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False)
+    by = table.groupby(["dataset", "config", "encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False,
+                       dropna=False)   # a config read back from CSV: '' (one configuration) is NaN there
     crossed = {"cv": ("cv_acc", "mean")} if "cv_acc" in table else {}
     out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), **crossed, acc=("acc", "mean"),
                  acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
@@ -160,14 +173,16 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
-        if a.out:   # before the work, not after it
-            check_output_file(a.out, "--out")
+        if a.out is not None:   # before the work, not after it
+            check_table_out(a.out)
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
-        table = pd.DataFrame([row for run in a.runs
+        runs = run_folders(a.runs)
+        table = pd.DataFrame([row for run in runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,
                                                          cv=a.cv, data_path=a.data_path)])
+        table.insert(2, "config", table.run.map(run_configs(runs)))
         report_runs(table, lambda rows: printable(summary(rows)), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)

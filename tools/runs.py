@@ -7,6 +7,7 @@ from args import saved_flags
 from common.errors import TimeMAEError
 from datautils import data_description, description_changes
 from engine.checkpoint import open_checkpoint
+from engine.runfiles import check_output_file
 from main import load_splits
 from process import labelled_splits
 
@@ -15,22 +16,47 @@ CHECKPOINT = "pretrain_model.pkl"
 
 def run_settings(folder):
     """The flags of the finished run in `folder` (args.saved_flags)."""
+    if not os.path.isdir(folder):
+        raise TimeMAEError(f"run folder {folder!r} does not exist")
     if not all(os.path.isfile(os.path.join(folder, f)) for f in ("args.json", CHECKPOINT)):
         raise TimeMAEError(f"{folder!r} is not a finished run folder (args.json and {CHECKPOINT})")
     return argparse.Namespace(**saved_flags(folder))
+
+
+def run_folders(folders):
+    """The run folders named, each once (seed1 and seed1/ are one run), every one checked before any work."""
+    unique = list(dict.fromkeys(os.path.normpath(f) for f in folders))
+    for folder in unique:
+        run_settings(folder)
+    return unique
+
+
+def check_table_out(path):
+    """--out of a tool's per-run rows, refused before any work unless it names a .csv file (never a run's own
+    args.json or metrics.json) in a folder that exists or can be created."""
+    if not path.endswith(".csv"):
+        raise TimeMAEError(f"--out {path!r}: name a .csv file (the rows are written as CSV)")
+    return check_output_file(path, "--out", create_folder=True)
 
 
 def run_data(folder, data_path=None):
     """(flags, splits, fit, held, checkpoint) of the finished run in `folder`: its data (`data_path`: where that
     data is now, when it moved) loaded and normalised as the run did, the indices of the training series its
     probes fitted on (fit) and selected on (held; None: selection on test), and its selected checkpoint's dict.
-    Refused when the data is not what the checkpoint trained on (checkpoints from before they described their
-    data are taken at their word), or has no labels or no test split."""
+    Refused when the data is not what the checkpoint trained on (its description: shape, class names,
+    normalisation statistics; checkpoints from before they described their data are taken at their word), or has
+    no labels or no test split."""
     if data_path == "":
         raise TimeMAEError("--data_path is empty: name the folder the runs' data is in now, or leave it out")
     cfg = run_settings(folder)
+    if data_path is None and cfg.data_path and not os.path.exists(cfg.data_path):
+        raise TimeMAEError(f"{folder!r}: its data {cfg.data_path!r} (args.json) is not there: pass --data_path with "
+                           "the folder it is in now")
     cfg.data_path = cfg.data_path if data_path is None else data_path
-    splits = load_splits(cfg)
+    try:
+        splits = load_splits(cfg)
+    except TimeMAEError as e:   # with several runs, say whose data it is
+        raise TimeMAEError(f"{folder!r}: {e}") from None
     ckpt = open_checkpoint(os.path.join(folder, CHECKPOINT))
     changed = description_changes(ckpt["data"], data_description(splits)) if "data" in ckpt else []
     if changed:

@@ -64,7 +64,7 @@ def collect_runs(roots):
                "finetune_epochs": config.get("finetune_epochs", config.get("num_epoch")),
                "commit": short_commit(provenance.get("commit"), provenance.get("dirty")),
                "transfer": bool(config.get("pretrained_path")),     # started from another run's encoder
-               "args": {k: _comparable(config[k]) for k in flags}}
+               "args": {k: comparable(config[k]) for k in flags}}
         for phase, key in METRICS:
             if key in (metrics.get(phase) or {}):
                 row[f"{phase}_{key}"] = 100 * metrics[phase][key]
@@ -89,7 +89,7 @@ def final_codebook(folder):
     return {"codewords_used": int(last["used"]), "perplexity": round(float(last["ppl"]), 1)}
 
 
-def _comparable(value):
+def comparable(value):
     """A flag value as text; seed folders in paths (a --pretrained_path per seed) count as one value."""
     return re.sub(r"seed\d+", "seed*", str(value))
 
@@ -144,12 +144,14 @@ def mean_std(mean, std):
 
 
 def report_runs(table, means, out=None):
-    """Print the per-run rows of a tool's `table` (a `run` column), then `means(table)` (a DataFrame of figures in
-    %) when it holds several runs, and write the rows as CSV to `out` (atomically; None: print only)."""
+    """Print the per-run rows of a tool's `table` (a `run` column; accuracies as fractions), then `means(table)` (a
+    DataFrame of figures in %) when it holds several runs, and write the rows as CSV to `out` (atomically, its
+    folder created; None: print only)."""
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if table.run.nunique() > 1:
         print("\nmean over the runs (%):\n" + means(table).to_string(index=False))
     if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)   # check_output_file let it be created
         atomic_write_text(table.to_csv(index=False), out)
 
 
