@@ -26,7 +26,7 @@ def data(tmp_path_factory):
 
 
 def finished_run(data, folder, **flags):
-    assert main.main(tiny_flags(data, str(folder), num_epoch_pretrain=1, num_epoch=0, **flags)) == 0
+    assert main.main(tiny_flags(data, str(folder), **{"num_epoch_pretrain": 1, "num_epoch": 0, **flags})) == 0
     return str(folder)
 
 
@@ -137,3 +137,33 @@ def test_minirocket_and_dtw_learn_the_tiny_set(run):
     rows = tools.baselines.baseline_rows(run)
     assert [r["method"] for r in rows] == ["minirocket", "dtw"]
     assert all(r["acc"] >= 0.8 for r in rows), rows        # two classes of sines, 32 test series
+
+
+def test_each_run_and_method_counts_once_and_every_folder_is_checked_first(run, tmp_path, euclidean_nn, capsys):
+    assert tools.baselines.main([run, run + "/", "--methods", "dtw", "dtw"]) == 0
+    assert euclidean_nn == [48, 32]                              # one run (seed1 and seed1/), one method
+    assert "mean over the runs" not in capsys.readouterr().out
+    euclidean_nn.clear()
+    missing = str(tmp_path / "nope")
+    assert tools.baselines.main([run, missing]) == 2
+    assert capsys.readouterr().err == f"error: run folder {missing!r} does not exist\n"
+    assert euclidean_nn == []                                    # nothing fitted before the refusal
+
+
+def test_moved_data_is_named_with_its_run(tmp_path, euclidean_nn, capsys):
+    data = write_pt_dataset(str(tmp_path / "data"))
+    run = finished_run(data, tmp_path / "run")
+    os.rename(data, tmp_path / "elsewhere")
+    assert tools.baselines.main([run]) == 2
+    assert capsys.readouterr().err == (f"error: {run!r}: its data {data!r} (args.json) is not there: pass "
+                                       "--data_path with the folder it is in now\n")
+    assert tools.baselines.main([run, "--data_path", str(tmp_path / "elsewhere")]) == 0
+
+
+def test_pooling_never_averages_two_configurations(data, run, tmp_path, capsys):
+    """A FineZero run beside a pretrained one of the same data: two rows of means, labelled by what differs."""
+    finezero = finished_run(data, tmp_path / "finezero", num_epoch_pretrain=0)
+    assert tools.pooling.main([run, finezero, "--pooling", "mean", "--probes", "nn1"]) == 0
+    means = capsys.readouterr().out.split("mean over the runs (%):\n")[1].splitlines()[1:]
+    assert [line.split()[:2] for line in means] == [["epilepsy", "num_epoch_pretrain=1"]] * 2 + \
+        [["epilepsy", "num_epoch_pretrain=0"]] * 2                       # each: the probe fitted, and refit

@@ -13,7 +13,8 @@ selection series, with 0 the fit split) and need no selection split: MiniRocket'
 by leave-one-out on the training series, 1-NN has nothing to choose. Variable-length series are zero-filled past
 their end, as for the raw-series baselines. The data must be the data the run trained on (--data_path: where it
 is now, when it moved). With several runs, a second table gives each dataset's and method's mean and standard
-deviation over them, in %.
+deviation over them, in % (the per-run rows give fractions). 1-NN DTW draws nothing: the runs of other seeds on
+the same series take the first one's predictions (column `reused`) rather than computing them again.
 """
 import argparse
 import hashlib
@@ -28,9 +29,8 @@ from args import positive_int
 from classification import scores
 from common.errors import TimeMAEError
 from datautils import dataset_name
-from engine.runfiles import check_output_file
 from main import flag_message
-from tools.runs import run_data
+from tools.runs import check_table_out, run_data, run_folders
 from tools.summarize import mean_std, report_runs
 
 METHODS = ("minirocket", "dtw")
@@ -44,7 +44,8 @@ def aeon_classifier(method, seed, threads):
         from aeon.classification.convolution_based import MiniRocketClassifier
         from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
     except ImportError as e:
-        raise TimeMAEError(f"the aeon baselines need aeon ({e}): pip install -r requirements-baselines.txt") from None
+        raise TimeMAEError(f"the aeon baselines need aeon ({e}): pip install -r requirements-baselines.txt (it "
+                           "downgrades numpy and pandas; or in its own venv, see that file)") from None
     if method == "minirocket":
         return MiniRocketClassifier(random_state=seed, n_jobs=threads)
     return KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1, n_jobs=threads)
@@ -56,12 +57,12 @@ def numpy3d(x):
 
 
 def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None):
-    """Rows (run, dataset, method, fitted, acc, f1, seconds) for the finished run in `folder`, one per method:
+    """Rows (run, dataset, method, fitted, acc, f1, seconds, reused) for the finished run in `folder`, one per method:
     fitted on the labelled training series FineLast's final probe fitted on (`fitted` of them), acc and f1 on the
     run's test split, seconds to fit and predict (the first fit in a process also compiles aeon's numba code);
     data_path: where the run's data is now, when it moved. `done`: a dict of the predictions of 1-NN DTW, which
     draws nothing, by its series: a run on the same series as one before (another seed, all series labelled)
-    takes them from there rather than computing every distance again."""
+    takes them from there (reused) rather than computing every distance again."""
     cfg, splits, fit, held, _ = run_data(folder, data_path)
     rows = fit if held is None or not cfg.probe_refit else np.concatenate([fit, held])
     if "minirocket" in methods and splits.seq_len < MINIROCKET_STEPS:
@@ -77,7 +78,8 @@ def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None)
         train, labels = numpy3d(splits.train_x[use]), splits.train_y[use]
         key = (method, hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in (train, labels, test))
                                       ).hexdigest()) if method in DRAWS_NOTHING else None
-        if key in done:
+        reused = key in done
+        if reused:
             predicted = done[key]
         else:
             predicted = aeon_classifier(method, cfg.seed, threads).fit(train, labels).predict(test)
@@ -85,7 +87,8 @@ def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None)
                 done[key] = predicted
         res = scores(splits.test_y, predicted)
         out.append(dict(run=folder, dataset=dataset_name(cfg.dataset, cfg.UCR_folder), method=method,
-                        fitted=len(rows), acc=res["acc"], f1=res["f1"], seconds=time.perf_counter() - start))
+                        fitted=len(rows), acc=res["acc"], f1=res["f1"], seconds=time.perf_counter() - start,
+                        reused=reused))
     return out
 
 
@@ -102,9 +105,11 @@ def summary(table):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.baselines", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.baselines", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="finished run folders (args.json, pretrain_model.pkl)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="default: both (1-NN DTW takes long on large sets: 35 min on Epilepsy here, 2 cores)")
     p.add_argument("--threads", type=positive_int, default=1, help="aeon's n_jobs")
     p.add_argument("--out", help="CSV file for the per-run rows")
     p.add_argument("--data_path", help="where the runs' data is now, when it moved (default: each run's args.json)")
@@ -112,11 +117,12 @@ def main(argv=None):
     # numba's note on a cast inside aeon's compiled DTW: about aeon's code, not the user's input
     warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64")
     try:
-        if a.out:   # before the work, not after it
-            check_output_file(a.out, "--out")
+        if a.out is not None:   # before the work, not after it
+            check_table_out(a.out)
         done = {}   # 1-NN DTW's predictions, shared by runs on the same series
-        table = pd.DataFrame([row for run in a.runs
-                              for row in baseline_rows(run, a.methods, a.threads, a.data_path, done)])
+        methods = list(dict.fromkeys(a.methods))
+        table = pd.DataFrame([row for run in run_folders(a.runs)
+                              for row in baseline_rows(run, methods, a.threads, a.data_path, done)])
         report_runs(table, summary, a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)
