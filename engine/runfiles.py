@@ -58,7 +58,7 @@ def check_output_file(path, what, create_folder=False):
     folder = os.path.dirname(os.path.abspath(path))
     if create_folder and not os.path.isdir(folder):
         parent = folder
-        while not os.path.exists(parent):
+        while not os.path.lexists(parent):   # a link to nothing is in the way, not a folder to make
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             raise TimeMAEError(f"{what} {path!r}: its folder cannot be created in {parent!r}")

@@ -68,6 +68,7 @@ def test_dtw_runs_once_for_seeds_of_the_same_series(data, run, tmp_path, euclide
     assert tools.baselines.main([run, other, "--out", str(tmp_path / "b.csv")]) == 0
     assert euclidean_nn == [48, 32, 48, 32, 48, 32]        # minirocket, dtw, then minirocket of the second run only
     table = pd.read_csv(tmp_path / "b.csv")
+    assert table.reused.tolist() == [False, False, False, True]
     dtw = table[table.method == "dtw"]
     assert dtw.acc.nunique() == 1 and len(dtw) == 2
 
@@ -139,15 +140,24 @@ def test_minirocket_and_dtw_learn_the_tiny_set(run):
     assert all(r["acc"] >= 0.8 for r in rows), rows        # two classes of sines, 32 test series
 
 
-def test_each_run_and_method_counts_once_and_every_folder_is_checked_first(run, tmp_path, euclidean_nn, capsys):
-    assert tools.baselines.main([run, run + "/", "--methods", "dtw", "dtw"]) == 0
-    assert euclidean_nn == [48, 32]                              # one run (seed1 and seed1/), one method
+def test_each_run_and_method_counts_once_and_every_folder_is_checked_first(data, run, tmp_path, euclidean_nn,
+                                                                          capsys, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(run))
+    spellings = [run, run + "/", os.path.basename(run)]          # one folder, however spelt
+    assert tools.baselines.main([*spellings, "--methods", "dtw", "dtw", "--out", str(tmp_path / "b.CSV")]) == 0
+    assert euclidean_nn == [48, 32]                              # one run, one method
     assert "mean over the runs" not in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "b.CSV").run.tolist() == [run]
     euclidean_nn.clear()
     missing = str(tmp_path / "nope")
     assert tools.baselines.main([run, missing]) == 2
     assert capsys.readouterr().err == f"error: run folder {missing!r} does not exist\n"
-    assert euclidean_nn == []                                    # nothing fitted before the refusal
+    moved_data = shutil.copytree(data, tmp_path / "data")
+    moved = finished_run(str(moved_data), tmp_path / "moved")
+    shutil.rmtree(moved_data)
+    assert tools.baselines.main([run, moved]) == 2
+    assert "(args.json) is not there: pass --data_path" in capsys.readouterr().err
+    assert euclidean_nn == []                                    # nothing fitted before either refusal
 
 
 def test_moved_data_is_named_with_its_run(tmp_path, euclidean_nn, capsys):
@@ -160,10 +170,11 @@ def test_moved_data_is_named_with_its_run(tmp_path, euclidean_nn, capsys):
     assert tools.baselines.main([run, "--data_path", str(tmp_path / "elsewhere")]) == 0
 
 
-def test_pooling_never_averages_two_configurations(data, run, tmp_path, capsys):
-    """A FineZero run beside a pretrained one of the same data: two rows of means, labelled by what differs."""
-    finezero = finished_run(data, tmp_path / "finezero", num_epoch_pretrain=0)
-    assert tools.pooling.main([run, finezero, "--pooling", "mean", "--probes", "nn1"]) == 0
+
+def test_the_means_keep_configurations_apart(data, run, tmp_path, euclidean_nn, capsys):
+    """Runs of other label ratios fit on other series: their means are not pooled."""
+    half = finished_run(data, tmp_path / "half", label_ratio=0.5)
+    assert tools.baselines.main([run, half, "--methods", "minirocket"]) == 0
     means = capsys.readouterr().out.split("mean over the runs (%):\n")[1].splitlines()[1:]
-    assert [line.split()[:2] for line in means] == [["epilepsy", "num_epoch_pretrain=1"]] * 2 + \
-        [["epilepsy", "num_epoch_pretrain=0"]] * 2                       # each: the probe fitted, and refit
+    assert [line.split()[:3] for line in means] == [["epilepsy", "label_ratio=1.0", "minirocket"],
+                                                    ["epilepsy", "label_ratio=0.5", "minirocket"]]

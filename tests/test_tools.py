@@ -113,12 +113,25 @@ def test_summarize_reads_a_folder_whose_name_holds_glob_characters(two_runs, tmp
     assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2
 
 
-def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, capsys):
+def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, capsys, monkeypatch):
+    """Each output is checked before any work: its name (a run's metrics.json is never overwritten by mistake) and
+    its folder; one that cannot be written after all (a full disk, say) is one line too."""
     folder = str(two_runs[0])
-    for flag in ("--out", "--markdown", "--plot"):
-        assert summarize_main([folder, flag, str(tmp_path / "missing" / "s")]) == 2
-        assert capsys.readouterr().err.startswith(f"error: cannot write '{tmp_path / 'missing' / 's'}'")
+    metrics = os.path.join(folder, "seed1", "metrics.json")
+    before = open(metrics).read()
+    for flag, suffix in (("--out", ".csv"), ("--markdown", ".md"), ("--plot", ".png")):
+        assert summarize_main([folder, flag, metrics]) == 2
+        assert capsys.readouterr().err == f"error: {flag} {metrics!r}: name a {suffix} file\n"
+        missing = str(tmp_path / "missing" / f"s{suffix}")
+        assert summarize_main([folder, flag, missing]) == 2
+        assert capsys.readouterr().err == (f"error: {flag} {missing!r}: its folder {str(tmp_path / 'missing')!r} "
+                                           "does not exist\n")
+    assert open(metrics).read() == before
     import matplotlib.pyplot as plt
+    import engine.runfiles
+    monkeypatch.setattr(engine.runfiles.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left")))
+    assert summarize_main([folder, "--plot", str(tmp_path / "s.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot write '{tmp_path / 's.png'}': No space left")
     assert plt.get_fignums() == []                              # the figure that was not written is closed too
 
 
@@ -411,7 +424,7 @@ def test_pooling_tool_refuses_an_unwritable_output_before_the_work_in_one_line(t
     for bad in (os.path.join(run, "metrics.json"), ""):
         before = open(os.path.join(run, "metrics.json")).read()
         assert pooling_main([run, "--pooling", "mean", "--out", bad]) == 2
-        assert capsys.readouterr().err == f"error: --out {bad!r}: name a .csv file (the rows are written as CSV)\n"
+        assert capsys.readouterr().err == f"error: --out {bad!r}: name a .csv file\n"
         assert open(os.path.join(run, "metrics.json")).read() == before
     (tmp_path / "dir.csv").mkdir()
     assert pooling_main([run, "--pooling", "mean", "--out", str(tmp_path / "dir.csv")]) == 2
@@ -610,6 +623,14 @@ def test_the_run_reading_tools_mean_per_dataset_and_take_older_checkpoints(tmp_p
     assert pooling_main([*runs, "--pooling", "mean", "--out", str(out)]) == 0
     means = capsys.readouterr().out.split("mean over the runs (%):\n")[1].splitlines()[1:]
     assert [line.split()[:2] for line in means] == [["epilepsy", "visible"]] * 2 + [["har", "visible"]] * 2
+    finezero = str(tmp_path / "finezero")                                  # beside a pretrained run: kept apart
+    assert main.main(tiny_flags(data, finezero, num_epoch_pretrain=0, num_epoch=0)) == 0
+    assert pooling_main([runs[0], finezero, "--pooling", "mean", "--probes", "nn1", "--phases", "1", "1", "4", "5",
+                         "--out", str(tmp_path / "z.csv")]) == 0
+    means = capsys.readouterr().out.split("mean over the runs (%):\n")[1].splitlines()[1:]
+    assert [line.split()[:2] for line in means] == [["epilepsy", "num_epoch_pretrain=1"]] * 4 + \
+        [["epilepsy", "num_epoch_pretrain=0"]] * 4                       # phases 1 and 4, each fitted and refit
+    assert pd.read_csv(tmp_path / "z.csv").phases.tolist() == [1, 1, 4, 4] * 2   # windows of 4: 4 phases at most
     table = pd.read_csv(out)
     own = table[table.run == runs[0]].acc.tolist()
     path = os.path.join(runs[0], "pretrain_model.pkl")

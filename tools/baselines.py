@@ -30,8 +30,8 @@ from classification import scores
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from main import flag_message
-from tools.runs import check_table_out, run_data, run_folders
-from tools.summarize import mean_std, report_runs
+from tools.runs import run_configs, run_data, run_folders
+from tools.summarize import check_table_out, mean_std, report_runs
 
 METHODS = ("minirocket", "dtw")
 MINIROCKET_STEPS = 9   # the length of its kernels
@@ -93,13 +93,13 @@ def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None)
 
 
 def summary(table):
-    """One row per dataset and method: runs, and test accuracy and macro-F1 as 'mean ± std' in % (the mean alone
-    for one run)."""
-    out = table.groupby(["dataset", "method"], sort=False).agg(
+    """One row per dataset, configuration (tools.runs.run_configs) and method: runs, and test accuracy and macro-F1
+    as 'mean ± std' in % (the mean alone for one run)."""
+    out = table.groupby(["dataset", "config", "method"], sort=False, dropna=False).agg(
         runs=("run", "nunique"), acc=("acc", "mean"), acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
     out[["acc", "acc_std", "f1", "f1_std"]] *= 100
-    return pd.DataFrame({"dataset": out.index.get_level_values(0), "method": out.index.get_level_values(1),
-                         "runs": out.runs.values,
+    return pd.DataFrame({"dataset": out.index.get_level_values(0), "config": out.index.get_level_values(1),
+                         "method": out.index.get_level_values(2), "runs": out.runs.values,
                          "acc": [mean_std(m, s) for m, s in zip(out.acc, out.acc_std)],
                          "f1": [mean_std(m, s) for m, s in zip(out.f1, out.f1_std)]})
 
@@ -109,7 +109,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="finished run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                   help="default: both (1-NN DTW takes long on large sets: 35 min on Epilepsy here, 2 cores)")
+                   help="default: both (1-NN DTW takes long on large sets: 35 min on Epilepsy here, on 2 cores "
+                        "with other work beside it)")
     p.add_argument("--threads", type=positive_int, default=1, help="aeon's n_jobs")
     p.add_argument("--out", help="CSV file for the per-run rows")
     p.add_argument("--data_path", help="where the runs' data is now, when it moved (default: each run's args.json)")
@@ -121,8 +122,9 @@ def main(argv=None):
             check_table_out(a.out)
         done = {}   # 1-NN DTW's predictions, shared by runs on the same series
         methods = list(dict.fromkeys(a.methods))
-        table = pd.DataFrame([row for run in run_folders(a.runs)
-                              for row in baseline_rows(run, methods, a.threads, a.data_path, done)])
+        runs = run_folders(a.runs, a.data_path)
+        table = pd.DataFrame([row for run in runs for row in baseline_rows(run, methods, a.threads, a.data_path, done)])
+        table.insert(2, "config", table.run.map(run_configs(runs)))
         report_runs(table, summary, a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)

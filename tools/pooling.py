@@ -42,8 +42,8 @@ from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
 from main import check_probe_grid, flag_message
 from model.config import POOLINGS
-from tools.runs import CHECKPOINT, check_table_out, run_data, run_folders, run_settings
-from tools.summarize import comparable, config_flags, config_labels, mean_std, report_runs
+from tools.runs import CHECKPOINT, run_configs, run_data, run_folders
+from tools.summarize import check_table_out, mean_std, report_runs
 
 
 def layer_name(layers):
@@ -67,13 +67,14 @@ def with_encoder(model, encoder):
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
                     encoders=ENCODERS[:1], probes=PROBES[:1], cv=0, data_path=None):
-    """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in `folder`,
-    one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the run's
-    own), choice of layers (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of
-    PROBES; nn1 has no C) and probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid
-    other than the run's; poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the
-    K-fold accuracy over every labelled training series (`cross_validated_accuracy`; its best C for logistic);
-    data_path: where the run's data is now, when it moved."""
+    """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in
+    `folder`, one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the
+    run's own; the column gives the phases the grid has, at most the window length, each once), choice of layers
+    (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of PROBES; nn1 has no C) and
+    probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid other than the run's;
+    poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the K-fold accuracy over every
+    labelled training series (`cross_validated_accuracy`; its best C for logistic); data_path: where the run's
+    data is now, when it moved."""
     cfg, splits, fit, held, ckpt = run_data(folder, data_path)
     grid = probe_C or cfg.probe_C
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
@@ -85,13 +86,16 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     saved = model_from_checkpoint(ckpt, os.path.join(folder, CHECKPOINT))
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
-    # the phases a window grid has (at most sigma), each once: more than sigma computes the same representation
-    effective = dict.fromkeys(min(k, saved.cfg.wave_length) for k in phases or [saved.cfg.phases])
-    for encoder, pooling, k, chosen in itertools.product(encoders, poolings, effective,
-                                                         layers or [saved.cfg.repr_layers]):
+    done = set()
+    for encoder, pooling, asked, chosen in itertools.product(encoders, poolings, phases or [saved.cfg.phases],
+                                                             layers or [saved.cfg.repr_layers]):
         model = with_encoder(saved, encoder)
         # represent() reads these settings; the weights stay the same
-        model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=k, repr_layers=chosen).validate()
+        model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=asked, repr_layers=chosen).validate()
+        k = model.num_phases      # a grid of sigma has sigma phases at most: more computes the same representation
+        if (encoder, pooling, k, layer_name(chosen)) in done:
+            continue
+        done.add((encoder, pooling, k, layer_name(chosen)))
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
         for kind in probes:
@@ -113,17 +117,6 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
                                      pooling=pooling, phases=k, layers=layer_name(chosen), probe=kind, refit=refit,
                                      C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"], **crossed))
     return rows
-
-
-def run_configs(runs):
-    """{run folder: 'flag=value ...'} for the flags (the seed and runtime flags aside, the pretraining epochs
-    included) in which a run differs from the other runs of its dataset: the means never pool two configurations
-    (a FineZero run and a pretrained one, say)."""
-    flags = [*config_flags(), "num_epoch_pretrain"]
-    settings = [run_settings(run) for run in runs]
-    table = pd.DataFrame({"dataset": [dataset_name(s.dataset, s.UCR_folder) for s in settings],
-                          "args": [{k: comparable(getattr(s, k)) for k in flags} for s in settings]}, index=runs)
-    return config_labels(table).to_dict()
 
 
 def summary(table):
@@ -156,7 +149,9 @@ def main(argv=None):
     p.add_argument("--data_path", help="where the runs' data is now, when it moved (default: each run's args.json)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--probe_C", type=float, nargs="+", help="C grid of the probes (default: each run's --probe_C)")
-    p.add_argument("--phases", type=int, nargs="+", help="numbers of grid phases to probe (default: each run's)")
+    p.add_argument("--phases", type=int, nargs="+",
+                   help="numbers of grid phases to probe (default: each run's; a grid of windows of sigma steps has "
+                        "sigma at most, which the phases column then shows)")
     p.add_argument("--pooling", nargs="+", choices=POOLINGS, default=POOLINGS, help="poolings to probe (default: all)")
     p.add_argument("--layers", type=layer_spec, nargs="+",
                    help="visible-encoder layers to pool, side by side: 8, 5-8 or 0,8 (0: the window embeddings; "
@@ -177,7 +172,7 @@ def main(argv=None):
             check_table_out(a.out)
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
-        runs = run_folders(a.runs)
+        runs = run_folders(a.runs, a.data_path)
         table = pd.DataFrame([row for run in runs
                               for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
                                                          poolings=a.pooling, encoders=a.encoders, probes=a.probes,

@@ -3,13 +3,15 @@ the data loaded and normalised as the run did, checked against what its checkpoi
 import argparse
 import os
 
+import pandas as pd
+
 from args import saved_flags
 from common.errors import TimeMAEError
-from datautils import data_description, description_changes
+from datautils import data_description, dataset_name, description_changes
 from engine.checkpoint import open_checkpoint
-from engine.runfiles import check_output_file
 from main import load_splits
 from process import labelled_splits
+from tools.summarize import comparable, config_flags, config_labels
 
 CHECKPOINT = "pretrain_model.pkl"
 
@@ -17,26 +19,40 @@ CHECKPOINT = "pretrain_model.pkl"
 def run_settings(folder):
     """The flags of the finished run in `folder` (args.saved_flags)."""
     if not os.path.isdir(folder):
-        raise TimeMAEError(f"run folder {folder!r} does not exist")
+        raise TimeMAEError(f"run folder {folder!r} is not a folder" if os.path.lexists(folder) else
+                           f"run folder {folder!r} does not exist")
     if not all(os.path.isfile(os.path.join(folder, f)) for f in ("args.json", CHECKPOINT)):
         raise TimeMAEError(f"{folder!r} is not a finished run folder (args.json and {CHECKPOINT})")
     return argparse.Namespace(**saved_flags(folder))
 
 
-def run_folders(folders):
-    """The run folders named, each once (seed1 and seed1/ are one run), every one checked before any work."""
-    unique = list(dict.fromkeys(os.path.normpath(f) for f in folders))
+def run_folders(folders, data_path=None):
+    """The run folders named, each once (by the folder, however spelt; the first spelling kept), every one and the
+    presence of its data (`data_path`: where it is now, when it moved) checked before any work."""
+    unique = list({os.path.realpath(f): os.path.normpath(f) for f in reversed(folders)}.values())[::-1]
     for folder in unique:
-        run_settings(folder)
+        data_present(folder, run_settings(folder), data_path)
     return unique
 
 
-def check_table_out(path):
-    """--out of a tool's per-run rows, refused before any work unless it names a .csv file (never a run's own
-    args.json or metrics.json) in a folder that exists or can be created."""
-    if not path.endswith(".csv"):
-        raise TimeMAEError(f"--out {path!r}: name a .csv file (the rows are written as CSV)")
-    return check_output_file(path, "--out", create_folder=True)
+def data_present(folder, cfg, data_path):
+    """Refuse an empty `data_path`, and, without one, a run whose data is gone from where its args.json says."""
+    if data_path == "":
+        raise TimeMAEError("--data_path is empty: name the folder the runs' data is in now, or leave it out")
+    if data_path is None and cfg.data_path and not os.path.exists(cfg.data_path):
+        raise TimeMAEError(f"{folder!r}: its data {cfg.data_path!r} (args.json) is not there: pass --data_path with "
+                           "the folder it is in now")
+
+
+def run_configs(runs):
+    """{run folder: 'flag=value ...'} for the flags (the seed and runtime flags aside, the pretraining epochs
+    included) in which a run differs from the other runs of its dataset: the tools' means never pool two
+    configurations (a FineZero run and a pretrained one, or runs of other label ratios)."""
+    flags = [*config_flags(), "num_epoch_pretrain"]
+    settings = [run_settings(run) for run in runs]
+    table = pd.DataFrame({"dataset": [dataset_name(s.dataset, s.UCR_folder) for s in settings],
+                          "args": [{k: comparable(getattr(s, k)) for k in flags} for s in settings]}, index=runs)
+    return config_labels(table).to_dict()
 
 
 def run_data(folder, data_path=None):
@@ -46,12 +62,8 @@ def run_data(folder, data_path=None):
     Refused when the data is not what the checkpoint trained on (its description: shape, class names,
     normalisation statistics; checkpoints from before they described their data are taken at their word), or has
     no labels or no test split."""
-    if data_path == "":
-        raise TimeMAEError("--data_path is empty: name the folder the runs' data is in now, or leave it out")
     cfg = run_settings(folder)
-    if data_path is None and cfg.data_path and not os.path.exists(cfg.data_path):
-        raise TimeMAEError(f"{folder!r}: its data {cfg.data_path!r} (args.json) is not there: pass --data_path with "
-                           "the folder it is in now")
+    data_present(folder, cfg, data_path)
     cfg.data_path = cfg.data_path if data_path is None else data_path
     try:
         splits = load_splits(cfg)

@@ -29,7 +29,8 @@ from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
-from engine.runfiles import atomic_save_figure, atomic_write_text, read_json, read_jsonl
+from engine.runfiles import (atomic_save_figure, atomic_write_text, check_output_file, read_json, read_jsonl,
+                             write_error)
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
@@ -143,6 +144,20 @@ def mean_std(mean, std):
     return f"{mean:.2f} ± {std:.2f}" if std == std else f"{mean:.2f}"
 
 
+def check_named_output(path, what, suffix, create_folder=False):
+    """An output file of setting `what`, refused before any work unless its name ends in `suffix` (so a run's own
+    args.json or metrics.json is never overwritten by mistake) and its folder exists (or, with create_folder, can
+    be made)."""
+    if not path.lower().endswith(suffix):
+        raise TimeMAEError(f"{what} {path!r}: name a {suffix} file")
+    check_output_file(path, what, create_folder)
+
+
+def check_table_out(path):
+    """--out of a tool's per-run rows (report_runs): a .csv file, its folder made if need be."""
+    check_named_output(path, "--out", ".csv", create_folder=True)
+
+
 def report_runs(table, means, out=None):
     """Print the per-run rows of a tool's `table` (a `run` column; accuracies as fractions), then `means(table)` (a
     DataFrame of figures in %) when it holds several runs, and write the rows as CSV to `out` (atomically, its
@@ -151,7 +166,10 @@ def report_runs(table, means, out=None):
     if table.run.nunique() > 1:
         print("\nmean over the runs (%):\n" + means(table).to_string(index=False))
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)   # check_output_file let it be created
+        try:   # check_table_out let it be created
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        except OSError as e:
+            raise write_error(out, e) from None
         atomic_write_text(table.to_csv(index=False), out)
 
 
@@ -219,6 +237,10 @@ def main(argv=None):
     p.add_argument("--plot", help="PNG to draw the accuracies in, beside the raw-series baselines")
     a = p.parse_args(argv)
     try:
+        for what, path, suffix in (("--out", a.out, ".csv"), ("--markdown", a.markdown, ".md"),
+                                   ("--plot", a.plot, ".png")):
+            if path is not None:   # before the work
+                check_named_output(path, what, suffix)
         runs = collect_runs(a.roots)
         if runs.empty:
             raise TimeMAEError(f"no run folder with metrics.json under {', '.join(map(repr, a.roots))}")
