@@ -644,3 +644,14 @@ def test_the_run_reading_tools_mean_per_dataset_and_take_older_checkpoints(tmp_p
     assert pooling_main([runs[0], "--data_path", ""]) == 2
     assert capsys.readouterr().err == ("error: --data_path is empty: name the folder the runs' data is in now, or "
                                        "leave it out\n")
+
+
+def test_config_labels_are_one_word_per_flag():
+    """A list-valued flag (--probe_C 0.1 1) reads as one word, so a printed label splits at its flags."""
+    import pandas as pd
+
+    from tools.summarize import comparable, config_labels
+    assert comparable([0.1, 1.0]) == "0.1,1.0" and comparable("exp/x/seed3/m.pkl") == "exp/x/seed*/m.pkl"
+    runs = pd.DataFrame({"dataset": ["a", "a"], "args": [{"probe_C": comparable([0.1, 1.0]), "lr": "0.001"},
+                                                         {"probe_C": comparable([1.0]), "lr": "0.001"}]})
+    assert config_labels(runs).tolist() == ["probe_C=0.1,1.0", "probe_C=1.0"]

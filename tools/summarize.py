@@ -91,8 +91,9 @@ def final_codebook(folder):
 
 
 def comparable(value):
-    """A flag value as text; seed folders in paths (a --pretrained_path per seed) count as one value."""
-    return re.sub(r"seed\d+", "seed*", str(value))
+    """A flag value as text, one word (a list's items joined by commas, so a config label splits at its flags);
+    seed folders in paths (a --pretrained_path per seed) count as one value."""
+    return re.sub(r"seed\d+", "seed*", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
 
 
 def config_labels(runs):
