@@ -15,6 +15,7 @@ from sklearn.preprocessing import FunctionTransformer
 import main
 import tools.baselines
 import tools.pooling
+import tools.runs
 from scale_helpers import tiny_flags, write_pt_dataset
 
 AEON = ("aeon", "aeon.classification", "aeon.classification.convolution_based", "aeon.classification.distance_based")
@@ -178,3 +179,14 @@ def test_the_means_keep_configurations_apart(data, run, tmp_path, euclidean_nn, 
     means = capsys.readouterr().out.split("mean over the runs (%):\n")[1].splitlines()[1:]
     assert [line.split()[:3] for line in means] == [["epilepsy", "label_ratio=1.0", "minirocket"],
                                                     ["epilepsy", "label_ratio=0.5", "minirocket"]]
+
+
+def test_an_error_reading_a_runs_data_names_the_run_and_keeps_its_kind(run, monkeypatch, capsys):
+    """A setting named in the error (a ConfigError's settings) is still spelt as the tool's --flag."""
+    from model.config import ConfigError
+
+    def refuse(cfg):
+        raise ConfigError("wave_length 99 is longer than the series", ["wave_length"])
+    monkeypatch.setattr(tools.runs, "load_splits", refuse)
+    assert tools.baselines.main([run]) == 2
+    assert capsys.readouterr().err == f"error: {run!r}: --wave_length 99 is longer than the series\n"

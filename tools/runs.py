@@ -67,8 +67,9 @@ def run_data(folder, data_path=None):
     cfg.data_path = cfg.data_path if data_path is None else data_path
     try:
         splits = load_splits(cfg)
-    except TimeMAEError as e:   # with several runs, say whose data it is
-        raise TimeMAEError(f"{folder!r}: {e}") from None
+    except TimeMAEError as e:   # with several runs, say whose data it is; the error keeps its kind (a ConfigError
+        e.args = (f"{folder!r}: {e}",)   # its settings, which the tools spell as --flags)
+        raise
     ckpt = open_checkpoint(os.path.join(folder, CHECKPOINT))
     changed = description_changes(ckpt["data"], data_description(splits)) if "data" in ckpt else []
     if changed:
