@@ -30,7 +30,7 @@ from classification import scores
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from main import flag_message
-from tools.runs import run_configs, run_data, run_folders
+from tools.runs import run_data, run_table
 from tools.summarize import check_table_out, mean_std, report_runs
 
 METHODS = ("minirocket", "dtw")
@@ -122,9 +122,7 @@ def main(argv=None):
             check_table_out(a.out)
         done = {}   # 1-NN DTW's predictions, shared by runs on the same series
         methods = list(dict.fromkeys(a.methods))
-        runs = run_folders(a.runs, a.data_path)
-        table = pd.DataFrame([row for run in runs for row in baseline_rows(run, methods, a.threads, a.data_path, done)])
-        table.insert(2, "config", table.run.map(run_configs(runs)))
+        table = run_table(a.runs, lambda run: baseline_rows(run, methods, a.threads, a.data_path, done), a.data_path)
         report_runs(table, summary, a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)

@@ -31,7 +31,6 @@ import os
 import sys
 
 import numpy as np
-import pandas as pd
 import torch
 
 from args import layer_spec, positive_int
@@ -42,7 +41,7 @@ from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
 from main import check_probe_grid, flag_message
 from model.config import POOLINGS
-from tools.runs import CHECKPOINT, run_configs, run_data, run_folders
+from tools.runs import CHECKPOINT, run_data, run_table
 from tools.summarize import check_table_out, mean_std, report_runs
 
 
@@ -172,12 +171,9 @@ def main(argv=None):
             check_table_out(a.out)
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
-        runs = run_folders(a.runs, a.data_path)
-        table = pd.DataFrame([row for run in runs
-                              for row in pooled_finelast(run, probe_C=a.probe_C, phases=a.phases, layers=a.layers,
-                                                         poolings=a.pooling, encoders=a.encoders, probes=a.probes,
-                                                         cv=a.cv, data_path=a.data_path)])
-        table.insert(2, "config", table.run.map(run_configs(runs)))
+        table = run_table(a.runs, lambda run: pooled_finelast(
+            run, probe_C=a.probe_C, phases=a.phases, layers=a.layers, poolings=a.pooling, encoders=a.encoders,
+            probes=a.probes, cv=a.cv, data_path=a.data_path), a.data_path)
         report_runs(table, lambda rows: printable(summary(rows)), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)

@@ -26,13 +26,17 @@ def run_settings(folder):
     return argparse.Namespace(**saved_flags(folder))
 
 
-def run_folders(folders, data_path=None):
-    """The run folders named, each once (by the folder, however spelt; the first spelling kept), every one and the
-    presence of its data (`data_path`: where it is now, when it moved) checked before any work."""
+def run_table(folders, rows_of, data_path=None):
+    """The rows `rows_of(folder)` of every run folder named, each folder once (however spelt; the first spelling
+    kept), every one and the presence of its data (`data_path`: where it is now, when it moved) checked before
+    any work, with each run's configuration (run_configs) as a column."""
     unique = list({os.path.realpath(f): os.path.normpath(f) for f in reversed(folders)}.values())[::-1]
-    for folder in unique:
-        data_present(folder, run_settings(folder), data_path)
-    return unique
+    settings = {folder: run_settings(folder) for folder in unique}
+    for folder, cfg in settings.items():
+        data_present(folder, cfg, data_path)
+    table = pd.DataFrame([row for folder in unique for row in rows_of(folder)])
+    table.insert(2, "config", table.run.map(run_configs(settings)))
+    return table
 
 
 def data_present(folder, cfg, data_path):
@@ -44,14 +48,15 @@ def data_present(folder, cfg, data_path):
                            "the folder it is in now")
 
 
-def run_configs(runs):
-    """{run folder: 'flag=value ...'} for the flags (the seed and runtime flags aside, the pretraining epochs
-    included) in which a run differs from the other runs of its dataset: the tools' means never pool two
-    configurations (a FineZero run and a pretrained one, or runs of other label ratios)."""
+def run_configs(settings):
+    """{run folder: 'flag=value ...'} of `settings` ({run folder: its flags}): the flags (the seed and runtime
+    flags aside, the pretraining epochs included) in which a run differs from the other runs of its dataset, so
+    that the tools' means never pool two configurations (a FineZero run and a pretrained one, or runs of other
+    label ratios)."""
     flags = [*config_flags(), "num_epoch_pretrain"]
-    settings = [run_settings(run) for run in runs]
-    table = pd.DataFrame({"dataset": [dataset_name(s.dataset, s.UCR_folder) for s in settings],
-                          "args": [{k: comparable(getattr(s, k)) for k in flags} for s in settings]}, index=runs)
+    table = pd.DataFrame({"dataset": [dataset_name(s.dataset, s.UCR_folder) for s in settings.values()],
+                          "args": [{k: comparable(getattr(s, k)) for k in flags} for s in settings.values()]},
+                         index=list(settings))
     return config_labels(table).to_dict()
 
 
