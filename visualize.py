@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from args import saved_flags
 from classification import extract_representations
 from common.errors import TimeMAEError
 from datautils import load_dataset, prepare_series
@@ -40,11 +41,11 @@ def read_epochs(run_dir):
 
 
 def read_args(run_dir):
-    """args.json: the run's flags (read once; every plot takes what it needs)."""
-    path = os.path.join(run_dir, "args.json")
-    if not os.path.isfile(path):
+    """The run's flags, args.json over today's defaults (args.saved_flags; read once, every plot takes what it
+    needs)."""
+    if not os.path.isfile(os.path.join(run_dir, "args.json")):
         raise TimeMAEError(f"{run_dir!r} is not a run folder (no args.json)")
-    return read_json(path)
+    return saved_flags(run_dir)
 
 
 def read_metrics(run_dir):
@@ -168,7 +169,7 @@ def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
     saying why there is none."""
     from sklearn.manifold import TSNE
     path = data_path or cfg["data_path"]
-    splits = load_dataset(cfg["dataset"], path, cfg.get("UCR_folder"), cfg.get("gaps", "refuse"))
+    splits = load_dataset(cfg["dataset"], path, cfg["UCR_folder"], cfg["gaps"])
     shown = 0 if splits.test_x is None else len(splits.test_x)
     if shown < 2:   # a test split of one series has no neighbours to place it among
         held = f"the test split holds {shown} series" if shown else "the data has no test split"

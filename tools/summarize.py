@@ -29,8 +29,8 @@ from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
 from engine.record import EPOCH_LOG
-from engine.runfiles import (atomic_save_figure, atomic_write_text, check_output_file, read_json, read_jsonl,
-                             write_error)
+from engine.runfiles import (atomic_save_figure, atomic_write_text, check_output_file, make_writable_dir, read_json,
+                             read_jsonl)
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
@@ -167,10 +167,7 @@ def report_runs(table, means, out=None):
     if table.run.nunique() > 1:
         print("\nmean over the runs (%):\n" + means(table).to_string(index=False))
     if out:
-        try:   # check_table_out let it be created
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        except OSError as e:
-            raise write_error(out, e) from None
+        make_writable_dir(os.path.dirname(os.path.abspath(out)), "--out's folder")   # check_table_out let it be made
         atomic_write_text(table.to_csv(index=False), out)
 
 
