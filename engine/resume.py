@@ -6,7 +6,6 @@ run finishes. Besides model, optimiser and scheduler it keeps every RNG state (p
 log, so a resumed run rewinds the logs to that moment and replays the lost epoch with the same draws.
 """
 import glob
-import json
 import os
 import random
 
@@ -15,7 +14,7 @@ import torch
 
 from common.errors import TimeMAEError
 from datautils import description_changes
-from engine.runfiles import RUN_STATE as LAST
+from engine.runfiles import RUN_STATE as LAST, read_json
 
 LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
@@ -95,12 +94,10 @@ def check_resumable(run_dir, cfg, runtime):
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
         raise TimeMAEError(f"--resume: the run in {run_dir!r} has finished (metrics.json exists); nothing to "
                            "resume")
-    args_path = os.path.join(run_dir, "args.json")
     try:
-        with open(args_path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise TimeMAEError(f"--resume: cannot read {args_path}: {e}") from None
+        saved = read_json(os.path.join(run_dir, "args.json"))
+    except TimeMAEError as e:
+        raise TimeMAEError(f"--resume: {e}") from None
     changed = [f"--{k} {saved[k]} -> {v}" for k, v in sorted(vars(cfg).items())
                if k in saved and k not in runtime and saved[k] != v]
     if changed:
