@@ -23,7 +23,6 @@ import time
 import warnings
 
 import numpy as np
-import pandas as pd
 
 from args import positive_int
 from classification import scores
@@ -31,7 +30,7 @@ from common.errors import TimeMAEError
 from datautils import dataset_name
 from main import flag_message
 from tools.runs import run_data, run_table
-from tools.summarize import check_table_out, mean_std, report_runs
+from tools.summarize import check_table_out, quoted, report_runs, run_means
 
 METHODS = ("minirocket", "dtw")
 MINIROCKET_STEPS = 9   # the length of its kernels
@@ -95,13 +94,7 @@ def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None)
 def summary(table):
     """One row per dataset, configuration (tools.runs.run_configs) and method: runs, and test accuracy and macro-F1
     as 'mean ± std' in % (the mean alone for one run)."""
-    out = table.groupby(["dataset", "config", "method"], sort=False, dropna=False).agg(
-        runs=("run", "nunique"), acc=("acc", "mean"), acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
-    out[["acc", "acc_std", "f1", "f1_std"]] *= 100
-    return pd.DataFrame({"dataset": out.index.get_level_values(0), "config": out.index.get_level_values(1),
-                         "method": out.index.get_level_values(2), "runs": out.runs.values,
-                         "acc": [mean_std(m, s) for m, s in zip(out.acc, out.acc_std)],
-                         "f1": [mean_std(m, s) for m, s in zip(out.f1, out.f1_std)]})
+    return quoted(run_means(table, ["dataset", "config", "method"]))
 
 
 def main(argv=None):

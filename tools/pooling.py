@@ -42,7 +42,7 @@ from engine.checkpoint import model_from_checkpoint
 from main import check_probe_grid, flag_message
 from model.config import POOLINGS
 from tools.runs import CHECKPOINT, run_data, run_table
-from tools.summarize import check_table_out, mean_std, report_runs
+from tools.summarize import check_table_out, quoted, report_runs, run_means
 
 
 def layer_name(layers):
@@ -122,13 +122,8 @@ def summary(table):
     """The rows of several runs -> one row per (dataset, config, encoder, pooling, phases, layers, probe, refit):
     runs, mean validation accuracy (and cross-validated, with --cv), and test accuracy and macro-F1 as mean and sample
     standard deviation (NaN for one run), in %."""
-    by = table.groupby(["dataset", "config", "encoder", "pooling", "phases", "layers", "probe", "refit"], sort=False,
-                       dropna=False)   # a config read back from CSV: '' (one configuration) is NaN there
-    crossed = {"cv": ("cv_acc", "mean")} if "cv_acc" in table else {}
-    out = by.agg(runs=("run", "nunique"), val=("val_acc", "mean"), **crossed, acc=("acc", "mean"),
-                 acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
-    out[["val", *crossed, "acc", "acc_std", "f1", "f1_std"]] *= 100
-    return out.reset_index()
+    return run_means(table, ["dataset", "config", "encoder", "pooling", "phases", "layers", "probe", "refit"],
+                     {"val": "val_acc", **({"cv": "cv_acc"} if "cv_acc" in table else {})})
 
 
 def printable(means):
@@ -136,9 +131,7 @@ def printable(means):
     quote them."""
     if "cv" in means:
         means = means.assign(cv=means.cv.map("{:.2f}".format))
-    return means.assign(val=means.val.map("{:.2f}".format),
-                        acc=[mean_std(m, s) for m, s in zip(means.acc, means.acc_std)],
-                        f1=[mean_std(m, s) for m, s in zip(means.f1, means.f1_std)]).drop(columns=["acc_std", "f1_std"])
+    return quoted(means.assign(val=means.val.map("{:.2f}".format)))
 
 
 def main(argv=None):

@@ -145,6 +145,24 @@ def mean_std(mean, std):
     return f"{mean:.2f} ± {std:.2f}" if std == std else f"{mean:.2f}"
 
 
+def run_means(table, keys, extra=None):
+    """A tool's per-run rows (run, acc, f1, ...) -> one row per `keys`: runs, the means of `extra` ({column: its
+    source column}), and test accuracy and macro-F1 as mean and sample standard deviation (NaN for one run), all in
+    %. A key read back from CSV as NaN (an empty config: one configuration) is kept."""
+    extra = extra or {}
+    out = table.groupby(keys, sort=False, dropna=False).agg(
+        runs=("run", "nunique"), **{k: (v, "mean") for k, v in extra.items()}, acc=("acc", "mean"),
+        acc_std=("acc", "std"), f1=("f1", "mean"), f1_std=("f1", "std"))
+    out[[*extra, "acc", "acc_std", "f1", "f1_std"]] *= 100
+    return out.reset_index()
+
+
+def quoted(means):
+    """run_means' rows with accuracy and macro-F1 as 'mean ± std', as the results tables quote them."""
+    return means.assign(acc=[mean_std(m, s) for m, s in zip(means.acc, means.acc_std)],
+                        f1=[mean_std(m, s) for m, s in zip(means.f1, means.f1_std)]).drop(columns=["acc_std", "f1_std"])
+
+
 def check_named_output(path, what, suffix, create_folder=False):
     """An output file of setting `what`, refused before any work unless its name ends in `suffix` (so a run's own
     args.json or metrics.json is never overwritten by mistake) and its folder exists (or, with create_folder, can
