@@ -23,6 +23,7 @@ from common.errors import TimeMAEError
 from conftest import synthetic_series
 from scale_helpers import ROOT
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load
+import timemae.estimators
 from timemae.estimators import FLAGS
 from experiments import presets
 from process import NO_STEP_BUDGET
@@ -115,7 +116,7 @@ def test_unequal_length_lists():
 
 
 @pytest.mark.parametrize("finetune", [True, False])
-def test_classifier_predictions_are_consistent(finetune, tmp_path):
+def test_classifier_predictions_are_consistent(finetune, tmp_path, monkeypatch):
     X, y = aeon(60)
     names = np.array(["walk", "run", "jump"])[y]
     clf = TimeMAEClassifier(**SMALL, finetune=finetune, num_epoch=10, flags={"eval_per_steps": 2}).fit(X, names)
@@ -125,7 +126,11 @@ def test_classifier_predictions_are_consistent(finetune, tmp_path):
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
     assert clf.score(X, names) == np.mean(clf.predict(X) == names) > 1 / 3
     assert ("fineall" in clf.metrics_) == finetune
-    back = load(clf.save(str(tmp_path / "clf.pkl")))
+    path = clf.save(str(tmp_path / "clf.pkl"))
+    reads, read = [], timemae.estimators.open_checkpoint
+    monkeypatch.setattr(timemae.estimators, "open_checkpoint", lambda p: reads.append(p) or read(p))
+    back = load(path)
+    assert reads == [path]                                          # the file is read once
     assert type(back) is TimeMAEClassifier and list(back.classes_) == list(clf.classes_)
     np.testing.assert_array_equal(back.predict_proba(X), proba)
 

@@ -25,7 +25,7 @@ from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
-from engine.checkpoint import load_model, open_checkpoint, save_checkpoint, training_data
+from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
 from engine.speed import eval_batch_size
@@ -134,10 +134,11 @@ class _TimeMAE(BaseEstimator):
             self._keep(cfg, trainers[0])
         return self
 
-    def _adopt(self, path, head):
-        """Keep the checkpoint at `path` as the fitted model."""
+    def _adopt(self, path, head, ckpt=None):
+        """Keep the checkpoint at `path` (its dict `ckpt`, when already read) as the fitted model."""
         self.device_ = resolve_device(self.device or default_device())
-        model, ckpt = load_model(path)
+        ckpt = open_checkpoint(path) if ckpt is None else ckpt
+        model = model_from_checkpoint(ckpt, path)
         self.model_, self.data_, self.head_ = model.to(self.device_), dict(ckpt["data"]), head
 
     # ------------------------------------------------------------------------------------------ encoding
@@ -175,7 +176,11 @@ class _TimeMAE(BaseEstimator):
     @classmethod
     def load(cls, path, device=None):
         """The fitted estimator saved at `path` (by save, or a main.py run's pretrain_model.pkl / model.pkl)."""
-        ckpt = open_checkpoint(path)
+        return cls._from_checkpoint(path, open_checkpoint(path), device)
+
+    @classmethod
+    def _from_checkpoint(cls, path, ckpt, device):
+        """load() of the checkpoint dict `ckpt`, read from `path` (the file is read once)."""
         training_data(ckpt, path)   # refuse an old checkpoint before anything is built
         params = ckpt.get("params") or _params_of_run(ckpt.get("args") or {}, ckpt.get("head"))
         est = cls(**{k: v for k, v in params.items() if k in cls._get_param_names()})
@@ -186,7 +191,7 @@ class _TimeMAE(BaseEstimator):
         return est
 
     def _adopt_loaded(self, path, ckpt):
-        self._adopt(path, ckpt.get("head"))
+        self._adopt(path, ckpt.get("head"), ckpt)
 
 
 def api_spelling(text, params):
@@ -288,7 +293,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if ckpt.get("head") not in ("fineall", "probe"):
             raise TimeMAEError(f"{path!r} has no trained classification head (a pretraining checkpoint): load it "
                                "with TimeMAEEncoder.load, or use a run's model.pkl")
-        self._adopt(path, ckpt["head"])
+        self._adopt(path, ckpt["head"], ckpt)
         self.classes_ = np.asarray(self.data_["classes"])
 
     def predict_proba(self, X):
@@ -310,4 +315,4 @@ def load(path, device=None):
     a run's model.pkl), else TimeMAEEncoder."""
     ckpt = open_checkpoint(path)
     cls = TimeMAEClassifier if ckpt.get("head") in ("fineall", "probe") else TimeMAEEncoder
-    return cls.load(path, device)
+    return cls._from_checkpoint(path, ckpt, device)
