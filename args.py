@@ -39,28 +39,6 @@ def default_threads():
     return max(1, cpus // local)
 
 
-def positive_int(text):
-    """An argparse type: a count of 1 or more (threads, repetitions, batch sizes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
-    return value
-
-
-def non_negative_int(text):
-    """An argparse type: a whole number of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
-    return value
-
-
 def whole_numbers(text, least=1):
     """An argparse type: comma-separated whole numbers of `least` or more ('8,16' -> [8, 16]); functools.partial
     sets another least."""
@@ -71,6 +49,27 @@ def whole_numbers(text, least=1):
     if not values or min(values) < least:
         raise argparse.ArgumentTypeError(f"expected whole numbers of {least} or more like 8,16, got {text!r}")
     return values
+
+
+def whole_number(text, least=1):
+    """An argparse type: one whole number of `least` or more."""
+    try:
+        values = whole_numbers(text, least)
+    except argparse.ArgumentTypeError:
+        values = []
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of {least} or more, got {text!r}")
+    return values[0]
+
+
+def positive_int(text):
+    """A count of 1 or more (threads, repetitions, batch sizes)."""
+    return whole_number(text, 1)
+
+
+def non_negative_int(text):
+    """A whole number of 0 or more."""
+    return whole_number(text, 0)
 
 
 def layer_spec(text):

@@ -1,5 +1,6 @@
 """The runtime flags, defined once (args.runtime_flags: the flags of the groups system and speed), as --resume, the
 summary and the estimators read them."""
+import argparse
 import json
 
 import pytest
@@ -59,3 +60,19 @@ def test_the_flags_of_the_system_and_speed_groups_and_a_new_one_are_runtime_flag
 
     flags = _params_of_run({**args.flag_defaults(), **dict.fromkeys(runtime, "other")}, None)["flags"]
     assert not runtime & set(flags) and flags["amp"] is False
+
+
+@pytest.mark.parametrize("parse, text, expected", [
+    (args.positive_int, "3", 3), (args.positive_int, " 4", 4), (args.non_negative_int, "0", 0),
+    (args.whole_numbers, "8,16", [8, 16]), (args.whole_number, "2", 2)])
+def test_the_whole_number_types_read_what_they_admit(parse, text, expected):
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize("parse, text, least", [
+    (args.positive_int, "0", 1), (args.positive_int, "x", 1), (args.positive_int, "1,2", 1),
+    (args.non_negative_int, "-1", 0), (args.non_negative_int, "", 0), (args.whole_numbers, "8,0", 1)])
+def test_the_whole_number_types_refuse_in_one_line_naming_the_least_value(parse, text, least):
+    with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected (a )?whole numbers? of {least} or more.*"
+                                                         rf"got {text!r}$"):
+        parse(text)
