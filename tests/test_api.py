@@ -113,6 +113,8 @@ def test_unequal_length_lists():
         enc.transform([rng.standard_normal((2, 40))])
     with pytest.raises(TimeMAEError, match="3 channels but the model was trained on 2"):
         enc.transform([rng.standard_normal((3, 20))])
+    with pytest.raises(TimeMAEError, match="^new.npy holds series of 40 steps"):   # `what` names X in errors
+        enc.transform([rng.standard_normal((2, 40))], what="new.npy")
 
 
 @pytest.mark.parametrize("finetune", [True, False])

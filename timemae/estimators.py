@@ -144,23 +144,20 @@ class _TimeMAE(BaseEstimator):
     # ------------------------------------------------------------------------------------------ encoding
     def _series(self, X, what="X"):
         """X as the model's input: (n_cases, seq_len, n_channels) float32 on the device, prepared as the
-        training data was; `what` names X in errors (tools.encode: the input file)."""
+        training data was; `what` names X in errors."""
         check_is_fitted(self, "model_")
         x = prepare_series(as_series_array(X, what), self.data_, what)
         return torch.as_tensor(x, device=self.device_)
 
-    def _representations(self, x):
-        """Representations of series prepared by _series."""
-        return extract_representations(self.model_, x, self._batch())
-
     def _batch(self):
         return eval_batch_size(self._config(None, 0), self.device_)
 
-    def transform(self, X):
+    def transform(self, X, what="X"):
         """Representations, the visible encoder's windows pooled by `pooling` (meanmax, the UCR preset's:
         (n_cases, 2 d_model); mean, the paper's: (n_cases, d_model); flat: (n_cases, n_windows * d_model)); with
-        k `repr_layers` (flags), k times as wide."""
-        return self._representations(self._series(X))
+        k `repr_layers` (flags), k times as wide. `what` names X in errors (tools.encode: its input file)."""
+        x = self._series(X, what)   # first: it checks that the estimator is fitted
+        return extract_representations(self.model_, x, self._batch())
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path):
@@ -296,17 +293,13 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         self._adopt(path, ckpt["head"], ckpt)
         self.classes_ = np.asarray(self.data_["classes"])
 
-    def predict_proba(self, X):
-        """Probabilities (n_cases, n_classes), columns in classes_ order."""
+    def predict_proba(self, X, what="X"):
+        """Probabilities (n_cases, n_classes), columns in classes_ order; `what` names X in errors."""
         check_is_fitted(self, "classes_")
-        return self._probabilities(self._series(X))
+        return predict_proba(self.model_, self._series(X, what), self._batch())
 
-    def _probabilities(self, x):
-        """Class probabilities of series prepared by _series."""
-        return predict_proba(self.model_, x, self._batch())
-
-    def predict(self, X):
-        proba = self.predict_proba(X)   # first: it checks that the estimator is fitted
+    def predict(self, X, what="X"):
+        proba = self.predict_proba(X, what)   # first: it checks that the estimator is fitted
         return self.classes_[proba.argmax(axis=1)]
 
 

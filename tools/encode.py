@@ -99,9 +99,9 @@ def encode(model, inputs, out, predict=False, device=None):
     check_output_file(out, "--out")
     path = checkpoint_path(model, predict)
     est = (TimeMAEClassifier if predict else TimeMAEEncoder).load(path, device)
-    series = est._series(read_series(inputs), inputs)             # prepared as the API's X; errors name the file
+    series = read_series(inputs)
     if predict:
-        proba = est._probabilities(series)
+        proba = est.predict_proba(series, inputs)                 # errors name the file
         labels = est.classes_[proba.argmax(axis=1)]
         probs = pd.DataFrame(proba, columns=[f"p_{c}" for c in est.classes_])
         if out.endswith(".csv"):
@@ -109,10 +109,10 @@ def encode(model, inputs, out, predict=False, device=None):
         else:
             atomic_save_npy(labels, out)
             write(out[: -len(".npy")] + "_proba.npy", probs)
-    else:
-        reps = est._representations(series)
-        write(out, pd.DataFrame(reps, columns=[f"z{i}" for i in range(reps.shape[1])]))
-    return len(series)
+        return len(proba)
+    reps = est.transform(series, inputs)
+    write(out, pd.DataFrame(reps, columns=[f"z{i}" for i in range(reps.shape[1])]))
+    return len(reps)
 
 
 def main(argv=None):
