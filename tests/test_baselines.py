@@ -190,3 +190,13 @@ def test_an_error_reading_a_runs_data_names_the_run_and_keeps_its_kind(run, monk
     monkeypatch.setattr(tools.runs, "load_splits", refuse)
     assert tools.baselines.main([run]) == 2
     assert capsys.readouterr().err == f"error: {run!r}: --wave_length 99 is longer than the series\n"
+
+
+def test_the_tools_read_each_runs_args_json_once(data, run, euclidean_nn, monkeypatch, capsys):
+    """run_table reads a run's flags for its checks and hands them to the rows; run_data does not read them again."""
+    reads = []
+    read = tools.runs.saved_flags
+    monkeypatch.setattr(tools.runs, "saved_flags", lambda folder: reads.append(folder) or read(folder))
+    assert tools.baselines.main([run, run + "/", "--methods", "dtw"]) == 0
+    assert tools.pooling.main([run, "--pooling", "mean"]) == 0
+    assert reads == [os.path.normpath(run)] * 2

@@ -55,14 +55,15 @@ def numpy3d(x):
     return np.nan_to_num(np.asarray(x, dtype=np.float64).transpose(0, 2, 1), nan=0.0)
 
 
-def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None):
+def baseline_rows(folder, methods=METHODS, threads=1, data_path=None, done=None, settings=None):
     """Rows (run, dataset, method, fitted, acc, f1, seconds, reused) for the finished run in `folder`, one per method:
     fitted on the labelled training series FineLast's final probe fitted on (`fitted` of them), acc and f1 on the
     run's test split, seconds to fit and predict (the first fit in a process also compiles aeon's numba code);
     data_path: where the run's data is now, when it moved. `done`: a dict of the predictions of 1-NN DTW, which
     draws nothing, by its series: a run on the same series as one before (another seed, all series labelled)
-    takes them from there (reused) rather than computing every distance again."""
-    cfg, splits, fit, held, _ = run_data(folder, data_path)
+    takes them from there (reused) rather than computing every distance again. settings: the run's flags when
+    already read (tools.runs.run_table's)."""
+    cfg, splits, fit, held, _ = run_data(folder, data_path, settings)
     rows = fit if held is None or not cfg.probe_refit else np.concatenate([fit, held])
     if "minirocket" in methods and splits.seq_len < MINIROCKET_STEPS:
         raise TimeMAEError(f"{folder!r}: MiniRocket needs series of at least {MINIROCKET_STEPS} steps, these have "
@@ -115,7 +116,8 @@ def main(argv=None):
             check_table_out(a.out)
         done = {}   # 1-NN DTW's predictions, shared by runs on the same series
         methods = list(dict.fromkeys(a.methods))
-        table = run_table(a.runs, lambda run: baseline_rows(run, methods, a.threads, a.data_path, done), a.data_path)
+        table = run_table(a.runs, lambda run, flags: baseline_rows(run, methods, a.threads, a.data_path, done, flags),
+                          a.data_path)
         report_runs(table, summary, a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)

@@ -65,7 +65,7 @@ def with_encoder(model, encoder):
 
 
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
-                    encoders=ENCODERS[:1], probes=PROBES[:1], cv=0, data_path=None):
+                    encoders=ENCODERS[:1], probes=PROBES[:1], cv=0, data_path=None, settings=None):
     """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in
     `folder`, one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the
     run's own; the column gives the phases the grid has, at most the window length, each once), choice of layers
@@ -73,8 +73,8 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid other than the run's;
     poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the K-fold accuracy over every
     labelled training series (`cross_validated_accuracy`; its best C for logistic); data_path: where the run's
-    data is now, when it moved."""
-    cfg, splits, fit, held, ckpt = run_data(folder, data_path)
+    data is now, when it moved; settings: the run's flags when already read (tools.runs.run_table's)."""
+    cfg, splits, fit, held, ckpt = run_data(folder, data_path, settings)
     grid = probe_C or cfg.probe_C
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
     if cv:  # refuse before encoding anything
@@ -164,9 +164,9 @@ def main(argv=None):
             check_table_out(a.out)
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
-        table = run_table(a.runs, lambda run: pooled_finelast(
+        table = run_table(a.runs, lambda run, flags: pooled_finelast(
             run, probe_C=a.probe_C, phases=a.phases, layers=a.layers, poolings=a.pooling, encoders=a.encoders,
-            probes=a.probes, cv=a.cv, data_path=a.data_path), a.data_path)
+            probes=a.probes, cv=a.cv, data_path=a.data_path, settings=flags), a.data_path)
         report_runs(table, lambda rows: printable(summary(rows)), a.out)
     except TimeMAEError as e:
         print(f"error: {flag_message(e)}", file=sys.stderr)

@@ -27,14 +27,14 @@ def run_settings(folder):
 
 
 def run_table(folders, rows_of, data_path=None):
-    """The rows `rows_of(folder)` of every run folder named, each folder once (however spelt; the first spelling
+    """The rows `rows_of(folder, settings)` of every run folder named (settings: its flags, run_settings), each folder once (however spelt; the first spelling
     kept), every one and the presence of its data (`data_path`: where it is now, when it moved) checked before
     any work, with each run's configuration (run_configs) as a column."""
     unique = list({os.path.realpath(f): os.path.normpath(f) for f in reversed(folders)}.values())[::-1]
     settings = {folder: run_settings(folder) for folder in unique}
     for folder, cfg in settings.items():
         data_present(folder, cfg, data_path)
-    table = pd.DataFrame([row for folder in unique for row in rows_of(folder)])
+    table = pd.DataFrame([row for folder in unique for row in rows_of(folder, settings[folder])])
     table.insert(2, "config", table.run.map(run_configs(settings)))
     return table
 
@@ -60,15 +60,17 @@ def run_configs(settings):
     return config_labels(table).to_dict()
 
 
-def run_data(folder, data_path=None):
+def run_data(folder, data_path=None, settings=None):
     """(flags, splits, fit, held, checkpoint) of the finished run in `folder`: its data (`data_path`: where that
     data is now, when it moved) loaded and normalised as the run did, the indices of the training series its
     probes fitted on (fit) and selected on (held; None: selection on test), and its selected checkpoint's dict.
     Refused when the data is not what the checkpoint trained on (its description: shape, class names,
     normalisation statistics; checkpoints from before they described their data are taken at their word), or has
-    no labels or no test split."""
-    cfg = run_settings(folder)
-    data_present(folder, cfg, data_path)
+    no labels or no test split. settings: the run's flags when already read and checked (run_table's)."""
+    if settings is None:
+        settings = run_settings(folder)
+        data_present(folder, settings, data_path)
+    cfg = argparse.Namespace(**vars(settings))
     cfg.data_path = cfg.data_path if data_path is None else data_path
     try:
         splits = load_splits(cfg)
