@@ -26,7 +26,6 @@ import glob
 import math
 import os
 import pickle
-import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ import pandas as pd
 import torch
 
 from common.errors import TimeMAEError
+from common.unpickling import refused_global
 from data.builders import read_har
 from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, did_you_mean, stack_ragged
 from data.sources import SourceTree
@@ -192,10 +192,9 @@ def read_pt(path):
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found:
+        if refused_global(e):
             raise TimeMAEError(f"cannot read {path}: it holds Python objects other than tensors, arrays and plain "
-                               f"values ({found.group(1)}), which are not loaded: a data file must not run code") \
+                               f"values ({refused_global(e)}), which are not loaded: a data file must not run code") \
                 from None
         raise TimeMAEError(f"cannot read {path}: UnpicklingError: {' '.join(str(e).split())[:200]}") from None
     except Exception as e:

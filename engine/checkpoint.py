@@ -9,11 +9,11 @@ str, numbers, None) are accepted, so a shared checkpoint cannot run code. A pick
 """
 import os
 import pickle
-import re
 
 import torch
 
 from common.errors import TimeMAEError
+from common.unpickling import refused_global
 from engine.runfiles import atomic_save
 from model import TimeMAE
 from model.config import architecture_settings, config_defaults
@@ -36,11 +36,10 @@ def open_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if not found:  # no pickled object named: bytes that are no pickle at all (a text file, say)
+        if not refused_global(e):  # bytes that are no pickle at all (a text file, say)
             raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (not a file torch.save wrote)") from None
         raise TimeMAEError(f"{path!r} holds Python objects other than tensors and plain values "
-                           f"({found.group(1)}), which weights-only loading refuses: it is not a checkpoint of "
+                           f"({refused_global(e)}), which weights-only loading refuses: it is not a checkpoint of "
                            "this version (retrain, or see docs/api.md#old-checkpoints)") from None
     except Exception as e:
         raise TimeMAEError(f"cannot read checkpoint {path!r}: not a file torch.save wrote, or damaged "
