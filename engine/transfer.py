@@ -10,11 +10,7 @@ import torch
 
 from common.errors import TimeMAEError
 from engine.checkpoint import open_checkpoint, saved_settings, settings_diff
-
-# what the visible encoder computes: a checkpoint that differs in one of them holds another encoder, even where
-# its tensors happen to have the same names and shapes (heads, the residual scalars)
-ENCODER_SETTINGS = ("encoder", "d_model", "attn_heads", "layers", "enable_res_parameter", "bert_config",
-                    "bert_positions", "bert_input_norm")
+from model.config import visible_encoder_settings
 
 
 def _module(name):
@@ -29,11 +25,12 @@ def _owner(name):
 
 def transfer_weights(model, path, read=open_checkpoint):
     """Copy the matching tensors of the checkpoint at `path` (opened by `read`: under torchrun rank 0 reads it
-    and sends it to the others) into `model`, refusing one whose visible encoder differs; return (transferred, reinitialised, unused): the copied tensors' names, each other tensor of the
-    model mapped to why it was not copied, and the checkpoint's tensors the model has no place for.
+    and sends it to the others) into `model`, refusing one whose visible encoder differs; return (transferred,
+    reinitialised, unused): the copied tensors' names, each other tensor of the model mapped to why it was not
+    copied, and the checkpoint's tensors the model has no place for.
     A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
     ckpt = read(path)
-    diff = settings_diff(saved_settings(ckpt), model.config, ENCODER_SETTINGS)
+    diff = settings_diff(saved_settings(ckpt), model.config, visible_encoder_settings())
     differ = [f"{k} {a} there, {b} here" for k, (a, b) in diff.items() if k != "bert_config"] or \
         (["another BERT (bert_config)"] if "bert_config" in diff else [])
     if differ:

@@ -34,17 +34,23 @@ def _training(default):
     return field(default=default, metadata={"architecture": False})
 
 
+def _visible(default):
+    """A setting of what the visible encoder computes: a checkpoint that differs in one holds another encoder,
+    even where its tensors have the same names and shapes (transfer learning refuses it)."""
+    return field(default=default, metadata={"visible_encoder": True})
+
+
 @dataclass
 class TimeMAEConfig:
     channels: int
     seq_len: int
     num_classes: int
-    d_model: int = 64
-    attn_heads: int = 4
-    layers: int = 8                     # visible encoder H_theta blocks
+    d_model: int = _visible(64)
+    attn_heads: int = _visible(4)
+    layers: int = _visible(8)           # visible encoder H_theta blocks
     reg_layers: int = 4                 # decoupled encoder F_phi blocks
     dropout: float = _training(0.2)
-    enable_res_parameter: int = 1       # residual branches scaled by a learnable scalar initialised at 1e-8
+    enable_res_parameter: int = _visible(1)   # residual branches scaled by a learnable scalar initialised at 1e-8
     vocab_size: int = 192               # tokenizer codewords
     wave_length: int = 8                # window length sigma of the window slicer
     mask_ratio: float = _training(0.6)
@@ -70,10 +76,10 @@ class TimeMAEConfig:
     mcc: bool = True                    # masked codeword classification
     mrr: bool = True                    # masked representation regression
     decouple: bool = True               # False: mask tokens go through H_theta (no decoupled encoder)
-    encoder: str = "timemae"            # 'timemae' or 'bert'
-    bert_config: Optional[dict] = None  # with BERT the BertConfig itself, so a checkpoint rebuilds the model
-    bert_positions: str = "timemae"
-    bert_input_norm: str = "bert"
+    encoder: str = _visible("timemae")  # 'timemae' or 'bert'
+    bert_config: Optional[dict] = _visible(None)   # with BERT the BertConfig itself, so a checkpoint rebuilds the model
+    bert_positions: str = _visible("timemae")
+    bert_input_norm: str = _visible("bert")
     bert_freeze_layers: int = 0
 
     @classmethod
@@ -206,3 +212,8 @@ def as_flags(settings):
 def architecture_settings():
     """The settings that must agree between a checkpoint and the model it is loaded into."""
     return [f.name for f in fields(TimeMAEConfig) if f.metadata.get("architecture", True)]
+
+
+def visible_encoder_settings():
+    """The settings of what the visible encoder computes, which a transferred checkpoint must share."""
+    return [f.name for f in fields(TimeMAEConfig) if f.metadata.get("visible_encoder")]

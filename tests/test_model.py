@@ -430,3 +430,13 @@ def test_repr_layers_pools_the_chosen_layers_side_by_side():
     assert tiny(repr_layers=(0, 2), pooling="meanmax").head.in_features == 4 * D
     with pytest.raises(TimeMAEError, match=r"repr_layers \[0, 3\] must lie in 0 .* to 2"):
         tiny(repr_layers=(0, 3))
+
+
+def test_the_visible_encoders_settings_are_architecture_settings_and_leave_the_data_to_the_new_run():
+    """Transfer learning refuses a checkpoint that differs in one of them, and takes any channels, length, window,
+    classes, codebook or decoupled encoder (their tensors are reinitialised instead)."""
+    from model.config import architecture_settings, visible_encoder_settings
+    visible = visible_encoder_settings()
+    assert set(visible) <= set(architecture_settings())
+    assert {"d_model", "attn_heads", "layers", "enable_res_parameter", "encoder", "bert_config"} <= set(visible)
+    assert not {"channels", "seq_len", "wave_length", "num_classes", "vocab_size", "reg_layers"} & set(visible)
