@@ -151,7 +151,7 @@ def main(argv=None):
             print(f"error: {flag_message(e)}", file=sys.stderr)
             return 2
         return 0
-    p = argparse.ArgumentParser(prog="python -m tools.fineall_margin", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m tools.fineall_margin", description=__doc__.split("\n\n")[0],
                                 usage="python -m tools.fineall_margin run <main.py flags> | screen RUN [RUN ...]")
     p.add_argument("command", choices=("screen",))
     p.add_argument("runs", nargs="+", help="run folders written by `run`")

@@ -43,7 +43,7 @@ def write_subset(src, dst, sizes, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.subset", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.subset", description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
     for split, n in (("train", 800), ("val", 200), ("test", 1000)):

@@ -245,7 +245,7 @@ def plot_summary(summary):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.summarize", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.summarize", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", metavar="folder",
                    help="folders searched recursively for run folders (metrics.json), or run folders")
     p.add_argument("--out", help="CSV to write the summary to")
