@@ -31,6 +31,9 @@ def save_checkpoint(path, model, **extra):
 
 def open_checkpoint(path):
     """The checkpoint dict at `path` ('model' state and 'config'), refusing a file that is none."""
+    if os.path.isdir(path):
+        raise TimeMAEError(f"checkpoint {path!r} is a folder: pass a checkpoint file in it (a run folder's "
+                           "pretrain_model.pkl or model.pkl)")
     if not os.path.isfile(path):
         raise TimeMAEError(f"checkpoint {path!r} does not exist")
     try:

@@ -235,6 +235,12 @@ def checkpoint_without_training_state(data, run):
     return ["--resume"]
 
 
+def pretrained_path_a_run_folder(data, run):
+    write_pt_dataset(data)
+    os.makedirs(run + "_source")   # a run folder where its checkpoint file belongs
+    return ["--pretrained_path", run + "_source"]
+
+
 def checkpoint_truncated(data, run):
     write_pt_dataset(data)
 
@@ -345,6 +351,7 @@ CASES = [
     (checkpoint_state_mismatch, "does not fit this model"),
     (checkpoint_without_training_state, "is not a last-state checkpoint (it lacks phase, epoch"),
     (checkpoint_truncated, "cannot read checkpoint"),
+    (pretrained_path_a_run_folder, "is a folder: pass a checkpoint file in it (a run folder's pretrain_model.pkl"),
     (resume_unreadable_args, "--resume: cannot read"),
     (resume_changed_flags, "flags differ from the run's args.json (--lr 0.001 -> 0.5)"),
     (resume_finished_run, "has finished"),
