@@ -422,15 +422,17 @@ def _trailing_nan(x):
     return np.flip(np.cumprod(np.flip(np.isnan(x), axis=1), axis=1), axis=1).astype(bool)
 
 
-def _check_values(x, split, dataset):
-    """NaN is allowed only as trailing padding of a channel; inf never."""
+GAPS_HINT = "fill the gaps (--gaps=interpolate fills NaN linearly; inf must be replaced) or drop those series"
+
+
+def _check_values(x, split, dataset, hint=GAPS_HINT):
+    """NaN is allowed only as trailing padding of a channel; inf never. `hint`: what the error advises."""
     trailing = _trailing_nan(x)
     bad = np.isinf(x) | (np.isnan(x) & ~trailing)
     if bad.any():
         n = int(bad.any(axis=(1, 2)).sum())
         raise TimeMAEError(f"{dataset}: {split} data has non-finite values (NaN/inf) inside {n} series; "
-                           "only trailing NaN padding of variable-length series is allowed: fill the gaps "
-                           "(--gaps=interpolate fills NaN linearly; inf must be replaced) or drop those series")
+                           f"only trailing NaN padding of variable-length series is allowed: {hint}")
     if trailing.all(axis=1).any():
         raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
 
@@ -552,9 +554,14 @@ def prepare_series(x, data, what="X"):
                            "longer series are refused (cut them, or train on series of that length)")
     x = np.pad(x[:, : data["seq_len"]], ((0, 0), (0, max(0, data["seq_len"] - x.shape[1])), (0, 0)),
                constant_values=np.nan)
-    if {**DESCRIPTION_DEFAULTS, **data}["gaps"] == "interpolate":
+    gaps = {**DESCRIPTION_DEFAULTS, **data}["gaps"]
+    if gaps == "interpolate":
         x = fill_gaps(x)
-    _check_values(x, "input", what)
+    hint = {"interpolate": "replace the inf values (NaN gaps are filled as in training)",
+            "refuse": "the model was trained to refuse gaps: fill them and replace inf, or train with gaps "
+                      "interpolated (main.py --gaps interpolate, the API's gaps='interpolate'), which fills new "
+                      "series as it filled its own"}[gaps]
+    _check_values(x, "input", what, hint)
     return apply_stats(x, data)
 
 

@@ -427,3 +427,11 @@ def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_t
     filled[::3, 0, 5:9] = gappy[::3, 0, 4:5] + (gappy[::3, 0, 9:10] - gappy[::3, 0, 4:5]) * np.arange(1, 5) / 5
     np.testing.assert_allclose(model.transform(gappy), model.transform(filled), atol=1e-5)
     assert model.data_["gaps"] == "interpolate" and model.predict(gappy).shape == (24,)
+    infinite = X[:2].copy()
+    infinite[0, 0, 3] = np.inf
+    with pytest.raises(TimeMAEError, match=r"allowed: replace the inf values \(NaN gaps are filled as in training\)$"):
+        model.predict(infinite)
+    refusing = TimeMAEClassifier(**SMALL).fit(X, y)             # new series with gaps: the model decides, not a flag
+    with pytest.raises(TimeMAEError, match=r"allowed: the model was trained to refuse gaps: fill them .* "
+                                           r"the API's gaps='interpolate'\), which fills new series as it filled"):
+        refusing.transform(gappy)

@@ -146,7 +146,9 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("channels", "has 3 channels but the model was trained on 2"),
     ("longer", "x.npy holds series of 40 steps but the model was trained on 32: longer series are refused"),
-    ("nan", "x.npy: input data has non-finite values (NaN/inf) inside 1 series"),
+    ("nan", "x.npy: input data has non-finite values (NaN/inf) inside 1 series; only trailing NaN padding of "
+            "variable-length series is allowed: the model was trained to refuse gaps: fill them and replace inf, or "
+            "train with gaps interpolated (main.py --gaps interpolate, the API's gaps='interpolate')"),
     ("no_head", "has no trained classification head"),
     ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0, or its data had no labels); to "
                  "predict, fit a classifier on its representations, e.g. a LogisticRegression on "
