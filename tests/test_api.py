@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -435,3 +436,21 @@ def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_t
     with pytest.raises(TimeMAEError, match=r"allowed: the model was trained to refuse gaps: fill them .* "
                                            r"the API's gaps='interpolate'\), which fills new series as it filled"):
         refusing.transform(gappy)
+
+
+def test_numpy_parameters_and_a_random_state_save_as_plain_values_that_load_back(tmp_path):
+    """A grid search gives numpy numbers (np.arange, np.logspace); a RandomState saves as the seed the fit drew."""
+    X, y = aeon(24)
+    params = {**SMALL, "d_model": np.int64(16), "lr": np.float32(1e-3), "flags": {"min_batches": np.int64(1)}}
+    clf = TimeMAEClassifier(**params, finetune=False, random_state=np.random.RandomState(3)).fit(X, y)
+    loaded = load(clf.save(str(tmp_path / "clf.pkl")))
+    assert loaded.random_state == clf.seed_ and isinstance(loaded.random_state, int)
+    assert type(loaded.d_model) is int and type(loaded.lr) is float and type(loaded.flags["min_batches"]) is int
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    refit = clone(loaded).set_params(verbose=False).fit(X, y)             # the saved seed trains the fit again
+    np.testing.assert_allclose(refit.predict_proba(X), clf.predict_proba(X), atol=1e-6)
+    clf.set_params(verbose=Path("a/path"))                                # an object a checkpoint cannot hold
+    with pytest.raises(TimeMAEError, match=r"^save: parameter verbose holds a pathlib\..*Path, which a checkpoint "
+                                           r"cannot store"):
+        clf.save(str(tmp_path / "other.pkl"))
+    assert not (tmp_path / "other.pkl").exists()

@@ -8,8 +8,10 @@ classifier (the probe main.run's Trainer fitted, taken from it).
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
+import io
 import numbers
 import os
+import pickle
 import re
 import tempfile
 from dataclasses import replace
@@ -24,6 +26,7 @@ import main
 from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
+from common.unpickling import refused_global
 from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
@@ -128,7 +131,7 @@ class _TimeMAE(BaseEstimator):
                 metrics = main.run(cfg, log=log, splits=splits, trainer=trainer)
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
-            self.metrics_ = metrics
+            self.metrics_, self.seed_ = metrics, cfg.seed   # seed_: the seed a RandomState random_state gave
             # where this fit ran: commit, versions, ...
             self.provenance_ = read_json(os.path.join(cfg.save_path, "args.json"))["provenance"]
             self._keep(cfg, trainers[0])
@@ -167,8 +170,24 @@ class _TimeMAE(BaseEstimator):
         check_is_fitted(self, "model_")
         # getattr: an estimator pickled by an earlier version has no provenance_
         save_checkpoint(path, self.model_, data=self.data_, head=self.head_, estimator=type(self).__name__,
-                        params=self.get_params(deep=False), provenance=getattr(self, "provenance_", None))
+                        params=self._saved_params(), provenance=getattr(self, "provenance_", None))
         return path
+
+    def _saved_params(self):
+        """The parameters as plain Python values, which weights-only loading reads back: numpy numbers and arrays
+        as Python's, a RandomState as the seed the fit drew from it; any other object is refused in one line."""
+        params = _plain(self.get_params(deep=False))
+        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+            params["random_state"] = getattr(self, "seed_", None)
+        for name, value in params.items():
+            buffer = io.BytesIO()
+            torch.save(value, buffer)
+            try:
+                torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise TimeMAEError(f"save: parameter {name} holds a {refused_global(e)}, which a checkpoint cannot "
+                                   "store: give it numbers, text, lists or dicts of them") from None
+        return params
 
     @classmethod
     def load(cls, path, device=None):
@@ -189,6 +208,17 @@ class _TimeMAE(BaseEstimator):
 
     def _adopt_loaded(self, path, ckpt):
         self._adopt(path, ckpt.get("head"), ckpt)
+
+
+def _plain(value):
+    """`value` with numpy numbers and arrays as Python's, in dicts, lists and tuples too."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def api_spelling(text, params):
