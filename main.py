@@ -107,6 +107,9 @@ def check_flags(cfg):
     for flag in ("label_ratio", "pretrain_ratio"):
         if not 0 < getattr(cfg, flag) <= 1:
             raise TimeMAEError(f"--{flag} must lie in (0, 1], got {getattr(cfg, flag)}")
+    if cfg.compile and cfg.compile_backend not in torch.compiler.list_backends(exclude_tags=()):
+        raise TimeMAEError(f"--compile_backend {cfg.compile_backend!r} is not a torch.compile backend (one of "
+                           f"{', '.join(torch.compiler.list_backends())}, or a debugging one such as aot_eager)")
     if cfg.resume and cfg.overwrite:
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
     for flag in ("data_path", "save_path"):   # '' would silently mean the default folder

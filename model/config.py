@@ -134,8 +134,8 @@ class TimeMAEConfig:
         if not 0 <= self.momentum <= 1:
             raise ConfigError(f"momentum must lie in [0, 1], got {self.momentum}", ("momentum",))
         for name in ("tau", "codebook_tau"):  # temperatures divide the scores
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}", (name,))
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a positive finite number, got {getattr(self, name)}", (name,))
         if not (self.mcc or self.mrr):
             raise ConfigError("mcc=False and mrr=False together leave nothing to learn: drop at most one of the tasks",
                               ("mcc", "mrr"))
@@ -154,8 +154,9 @@ class TimeMAEConfig:
             raise ConfigError(f"bert_positions 'naive' numbers the {self.num_windows} windows with BERT's positions, "
                               f"and this BERT has {self.bert_config['max_position_embeddings']}: use bert_positions "
                               "'timemae' or a longer wave_length", ("bert_positions", "wave_length"))
-        if self.codebook_usage < 0:
-            raise ConfigError(f"codebook_usage must be 0 or more, got {self.codebook_usage}", ("codebook_usage",))
+        if not 0 <= self.codebook_usage < math.inf:
+            raise ConfigError(f"codebook_usage must be a finite weight, 0 or more, got {self.codebook_usage}",
+                              ("codebook_usage",))
         if not 0 <= self.codebook_ema < 1:
             raise ConfigError(f"codebook_ema must be in [0, 1), got {self.codebook_ema}", ("codebook_ema",))
         if self.codebook_ema and self.codebook != "linear":
@@ -180,8 +181,9 @@ class TimeMAEConfig:
             raise ConfigError(f"phases must be 1 or more, got {self.phases}", ("phases",))
         for name, unit in (("random_shift", "windows"), ("scaling", "standard deviations"),
                            ("jitter", "standard deviations")):   # the augmentations: 0 is off
-            if not getattr(self, name) >= 0:                     # NaN is refused too
-                raise ConfigError(f"{name} must be 0 or more ({unit}), got {getattr(self, name)}", (name,))
+            if not 0 <= getattr(self, name) < math.inf:          # NaN is refused too
+                raise ConfigError(f"{name} must be a finite number of {unit}, 0 or more, got {getattr(self, name)}",
+                                  (name,))
         if not 0 < self.num_masked < self.num_windows:
             raise ConfigError(f"mask_ratio {self.mask_ratio} masks {self.num_masked} of {self.num_windows} "
                               "windows: at least one window must be masked and one visible", ("mask_ratio",))

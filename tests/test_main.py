@@ -203,10 +203,16 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--seed", "-1"], "--seed must lie in 0..4294967295, got -1"),
     (["--num_workers", "-1"], "--num_workers must be 0 or more, got -1"),
     (["--dropout", "1"], "--dropout must lie in [0, 1), got 1.0"),
-    (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be positive, got 0.0"),
+    (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be a positive finite number, got 0.0"),
     (["--vocab_size", "1"], "--vocab_size must be at least 2, got 1"),
     (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
     (["--save_path", ""], "--save_path is empty: name a folder, or leave the flag out for the default"),
+    (["--compile", "--compile_backend", "nonsense"], "--compile_backend 'nonsense' is not a torch.compile backend"),
+    (["--random_shift", "inf"], "--random_shift must be a finite number of windows, 0 or more, got inf"),
+    (["--scaling", "inf"], "--scaling must be a finite number of standard deviations, 0 or more, got inf"),
+    (["--codebook_usage", "nan"], "--codebook_usage must be a finite weight, 0 or more, got nan"),
+    (["--codebook_usage", "inf"], "--codebook_usage must be a finite weight, 0 or more, got inf"),
+    (["--tau", "inf"], "--tau must be a positive finite number, got inf"),
 ])
 def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, message):
     code, err = run_main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"),

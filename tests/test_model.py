@@ -298,7 +298,7 @@ def test_dropout_keeps_the_same_series_of_units_in_bfloat16():
     (dict(vocab_size=1), "vocab_size must be at least 2, got 1"),
     (dict(dropout=1.0), r"dropout must lie in \[0, 1\), got 1.0"),
     (dict(momentum=-0.1), r"momentum must lie in \[0, 1\], got -0.1"),
-    (dict(tau=0.0), "tau must be positive, got 0.0"),
+    (dict(tau=0.0), "tau must be a positive finite number, got 0.0"),
     (dict(codebook="Linear"), "codebook must be one of linear, cosine, got 'Linear'"),
     (dict(tokenizer="argmx"), "tokenizer must be one of ste, argmax"),
     (dict(target_noise="gumbell"), "target_noise must be one of none, gumbel"),
