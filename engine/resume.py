@@ -68,7 +68,15 @@ def log_sizes(run_dir):
 
 
 def rewind_logs(run_dir, sizes):
-    """Drop the lines written after the checkpoint (the epoch being replayed) and logs begun after it."""
+    """Drop the lines written after the checkpoint (the epoch being replayed) and logs begun after it. A log
+    shorter than the checkpoint recorded (or gone) was changed after it: refused before any log is touched
+    (truncating would pad it with zero bytes)."""
+    for name in LOGS:
+        path = os.path.join(run_dir, name)
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        if size < sizes.get(name, 0):
+            raise TimeMAEError(f"--resume: {path} holds {size} bytes but {LAST} recorded {sizes[name]}: the log was "
+                               "cut or removed after the checkpoint; restore it, or start afresh with --overwrite")
     for name in LOGS:
         path = os.path.join(run_dir, name)
         if name in sizes and os.path.isfile(path):

@@ -176,6 +176,30 @@ def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, refere
     assert_same_run(run, reference)
 
 
+@pytest.mark.parametrize("change", ["emptied", "removed"])
+def test_a_log_cut_after_the_checkpoint_is_refused_and_the_run_left_as_it_was(data, tmp_path, monkeypatch, capsys,
+                                                                              change):
+    """Truncating a log to the size last.pkl recorded would pad a shorter one with zero bytes."""
+    run = str(tmp_path / "run")
+    crash_on_call(monkeypatch, "_scores", 3)
+    with pytest.raises(Crash):
+        main.main(tiny_flags(data, run, **EPOCHS))
+    monkeypatch.undo()
+    log = os.path.join(run, "pretrain_log.jsonl")
+    if change == "emptied":
+        open(log, "w").close()
+    else:
+        os.remove(log)
+    before = {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))}
+    capsys.readouterr()
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"error: --resume: \S+pretrain_log.jsonl holds 0 bytes but last.pkl recorded [1-9]\d*: "
+                        r"the log was cut or removed after the checkpoint; restore it, or start afresh with "
+                        r"--overwrite", err), err
+    assert {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))} == before
+
+
 def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkeypatch):
     """The EMA codebook's counts and sums live outside the state_dict: last.pkl keeps them, so a run crashed
     in pretraining epoch 3 resumes to the weights of the run never interrupted."""
