@@ -1,5 +1,6 @@
 """The run folder and crash-safe writes: atomic replacement of whole files, appends of whole log lines; and reads of
 its JSON files."""
+import io
 import json
 import os
 import tempfile
@@ -99,7 +100,9 @@ def _atomic(path, write):
 
 
 def atomic_save(obj, path):
-    _atomic(path, lambda f: torch.save(obj, f))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)   # in memory first: a full disk is then the file's OSError, not torch's RuntimeError
+    _atomic(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def atomic_save_npy(array, path):
