@@ -551,7 +551,8 @@ def test_subset_refuses_its_source_as_destination_and_checks_every_size_before_w
     assert {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()} == before
     dst = tmp_path / "dst"
     assert subset_main([src, str(dst), *sizes[:-1], "999999"]) == 2
-    assert capsys.readouterr().err == "error: --test must lie in 1..47 (test.pt holds 48), got 999999\n"
+    assert capsys.readouterr().err == "error: --test must lie in 3..45 (test.pt holds 48 series of 3 classes), got " \
+                                      "999999\n"
     assert not dst.exists()                                      # not even train.pt and val.pt
     assert subset_main([src, str(dst), *sizes]) == 0
     assert capsys.readouterr().out == f"{dst}: train 30, val 8, test 12\n"
@@ -577,7 +578,7 @@ def test_subset_reads_a_split_as_main_does(tmp_path, capsys):
     src, val = tmp_path / "src", tmp_path / "src" / "val.pt"
     write_tstcc(src)
     data = torch.load(val)
-    args = [str(src), str(tmp_path / "dst"), "--train", "30", "--val", "8", "--test", "12"]
+    args = [str(src), str(tmp_path / "dst"), "--train", "30", "--val", "8", "--test", "12", "--overwrite"]
     torch.save((data["samples"], data["labels"]), val)
     assert subset_main(args) == 0
     assert torch.load(tmp_path / "dst" / "val.pt")["samples"].shape == (8, 2, 32)
@@ -589,6 +590,42 @@ def test_subset_reads_a_split_as_main_does(tmp_path, capsys):
         torch.save(stored, val)
         assert subset_main(args) == 2
         assert capsys.readouterr().err == f"error: {val}: {message}\n"
+
+
+def test_subset_replaces_a_dataset_only_with_overwrite_and_whole(tmp_path, capsys, monkeypatch):
+    """A destination holding a dataset is refused without --overwrite; a write that fails part-way (the second
+    file) leaves the three files there as they were; --train 1 of 3 classes is refused in tools.subset's words."""
+    import torch
+
+    import tools.subset
+    from common.errors import TimeMAEError
+    from conftest import write_tstcc
+    src, dst = write_tstcc(tmp_path / "src"), str(tmp_path / "dst")
+    args = [src, dst, "--train", "30", "--val", "8", "--test", "12"]
+    smaller = [src, dst, "--train", "20", "--val", "8", "--test", "12"]
+    assert tools.subset.main(args) == 0
+    before = {f: open(os.path.join(dst, f), "rb").read() for f in sorted(os.listdir(dst))}
+    capsys.readouterr()
+    assert tools.subset.main(smaller) == 2
+    assert capsys.readouterr().err == (f"error: destination {dst!r} already holds train.pt, val.pt, test.pt: pass "
+                                       "--overwrite to replace them, or choose another destination\n")
+    real, calls = tools.subset.atomic_save, []
+
+    def fails_second(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise TimeMAEError(f"cannot write {path!r}: No space left on device")
+        real(obj, path)
+    monkeypatch.setattr(tools.subset, "atomic_save", fails_second)
+    assert tools.subset.main([*smaller, "--overwrite"]) == 2
+    monkeypatch.undo()
+    assert {f: open(os.path.join(dst, f), "rb").read() for f in sorted(os.listdir(dst))} == before
+    assert tools.subset.main([*smaller, "--overwrite"]) == 0
+    assert torch.load(os.path.join(dst, "train.pt"))["labels"].shape == (20,)
+    capsys.readouterr()
+    assert tools.subset.main([src, str(tmp_path / "one"), "--train", "1"]) == 2
+    assert capsys.readouterr().err == "error: --train must lie in 3..93 (train.pt holds 96 series of 3 classes), " \
+                                      "got 1\n"
 
 
 def test_subset_stratifies_labels_of_any_numbers(tmp_path):

@@ -2,7 +2,9 @@
 
     python -m tools.subset $TIMEMAE_DATA/Epilepsy exp/data/Epilepsy --train 800 --val 200 --test 1000
 
-The destination must be another folder than the source; every size is checked before any file is written.
+The destination must be another folder than the source, and one holding a dataset is replaced only with
+--overwrite; every size is checked before any file is written, and the three files are written before any of them
+replaces a file there.
 """
 import argparse
 import os
@@ -16,13 +18,18 @@ from datautils import read_pt, stratified_split, unpack_pt
 from engine.runfiles import atomic_save, make_writable_dir
 
 
-def write_subset(src, dst, sizes, seed=0):
+def write_subset(src, dst, sizes, seed=0, overwrite=False):
     """Write a stratified draw of sizes[split] series of every split in `src` into `dst`, as TS-TCC dicts of the
     tensors main.py reads; return the counts. Every split is read and every size checked before anything is
-    written, and each file is replaced whole."""
+    written; the files are written under temporary names first, then renamed (a failed write leaves `dst` as it
+    was); a dataset already in `dst` is replaced only with `overwrite`."""
     if os.path.isdir(src) and os.path.isdir(dst) and os.path.samefile(src, dst):   # links and mounts too
         raise TimeMAEError(f"destination {dst!r} is the source folder: the subset would replace the dataset; "
                            "choose another destination")
+    present = [f"{split}.pt" for split in sizes if os.path.lexists(os.path.join(dst, f"{split}.pt"))]
+    if present and not overwrite:
+        raise TimeMAEError(f"destination {dst!r} already holds {', '.join(present)}: pass --overwrite to replace "
+                           "them, or choose another destination")
     subsets = {}
     for split, n in sizes.items():
         path = os.path.join(src, f"{split}.pt")
@@ -31,14 +38,29 @@ def write_subset(src, dst, sizes, seed=0):
         samples, labels = unpack_pt(read_pt(path), path)   # read and checked as main.py reads the file
         if labels.dtype.kind not in "biuf":   # the draw is stratified by class number, and kept as a tensor
             raise TimeMAEError(f"{path}: labels must be class numbers, got {labels.dtype}")
-        if not 0 < n < len(labels):
-            raise TimeMAEError(f"--{split} must lie in 1..{len(labels) - 1} ({split}.pt holds {len(labels)}), got {n}")
         codes = np.unique(labels, return_inverse=True)[1]     # 0..K-1 whatever the labels (-1/1, 0.5, ...)
-        _, keep = stratified_split(codes, n / len(labels), seed)
+        classes = int(codes.max()) + 1
+        if not classes <= n <= len(labels) - classes:   # the draw keeps and leaves out a series of every class
+            raise TimeMAEError(f"--{split} must lie in {classes}..{len(labels) - classes} ({split}.pt holds "
+                               f"{len(labels)} series of {classes} classes), got {n}")
+        try:
+            _, keep = stratified_split(codes, n / len(labels), seed)
+        except TimeMAEError:   # its wording names main.py's flags
+            raise TimeMAEError(f"--{split} {n}: {split}.pt has a class of one series, which a stratified draw "
+                               f"cannot split (class counts {np.bincount(codes).tolist()})") from None
         subsets[split] = {"samples": torch.from_numpy(samples[keep]), "labels": torch.from_numpy(labels[keep])}
     make_writable_dir(dst, "destination")
-    for split, subset in subsets.items():
-        atomic_save(subset, os.path.join(dst, f"{split}.pt"))
+    temporary = {split: os.path.join(dst, f".tmp-subset-{split}.pt") for split in subsets}
+    try:
+        for split, subset in subsets.items():
+            atomic_save(subset, temporary[split])
+    except BaseException:
+        for path in temporary.values():
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    for split, path in temporary.items():
+        os.replace(path, os.path.join(dst, f"{split}.pt"))
     return {split: len(subset["labels"]) for split, subset in subsets.items()}
 
 
@@ -49,9 +71,10 @@ def main(argv=None):
     for split, n in (("train", 800), ("val", 200), ("test", 1000)):
         p.add_argument(f"--{split}", type=int, default=n, help=f"series kept from {split}.pt")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset files already in dst")
     a = p.parse_args(argv)
     try:
-        counts = write_subset(a.src, a.dst, {"train": a.train, "val": a.val, "test": a.test}, a.seed)
+        counts = write_subset(a.src, a.dst, {"train": a.train, "val": a.val, "test": a.test}, a.seed, a.overwrite)
     except TimeMAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
