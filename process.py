@@ -25,9 +25,9 @@ from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import checkpoint, load_state, read_checkpoint
 from engine.distributed import Dist
-from engine.record import EPOCH_LOG, RunRecord
+from engine.record import EPOCH_LOG, RunRecord, read_epoch_log
 from engine.resume import LAST
-from engine.runfiles import atomic_save, atomic_write_json, read_jsonl
+from engine.runfiles import atomic_save, atomic_write_json
 from engine.speed import autocast, compiled, eval_batch_size
 from loss import codebook_usage, hits_ndcg, pretrain_loss
 from model import TimeMAE
@@ -159,7 +159,7 @@ class Trainer:
         """pretrain_log.jsonl's rows, one per pretraining epoch of every session ([] without the file), read by
         rank 0: once pretraining is over, for the selection line's ties and the codebook report."""
         path = self.record.path(EPOCH_LOG)
-        return self.dist.on_main(lambda: read_jsonl(path) if os.path.isfile(path) else [])
+        return self.dist.on_main(lambda: read_epoch_log(path) if os.path.isfile(path) else [])
 
     def codebook_report(self, epochs):
         """Codewords used and perplexity of the last pretraining epoch (`epochs`: pretrain_log.jsonl's rows, none

@@ -26,8 +26,8 @@ from classification import extract_representations
 from common.errors import TimeMAEError
 from datautils import load_dataset, prepare_series
 from engine.checkpoint import load_model, training_data
-from engine.record import EPOCH_LOG
-from engine.runfiles import FIGURES, atomic_save_figure, read_json, read_jsonl
+from engine.record import EPOCH_LOG, metric, read_epoch_log
+from engine.runfiles import FIGURES, atomic_save_figure, read_json
 
 
 def read_epochs(run_dir):
@@ -37,7 +37,7 @@ def read_epochs(run_dir):
     if not os.path.isfile(path):
         raise TimeMAEError(f"{run_dir!r} has no {EPOCH_LOG} (not a run folder, or one written before the "
                            "per-epoch log existed)")
-    return pd.DataFrame(read_jsonl(path))
+    return pd.DataFrame(read_epoch_log(path))
 
 
 def read_args(run_dir):
@@ -49,9 +49,14 @@ def read_args(run_dir):
 
 
 def read_metrics(run_dir):
-    """metrics.json, or {} while the run is unfinished."""
+    """What the plots read of metrics.json, each value checked (engine.record.metric): FineLast's epoch and test
+    accuracy, FineAll's test accuracy; {} while the run is unfinished."""
     path = os.path.join(run_dir, "metrics.json")
-    return read_json(path) if os.path.isfile(path) else {}
+    metrics, read = (read_json(path) if os.path.isfile(path) else {}), {}
+    for phase, key in (("finelast", "epoch"), ("finelast", "acc"), ("fineall", "acc")):
+        if (value := metric(metrics, path, phase, key)) is not None:
+            read.setdefault(phase, {})[key] = value
+    return read
 
 
 def read_finetune(run_dir):

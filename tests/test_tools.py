@@ -255,6 +255,24 @@ def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in
         err = capsys.readouterr().err
         assert err.startswith(f"error: cannot read {broken}: expected ") and err.count("\n") == 1
         broken.write_text(good)
+    metrics_json, log = exp / "labelled" / "metrics.json", exp / "labelled" / "pretrain_log.jsonl"
+    for path, content, error in (   # valid JSON of the wrong shape, edited by hand, say
+            (metrics_json, {**metrics, "finelast": 5}, "expected finelast to be an object, got 5"),
+            (metrics_json, {**metrics, "finelast": {"acc": "x"}}, "expected finelast.acc to be a number, got 'x'"),
+            (metrics_json, {**metrics, "baselines": {"nn1": {"acc": None}, "logistic": []}},
+             "expected baselines.logistic to be an object, got []"),
+            (log, '{"epoch": "x"}\n', 'record 1 is not a pretraining epoch\'s (an object with the numbers epoch, '
+                                      'loss, used, ppl): {"epoch": "x"}'),
+            (log, "[1, 2]\n", "record 1 is not a pretraining epoch's")):
+        good = path.read_text()
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        for command in (summarize_main, visualize_main):
+            if command is visualize_main and "baselines" in error:
+                continue   # visualize does not read the baselines
+            assert command([str(exp / "labelled")]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: cannot read {path}: {error}") and err.count("\n") == 1, err
+        path.write_text(good)
 
 
 def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_runs, tmp_path, capsys):

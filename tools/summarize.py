@@ -28,9 +28,8 @@ from args import flag_defaults, runtime_flags, saved_flags
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
-from engine.record import EPOCH_LOG
-from engine.runfiles import (atomic_save_figure, atomic_write_text, check_output_file, make_writable_dir, read_json,
-                             read_jsonl)
+from engine.record import EPOCH_LOG, metric, read_epoch_log
+from engine.runfiles import atomic_save_figure, atomic_write_text, check_output_file, make_writable_dir, read_json
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
@@ -67,11 +66,11 @@ def collect_runs(roots):
                "transfer": bool(config.get("pretrained_path")),     # started from another run's encoder
                "args": {k: comparable(config[k]) for k in flags}}
         for phase, key in METRICS:
-            if key in (metrics.get(phase) or {}):
-                row[f"{phase}_{key}"] = 100 * metrics[phase][key]
-        for name, scores in (metrics.get("baselines") or {}).items():   # None without a test split
-            if name in BASELINES and "acc" in scores:
-                row[f"raw_{name}_acc"] = 100 * scores["acc"]
+            if (value := metric(metrics, path, phase, key)) is not None:
+                row[f"{phase}_{key}"] = 100 * value
+        for name in BASELINES:   # baselines is None without a test split
+            if (value := metric(metrics, path, "baselines", name, "acc")) is not None:
+                row[f"raw_{name}_acc"] = 100 * value
         row.update(final_codebook(folder))
         rows.append(row)
     runs = pd.DataFrame(rows)
@@ -83,7 +82,7 @@ def collect_runs(roots):
 def final_codebook(folder):
     """Codewords used and their perplexity in the last pretraining epoch (pretrain_log.jsonl), if any."""
     path = os.path.join(folder, EPOCH_LOG)
-    rows = read_jsonl(path) if os.path.isfile(path) else []
+    rows = read_epoch_log(path) if os.path.isfile(path) else []
     if not rows:
         return {}
     last = rows[-1]
