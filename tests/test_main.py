@@ -121,16 +121,16 @@ def test_the_selection_line_says_how_many_probes_tied(tstcc_dir, tmp_path, capsy
     is read once, at the end of pretraining, for those ties and for the codebook report of metrics.json."""
     import process
     accs = iter([0.5, 0.8, 0.8, 0.7])
-    reads, read_jsonl = [], process.read_jsonl
+    reads, read_epoch_log = [], process.read_epoch_log
     monkeypatch.setattr(process.Trainer, "_fit_probe", lambda *args, **kw: {"acc": next(accs)})
-    monkeypatch.setattr(process, "read_jsonl", lambda path: reads.append(path) or read_jsonl(path))
+    monkeypatch.setattr(process, "read_epoch_log", lambda path: reads.append(path) or read_epoch_log(path))
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"), "--wave_length",
                  "4", "--num_epoch_pretrain", "4", "--probe_every", "1", "--num_epoch", "0", *TINY]) == 0
     out = capsys.readouterr().out
     assert "selected pretraining epoch 2 (val acc 0.8000, 2 of 4 probes scored it, the earliest is kept)" in out
     assert reads == [str(tmp_path / "r" / "pretrain_log.jsonl")]
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    last = read_jsonl(reads[0])[-1]
+    last = read_epoch_log(reads[0])[-1]
     assert (metrics["codebook"]["used"], metrics["codebook"]["ppl"]) == (last["used"], last["ppl"])
     held = metrics["selection"]
     assert f"; selection on val, {held} training series held out; " in out.splitlines()[0] and held > 0
