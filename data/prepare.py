@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.parse
 
 from data.catalog import SHA256, lookup
 from data.download import Unreachable, fetch
@@ -27,6 +28,7 @@ from common.errors import TimeMAEError, WriteError
 from common.modes import umask
 
 
+URL_SCHEMES = ("https", "http", "ftp", "file")   # what urllib fetches
 MIRROR_ENV = "TIMEMAE_MIRROR"  # base URL of a mirror of the publishers' files (default of --base-url)
 
 
@@ -43,6 +45,9 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     if download == bool(sources):
         raise TimeMAEError("pass either --download (fetch from the publisher) or --source PATH (an archive or "
                            "folder already downloaded)")
+    if download and base_url is not None and urllib.parse.urlsplit(base_url).scheme not in URL_SCHEMES:
+        raise TimeMAEError(f"--base-url {base_url!r} is not a URL: expected the address of a mirror laid out like "
+                           f"the publisher's ({', '.join(s + '://...' for s in URL_SCHEMES)})")
     _check_target(out, overwrite)
     parent = os.path.dirname(out)
     try:   # the first write: an --out that cannot be written is refused before anything is downloaded

@@ -460,6 +460,15 @@ def test_offline_is_a_one_line_refusal(tmp_path, capsys):
     assert os.listdir(tmp_path) == []                                 # no dataset, no empty cache folder
 
 
+@pytest.mark.parametrize("base", ["notaurl", "127.0.0.1:8000/uea", "/srv/mirror"])
+def test_a_base_url_that_is_no_url_is_a_one_line_refusal(tmp_path, capsys, base):
+    assert main(["BasicMotions", "--download", "--base-url", base, "--out", str(tmp_path / "BM")]) == 2
+    assert capsys.readouterr().err == (f"error: --base-url {base!r} is not a URL: expected the address of a mirror "
+                                       "laid out like the publisher's (https://..., http://..., ftp://..., "
+                                       "file://...)\n")
+    assert os.listdir(tmp_path) == []
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / EPILEPSY_ZIP).write_bytes(small_epilepsy_zip())
