@@ -207,6 +207,9 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--vocab_size", "1"], "--vocab_size must be at least 2, got 1"),
     (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
     (["--save_path", ""], "--save_path is empty: name a folder, or leave the flag out for the default"),
+    (["--dataset", "ucr", "--UCR_folder", "../ArrowHead"], "--UCR_folder '../ArrowHead': expected an archive name "
+                                                            "such as ArrowHead, not a path; pass the folder that holds "
+                                                            "it as --data_path"),
     (["--compile", "--compile_backend", "nonsense"], "--compile_backend 'nonsense' is not a torch.compile backend"),
     (["--random_shift", "inf"], "--random_shift must be a finite number of windows, 0 or more, got inf"),
     (["--scaling", "inf"], "--scaling must be a finite number of standard deviations, 0 or more, got inf"),
