@@ -153,6 +153,8 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("no_model", "holds no model.pkl (the run did not fine-tune: --num_epoch 0, or its data had no labels); to "
                  "predict, fit a classifier on its representations, e.g. a LogisticRegression on "
                  "TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
+    ("unfinished", "holds no model.pkl: the run has not finished (no metrics.json); last.pkl is there: rerun its "
+                   "command with --resume to finish it"),
     ("format", "unknown file type .txt"),
     ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .arff, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
@@ -184,7 +186,11 @@ def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     if case == "no_model":                                        # a run folder of FineLast only
         model = str(tmp_path / "finelast")
         shutil.copytree(out, model, ignore=shutil.ignore_patterns("model.pkl"))
-    predict = ["--predict"] * (case in ("no_head", "no_model"))
+    if case == "unfinished":                                      # killed while fine-tuning
+        model = str(tmp_path / "unfinished")
+        shutil.copytree(out, model, ignore=shutil.ignore_patterns("model.pkl", "metrics.json"))
+        shutil.copy(os.path.join(model, "pretrain_model.pkl"), os.path.join(model, "last.pkl"))
+    predict = ["--predict"] * (case in ("no_head", "no_model", "unfinished"))
     assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *predict]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err

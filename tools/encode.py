@@ -22,7 +22,7 @@ import torch
 from common.errors import TimeMAEError
 from data.formats import UEA_READERS
 from datautils import load_numpy_file, read_pt
-from engine.runfiles import atomic_save_npy, atomic_write_text, check_output_file
+from engine.runfiles import RUN_STATE, atomic_save_npy, atomic_write_text, check_output_file
 from timemae import TimeMAEClassifier, TimeMAEEncoder
 
 ARCHIVE_READERS = dict(UEA_READERS)   # .ts, .arff, .tsv
@@ -74,6 +74,10 @@ def checkpoint_path(model, predict):
     path = os.path.join(model, name)
     if not os.path.isdir(model):
         raise TimeMAEError(f"{model!r} is neither a run folder nor a checkpoint file")
+    if not os.path.isfile(path) and not os.path.isfile(os.path.join(model, "metrics.json")):
+        resume = os.path.isfile(os.path.join(model, RUN_STATE))
+        raise TimeMAEError(f"run folder {model!r} holds no {name}: the run has not finished (no metrics.json)" + (
+            f"; {RUN_STATE} is there: rerun its command with --resume to finish it" if resume else ""))
     if not os.path.isfile(path):
         raise TimeMAEError(f"run folder {model!r} holds no {name}" + (
             " (the run did not fine-tune: --num_epoch 0, or its data had no labels); to predict, fit a classifier on "
