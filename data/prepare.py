@@ -45,9 +45,10 @@ def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=
     if download == bool(sources):
         raise TimeMAEError("pass either --download (fetch from the publisher) or --source PATH (an archive or "
                            "folder already downloaded)")
+    base_url = base_url or None   # an empty --base-url or $TIMEMAE_MIRROR: the publisher
     if download and base_url is not None and urllib.parse.urlsplit(base_url).scheme not in URL_SCHEMES:
-        raise TimeMAEError(f"--base-url {base_url!r} is not a URL: expected the address of a mirror laid out like "
-                           f"the publisher's ({', '.join(s + '://...' for s in URL_SCHEMES)})")
+        raise TimeMAEError(f"--base-url (or ${MIRROR_ENV}) {base_url!r} is not a URL: expected the address of a "
+                           f"mirror laid out like the publisher's ({', '.join(s + '://...' for s in URL_SCHEMES)})")
     _check_target(out, overwrite)
     parent = os.path.dirname(out)
     try:   # the first write: an --out that cannot be written is refused before anything is downloaded

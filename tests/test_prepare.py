@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+import data.prepare
 from data import catalog
 from data.prepare import _source_names, main, prepare, run_target
 from data.sources import SourceTree
@@ -461,12 +462,29 @@ def test_offline_is_a_one_line_refusal(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("base", ["notaurl", "127.0.0.1:8000/uea", "/srv/mirror"])
-def test_a_base_url_that_is_no_url_is_a_one_line_refusal(tmp_path, capsys, base):
-    assert main(["BasicMotions", "--download", "--base-url", base, "--out", str(tmp_path / "BM")]) == 2
-    assert capsys.readouterr().err == (f"error: --base-url {base!r} is not a URL: expected the address of a mirror "
-                                       "laid out like the publisher's (https://..., http://..., ftp://..., "
-                                       "file://...)\n")
+def test_a_base_url_that_is_no_url_is_a_one_line_refusal(tmp_path, capsys, monkeypatch, base):
+    for argv in (["--base-url", base], []):                        # the flag, or the variable that is its default
+        monkeypatch.setenv("TIMEMAE_MIRROR", base)
+        assert main(["BasicMotions", "--download", *argv, "--out", str(tmp_path / "BM")]) == 2
+        assert capsys.readouterr().err == (f"error: --base-url (or $TIMEMAE_MIRROR) {base!r} is not a URL: expected "
+                                           "the address of a mirror laid out like the publisher's (https://..., "
+                                           "http://..., ftp://..., file://...)\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_empty_mirror_setting_means_the_publisher(tmp_path, monkeypatch):
+    class Stop(BaseException):
+        """Stops the preparation at its first download."""
+    fetched = []
+
+    def fetch(url, *args, **kwargs):
+        fetched.append(url)
+        raise Stop
+    monkeypatch.setattr(data.prepare, "fetch", fetch)
+    monkeypatch.setenv("TIMEMAE_MIRROR", "")
+    with pytest.raises(Stop):
+        main(["BasicMotions", "--download", "--out", str(tmp_path / "BM")])
+    assert fetched == [catalog.lookup("BasicMotions").downloads()[0][0]]
 
 
 def test_existing_output_needs_overwrite(tmp_path):
