@@ -155,6 +155,7 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
                  "TimeMAEEncoder.load(<run>/pretrain_model.pkl)"),
     ("unfinished", "holds no model.pkl: the run has not finished (no metrics.json); last.pkl is there: rerun its "
                    "command with --resume to finish it"),
+    ("not_a_run", "is not a run folder (no args.json, no pretrain_model.pkl): pass a run folder"),
     ("format", "unknown file type .txt"),
     ("folder", "is a folder; pass one file of series (.npy, .npz, .pt, .ts, .arff, .tsv, .csv)"),
     ("not_npy", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
@@ -186,6 +187,8 @@ def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     if case == "no_model":                                        # a run folder of FineLast only
         model = str(tmp_path / "finelast")
         shutil.copytree(out, model, ignore=shutil.ignore_patterns("model.pkl"))
+    if case == "not_a_run":                                       # a dataset folder, say
+        model = str(tmp_path)
     if case == "unfinished":                                      # killed while fine-tuning
         model = str(tmp_path / "unfinished")
         shutil.copytree(out, model, ignore=shutil.ignore_patterns("model.pkl", "metrics.json"))

@@ -74,6 +74,9 @@ def checkpoint_path(model, predict):
     path = os.path.join(model, name)
     if not os.path.isdir(model):
         raise TimeMAEError(f"{model!r} is neither a run folder nor a checkpoint file")
+    if not os.path.isfile(path) and not os.path.isfile(os.path.join(model, "args.json")):
+        raise TimeMAEError(f"{model!r} is not a run folder (no args.json, no {name}): pass a run folder "
+                           "(exp/<dataset>/seed<k>) or a checkpoint file")
     if not os.path.isfile(path) and not os.path.isfile(os.path.join(model, "metrics.json")):
         resume = os.path.isfile(os.path.join(model, RUN_STATE))
         raise TimeMAEError(f"run folder {model!r} holds no {name}: the run has not finished (no metrics.json)" + (
