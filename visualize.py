@@ -26,8 +26,8 @@ from classification import extract_representations
 from common.errors import TimeMAEError
 from datautils import load_dataset, prepare_series
 from engine.checkpoint import load_model, training_data
-from engine.record import EPOCH_LOG, metric, read_epoch_log
-from engine.runfiles import FIGURES, atomic_save_figure, read_json
+from engine.record import EPOCH_LOG, read_epoch_log
+from engine.runfiles import FIGURES, atomic_save_figure, metric, read_json
 
 
 def read_epochs(run_dir):
@@ -49,7 +49,7 @@ def read_args(run_dir):
 
 
 def read_metrics(run_dir):
-    """What the plots read of metrics.json, each value checked (engine.record.metric): FineLast's epoch and test
+    """What the plots read of metrics.json, each value checked (engine.runfiles.metric): FineLast's epoch and test
     accuracy, FineAll's test accuracy; {} while the run is unfinished."""
     path = os.path.join(run_dir, "metrics.json")
     metrics, read = (read_json(path) if os.path.isfile(path) else {}), {}

@@ -1,12 +1,12 @@
 """A run folder's bookkeeping beside the Trainer: the reference-format logs plus a machine-readable per-epoch
-log, the best checkpoint of an epoch (written after last.pkl), and the last-state checkpoint a killed run
-resumes from. Only rank 0 writes; every rank keeps the same view of what is pending.
+log (and its reader, which checks each record), the best checkpoint of an epoch (written after last.pkl), and
+the last-state checkpoint a killed run resumes from. Only rank 0 writes; every rank keeps the same view of what
+is pending.
 
 Order at the end of an epoch: last.pkl (atomically), then the best checkpoint chosen during the epoch, so a
 kill at any moment leaves a consistent state for --resume.
 """
 import json
-import numbers
 import os
 import time
 
@@ -14,36 +14,23 @@ from engine.checkpoint import checkpoint, load_state
 from engine.distributed import rank_seed, seed_everything
 from engine.resume import LAST, log_sizes, rng_state, set_rng_state
 from common.errors import TimeMAEError
-from engine.runfiles import append_line, atomic_save, atomic_write_text, read_jsonl
+from engine.runfiles import append_line, atomic_save, atomic_write_text, is_number, read_jsonl
 
 EPOCH_LOG = "pretrain_log.jsonl"  # one JSON object per pretraining epoch
-EPOCH_KEYS = ("epoch", "loss", "used", "ppl")   # numbers every epoch's record holds, which its readers plot
+# the numbers every epoch's record holds (RunRecord.epoch), which its readers plot and report
+EPOCH_KEYS = ("epoch", "loss", "mse", "ce", "hits", "ndcg", "used", "ppl")
 
 
 def read_epoch_log(path):
-    """The records of a pretraining epoch log, each checked to be an object with the numbers EPOCH_KEYS."""
+    """The records of a pretraining epoch log, each checked to be an object with the numbers EPOCH_KEYS (and a
+    number or null as probe, where a probe ran)."""
     rows = read_jsonl(path)
     for i, row in enumerate(rows, 1):
-        if not (isinstance(row, dict) and all(isinstance(row.get(k), numbers.Real) and not isinstance(row[k], bool)
-                                              for k in EPOCH_KEYS)):
+        if not (isinstance(row, dict) and all(is_number(row.get(k)) for k in EPOCH_KEYS)
+                and (row.get("probe") is None or is_number(row["probe"]))):
             raise TimeMAEError(f"cannot read {path}: record {i} is not a pretraining epoch's (an object with the "
                                f"numbers {', '.join(EPOCH_KEYS)}): {json.dumps(row)[:80]}")
     return rows
-
-
-def metric(metrics, path, *keys):
-    """metrics[keys[0]][keys[1]]... of metrics.json at `path`: None where an entry is absent (or null), a number,
-    or a one-line error for anything else."""
-    value = metrics
-    for i, key in enumerate(keys):
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise TimeMAEError(f"cannot read {path}: expected {'.'.join(keys[:i])} to be an object, got {value!r}")
-        value = value.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise TimeMAEError(f"cannot read {path}: expected {'.'.join(keys)} to be a number, got {value!r}")
-    return value
 
 
 class RunRecord:

@@ -2,6 +2,7 @@
 its JSON files."""
 import io
 import json
+import numbers
 import os
 import tempfile
 
@@ -155,6 +156,26 @@ def read_json(path):
     if not isinstance(obj, dict):
         raise TimeMAEError(f"cannot read {path}: expected a JSON object, got a {type(obj).__name__}")
     return obj
+
+
+def is_number(value):
+    """A JSON number (bool, which Python counts as one, aside)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def metric(metrics, path, *keys):
+    """metrics[keys[0]][keys[1]]... of metrics.json at `path`: None where an entry is absent (or null), a number,
+    or a one-line error for anything else."""
+    value = metrics
+    for i, key in enumerate(keys):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise TimeMAEError(f"cannot read {path}: expected {'.'.join(keys[:i])} to be an object, got {value!r}")
+        value = value.get(key)
+    if value is not None and not is_number(value):
+        raise TimeMAEError(f"cannot read {path}: expected {'.'.join(keys)} to be a number, got {value!r}")
+    return value
 
 
 def append_line(path, line):

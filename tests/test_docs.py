@@ -121,7 +121,8 @@ def test_the_layout_page_names_every_source_file_in_its_folder():
     listed = tree_paths((pathlib.Path(ROOT) / "docs" / "layout.md").read_text())
     missing = [f for f in files if not f.startswith("tests/") and not f.endswith("__init__.py") and f not in listed]
     assert files and not missing, missing
-    assert tree_paths("```text\n├── data/\n│   └── prepare.py   x\n└── tools/\n```") == {"data/prepare.py"}
+    tree = "```text\n├── data/\n│   └── prepare.py   x\n└── tools/\n```"
+    assert tree_paths(tree) == {"data/prepare.py"}
 
 
 @pytest.mark.parametrize("module", [
@@ -129,7 +130,8 @@ def test_the_layout_page_names_every_source_file_in_its_folder():
     "experiments.pretrain_fraction", "experiments.transfer", "tools.baselines", "tools.encode",
     "tools.fineall_margin", "tools.pooling", "tools.subset", "tools.summarize", "visualize"])
 def test_every_commands_help_gives_its_whole_first_paragraph(module, capsys):
-    """--help describes the command by its module doc's first paragraph, whole (not its first line, cut mid-sentence)."""
+    """--help describes the command by its module doc's first paragraph, whole (not its first line, cut
+    mid-sentence)."""
     import importlib
     mod = importlib.import_module(module)
     with pytest.raises(SystemExit):

@@ -145,7 +145,8 @@ def test_fineall_from_the_probe_starts_as_finelast_and_keeps_it_unless_beaten(tm
     fitted again on every labelled series, as FineLast's is, and model.pkl holds that head. The paper's random
     head has no step-0 candidate."""
     folder = write_tstcc(tmp_path / "data")
-    monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(lambda *args: torch.tensor(True)))   # no step changes a weight
+    # no step changes a weight
+    monkeypatch.setattr(process.Trainer, "_optimise", staticmethod(lambda *args: torch.tensor(True)))
     run = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", folder, "--save_path", str(run), "--wave_length", "4",
                  "--num_epoch_pretrain", "1", "--num_epoch", "2", "--eval_per_steps", "2", "--fineall_head", head,

@@ -256,13 +256,17 @@ def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in
         assert err.startswith(f"error: cannot read {broken}: expected ") and err.count("\n") == 1
         broken.write_text(good)
     metrics_json, log = exp / "labelled" / "metrics.json", exp / "labelled" / "pretrain_log.jsonl"
+    good_log = log.read_text()
+    assert '"mse": ' in good_log and '"probe": ' in good_log
     for path, content, error in (   # valid JSON of the wrong shape, edited by hand, say
             (metrics_json, {**metrics, "finelast": 5}, "expected finelast to be an object, got 5"),
             (metrics_json, {**metrics, "finelast": {"acc": "x"}}, "expected finelast.acc to be a number, got 'x'"),
             (metrics_json, {**metrics, "baselines": {"nn1": {"acc": None}, "logistic": []}},
              "expected baselines.logistic to be an object, got []"),
             (log, '{"epoch": "x"}\n', 'record 1 is not a pretraining epoch\'s (an object with the numbers epoch, '
-                                      'loss, used, ppl): {"epoch": "x"}'),
+                                      'loss, mse, ce, hits, ndcg, used, ppl): {"epoch": "x"}'),
+            (log, good_log.replace('"mse": ', '"mse": "x", "was": ', 1), "record 1 is not a pretraining epoch's"),
+            (log, good_log.replace('"probe": ', '"probe": "x", "was": ', 1), "record "),
             (log, "[1, 2]\n", "record 1 is not a pretraining epoch's")):
         good = path.read_text()
         path.write_text(content if isinstance(content, str) else json.dumps(content))

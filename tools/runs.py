@@ -27,9 +27,10 @@ def run_settings(folder):
 
 
 def run_table(folders, rows_of, data_path=None):
-    """The rows `rows_of(folder, settings)` of every run folder named (settings: its flags, run_settings), each folder once (however spelt; the first spelling
-    kept), every one and the presence of its data (`data_path`: where it is now, when it moved) checked before
-    any work, with each run's configuration (run_configs) as a column."""
+    """The rows `rows_of(folder, settings)` of every run folder named (settings: its flags, run_settings), each
+    folder once (however spelt; the first spelling kept), every one and the presence of its data (`data_path`:
+    where it is now, when it moved) checked before any work, with each run's configuration (run_configs) as a
+    column."""
     unique = list({os.path.realpath(f): os.path.normpath(f) for f in reversed(folders)}.values())[::-1]
     settings = {folder: run_settings(folder) for folder in unique}
     for folder, cfg in settings.items():

@@ -28,8 +28,9 @@ from args import flag_defaults, runtime_flags, saved_flags
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
-from engine.record import EPOCH_LOG, metric, read_epoch_log
-from engine.runfiles import atomic_save_figure, atomic_write_text, check_output_file, make_writable_dir, read_json
+from engine.record import EPOCH_LOG, read_epoch_log
+from engine.runfiles import (atomic_save_figure, atomic_write_text, check_output_file, make_writable_dir, metric,
+                             read_json)
 
 METRICS = [("finelast", "acc"), ("finelast", "f1"), ("fineall", "acc"), ("fineall", "f1")]
 CODEBOOK = {"codewords_used": "codewords used", "perplexity": "perplexity"}  # last pretraining epoch
