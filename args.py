@@ -12,6 +12,7 @@ import types
 
 import torch
 
+from common.errors import TimeMAEError
 from datautils import DATA_ENV, GAPS
 from engine.runfiles import read_json
 from engine.speed import COMPILE_MODES
@@ -314,9 +315,18 @@ def runtime_flags():
 
 def saved_flags(folder):
     """The flags of the run in `folder`: its args.json over today's defaults (a flag newer than the run had what is
-    now its default); the defaults alone where there is no args.json."""
+    now its default), each flag's value checked as its parser would take it (checked_value: a file edited by hand
+    is a one-line error); the defaults alone where there is no args.json."""
     path = os.path.join(folder, "args.json")
-    return {**flag_defaults(), **(read_json(path) if os.path.isfile(path) else {})}
+    saved = read_json(path) if os.path.isfile(path) else {}
+    actions = {action.dest: action for action in build_parser()._actions}
+    try:
+        saved = {k: checked_value(actions[k], v) if k in actions else v for k, v in saved.items()}
+    except ValueError as e:
+        raise TimeMAEError(f"cannot read {path}: {e}") from None
+    if not isinstance(saved.get("provenance") or {}, dict):
+        raise TimeMAEError(f"cannot read {path}: expected provenance to be an object, got {saved['provenance']!r}")
+    return {**flag_defaults(), **saved}
 
 
 def defaults(argv=(), **overrides):
@@ -356,8 +366,9 @@ def checked_value(action, value):
         try:
             items = [action.type(as_text(v)) if isinstance(v, str) or own and v != action.default else v
                      for v in items]
-        except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
-            raise ValueError(f"{name}={value!r}: {e}") from None
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as e:   # int's and float's own words are Python's
+            expected = {int: "expected a whole number", float: "expected a number"}.get(action.type, e)
+            raise ValueError(f"{name}={value!r}: {expected}") from None
         kind = {int: (numbers.Integral, "a whole number"), float: (numbers.Real, "a number")}.get(action.type)
         if kind:
             if not all(isinstance(v, kind[0]) and not isinstance(v, bool) for v in items):

@@ -346,7 +346,7 @@ def test_bad_uses_are_one_line_errors(tmp_path):
 @pytest.mark.parametrize("params, expected", [
     ({"flags": {"tokenizer": "nope"}}, "TimeMAEEncoder: tokenizer='nope': expected one of ste, argmax"),
     ({"pooling": "median"}, "pooling='median': expected one of mean, max, meanmax, flat"),
-    ({"lr": "fast"}, "lr='fast': could not convert string to float"),
+    ({"lr": "fast"}, "lr='fast': expected a number"),
     ({"d_model": 16.0}, "d_model=16.0: expected a whole number"),
     ({"flags": {"codebook_reset": 1}}, "codebook_reset=1: expected True or False"),
     ({"flags": {"lr": None}}, "lr=None: the flag takes a value"),

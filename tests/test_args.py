@@ -49,11 +49,18 @@ def test_the_flags_of_the_system_and_speed_groups_and_a_new_one_are_runtime_flag
     with pytest.raises(TimeMAEError, match=r"flags differ from the run's args.json \(--amp False -> True\)"):
         main.open_run(cfg, None, None)
 
+    actions = {a.dest: a for a in args.build_parser()._actions}
+
+    def valid(name, seed):
+        """A value the flag takes, another one for each seed (args.json's values are checked as the parser would)."""
+        action = actions[name]
+        return seed == 2 if action.nargs == 0 else action.choices[seed - 1] if action.choices else \
+            seed if action.type is int else f"v{seed}"
     for seed in (1, 2):
         folder = tmp_path / "exp" / f"seed{seed}"
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps({"dataset": "har", "seed": seed, "select_on": "val"}))
-        (folder / "args.json").write_text(json.dumps({"seed": seed, **dict.fromkeys(runtime, seed)}))
+        (folder / "args.json").write_text(json.dumps({"seed": seed, **{k: valid(k, seed) for k in runtime}}))
     assert collect_runs([str(tmp_path / "exp")]).config.tolist() == ["", ""]     # one configuration
     (folder / "args.json").write_text(json.dumps({"seed": seed, "amp": True}))
     assert collect_runs([str(tmp_path / "exp")]).config.tolist() == ["amp=False", "amp=True"]

@@ -247,6 +247,17 @@ def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in
     assert summarize_main([str(exp / "unlabelled"), "--plot", str(tmp_path / "u.png")]) == 2
     assert capsys.readouterr().err == \
         "error: --plot: no run has a test accuracy to draw (unlabelled data, or no test split)\n"
+    args_json = exp / "labelled" / "args.json"
+    good = args_json.read_text()
+    for content, error in (({"seed": "x"}, "seed='x': expected a whole number"),
+                           ({"dataset": ["har"]}, "dataset=['har']: expected one of"),
+                           ({"provenance": "x"}, "expected provenance to be an object, got 'x'")):
+        args_json.write_text(json.dumps({**json.loads(good), **content}))
+        for command in (summarize_main, visualize_main):
+            assert command([str(exp / "labelled")]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: cannot read {args_json}: ") and error in err and err.count("\n") == 1, err
+    args_json.write_text(good)
     for name in ("args.json", "metrics.json", "pretrain_log.jsonl"):
         broken = exp / "labelled" / name
         good = broken.read_text()

@@ -58,8 +58,8 @@ def collect_runs(roots):
         metrics = read_json(path)
         config = saved_flags(folder)
         provenance = config.get("provenance") or {}   # runs from before provenance have none
-        row = {"run": folder, "dataset": dataset_name(metrics.get("dataset"), config.get("UCR_folder")),
-               "seed": metrics.get("seed"), "select_on": metrics.get("select_on"),
+        row = {"run": folder, "dataset": dataset_name(config["dataset"], config["UCR_folder"]),
+               "seed": config["seed"], "select_on": config["select_on"],
                # the epochs run (the step budget's; runs from before it: the flags')
                "pretrain_epochs": config.get("pretrain_epochs", config.get("num_epoch_pretrain")),
                "finetune_epochs": config.get("finetune_epochs", config.get("num_epoch")),
