@@ -661,6 +661,20 @@ def test_subset_replaces_a_dataset_only_with_overwrite_and_whole(tmp_path, capsy
                                       "got 1\n"
 
 
+def test_subset_keeps_exactly_the_series_asked_for(tmp_path):
+    """29 of 35 series (a share 29/35 rounded up to 30, over the range of a 6-class draw) and 7 of 25: n exactly."""
+    import torch
+
+    from tools.subset import write_subset
+    src = tmp_path / "src"
+    src.mkdir()
+    for split, counts in (("train", [6, 6, 6, 6, 6, 5]), ("val", [5, 5, 5]), ("test", [9, 8, 8])):
+        labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        torch.save({"samples": torch.randn(len(labels), 1, 8), "labels": labels}, src / f"{split}.pt")
+    assert write_subset(str(src), str(tmp_path / "dst"), {"train": 29, "val": 4, "test": 7}) == \
+        {"train": 29, "val": 4, "test": 7}
+
+
 def test_subset_stratifies_labels_of_any_numbers(tmp_path):
     """Labels main.py reads (-1 and 1, as in the UCR files) are drawn by class, not refused by np.bincount."""
     import torch
