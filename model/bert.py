@@ -18,6 +18,8 @@ BERT's embeddings module computes LayerNorm(inputs_embeds + token_type[0] + posi
 The word-embedding table is never used with `inputs_embeds`, so the model is built with a one-row table
 (MiniLM's 30522 x 384 table would otherwise double every checkpoint and the momentum update).
 """
+import os
+
 import torch
 import torch.nn as nn
 
@@ -41,6 +43,11 @@ def require_transformers():
     return transformers
 
 
+def _reason(error):
+    """An exception from transformers as one short line: its type and the start of its message."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+
+
 def resolve_bert_path(path):
     """A folder or model name for --bert_path; None means the packaged MiniLM."""
     if path not in (None, MINILM):
@@ -56,10 +63,14 @@ def resolve_bert_path(path):
 def bert_config(path, positions="timemae"):
     """The BertConfig at `path` as a plain dict (what checkpoints store), shrunk to the tables we use."""
     transformers = require_transformers()
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):   # else BERT-base's defaults
+        raise ConfigError(f"bert_path {path!r} has no config.json: expected a folder saved by transformers' "
+                          "save_pretrained (config.json and the weights)", ("bert_path",))
     try:
         cfg = transformers.BertConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read a BERT config from bert_path {path!r}: {' '.join(str(e).split())[:200]}",
+    except Exception as e:   # transformers' errors for a bad file or name have no common type
+        where = "" if os.path.isdir(path) else " (no folder here, nor a model the Hugging Face Hub or its cache has)"
+        raise ConfigError(f"cannot read a BERT config from bert_path {path!r}{where}: {_reason(e)}",
                           ("bert_path",)) from None
     if cfg.model_type != "bert":
         raise ConfigError(f"bert_path {path!r} holds a {cfg.model_type!r} model; expected a BERT (model_type "
@@ -78,8 +89,11 @@ class BertEncoder(nn.Module):
     def __init__(self, config, positions="timemae", input_norm="bert", freeze_layers=0):
         super().__init__()
         transformers = require_transformers()
-        cfg = transformers.BertConfig.from_dict(config)
-        self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
+        try:   # a config.json transformers reads but cannot build (a width no multiple of the heads, say)
+            cfg = transformers.BertConfig.from_dict(config)
+            self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
+        except Exception as e:
+            raise ConfigError(f"cannot build a BERT from its config (config.json): {_reason(e)}") from None
         self.positions = positions
         if input_norm == "none":
             self.bert.embeddings.LayerNorm = nn.Identity()
@@ -104,15 +118,17 @@ class BertEncoder(nn.Module):
         hf_logging.disable_progress_bar()   # the caller logs one line; missing weights are checked below
         hf_logging.set_verbosity_error()    # the unused pooler's weights need no report
         try:
-            source = transformers.BertModel.from_pretrained(path, add_pooling_layer=False).state_dict()
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot load BERT weights from bert_path {path!r}: "
-                              f"{' '.join(str(e).split())[:200]}", ("bert_path",)) from None
+            model, info = transformers.BertModel.from_pretrained(path, add_pooling_layer=False,
+                                                                 output_loading_info=True)
+        except Exception as e:   # a damaged weights file, weights of another shape: no common type
+            raise ConfigError(f"cannot load BERT weights from bert_path {path!r}: {_reason(e)}", ("bert_path",)) \
+                from None
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
-        own = self.bert.state_dict()
-        missing = sorted(k for k in own if k not in source)
+        source, own = model.state_dict(), self.bert.state_dict()
+        # transformers fills a weight the file lacks at random: those are missing, though the state_dict has them
+        missing = sorted(set(info["missing_keys"]) | {k for k in own if k not in source})
         if missing:
             raise ConfigError(f"bert_path {path!r} lacks weights this BERT needs: {', '.join(missing[:5])}",
                               ("bert_path",))

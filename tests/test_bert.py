@@ -3,6 +3,7 @@ the whole run with a tiny random BERT saved to a folder, reload, and the missing
 import builtins
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -164,6 +165,50 @@ def test_conflicting_d_model_is_refused(tiny_bert, tstcc_dir, tmp_path, capsys):
                  "--d_model", "32", "--encoder", "bert", "--bert_path", tiny_bert]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --d_model 32 conflicts with the BERT's hidden size 16") and "\n" not in err
+
+
+def broken_bert(tiny_bert, case):
+    """A copy of the tiny BERT's folder damaged as `case` says."""
+    folder = tiny_bert + "-" + case
+    shutil.copytree(tiny_bert, folder)
+    weights, config = os.path.join(folder, "model.safetensors"), os.path.join(folder, "config.json")
+    if case == "partial":     # the file lacks layer 1: transformers would fill it at random
+        from safetensors.torch import save_file
+        save_file({k: v for k, v in saved_weights(tiny_bert).items() if "layer.1." not in k}, weights)
+    elif case == "cut":
+        with open(weights, "r+b") as f:
+            f.truncate(1000)
+    elif case == "list_config":
+        with open(config, "w") as f:
+            f.write("[]")
+    elif case == "heads":
+        settings = json.load(open(config))
+        with open(config, "w") as f:
+            json.dump({**settings, "num_attention_heads": 3}, f)
+    elif case == "empty":
+        shutil.rmtree(folder)
+        os.mkdir(folder)
+    elif case == "gone":
+        shutil.rmtree(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case, init, message", [
+    ("partial", "pretrained", "lacks weights this BERT needs: encoder.layer.1."),
+    ("cut", "pretrained", "cannot load BERT weights from --bert_path '{}': SafetensorError: "),
+    ("list_config", "pretrained", "cannot read a BERT config from --bert_path '{}': TypeError: "),
+    ("heads", "pretrained", "cannot build a BERT from its config (config.json): ValueError: The hidden size (16) is "
+                            "not a multiple of the number of attention heads (3)"),
+    ("empty", "random", "--bert_path '{}' has no config.json"),
+    ("gone", "pretrained", "cannot read a BERT config from --bert_path '{}' (no folder here, nor a model the Hugging "
+                           "Face Hub or its cache has): OSError: "),
+])
+def test_a_broken_bert_folder_is_a_one_line_error(tiny_bert, tstcc_dir, tmp_path, capsys, case, init, message):
+    folder = broken_bert(tiny_bert, case)
+    assert main(["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"), *TINY,
+                 "--encoder", "bert", "--bert_path", folder, "--bert_init", init]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message.format(folder) in err, err
 
 
 def test_without_transformers_a_one_line_install_hint(monkeypatch, tstcc_dir, tmp_path, capsys):
