@@ -16,6 +16,8 @@ from common.errors import TimeMAEError
 from datautils import description_changes
 from engine.runfiles import RUN_STATE as LAST, read_json
 
+# the step budget main.py derives from the flags, the data and the number of processes (process.training_budget)
+BUDGET = {"pretrain_batch_size", "pretrain_epochs", "finetune_batch_size", "finetune_epochs"}
 LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
 
@@ -106,8 +108,13 @@ def check_resumable(run_dir, cfg, runtime):
         saved = read_json(os.path.join(run_dir, "args.json"))
     except TimeMAEError as e:
         raise TimeMAEError(f"--resume: {e}") from None
-    changed = [f"--{k} {saved[k]} -> {v}" for k, v in sorted(vars(cfg).items())
-               if k in saved and k not in runtime and saved[k] != v]
+    differ = [k for k, v in sorted(vars(cfg).items()) if k in saved and k not in runtime and saved[k] != v]
+    changed = [f"--{k} {saved[k]} -> {getattr(cfg, k)}" for k in differ]
+    if differ and set(differ) <= BUDGET:   # no flag changed: the number of processes did
+        processes = (saved.get("provenance") or {}).get("processes", "as many")
+        raise TimeMAEError(f"--resume: the step budget differs from the run's ({', '.join(changed)}): a small set's "
+                           f"batch is capped to a multiple of the processes; resume with {processes} process(es), "
+                           "as the run had")
     if changed:
         raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
                            "with the original flags or start a new run")

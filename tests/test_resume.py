@@ -504,3 +504,20 @@ def test_the_step_flag_is_the_scalers_decision():
     taken = process.Trainer._optimise(out * 0 + (out - out.detach()).abs().sqrt() * 0, opt, sched, scaler)
     assert not bool(taken) and all(torch.equal(a, p) for a, p in zip(before, layer.parameters()))
     assert bool(process.Trainer._optimise(torch.tensor(1e30) * layer(torch.ones(4, 3)).sum(), opt, sched, scaler))
+
+
+def test_resuming_with_other_processes_that_change_a_small_sets_batch_names_the_runs_process_count(tmp_path):
+    """The capped batch is a multiple of the processes (process.training_budget): 17 with one, 16 with two."""
+    from types import SimpleNamespace
+
+    from engine.resume import check_resumable
+    saved = {"lr": 0.001, "pretrain_batch_size": 17, "pretrain_epochs": 300, "provenance": {"processes": 1}}
+    (tmp_path / "args.json").write_text(json.dumps(saved))
+    cfg = SimpleNamespace(lr=0.001, pretrain_batch_size=16, pretrain_epochs=300)
+    with pytest.raises(TimeMAEError, match=r"^--resume: the step budget differs from the run's "
+                                           r"\(--pretrain_batch_size 17 -> 16\): a small set's batch is capped to a "
+                                           r"multiple of the processes; resume with 1 process\(es\), as the run had$"):
+        check_resumable(str(tmp_path), cfg, runtime=set())
+    cfg.lr = 0.01                                                   # a flag changed too: the flags are named
+    with pytest.raises(TimeMAEError, match=r"flags differ from the run's args.json \(--lr 0.001 -> 0.01, "):
+        check_resumable(str(tmp_path), cfg, runtime=set())
