@@ -351,12 +351,15 @@ def test_bad_uses_are_one_line_errors(tmp_path):
     ({"flags": {"codebook_reset": 1}}, "codebook_reset=1: expected True or False"),
     ({"flags": {"lr": None}}, "lr=None: the flag takes a value"),
     ({"flags": {"repr_layers": "last"}}, "repr_layers='last': expected layers like"),
+    ({"verbose": "False"}, "verbose='False': expected True or False"),     # text is truthy: it would print
+    ({"finetune": "False"}, "finetune='False': expected True or False"),   # ... or fine-tune
 ])
 def test_values_the_command_line_would_refuse_are_refused_before_training(params, expected):
     """A flag's type and choices hold for the API's parameters and flags as for main.py's parser: one line naming
     the setting, before any training (the data here would fail later: 2 series)."""
     with pytest.raises(TimeMAEError) as error:
-        TimeMAEEncoder(**{**SMALL, **params}).fit(np.zeros((2, 1, 8)))
+        estimator = TimeMAEClassifier if "finetune" in params else TimeMAEEncoder
+        estimator(**{**SMALL, **params}).fit(np.zeros((2, 1, 8)), *[np.arange(2)] * ("finetune" in params))
     assert expected in str(error.value)
 
 

@@ -94,6 +94,10 @@ class _TimeMAE(BaseEstimator):
             raise TimeMAEError(f"preset must be one of {', '.join(PRESETS)} or None (main.py's defaults), got "
                                f"{self.preset!r}")
         params = self.get_params(deep=False)
+        for name in ("verbose", "finetune"):   # switches of the estimator's own, not main.py's ('False' is truthy)
+            if name in params and not (isinstance(params[name], (bool, np.bool_, numbers.Integral))
+                                       and params[name] in (0, 1)):
+                raise TimeMAEError(f"{name}={params[name]!r}: expected True or False")
         settings = {name: params[name] for name in FLAGS if params[name] is not None}
         seed = self.random_state
         if not isinstance(seed, numbers.Integral):   # None or a RandomState, as in scikit-learn: a seed drawn from it
