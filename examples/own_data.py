@@ -21,8 +21,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from args import non_negative_int, positive_int  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
 from data.formats import read_ts  # noqa: E402
+from engine.runfiles import make_writable_dir  # noqa: E402
 from process import NO_STEP_BUDGET  # noqa: E402
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load  # noqa: E402
 
@@ -39,8 +41,8 @@ def read(path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="a UCR/UEA dataset folder with <Name>_TRAIN.ts and <Name>_TEST.ts")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", default="exp/own_data", help="where the classifiers are saved")
     p.add_argument("--preset", default="ucr", help="the estimators' preset ('none': main.py's defaults)")
     p.add_argument("--quick", action="store_true", help="a smoke run: small model, 2 epochs each, no step budget")
@@ -52,7 +54,7 @@ def main(argv=None):
     train = found[0]
     X, y = read(train)
     X_test, y_test = read(train.replace("_TRAIN.ts", "_TEST.ts"))
-    os.makedirs(args.out, exist_ok=True)
+    make_writable_dir(args.out, "--out")
     for seed in args.seeds:
         common = dict(random_state=seed, threads=args.threads, verbose=False,
                       preset=None if args.preset == "none" else args.preset, **(QUICK if args.quick else {}))
@@ -79,4 +81,5 @@ if __name__ == "__main__":
     try:
         main()
     except TimeMAEError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

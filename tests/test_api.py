@@ -417,6 +417,11 @@ def test_own_data_example_quick_run(tmp_path, capsys):
     assert load(str(tmp_path / "out" / "clf_seed1.pkl")).preset == "ucr"
     with pytest.raises(TimeMAEError, match="holds no <Name>_TRAIN.ts"):
         own_data.main([str(tmp_path / "out")])
+    (tmp_path / "a_file").write_text("")                        # from the command line: one line, exit code 2
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "own_data.py"), str(tmp_path), "--out",
+                           str(tmp_path / "a_file")], capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr) == (2, f"error: --out {str(tmp_path / 'a_file')!r} cannot be created: "
+                                                 "File exists\n")
 
 
 def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_training_series_were():
