@@ -31,6 +31,8 @@ def transfer_weights(model, path, read=open_checkpoint):
     A layer is copied whole or not at all: a window slicer whose weight does not fit keeps its fresh bias too."""
     ckpt = read(path)
     diff = settings_diff(saved_settings(ckpt), model.config, visible_encoder_settings())
+    if "encoder" in diff:   # another kind of encoder: its other settings (BERT ignores --layers) say nothing more
+        diff = {"encoder": diff["encoder"]}
     differ = [f"{k} {a} there, {b} here" for k, (a, b) in diff.items() if k != "bert_config"] or \
         (["another BERT (bert_config)"] if "bert_config" in diff else [])
     if differ:

@@ -440,3 +440,13 @@ def test_the_visible_encoders_settings_are_architecture_settings_and_leave_the_d
     assert set(visible) <= set(architecture_settings())
     assert {"d_model", "attn_heads", "layers", "enable_res_parameter", "encoder", "bert_config"} <= set(visible)
     assert not {"channels", "seq_len", "wave_length", "num_classes", "vocab_size", "reg_layers"} & set(visible)
+
+
+def test_transfer_from_another_kind_of_encoder_names_the_kind_alone():
+    """A BERT run's checkpoint offered to a TimeMAE encoder: its layers (which BERT ignores) are no reason."""
+    from engine.transfer import transfer_weights
+    model = TimeMAE(channels=1, seq_len=16, num_classes=2, d_model=16, attn_heads=2, layers=2, reg_layers=1,
+                    vocab_size=8, wave_length=4)
+    ckpt = {"model": {}, "config": {**model.config, "encoder": "bert", "layers": 8, "bert_config": {"x": 1}}}
+    with pytest.raises(TimeMAEError, match=r"holds another visible encoder \(encoder bert there, timemae here\): "):
+        transfer_weights(model, "bert_run.pkl", read=lambda path: ckpt)
