@@ -640,8 +640,8 @@ def test_subset_replaces_a_dataset_only_with_overwrite_and_whole(tmp_path, capsy
     before = {f: open(os.path.join(dst, f), "rb").read() for f in sorted(os.listdir(dst))}
     capsys.readouterr()
     assert tools.subset.main(smaller) == 2
-    assert capsys.readouterr().err == (f"error: destination {dst!r} already holds train.pt, val.pt, test.pt: pass "
-                                       "--overwrite to replace them, or choose another destination\n")
+    assert capsys.readouterr().err == (f"error: destination {dst!r} already holds test.pt, train.pt, val.pt: pass "
+                                       "--overwrite to replace the dataset, or choose another destination\n")
     real, calls = tools.subset.atomic_save, []
 
     def fails_second(obj, path):
@@ -656,6 +656,10 @@ def test_subset_replaces_a_dataset_only_with_overwrite_and_whole(tmp_path, capsy
     assert tools.subset.main([*smaller, "--overwrite"]) == 0
     assert torch.load(os.path.join(dst, "train.pt"))["labels"].shape == (20,)
     capsys.readouterr()
+    open(os.path.join(dst, "train_new.pt"), "w").close()         # a layout main.py prefers to the subset's
+    assert tools.subset.main([*smaller, "--overwrite"]) == 2
+    assert capsys.readouterr().err == (f"error: destination {dst!r} holds train_new.pt, which main.py reads before "
+                                       "train.pt and test.pt: choose another destination\n")
     assert tools.subset.main([src, str(tmp_path / "one"), "--train", "1"]) == 2
     assert capsys.readouterr().err == "error: --train must lie in 3..93 (train.pt holds 96 series of 3 classes), " \
                                       "got 1\n"

@@ -27,10 +27,14 @@ def write_subset(src, dst, sizes, seed=0, overwrite=False):
     if os.path.isdir(src) and os.path.isdir(dst) and os.path.samefile(src, dst):   # links and mounts too
         raise TimeMAEError(f"destination {dst!r} is the source folder: the subset would replace the dataset; "
                            "choose another destination")
-    present = [f"{split}.pt" for split in sizes if os.path.lexists(os.path.join(dst, f"{split}.pt"))]
+    present = sorted(f for f in os.listdir(dst) if f.endswith(".pt")) if os.path.isdir(dst) else []
     if present and not overwrite:
         raise TimeMAEError(f"destination {dst!r} already holds {', '.join(present)}: pass --overwrite to replace "
-                           "them, or choose another destination")
+                           "the dataset, or choose another destination")
+    shadowing = [f for f in ("train_new.pt", "test_new.pt") if f in present]
+    if shadowing:   # main.py would read them instead of the subset
+        raise TimeMAEError(f"destination {dst!r} holds {', '.join(shadowing)}, which main.py reads before train.pt "
+                           "and test.pt: choose another destination")
     subsets = {}
     for split, n in sizes.items():
         path = os.path.join(src, f"{split}.pt")
