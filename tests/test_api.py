@@ -461,4 +461,9 @@ def test_numpy_parameters_and_a_random_state_save_as_plain_values_that_load_back
     with pytest.raises(TimeMAEError, match=r"^save: parameter verbose holds a pathlib\..*Path, which a checkpoint "
                                            r"cannot store"):
         clf.save(str(tmp_path / "other.pkl"))
+    clf.set_params(verbose=lambda: None)                                  # nor one pickle cannot write
+    with pytest.raises(TimeMAEError, match=r"^save: parameter verbose holds a function, which a checkpoint cannot"):
+        clf.save(str(tmp_path / "other.pkl"))
     assert not (tmp_path / "other.pkl").exists()
+    clf.set_params(verbose=False, random_state=None)                      # None drew a seed too: the fit's is kept
+    assert load(clf.save(str(tmp_path / "none.pkl"))).random_state == clf.seed_

@@ -179,18 +179,20 @@ class _TimeMAE(BaseEstimator):
 
     def _saved_params(self):
         """The parameters as plain Python values, which weights-only loading reads back: numpy numbers and arrays
-        as Python's, a RandomState as the seed the fit drew from it; any other object is refused in one line."""
+        as Python's, a random_state of None or a RandomState as the seed the fit drew from it; any other object is
+        refused in one line."""
         params = _plain(self.get_params(deep=False))
-        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        if not isinstance(params["random_state"], int):   # None and a RandomState drew it: the fit's own seed
             params["random_state"] = getattr(self, "seed_", None)
         for name, value in params.items():
             buffer = io.BytesIO()
-            torch.save(value, buffer)
             try:
+                torch.save(value, buffer)
                 torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
-            except pickle.UnpicklingError as e:
-                raise TimeMAEError(f"save: parameter {name} holds a {refused_global(e)}, which a checkpoint cannot "
-                                   "store: give it numbers, text, lists or dicts of them") from None
+            except (pickle.PickleError, AttributeError, TypeError) as e:   # a lambda cannot even be pickled
+                what = refused_global(e) or type(value).__name__
+                raise TimeMAEError(f"save: parameter {name} holds a {what}, which a checkpoint cannot store: give it "
+                                   "numbers, text, lists or dicts of them") from None
         return params
 
     @classmethod
