@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
 import main
@@ -51,6 +51,11 @@ class _TimeMAE(BaseEstimator):
     its values; device (None: cuda if available, else cpu), random_state (--seed), verbose (log lines and
     progress bars, as main.py prints them), save_path (keep the run folder there; None: a temporary one) and
     flags (a dict of any other main.py flag, e.g. {'tokenizer': 'argmax'}), which come last."""
+
+    # `what` only names X in errors: no metadata for scikit-learn's routing (no set_transform_request and kin)
+    __metadata_request__transform = {"what": metadata_routing.UNUSED}
+    __metadata_request__predict = {"what": metadata_routing.UNUSED}
+    __metadata_request__predict_proba = {"what": metadata_routing.UNUSED}
 
     def __init__(self, wave_length=None, d_model=None, attn_heads=4, layers=8, reg_layers=4, dropout=0.2,
                  vocab_size=None, mask_ratio=0.6, alpha=None, beta=None, momentum=0.99, num_epoch_pretrain=None,
