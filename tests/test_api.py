@@ -116,7 +116,8 @@ def test_unequal_length_lists():
         enc.transform([rng.standard_normal((3, 20))])
     with pytest.raises(TimeMAEError, match="^new.npy holds series of 40 steps"):   # `what` names X in errors
         enc.transform([rng.standard_normal((2, 40))], what="new.npy")
-    requests = {m for cls in (TimeMAEEncoder, TimeMAEClassifier) for m in dir(cls) if m.endswith("_request")}
+    requests = {m for cls in (TimeMAEEncoder, TimeMAEClassifier) for m in dir(cls) if m.startswith("set_")
+                and m.endswith("_request")}
     assert requests == {"set_score_request"}                        # `what` is no metadata to route
 
 
