@@ -115,8 +115,8 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
     the reference code does when that is a folder, else DIR when DIR is NAME's folder: holding the files the
     loader reads for NAME (see _holds_dataset), or named NAME (so a resolved folder resolves to itself, present
     or not). DIR/NAME is also the folder data.prepare writes NAME to."""
-    if ucr_folder and (os.path.basename(ucr_folder) != ucr_folder or ucr_folder in (".", "..")
-                       or (os.altsep and os.altsep in ucr_folder)):
+    if dataset == "ucr" and ucr_folder and (os.path.basename(ucr_folder) != ucr_folder or ucr_folder in (".", "..")
+                                            or (os.altsep and os.altsep in ucr_folder)):
         raise TimeMAEError(f"--UCR_folder {ucr_folder!r}: expected an archive name such as ArrowHead, not a path; "
                            "pass the folder that holds it as --data_path")
     if data_path:
