@@ -334,12 +334,19 @@ def as_series_array(x, what="X"):
     return stack_ragged(series, what)
 
 
+def label_vector(y, split, name):
+    """Labels as a 1-D array, one a series (a column (n, 1) flattened); rows of several (one-hot, pairs) refused."""
+    if np.prod(np.shape(y)[1:], dtype=int) > 1:
+        raise TimeMAEError(f"{name}: {split} labels must be one label a series (1-D), got shape {np.shape(y)}")
+    return np.asarray(y).reshape(-1)
+
+
 def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_test=None, gaps="refuse"):
     """DatasetSplits from arrays (N, T, C) (see as_series_array), with the loaders' checks; y None: unlabelled;
     `gaps`: one of GAPS."""
     for xs, ys, split in ((x, y, "train"), (x_val, y_val, "val"), (x_test, y_test, "test")):
-        if xs is not None and ys is not None and len(xs) != len(np.asarray(ys).reshape(-1)):
-            raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(np.asarray(ys).reshape(-1))} labels")
+        if xs is not None and ys is not None and len(xs) != len(label_vector(ys, split, name)):
+            raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(label_vector(ys, split, name))} labels")
         if xs is not None and (ys is None) != (y is None):
             raise TimeMAEError(f"{name}: give labels for every split or for none")
         if xs is None and ys is not None:

@@ -22,6 +22,7 @@ from args import parse_args
 from classification import fit_probe, probe_as_head
 from common.errors import TimeMAEError
 from conftest import synthetic_series
+from datautils import splits_from_arrays
 from scale_helpers import ROOT
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load
 import timemae.estimators
@@ -341,6 +342,11 @@ def test_bad_uses_are_one_line_errors(tmp_path):
         TimeMAEEncoder(**SMALL).fit(np.zeros((0, 1, 8)))
     with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): 20 train series but 5 labels$"):   # the API's words
         TimeMAEClassifier(**SMALL).fit(X, np.arange(5))
+    with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels must be one label a series \(1-D\), got "
+                                           r"shape \(20, 2\)$"):     # one-hot rows were read as 40 labels
+        TimeMAEClassifier(**SMALL).fit(X, np.eye(2)[np.arange(20) % 2])
+    with pytest.raises(TimeMAEError, match=r"^fit\(X\): train labels must be one label a series"):
+        splits_from_arrays("fit(X)", np.zeros((20, 8, 1)), [(0, 1)] * 20)
     with pytest.raises(TimeMAEError, match=r"^fit\(X\): train data has a series with an empty channel"):
         TimeMAEEncoder(**SMALL).fit(np.concatenate([X, np.full((1,) + X.shape[1:], np.nan)]))
     assert not os.path.exists("exp/numpy")                          # nothing written to the working folder

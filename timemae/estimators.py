@@ -27,7 +27,7 @@ from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from common.unpickling import refused_global
-from datautils import as_series_array, check_labels, prepare_series, splits_from_arrays
+from datautils import as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
@@ -310,7 +310,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         epochs = self._config(None, self.num_epoch).num_epoch   # None: the preset's (or main.py's)
         if self.finetune and epochs < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
-        labels = np.asarray(y).reshape(-1)
+        labels = label_vector(y, "train", "fit(X, y)")
         check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
         try:
             self.classes_ = np.unique(labels)
