@@ -184,6 +184,10 @@ class TimeMAEConfig:
             if not 0 <= getattr(self, name) < math.inf:          # NaN is refused too
                 raise ConfigError(f"{name} must be a finite number of {unit}, 0 or more, got {getattr(self, name)}",
                                   (name,))
+        if self.num_windows < 2:
+            raise ConfigError(f"series of {self.seq_len} step(s) make one window of {self.wave_length} step(s): "
+                              "masking needs at least 2 windows (one masked, one visible): a shorter wave_length, or "
+                              "longer series", ("wave_length",))
         if not 0 < self.num_masked < self.num_windows:
             raise ConfigError(f"mask_ratio {self.mask_ratio} masks {self.num_masked} of {self.num_windows} "
                               "windows: at least one window must be masked and one visible", ("mask_ratio",))

@@ -308,6 +308,8 @@ def test_dropout_keeps_the_same_series_of_units_in_bfloat16():
     (dict(encoder="bert"), "encoder 'bert' needs bert_config"),
     (dict(channels=0), "channels must be at least 1, got 0"),
     (dict(num_classes=0), "num_classes must be at least 1, got 0"),
+    (dict(seq_len=1, wave_length=1), r"^series of 1 step\(s\) make one window of 1 step\(s\): masking needs at "
+                                     r"least 2 windows"),
 ])
 def test_bad_config_is_refused_in_one_line(kw, message):
     with pytest.raises(TimeMAEError, match=message):
