@@ -117,6 +117,9 @@ def test_unequal_length_lists():
         enc.transform([rng.standard_normal((3, 20))])
     with pytest.raises(TimeMAEError, match="^new.npy holds series of 40 steps"):   # `what` names X in errors
         enc.transform([rng.standard_normal((2, 40))], what="new.npy")
+    before = enc.transform(X[:5])
+    enc.set_params(flags={"nope": 1}, preset="zz")             # what a next fit would refuse: no concern of transform
+    np.testing.assert_array_equal(enc.transform(X[:5]), before)
     requests = {m for cls in (TimeMAEEncoder, TimeMAEClassifier) for m in dir(cls) if m.startswith("set_")
                 and m.endswith("_request")}
     assert requests == {"set_score_request"}                        # `what` is no metadata to route

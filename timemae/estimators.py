@@ -149,6 +149,8 @@ class _TimeMAE(BaseEstimator):
     def _adopt(self, path, head, ckpt=None):
         """Keep the checkpoint at `path` (its dict `ckpt`, when already read) as the fitted model."""
         self.device_ = resolve_device(self.device or default_device())
+        # the encoding batch, fixed with the fit: set_params after it changes what a next fit does, not predict
+        self.batch_ = eval_batch_size(self._config(None, 0), self.device_)
         ckpt = open_checkpoint(path) if ckpt is None else ckpt
         model = model_from_checkpoint(ckpt, path)
         self.model_, self.data_, self.head_ = model.to(self.device_), dict(ckpt["data"]), head
@@ -162,7 +164,8 @@ class _TimeMAE(BaseEstimator):
         return torch.as_tensor(x, device=self.device_)
 
     def _batch(self):
-        return eval_batch_size(self._config(None, 0), self.device_)
+        # getattr: an estimator pickled by an earlier version has no batch_
+        return getattr(self, "batch_", None) or eval_batch_size(self._config(None, 0), self.device_)
 
     def transform(self, X, what="X"):
         """Representations, the visible encoder's windows pooled by `pooling` (meanmax, the UCR preset's:
