@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from args import parse_args, runtime_flags
+from args import flag_defaults, parse_args, runtime_flags
 from common.errors import TimeMAEError
 from datautils import data_description, dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
 from engine.checkpoint import load_checkpoint, open_checkpoint, training_data
@@ -107,6 +107,9 @@ def check_flags(cfg):
     for flag in ("label_ratio", "pretrain_ratio"):
         if not 0 < getattr(cfg, flag) <= 1:
             raise TimeMAEError(f"--{flag} must lie in (0, 1], got {getattr(cfg, flag)}")
+    bert_flags = [k for k, v in vars(cfg).items() if k.startswith("bert_") and v != flag_defaults()[k]]
+    if cfg.encoder != "bert" and bert_flags:   # given for a BERT run, they would be ignored without a word
+        raise TimeMAEError(f"--{bert_flags[0]} applies to the BERT encoder: add --encoder bert, or leave it out")
     if cfg.compile and cfg.compile_backend not in torch.compiler.list_backends(exclude_tags=()):
         raise TimeMAEError(f"--compile_backend {cfg.compile_backend!r} is not a torch.compile backend (one of "
                            f"{', '.join(torch.compiler.list_backends())}, or a debugging one such as aot_eager)")

@@ -210,6 +210,8 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--dataset", "ucr", "--UCR_folder", "../ArrowHead"], "--UCR_folder '../ArrowHead': expected an archive name "
                                                             "such as ArrowHead, not a path; pass the folder that holds "
                                                             "it as --data_path"),
+    (["--bert_path", "/models/my-bert"], "--bert_path applies to the BERT encoder: add --encoder bert, or leave it "
+                                         "out"),
     (["--compile", "--compile_backend", "nonsense"], "--compile_backend 'nonsense' is not a torch.compile backend"),
     (["--random_shift", "inf"], "--random_shift must be a finite number of windows, 0 or more, got inf"),
     (["--scaling", "inf"], "--scaling must be a finite number of standard deviations, 0 or more, got inf"),
