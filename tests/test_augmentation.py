@@ -70,7 +70,7 @@ def test_only_pretraining_sees_it():
 
 
 @pytest.mark.parametrize("name", ["random_shift", "scaling", "jitter"])
-def test_negative_or_nan_strength_is_refused(name):
-    for bad in (-0.1, float("nan")):
-        with pytest.raises(ConfigError, match=f"{name} must be 0 or more"):
+def test_negative_infinite_or_nan_strength_is_refused(name):
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=f"{name} must be a finite number of .*, 0 or more, got {bad}"):
             model(**{name: bad})
