@@ -305,11 +305,9 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
         import os, signal, torch
         from engine.runfiles import atomic_save
         atomic_save({{"epoch": 1, "w": torch.ones(1000)}}, {path!r})
-        def dies_half_way(obj, f):
-            f.write(b"\\x80" * 4096)
-            f.flush()
+        def dies_before_the_rename(fd):    # the new file written, not yet in place
             os.kill(os.getpid(), signal.SIGKILL)
-        torch.save = dies_half_way
+        os.fsync = dies_before_the_rename
         atomic_save({{"epoch": 2, "w": torch.zeros(1000)}}, {path!r})
     """)
     proc = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=subprocess_env(), capture_output=True, timeout=300)
