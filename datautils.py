@@ -233,7 +233,7 @@ def unpack_pt(obj, path):
     else:
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
     try:
-        x = np.asarray(_numpy_values(x, f"{path}: samples"), dtype=np.float32)
+        x = _float32(_numpy_values(x, f"{path}: samples"), f"{path}: samples")
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
     y = np.asarray(_numpy_values(y, f"{path}: labels")).reshape(-1)
@@ -254,6 +254,19 @@ def _numpy_values(x, what):
     if isinstance(x, np.ndarray) and x.dtype.kind == "c":
         raise TimeMAEError(f"{what} must be real numbers, got complex values ({x.dtype})")
     return x
+
+
+def _float32(x, what):
+    """x as a float32 array; a value beyond float32's range (|v| > 3.4e38), which the cast would make inf, is
+    refused rather than reported later as a non-finite value."""
+    with np.errstate(over="ignore"):
+        out = np.asarray(x, dtype=np.float32)
+    inf = np.isinf(out)
+    overflow = int(np.isfinite(np.asarray(x, dtype=np.float64)[inf]).sum()) if inf.any() else 0
+    if overflow:
+        raise TimeMAEError(f"{what}: {overflow} value(s) beyond float32's range (|v| > 3.4e38), the model's "
+                           "precision: rescale the data")
+    return out
 
 
 def _check_sizes(x, what):
@@ -324,9 +337,9 @@ def as_series_array(x, what="X"):
         if x.ndim != 3:
             raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
         _check_sizes(x, what)
-        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+        return np.ascontiguousarray(_float32(x, what).transpose(0, 2, 1))
     try:
-        series = [np.atleast_2d(np.asarray(_numpy_values(s, what), dtype=np.float32)) for s in x]
+        series = [np.atleast_2d(_float32(_numpy_values(s, what), what)) for s in x]
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{what}: each series must be an array (n_channels, length) of numbers ({e})") from None
     if not series or any(s.ndim != 2 for s in series):

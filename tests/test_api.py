@@ -348,6 +348,10 @@ def test_bad_uses_are_one_line_errors(tmp_path):
     with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels must be one label a series \(1-D\), got "
                                            r"shape \(20, 2\)$"):     # one-hot rows were read as 40 labels
         TimeMAEClassifier(**SMALL).fit(X, np.eye(2)[np.arange(20) % 2])
+    big = X.astype(np.float64)
+    big[0, 0, :2] = 1e39
+    with pytest.raises(TimeMAEError, match=r"^X: 2 value\(s\) beyond float32's range"):   # not "non-finite"
+        TimeMAEEncoder(**SMALL).fit(big)
     with pytest.raises(TimeMAEError, match=r"^fit\(X\): train labels must be one label a series"):
         splits_from_arrays("fit(X)", np.zeros((20, 8, 1)), [(0, 1)] * 20)
     with pytest.raises(TimeMAEError, match=r"^fit\(X\): train data has a series with an empty channel"):

@@ -85,6 +85,13 @@ def pt_complex_samples(data, run):
     _pt(data, "train.pt", {"samples": torch.ones(4, 2, 32, dtype=torch.complex64), "labels": torch.arange(4) % 2})
 
 
+def pt_beyond_float32(data, run):
+    write_pt_dataset(data)
+    samples = torch.ones(8, 2, 32, dtype=torch.float64)
+    samples[0, 0, :3] = 1e39                                    # the cast to float32 would make them inf
+    _pt(data, "train.pt", {"samples": samples, "labels": torch.arange(8) % 2})
+
+
 def pt_no_channels(data, run):
     write_pt_dataset(data)
     _pt_split(data, "train.pt", np.zeros((8, 0, 32)), np.arange(8) % 2)
@@ -324,6 +331,8 @@ CASES = [
     (pt_without_samples, "expected a dict with 'samples' and 'labels'"),
     (pt_text_samples, "samples must be numbers in an array"),
     (pt_complex_samples, "train.pt: samples must be real numbers, got complex values (complex64)"),
+    (pt_beyond_float32, "train.pt: samples: 3 value(s) beyond float32's range (|v| > 3.4e38), the model's "
+                        "precision: rescale the data"),
     (pt_no_channels, "train.pt: samples holds no series, or series of no channels or steps: shape (8, 0, 32)"),
     (pt_count_mismatch, "10 samples but 8 labels"),
     (pt_wrong_rank, "samples must have 3 dimensions"),
