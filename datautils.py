@@ -358,8 +358,9 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
     """DatasetSplits from arrays (N, T, C) (see as_series_array), with the loaders' checks; y None: unlabelled;
     `gaps`: one of GAPS."""
     for xs, ys, split in ((x, y, "train"), (x_val, y_val, "val"), (x_test, y_test, "test")):
-        if xs is not None and ys is not None and len(xs) != len(label_vector(ys, split, name)):
-            raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(label_vector(ys, split, name))} labels")
+        labels = None if ys is None else label_vector(ys, split, name)
+        if xs is not None and labels is not None and len(xs) != len(labels):
+            raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(labels)} labels")
         if xs is not None and (ys is None) != (y is None):
             raise TimeMAEError(f"{name}: give labels for every split or for none")
         if xs is None and ys is not None:
