@@ -83,12 +83,13 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         except TimeMAEError as e:
             raise TimeMAEError(f"{folder!r}: --cv: {e}") from None
     saved = model_from_checkpoint(ckpt, os.path.join(folder, CHECKPOINT))
+    models = {encoder: with_encoder(saved, encoder) for encoder in encoders}   # one copy each, not one a pass
     train, test = torch.as_tensor(splits.train_x), torch.as_tensor(splits.test_x)
     rows = []
     done = set()
     for encoder, pooling, asked, chosen in itertools.product(encoders, poolings, phases or [saved.cfg.phases],
                                                              layers or [saved.cfg.repr_layers]):
-        model = with_encoder(saved, encoder)
+        model = models[encoder]
         # represent() reads these settings; the weights stay the same
         model.cfg = dataclasses.replace(model.cfg, pooling=pooling, phases=asked, repr_layers=chosen).validate()
         k = model.num_phases      # a grid of sigma has sigma phases at most: more computes the same representation
