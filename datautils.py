@@ -38,7 +38,7 @@ import torch
 from common.errors import TimeMAEError
 from common.unpickling import refused_global
 from data.builders import read_har
-from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, did_you_mean, stack_ragged
+from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, did_you_mean, float32_values, stack_ragged
 from data.sources import SourceTree
 
 DATA_ENV = "TIMEMAE_DATA"  # root folder holding one sub-folder per dataset
@@ -233,7 +233,7 @@ def unpack_pt(obj, path):
     else:
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
     try:
-        x = _float32(_numpy_values(x, f"{path}: samples"), f"{path}: samples")
+        x = float32_values(_numpy_values(x, f"{path}: samples"), f"{path}: samples")
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
     y = np.asarray(_numpy_values(y, f"{path}: labels")).reshape(-1)
@@ -256,19 +256,6 @@ def _numpy_values(x, what):
     return x
 
 
-def _float32(x, what):
-    """x as a float32 array; a value beyond float32's range (|v| > 3.4e38), which the cast would make inf, is
-    refused rather than reported later as a non-finite value."""
-    with np.errstate(over="ignore"):
-        out = np.asarray(x, dtype=np.float32)
-    inf = np.isinf(out)
-    overflow = int(np.isfinite(np.asarray(x, dtype=np.float64)[inf]).sum()) if inf.any() else 0
-    if overflow:
-        raise TimeMAEError(f"{what}: {overflow} value(s) beyond float32's range (|v| > 3.4e38), the model's "
-                           "precision: rescale the data")
-    return out
-
-
 def _check_sizes(x, what):
     """An array of series with none, or of no channels or steps, is refused: the model would fail on it."""
     if 0 in x.shape:
@@ -279,7 +266,7 @@ def _load_raw_har(folder):
     """The extracted `UCI HAR Dataset/` folder, split exactly as `python -m data.prepare har` splits it."""
     with tempfile.TemporaryDirectory() as work:
         (trx, try_), (vax, vay), (tex, tey) = read_har(SourceTree([folder], work))
-    time_major = lambda x: x.transpose(0, 2, 1).astype(np.float32)  # noqa: E731  (N, 9, T) -> (N, T, 9)
+    time_major = lambda x: float32_values(x, folder).transpose(0, 2, 1)  # noqa: E731  (N, 9, T) -> (N, T, 9)
     return time_major(trx), try_, time_major(vax), vay, time_major(tex), tey
 
 
@@ -337,9 +324,9 @@ def as_series_array(x, what="X"):
         if x.ndim != 3:
             raise TimeMAEError(f"{what} must be an array (n_cases, n_channels, n_timepoints), got shape {x.shape}")
         _check_sizes(x, what)
-        return np.ascontiguousarray(_float32(x, what).transpose(0, 2, 1))
+        return np.ascontiguousarray(float32_values(x, what).transpose(0, 2, 1))
     try:
-        series = [np.atleast_2d(_float32(_numpy_values(s, what), what)) for s in x]
+        series = [np.atleast_2d(float32_values(_numpy_values(s, what), what)) for s in x]
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{what}: each series must be an array (n_channels, length) of numbers ({e})") from None
     if not series or any(s.ndim != 2 for s in series):

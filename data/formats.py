@@ -25,11 +25,25 @@ def stack_ragged(series, path):
     return x
 
 
+def float32_values(x, what):
+    """x as a float32 array; a value beyond float32's range (|v| > 3.4e38), which the cast would make inf, is
+    refused rather than reported later as a non-finite value."""
+    with np.errstate(over="ignore"):
+        out = np.asarray(x, dtype=np.float32)
+    inf = np.isinf(out)
+    overflow = int(np.isfinite(np.asarray(x, dtype=np.float64)[inf]).sum()) if inf.any() else 0
+    if overflow:
+        raise TimeMAEError(f"{what}: {overflow} value(s) beyond float32's range (|v| > 3.4e38), the model's "
+                           "precision: rescale the data")
+    return out
+
+
 def _floats(text, path, lineno):
     try:
-        return np.array([float("nan") if v.strip() == "?" else float(v) for v in text.split(",")], np.float32)
+        values = [float("nan") if v.strip() == "?" else float(v) for v in text.split(",")]
     except ValueError:
         raise TimeMAEError(f"{path}:{lineno}: cannot parse values {text[:60]!r}") from None
+    return float32_values(values, f"{path}:{lineno}")
 
 
 def _content_lines(path, comment, strip=str.strip):

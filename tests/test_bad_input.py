@@ -114,6 +114,13 @@ def empty_ts(data, run):
     return ["--dataset", "ucr", "--UCR_folder", "Toy"]
 
 
+def ts_beyond_float32(data, run):
+    os.makedirs(data)
+    _ts(data, "Toy_TRAIN.ts", ["1,2,3,4:1", "1,2,1e39,4:2"])
+    _ts(data, "Toy_TEST.ts", ["1,2,3,4:1"])
+    return ["--dataset", "ucr", "--UCR_folder", "Toy"]
+
+
 def corrupt_ts(data, run):
     os.makedirs(data)
     _ts(data, "Toy_TRAIN.ts", ["1,2,3,4:1", "1,2,x?,4:2"])
@@ -338,6 +345,7 @@ CASES = [
     (pt_wrong_rank, "samples must have 3 dimensions"),
     (empty_ts, "no series after an @data line"),
     (corrupt_ts, "cannot parse values"),
+    (ts_beyond_float32, "Toy_TRAIN.ts:6: 1 value(s) beyond float32's range (|v| > 3.4e38)"),
     (binary_ts, "no series after an @data line"),
     (ts_without_test, "but not its test file"),
     (ts_train_is_a_folder, "Toy_TRAIN.ts is not a file (a folder, or a link to nothing); expected the training"),
