@@ -236,7 +236,7 @@ def unpack_pt(obj, path):
         x = float32_values(_numpy_values(x, f"{path}: samples"), f"{path}: samples")
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
-    y = np.asarray(_numpy_values(y, f"{path}: labels")).reshape(-1)
+    y = label_vector(_numpy_values(y, f"{path}: labels"), f"{path}: labels")
     if len(x) != len(y):
         raise TimeMAEError(f"{path}: {len(x)} samples but {len(y)} labels")
     if len(x) == 0:
@@ -334,10 +334,11 @@ def as_series_array(x, what="X"):
     return stack_ragged(series, what)
 
 
-def label_vector(y, split, name):
-    """Labels as a 1-D array, one a series (a column (n, 1) flattened); rows of several (one-hot, pairs) refused."""
+def label_vector(y, what):
+    """Labels as a 1-D array, one a series (a column (n, 1) flattened); rows of several (one-hot, pairs) refused.
+    `what` names them in the error."""
     if np.prod(np.shape(y)[1:], dtype=int) > 1:
-        raise TimeMAEError(f"{name}: {split} labels must be one label a series (1-D), got shape {np.shape(y)}")
+        raise TimeMAEError(f"{what} must be one label a series (1-D), got shape {np.shape(y)}")
     return np.asarray(y).reshape(-1)
 
 
@@ -345,7 +346,7 @@ def splits_from_arrays(name, x, y=None, x_val=None, y_val=None, x_test=None, y_t
     """DatasetSplits from arrays (N, T, C) (see as_series_array), with the loaders' checks; y None: unlabelled;
     `gaps`: one of GAPS."""
     for xs, ys, split in ((x, y, "train"), (x_val, y_val, "val"), (x_test, y_test, "test")):
-        labels = None if ys is None else label_vector(ys, split, name)
+        labels = None if ys is None else label_vector(ys, f"{name}: {split} labels")
         if xs is not None and labels is not None and len(xs) != len(labels):
             raise TimeMAEError(f"{name}: {len(xs)} {split} series but {len(labels)} labels")
         if xs is not None and (ys is None) != (y is None):
@@ -452,7 +453,7 @@ def _check_values(x, split, dataset, hint=GAPS_HINT):
 def _label_array(y, split, dataset):
     """Labels as a 1-D array of scalars (records are refused), whole-number floats as integers: 1.0 and 1 are the
     same class, whichever split or format stored floats."""
-    y = np.asarray(y).reshape(-1)
+    y = label_vector(y, f"{dataset}: {split} labels")
     if y.dtype.kind == "V":
         raise TimeMAEError(f"{dataset}: {split} labels must be one number or string a series, got records of dtype "
                            f"{y.dtype}")

@@ -92,6 +92,11 @@ def pt_beyond_float32(data, run):
     _pt(data, "train.pt", {"samples": samples, "labels": torch.arange(8) % 2})
 
 
+def pt_one_hot_labels(data, run):
+    write_pt_dataset(data)
+    _pt(data, "train.pt", {"samples": torch.ones(8, 2, 32), "labels": torch.eye(2)[torch.arange(8) % 2]})
+
+
 def pt_no_channels(data, run):
     write_pt_dataset(data)
     _pt_split(data, "train.pt", np.zeros((8, 0, 32)), np.arange(8) % 2)
@@ -340,6 +345,7 @@ CASES = [
     (pt_complex_samples, "train.pt: samples must be real numbers, got complex values (complex64)"),
     (pt_beyond_float32, "train.pt: samples: 3 value(s) beyond float32's range (|v| > 3.4e38), the model's "
                         "precision: rescale the data"),
+    (pt_one_hot_labels, "train.pt: labels must be one label a series (1-D), got shape (8, 2)"),
     (pt_no_channels, "train.pt: samples holds no series, or series of no channels or steps: shape (8, 0, 32)"),
     (pt_count_mismatch, "10 samples but 8 labels"),
     (pt_wrong_rank, "samples must have 3 dimensions"),

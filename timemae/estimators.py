@@ -313,7 +313,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         epochs = self._config(None, self.num_epoch).num_epoch   # None: the preset's (or main.py's)
         if self.finetune and epochs < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
-        labels = label_vector(y, "train", "fit(X, y)")
+        labels = label_vector(y, "fit(X, y): train labels")
         check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
         try:
             self.classes_ = np.unique(labels)
