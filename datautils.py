@@ -24,6 +24,7 @@ first value with that value. NaN after a channel's last value is always padding,
 """
 import glob
 import math
+import numbers
 import os
 import pickle
 import tempfile
@@ -578,18 +579,19 @@ def prepare_series(x, data, what="X"):
     return apply_stats(x, data)
 
 
-def stratified_split(y, ratio, seed):
-    """Indices (fit, held_out) with `ratio` of every class held out (at least one sample per class where
-    the class has two or more)."""
+def stratified_split(y, size, seed, hint="change --val_ratio or use --select_on test"):
+    """Indices (fit, held_out) with `size` held out, stratified by class: a share of the series (float) or a count
+    (int, exactly that many), with at least one series of every class on each side; `hint` ends the refusal."""
     from sklearn.model_selection import train_test_split
     idx = np.arange(len(y))
     counts = np.bincount(y)
-    held_out = math.ceil(ratio * len(y))            # as train_test_split sizes it; each side needs every class
+    held_out = size if isinstance(size, numbers.Integral) else math.ceil(size * len(y))   # as train_test_split
     classes = np.count_nonzero(counts)
     if not classes <= held_out <= len(y) - classes or counts[counts > 0].min() < 2:
-        raise TimeMAEError(f"cannot hold out a stratified {ratio:.0%} of {len(y)} labelled series with class "
-                           f"counts {counts.tolist()}; change --val_ratio or use --select_on test")
-    fit, held = train_test_split(idx, test_size=ratio, stratify=y, random_state=seed)
+        share = size if isinstance(size, numbers.Integral) else f"{size:.0%}"
+        raise TimeMAEError(f"cannot hold out a stratified {share} of {len(y)} labelled series with class "
+                           f"counts {counts.tolist()}; {hint}")
+    fit, held = train_test_split(idx, test_size=size, stratify=y, random_state=seed)
     return np.sort(fit), np.sort(held)
 
 

@@ -12,10 +12,9 @@ import sys
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from common.errors import TimeMAEError
-from datautils import read_pt, unpack_pt
+from datautils import read_pt, stratified_split, unpack_pt
 from engine.runfiles import atomic_save, make_writable_dir
 
 
@@ -48,12 +47,7 @@ def write_subset(src, dst, sizes, seed=0, overwrite=False):
         if not classes <= n <= len(labels) - classes:   # the draw keeps and leaves out a series of every class
             raise TimeMAEError(f"--{split} must lie in {classes}..{len(labels) - classes} ({split}.pt holds "
                                f"{len(labels)} series of {classes} classes), got {n}")
-        counts = np.bincount(codes)
-        if counts.min() < 2:
-            raise TimeMAEError(f"--{split} {n}: {split}.pt has a class of one series, which a stratified draw "
-                               f"cannot split (class counts {counts.tolist()})")
-        # n series exactly (a share n / len would be rounded), as main.py's stratified_split draws them
-        keep = np.sort(train_test_split(np.arange(len(codes)), test_size=n, stratify=codes, random_state=seed)[1])
+        _, keep = stratified_split(codes, n, seed, f"each class needs 2 series or more for --{split}")   # exactly n
         subsets[split] = {"samples": torch.from_numpy(samples[keep]), "labels": torch.from_numpy(labels[keep])}
     make_writable_dir(dst, "destination")
     temporary = {split: os.path.join(dst, f".tmp-subset-{split}.pt") for split in subsets}
