@@ -146,11 +146,12 @@ class _TimeMAE(BaseEstimator):
             self._keep(cfg, trainers[0])
         return self
 
-    def _adopt(self, path, head, ckpt=None):
-        """Keep the checkpoint at `path` (its dict `ckpt`, when already read) as the fitted model."""
+    def _adopt(self, path, head, ckpt=None, cfg=None):
+        """Keep the checkpoint at `path` (its dict `ckpt`, when already read) as the fitted model; `cfg`: the
+        fit's configuration (None: loaded, built from the parameters)."""
         self.device_ = resolve_device(self.device or default_device())
         # the encoding batch, fixed with the fit: set_params after it changes what a next fit does, not predict
-        self.batch_ = eval_batch_size(self._config(None, 0), self.device_)
+        self.batch_ = eval_batch_size(cfg or self._config(None, 0), self.device_)
         ckpt = open_checkpoint(path) if ckpt is None else ckpt
         model = model_from_checkpoint(ckpt, path)
         self.model_, self.data_, self.head_ = model.to(self.device_), dict(ckpt["data"]), head
@@ -282,7 +283,7 @@ class TimeMAEEncoder(TransformerMixin, _TimeMAE):
         return self._train(X, y, num_epoch=0)
 
     def _keep(self, cfg, trainer):
-        self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), None)
+        self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), None, cfg=cfg)
 
 
 class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
@@ -324,9 +325,9 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
 
     def _keep(self, cfg, trainer):
         if self.finetune:
-            self._adopt(os.path.join(cfg.save_path, "model.pkl"), "fineall")
+            self._adopt(os.path.join(cfg.save_path, "model.pkl"), "fineall", cfg=cfg)
         else:  # FineLast: the very probe Trainer.finelast fitted and scored, as head (its C, its series)
-            self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), "probe")
+            self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), "probe", cfg=cfg)
             self.model_.set_head(*trainer.finelast_head)
         self.data_["classes"] = self.classes_.tolist()
 
