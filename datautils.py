@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common.errors import TimeMAEError
+from common.errors import TimeMAEError, one_line
 from common.unpickling import refused_global
 from data.builders import read_har
 from data.formats import DEFAULT_FOLDERS, UEA_NAMES, UEA_READERS, did_you_mean, float32_values, stack_ragged
@@ -201,7 +201,7 @@ def read_pt(path):
             raise TimeMAEError(f"cannot read {path}: it holds Python objects other than tensors, arrays and plain "
                                f"values ({refused_global(e)}), which are not loaded: a data file must not run code") \
                 from None
-        raise TimeMAEError(f"cannot read {path}: UnpicklingError: {' '.join(str(e).split())[:200]}") from None
+        raise TimeMAEError(f"cannot read {path}: UnpicklingError: {one_line(e)}") from None
     except Exception as e:
         raise TimeMAEError(f"cannot read {path}: {type(e).__name__}: {e}") from None
 

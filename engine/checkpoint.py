@@ -12,7 +12,7 @@ import pickle
 
 import torch
 
-from common.errors import TimeMAEError
+from common.errors import TimeMAEError, one_line
 from common.unpickling import refused_global
 from engine.runfiles import atomic_save
 from model import TimeMAE
@@ -79,8 +79,7 @@ def load_state(model, ckpt, path):
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:
-        detail = " ".join(str(e).split())
-        raise TimeMAEError(f"checkpoint {path!r} does not fit this model: {detail[:300]}") from None
+        raise TimeMAEError(f"checkpoint {path!r} does not fit this model: {one_line(e, 300)}") from None
 
 
 def load_checkpoint(path, model):

@@ -23,7 +23,7 @@ import os
 import torch
 import torch.nn as nn
 
-from common.errors import TimeMAEError
+from common.errors import TimeMAEError, one_line
 from model.config import ConfigError
 
 INSTALL_HINT = "pip install -r requirements-bert.txt"
@@ -45,7 +45,7 @@ def require_transformers():
 
 def _reason(error):
     """An exception from transformers as one short line: its type and the start of its message."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 def resolve_bert_path(path):

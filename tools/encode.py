@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common.errors import TimeMAEError
+from common.errors import TimeMAEError, one_line
 from data.formats import UEA_READERS
 from datautils import load_numpy_file, read_pt
 from engine.runfiles import RUN_STATE, atomic_save_npy, atomic_write_text, check_output_file
@@ -61,7 +61,7 @@ def read_series(path):
         if ext == ".csv":
             return pd.read_csv(path, header=None, dtype=np.float64).to_numpy()
     except (OSError, ValueError, RuntimeError) as e:
-        raise TimeMAEError(f"cannot read {path}: {' '.join(str(e).split())[:200]}") from None
+        raise TimeMAEError(f"cannot read {path}: {one_line(e)}") from None
     raise TimeMAEError(f"input {path!r}: unknown file type {ext or '(none)'}; use one of {', '.join(INPUTS)}")
 
 
