@@ -26,7 +26,7 @@ from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import checkpoint, load_state, read_checkpoint
 from engine.distributed import Dist
 from engine.record import EPOCH_LOG, RunRecord, read_epoch_log
-from engine.resume import LAST
+from engine.resume import BUDGET, LAST
 from engine.runfiles import atomic_save, atomic_write_json
 from engine.speed import autocast, compiled, eval_batch_size
 from loss import codebook_usage, hits_ndcg, pretrain_loss
@@ -76,8 +76,7 @@ def training_budget(cfg, n_pretrain, n_fit, world_size=1):
 
     cfg.pretrain_batch_size, cfg.pretrain_epochs = plan(n_pretrain, cfg.num_epoch_pretrain, cfg.min_pretrain_steps)
     cfg.finetune_batch_size, cfg.finetune_epochs = plan(n_fit, cfg.num_epoch, cfg.min_steps)
-    return {k: getattr(cfg, k) for k in ("pretrain_batch_size", "pretrain_epochs", "finetune_batch_size",
-                                         "finetune_epochs")}
+    return {k: getattr(cfg, k) for k in BUDGET}
 
 
 class Trainer:

@@ -17,7 +17,7 @@ from datautils import description_changes
 from engine.runfiles import RUN_STATE as LAST, read_json
 
 # the step budget main.py derives from the flags, the data and the number of processes (process.training_budget)
-BUDGET = {"pretrain_batch_size", "pretrain_epochs", "finetune_batch_size", "finetune_epochs"}
+BUDGET = ("pretrain_batch_size", "pretrain_epochs", "finetune_batch_size", "finetune_epochs")
 LOGS = ("pretrain_result.txt", "pretrain_log.jsonl", "linear_result.txt", "result.txt")
 STATE_KEYS = ("phase", "epoch", "optimizer", "scheduler", "best", "pending", "rng", "logs", "elapsed")
 
@@ -110,7 +110,7 @@ def check_resumable(run_dir, cfg, runtime):
         raise TimeMAEError(f"--resume: {e}") from None
     differ = [k for k, v in sorted(vars(cfg).items()) if k in saved and k not in runtime and saved[k] != v]
     changed = [f"--{k} {saved[k]} -> {getattr(cfg, k)}" for k in differ]
-    if differ and set(differ) <= BUDGET:   # no flag changed: the number of processes did
+    if differ and set(differ) <= set(BUDGET):   # no flag changed: the number of processes did
         processes = (saved.get("provenance") or {}).get("processes", "as many")
         raise TimeMAEError(f"--resume: the step budget differs from the run's ({', '.join(changed)}): a small set's "
                            f"batch is capped to a multiple of the processes; resume with {processes} process(es), "
