@@ -197,9 +197,9 @@ def read_pt(path):
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if refused_global(e):
+        if refused := refused_global(e):
             raise TimeMAEError(f"cannot read {path}: it holds Python objects other than tensors, arrays and plain "
-                               f"values ({refused_global(e)}), which are not loaded: a data file must not run code") \
+                               f"values ({refused}), which are not loaded: a data file must not run code") \
                 from None
         raise TimeMAEError(f"cannot read {path}: UnpicklingError: {one_line(e)}") from None
     except Exception as e:

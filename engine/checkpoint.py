@@ -39,10 +39,11 @@ def open_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if not refused_global(e):  # bytes that are no pickle at all (a text file, say)
+        refused = refused_global(e)
+        if not refused:  # bytes that are no pickle at all (a text file, say)
             raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (not a file torch.save wrote)") from None
         raise TimeMAEError(f"{path!r} holds Python objects other than tensors and plain values "
-                           f"({refused_global(e)}), which weights-only loading refuses: it is not a checkpoint of "
+                           f"({refused}), which weights-only loading refuses: it is not a checkpoint of "
                            "this version (retrain, or see docs/api.md#old-checkpoints)") from None
     except Exception as e:
         raise TimeMAEError(f"cannot read checkpoint {path!r}: not a file torch.save wrote, or damaged "

@@ -72,22 +72,22 @@ def checkpoint_path(model, predict):
         return model
     name = "model.pkl" if predict else "pretrain_model.pkl"
     path = os.path.join(model, name)
+    if os.path.isfile(path):
+        return path
     if not os.path.isdir(model):
         raise TimeMAEError(f"{model!r} is neither a run folder nor a checkpoint file")
-    if not os.path.isfile(path) and not os.path.isfile(os.path.join(model, "args.json")):
+    if not os.path.isfile(os.path.join(model, "args.json")):
         raise TimeMAEError(f"{model!r} is not a run folder (no args.json, no {name}): pass a run folder "
                            "(exp/<dataset>/seed<k>) or a checkpoint file")
-    if not os.path.isfile(path) and not os.path.isfile(os.path.join(model, "metrics.json")):
+    if not os.path.isfile(os.path.join(model, "metrics.json")):
         resume = os.path.isfile(os.path.join(model, RUN_STATE))
         raise TimeMAEError(f"run folder {model!r} holds no {name}: the run has not finished (no metrics.json)" + (
             f"; {RUN_STATE} is there: rerun its command with --resume to finish it" if resume else ""))
-    if not os.path.isfile(path):
-        raise TimeMAEError(f"run folder {model!r} holds no {name}" + (
-            " (the run did not fine-tune: --num_epoch 0, or its data had no labels); to predict, fit a classifier on "
-            "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"
-            ".transform(X) (docs/api.md)"
-            if predict else ""))
-    return path
+    raise TimeMAEError(f"run folder {model!r} holds no {name}" + (
+        " (the run did not fine-tune: --num_epoch 0, or its data had no labels); to predict, fit a classifier on "
+        "its representations, e.g. a LogisticRegression on TimeMAEEncoder.load(<run>/pretrain_model.pkl)"
+        ".transform(X) (docs/api.md)"
+        if predict else ""))
 
 
 def write(path, table):
