@@ -550,9 +550,8 @@ def data_description(splits):
 
 
 def description_changes(saved, data):
-    """The keys of data description `data` in which `saved`, a checkpoint's, differs; a key that `saved` predates
-    counts as what its version did (DESCRIPTION_DEFAULTS)."""
-    saved = {**DESCRIPTION_DEFAULTS, **saved}
+    """The keys of data description `data` in which `saved`, a checkpoint's (engine.checkpoint.training_data),
+    differs."""
     return sorted(k for k in data if saved.get(k) != data[k])
 
 
@@ -568,7 +567,7 @@ def prepare_series(x, data, what="X"):
                            "longer series are refused (cut them, or train on series of that length)")
     x = np.pad(x[:, : data["seq_len"]], ((0, 0), (0, max(0, data["seq_len"] - x.shape[1])), (0, 0)),
                constant_values=np.nan)
-    gaps = {**DESCRIPTION_DEFAULTS, **data}["gaps"]
+    gaps = data["gaps"]
     if gaps == "interpolate":
         x = fill_gaps(x)
     hint = {"interpolate": "replace the inf values (NaN gaps are filled as in training)",

@@ -14,6 +14,7 @@ import torch
 
 from common.errors import TimeMAEError, one_line
 from common.unpickling import refused_global
+from datautils import DESCRIPTION_DEFAULTS
 from engine.runfiles import atomic_save
 from model import TimeMAE
 from model.config import architecture_settings, config_defaults
@@ -92,11 +93,12 @@ def load_checkpoint(path, model):
 
 def training_data(ckpt, path):
     """The description of the training data (datautils.data_description) that the checkpoint at `path` keeps to
-    prepare new series with; refused for a checkpoint written before checkpoints kept it."""
+    prepare new series with, an entry it predates read as what its version did (DESCRIPTION_DEFAULTS); refused
+    for a checkpoint written before checkpoints kept it."""
     if not isinstance(ckpt.get("data"), dict):
         raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
                            "version): see docs/api.md#old-checkpoints")
-    return ckpt["data"]
+    return {**DESCRIPTION_DEFAULTS, **ckpt["data"]}
 
 
 def model_from_checkpoint(ckpt, path):

@@ -440,7 +440,7 @@ def test_own_data_example_quick_run(tmp_path, capsys):
                                                  "File exists\n")
 
 
-def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_training_series_were():
+def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_training_series_were(tmp_path):
     X, y = aeon(24)
     gappy = X.copy()
     gappy[::3, 0, 5:9] = np.nan                                          # a gap inside every third series
@@ -460,6 +460,12 @@ def test_gaps_are_refused_unless_interpolated_and_new_series_are_filled_as_the_t
     with pytest.raises(TimeMAEError, match=r"allowed: the model was trained to refuse gaps: fill them .* "
                                            r"the API's gaps='interpolate'\), which fills new series as it filled"):
         refusing.transform(gappy)
+    path = refusing.save(str(tmp_path / "old.pkl"))                     # written before checkpoints named gaps
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["data"]["gaps"]
+    torch.save(ckpt, path)
+    with pytest.raises(TimeMAEError, match=r"allowed: the model was trained to refuse gaps"):
+        load(path).transform(gappy)
 
 
 def test_numpy_parameters_and_a_random_state_save_as_plain_values_that_load_back(tmp_path):

@@ -154,7 +154,7 @@ class _TimeMAE(BaseEstimator):
         self.batch_ = eval_batch_size(cfg or self._config(None, 0), self.device_)
         ckpt = open_checkpoint(path) if ckpt is None else ckpt
         model = model_from_checkpoint(ckpt, path)
-        self.model_, self.data_, self.head_ = model.to(self.device_), dict(ckpt["data"]), head
+        self.model_, self.data_, self.head_ = model.to(self.device_), training_data(ckpt, path), head
 
     # ------------------------------------------------------------------------------------------ encoding
     def _series(self, X, what="X"):

@@ -8,7 +8,7 @@ import pandas as pd
 from args import saved_flags
 from common.errors import TimeMAEError
 from datautils import data_description, dataset_name, description_changes
-from engine.checkpoint import open_checkpoint
+from engine.checkpoint import open_checkpoint, training_data
 from main import load_splits
 from process import labelled_splits
 from tools.summarize import comparable, config_flags, config_labels
@@ -79,7 +79,7 @@ def run_data(folder, data_path=None, settings=None):
         e.args = (f"{folder!r}: {e}",)   # its settings, which the tools spell as --flags)
         raise
     ckpt = open_checkpoint(os.path.join(folder, CHECKPOINT))
-    changed = description_changes(ckpt["data"], data_description(splits)) if "data" in ckpt else []
+    changed = description_changes(training_data(ckpt, CHECKPOINT), data_description(splits)) if "data" in ckpt else []
     if changed:
         raise TimeMAEError(f"{folder!r}: the data in {cfg.data_path!r} is not what the run trained on "
                            f"({', '.join(changed)} differ): pass --data_path with the run's data")
