@@ -178,6 +178,10 @@ def build_parser():
     g.add_argument("--jitter", type=float, default=0.0,
                    help="augmentation: in every pretraining batch N(0, S^2) noise is added to every step of every "
                         "channel, on the normalised scale; 0: off (paper)")
+    g.add_argument("--resized_crop", type=float, default=0.0,
+                   help="augmentation: in every pretraining batch each series is replaced by a random crop of at "
+                        "least (1 - S) of its steps, stretched back to its length by linear interpolation (a "
+                        "random resized crop, MAE's augmentation, in time); S in [0, 1), 0: off (paper)")
     g.add_argument("--num_epoch_pretrain", type=int, default=100, help="0 gives the FineZero baseline")
     g.add_argument("--probe_every", type=int, default=5, help="linear probe every N pretraining epochs")
     g.add_argument("--probe_C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],

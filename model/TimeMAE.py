@@ -132,6 +132,26 @@ class TimeMAE(nn.Module):
             x = x + self.cfg.jitter * torch.randn_like(x)
         return x
 
+    def resized_crop(self, x):
+        """x (B, T, C) -> series i replaced by a crop of l_i ~ U[(1 - s) T_i, T_i] of its T_i real steps, from a
+        uniform start, stretched back to T_i steps by linear interpolation (s = resized_crop): MAE's random
+        resized crop, in time, so a small set shows the encoders each series at new speeds and offsets.
+        Padding stays padding. No draw at all when s is 0, so the default run is unchanged."""
+        s = self.cfg.resized_crop
+        if s == 0:
+            return x
+        real = _real_steps(x)                                                 # (B, 1) T_i
+        draws = torch.rand(x.shape[0], 2, device=x.device)                    # (B, 2)
+        length = (real - 1) * (1 - s * draws[:, :1])                         # (B, 1) l_i - 1, in steps
+        start = (real - 1 - length) * draws[:, 1:]                            # (B, 1)
+        steps = torch.arange(x.shape[1], device=x.device)                     # (T,)
+        source = start + steps * length / (real - 1).clamp_min(1)             # (B, T) where step j reads
+        low = source.floor().long().clamp(max=x.shape[1] - 1)                 # padding steps read anything
+        high = torch.minimum(low + 1, real - 1)
+        weight = (source - low)[..., None].to(x.dtype)                        # (B, T, 1)
+        out = torch.lerp(_gather(x, low), _gather(x, high), weight)           # (B, T, C)
+        return out.masked_fill((steps >= real)[..., None], float("nan"))
+
     def random_masking(self, batch, device, window_pad=None):
         """Indices (B, S-M) of visible and (B, M) of masked windows, every window equally likely.
         Per-sample masks come from argsort of uniform noise; 'batch' mode shares one draw (reference code).
@@ -165,7 +185,7 @@ class TimeMAE(nn.Module):
         masked windows' embeddings (B, M, d) that the targets tokenize (an EMA codebook follows them).
         padded: see window_padding (a random shift pads any series)."""
         padded = True if self.max_shift else padded
-        x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(x)), padded)
+        x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(self.resized_crop(x))), padded)
         z = self.feature_encoder(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)

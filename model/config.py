@@ -58,6 +58,7 @@ class TimeMAEConfig:
     random_shift: float = _training(0.0)   # pretraining: series start up to this many windows late (random crop)
     scaling: float = _training(0.0)        # pretraining: each series' channels times N(1, scaling^2) factors
     jitter: float = _training(0.0)         # pretraining: N(0, jitter^2) noise added to every step
+    resized_crop: float = _training(0.0)   # pretraining: a random crop of >= (1 - this) of a series, stretched back
     tokenizer: str = "ste"              # 'ste': straight-through Gumbel-softmax targets; 'argmax': index targets
     target_noise: str = "none"          # Gumbel noise in the hard codeword target
     tau: float = 1.0                    # Gumbel-softmax temperature of the STE gradient path
@@ -184,6 +185,9 @@ class TimeMAEConfig:
             if not 0 <= getattr(self, name) < math.inf:          # NaN is refused too
                 raise ConfigError(f"{name} must be a finite number of {unit}, 0 or more, got {getattr(self, name)}",
                                   (name,))
+        if not 0 <= self.resized_crop < 1:
+            raise ConfigError(f"resized_crop must be at least 0 (off) and below 1 (a crop keeps more than nothing "
+                              f"of a series), got {self.resized_crop}", ("resized_crop",))
         if self.num_windows < 2:
             raise ConfigError(f"series of {self.seq_len} step(s) make one window of {self.wave_length} step(s): "
                               "masking needs at least 2 windows (one masked, one visible): a shorter wave_length, or "

@@ -1,5 +1,5 @@
-"""Pretraining augmentation `--scaling` / `--jitter`: what each draws, that padding stays padding, that off means
-no draw at all, and that only pretraining sees it."""
+"""Pretraining augmentation `--scaling` / `--jitter` / `--resized_crop`: what each draws, that padding stays
+padding, that off means no draw at all, and that only pretraining sees it."""
 import pytest
 import torch
 
@@ -27,7 +27,7 @@ def padded(n):
 def test_off_draws_nothing_and_returns_the_input():
     x, plain = padded(8), model()
     state = torch.random.get_rng_state()
-    assert plain.scale_and_jitter(x) is x
+    assert plain.scale_and_jitter(x) is x and plain.resized_crop(x) is x
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
@@ -54,9 +54,45 @@ def test_jitter_adds_independent_noise_of_that_scale():
     assert abs(torch.corrcoef(torch.stack([noise, x[~x.isnan()]]))[0, 1].item()) < 0.01
 
 
-def test_only_pretraining_sees_it():
+def test_resized_crop_stretches_a_crop_of_each_series_back_to_its_length():
+    """On a ramp x_t = t (every channel) linear interpolation is exact, so series i's output is the ramp from its
+    crop's start a_i to its end b_i in equal steps: 0 <= a_i, b_i <= T_i - 1, b_i - a_i >= (1 - s)(T_i - 1),
+    with crop lengths and starts drawn uniformly."""
+    s, n = 0.5, 4000
+    x = padded(n)
+    ramp = torch.arange(T, dtype=torch.float32)[None, :, None].expand(n, T, C)
+    x = torch.where(x.isnan(), x, ramp)
+    torch.manual_seed(4)
+    out = model(resized_crop=s).resized_crop(x)
+    assert torch.equal(out.isnan(), x.isnan())                       # padding stays padding, real steps stay real
+    real = (~x.isnan()[..., 0]).sum(1)                               # (n,) T_i
+    first, last = out[:, 0, 0], out[torch.arange(n), real - 1, 0]    # a_i, b_i
+    steps = out[..., 0].diff(dim=1)                                  # (n, T-1), NaN past the end
+    ok = ~steps.isnan()
+    even = (steps - ((last - first) / (real - 1).clamp_min(1))[:, None]).abs()
+    assert even[ok].max() < 1e-4                                     # equal steps
+    assert torch.equal(out[..., 0].nan_to_num(-1.0), out[..., C - 1].nan_to_num(-1.0))   # every channel alike
+    assert (first >= 0).all() and (last <= real - 1 + 1e-4).all()
+    span = (last - first) / (real - 1).clamp_min(1)                  # l_i / T_i, for series of 2 or more steps
+    many = real > 1
+    assert span[many].min() >= 1 - s - 1e-5 and span[many].max() <= 1 + 1e-5
+    assert abs(span[many].mean().item() - (1 - s / 2)) < 0.01        # U[1 - s, 1]
+    slack = (real - 1 - (last - first))[many]                        # where the start falls: U[0, 1] of the slack
+    share = (first[many] / slack.clamp_min(1e-6))[slack > 1]
+    assert abs(share.mean().item() - 0.5) < 0.02
+    assert (out[real == 1, 0] == 0).all()                            # a one-step series is itself
+
+
+def test_resized_crop_is_refused_outside_zero_to_one():
+    for bad in (-0.1, 1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=f"resized_crop must be at least 0 .* and below 1 .*, got {bad}"):
+            model(resized_crop=bad)
+
+
+@pytest.mark.parametrize("flags", [dict(scaling=0.3, jitter=0.3), dict(resized_crop=0.5)])
+def test_only_pretraining_sees_it(flags):
     x = padded(16)
-    plain, augmented = model().eval(), model(scaling=0.3, jitter=0.3).eval()
+    plain, augmented = model().eval(), model(**flags).eval()
     assert torch.equal(plain.represent(x), augmented.represent(x))   # probes, FineAll and encode: no augmentation
     torch.manual_seed(3)
     a = plain.train().forward_pretrain(x)["rep_target"]

@@ -215,6 +215,7 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--compile", "--compile_backend", "nonsense"], "--compile_backend 'nonsense' is not a torch.compile backend"),
     (["--random_shift", "inf"], "--random_shift must be a finite number of windows, 0 or more, got inf"),
     (["--scaling", "inf"], "--scaling must be a finite number of standard deviations, 0 or more, got inf"),
+    (["--resized_crop", "1"], "--resized_crop must be at least 0 (off) and below 1"),
     (["--codebook_usage", "nan"], "--codebook_usage must be a finite weight, 0 or more, got nan"),
     (["--codebook_usage", "inf"], "--codebook_usage must be a finite weight, 0 or more, got inf"),
     (["--tau", "inf"], "--tau must be a positive finite number, got inf"),
