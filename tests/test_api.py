@@ -2,8 +2,10 @@
 unequal lengths, predictions, and the parameters' defaults (main.py's)."""
 import importlib.util
 import inspect
+import copy
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -99,6 +101,20 @@ def test_save_and_load_in_a_fresh_process_is_bitwise_equal(encoder, tmp_path):
     from engine.provenance import git_commit                        # where the fit ran travels with the file
     assert load(path).provenance_ == encoder.provenance_ and encoder.provenance_["commit"] == git_commit()[0]
     assert encoder.provenance_["process"].startswith("python ") and "command" not in encoder.provenance_
+
+
+def test_an_estimator_pickled_by_an_earlier_version_is_filled_as_that_version_behaved(encoder, tmp_path):
+    """Earlier versions pickled no batch_ and no provenance_, and a data description without "gaps": unpickled,
+    the estimator gets its encoding batch, no provenance and gaps refused, then transforms and saves as before."""
+    X, _ = aeon(6, seed=3)
+    earlier = copy.copy(encoder)
+    del earlier.batch_, earlier.provenance_
+    earlier.data_ = {k: v for k, v in encoder.data_.items() if k != "gaps"}
+    restored = pickle.loads(pickle.dumps(earlier))
+    assert restored.batch_ == encoder.batch_ and restored.provenance_ is None
+    assert restored.data_ == encoder.data_ and encoder.data_["gaps"] == "refuse"
+    assert np.array_equal(restored.transform(X), encoder.transform(X))
+    assert load(restored.save(str(tmp_path / "old.pkl"))).provenance_ is None
 
 
 def test_unequal_length_lists():

@@ -27,7 +27,7 @@ from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from common.unpickling import refused_global
-from datautils import as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays
+from datautils import DESCRIPTION_DEFAULTS, as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
@@ -156,6 +156,17 @@ class _TimeMAE(BaseEstimator):
         model = model_from_checkpoint(ckpt, path)
         self.model_, self.data_, self.head_ = model.to(self.device_), training_data(ckpt, path), head
 
+    def __setstate__(self, state):
+        """An estimator pickled by an earlier version: what it lacks is filled once, as that version behaved (its
+        encoding batch from its parameters, no provenance, the data description's newer entries)."""
+        super().__setstate__(state)
+        if hasattr(self, "model_"):
+            self.data_ = {**DESCRIPTION_DEFAULTS, **self.data_}
+            if not hasattr(self, "batch_"):
+                self.batch_ = eval_batch_size(self._config(None, 0), self.device_)
+            if not hasattr(self, "provenance_"):
+                self.provenance_ = None
+
     # ------------------------------------------------------------------------------------------ encoding
     def _series(self, X, what="X"):
         """X as the model's input: (n_cases, seq_len, n_channels) float32 on the device, prepared as the
@@ -164,16 +175,12 @@ class _TimeMAE(BaseEstimator):
         x = prepare_series(as_series_array(X, what), self.data_, what)
         return torch.as_tensor(x, device=self.device_)
 
-    def _batch(self):
-        # getattr: an estimator pickled by an earlier version has no batch_
-        return getattr(self, "batch_", None) or eval_batch_size(self._config(None, 0), self.device_)
-
     def transform(self, X, what="X"):
         """Representations, the visible encoder's windows pooled by `pooling` (meanmax, the UCR preset's:
         (n_cases, 2 d_model); mean, the paper's: (n_cases, d_model); flat: (n_cases, n_windows * d_model)); with
         k `repr_layers` (flags), k times as wide. `what` names X in errors (tools.encode: its input file)."""
         x = self._series(X, what)   # first: it checks that the estimator is fitted
-        return extract_representations(self.model_, x, self._batch())
+        return extract_representations(self.model_, x, self.batch_)
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path):
@@ -181,9 +188,8 @@ class _TimeMAE(BaseEstimator):
         data's description (normalisation statistics, class names, length policy) and these parameters; and
         where the fit ran (provenance_)."""
         check_is_fitted(self, "model_")
-        # getattr: an estimator pickled by an earlier version has no provenance_
         save_checkpoint(path, self.model_, data=self.data_, head=self.head_, estimator=type(self).__name__,
-                        params=self._saved_params(), provenance=getattr(self, "provenance_", None))
+                        params=self._saved_params(), provenance=self.provenance_)
         return path
 
     def _saved_params(self):
@@ -341,7 +347,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     def predict_proba(self, X, what="X"):
         """Probabilities (n_cases, n_classes), columns in classes_ order; `what` names X in errors."""
         check_is_fitted(self, "classes_")
-        return predict_proba(self.model_, self._series(X, what), self._batch())
+        return predict_proba(self.model_, self._series(X, what), self.batch_)
 
     def predict(self, X, what="X"):
         proba = self.predict_proba(X, what)   # first: it checks that the estimator is fitted
