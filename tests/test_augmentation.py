@@ -89,17 +89,25 @@ def test_resized_crop_is_refused_outside_zero_to_one():
             model(resized_crop=bad)
 
 
-@pytest.mark.parametrize("flags", [dict(scaling=0.3, jitter=0.3), dict(resized_crop=0.5)])
+@pytest.mark.parametrize("flags", [dict(scaling=0.3, jitter=0.3), dict(resized_crop=0.5), dict(random_shift=1.0)])
 def test_only_pretraining_sees_it(flags):
+    """The window slicer of pretraining reads the augmented series (the draws come first, so the same seed gives
+    them again); probes, encode (eval) and FineAll (train mode) read the series as they are."""
     x = padded(16)
     plain, augmented = model().eval(), model(**flags).eval()
-    assert torch.equal(plain.represent(x), augmented.represent(x))   # probes, FineAll and encode: no augmentation
+    assert torch.equal(plain.represent(x), augmented.represent(x))
+    torch.manual_seed(5)
+    tuned_plain = plain.train()(x)
+    torch.manual_seed(5)
+    assert torch.equal(augmented.train()(x), tuned_plain)             # FineAll's forward: the same dropout draws
+    seen = []
+    augmented.feature_encoder.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
     torch.manual_seed(3)
-    a = plain.train().forward_pretrain(x)["rep_target"]
-    torch.manual_seed(3)
-    b = augmented.train().forward_pretrain(x)["rep_target"]
-    assert not torch.allclose(a, b)                                  # the momentum encoder saw other windows
     total, _, _ = pretrain_loss(augmented.forward_pretrain(x), 5.0, 1.0)
+    torch.manual_seed(3)
+    expected = augmented.scale_and_jitter(augmented.random_shift(augmented.resized_crop(x)))
+    assert torch.equal(seen[0], expected.nan_to_num(0.0)) and not torch.equal(expected.isnan(), x.isnan()) \
+        or not torch.allclose(expected.nan_to_num(0.0), x.nan_to_num(0.0))   # it changed the series
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(p.grad).all() for p in augmented.parameters()
                                          if p.grad is not None)
