@@ -24,16 +24,20 @@ def test_mcc_uses_label_smoothing_and_mrr_is_mse():
     logp = scores.log_softmax(-1).flatten()
     smoothed = -(0.8 * logp[0] + 0.2 / 3 * logp.sum())
     assert mcc_loss(scores, target).item() == pytest.approx(smoothed.item(), rel=1e-6)
-    assert mrr_loss(torch.ones(2, 3, 4), torch.zeros(2, 3, 4)).item() == 1.0
-    out = dict(rep_predicted=torch.ones(1, 1, 2), rep_target=torch.zeros(1, 1, 2), codeword_scores=scores,
-               codeword_target=target)
+    # differences 2, 0, 0, 0: MSE 1 (the mean absolute error would be 0.5, a per-window root mean square 0.71)
+    predicted = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]])                  # (B, M, d)
+    assert mrr_loss(predicted, torch.zeros(1, 2, 2)).item() == 1.0
+    out = dict(rep_predicted=predicted, rep_target=torch.zeros(1, 2, 2), codeword_scores=scores.expand(1, 2, 3),
+               codeword_target=target.expand(1, 2, 3))
     total, mrr, mcc = pretrain_loss(out, alpha=5.0, beta=2.0)
+    assert mrr.item() == 1.0 and mcc.item() == pytest.approx(smoothed.item(), rel=1e-6)
     assert total.item() == pytest.approx(5.0 * 1.0 + 2.0 * smoothed.item(), rel=1e-6)
 
 
 def test_codebook_usage():
-    used, ppl = codebook_usage(torch.tensor([5, 5, 0, 0]))
-    assert used == 2 and ppl == pytest.approx(2.0)
+    """Perplexity exp(H) of the codewords' shares: 3/4 and 1/4 give exp(0.5623) = 1.7548, not the 2 in use."""
+    used, ppl = codebook_usage(torch.tensor([6, 2, 0, 0]))
+    assert used == 2 and ppl == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
 
 
 def test_masked_mean_counts_the_entries_it_averages():
