@@ -32,7 +32,6 @@ def test_end_to_end_writes_every_output(tstcc_dir, tmp_path):
     assert (out / "result.txt").read_text().splitlines()[-1].startswith("final, acc")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["select_on"] == "val" and set(metrics["finelast"]) >= {"acc", "f1"}
-    assert metrics["finelast"]["C"] in (0.1, 1.0, 10.0, 100.0)                 # chosen from the default grid
     assert f", C{metrics['finelast']['C']:g}, " in linear[-1]
     assert_reported(out, metrics)
     args = json.loads((out / "args.json").read_text())
@@ -205,7 +204,6 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--dropout", "1"], "--dropout must lie in [0, 1), got 1.0"),
     (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be a positive finite number, got 0.0"),
     (["--vocab_size", "1"], "--vocab_size must be at least 2, got 1"),
-    (["--device", "cuda:0"], "no CUDA GPU" if not torch.cuda.is_available() else "CUDA"),
     (["--save_path", ""], "--save_path is empty: name a folder, or leave the flag out for the default"),
     (["--dataset", "ucr", "--UCR_folder", "../ArrowHead"], "--UCR_folder '../ArrowHead': expected an archive name "
                                                             "such as ArrowHead, not a path; pass the folder that holds "
@@ -213,8 +211,6 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--bert_path", "/models/my-bert"], "--bert_path applies to the BERT encoder: add --encoder bert, or leave it "
                                          "out"),
     (["--compile", "--compile_backend", "nonsense"], "--compile_backend 'nonsense' is not a torch.compile backend"),
-    (["--random_shift", "inf"], "--random_shift must be a finite number of windows, 0 or more, got inf"),
-    (["--scaling", "inf"], "--scaling must be a finite number of standard deviations, 0 or more, got inf"),
     (["--resized_crop", "1"], "--resized_crop must be at least 0 (off) and below 1"),
     (["--codebook_usage", "nan"], "--codebook_usage must be a finite weight, 0 or more, got nan"),
     (["--codebook_usage", "inf"], "--codebook_usage must be a finite weight, 0 or more, got inf"),
@@ -223,8 +219,6 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
 def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, message):
     code, err = run_main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "r"),
                           *TINY, *extra], capsys)
-    if "cuda" in extra[-1] and torch.cuda.is_available():
-        pytest.skip("a GPU is present")
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
