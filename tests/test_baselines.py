@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -139,6 +140,27 @@ def test_minirocket_and_dtw_learn_the_tiny_set(run):
     rows = tools.baselines.baseline_rows(run)
     assert [r["method"] for r in rows] == ["minirocket", "dtw"]
     assert all(r["acc"] >= 0.8 for r in rows), rows        # two classes of sines, 32 test series
+
+
+def test_the_aeon_classifiers_are_built_as_the_baselines_say(monkeypatch):
+    """Without aeon (CI) the classifiers' settings are still checked, through stand-in modules: MiniRocket seeded
+    and threaded, 1-NN with the DTW distance (not aeon's default Euclidean), threaded."""
+    built = []
+
+    def recorder(name):
+        return type(name, (), {"__init__": lambda self, **kw: built.append((name, kw))})
+
+    modules = {"aeon": None, "aeon.classification": None,
+               "aeon.classification.convolution_based": {"MiniRocketClassifier": recorder("MiniRocket")},
+               "aeon.classification.distance_based": {"KNeighborsTimeSeriesClassifier": recorder("KNN")}}
+    for name, members in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(members or {})
+        monkeypatch.setitem(sys.modules, name, module)
+    tools.baselines.aeon_classifier("minirocket", 7, 2)
+    tools.baselines.aeon_classifier("dtw", 7, 3)
+    assert built == [("MiniRocket", {"random_state": 7, "n_jobs": 2}),
+                     ("KNN", {"distance": "dtw", "n_neighbors": 1, "n_jobs": 3})]
 
 
 def test_each_run_and_method_counts_once_and_every_folder_is_checked_first(data, run, tmp_path, euclidean_nn,
