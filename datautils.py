@@ -594,10 +594,6 @@ def stratified_split(y, size, seed, hint="change --val_ratio or use --select_on 
     return np.sort(fit), np.sort(held)
 
 
-def num_windows(seq_len, wave_length):
-    return math.ceil(seq_len / wave_length)
-
-
 def stratified_subset(y, ratio, seed):
     """Sorted indices of a seeded, stratified `ratio` (in (0, 1], checked by main) of labels y: round(ratio * n_c)
     series of every class c, drawn at random within the class. Refuses a ratio that leaves a class empty."""

@@ -11,20 +11,16 @@ import json
 import os
 import sys
 
-import matplotlib
+import pandas as pd
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from args import DATASETS, build_parser, parse_args  # noqa: E402
-from common.errors import TimeMAEError  # noqa: E402
-from datautils import dataset_name  # noqa: E402
-from main import flag_message, run  # noqa: E402
-from experiments.presets import ALL  # noqa: E402
-from tools.summarize import markdown, mean_std  # noqa: E402
-from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir  # noqa: E402
+from args import DATASETS, build_parser, parse_args
+from common.errors import TimeMAEError
+from datautils import dataset_name
+from main import flag_message, run
+from experiments.presets import ALL
+from tools.summarize import markdown, mean_std
+from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
@@ -182,6 +178,9 @@ class Study:
         figure = os.path.join(self.folder, f"{self.name}.png")
         ok = table[table.protocol != "refused"]
         groups = list(ok.groupby(list(panels), sort=False))
+        import matplotlib
+        matplotlib.use("Agg")   # files only, no window: chosen here, so that importing this module changes nothing
+        import matplotlib.pyplot as plt
         fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5.5 * max(1, len(groups)), 4.2), squeeze=False)
         for ax, (values, part) in zip(axes[0], groups):
             ax.grid(alpha=0.3)
