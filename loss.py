@@ -13,7 +13,7 @@ def mrr_loss(rep_predicted, rep_target, valid=None):
     return masked_mean((rep_predicted - rep_target).pow(2).mean(-1), valid)
 
 
-MCC_LABEL_SMOOTHING = 0.2   # the method's MCC loss (SPEC section 1)
+MCC_LABEL_SMOOTHING = 0.2   # the paper's MCC loss: cross-entropy with label smoothing
 
 
 def mcc_loss(codeword_scores, codeword_target, valid=None):

@@ -350,7 +350,7 @@ class Trainer:
     def finelast(self):
         """Linear probe of the selected checkpoint with the C chosen on the selection split (probes fitted on
         the fit split, the series FineAll trains on); with --probe_refit 1 the chosen C is then fitted on fit +
-        selection series, every labelled training series (SPEC: FineLast fits on the labelled training set).
+        selection series, every labelled training series (the paper's FineLast fits on the labelled training set).
         Reports test."""
         start = time.perf_counter()
         model = TimeMAE.from_config(self.model.config).to(self.device)

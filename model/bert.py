@@ -1,4 +1,4 @@
-"""BERT as TimeMAE's visible encoder H_theta and momentum encoder H_xi (SPEC section 5).
+"""BERT as TimeMAE's visible encoder H_theta and momentum encoder H_xi (docs/bert.md).
 
 `BertEncoder` has the native `Encoder`'s interface, (B, L, d) -> (B, L, d), and wraps a
 `transformers.BertModel` called with `inputs_embeds` (window embeddings are floats, not token ids).
