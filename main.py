@@ -53,7 +53,7 @@ def build_model(cfg, splits, log=print):
     model = TimeMAE(model_config(cfg, splits, bert))
     if bert and cfg.bert_init == "pretrained":
         copied = model.visible_encoder.load_pretrained(cfg.bert_path)
-        model.target_encoder.load_state_dict(model.visible_encoder.state_dict())
+        model.momentum_encoder.load_state_dict(model.visible_encoder.state_dict())
         log(f"BERT encoder: {copied} pretrained tensors from {cfg.bert_path}")
     return model
 

@@ -275,7 +275,7 @@ class Trainer:
             if cfg.skip_nonfinite:   # under torchrun a step is skipped on every rank when any rank skipped it
                 ok = self.dist.all_reduce(ok.int(), "min").bool()   # (DDP averages the gradients): so is all
             finite[i] = ok                                          # that follows it, alike on every rank
-            model.update_target_encoder(ok if cfg.skip_nonfinite else None)
+            model.update_momentum_encoder(ok if cfg.skip_nonfinite else None)
             target = out["codeword_target"].argmax(-1).flatten()                 # (B*M,)
             real = (torch.ones_like(target, dtype=torch.bool) if out["masked_valid"] is None
                     else out["masked_valid"].flatten())                          # filler slots are not counted
@@ -305,7 +305,7 @@ class Trainer:
         model, data = self.model, self.pretrain_set.x
         rows = np.random.default_rng(seed).permutation(len(data))[:count]
         x, window_pad = model.window_padding(data[torch.as_tensor(rows, device=data.device)], self.padded)
-        z = model.feature_encoder(x)                                         # (n, S, d)
+        z = model.window_slicer(x)                                         # (n, S, d)
         z = z[~window_pad] if window_pad is not None else z.flatten(0, 1)    # (N, d) real windows
         return model.tokenizer.project(z - z.mean(0)) if model.cfg.codebook == "cosine" else z
 

@@ -65,7 +65,7 @@ def parse(argv=None):
     return args
 
 
-MODULES = ["feature_encoder", "visible_encoder", "decoupled_encoder", "target_encoder", "tokenizer"]
+MODULES = ["window_slicer", "visible_encoder", "decoupled_encoder", "momentum_encoder", "tokenizer"]
 
 
 def part_times(model, x, args, device):
@@ -103,7 +103,7 @@ def part_times(model, x, args, device):
         t2 = clock()
         opt.step()
         t3 = clock()
-        model.update_target_encoder()
+        model.update_momentum_encoder()
         t4 = clock()
         modules = {name: spent.get(name, 0.0) for name in MODULES}
         rows.append({**modules, "rest of forward and loss": t1 - t0 - sum(modules.values()), "backward": t2 - t1,

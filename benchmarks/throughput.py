@@ -215,7 +215,7 @@ def pretrain_setup(model, x, cfg, device, padded=False):
             out = forward(x, padded=padded)
             loss, _, _ = pretrain_loss(out, 5.0, 1.0)
         Trainer._optimise(loss, opt, sched, None)
-        model.update_target_encoder()
+        model.update_momentum_encoder()
         hits, ndcg = hits_ndcg(out["codeword_scores"].detach().flatten(0, 1),
                                out["codeword_target"].argmax(-1).flatten())
         sums.add_(torch.stack([hits.sum(), ndcg.sum()]))

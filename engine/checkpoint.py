@@ -51,6 +51,8 @@ def open_checkpoint(path):
                            f"({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (expected a dict with 'model' and 'config')")
+    if isinstance(ckpt["model"], dict):   # anything else is refused where the weights are loaded
+        ckpt["model"] = TimeMAE.renamed_state(ckpt["model"])
     return ckpt
 
 

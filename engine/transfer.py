@@ -19,7 +19,7 @@ def _module(name):
 
 
 def _owner(name):
-    """'feature_encoder.conv.weight' -> 'feature_encoder.conv': the layer a tensor belongs to."""
+    """'window_slicer.conv.weight' -> 'window_slicer.conv': the layer a tensor belongs to."""
     return name.rpartition(".")[0] or name
 
 

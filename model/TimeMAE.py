@@ -53,7 +53,7 @@ class TimeMAE(nn.Module):
         self.mcc, self.mrr, self.decouple = cfg.mcc, cfg.mrr, cfg.decouple
         res, d_model = bool(cfg.enable_res_parameter), cfg.d_model
 
-        self.feature_encoder = WindowSlicer(cfg.channels, d_model, cfg.wave_length)
+        self.window_slicer = WindowSlicer(cfg.channels, d_model, cfg.wave_length)
         self.position = nn.Parameter(sinusoid_init_(torch.empty(self.num_windows, d_model)))   # P (S, d)
         self.mask_token = nn.Parameter(torch.randn(d_model) * 0.02)                         # z_mask (d,)
         if cfg.encoder == "bert":
@@ -67,8 +67,19 @@ class TimeMAE(nn.Module):
                                    cfg.codebook_tau, cfg.codebook_ema, cfg.codebook_dim)
         # without MCC the codebook only scores diagnostics; an EMA codebook follows its windows, not gradients
         self.tokenizer.requires_grad_(cfg.mcc and not cfg.codebook_ema)
-        self.target_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
+        self.momentum_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
         self.head = nn.Linear(cfg.representation_size, cfg.num_classes)                       # FineAll
+
+    # state_dict prefixes of checkpoints written before the modules took the paper's names
+    FORMER_NAMES = {"feature_encoder.": "window_slicer.", "target_encoder.": "momentum_encoder."}
+
+    @classmethod
+    def renamed_state(cls, state):
+        """A checkpoint's state_dict with its former module names (FORMER_NAMES) as today's."""
+        def today(name):
+            old = next((o for o in cls.FORMER_NAMES if name.startswith(o)), None)
+            return name if old is None else cls.FORMER_NAMES[old] + name[len(old):]
+        return {today(name): tensor for name, tensor in state.items()}
 
     @property
     def config(self):
@@ -83,7 +94,7 @@ class TimeMAE(nn.Module):
     def train(self, mode=True):
         """The momentum encoder always runs in eval mode: its targets carry no dropout noise."""
         super().train(mode)
-        self.target_encoder.eval()
+        self.momentum_encoder.eval()
         return self
 
     # ------------------------------------------------------------------------------------------ padding
@@ -186,7 +197,7 @@ class TimeMAE(nn.Module):
         padded: see window_padding (a random shift pads any series)."""
         padded = True if self.max_shift else padded
         x, window_pad = self.window_padding(self.scale_and_jitter(self.random_shift(self.resized_crop(x))), padded)
-        z = self.feature_encoder(x)                              # (B, S, d)
+        z = self.window_slicer(x)                              # (B, S, d)
         h = z + self.position                                    # (B, S, d)
         ids_visible, ids_masked, visible_pad, valid = self.random_masking(x.shape[0], x.device, window_pad)
 
@@ -209,7 +220,7 @@ class TimeMAE(nn.Module):
             # no row is empty: its outputs are outside the loss)
             target_pad = None if valid is None else ~valid & valid.any(1, keepdim=True)
             with torch.no_grad():
-                rep_target = self.target_encoder(_gather(h, ids_masked), target_pad)     # (B, M, d)
+                rep_target = self.momentum_encoder(_gather(h, ids_masked), target_pad)     # (B, M, d)
         else:  # no momentum encoder pass: target = prediction, so the MSE is 0 with zero gradient
             rep_target = rep_predicted.detach()
         z_masked = _gather(z, ids_masked)                                                  # (B, M, d)
@@ -223,10 +234,10 @@ class TimeMAE(nn.Module):
                     z_masked=z_masked.detach())
 
     @torch.no_grad()
-    def update_target_encoder(self, taken=None):
+    def update_momentum_encoder(self, taken=None):
         """xi <- m * xi + (1 - m) * theta, after every optimiser step; `taken` (a bool tensor, on the device) says
         whether the step was taken: a skipped step (--skip_nonfinite) leaves xi as it was, with no host sync."""
-        target = list(self.target_encoder.parameters())
+        target = list(self.momentum_encoder.parameters())
         online = [p.detach() for p in self.visible_encoder.parameters()]
         # a flag's weight goes as a list of 0-dim tensors, which stay on the device (one tensor is read as a number)
         weight = 1.0 - self.momentum if taken is None else [(1.0 - self.momentum) * taken] * len(target)
@@ -238,7 +249,7 @@ class TimeMAE(nn.Module):
         are hidden from attention. With repr_layers, (B, S, k * d): those k layers' outputs side by side.
         padded: see window_padding."""
         x, window_pad = self.window_padding(x, padded)
-        h = self.feature_encoder(x) + self.position                                # (B, S, d)
+        h = self.window_slicer(x) + self.position                                # (B, S, d)
         if self.cfg.repr_layers:  # several blocks side by side (validate: TimeMAE's own encoder)
             return self.visible_encoder(h, window_pad, layers=self.cfg.repr_layers), window_pad
         return self.visible_encoder(h, window_pad), window_pad
@@ -287,7 +298,7 @@ class TimeMAE(nn.Module):
     def freeze_pretraining_parts(self):
         """Fine-tuning trains the encoder and the head: the decoupled encoder, the tokenizer, the momentum encoder
         and the mask token are frozen (also so that DDP sees only parameters in use)."""
-        for part in (self.decoupled_encoder, self.tokenizer, self.target_encoder, self.mask_token):
+        for part in (self.decoupled_encoder, self.tokenizer, self.momentum_encoder, self.mask_token):
             part.requires_grad_(False)
 
     @torch.no_grad()

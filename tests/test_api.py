@@ -226,7 +226,7 @@ def test_repr_layers_flag_widens_the_representation_fineall_head_and_saved_model
     Z = clf.transform(X)
     model = clf.model_
     with torch.no_grad():
-        h = model.feature_encoder(torch.as_tensor(clf._series(X))) + model.position           # layer 0
+        h = model.window_slicer(torch.as_tensor(clf._series(X))) + model.position           # layer 0
         expected = torch.cat([h, model.visible_encoder(h)], -1).mean(1)                      # (60, 32)
     assert Z.shape == (60, 32) and model.head.in_features == 32
     np.testing.assert_allclose(Z, expected.numpy(), rtol=1e-5, atol=1e-6)

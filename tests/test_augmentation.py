@@ -101,7 +101,7 @@ def test_only_pretraining_sees_it(flags):
     torch.manual_seed(5)
     assert torch.equal(augmented.train()(x), tuned_plain)             # FineAll's forward: the same dropout draws
     seen = []
-    augmented.feature_encoder.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    augmented.window_slicer.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
     torch.manual_seed(3)
     total, _, _ = pretrain_loss(augmented.forward_pretrain(x), 5.0, 1.0)
     torch.manual_seed(3)

@@ -107,7 +107,7 @@ def test_visible_encoder_sees_true_window_positions(tiny_bert):
     ids_visible, *_ = model.random_masking(B, "cpu")
     torch.manual_seed(3)
     out = model.forward_pretrain(x)
-    h = model.feature_encoder(x) + model.position
+    h = model.window_slicer(x) + model.position
     torch.testing.assert_close(seen["x"], h[torch.arange(B)[:, None], ids_visible])
     assert out["rep_predicted"].shape == out["rep_target"].shape == (B, model.num_masked, D)
 
@@ -124,12 +124,12 @@ def test_pretrained_load_freeze_and_momentum_copy(tiny_bert):
     frozen = {n for n, p in model.visible_encoder.named_parameters() if not p.requires_grad}
     assert any(".layer.0." in n for n in frozen) and any("embeddings" in n for n in frozen)
     assert not any(".layer.1." in n for n in frozen)
-    model.target_encoder.load_state_dict(model.visible_encoder.state_dict())
+    model.momentum_encoder.load_state_dict(model.visible_encoder.state_dict())
     with torch.no_grad():
         model.visible_encoder.bert.encoder.layer[1].output.dense.weight.add_(1.0)
     model.momentum = 0.9
-    model.update_target_encoder()
-    torch.testing.assert_close(model.target_encoder.bert.encoder.layer[1].output.dense.weight,
+    model.update_momentum_encoder()
+    torch.testing.assert_close(model.momentum_encoder.bert.encoder.layer[1].output.dense.weight,
                                torch.as_tensor(source["encoder.layer.1.output.dense.weight"]) + 0.1)
     groups = param_groups(model, 1e-3, 1e-5)
     assert [g["lr"] for g in groups] == [1e-3, 1e-5]

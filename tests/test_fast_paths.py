@@ -64,7 +64,7 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks, noise, t
     """Total, MRR and MCC losses of a pretraining step, written without any of the model's fast paths."""
     cfg = model.config
     sigma, heads, V = cfg["wave_length"], cfg["attn_heads"], cfg["vocab_size"]
-    conv = model.feature_encoder.conv
+    conv = model.window_slicer.conv
     pad = -x.shape[1] % sigma
     xp = torch.cat([x, x.new_zeros(x.shape[0], pad, x.shape[2])], 1)                 # (B, S*sigma, C)
     windows = xp.unfold(1, sigma, sigma).flatten(2)                                  # (B, S, C*sigma)
@@ -80,7 +80,7 @@ def reference_losses(model, x, ids_visible, ids_masked, uniform, masks, noise, t
         pred = block(pred, rep, blk, heads, masks)
     with torch.no_grad():
         target = pick(h, ids_masked)
-        for blk in model.target_encoder.blocks:
+        for blk in model.momentum_encoder.blocks:
             target = block(target, target, blk, heads, None)
 
     book = model.tokenizer.codebook

@@ -106,7 +106,7 @@ def test_visible_encoder_never_sees_mask_tokens():
     ids_visible, ids_masked, *_ = model.random_masking(B, "cpu")
     torch.manual_seed(3)
     model.forward_pretrain(x)
-    h = model.feature_encoder(x) + model.position
+    h = model.window_slicer(x) + model.position
     expected = torch.stack([h[i, ids_visible[i]] for i in range(B)])
     assert seen["x"].shape == (B, model.num_windows - model.num_masked, D)
     torch.testing.assert_close(seen["x"], expected)
@@ -116,28 +116,28 @@ def test_momentum_update_arithmetic_and_no_gradient():
     model = tiny(momentum=0.9)
     for p in model.visible_encoder.parameters():
         torch.nn.init.normal_(p)
-    before = [p.clone() for p in model.target_encoder.parameters()]
+    before = [p.clone() for p in model.momentum_encoder.parameters()]
     online = [p.clone() for p in model.visible_encoder.parameters()]
-    model.update_target_encoder(torch.tensor(False))          # a step --skip_nonfinite skipped: no update
-    assert all(torch.equal(xi, old) for xi, old in zip(model.target_encoder.parameters(), before))
-    model.update_target_encoder()
-    for xi, old, theta in zip(model.target_encoder.parameters(), before, online):
+    model.update_momentum_encoder(torch.tensor(False))          # a step --skip_nonfinite skipped: no update
+    assert all(torch.equal(xi, old) for xi, old in zip(model.momentum_encoder.parameters(), before))
+    model.update_momentum_encoder()
+    for xi, old, theta in zip(model.momentum_encoder.parameters(), before, online):
         torch.testing.assert_close(xi, 0.9 * old + 0.1 * theta)
-    after = [p.clone() for p in model.target_encoder.parameters()]
+    after = [p.clone() for p in model.momentum_encoder.parameters()]
     with torch.profiler.profile() as prof:                     # the device's flag is not read back to the host
-        model.update_target_encoder(torch.tensor(True))
+        model.update_momentum_encoder(torch.tensor(True))
     assert not [e.key for e in prof.key_averages() if e.key in ("aten::item", "aten::_local_scalar_dense")]
-    for xi, old, theta in zip(model.target_encoder.parameters(), after, online):
+    for xi, old, theta in zip(model.momentum_encoder.parameters(), after, online):
         torch.testing.assert_close(xi, 0.9 * old + 0.1 * theta)
     out = model.forward_pretrain(torch.randn(B, T, C))
     (out["rep_predicted"] - out["rep_target"]).pow(2).mean().backward()
-    assert all(not p.requires_grad and p.grad is None for p in model.target_encoder.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in model.momentum_encoder.parameters())
     assert not out["rep_target"].requires_grad
 
 
-def test_target_encoder_stays_in_eval_mode():
+def test_momentum_encoder_stays_in_eval_mode():
     model = tiny().train()
-    assert model.visible_encoder.training and not model.target_encoder.training
+    assert model.visible_encoder.training and not model.momentum_encoder.training
 
 
 @pytest.mark.parametrize("codebook", ["linear", "cosine"])
@@ -418,8 +418,8 @@ def test_repr_layers_pools_the_chosen_layers_side_by_side():
     x = torch.randn(B, T, C)
     with torch.no_grad():
         own = model.represent(x)                                         # (B, D): the mean of block 2
-        embeddings = (model.feature_encoder(x) + model.position).mean(1)  # layer 0: the encoder's input
-        after_block1 = model.visible_encoder.blocks[0](model.feature_encoder(x) + model.position).mean(1)
+        embeddings = (model.window_slicer(x) + model.position).mean(1)  # layer 0: the encoder's input
+        after_block1 = model.visible_encoder.blocks[0](model.window_slicer(x) + model.position).mean(1)
     assert tiny(repr_layers=[2, 0, 2]).cfg.repr_layers == (0, 2)         # a list (args.json): in layer order, once
     three = tiny(repr_layers=(0, 1, 2))
     assert three.head.in_features == three.cfg.representation_size == 3 * D
@@ -452,3 +452,28 @@ def test_transfer_from_another_kind_of_encoder_names_the_kind_alone():
     ckpt = {"model": {}, "config": {**model.config, "encoder": "bert", "layers": 8, "bert_config": {"x": 1}}}
     with pytest.raises(TimeMAEError, match=r"holds another visible encoder \(encoder bert there, timemae here\): "):
         transfer_weights(model, "bert_run.pkl", read=lambda path: ckpt)
+
+
+def test_a_checkpoint_with_the_former_module_names_loads_and_transfers(tmp_path):
+    """Checkpoints written before the window slicer and the momentum encoder took the paper's names held
+    'feature_encoder.*' and 'target_encoder.*': they load, and transfer, under today's names."""
+    from engine.checkpoint import checkpoint, load_model
+    from engine.transfer import transfer_weights
+    torch.manual_seed(0)
+    model = TimeMAE(channels=2, seq_len=32, num_classes=3, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=4)
+    ckpt = checkpoint(model)
+    former = {"window_slicer.": "feature_encoder.", "momentum_encoder.": "target_encoder."}
+    ckpt["model"] = {next((former[p] + k[len(p):] for p in former if k.startswith(p)), k): v
+                     for k, v in ckpt["model"].items()}
+    assert not any(k.startswith(tuple(former)) for k in ckpt["model"]) and len(ckpt["model"]) == len(model.state_dict())
+    path = str(tmp_path / "old.pkl")
+    torch.save(ckpt, path)
+    loaded, _ = load_model(path)
+    for (name, mine), (other, theirs) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert name == other and torch.equal(mine, theirs), name
+    fresh = TimeMAE(channels=2, seq_len=32, num_classes=3, d_model=16, attn_heads=2, layers=1, reg_layers=1,
+                    vocab_size=12, wave_length=4)
+    transferred, reinitialised, unused = transfer_weights(fresh, path)
+    assert not reinitialised and not unused and torch.equal(fresh.window_slicer.conv.weight,
+                                                            model.window_slicer.conv.weight)

@@ -379,12 +379,12 @@ def test_nonfinite_loss_stops_then_resume_skips_it(data, tmp_path, monkeypatch, 
         assert f.read().count("\n") == 1  # nothing of the failed epoch was kept
 
     monkeypatch.setattr(process, "pretrain_loss", poison(2))  # the same step, counted from the resumed epoch 2
-    momentum, updates = [], TimeMAE.update_target_encoder
+    momentum, updates = [], TimeMAE.update_momentum_encoder
 
     def record_update(model, taken=None):
         momentum.append(bool(taken))
         updates(model, taken)
-    monkeypatch.setattr(TimeMAE, "update_target_encoder", record_update)
+    monkeypatch.setattr(TimeMAE, "update_momentum_encoder", record_update)
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume", "--skip_nonfinite"]) == 0
     assert momentum[:4] == [True, False, True, True]       # the momentum encoder skips the skipped step too
     assert "at epoch 2, step 2 of 4: skipped 1 of 4 steps" in capsys.readouterr().out
@@ -478,12 +478,12 @@ def test_a_finite_loss_with_nan_gradients_counts_as_skipped(data, tmp_path, monk
         zero = loss - loss.detach()                        # 0, with gradient 1 towards every parameter
         return (loss + zero.abs().sqrt() * 0 if next(calls) == 2 else loss), mrr, mcc   # value 0, gradient NaN
     monkeypatch.setattr(process, "pretrain_loss", nan_gradients_at_step_2)
-    momentum, updates = [], TimeMAE.update_target_encoder
+    momentum, updates = [], TimeMAE.update_momentum_encoder
 
     def record_update(model, taken=None):
         momentum.append(bool(taken))
         updates(model, taken)
-    monkeypatch.setattr(TimeMAE, "update_target_encoder", record_update)
+    monkeypatch.setattr(TimeMAE, "update_momentum_encoder", record_update)
     run = str(tmp_path / "run")
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--skip_nonfinite"]) == 0
     assert momentum[:4] == [True, False, True, True]

@@ -272,7 +272,7 @@ def kmeans_run(tstcc_dir, run, monkeypatch, *extra):
     def init_then_stop(self):
         real(self)
         with torch.no_grad():
-            z = self.model.feature_encoder(self.pretrain_set.x).flatten(0, 1).double()       # (N * S, d)
+            z = self.model.window_slicer(self.pretrain_set.x).flatten(0, 1).double()       # (N * S, d)
         seen.update(z=z, weight=self.model.tokenizer.codebook.weight.detach().double().clone(),
                     bias=self.model.tokenizer.codebook.bias.detach().double().clone(), tokenizer=self.model.tokenizer)
         raise Stop
@@ -313,7 +313,7 @@ def test_codebook_reset_replaces_exactly_the_unused_codewords_by_window_embeddin
         before = book.weight.detach().clone(), book.bias.detach().clone()
         n = real_reset(self, dead, ep)
         with torch.no_grad():
-            z = self.model.feature_encoder(self.pretrain_set.x).flatten(0, 1)   # the windows the codewords may take
+            z = self.model.window_slicer(self.pretrain_set.x).flatten(0, 1)   # the windows the codewords may take
         resets.append((dead.clone(), n, before, (book.weight.detach().clone(), book.bias.detach().clone()), z))
         return n
     monkeypatch.setattr(process.Trainer, "pretrain_epoch", epoch)

@@ -229,7 +229,7 @@ def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
     assert same["from_uwave"] == same["pretrained"]       # the transferred encoder is the pretrained one
     assert set(runs[runs.source == "none"].protocol) == {"FineZero", "FineZero+"}
     log = open(tmp_path / "studies/transfer/quick/uwave/from_epilepsy/seed1/log.txt").read()
-    assert "feature_encoder (2: feature_encoder.conv.weight has shape (16, 2, 4) there, (16, 3, 4) here)" in log
+    assert "window_slicer (2: window_slicer.conv.weight has shape (16, 2, 4) there, (16, 3, 4) here)" in log
     assert "position (1: position has shape (8, 16) there, (12, 16) here)" in log
     assert log.count("; not used: none") == 1
 
@@ -246,12 +246,12 @@ def test_transfer_loads_a_checkpoint_of_other_channels_and_length(data_root, tmp
                      "0", "--num_epoch_pretrain", "0", "--pretrained_path", str(src / "pretrain_model.pkl"),
                      "--save_path", str(dst)]) == 0
     out = capsys.readouterr().out
-    assert "re-initialised: position" in out and "feature_encoder (2:" in out and "not used: none" in out
+    assert "re-initialised: position" in out and "window_slicer (2:" in out and "not used: none" in out
     got = torch.load(dst / "pretrain_model.pkl", weights_only=False)["model"]
     for name in ("visible_encoder.blocks.0.attn.qkv.weight", "tokenizer.codebook.weight", "mask_token"):
         assert torch.equal(got[name], ckpt[name])
-    assert got["position"].shape == (12, 16) and got["feature_encoder.conv.weight"].shape == (16, 3, 4)
-    assert not torch.equal(got["feature_encoder.conv.bias"], ckpt["feature_encoder.conv.bias"])
+    assert got["position"].shape == (12, 16) and got["window_slicer.conv.weight"].shape == (16, 3, 4)
+    assert not torch.equal(got["window_slicer.conv.bias"], ckpt["window_slicer.conv.bias"])
     assert main_cli(["--dataset", "uwave", "--data_path", str(data_root / "UWave"), *STUDY_FLAGS, "--num_epoch",
                      "0", "--num_epoch_pretrain", "0", "--no_decouple", "--pretrained_path",
                      str(src / "pretrain_model.pkl"), "--save_path", str(tmp_path / "nodec")]) == 0
@@ -317,7 +317,7 @@ def test_no_mrr_never_runs_the_momentum_encoder(tstcc_dir, tmp_path, monkeypatch
 
     def init(self, model, *args, **kw):
         real(self, model, *args, **kw)
-        model.target_encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+        model.momentum_encoder.register_forward_pre_hook(lambda *_: calls.append(1))
     monkeypatch.setattr(process.Trainer, "__init__", init)
     for flags in (["--no_mrr"], []):
         calls.clear()

@@ -64,7 +64,7 @@ def test_the_benchmarks_fine_tuning_step_trains_what_fineall_trains():
     step()
     step()
     changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {"head", "visible_encoder", "feature_encoder", "position"}, changed
+    assert changed == {"head", "visible_encoder", "window_slicer", "position"}, changed
 
 
 def test_sync_count_reads_the_warnings_of_torchs_sync_debug_mode(monkeypatch):

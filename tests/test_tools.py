@@ -501,12 +501,12 @@ def test_with_encoder_represents_by_the_momentum_encoder_and_leaves_the_model_al
     torch.manual_seed(0)
     model = TimeMAE(channels=1, seq_len=32, num_classes=2, wave_length=4).eval()
     with torch.no_grad():
-        for p in model.target_encoder.parameters():   # H_xi away from H_theta, as after pretraining
+        for p in model.momentum_encoder.parameters():   # H_xi away from H_theta, as after pretraining
             p.add_(torch.randn_like(p))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     reference = TimeMAE(channels=1, seq_len=32, num_classes=2, wave_length=4).eval()   # H_xi's weights put by name
-    reference.load_state_dict({**before, **{k.replace("target_encoder.", "visible_encoder."): v
-                                            for k, v in before.items() if k.startswith("target_encoder.")}})
+    reference.load_state_dict({**before, **{k.replace("momentum_encoder.", "visible_encoder."): v
+                                            for k, v in before.items() if k.startswith("momentum_encoder.")}})
     x = torch.randn(3, 32, 1)
     assert torch.equal(with_encoder(model, "momentum").represent(x), reference.represent(x))
     assert not torch.allclose(model.represent(x), reference.represent(x))

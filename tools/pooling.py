@@ -60,7 +60,7 @@ def with_encoder(model, encoder):
     if encoder == "visible":
         return model
     other = copy.deepcopy(model)
-    other.visible_encoder.load_state_dict(model.target_encoder.state_dict())
+    other.visible_encoder.load_state_dict(model.momentum_encoder.state_dict())
     return other
 
 
