@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from common.masked import masked_mean
 from model.bert import BertEncoder
 from model.config import TimeMAEConfig
-from model.layers import DecoupledEncoder, Encoder, Tokenizer, WindowSlicer, sinusoid_init_
+from model.layers import DecoupledEncoder, Tokenizer, VisibleEncoder, WindowSlicer, sinusoid_init_
 
 
 def _gather(t, ids):                                             # (B, S, d), (B, K) -> (B, K, d)
@@ -60,7 +60,7 @@ class TimeMAE(nn.Module):
             self.visible_encoder = BertEncoder(cfg.bert_config, cfg.bert_positions, cfg.bert_input_norm,
                                                cfg.bert_freeze_layers)                       # H_theta
         else:
-            self.visible_encoder = Encoder(d_model, cfg.attn_heads, cfg.dropout, cfg.layers, res)  # H_theta
+            self.visible_encoder = VisibleEncoder(d_model, cfg.attn_heads, cfg.dropout, cfg.layers, res)  # H_theta
         self.decoupled_encoder = DecoupledEncoder(d_model, cfg.attn_heads, cfg.dropout,
                                                   cfg.reg_layers if cfg.decouple else 0, res)     # F_phi
         self.tokenizer = Tokenizer(d_model, cfg.vocab_size, cfg.tokenizer, cfg.target_noise, cfg.tau, cfg.codebook,

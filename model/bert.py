@@ -1,6 +1,6 @@
 """BERT as TimeMAE's visible encoder H_theta and momentum encoder H_xi (docs/bert.md).
 
-`BertEncoder` has the native `Encoder`'s interface, (B, L, d) -> (B, L, d), and wraps a
+`BertEncoder` has the native `VisibleEncoder`'s interface, (B, L, d) -> (B, L, d), and wraps a
 `transformers.BertModel` called with `inputs_embeds` (window embeddings are floats, not token ids).
 
 BERT's embeddings module computes LayerNorm(inputs_embeds + token_type[0] + position[position_ids]).

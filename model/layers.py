@@ -212,7 +212,7 @@ class TransformerBlock(nn.Module):
             key_padding, None if key_padding is None else 1)                 # mask type 1: key padding (B, L)
 
 
-class Encoder(nn.Module):
+class VisibleEncoder(nn.Module):
     """A stack of self-attention blocks (the visible encoder H_theta and its momentum copy H_xi)."""
 
     def __init__(self, d_model, heads, dropout, layers, learnable_scale):

@@ -5,7 +5,8 @@ import torch
 from common.errors import TimeMAEError
 from model import TimeMAE
 from model import layers
-from model.layers import Attention, DecoupledEncoder, Dropout, Encoder, Tokenizer, TransformerBlock, WindowSlicer
+from model.layers import (Attention, DecoupledEncoder, Dropout, Tokenizer, TransformerBlock, VisibleEncoder,
+                          WindowSlicer)
 
 B, T, C, D = 4, 30, 3, 16
 
@@ -33,7 +34,7 @@ def test_block_shapes_self_and_cross():
     assert Attention(D, 2, 0.0)(x).shape == (B, 5, D)
     assert Attention(D, 2, 0.0)(x, ctx).shape == (B, 5, D)
     assert TransformerBlock(D, 2, 0.1, True)(x, ctx).shape == (B, 5, D)
-    assert Encoder(D, 2, 0.1, 3, True)(x).shape == (B, 5, D)
+    assert VisibleEncoder(D, 2, 0.1, 3, True)(x).shape == (B, 5, D)
     assert DecoupledEncoder(D, 2, 0.1, 2, True)(x, ctx).shape == (B, 5, D)
     assert Tokenizer(D, 12)(x).shape == (B, 5, 12)
 
@@ -352,7 +353,7 @@ def test_key_padding_hides_padded_keys_from_attention(spelled_out, monkeypatch):
     dropout that keeps all."""
     torch.manual_seed(0)
     monkeypatch.setattr(layers, "spelled_out", lambda x: spelled_out)
-    enc = Encoder(D, 2, 0.0, 2, True).train(spelled_out)
+    enc = VisibleEncoder(D, 2, 0.0, 2, True).train(spelled_out)
     for p in enc.parameters():
         torch.nn.init.normal_(p, std=0.3)
     for block in enc.blocks:
