@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
@@ -76,6 +76,15 @@ def standardised_one_nn():
     return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1))
 
 
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+
+
+def standardised_ridge():
+    """Ridge classification on standardised features, its alpha of RIDGE_ALPHAS chosen by leave-one-out over the
+    series it is fitted on (closed form: no selection split needed), unfitted."""
+    return make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=RIDGE_ALPHAS))
+
+
 def fit_probe(train_repr, train_y, seed=0, C=1.0):
     """The FineLast probe: StandardScaler + LogisticRegression fitted on frozen training representations."""
     with one_blas_thread():
@@ -93,6 +102,13 @@ def nearest_neighbour_probe(train_repr, train_y):
     return standardised_one_nn().fit(train_repr, train_y)
 
 
+def ridge_probe(train_repr, train_y):
+    """A linear probe fitted in closed form, its regularisation by leave-one-out (standardised_ridge;
+    tools.pooling --probes ridge)."""
+    with one_blas_thread():
+        return standardised_ridge().fit(train_repr, train_y)
+
+
 def fold_count(y, folds):
     """K of a stratified K-fold over labels y: `folds`, capped by the smallest class's count (every fold then holds
     each class). Refused (TimeMAEError) for `folds` < 2 or a class of one series, which leaves no K >= 2."""
@@ -106,8 +122,8 @@ def fold_count(y, folds):
 
 def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     """K-fold accuracy (stratified, shuffled by `seed`; K at most the smallest class's count) of a probe on
-    labelled representations: for the logistic probe the best C of `grid` and its accuracy, for nn1 (None, its
-    accuracy). Every series is scored once, by a probe that did not see it: a selection figure for small sets,
+    labelled representations: for the logistic probe the best C of `grid` and its accuracy, for nn1 and ridge
+    (None, its accuracy). Every series is scored once, by a probe that did not see it: a selection figure for small sets,
     steadier than a split of a few dozen series, and with less of the edge a run's own settings have on the
     split that chose its checkpoint (a fifth of the series). Pass labelled training series only, never test."""
     splitter = StratifiedKFold(fold_count(y, folds), shuffle=True, random_state=seed)
@@ -115,8 +131,8 @@ def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     def accuracy(model):
         with one_blas_thread():
             return float(np.mean(cross_val_predict(model, reps, y, cv=splitter) == y))
-    if probe == "nn1":
-        return None, accuracy(standardised_one_nn())
+    if probe in ("nn1", "ridge"):   # nothing to choose from the grid (ridge picks its alpha inside each fold)
+        return None, accuracy(standardised_one_nn() if probe == "nn1" else standardised_ridge())
     return max(((C, accuracy(logistic_probe(C, seed))) for C in sorted(grid)),
                key=lambda c_acc: c_acc[1])   # max keeps the first, the smaller C, on ties (as select_probe)
 

@@ -35,6 +35,29 @@ def test_nearest_neighbour_probe_takes_the_label_of_the_closest_series_after_sta
     assert not np.array_equal(expected, y[((xt[:, None] - x[None]) ** 2).sum(-1).argmin(1)])
 
 
+def test_ridge_probe_standardises_and_takes_the_alpha_leave_one_out_prefers():
+    """Written out: standardise by the training series, score each alpha of RIDGE_ALPHAS by the squared error of
+    ridge fits that leave one series out (targets +-1 per class), refit with the best and predict the highest
+    score. A feature on a thousand times the scale of another is standardised first."""
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+    (x, y), (xt, _) = _blobs(40, 0), _blobs(40, 10)
+    x, xt = x * [1000.0, 1, 1, 1], xt * [1000.0, 1, 1, 1]
+    scaler = StandardScaler().fit(x)
+    zx, zt = scaler.transform(x), scaler.transform(xt)
+    codes = np.where(np.arange(y.max() + 1) == y[:, None], 1.0, -1.0)             # (n, K)
+    every = np.arange(len(y))
+
+    def left_out_error(alpha):
+        return sum(((Ridge(alpha=alpha).fit(zx[every != i], codes[every != i]).predict(zx[i:i + 1]) - codes[i])
+                    ** 2).sum() for i in every)
+    errors = [left_out_error(a) for a in classification.RIDGE_ALPHAS]
+    best = classification.RIDGE_ALPHAS[int(np.argmin(errors))]
+    probe = classification.ridge_probe(x, y)
+    assert probe[-1].alpha_ == best and sorted(errors)[0] < sorted(errors)[1]      # one best alpha
+    assert np.array_equal(probe.predict(xt), Ridge(alpha=best).fit(zx, codes).predict(zt).argmax(1))
+
+
 def test_cross_validated_accuracy_scores_every_series_once_by_a_probe_that_did_not_see_it():
     """The K-fold figure, written out: K probes, each fitted without one stratified fold and scoring it; for the
     logistic probe the best C of the grid; K capped by the smallest class."""

@@ -415,13 +415,14 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     assert list(encoded.encoder) == ["visible"] * 2 + ["momentum"] * 2
     own = table[(table.run == runs[0]) & (table.pooling == "mean")].reset_index(drop=True)
     pd.testing.assert_frame_equal(encoded[encoded.encoder == "visible"].reset_index(drop=True), own)
-    assert pooling_main([runs[0], "--pooling", "mean", "--probes", "logistic", "nn1",
+    assert pooling_main([runs[0], "--pooling", "mean", "--probes", "logistic", "nn1", "ridge",
                          "--out", str(tmp_path / "n.csv")]) == 0
     probed = pd.read_csv(tmp_path / "n.csv")
-    assert list(probed.probe) == ["logistic"] * 2 + ["nn1"] * 2 and list(probed.refit) == [0, 1] * 2
+    assert list(probed.probe) == ["logistic"] * 2 + ["nn1"] * 2 + ["ridge"] * 2 and list(probed.refit) == [0, 1] * 3
     pd.testing.assert_frame_equal(probed[probed.probe == "logistic"].reset_index(drop=True), own)
-    nn1 = probed[probed.probe == "nn1"]
-    assert nn1.C.isna().all() and nn1.val_acc.nunique() == 1      # no C; one validation, of the fit split's 1-NN
+    for kind in ("nn1", "ridge"):   # no C; one validation, of the fit split's classifier
+        assert probed[probed.probe == kind].C.isna().all() and probed[probed.probe == kind].val_acc.nunique() == 1
+    probed = probed[probed.probe != "ridge"]
     assert pooling_main([*runs, "--pooling", "mean", "--probes", "logistic", "nn1", "--cv", "2",
                          "--out", str(tmp_path / "v.csv")]) == 0
     crossed = pd.read_csv(tmp_path / "v.csv")

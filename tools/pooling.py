@@ -1,8 +1,9 @@
 """FineLast of finished runs' selected checkpoints under each pooling asked for (--pooling: mean, max, meanmax, flat;
 default: all), each number of grid phases (--phases; default: the run's own), each choice of the visible encoder's
 layers (--layers; default: the run's own), each encoder (--encoders: the visible encoder H_theta, the paper's, or
-the momentum encoder H_xi, its moving average), each probe (--probes: logistic, FineLast's, or nn1, 1-NN on the
-standardised representations, the classifier of the raw series' baseline) and both probe fits (--probe_refit 0: the
+the momentum encoder H_xi, its moving average), each probe (--probes: logistic, FineLast's; nn1, 1-NN on the
+standardised representations, the classifier of the raw series' baseline; ridge, a ridge classifier whose alpha
+leave-one-out picks on the series it fits) and both probe fits (--probe_refit 0: the
 fit split's probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as
 the run's own FineLast, only the series representation, the classifier and its training series differ. The
 logistic row of the run's own pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
@@ -15,7 +16,7 @@ split is a fifth of them, so less of its edge remains, and on small sets five ti
     python -m tools.pooling exp/uwave/seed1 --phases 1 8       # also the representation over 8 grid phases
     python -m tools.pooling exp/uwave/seed1 --pooling mean --layers 8 5-8 0,8   # blocks 5-8; embeddings + block 8
     python -m tools.pooling exp/uwave/seed1 --pooling mean --encoders visible momentum
-    python -m tools.pooling exp/uwave/seed1 --pooling mean --probes logistic nn1
+    python -m tools.pooling exp/uwave/seed1 --pooling mean --probes logistic nn1 ridge
     python -m tools.pooling exp/uwave/seed{1,2,3} --pooling mean max --phases 1 8 --cv 5   # cross-validated too
 
 With several runs (seeds), a second table gives each dataset's and setting's mean over them: validation, and test
@@ -35,7 +36,7 @@ import torch
 
 from args import layer_spec, positive_int
 from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
-                            refit_probe, scores, select_probe)
+                            refit_probe, ridge_probe, scores, select_probe)
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
@@ -51,7 +52,7 @@ def layer_name(layers):
 
 
 ENCODERS = ("visible", "momentum")
-PROBES = ("logistic", "nn1")
+PROBES = ("logistic", "nn1", "ridge")
 
 
 def with_encoder(model, encoder):
@@ -69,7 +70,7 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in
     `folder`, one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the
     run's own; the column gives the phases the grid has, at most the window length, each once), choice of layers
-    (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of PROBES; nn1 has no C) and
+    (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of PROBES; nn1 and ridge have no C) and
     probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid other than the run's;
     poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the K-fold accuracy over every
     labelled training series (`cross_validated_accuracy`; its best C for logistic); data_path: where the run's
@@ -103,11 +104,11 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
                 C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
                 fits = {0: probe, 1: None if held is None else refit_probe(probe, train_r[both], splits.train_y[both],
                                                                            seed=cfg.seed)}
-            else:  # nn1: nothing to choose; validation scores the fit split's 1-NN
-                C, probe = float("nan"), nearest_neighbour_probe(train_r[fit], splits.train_y[fit])
+            else:  # nn1, ridge: no C to choose; validation scores the fit split's classifier
+                classifier = nearest_neighbour_probe if kind == "nn1" else ridge_probe
+                C, probe = float("nan"), classifier(train_r[fit], splits.train_y[fit])
                 sel = scores(sel_y, probe.predict(sel_r))
-                fits = {0: probe, 1: None if held is None else nearest_neighbour_probe(train_r[both],
-                                                                                       splits.train_y[both])}
+                fits = {0: probe, 1: None if held is None else classifier(train_r[both], splits.train_y[both])}
             crossed = {} if not cv else dict(zip(("cv_C", "cv_acc"), cross_validated_accuracy(
                 train_r[both], splits.train_y[both], grid, cv, seed=cfg.seed, probe=kind)))
             for refit, fitted in fits.items():
@@ -156,8 +157,9 @@ def main(argv=None):
                    help="also the K-fold accuracy over every labelled training series (cv_acc; 0: off): a selection "
                         "figure with less of the edge the split that chose the checkpoint gives the run's own settings")
     p.add_argument("--probes", nargs="+", choices=PROBES, default=PROBES[:1],
-                   help="classifiers on the representations: logistic (FineLast's probe, default) or nn1 (1-NN on "
-                        "the standardised representations, the raw series' baseline classifier)")
+                   help="classifiers on the representations: logistic (FineLast's probe, default), nn1 (1-NN on "
+                        "the standardised representations, the raw series' baseline classifier) or ridge (a ridge "
+                        "classifier, its alpha by leave-one-out on the series it fits)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
