@@ -419,7 +419,8 @@ def _encode(y, classes, split, dataset):
     if unknown:
         raise TimeMAEError(f"{dataset}: {split} labels {unknown[:5]} do not occur in the training labels "
                            f"{list(classes)[:10]}")
-    return np.array([index[k] for k in keys], dtype=np.int64)
+    present, inverse = np.unique(keys, return_inverse=True)                # a lookup per class, not per label
+    return np.array([index[k] for k in present], dtype=np.int64)[inverse.reshape(-1)]
 
 
 def fill_gaps(x):
