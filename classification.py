@@ -22,13 +22,15 @@ def scores(y_true, y_pred):
 
 
 @torch.inference_mode()
-def extract_representations(model, x, batch_size, padded=None):
+def extract_representations(model, x, batch_size, padded=None, each_phase=False):
     """Series representations (N, representation_size) of x (N, T, C), a tensor on the model's device, pooled
-    as the model's config says (TimeMAE.represent), in eval mode.
+    as the model's config says (TimeMAE.represent), in eval mode; each_phase: (K, N, representation_size), the
+    representation at each phase of the window grid (TimeMAE.phase_representations) instead of their mean.
     padded: whether x may hold padding (None: check each batch; TimeMAE.window_padding)."""
     was_training = model.training
     model.eval()
-    reps = torch.cat([model.represent(xb, padded) for xb in x.split(batch_size)])
+    encode = model.phase_representations if each_phase else model.represent
+    reps = torch.cat([encode(xb, padded) for xb in x.split(batch_size)], dim=int(each_phase))
     model.train(was_training)
     return reps.float().cpu().numpy()
 
@@ -123,9 +125,10 @@ def fold_count(y, folds):
 def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     """K-fold accuracy (stratified, shuffled by `seed`; K at most the smallest class's count) of a probe on
     labelled representations: for the logistic probe the best C of `grid` and its accuracy, for nn1 and ridge
-    (None, its accuracy). Every series is scored once, by a probe that did not see it: a selection figure for small sets,
-    steadier than a split of a few dozen series, and with less of the edge a run's own settings have on the
-    split that chose its checkpoint (a fifth of the series). Pass labelled training series only, never test."""
+    (None, its accuracy). Every series is scored once, by a probe that did not see it: a selection figure for
+    small sets, steadier than a split of a few dozen series, and with less of the edge a run's own settings have
+    on the split that chose its checkpoint (a fifth of the series). Pass labelled training series only, never
+    test."""
     splitter = StratifiedKFold(fold_count(y, folds), shuffle=True, random_state=seed)
 
     def accuracy(model):
@@ -182,6 +185,34 @@ def nearest_neighbour(train_x, train_y, test_x, test_y):
     """1-NN with Euclidean distance on the raw normalised series: the classic time-series baseline."""
     clf = KNeighborsClassifier(n_neighbors=1).fit(flat_series(train_x), train_y)
     return scores(test_y, clf.predict(flat_series(test_x)))
+
+
+class PhaseSampleProbe:
+    """The FineLast probe fitted on each grid phase's representation as a sample of its own (K x n rows, the labels
+    repeated); a series gets the class of the mean of its K phases' probabilities. Representations (K, n, D)."""
+
+    def __init__(self, C=1.0, seed=0):
+        self.C, self.seed = C, seed
+
+    def fit(self, reps, y):
+        self.probe_ = fit_probe(reps.reshape(-1, reps.shape[-1]), np.tile(y, len(reps)), self.seed, self.C)
+        return self
+
+    def predict(self, reps):
+        p = self.probe_.predict_proba(reps.reshape(-1, reps.shape[-1])).reshape(*reps.shape[:2], -1)  # (K, m, classes)
+        return self.probe_.classes_[p.mean(0).argmax(1)]
+
+
+def select_phase_sample_probe(fit_reps, fit_y, sel_reps, sel_y, grid, seed=0):
+    """select_probe for PhaseSampleProbe: (C, the fitted probe, its selection scores), the most accurate C of
+    `grid` on the selection split, the smaller on ties."""
+    best = None
+    for C in sorted(grid):
+        probe = PhaseSampleProbe(C, seed).fit(fit_reps, fit_y)
+        sel = scores(sel_y, probe.predict(sel_reps))
+        if best is None or sel["acc"] > best[2]["acc"]:
+            best = (C, probe, sel)
+    return best
 
 
 def refit_probe(probe, x, y, seed=0):

@@ -276,11 +276,14 @@ class TimeMAE(nn.Module):
         With phases K > 1 it is the average of the representations at K phases of the window grid (grid_phases):
         one fixed grid cuts a short shape at an arbitrary phase, which a small labelled set cannot average out.
         padded: see window_padding (a late phase pads any series)."""
+        reps = self.phase_representations(x, padded)                          # (K, B, D)
+        return reps[0] if len(reps) == 1 else reps.mean(0)  # one phase: FineAll's training steps, nothing to average
+
+    def phase_representations(self, x, padded=None):
+        """(K, B, D): the series representation at each of the K phases of the window grid (grid_phases)."""
         copies = self.grid_phases(x)                                          # (K*B, T, C)
         pooled = self.pool(*self.forward_encoder(copies, padded if copies is x else True))   # (K*B, D)
-        if copies is x:  # one phase: nothing to average (FineAll's training steps take this path)
-            return pooled
-        return pooled.unflatten(0, (-1, x.shape[0])).mean(0)                   # (B, D)
+        return pooled.unflatten(0, (-1, x.shape[0]))
 
     def pool(self, rep, window_pad):
         """Window representations (B, S, d) and padding (B, S) or None -> the series representation (B, D)."""

@@ -58,6 +58,23 @@ def test_ridge_probe_standardises_and_takes_the_alpha_leave_one_out_prefers():
     assert np.array_equal(probe.predict(xt), Ridge(alpha=best).fit(zx, codes).predict(zt).argmax(1))
 
 
+def test_phase_sample_probe_fits_every_phase_as_a_series_and_averages_the_phases_probabilities():
+    """(K, n, D) representations: one probe on the K*n rows (labels repeated); a series' class is the argmax of
+    the mean of its K probability vectors, which here differs from phase 0's own class and from a majority vote."""
+    rng = np.random.default_rng(0)
+    y, y_new = np.repeat([0, 1, 2], 10), np.repeat([0, 1, 2, 0], 10)
+    reps = rng.normal(size=(3, 30, 4)) + 0.5 * y[None, :, None]                 # (K, n, D)
+    new = rng.normal(size=(3, 40, 4)) + 0.5 * y_new[None, :, None]
+    probe = classification.PhaseSampleProbe(C=1.0, seed=0).fit(reps, y)
+    stacked = fit_probe(reps.reshape(90, 4), np.tile(y, 3), seed=0, C=1.0)
+    assert np.array_equal(probe.probe_[-1].coef_, stacked[-1].coef_)
+    mean = np.mean([stacked.predict_proba(new[k]) for k in range(3)], axis=0).argmax(1)
+    assert np.array_equal(probe.predict(new), mean)
+    votes = np.stack([stacked.predict(new[k]) for k in range(3)])               # (K, m)
+    majority = np.array([np.bincount(v, minlength=3).argmax() for v in votes.T])
+    assert (mean != votes[0]).any() and (mean != majority).any()
+
+
 def test_cross_validated_accuracy_scores_every_series_once_by_a_probe_that_did_not_see_it():
     """The K-fold figure, written out: K probes, each fitted without one stratified fold and scoring it; for the
     logistic probe the best C of the grid; K capped by the smallest class."""

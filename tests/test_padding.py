@@ -156,9 +156,9 @@ def test_phases_average_the_representations_of_the_shifted_copies(pooling):
     one = short.represent(x)
     torch.testing.assert_close(one, short.pool(*short.forward_encoder(x)), rtol=0, atol=0)   # phases 1: the paper's
     short.cfg = dataclasses.replace(short.cfg, phases=SIGMA)
-    expected = torch.stack([one] + [short.pool(*short.forward_encoder(pad(x[:, r:], r)))
-                                    for r in range(1, SIGMA)]).mean(0)
-    torch.testing.assert_close(short.represent(x), expected)
+    each = torch.stack([one] + [short.pool(*short.forward_encoder(pad(x[:, r:], r))) for r in range(1, SIGMA)])
+    torch.testing.assert_close(short.phase_representations(x), each)                # (K, B, D), phase by phase
+    torch.testing.assert_close(short.represent(x), each.mean(0))
     assert not torch.allclose(short.represent(x), one)
     assert short(x).shape == (5, 3)
 

@@ -423,6 +423,17 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     for kind in ("nn1", "ridge"):   # no C; one validation, of the fit split's classifier
         assert probed[probed.probe == kind].C.isna().all() and probed[probed.probe == kind].val_acc.nunique() == 1
     probed = probed[probed.probe != "ridge"]
+    # each grid phase a sample: with one phase it is the logistic probe itself; with two, its own rows
+    assert pooling_main([runs[0], "--pooling", "mean", "--phases", "1", "2", "--probes", "logistic", "phase_samples",
+                         "--out", str(tmp_path / "k.csv")]) == 0
+    stacked = pd.read_csv(tmp_path / "k.csv")
+    assert list(stacked.phases) == [1] * 4 + [2] * 4
+    assert list(stacked.probe) == (["logistic"] * 2 + ["phase_samples"] * 2) * 2
+    one, two = (stacked[stacked.phases == k].drop(columns="probe").reset_index(drop=True) for k in (1, 2))
+    pd.testing.assert_frame_equal(one.iloc[:2], one.iloc[2:].reset_index(drop=True))
+    assert not two.iloc[:2].equals(two.iloc[2:].reset_index(drop=True))
+    assert pooling_main([runs[0], "--probes", "phase_samples", "--cv", "2"]) == 2
+    assert "--cv does not combine with --probes phase_samples" in capsys.readouterr().err
     assert pooling_main([*runs, "--pooling", "mean", "--probes", "logistic", "nn1", "--cv", "2",
                          "--out", str(tmp_path / "v.csv")]) == 0
     crossed = pd.read_csv(tmp_path / "v.csv")

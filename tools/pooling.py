@@ -3,7 +3,9 @@ default: all), each number of grid phases (--phases; default: the run's own), ea
 layers (--layers; default: the run's own), each encoder (--encoders: the visible encoder H_theta, the paper's, or
 the momentum encoder H_xi, its moving average), each probe (--probes: logistic, FineLast's; nn1, 1-NN on the
 standardised representations, the classifier of the raw series' baseline; ridge, a ridge classifier whose alpha
-leave-one-out picks on the series it fits) and both probe fits (--probe_refit 0: the
+leave-one-out picks on the series it fits; phase_samples, the logistic probe fitted on each grid phase's
+representation as a sample of its own, a series scored by the mean of its phases' probabilities) and both probe
+fits (--probe_refit 0: the
 fit split's probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as
 the run's own FineLast, only the series representation, the classifier and its training series differ. The
 logistic row of the run's own pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
@@ -17,6 +19,7 @@ split is a fifth of them, so less of its edge remains, and on small sets five ti
     python -m tools.pooling exp/uwave/seed1 --pooling mean --layers 8 5-8 0,8   # blocks 5-8; embeddings + block 8
     python -m tools.pooling exp/uwave/seed1 --pooling mean --encoders visible momentum
     python -m tools.pooling exp/uwave/seed1 --pooling mean --probes logistic nn1 ridge
+    python -m tools.pooling exp/uwave/seed1 --phases 8 --probes logistic phase_samples
     python -m tools.pooling exp/uwave/seed{1,2,3} --pooling mean max --phases 1 8 --cv 5   # cross-validated too
 
 With several runs (seeds), a second table gives each dataset's and setting's mean over them: validation, and test
@@ -35,8 +38,9 @@ import numpy as np
 import torch
 
 from args import layer_spec, positive_int
-from classification import (cross_validated_accuracy, extract_representations, fold_count, nearest_neighbour_probe,
-                            refit_probe, ridge_probe, scores, select_probe)
+from classification import (PhaseSampleProbe, cross_validated_accuracy, extract_representations, fold_count,
+                            nearest_neighbour_probe, refit_probe, ridge_probe, scores, select_phase_sample_probe,
+                            select_probe)
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
@@ -52,7 +56,7 @@ def layer_name(layers):
 
 
 ENCODERS = ("visible", "momentum")
-PROBES = ("logistic", "nn1", "ridge")
+PROBES = ("logistic", "nn1", "ridge", "phase_samples")
 
 
 def with_encoder(model, encoder):
@@ -70,14 +74,17 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in
     `folder`, one per encoder (`encoders`, of ENCODERS), pooling, number of grid phases (`phases`, a list; None: the
     run's own; the column gives the phases the grid has, at most the window length, each once), choice of layers
-    (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of PROBES; nn1 and ridge have no C) and
-    probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid other than the run's;
-    poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the K-fold accuracy over every
-    labelled training series (`cross_validated_accuracy`; its best C for logistic); data_path: where the run's
-    data is now, when it moved; settings: the run's flags when already read (tools.runs.run_table's)."""
+    (`layers`, a list of `layer_spec` values; None: the run's own), probe (`probes`, of PROBES; nn1 and ridge
+    have no C) and probe fit (refit 0 only when the selection split is the test set); probe_C: a C grid other than
+    the run's; poolings: those to probe (default: all); cv: K > 0 adds cv_C and cv_acc, the K-fold accuracy over
+    every labelled training series (`cross_validated_accuracy`; its best C for logistic; not for phase_samples);
+    data_path: where the run's data is now, when it moved; settings: the run's flags when already read
+    (tools.runs.run_table's)."""
     cfg, splits, fit, held, ckpt = run_data(folder, data_path, settings)
     grid = probe_C or cfg.probe_C
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
+    if cv and "phase_samples" in probes:
+        raise TimeMAEError("--cv does not combine with --probes phase_samples (no K-fold of it): run it apart")
     if cv:  # refuse before encoding anything
         try:
             fold_count(splits.train_y[both], cv)
@@ -99,8 +106,16 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         done.add((encoder, pooling, k, layer_name(chosen)))
         train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
         sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
+        if "phase_samples" in probes:                                              # (K, N, D) each
+            train_k, test_k = (extract_representations(model, x, batch_size, each_phase=True) for x in (train, test))
+            sel_k = test_k if held is None else train_k[:, held]
         for kind in probes:
-            if kind == "logistic":
+            if kind == "phase_samples":   # the same C grid and selection as logistic, K samples a series
+                C, probe, sel = select_phase_sample_probe(train_k[:, fit], splits.train_y[fit], sel_k, sel_y, grid,
+                                                          seed=cfg.seed)
+                fits = {0: probe, 1: None if held is None else PhaseSampleProbe(C, cfg.seed).fit(
+                    train_k[:, both], splits.train_y[both])}
+            elif kind == "logistic":
                 C, probe, sel = select_probe(train_r[fit], splits.train_y[fit], sel_r, sel_y, grid, seed=cfg.seed)
                 fits = {0: probe, 1: None if held is None else refit_probe(probe, train_r[both], splits.train_y[both],
                                                                            seed=cfg.seed)}
@@ -113,7 +128,7 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
                 train_r[both], splits.train_y[both], grid, cv, seed=cfg.seed, probe=kind)))
             for refit, fitted in fits.items():
                 if fitted is not None:
-                    res = scores(splits.test_y, fitted.predict(test_r))
+                    res = scores(splits.test_y, fitted.predict(test_k if kind == "phase_samples" else test_r))
                     rows.append(dict(run=folder, dataset=dataset_name(cfg.dataset, cfg.UCR_folder), encoder=encoder,
                                      pooling=pooling, phases=k, layers=layer_name(chosen), probe=kind, refit=refit,
                                      C=C, val_acc=sel["acc"], acc=res["acc"], f1=res["f1"], **crossed))
@@ -158,8 +173,10 @@ def main(argv=None):
                         "figure with less of the edge the split that chose the checkpoint gives the run's own settings")
     p.add_argument("--probes", nargs="+", choices=PROBES, default=PROBES[:1],
                    help="classifiers on the representations: logistic (FineLast's probe, default), nn1 (1-NN on "
-                        "the standardised representations, the raw series' baseline classifier) or ridge (a ridge "
-                        "classifier, its alpha by leave-one-out on the series it fits)")
+                        "the standardised representations, the raw series' baseline classifier), ridge (a ridge "
+                        "classifier, its alpha by leave-one-out on the series it fits) or phase_samples (the "
+                        "logistic probe fitted on each grid phase's representation as a sample, a series scored by "
+                        "the mean of its phases' probabilities; not with --cv)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
