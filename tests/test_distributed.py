@@ -170,13 +170,16 @@ def test_rank_seeds_differ_across_ranks_and_runs():
 
 
 def test_ema_codebook_stays_the_same_on_every_rank(tmp_path):
-    """Each rank's codeword statistics are summed over ranks before the EMA step: the replicas stay bitwise
-    equal (last.pkl's replica check, after every epoch, would stop the run otherwise)."""
+    """Each rank's codeword statistics are summed over ranks before the EMA step: the codebook and its EMA
+    statistics (ema_count, ema_sum) stay bitwise equal on both ranks after EMA steps that changed them."""
     data = write_pt_dataset(str(tmp_path / "data"), n_train=96, n_val=32)
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
-           *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0, codebook_ema=0.9)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    script, replicas = saving_main(tmp_path)
+    proc = torchrun(script, *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0,
+                                        codebook_ema=0.9), env={"REPLICAS": str(replicas)})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    final = assert_replicas_equal(replicas, "pretrain")
+    assert set(final["ema"]) == {"ema_count", "ema_sum"} and "tokenizer.codebook.weight" in final["model"]
+    assert not torch.equal(final["ema"]["ema_count"], torch.ones_like(final["ema"]["ema_count"]))  # (V,) updated
 
 
 def test_exit_process_outside_torchrun_is_sys_exit(monkeypatch):
