@@ -2,6 +2,7 @@
 datasets of other shapes, stratified label fractions, pretraining fractions and the ablation switches."""
 import json
 import os
+import re
 import sys
 import types
 
@@ -204,8 +205,14 @@ def test_each_ucr_set_has_its_own_runs_and_rows_and_the_full_budget_takes_the_uc
 
 
 def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
+    """Each model_size run trains the width and depth its name says (over STUDY_FLAGS' --d_model 16 --layers 1)."""
     model_size.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
-    assert set(outputs(tmp_path, "model_size").config) == {f"d{d}_L{n}" for d, n in model_size.SIZES["quick"]}
+    configs = set(outputs(tmp_path, "model_size").config)
+    assert configs == {f"d{d}_L{n}" for d, n in model_size.SIZES["quick"]}
+    for config in configs:
+        d_model, layers = map(int, re.fullmatch(r"d(\d+)_L(\d+)", config).groups())
+        args = json.load(open(tmp_path / f"studies/model_size/quick/epilepsy/{config}/seed1/args.json"))
+        assert (args["d_model"], args["layers"]) == (d_model, layers), config
     pretrain_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "pretrain_fraction")
     assert set(runs.pretrain_ratio) == {0.0, 0.25} and (runs.status == "ok").all()
