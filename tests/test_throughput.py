@@ -82,8 +82,11 @@ def test_sync_count_reads_the_warnings_of_torchs_sync_debug_mode(monkeypatch):
 
 
 def test_benchmark_refuses_unknown_shapes_and_counts_below_one(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         throughput.parse(["--shapes", "har,imagenet"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: unknown shapes ['imagenet']; choose from {','.join(throughput.SHAPES)}")
     for flag, value in (("--reps", "0"), ("--threads", "-1"), ("--batch_size", "x")):
         with pytest.raises(SystemExit):
             throughput.parse([flag, value])
@@ -244,10 +247,13 @@ def test_profile_callers_name_who_calls_an_operator(capsys):
     assert any(r[3].startswith("aten::_to_copy") for r in rows)                            # dropout's mask
 
 
-def test_profile_parts_refuse_compile():
+def test_profile_parts_refuse_compile(capsys):
     from benchmarks import profile_step
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         profile_step.parse(["--parts", "--compile"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: --parts times the eager modules by hooks; it does not combine with --compile")
 
 
 def test_compile_ab_times_both_steps(tmp_path, monkeypatch):
