@@ -224,7 +224,7 @@ def test_profile_parts_time_every_module_of_the_step(capsys):
     assert all(ms[m] > 0 for m in profile_step.MODULES)                # hooks that never fired read 0
     assert ms["rest of forward and loss"] > 0                           # modules timed once, not nested twice
     parts = [v for k, v in ms.items() if k != "step"]
-    assert sum(parts) == pytest.approx(ms["step"], rel=1e-6)            # the parts make up the step (median of 2 = mean)
+    assert sum(parts) == pytest.approx(ms["step"], rel=1e-6)           # the parts make up the step (median of 2: mean)
     profile_step.main(["--shape", "epilepsy", "--batch_size", "8", "--steps", "1", "--warmup", "0", "--parts"])
     assert "| visible_encoder |" in capsys.readouterr().out
 
