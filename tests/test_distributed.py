@@ -17,6 +17,76 @@ from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dat
 # dropout off and a higher lr: the curves then differ only by each rank's own masks and fall clearly
 RUN = dict(num_epoch_pretrain=4, num_epoch=1, probe_every=2, dropout=0, lr=0.004, train_batch_size=16)
 
+# main.py with a hook: at every last.pkl (RunRecord.save_last, end of each epoch) each rank also saves its own model's
+# state_dict and EMA codebook statistics to $REPLICAS/<phase>_rank<r>.pt, so after the run the files hold every
+# rank's weights at the end of pretraining and of FineAll (rank 0 alone writes the run's files)
+SAVING_MAIN = """
+import os
+import torch
+import main
+from engine.distributed import exit_process
+from engine.record import RunRecord
+
+save_last = RunRecord.save_last
+
+def saving(self, phase, epoch, model, *args, **kwargs):
+    torch.save({"model": model.state_dict(), "ema": model.tokenizer.ema_state()},
+               os.path.join(os.environ["REPLICAS"], f"{phase}_rank{self.dist.rank}.pt"))
+    return save_last(self, phase, epoch, model, *args, **kwargs)
+
+RunRecord.save_last = saving
+exit_process(main.main())
+"""
+
+# two ranks build the same model; rank 1 then nudges one weight: check_replicas must stop both. Each rank writes
+# what happened to <argv[1]>/rank<r>.txt (printed lines of two ranks can interleave)
+DIVERGED = """
+import os
+import sys
+import torch
+from engine.distributed import init_distributed
+
+with init_distributed("cpu") as dist:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    dist.check_replicas(model)  # equal replicas pass
+    if dist.rank == 1:
+        with torch.no_grad():
+            model[1].weight[0, 0] += 1e-6
+    try:
+        dist.check_replicas(model)
+        outcome = "no error"
+    except RuntimeError as e:
+        outcome = str(e)
+    with open(os.path.join(sys.argv[1], f"rank{dist.rank}.txt"), "w") as f:
+        f.write(outcome)
+"""
+
+
+def torchrun(script, *args, env=None):
+    """`script` (a path) run by two CPU processes under torchrun; the finished process."""
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *args]
+    return subprocess.run(cmd, cwd=ROOT, env={**subprocess_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=600)
+
+
+def saving_main(root):
+    """(SAVING_MAIN written under `root`, the folder it saves each rank's weights to)."""
+    script, replicas = root / "saving_main.py", root / "replicas"
+    script.write_text(SAVING_MAIN)
+    replicas.mkdir()
+    return str(script), replicas
+
+
+def assert_replicas_equal(replicas, phase):
+    """Rank 0's and rank 1's weights and EMA statistics at the end of `phase` are bitwise equal."""
+    zero, one = (torch.load(replicas / f"{phase}_rank{r}.pt") for r in (0, 1))
+    for part in ("model", "ema"):
+        assert list(zero[part]) == list(one[part])
+        for name in zero[part]:
+            assert torch.equal(zero[part][name], one[part][name]), f"{phase}: {part} {name} differs across ranks"
+    return zero
+
 
 def loss_curve(run):
     with open(os.path.join(run, "pretrain_result.txt")) as f:
@@ -25,28 +95,47 @@ def loss_curve(run):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """(single-process run, two-process torchrun run) of the same flags on the same data."""
+    """(single-process run, two-process torchrun run, its stdout, the folder of each rank's final weights) of
+    the same flags on the same data."""
     root = tmp_path_factory.mktemp("ddp")
     data = write_pt_dataset(str(root / "data"), n_train=96, n_val=32)
     single, multi = str(root / "single"), str(root / "multi")
     assert main.main(tiny_flags(data, single, **RUN)) == 0
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
-           *tiny_flags(data, multi, **RUN)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    script, replicas = saving_main(root)
+    proc = torchrun(script, *tiny_flags(data, multi, **RUN), env={"REPLICAS": str(replicas)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return single, multi, proc.stdout
+    return single, multi, proc.stdout, replicas
 
 
 def test_two_process_loss_curve_matches_one_process(runs):
-    single, multi, _ = runs
+    single, multi, _, _ = runs
     one, two = loss_curve(single), loss_curve(multi)
     assert len(one) == len(two) == RUN["num_epoch_pretrain"]
     assert one[-1] < 0.9 * one[0] and two[-1] < 0.9 * two[0]  # both learn, by more than the tolerance below
     np.testing.assert_allclose(two, one, rtol=0.06)  # measured gaps: 0.7%, 1.3%, 1.4%, 3.6%
 
 
+def test_two_process_ranks_end_with_bitwise_equal_weights(runs):
+    """DDP averages the gradients, so after pretraining and after FineAll both ranks hold the same weights, bit for
+    bit (the loss tolerance above cannot tell unsynchronised ranks from synchronised ones; this can)."""
+    for phase in ("pretrain", "fineall"):
+        assert_replicas_equal(runs[3], phase)
+
+
+def test_check_replicas_stops_every_rank_when_one_differs(tmp_path):
+    """The guard the equality above relies on can fire: one weight off by 1e-6 on rank 1 raises on both ranks,
+    naming the tensor."""
+    script = tmp_path / "diverged.py"
+    script.write_text(DIVERGED)
+    proc = torchrun(str(script), str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for r in (0, 1):
+        assert (tmp_path / f"rank{r}.txt").read_text() == \
+            "model replicas diverged: rank 1 differs from rank 0 in 1.weight (and 0 more tensors)"
+
+
 def test_only_rank_zero_writes_and_logs(runs):
-    single, multi, stdout = runs
+    single, multi, stdout, _ = runs
     assert stdout.count("pretrain epoch 1:") == 1 and stdout.count("done:") == 1
     assert sorted(os.listdir(multi)) == ["args.json", "linear_result.txt", "metrics.json", "model.pkl",
                                          "pretrain_log.jsonl", "pretrain_model.pkl", "pretrain_result.txt",
@@ -81,13 +170,16 @@ def test_rank_seeds_differ_across_ranks_and_runs():
 
 
 def test_ema_codebook_stays_the_same_on_every_rank(tmp_path):
-    """Each rank's codeword statistics are summed over ranks before the EMA step: the replicas stay bitwise
-    equal (last.pkl's replica check, after every epoch, would stop the run otherwise)."""
+    """Each rank's codeword statistics are summed over ranks before the EMA step: the codebook and its EMA
+    statistics (ema_count, ema_sum) stay bitwise equal on both ranks after EMA steps that changed them."""
     data = write_pt_dataset(str(tmp_path / "data"), n_train=96, n_val=32)
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
-           *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0, codebook_ema=0.9)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    script, replicas = saving_main(tmp_path)
+    proc = torchrun(script, *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0,
+                                        codebook_ema=0.9), env={"REPLICAS": str(replicas)})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    final = assert_replicas_equal(replicas, "pretrain")
+    assert set(final["ema"]) == {"ema_count", "ema_sum"} and "tokenizer.codebook.weight" in final["model"]
+    assert not torch.equal(final["ema"]["ema_count"], torch.ones_like(final["ema"]["ema_count"]))  # (V,) updated
 
 
 def test_exit_process_outside_torchrun_is_sys_exit(monkeypatch):

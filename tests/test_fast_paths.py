@@ -21,7 +21,7 @@ from main import main
 from model import TimeMAE
 from model import layers
 from model.layers import Dropout, SoftmaxLastDim, TransformerBlock, softmax_last_dim
-from engine.speed import GPU_EVAL_BATCH, compiled, eval_batch_size
+from engine.speed import COMPILE_MODES, GPU_EVAL_BATCH, compiled, eval_batch_size
 
 B, T, C = 6, 30, 3
 ALPHA, BETA = 5.0, 1.0
@@ -219,7 +219,7 @@ def test_eval_batch_is_large_on_a_gpu_only():
 
 
 @pytest.mark.parametrize("mode, marks", [("default", 0), ("max-autotune-no-cudagraphs", 0), ("reduce-overhead", 2)])
-def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monkeypatch):
+def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monkeypatch, capsys):
     """--compile_mode reaches torch.compile; in the CUDA-graph modes every call of the compiled forward starts a
     new step (cudagraph_mark_step_begin), so a training loop's graphs know the last step's outputs are done with."""
     calls, modes, torch_compile = [], [], torch.compile
@@ -234,8 +234,12 @@ def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monke
     finally:
         torch._dynamo.reset()
     assert len(calls) == marks and modes == [None if mode == "default" else mode]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         parse_args(["--compile_mode", "fast"])
+    assert exit_info.value.code == 2
+    choices = ", ".join(f"'{m}'" for m in COMPILE_MODES)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --compile_mode: invalid choice: 'fast' (choose from {choices})")
 
 
 @pytest.mark.parametrize("lengths", ["fixed", "variable"])

@@ -428,17 +428,23 @@ def test_overwrite_with_a_checkpoint_that_cannot_be_read_leaves_the_old_run(data
     assert not os.path.exists(tmp_path / "new")
 
 
-def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp_path, monkeypatch):
-    """last.pkl holds the weights a resumed run goes on from: the checkpoint it started from may be gone."""
+def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp_path, monkeypatch, capsys):
+    """last.pkl holds the weights a resumed run goes on from: the checkpoint it started from may be gone. The run
+    resumes after pretraining epoch 1 (no transfer again) and ends as the same transfer run never interrupted."""
     source = shutil.copy(os.path.join(reference, "pretrain_model.pkl"), tmp_path / "source.pkl")
-    run = str(tmp_path / "run")
+    run, uninterrupted = str(tmp_path / "run"), str(tmp_path / "uninterrupted")
+    assert main.main(tiny_flags(data, uninterrupted, **EPOCHS) + [f"--pretrained_path={source}"]) == 0
     flags = tiny_flags(data, run, **EPOCHS) + [f"--pretrained_path={source}"]
     crash_on_call(monkeypatch, "pretrain_epoch", 2)
     with pytest.raises(Crash):
         main.main(flags)
     monkeypatch.undo()
     os.remove(source)
-    assert main.main(flags + ["--resume"]) == 0 and os.path.isfile(os.path.join(run, "metrics.json"))
+    capsys.readouterr()
+    assert main.main(flags + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming pretrain after epoch 1 from {os.path.join(run, LAST)}" in out and "transfer from" not in out
+    assert_same_run(run, uninterrupted)
 
 
 def test_the_pretrained_file_is_read_by_rank_0_alone(data, reference, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 datasets of other shapes, stratified label fractions, pretraining fractions and the ablation switches."""
 import json
 import os
+import re
 import sys
 import types
 
@@ -16,10 +17,12 @@ from datautils import random_subset, stratified_subset
 from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
 from experiments.presets import UCR
+from experiments import runner
 from experiments.runner import base_flags, main_guard
 from loss import pretrain_loss
 import process
 from main import main as main_cli
+from main import run as main_run
 from model import TimeMAE
 
 STUDY_FLAGS = [*TINY, "--wave_length", "4", "--num_epoch_pretrain", "2", "--num_epoch", "1", "--probe_every", "2"]
@@ -96,11 +99,17 @@ def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
     assert args["no_decouple"] and args["num_windows"] == 8
 
 
-def test_ablation_reruns_reuse_finished_runs_and_keep_other_datasets(studies_env, tmp_path):
+def test_ablation_reruns_reuse_finished_runs_and_keep_other_datasets(studies_env, tmp_path, monkeypatch):
+    """A second epilepsy invocation runs nothing (main.run is never called: CPU runs are deterministic, so equal
+    numbers alone would not show it) and reads the same rows back; uwave's rows are kept beside them."""
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda cfg, **kw: calls.append(cfg.dataset) or main_run(cfg, **kw))
     ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
     first = pd.read_csv(tmp_path / "studies/ablation/results.csv")
     ablation.main(["--dataset", "uwave", *studies_env, *STUDY_FLAGS])
+    assert calls == ["epilepsy"] * len(ablation.CONFIGS) + ["uwave"] * len(ablation.CONFIGS)
     ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])  # reused from disk: same numbers
+    assert len(calls) == 2 * len(ablation.CONFIGS)                        # no run again
     runs = pd.read_csv(tmp_path / "studies/ablation/results.csv")
     assert set(runs.dataset) == {"epilepsy", "uwave"}
     again = runs[runs.dataset == "epilepsy"].reset_index(drop=True)
@@ -196,8 +205,14 @@ def test_each_ucr_set_has_its_own_runs_and_rows_and_the_full_budget_takes_the_uc
 
 
 def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
+    """Each model_size run trains the width and depth its name says (over STUDY_FLAGS' --d_model 16 --layers 1)."""
     model_size.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
-    assert set(outputs(tmp_path, "model_size").config) == {f"d{d}_L{n}" for d, n in model_size.SIZES["quick"]}
+    configs = set(outputs(tmp_path, "model_size").config)
+    assert configs == {f"d{d}_L{n}" for d, n in model_size.SIZES["quick"]}
+    for config in configs:
+        d_model, layers = map(int, re.fullmatch(r"d(\d+)_L(\d+)", config).groups())
+        args = json.load(open(tmp_path / f"studies/model_size/quick/epilepsy/{config}/seed1/args.json"))
+        assert (args["d_model"], args["layers"]) == (d_model, layers), config
     pretrain_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "pretrain_fraction")
     assert set(runs.pretrain_ratio) == {0.0, 0.25} and (runs.status == "ok").all()

@@ -1,4 +1,5 @@
 """benchmarks/throughput.py: one row per device, shape and task, written to the CSV it prints."""
+import ast
 import math
 import re
 import subprocess
@@ -20,7 +21,9 @@ def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
                      "--eval_series", "16", "--reps", "1", "--steps", "1", "--warmup", "0", "--out", str(out)])
     table = pd.read_csv(out)
     assert list(zip(table["shape"], table["task"])) == [("epilepsy", t) for t in ("pretrain", "finetune", "represent")]
-    assert (table["series_per_s"] > 0).all() and (table["ms_per_batch"] > 0).all()
+    assert list(table["batch"][:2]) == [8, 8]                          # the training batch; represent: its own
+    # both figures come from one timing: series/s x ms/batch = 1000 x series per batch (the CSV keeps 4 figures)
+    assert (table["series_per_s"] * table["ms_per_batch"]).to_numpy() == pytest.approx(1e3 * table["batch"], rel=2e-3)
     assert (table["windows"] == 12).all()                          # 178 steps / window 16, rounded up
     pre = table[table["task"] == "pretrain"]
     assert (pre["gflop_per_batch"] > 0).all() and (pre["of_matmul"] > 0).all()
@@ -82,8 +85,11 @@ def test_sync_count_reads_the_warnings_of_torchs_sync_debug_mode(monkeypatch):
 
 
 def test_benchmark_refuses_unknown_shapes_and_counts_below_one(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         throughput.parse(["--shapes", "har,imagenet"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: unknown shapes ['imagenet']; choose from {','.join(throughput.SHAPES)}")
     for flag, value in (("--reps", "0"), ("--threads", "-1"), ("--batch_size", "x")):
         with pytest.raises(SystemExit):
             throughput.parse([flag, value])
@@ -193,9 +199,13 @@ def test_end_to_end_runs_this_project_for_exactly_the_epochs_asked(tstcc_dir, tm
 
     from benchmarks.end_to_end import run_project
     row = run_project(tstcc_dir, 8, 1, 1, str(tmp_path))
-    assert row["code"] == "project" and row["select_on"] == "val" and row["seconds"] > 0
+    assert row["code"] == "project" and row["select_on"] == "val"
     with open(tmp_path / "project_w8" / "args.json") as f:
         args = json.load(f)
+    with open(tmp_path / "project_w8" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert row["acc"] == metrics["finelast"]["acc"]
+    assert row["seconds"] > metrics["seconds"]          # the whole process: the run's own time and the imports
     assert (args["pretrain_epochs"], args["num_epoch_pretrain"], args["min_pretrain_steps"]) == (1, 1, 0)
 
 
@@ -211,8 +221,10 @@ def test_profile_parts_time_every_module_of_the_step(capsys):
     ms = profile_step.part_times(model, torch.randn(8, 178, 1), args, torch.device("cpu"))
     assert list(ms) == [*profile_step.MODULES, "rest of forward and loss", "backward", "AdamW", "momentum update",
                         "step"]
-    assert all(ms[m] > 0 for m in profile_step.MODULES) and ms["backward"] > 0
-    assert sum(ms[m] for m in profile_step.MODULES) < ms["step"]
+    assert all(ms[m] > 0 for m in profile_step.MODULES)                # hooks that never fired read 0
+    assert ms["rest of forward and loss"] > 0                           # modules timed once, not nested twice
+    parts = [v for k, v in ms.items() if k != "step"]
+    assert sum(parts) == pytest.approx(ms["step"], rel=1e-6)           # the parts make up the step (median of 2: mean)
     profile_step.main(["--shape", "epilepsy", "--batch_size", "8", "--steps", "1", "--warmup", "0", "--parts"])
     assert "| visible_encoder |" in capsys.readouterr().out
 
@@ -225,8 +237,15 @@ def test_profile_by_shape_counts_each_matmuls_flops(capsys):
                        "--warmup", "0", "--by_shape", "--top", "100"])
     out = capsys.readouterr().out
     rows = [r.split("|") for r in out.splitlines() if r.startswith("| `aten::")]
-    assert rows and all(float(r[5]) > 0 for r in rows)
-    assert any("[80, 64] x [64, 192]" in r[2] for r in rows)              # 8 series x 10 visible windows
+    assert rows and any("[80, 64] x [64, 192]" in r[2] for r in rows)   # 8 series x 10 visible windows
+    checked = 0
+    for r in rows:                 # GFLOP/s = 2 batch m k n FLOPs x calls / self time; printed to 2 decimals of ms
+        a, b = (ast.literal_eval(v) for v in r[2].split(" x "))        # (.., m, k), (.., k, n)
+        ms, calls, rate = float(r[3]), float(r[4]), float(r[5])
+        if ms >= 0.05:
+            checked += 1
+            assert rate == pytest.approx(2 * math.prod(a) * b[-1] * calls / ms / 1e6, rel=0.006 / ms + 0.006), r
+    assert checked > 0
     assert re.search(r"a square \d+ x \d+ matmul \(the step's FLOPs\) runs at \d+ GFLOP/s", out)
 
 
@@ -244,33 +263,60 @@ def test_profile_callers_name_who_calls_an_operator(capsys):
     assert any(r[3].startswith("aten::_to_copy") for r in rows)                            # dropout's mask
 
 
-def test_profile_parts_refuse_compile():
+def test_profile_parts_refuse_compile(capsys):
     from benchmarks import profile_step
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         profile_step.parse(["--parts", "--compile"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: --parts times the eager modules by hooks; it does not combine with --compile")
 
 
-def test_compile_ab_times_both_steps(tmp_path, capsys):
+def test_compile_ab_times_both_steps(tmp_path, monkeypatch):
     """The interleaved torch.compile comparison (aot_eager: no code generation) writes a row per shape and window,
-    with both steps timed, their ratio, and the windows that window length implies."""
+    with the ratio of both steps' times and the windows that window length implies; one of the two steps is the
+    pretraining forward through torch.compile with --backend and --mode, called in every warm-up and timed step."""
     from benchmarks import compile_ab
+    compiles, calls, torch_compile = [], [], torch.compile
+
+    def spy(f, **kw):
+        compiles.append((f.__name__, kw))
+        step = torch_compile(f, **kw)
+        return lambda *a, **k: calls.append(1) or step(*a, **k)
+    monkeypatch.setattr(torch, "compile", spy)
     out = tmp_path / "ab.csv"
-    compile_ab.main(["--threads", "1", "--shapes", "epilepsy", "--waves", "8", "--batch_size", "4",
-                     "--rounds", "1", "--warmup", "1", "--backend", "aot_eager", "--out", str(out)])
+    torch._dynamo.reset()
+    try:
+        compile_ab.main(["--threads", "1", "--shapes", "epilepsy", "--waves", "8", "--batch_size", "4",
+                         "--rounds", "1", "--warmup", "1", "--backend", "aot_eager", "--out", str(out)])
+    finally:
+        torch._dynamo.reset()
+    assert compiles == [("forward_pretrain", {"backend": "aot_eager", "mode": None})]   # the eager step is not
+    assert len(calls) == 1 + 2                                      # warm-up 1, then 1 round of 2 timed steps
     row = pd.read_csv(out).iloc[0]
     assert (row["wave"], row["windows"]) == (8, 23)                # 178 steps / window 8, rounded up
-    assert row["eager_ms"] > 0 and row["compiled_ms"] > 0
-    assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"], rel=1e-3)
-    assert "compiled" in capsys.readouterr().out
+    assert (row["backend"], row["mode"]) == ("aot_eager", "default")
+    # > 1: compile helps (three figures of 4 digits each: up to 1.5e-3 apart)
+    assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"], rel=2e-3)
 
 
 def test_softmax_rows_prints_every_kernel_and_the_models_choice(monkeypatch, capsys):
+    """Each row prints the five medians measured, in order; the forward-only kernels timed all compute the softmax
+    of the scores (B, h, L, L); the model's kernel changes at SHORT_ROWS."""
     from benchmarks import softmax_rows
+    measured, median_ms = [], softmax_rows.median_ms
+
+    def spy(fn, *inputs):
+        if len(inputs) == 1 or inputs[1].dtype == torch.bool:     # forward only: (scores) or (scores, key mask)
+            torch.testing.assert_close(fn(*inputs), inputs[0].softmax(-1))
+        measured.append(median_ms(fn, *inputs))
+        return measured[-1]
+    monkeypatch.setattr(softmax_rows, "median_ms", spy)
     softmax_rows.main(["--batch_size", "2", "--heads", "1", "--lengths", "4,20"])
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 ") or
             line.startswith("| 20 ")]
-    assert [len(r) for r in rows] == [7, 7]
-    assert all(float(v) > 0 for r in rows for v in r[1:6])
+    assert [len(r) for r in rows] == [7, 7] and len(measured) == 2 * 5
+    assert [r[1:6] for r in rows] == [[f"{v:.3f}" for v in measured[i:i + 5]] for i in (0, 5)]
     assert rows[0][6].startswith("masked") and rows[1][6].startswith("ATen softmax")
 
 
@@ -296,7 +342,7 @@ def test_gpu_check_runs_every_measurement_in_smoke_mode(tmp_path):
     assert "profile of the HAR step:" in summary and "| `aten::" in summary        # the summary holds it too
 
 
-def test_variable_lengths_pad_each_series_after_a_third_to_all_of_its_steps(tmp_path):
+def test_variable_lengths_pad_each_series_after_a_third_to_all_of_its_steps(tmp_path, monkeypatch):
     torch.manual_seed(0)
     x = throughput.with_lengths(torch.randn(500, 30, 2), True)
     real = (~x.isnan().all(-1)).sum(1)                               # (500,) real steps per series
@@ -304,8 +350,13 @@ def test_variable_lengths_pad_each_series_after_a_third_to_all_of_its_steps(tmp_
     assert torch.equal(x.isnan().any(-1), x.isnan().all(-1))         # padding covers every channel
     assert not (x.isnan()[:, 1:] < x.isnan()[:, :-1]).any()          # and only the end of a series
     assert torch.equal(throughput.with_lengths(x[:, :, :1].nan_to_num(1.0), False), x[:, :, :1].nan_to_num(1.0))
+    # --variable_lengths: the training batch (8, 93, 13) and the series encoded (16, 93, 13) are padded
+    made, with_lengths = [], throughput.with_lengths
+    monkeypatch.setattr(throughput, "with_lengths",
+                        lambda x, variable: made.append((tuple(x.shape), variable)) or with_lengths(x, variable))
     out = tmp_path / "bench.csv"
     throughput.main(["--device", "cpu", "--threads", "1", "--shapes", "ad", "--batch_size", "8", "--variable_lengths",
                      "--eval_series", "16", "--reps", "1", "--steps", "1", "--warmup", "0", "--out", str(out)])
+    assert made == [((8, 93, 13), True), ((16, 93, 13), True)]
     table = pd.read_csv(out)
-    assert table["variable_lengths"].all() and (table["series_per_s"] > 0).all()
+    assert table["variable_lengths"].all()
