@@ -81,6 +81,12 @@ class TimeMAE(nn.Module):
             return name if old is None else cls.FORMER_NAMES[old] + name[len(old):]
         return {today(name): tensor for name, tensor in state.items()}
 
+    def __setstate__(self, state):
+        """A TimeMAE pickled (inside an API estimator) before its modules took the paper's names gets today's."""
+        state["_modules"] = {self.FORMER_NAMES.get(f"{name}.", f"{name}.")[:-1]: module
+                             for name, module in state["_modules"].items()}
+        super().__setstate__(state)
+
     @property
     def config(self):
         """The settings as a plain dict (what checkpoints store)."""

@@ -231,6 +231,10 @@ class VisibleEncoder(nn.Module):
         return torch.cat(kept, -1) if layers else x
 
 
+
+Encoder = VisibleEncoder   # the class's former name, which estimators pickled before the rename refer to
+
+
 class DecoupledEncoder(nn.Module):
     """F_phi: cross-attention blocks whose queries (mask token + position of each masked window) read the
     visible encoder's outputs; mask tokens never pass through the visible encoder."""

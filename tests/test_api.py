@@ -26,6 +26,8 @@ from common.errors import TimeMAEError
 from conftest import synthetic_series
 from datautils import splits_from_arrays
 from scale_helpers import ROOT
+from model import TimeMAE
+from model.layers import VisibleEncoder
 from timemae import TimeMAEClassifier, TimeMAEEncoder, load
 import timemae.estimators
 from timemae.estimators import FLAGS
@@ -104,13 +106,27 @@ def test_save_and_load_in_a_fresh_process_is_bitwise_equal(encoder, tmp_path):
 
 
 def test_an_estimator_pickled_by_an_earlier_version_is_filled_as_that_version_behaved(encoder, tmp_path):
-    """Earlier versions pickled no batch_ and no provenance_, and a data description without "gaps": unpickled,
-    the estimator gets its encoding batch, no provenance and gaps refused, then transforms and saves as before."""
+    """Earlier versions pickled no batch_ and no provenance_, a data description without "gaps", and a model
+    whose modules had their former names (feature_encoder, target_encoder; the visible encoder's class Encoder):
+    unpickled, the estimator gets its encoding batch, no provenance, gaps refused and today's module names, then
+    transforms and saves as before. The random_state's generator is not drawn from."""
     X, _ = aeon(6, seed=3)
-    earlier = copy.copy(encoder)
+    earlier = copy.deepcopy(encoder)
     del earlier.batch_, earlier.provenance_
     earlier.data_ = {k: v for k, v in encoder.data_.items() if k != "gaps"}
-    restored = pickle.loads(pickle.dumps(earlier))
+    former = {new[:-1]: old[:-1] for old, new in TimeMAE.FORMER_NAMES.items()}
+    earlier.model_._modules = {former.get(name, name): m for name, m in earlier.model_._modules.items()}
+    earlier.random_state = np.random.RandomState(5)
+    VisibleEncoder.__qualname__ = "Encoder"                # the class as pickled before its rename
+    try:
+        blob = pickle.dumps(earlier)
+    finally:
+        VisibleEncoder.__qualname__ = "VisibleEncoder"
+    assert b"feature_encoder" in blob and b"VisibleEncoder" not in blob
+    restored = pickle.loads(blob)
+    assert restored.random_state.randint(2**31) == np.random.RandomState(5).randint(2**31)
+    restored.random_state = encoder.random_state
+    assert list(restored.model_._modules) == list(encoder.model_._modules)
     assert restored.batch_ == encoder.batch_ and restored.provenance_ is None
     assert restored.data_ == encoder.data_ and encoder.data_["gaps"] == "refuse"
     assert np.array_equal(restored.transform(X), encoder.transform(X))

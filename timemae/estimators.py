@@ -92,9 +92,10 @@ class _TimeMAE(BaseEstimator):
         self.preset = preset
 
     # ------------------------------------------------------------------------------------------ training
-    def _config(self, save_path, num_epoch):
+    def _config(self, save_path, num_epoch, seed=None):
         """main.py's configuration for these parameters: its defaults, the preset's flags, the parameters (those
-        not None), then `flags`. num_epoch: fine-tuning epochs (None: the preset's or main.py's)."""
+        not None), then `flags`. num_epoch: fine-tuning epochs (None: the preset's or main.py's); seed: the seed
+        to take (None: random_state's, drawn from it when it is None or a RandomState)."""
         if self.preset is not None and self.preset not in PRESETS:
             raise TimeMAEError(f"preset must be one of {', '.join(PRESETS)} or None (main.py's defaults), got "
                                f"{self.preset!r}")
@@ -104,7 +105,7 @@ class _TimeMAE(BaseEstimator):
                                        and params[name] in (0, 1)):
                 raise TimeMAEError(f"{name}={params[name]!r}: expected True or False")
         settings = {name: params[name] for name in FLAGS if params[name] is not None}
-        seed = self.random_state
+        seed = self.random_state if seed is None else seed
         if not isinstance(seed, numbers.Integral):   # None or a RandomState, as in scikit-learn: a seed drawn from it
             try:
                 seed = check_random_state(seed).randint(2**31)
@@ -162,8 +163,8 @@ class _TimeMAE(BaseEstimator):
         super().__setstate__(state)
         if hasattr(self, "model_"):
             self.data_ = {**DESCRIPTION_DEFAULTS, **self.data_}
-            if not hasattr(self, "batch_"):
-                self.batch_ = eval_batch_size(self._config(None, 0), self.device_)
+            if not hasattr(self, "batch_"):   # the seed given: nothing is drawn from a RandomState random_state
+                self.batch_ = eval_batch_size(self._config(None, 0, seed=0), self.device_)
             if not hasattr(self, "provenance_"):
                 self.provenance_ = None
 
