@@ -167,7 +167,7 @@ def build_parser():
     g = p.add_argument_group("pretraining")
     g.add_argument("--alpha", type=float, default=5.0, help="weight of MRR (masked representation regression)")
     g.add_argument("--beta", type=float, default=1.0, help="weight of MCC (masked codeword classification)")
-    g.add_argument("--momentum", type=float, default=0.99, help="EMA rate of the momentum target encoder")
+    g.add_argument("--momentum", type=float, default=0.99, help="EMA rate of the momentum encoder H_xi")
     g.add_argument("--random_shift", type=float, default=0.0,
                    help="augmentation: in every pretraining batch each series drops its first r steps, r drawn "
                         "uniformly from 0 to this many windows' steps (at most its length - 1), and ends in r "
@@ -179,9 +179,9 @@ def build_parser():
                    help="augmentation: in every pretraining batch N(0, S^2) noise is added to every step of every "
                         "channel, on the normalised scale; 0: off (paper)")
     g.add_argument("--resized_crop", type=float, default=0.0,
-                   help="augmentation: in every pretraining batch each series is replaced by a random crop of at "
-                        "least (1 - S) of its steps, stretched back to its length by linear interpolation (a "
-                        "random resized crop, MAE's augmentation, in time); S in [0, 1), 0: off (paper)")
+                   help="augmentation: in every pretraining batch each series is replaced by a random crop "
+                        "spanning at least (1 - S) of it, stretched back to its length by linear interpolation (a "
+                        "random resized crop, MAE's main augmentation, in time); S in [0, 1), 0: off (paper)")
     g.add_argument("--num_epoch_pretrain", type=int, default=100, help="0 gives the FineZero baseline")
     g.add_argument("--probe_every", type=int, default=5, help="linear probe every N pretraining epochs")
     g.add_argument("--probe_C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],

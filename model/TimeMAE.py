@@ -150,21 +150,23 @@ class TimeMAE(nn.Module):
         return x
 
     def resized_crop(self, x):
-        """x (B, T, C) -> series i replaced by a crop of l_i ~ U[(1 - s) T_i, T_i] of its T_i real steps, from a
-        uniform start, stretched back to T_i steps by linear interpolation (s = resized_crop): MAE's random
-        resized crop, in time, so a small set shows the encoders each series at new speeds and offsets.
+        """x (B, T, C) -> series i replaced by the crop of its T_i real steps from step a_i to a_i + l_i (T_i - 1),
+        l_i ~ U[1 - s, 1] and a_i uniform on what is left, stretched back to T_i steps by linear interpolation
+        (s = resized_crop): MAE's random resized crop, in time, so a small set shows the encoders each series at
+        new speeds and offsets.
         Padding stays padding. No draw at all when s is 0, so the default run is unchanged."""
         s = self.cfg.resized_crop
         if s == 0:
             return x
         real = _real_steps(x)                                                 # (B, 1) T_i
-        draws = torch.rand(x.shape[0], 2, device=x.device)                    # (B, 2)
-        length = (real - 1) * (1 - s * draws[:, :1])                         # (B, 1) l_i - 1, in steps
-        start = (real - 1 - length) * draws[:, 1:]                            # (B, 1)
+        # positions in float32 at least: bfloat16 cannot tell step 300 from 301
+        draws = torch.rand(x.shape[0], 2, device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
+        span = (real - 1) * (1 - s * draws[:, :1])                           # (B, 1) l_i (T_i - 1) steps
+        start = (real - 1 - span) * draws[:, 1:]                              # (B, 1) a_i
         steps = torch.arange(x.shape[1], device=x.device)                     # (T,)
-        source = start + steps * length / (real - 1).clamp_min(1)             # (B, T) where step j reads
-        low = source.floor().long().clamp(max=x.shape[1] - 1)                 # padding steps read anything
-        high = torch.minimum(low + 1, real - 1)
+        source = start + steps * span / (real - 1).clamp_min(1)               # (B, T) where step j reads
+        low = source.floor().long().clamp(0, x.shape[1] - 1)                  # padding steps read anything
+        high = torch.minimum(low + 1, (real - 1).clamp_min(0))
         weight = (source - low)[..., None].to(x.dtype)                        # (B, T, 1)
         out = torch.lerp(_gather(x, low), _gather(x, high), weight)           # (B, T, C)
         return out.masked_fill((steps >= real)[..., None], float("nan"))

@@ -83,6 +83,18 @@ def test_resized_crop_stretches_a_crop_of_each_series_back_to_its_length():
     assert (out[real == 1, 0] == 0).all()                            # a one-step series is itself
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_resized_crop_keeps_the_dtype_and_an_all_padding_row(dtype):
+    """A row with no real step (reachable through the model, not the loaders) stays all padding, not an index
+    error; the output keeps the input's precision, and a ramp in it stays a ramp (equal steps)."""
+    x = torch.arange(T, dtype=dtype)[None, :, None].repeat(3, 1, C)
+    x[1] = float("nan")
+    out = model(resized_crop=0.5).resized_crop(x)
+    assert out.dtype == dtype and out[1].isnan().all() and not out[[0, 2]].isnan().any()
+    steps = out[[0, 2], :, 0].double().diff(dim=1)
+    assert (steps - steps[:, :1]).abs().max() < (1e-9 if dtype == torch.float64 else 0.2)
+
+
 def test_resized_crop_is_refused_outside_zero_to_one():
     for bad in (-0.1, 1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=f"resized_crop must be at least 0 .* and below 1 .*, got {bad}"):
