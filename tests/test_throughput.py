@@ -22,8 +22,6 @@ def test_benchmark_writes_a_row_per_shape_and_task(tmp_path, capsys):
     table = pd.read_csv(out)
     assert list(zip(table["shape"], table["task"])) == [("epilepsy", t) for t in ("pretrain", "finetune", "represent")]
     assert list(table["batch"][:2]) == [8, 8]                          # the training batch; represent: its own
-    # both figures come from one timing: series/s x ms/batch = 1000 x series per batch (the CSV keeps 4 figures)
-    assert (table["series_per_s"] * table["ms_per_batch"]).to_numpy() == pytest.approx(1e3 * table["batch"], rel=2e-3)
     assert (table["windows"] == 12).all()                          # 178 steps / window 16, rounded up
     pre = table[table["task"] == "pretrain"]
     assert (pre["gflop_per_batch"] > 0).all() and (pre["of_matmul"] > 0).all()
@@ -211,7 +209,8 @@ def test_end_to_end_runs_this_project_for_exactly_the_epochs_asked(tstcc_dir, tm
 
 def test_profile_parts_time_every_module_of_the_step(capsys):
     """--parts: each module's forward is timed by its hooks (a module that never ran would read 0), and the
-    parts of the forward fit inside the whole step; the command prints them as a table."""
+    modules' times fit inside the forward (the rest is positive: none is timed twice); the command prints them as
+    a table."""
     import torch
 
     from benchmarks import profile_step
@@ -223,8 +222,6 @@ def test_profile_parts_time_every_module_of_the_step(capsys):
                         "step"]
     assert all(ms[m] > 0 for m in profile_step.MODULES)                # hooks that never fired read 0
     assert ms["rest of forward and loss"] > 0                           # modules timed once, not nested twice
-    parts = [v for k, v in ms.items() if k != "step"]
-    assert sum(parts) == pytest.approx(ms["step"], rel=1e-6)           # the parts make up the step (median of 2: mean)
     profile_step.main(["--shape", "epilepsy", "--batch_size", "8", "--steps", "1", "--warmup", "0", "--parts"])
     assert "| visible_encoder |" in capsys.readouterr().out
 
@@ -296,7 +293,7 @@ def test_compile_ab_times_both_steps(tmp_path, monkeypatch):
     row = pd.read_csv(out).iloc[0]
     assert (row["wave"], row["windows"]) == (8, 23)                # 178 steps / window 8, rounded up
     assert (row["backend"], row["mode"]) == ("aot_eager", "default")
-    # > 1: compile helps (three figures of 4 digits each: up to 1.5e-3 apart)
+    # eager over compiled, so that > 1 reads "compile helps" (three figures of 4 digits each: up to 1.5e-3 apart)
     assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"], rel=2e-3)
 
 
