@@ -52,7 +52,10 @@ def open_checkpoint(path):
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint (expected a dict with 'model' and 'config')")
     if isinstance(ckpt["model"], dict):   # anything else is refused where the weights are loaded
-        ckpt["model"] = TimeMAE.renamed_state(ckpt["model"])
+        try:
+            ckpt["model"] = TimeMAE.renamed_state(ckpt["model"])
+        except ValueError as e:
+            raise TimeMAEError(f"{path!r} is not a TimeMAE checkpoint: {e}") from None
     return ckpt
 
 

@@ -75,10 +75,14 @@ class TimeMAE(nn.Module):
 
     @classmethod
     def renamed_state(cls, state):
-        """A checkpoint's state_dict with its former module names (FORMER_NAMES) as today's."""
+        """A checkpoint's state_dict with its former module names (FORMER_NAMES) as today's; one that holds a
+        tensor under both names is no checkpoint this code wrote, and is refused."""
         def today(name):
             old = next((o for o in cls.FORMER_NAMES if name.startswith(o)), None)
             return name if old is None else cls.FORMER_NAMES[old] + name[len(old):]
+        twice = sorted(name for name in state if today(name) != name and today(name) in state)
+        if twice:
+            raise ValueError(f"it holds tensors under their former and today's names ({', '.join(twice[:3])}, ...)")
         return {today(name): tensor for name, tensor in state.items()}
 
     def __setstate__(self, state):

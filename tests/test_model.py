@@ -478,3 +478,8 @@ def test_a_checkpoint_with_the_former_module_names_loads_and_transfers(tmp_path)
     transferred, reinitialised, unused = transfer_weights(fresh, path)
     assert not reinitialised and not unused and torch.equal(fresh.window_slicer.conv.weight,
                                                             model.window_slicer.conv.weight)
+    both = {**ckpt["model"], "window_slicer.conv.bias": model.window_slicer.conv.bias}   # one tensor under both
+    torch.save({**ckpt, "model": both}, path)
+    with pytest.raises(TimeMAEError, match="is not a TimeMAE checkpoint: it holds tensors under their former and "
+                                           r"today's names \(feature_encoder.conv.bias, ...\)"):
+        load_model(path)

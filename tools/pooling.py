@@ -5,10 +5,10 @@ the momentum encoder H_xi, its moving average), each probe (--probes: logistic, 
 standardised representations, the classifier of the raw series' baseline; ridge, a ridge classifier whose alpha
 leave-one-out picks on the series it fits; phase_samples, the logistic probe fitted on each grid phase's
 representation as a sample of its own, a series scored by the mean of its phases' probabilities) and both probe
-fits (--probe_refit 0: the
-fit split's probe; 1: its C fitted again on fit + selection series): the same data, split, C grid and selection as
-the run's own FineLast, only the series representation, the classifier and its training series differ. The
-logistic row of the run's own pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
+fits (--probe_refit 0: the fit split's probe; 1: fitted again, with its C where it has one, on fit + selection):
+the same data, split and selection as the run's own FineLast (and for logistic and phase_samples its C grid), only
+the series representation, the classifier and its training series differ. The logistic row of the run's own
+pooling, phases, layers, visible encoder and refit reproduces its metrics.json.
 
 Validation here favours the run's own settings: its checkpoint is the best of the periodic probes on that very
 split under them. --cv K adds cv_acc, the K-fold accuracy over every labelled training series (never test): the
@@ -80,11 +80,11 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     every labelled training series (`cross_validated_accuracy`; its best C for logistic; not for phase_samples);
     data_path: where the run's data is now, when it moved; settings: the run's flags when already read
     (tools.runs.run_table's)."""
+    if cv and "phase_samples" in probes:   # before the run's data is read
+        raise TimeMAEError("--cv does not combine with --probes phase_samples (no K-fold of it): run it apart")
     cfg, splits, fit, held, ckpt = run_data(folder, data_path, settings)
     grid = probe_C or cfg.probe_C
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
-    if cv and "phase_samples" in probes:
-        raise TimeMAEError("--cv does not combine with --probes phase_samples (no K-fold of it): run it apart")
     if cv:  # refuse before encoding anything
         try:
             fold_count(splits.train_y[both], cv)
