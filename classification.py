@@ -165,15 +165,24 @@ def select_probe(fit_repr, fit_y, sel_repr, sel_y, grid, seed=0):
     returned fitted, so scoring it on test fits nothing again: each probe is the one `fit_probe` would fit."""
     scaler = StandardScaler().fit(fit_repr)
     fit_z, sel_z = scaler.transform(fit_repr), scaler.transform(sel_repr)
+
+    def fitted(C):
+        with one_blas_thread():
+            return logistic_regression(C, seed).fit(fit_z, fit_y)
+    C, lr, sel = most_accurate(grid, fitted, sel_z, sel_y)
+    return C, Pipeline([("standardscaler", scaler), ("logisticregression", lr)]), sel
+
+
+def most_accurate(grid, fitted, sel_x, sel_y):
+    """(C, fitted(C), its selection scores) for the C of `grid` whose probe is most accurate on (sel_x, sel_y),
+    the smaller C on ties (the stronger regularisation)."""
     best = None
     for C in sorted(grid):
-        with one_blas_thread():
-            lr = logistic_regression(C, seed).fit(fit_z, fit_y)
-        sel = scores(sel_y, lr.predict(sel_z))
+        probe = fitted(C)
+        sel = scores(sel_y, probe.predict(sel_x))
         if best is None or sel["acc"] > best[2]["acc"]:
-            best = (C, lr, sel)
-    C, lr, sel = best
-    return C, Pipeline([("standardscaler", scaler), ("logisticregression", lr)]), sel
+            best = (C, probe, sel)
+    return best
 
 
 def flat_series(x):
@@ -206,13 +215,7 @@ class PhaseSampleProbe:
 def select_phase_sample_probe(fit_reps, fit_y, sel_reps, sel_y, grid, seed=0):
     """select_probe for PhaseSampleProbe: (C, the fitted probe, its selection scores), the most accurate C of
     `grid` on the selection split, the smaller on ties."""
-    best = None
-    for C in sorted(grid):
-        probe = PhaseSampleProbe(C, seed).fit(fit_reps, fit_y)
-        sel = scores(sel_y, probe.predict(sel_reps))
-        if best is None or sel["acc"] > best[2]["acc"]:
-            best = (C, probe, sel)
-    return best
+    return most_accurate(grid, lambda C: PhaseSampleProbe(C, seed).fit(fit_reps, fit_y), sel_reps, sel_y)
 
 
 def refit_probe(probe, x, y, seed=0):

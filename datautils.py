@@ -414,12 +414,11 @@ def _class_order(labels):
 
 def _encode(y, classes, split, dataset):
     index = {c: i for i, c in enumerate(classes)}
-    keys = np.asarray(y).astype(str)
-    unknown = sorted(str(k) for k in set(keys) - set(index))
+    present, inverse = np.unique(np.asarray(y).astype(str), return_inverse=True)   # a lookup per class, not label
+    unknown = [str(k) for k in present if k not in index]
     if unknown:
         raise TimeMAEError(f"{dataset}: {split} labels {unknown[:5]} do not occur in the training labels "
                            f"{list(classes)[:10]}")
-    present, inverse = np.unique(keys, return_inverse=True)                # a lookup per class, not per label
     return np.array([index[k] for k in present], dtype=np.int64)[inverse.reshape(-1)]
 
 
