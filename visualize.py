@@ -14,9 +14,8 @@ import os
 import re
 import sys
 
-import matplotlib
-import matplotlib.pyplot as plt
 import matplotlib.ticker
+from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 import torch
@@ -86,7 +85,8 @@ def plot_curves(run_dir, cfg, pre, metrics):
     probe = pre.dropna(subset=["probe"]) if probed(pre) else None
     panels = [("loss", "total loss"), ("mse", "MRR (MSE)"), ("ce", "MCC (cross-entropy)"),
               ("hits", "codeword hits@1 / NDCG@10"), ("used", "codewords used / perplexity"), (None, "probe accuracy")]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig = Figure(figsize=(13, 7))
+    axes = fig.subplots(2, 3)
     for ax, (key, title) in zip(axes.flat, panels):
         if key is None and probe is None:
             ax.set_axis_off()
@@ -123,7 +123,8 @@ def plot_codebook(run_dir, cfg, pre):
     """Codewords used and perplexity of the codeword targets per epoch (`pre`: read_epochs), against the codebook
     size."""
     vocab = cfg["vocab_size"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ax.plot(pre.epoch, pre.used, "o-", ms=3, label="codewords used")
     ax.plot(pre.epoch, pre.ppl, "s-", ms=3, label="perplexity of the assignments")
     ax.axhline(vocab, ls="--", color="grey", label=f"codebook size {vocab}")
@@ -146,7 +147,8 @@ def plot_codebook(run_dir, cfg, pre):
 def plot_finetune(run_dir, cfg, steps, kept, metrics):
     """FineAll's selection-split accuracy and macro-F1 per evaluation (`steps`, `kept`: read_finetune), the kept
     step marked, with its test accuracy and FineLast's (`metrics`: metrics.json) in the title."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ax.plot(steps.step, 100 * steps.acc, "o-", ms=3, label="accuracy")
     ax.plot(steps.step, 100 * steps.f1, "s-", ms=3, alpha=0.6, label="macro-F1")
     best = steps[steps.step == kept].head(1)
@@ -186,7 +188,8 @@ def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
     x = prepare_series(splits.test_x[idx], training_data(ckpt, ckpt_path), f"the test split of {path}")
     reps = extract_representations(model, torch.from_numpy(x), 512)
     xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(idx) - 1)).fit_transform(reps)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     if splits.test_y is None:   # unlabelled data: no classes to colour
         ax.scatter(*xy.T, s=6, alpha=0.7)
     else:
@@ -210,7 +213,6 @@ def main(argv=None):
     p.add_argument("--max_points", type=int, default=2000, help="test series shown in the t-SNE")
     p.add_argument("--no_tsne", action="store_true")
     a = p.parse_args(argv)
-    matplotlib.use("Agg")   # files only, no window: chosen here, so that importing this module changes nothing
     try:
         if a.max_points < 2 and not a.no_tsne:
             raise TimeMAEError(f"--max_points must be 2 or more (a t-SNE places a series among others), got "

@@ -123,13 +123,9 @@ def atomic_write_json(obj, path):
 
 
 def atomic_save_figure(fig, path, dpi=110):
-    """A matplotlib figure as a PNG at `path`, whole or not at all; the figure is closed (its memory freed)
-    either way."""
-    import matplotlib.pyplot as plt   # only the plotting entry points need matplotlib
-    try:
-        _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
-    finally:
-        plt.close(fig)
+    """A matplotlib Figure (made without pyplot, so nothing holds it once the caller lets go) as a PNG at `path`,
+    whole or not at all."""
+    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def read_jsonl(path):

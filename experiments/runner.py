@@ -12,6 +12,7 @@ import os
 import sys
 
 import pandas as pd
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from args import DATASETS, build_parser, parse_args
@@ -178,10 +179,8 @@ class Study:
         figure = os.path.join(self.folder, f"{self.name}.png")
         ok = table[table.protocol != "refused"]
         groups = list(ok.groupby(list(panels), sort=False))
-        import matplotlib
-        matplotlib.use("Agg")   # files only, no window: chosen here, so that importing this module changes nothing
-        import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5.5 * max(1, len(groups)), 4.2), squeeze=False)
+        fig = Figure(figsize=(5.5 * max(1, len(groups)), 4.2))   # no pyplot: no backend chosen, no window
+        axes = fig.subplots(1, max(1, len(groups)), squeeze=False)
         for ax, (values, part) in zip(axes[0], groups):
             ax.grid(alpha=0.3)
             plot(ax, part)

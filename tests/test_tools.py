@@ -127,12 +127,10 @@ def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, 
         assert capsys.readouterr().err == (f"error: {flag} {missing!r}: its folder {str(tmp_path / 'missing')!r} "
                                            "does not exist\n")
     assert open(metrics).read() == before
-    import matplotlib.pyplot as plt
     import engine.runfiles
     monkeypatch.setattr(engine.runfiles.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left")))
     assert summarize_main([folder, "--plot", str(tmp_path / "s.png")]) == 2
     assert capsys.readouterr().err.startswith(f"error: cannot write '{tmp_path / 's.png'}': No space left")
-    assert plt.get_fignums() == []                              # the figure that was not written is closed too
 
 
 def test_visualize_writes_curves_and_tsne(two_runs, tmp_path):
@@ -209,11 +207,19 @@ def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refus
                                               "JSON object, the file is not valid JSON (")
 
 
-def test_importing_visualize_leaves_the_matplotlib_backend_alone():
-    code = "import matplotlib; matplotlib.use('svg'); import visualize; print(matplotlib.get_backend())"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+def test_plotting_leaves_the_matplotlib_backend_and_pyplot_alone(two_runs, tmp_path):
+    """visualize, tools.summarize --plot (and the studies' runner) draw on Figure objects: a notebook's backend
+    and its pyplot figures are left as they were."""
+    folder, _, _ = two_runs
+    shutil.copytree(folder / "seed1", tmp_path / "run")                 # visualize writes into the run folder
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import visualize, tools.summarize; "
+            "assert tools.summarize.main([sys.argv[1], '--plot', sys.argv[2]]) == 0; "
+            "assert visualize.main([sys.argv[3], '--no_tsne']) == 0; "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "s.png"), str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "svg"
+    assert proc.stdout.split()[-2:] == ["svg", "False"] and (tmp_path / "s.png").stat().st_size > 0
 
 
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):

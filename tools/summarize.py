@@ -217,15 +217,12 @@ def plot_summary(summary):
     summary = summary[summary[[f"{c}_mean" for c in columns]].notna().any(axis=1)]
     if summary.empty:
         raise TimeMAEError("--plot: no run has a test accuracy to draw (unlabelled data, or no test split)")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # only --plot needs matplotlib; no pyplot, so no backend is chosen
     summary = summary.assign(dataset=summary.dataset.fillna("dataset not recorded"))   # a metrics.json without one
     datasets = list(dict.fromkeys(summary.dataset))
     heights = [len(summary[summary.dataset == d]) for d in datasets]
-    fig, axes = plt.subplots(len(datasets), 1, squeeze=False, figsize=(9, 1.2 + sum(0.3 * len(columns) * h + 0.6
-                                                                                      for h in heights)),
-                             gridspec_kw={"height_ratios": heights})
+    fig = Figure(figsize=(9, 1.2 + sum(0.3 * len(columns) * h + 0.6 for h in heights)))
+    axes = fig.subplots(len(datasets), 1, squeeze=False, gridspec_kw={"height_ratios": heights})
     bar = 0.8 / max(1, len(columns))
     for ax, dataset in zip(axes[:, 0], datasets):
         part = summary[summary.dataset == dataset].reset_index(drop=True)
