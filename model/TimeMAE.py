@@ -80,9 +80,12 @@ class TimeMAE(nn.Module):
         def today(name):
             old = next((o for o in cls.FORMER_NAMES if name.startswith(o)), None)
             return name if old is None else cls.FORMER_NAMES[old] + name[len(old):]
+        if not all(isinstance(name, str) for name in state):
+            raise ValueError("its weights are keyed by something other than tensor names")
         twice = sorted(name for name in state if today(name) != name and today(name) in state)
         if twice:
-            raise ValueError(f"it holds tensors under their former and today's names ({', '.join(twice[:3])}, ...)")
+            shown = ", ".join(twice[:3]) + (", ..." if len(twice) > 3 else "")
+            raise ValueError(f"it holds tensors under their former and today's names ({shown})")
         return {today(name): tensor for name, tensor in state.items()}
 
     def __setstate__(self, state):

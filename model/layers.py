@@ -231,7 +231,6 @@ class VisibleEncoder(nn.Module):
         return torch.cat(kept, -1) if layers else x
 
 
-
 Encoder = VisibleEncoder   # the class's former name, which estimators pickled before the rename refer to
 
 

@@ -106,14 +106,16 @@ def test_save_and_load_in_a_fresh_process_is_bitwise_equal(encoder, tmp_path):
 
 
 def test_an_estimator_pickled_by_an_earlier_version_is_filled_as_that_version_behaved(encoder, tmp_path):
-    """Earlier versions pickled no batch_ and no provenance_, a data description without "gaps", and a model
-    whose modules had their former names (feature_encoder, target_encoder; the visible encoder's class Encoder):
-    unpickled, the estimator gets its encoding batch, no provenance, gaps refused and today's module names, then
-    transforms and saves as before. The random_state's generator is not drawn from."""
+    """Earlier versions pickled no batch_ and no provenance_, no parameters added since (gaps, pooling), a data
+    description without "gaps", and a model whose modules had their former names (feature_encoder,
+    target_encoder; the visible encoder's class Encoder): unpickled, the estimator gets its encoding batch, no
+    provenance, the parameters' defaults, gaps refused and today's module names, then transforms and saves as
+    before. The random_state's generator is not drawn from."""
     X, _ = aeon(6, seed=3)
     earlier = copy.deepcopy(encoder)
     del earlier.batch_, earlier.provenance_
     earlier.data_ = {k: v for k, v in encoder.data_.items() if k != "gaps"}
+    del earlier.gaps, earlier.pooling                     # parameters added since
     former = {new[:-1]: old[:-1] for old, new in TimeMAE.FORMER_NAMES.items()}
     earlier.model_._modules = {former.get(name, name): m for name, m in earlier.model_._modules.items()}
     earlier.random_state = np.random.RandomState(5)
@@ -127,6 +129,7 @@ def test_an_estimator_pickled_by_an_earlier_version_is_filled_as_that_version_be
     assert restored.random_state.randint(2**31) == np.random.RandomState(5).randint(2**31)
     restored.random_state = encoder.random_state
     assert list(restored.model_._modules) == list(encoder.model_._modules)
+    assert restored.get_params() == encoder.get_params()   # the added parameters at their defaults, as the fit's
     assert restored.batch_ == encoder.batch_ and restored.provenance_ is None
     assert restored.data_ == encoder.data_ and encoder.data_["gaps"] == "refuse"
     assert np.array_equal(restored.transform(X), encoder.transform(X))
@@ -201,6 +204,8 @@ def test_dataframes_are_read_by_rows_and_random_state_as_scikit_learn_takes_it(e
     rs = np.random.RandomState(3)
     expected = np.random.RandomState(3).randint(2**31)
     assert TimeMAEEncoder(**{**SMALL, "random_state": rs})._config(None, 0).seed == expected
+    Xy = aeon(24, seed=6)                                            # the classifier draws its seed once too
+    assert TimeMAEClassifier(**{**SMALL, "random_state": np.random.RandomState(3)}).fit(*Xy).seed_ == expected
     with pytest.raises(TimeMAEError, match="random_state must be an int, a numpy RandomState or None"):
         TimeMAEEncoder(**{**SMALL, "random_state": np.random.default_rng(0)})._config(None, 0)
     with pytest.raises(TimeMAEError, match="^random_state must lie in"):         # the flag --seed, in API words

@@ -208,8 +208,8 @@ def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refus
 
 
 def test_plotting_leaves_the_matplotlib_backend_and_pyplot_alone(two_runs, tmp_path):
-    """visualize, tools.summarize --plot (and the studies' runner) draw on Figure objects: a notebook's backend
-    and its pyplot figures are left as they were."""
+    """visualize and tools.summarize --plot draw on Figure objects (the studies' runner too): a notebook's backend
+    and its pyplot figures are left as they were, and the figures are written."""
     folder, _, _ = two_runs
     shutil.copytree(folder / "seed1", tmp_path / "run")                 # visualize writes into the run folder
     code = ("import sys, matplotlib; matplotlib.use('svg'); import visualize, tools.summarize; "
@@ -220,6 +220,7 @@ def test_plotting_leaves_the_matplotlib_backend_and_pyplot_alone(two_runs, tmp_p
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == ["svg", "False"] and (tmp_path / "s.png").stat().st_size > 0
+    assert all((tmp_path / "run" / name).stat().st_size > 0 for name in ("curves.png", "codebook.png"))
 
 
 def test_visualize_refuses_a_non_run_folder(tmp_path, capsys):
@@ -438,8 +439,8 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     one, two = (stacked[stacked.phases == k].drop(columns="probe").reset_index(drop=True) for k in (1, 2))
     pd.testing.assert_frame_equal(one.iloc[:2], one.iloc[2:].reset_index(drop=True))
     assert not two.iloc[:2].equals(two.iloc[2:].reset_index(drop=True))
-    assert pooling_main([runs[0], "--probes", "phase_samples", "--cv", "2"]) == 2
-    assert "--cv does not combine with --probes phase_samples" in capsys.readouterr().err
+    assert pooling_main([str(tmp_path / "not a run"), "--probes", "phase_samples", "--cv", "2"]) == 2
+    assert "--cv does not combine with --probes phase_samples" in capsys.readouterr().err   # before any folder
     assert pooling_main([*runs, "--pooling", "mean", "--probes", "logistic", "nn1", "--cv", "2",
                          "--out", str(tmp_path / "v.csv")]) == 0
     crossed = pd.read_csv(tmp_path / "v.csv")

@@ -8,6 +8,7 @@ classifier (the probe main.run's Trainer fitted, taken from it).
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
+import inspect
 import io
 import numbers
 import os
@@ -27,7 +28,8 @@ from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from common.unpickling import refused_global
-from datautils import DESCRIPTION_DEFAULTS, as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays
+from datautils import (DESCRIPTION_DEFAULTS, as_series_array, check_labels, label_vector, prepare_series,
+                       splits_from_arrays)
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
@@ -158,9 +160,13 @@ class _TimeMAE(BaseEstimator):
         self.model_, self.data_, self.head_ = model.to(self.device_), training_data(ckpt, path), head
 
     def __setstate__(self, state):
-        """An estimator pickled by an earlier version: what it lacks is filled once, as that version behaved (its
-        encoding batch from its parameters, no provenance, the data description's newer entries)."""
+        """An estimator pickled by an earlier version: what it lacks is filled once (parameters added since take
+        their defaults, which only a new fit reads; the encoding batch from its parameters; no provenance; the
+        data description's newer entries as that version behaved)."""
         super().__setstate__(state)
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and name not in state:
+                setattr(self, name, parameter.default)
         if hasattr(self, "model_"):
             self.data_ = {**DESCRIPTION_DEFAULTS, **self.data_}
             if not hasattr(self, "batch_"):   # the seed given: nothing is drawn from a RandomState random_state
@@ -318,7 +324,8 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if y is None:
             raise TimeMAEError("TimeMAEClassifier.fit needs labels y; to pretrain on unlabelled series use "
                                "TimeMAEEncoder")
-        epochs = self._config(None, self.num_epoch).num_epoch   # None: the preset's (or main.py's)
+        # None: the preset's (or main.py's); seed given, so the fit draws from a RandomState once, as the encoder's
+        epochs = self._config(None, self.num_epoch, seed=0).num_epoch
         if self.finetune and epochs < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
         labels = label_vector(y, "fit(X, y): train labels")

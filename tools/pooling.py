@@ -69,6 +69,12 @@ def with_encoder(model, encoder):
     return other
 
 
+def check_probes(probes, cv):
+    """Refuse --cv with phase_samples, which has no K-fold figure (before any run's files are read)."""
+    if cv and "phase_samples" in probes:
+        raise TimeMAEError("--cv does not combine with --probes phase_samples (no K-fold of it): run it apart")
+
+
 def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=None, poolings=POOLINGS,
                     encoders=ENCODERS[:1], probes=PROBES[:1], cv=0, data_path=None, settings=None):
     """Rows (run, dataset, encoder, pooling, phases, layers, probe, refit, C, val_acc, acc, f1) for the run in
@@ -80,8 +86,7 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     every labelled training series (`cross_validated_accuracy`; its best C for logistic; not for phase_samples);
     data_path: where the run's data is now, when it moved; settings: the run's flags when already read
     (tools.runs.run_table's)."""
-    if cv and "phase_samples" in probes:   # before the run's data is read
-        raise TimeMAEError("--cv does not combine with --probes phase_samples (no K-fold of it): run it apart")
+    check_probes(probes, cv)
     cfg, splits, fit, held, ckpt = run_data(folder, data_path, settings)
     grid = probe_C or cfg.probe_C
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
@@ -184,6 +189,7 @@ def main(argv=None):
             check_table_out(a.out)
         if a.probe_C:  # the runs' own grids passed main.py's check
             check_probe_grid(a.probe_C)
+        check_probes(a.probes, a.cv)
         table = run_table(a.runs, lambda run, flags: pooled_finelast(
             run, probe_C=a.probe_C, phases=a.phases, layers=a.layers, poolings=a.pooling, encoders=a.encoders,
             probes=a.probes, cv=a.cv, data_path=a.data_path, settings=flags), a.data_path)
