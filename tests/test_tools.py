@@ -436,6 +436,9 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
     stacked = pd.read_csv(tmp_path / "k.csv")
     assert list(stacked.phases) == [1] * 4 + [2] * 4
     assert list(stacked.probe) == (["logistic"] * 2 + ["phase_samples"] * 2) * 2
+    assert pooling_main([runs[0], "--pooling", "mean", "--phases", "1", "2", "--out", str(tmp_path / "l2.csv")]) == 0
+    pd.testing.assert_frame_equal(stacked[stacked.probe == "logistic"].reset_index(drop=True),
+                                  pd.read_csv(tmp_path / "l2.csv"))   # the phases' mean: represent()'s, bit for bit
     one, two = (stacked[stacked.phases == k].drop(columns="probe").reset_index(drop=True) for k in (1, 2))
     pd.testing.assert_frame_equal(one.iloc[:2], one.iloc[2:].reset_index(drop=True))
     assert not two.iloc[:2].equals(two.iloc[2:].reset_index(drop=True))

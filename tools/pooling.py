@@ -109,11 +109,13 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
         if (encoder, pooling, k, layer_name(chosen)) in done:
             continue
         done.add((encoder, pooling, k, layer_name(chosen)))
-        train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
-        sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
-        if "phase_samples" in probes:                                              # (K, N, D) each
+        if "phase_samples" in probes:   # each phase's (K, N, D); their mean is represent()'s, bit for bit
             train_k, test_k = (extract_representations(model, x, batch_size, each_phase=True) for x in (train, test))
             sel_k = test_k if held is None else train_k[:, held]
+            train_r, test_r = (torch.from_numpy(k).mean(0).numpy() for k in (train_k, test_k))
+        else:
+            train_r, test_r = (extract_representations(model, x, batch_size) for x in (train, test))
+        sel_r, sel_y = (test_r, splits.test_y) if held is None else (train_r[held], splits.train_y[held])
         for kind in probes:
             if kind == "phase_samples":   # the same C grid and selection as logistic, K samples a series
                 C, probe, sel = select_phase_sample_probe(train_k[:, fit], splits.train_y[fit], sel_k, sel_y, grid,
