@@ -441,7 +441,21 @@ def test_pooling_tool_reproduces_the_runs_finelast_and_probes_the_other_poolings
                                   pd.read_csv(tmp_path / "l2.csv"))   # the phases' mean: represent()'s, bit for bit
     one, two = (stacked[stacked.phases == k].drop(columns="probe").reset_index(drop=True) for k in (1, 2))
     pd.testing.assert_frame_equal(one.iloc[:2], one.iloc[2:].reset_index(drop=True))
-    assert not two.iloc[:2].equals(two.iloc[2:].reset_index(drop=True))
+    # two phases, written out: the probe fitted with the row's C on every labelled series' two phases, on test
+    import dataclasses
+    import torch
+    from classification import PhaseSampleProbe, extract_representations, scores
+    from engine.checkpoint import model_from_checkpoint
+    from tools.runs import CHECKPOINT, run_data
+    cfg, splits, fit, held, ckpt = run_data(runs[0])
+    model = model_from_checkpoint(ckpt, os.path.join(runs[0], CHECKPOINT))
+    model.cfg = dataclasses.replace(model.cfg, pooling="mean", phases=2)
+    train_k, test_k = (extract_representations(model, torch.as_tensor(x), 512, each_phase=True)
+                       for x in (splits.train_x, splits.test_x))                  # (2, N, D) each
+    both = np.concatenate([fit, held])
+    row = stacked[(stacked.phases == 2) & (stacked.probe == "phase_samples") & (stacked.refit == 1)].iloc[0]
+    probe = PhaseSampleProbe(row.C, cfg.seed).fit(train_k[:, both], splits.train_y[both])
+    assert scores(splits.test_y, probe.predict(test_k))["acc"] == pytest.approx(row.acc, abs=1e-12)
     assert pooling_main([str(tmp_path / "not a run"), "--probes", "phase_samples", "--cv", "2"]) == 2
     assert "--cv does not combine with --probes phase_samples" in capsys.readouterr().err   # before any folder
     assert pooling_main([*runs, "--pooling", "mean", "--probes", "logistic", "nn1", "--cv", "2",
