@@ -70,28 +70,31 @@ class TimeMAE(nn.Module):
         self.momentum_encoder = copy.deepcopy(self.visible_encoder).requires_grad_(False)     # H_xi
         self.head = nn.Linear(cfg.representation_size, cfg.num_classes)                       # FineAll
 
-    # state_dict prefixes of checkpoints written before the modules took the paper's names
-    FORMER_NAMES = {"feature_encoder.": "window_slicer.", "target_encoder.": "momentum_encoder."}
+    # module names of checkpoints and pickles written before the modules took the paper's names
+    FORMER_NAMES = {"feature_encoder": "window_slicer", "target_encoder": "momentum_encoder"}
+
+    @classmethod
+    def current_name(cls, name):
+        """A tensor or module name of an earlier version ('feature_encoder.conv.weight', 'target_encoder') as
+        today's (FORMER_NAMES); any other name as it is."""
+        module, dot, rest = name.partition(".")
+        return cls.FORMER_NAMES.get(module, module) + dot + rest
 
     @classmethod
     def renamed_state(cls, state):
-        """A checkpoint's state_dict with its former module names (FORMER_NAMES) as today's; one that holds a
+        """A checkpoint's state_dict with its former module names as today's (current_name); one that holds a
         tensor under both names is no checkpoint this code wrote, and is refused."""
-        def today(name):
-            old = next((o for o in cls.FORMER_NAMES if name.startswith(o)), None)
-            return name if old is None else cls.FORMER_NAMES[old] + name[len(old):]
         if not all(isinstance(name, str) for name in state):
             raise ValueError("its weights are keyed by something other than tensor names")
-        twice = sorted(name for name in state if today(name) != name and today(name) in state)
+        twice = sorted(name for name in state if cls.current_name(name) != name and cls.current_name(name) in state)
         if twice:
             shown = ", ".join(twice[:3]) + (", ..." if len(twice) > 3 else "")
             raise ValueError(f"it holds tensors under their former and today's names ({shown})")
-        return {today(name): tensor for name, tensor in state.items()}
+        return {cls.current_name(name): tensor for name, tensor in state.items()}
 
     def __setstate__(self, state):
         """A TimeMAE pickled (inside an API estimator) before its modules took the paper's names gets today's."""
-        state["_modules"] = {self.FORMER_NAMES.get(f"{name}.", f"{name}.")[:-1]: module
-                             for name, module in state["_modules"].items()}
+        state["_modules"] = {self.current_name(name): module for name, module in state["_modules"].items()}
         super().__setstate__(state)
 
     @property

@@ -116,7 +116,7 @@ def test_an_estimator_pickled_by_an_earlier_version_is_filled_as_that_version_be
     del earlier.batch_, earlier.provenance_
     earlier.data_ = {k: v for k, v in encoder.data_.items() if k != "gaps"}
     del earlier.gaps, earlier.pooling                     # parameters added since
-    former = {new[:-1]: old[:-1] for old, new in TimeMAE.FORMER_NAMES.items()}
+    former = {new: old for old, new in TimeMAE.FORMER_NAMES.items()}
     earlier.model_._modules = {former.get(name, name): m for name, m in earlier.model_._modules.items()}
     earlier.random_state = np.random.RandomState(5)
     VisibleEncoder.__qualname__ = "Encoder"                # the class as pickled before its rename
