@@ -302,6 +302,12 @@ def parse_args(argv=None):
 
 
 @functools.cache
+def flag_actions():
+    """{flag name: its argparse action}, read-only, built on first use (checked_value takes a value as it would)."""
+    return types.MappingProxyType({action.dest: action for action in build_parser()._actions})
+
+
+@functools.cache
 def flag_defaults():
     """Every flag's default, read-only; built on first use, not at import (the parser asks for the device and the
     CPUs)."""
@@ -323,7 +329,7 @@ def saved_flags(folder):
     is a one-line error); the defaults alone where there is no args.json."""
     path = os.path.join(folder, "args.json")
     saved = read_json(path) if os.path.isfile(path) else {}
-    actions = {action.dest: action for action in build_parser()._actions}
+    actions = flag_actions()
     try:
         saved = {k: checked_value(actions[k], v) if k in actions else v for k, v in saved.items()}
     except ValueError as e:
@@ -337,14 +343,12 @@ def defaults(argv=(), **overrides):
     """The configuration parse_args(argv) gives (argv: a preset's flags; none: the defaults), with `overrides`
     (names of flags) set: a run started from Python (the timemae API). An unknown name is a TypeError, a value
     the flag's parser would refuse (a type or choice it does not take) a ValueError."""
-    parser = build_parser()
-    cfg = parser.parse_args(list(argv))
+    cfg = build_parser().parse_args(list(argv))
     unknown = sorted(set(overrides) - set(vars(cfg)))
     if unknown:
         raise TypeError(f"unknown settings {unknown}")
-    actions = {action.dest: action for action in parser._actions}
     for name, value in overrides.items():
-        setattr(cfg, name, checked_value(actions[name], value))
+        setattr(cfg, name, checked_value(flag_actions()[name], value))
     return cfg
 
 

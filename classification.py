@@ -98,17 +98,15 @@ def linear_probe(train_repr, train_y, test_repr, test_y, seed=0, C=1.0):
     return scores(test_y, fit_probe(train_repr, train_y, seed, C).predict(test_repr))
 
 
-def nearest_neighbour_probe(train_repr, train_y):
-    """1-NN (Euclidean) on standardised frozen representations: the raw series' classic baseline, put on the
-    representation instead (tools.pooling --probes nn1), so the two are compared under the same classifier."""
-    return standardised_one_nn().fit(train_repr, train_y)
+# the probes with no C to choose (tools.pooling --probes): 1-NN (Euclidean) on standardised representations, the
+# raw series' classic baseline put on the representation; a ridge classifier, its alpha by leave-one-out
+UNTUNED_PROBES = {"nn1": standardised_one_nn, "ridge": standardised_ridge}
 
 
-def ridge_probe(train_repr, train_y):
-    """A linear probe fitted in closed form, its regularisation by leave-one-out (standardised_ridge;
-    tools.pooling --probes ridge)."""
+def untuned_probe(kind, train_repr, train_y):
+    """The probe `kind` of UNTUNED_PROBES fitted on standardised frozen representations."""
     with one_blas_thread():
-        return standardised_ridge().fit(train_repr, train_y)
+        return UNTUNED_PROBES[kind]().fit(train_repr, train_y)
 
 
 def fold_count(y, folds):
@@ -134,8 +132,10 @@ def cross_validated_accuracy(reps, y, grid, folds, seed=0, probe="logistic"):
     def accuracy(model):
         with one_blas_thread():
             return float(np.mean(cross_val_predict(model, reps, y, cv=splitter) == y))
-    if probe in ("nn1", "ridge"):   # nothing to choose from the grid (ridge picks its alpha inside each fold)
-        return None, accuracy(standardised_one_nn() if probe == "nn1" else standardised_ridge())
+    if probe in UNTUNED_PROBES:   # nothing to choose from the grid (ridge picks its alpha inside each fold)
+        return None, accuracy(UNTUNED_PROBES[probe]())
+    if probe != "logistic":
+        raise TimeMAEError(f"no K-fold accuracy for the probe {probe!r}: logistic, {', '.join(UNTUNED_PROBES)}")
     return max(((C, accuracy(logistic_probe(C, seed))) for C in sorted(grid)),
                key=lambda c_acc: c_acc[1])   # max keeps the first, the smaller C, on ties (as select_probe)
 

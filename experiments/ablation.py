@@ -24,7 +24,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    a = parse(parser(__doc__.split("\n\n")[0], "experiments.ablation"), argv)
+    a = parse(parser(__doc__, "experiments.ablation"), argv)
     study = Study("ablation", a)
     study.sweep(a.dataset, [(name, flags, {}) for name, flags in CONFIGS])
     return study.finish(plot, order=[c for c, _ in CONFIGS])

@@ -18,7 +18,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    p = parser(__doc__.split("\n\n")[0], "experiments.label_fraction")
+    p = parser(__doc__, "experiments.label_fraction")
     p.add_argument("--fractions", type=float, nargs="+", help="each in (0, 1]; default: 0.05 .. 1 (--quick), 0.01 .. 1")
     a = parse(p, argv)
     fractions = shares(a.fractions or FRACTIONS[a.scale], "--fractions")

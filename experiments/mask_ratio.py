@@ -16,7 +16,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    p = parser(__doc__.split("\n\n")[0], "experiments.mask_ratio")
+    p = parser(__doc__, "experiments.mask_ratio")
     p.add_argument("--ratios", type=float, nargs="+",
                    help="each in (0, 1); default: 0.2 0.4 0.6 0.8 (--quick), else 0.1 .. 0.9")
     a = parse(p, argv)

@@ -15,7 +15,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    a = parse(parser(__doc__.split("\n\n")[0], "experiments.model_size"), argv)
+    a = parse(parser(__doc__, "experiments.model_size"), argv)
     configs = [(f"d{d}_L{n}", ["--d_model", str(d), "--layers", str(n)], dict(d_model=d, layers=n))
                for d, n in SIZES[a.scale]]
     study = Study("model_size", a)

@@ -14,7 +14,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    p = parser(__doc__.split("\n\n")[0], "experiments.pretrain_fraction")
+    p = parser(__doc__, "experiments.pretrain_fraction")
     p.add_argument("--fractions", type=float, nargs="+",
                    help="each in (0, 1]; default: 0.05 0.1 0.25 (--quick), else 0.1 .. 1")
     a = parse(p, argv)

@@ -38,10 +38,10 @@ NO_PRETRAINING = ["--num_epoch_pretrain", "0"]  # FineZero (its FineLast) and Fi
 PRETRAIN_ONLY = ["--num_epoch", "0", "--probe_every", "100000"]
 
 
-def parser(description, module, datasets="one"):
-    """The command line of the study `module` (run as python -m module); flags it does not know are passed on to
-    every main.py run (last wins)."""
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
+def parser(doc, module, datasets="one"):
+    """The command line of the study `module` (run as python -m module; its docstring `doc`, whose first paragraph
+    describes it); flags it does not know are passed on to every main.py run (last wins)."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
                                 epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
                                        "they override the budget's flags, not the study's own.")
     if datasets == "one":

@@ -35,7 +35,7 @@ def plot(ax, table):
 
 
 def main(argv=None):
-    a = parse(parser(__doc__.split("\n\n")[0], "experiments.transfer", datasets="many"), argv)
+    a = parse(parser(__doc__, "experiments.transfer", datasets="many"), argv)
     study = Study("transfer", a)
     for seed in a.seeds:
         for source in a.datasets:

@@ -4,7 +4,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import classification
-from classification import cross_validated_accuracy, fit_probe, linear_probe, nearest_neighbour_probe, select_probe
+from classification import cross_validated_accuracy, fit_probe, linear_probe, select_probe, untuned_probe
 from common.errors import TimeMAEError
 from scale_helpers import majority_accuracy
 
@@ -31,7 +31,7 @@ def test_nearest_neighbour_probe_takes_the_label_of_the_closest_series_after_sta
     mean, std = x.mean(0), x.std(0)
     dist = (((xt - mean) / std)[:, None] - ((x - mean) / std)[None]) ** 2          # (40, 60, 4)
     expected = y[dist.sum(-1).argmin(1)]
-    assert np.array_equal(nearest_neighbour_probe(x, y).predict(xt), expected)
+    assert np.array_equal(untuned_probe("nn1", x, y).predict(xt), expected)
     assert not np.array_equal(expected, y[((xt[:, None] - x[None]) ** 2).sum(-1).argmin(1)])
 
 
@@ -53,7 +53,7 @@ def test_ridge_probe_standardises_and_takes_the_alpha_leave_one_out_prefers():
                     ** 2).sum() for i in every)
     errors = [left_out_error(a) for a in classification.RIDGE_ALPHAS]
     best = classification.RIDGE_ALPHAS[int(np.argmin(errors))]
-    probe = classification.ridge_probe(x, y)
+    probe = untuned_probe("ridge", x, y)
     assert probe[-1].alpha_ == best and sorted(errors)[0] < sorted(errors)[1]      # one best alpha
     assert np.array_equal(probe.predict(xt), Ridge(alpha=best).fit(zx, codes).predict(zt).argmax(1))
 

@@ -39,8 +39,7 @@ import torch
 
 from args import layer_spec, positive_int
 from classification import (PhaseSampleProbe, cross_validated_accuracy, extract_representations, fold_count,
-                            nearest_neighbour_probe, refit_probe, ridge_probe, scores, select_phase_sample_probe,
-                            select_probe)
+                            refit_probe, scores, select_phase_sample_probe, select_probe, untuned_probe)
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
@@ -86,7 +85,6 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
     every labelled training series (`cross_validated_accuracy`; its best C for logistic; not for phase_samples);
     data_path: where the run's data is now, when it moved; settings: the run's flags when already read
     (tools.runs.run_table's)."""
-    check_probes(probes, cv)
     cfg, splits, fit, held, ckpt = run_data(folder, data_path, settings)
     grid = probe_C or cfg.probe_C
     both = fit if held is None else np.concatenate([fit, held])                # every labelled training series
@@ -127,10 +125,9 @@ def pooled_finelast(folder, batch_size=512, probe_C=None, phases=None, layers=No
                 fits = {0: probe, 1: None if held is None else refit_probe(probe, train_r[both], splits.train_y[both],
                                                                            seed=cfg.seed)}
             else:  # nn1, ridge: no C to choose; validation scores the fit split's classifier
-                classifier = nearest_neighbour_probe if kind == "nn1" else ridge_probe
-                C, probe = float("nan"), classifier(train_r[fit], splits.train_y[fit])
+                C, probe = float("nan"), untuned_probe(kind, train_r[fit], splits.train_y[fit])
                 sel = scores(sel_y, probe.predict(sel_r))
-                fits = {0: probe, 1: None if held is None else classifier(train_r[both], splits.train_y[both])}
+                fits = {0: probe, 1: None if held is None else untuned_probe(kind, train_r[both], splits.train_y[both])}
             crossed = {} if not cv else dict(zip(("cv_C", "cv_acc"), cross_validated_accuracy(
                 train_r[both], splits.train_y[both], grid, cv, seed=cfg.seed, probe=kind)))
             for refit, fitted in fits.items():

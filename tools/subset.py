@@ -26,7 +26,9 @@ def write_subset(src, dst, sizes, seed=0, overwrite=False):
     if os.path.isdir(src) and os.path.isdir(dst) and os.path.samefile(src, dst):   # links and mounts too
         raise TimeMAEError(f"destination {dst!r} is the source folder: the subset would replace the dataset; "
                            "choose another destination")
-    present = sorted(f for f in os.listdir(dst) if f.endswith(".pt")) if os.path.isdir(dst) else []
+    # a killed run's temporary files (dot names) are no dataset: the next write replaces them
+    present = sorted(f for f in os.listdir(dst) if f.endswith(".pt") and not f.startswith(".")) \
+        if os.path.isdir(dst) else []
     if present and not overwrite:
         raise TimeMAEError(f"destination {dst!r} already holds {', '.join(present)}: pass --overwrite to replace "
                            "the dataset, or choose another destination")
