@@ -461,8 +461,7 @@ def test_a_checkpoint_with_the_former_module_names_loads_and_transfers(tmp_path)
     from engine.checkpoint import checkpoint, load_model
     from engine.transfer import transfer_weights
     torch.manual_seed(0)
-    model = TimeMAE(channels=2, seq_len=32, num_classes=3, d_model=16, attn_heads=2, layers=1, reg_layers=1,
-                    vocab_size=12, wave_length=4)
+    model = tiny()
     ckpt = checkpoint(model)
     former = {"window_slicer.": "feature_encoder.", "momentum_encoder.": "target_encoder."}
     ckpt["model"] = {next((former[p] + k[len(p):] for p in former if k.startswith(p)), k): v
@@ -473,8 +472,7 @@ def test_a_checkpoint_with_the_former_module_names_loads_and_transfers(tmp_path)
     loaded, _ = load_model(path)
     for (name, mine), (other, theirs) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert name == other and torch.equal(mine, theirs), name
-    fresh = TimeMAE(channels=2, seq_len=32, num_classes=3, d_model=16, attn_heads=2, layers=1, reg_layers=1,
-                    vocab_size=12, wave_length=4)
+    fresh = tiny()
     transferred, reinitialised, unused = transfer_weights(fresh, path)
     assert not reinitialised and not unused and torch.equal(fresh.window_slicer.conv.weight,
                                                             model.window_slicer.conv.weight)
