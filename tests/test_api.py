@@ -203,11 +203,11 @@ def test_dataframes_are_read_by_rows_and_random_state_as_scikit_learn_takes_it(e
         encoder.transform(pd.DataFrame({"dim_0": [pd.Series([1.0, 2.0])] * 3}))
     rs = np.random.RandomState(3)
     expected = np.random.RandomState(3).randint(2**31)
-    assert TimeMAEEncoder(**{**SMALL, "random_state": rs})._config(None, 0).seed == expected
+    assert TimeMAEEncoder(**{**SMALL, "random_state": rs})._config(0).seed == expected
     Xy = aeon(24, seed=6)                                            # the classifier draws its seed once too
     assert TimeMAEClassifier(**{**SMALL, "random_state": np.random.RandomState(3)}).fit(*Xy).seed_ == expected
     with pytest.raises(TimeMAEError, match="random_state must be an int, a numpy RandomState or None"):
-        TimeMAEEncoder(**{**SMALL, "random_state": np.random.default_rng(0)})._config(None, 0)
+        TimeMAEEncoder(**{**SMALL, "random_state": np.random.default_rng(0)})._config(0)
     with pytest.raises(TimeMAEError, match="^random_state must lie in"):         # the flag --seed, in API words
         TimeMAEEncoder(**{**SMALL, "random_state": -1}).fit(X)
 
@@ -256,11 +256,13 @@ def test_repr_layers_flag_widens_the_representation_fineall_head_and_saved_model
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
-@pytest.mark.parametrize("flags, fitted", [({}, 48), ({"probe_refit": 0}, 38), ({"label_ratio": 0.5}, 24)])
+@pytest.mark.parametrize("flags, fitted", [({}, 48), ({"probe_refit": 0}, 38), ({"label_ratio": 0.5}, 24),
+                                           ({"num_epoch": 2}, 48)])
 def test_finelast_classifier_takes_the_probe_the_engine_fitted(flags, fitted):
     """finetune=False folds the FineLast probe into the head: the very probe main.py fits and scores, with its C
     on the same series (all 48 labelled series by default; without the refit the 38 left after selection; with
-    half the labels, those 24), taken over from the Trainer: nothing is fitted again after the run."""
+    half the labels, those 24), taken over from the Trainer: nothing is fitted again after the run, and nothing
+    fine-tuned, even where `flags` ask for fine-tuning epochs."""
     import main
     import process
     X, y = aeon(48)
@@ -284,7 +286,7 @@ def test_finelast_classifier_takes_the_probe_the_engine_fitted(flags, fitted):
         mp.setattr(LogisticRegression, "fit", fit)
         mp.setattr(main, "run", run)
         clf = TimeMAEClassifier(**SMALL, finetune=False, flags=flags).fit(X, y)
-    assert fits == []
+    assert fits == [] and "fineall" not in clf.metrics_
     probe, (weight, bias) = heads[-1]
     assert probe[0].n_samples_seen_ == clf.metrics_["finelast"]["fitted"] == fitted
     assert probe[-1].C == clf.metrics_["finelast"]["C"]
@@ -305,7 +307,7 @@ def test_a_main_py_checkpoint_loads_with_the_settings_it_was_trained_with(tstcc_
                  "--seed", "3", "--threads", "1", "--no_progress", *as_flags(NO_STEP_BUDGET)]) == 0
     args = json.loads((run / "args.json").read_text())
     est = clone(load(str(run / "model.pkl")))
-    cfg = est._config(None, est.num_epoch)                        # as fit builds it
+    cfg = est._config(est.num_epoch)                        # as fit builds it
     flags = set(vars(build_parser().parse_args([]))) - (not_settings() - {"seed", "num_epoch"})
     differ = {k: (getattr(cfg, k), args[k]) for k in flags if k != "threads" and getattr(cfg, k) != args[k]}
     assert differ == {} and (cfg.phases, cfg.fineall_head, cfg.num_epoch, cfg.seed) == (2, "probe", 2, 3)
@@ -337,19 +339,19 @@ def test_defaults_are_main_py_defaults_except_where_the_preset_sets_them():
 
 def test_preset_then_parameters_then_flags():
     ucr = vars(parse_args(presets.UCR))
-    cfg = TimeMAEEncoder()._config(None, 0)
+    cfg = TimeMAEEncoder()._config(0)
     assert (cfg.wave_length, cfg.pooling, cfg.phases, cfg.fineall_head) == (0, "meanmax", 8, "probe")
     own = {"dataset", "seed", "no_progress", "save_path", "num_epoch", *NO_STEP_BUDGET}  # the estimator's, fixture's
     assert {k: v for k, v in vars(cfg).items() if k not in own} == {k: v for k, v in ucr.items() if k not in own}
-    assert TimeMAEClassifier()._config(None, None).num_epoch == ucr["num_epoch"]
-    cfg = TimeMAEEncoder(pooling="mean", flags={"phases": 2})._config(None, 0)
+    assert TimeMAEClassifier()._config().num_epoch == ucr["num_epoch"]
+    cfg = TimeMAEEncoder(pooling="mean", flags={"phases": 2})._config(0)
     assert (cfg.wave_length, cfg.pooling, cfg.phases) == (0, "mean", 2)
     main_py = vars(parse_args([]))
-    cfg = TimeMAEEncoder(preset=None)._config(None, 0)
+    cfg = TimeMAEEncoder(preset=None)._config(0)
     assert (cfg.wave_length, cfg.pooling, cfg.phases, cfg.fineall_head) == \
         (main_py["wave_length"], main_py["pooling"], main_py["phases"], main_py["fineall_head"]) == (8, "mean", 1,
                                                                                                      "random")
-    assert TimeMAEClassifier(preset="epilepsy")._config(None, None).num_epoch == 20
+    assert TimeMAEClassifier(preset="epilepsy")._config().num_epoch == 20
     with pytest.raises(TimeMAEError, match="preset must be one of har, epilepsy, uwave, ps, ad, ucr or None"):
         TimeMAEEncoder(preset="UCR").fit(aeon(8)[0])
 
@@ -420,13 +422,13 @@ def test_values_are_taken_as_the_parser_takes_them():
     """Text through the flag's type, numpy scalars as Python's (args.json holds them), one value of a list flag
     as a list, a switch as given."""
     cfg = TimeMAEEncoder(lr="0.01", d_model=np.int64(32), flags={"probe_C": 2, "repr_layers": "5-8",
-                                                                 "codebook_reset": True})._config(None, 0)
+                                                                 "codebook_reset": True})._config(0)
     assert (cfg.lr, cfg.d_model, cfg.probe_C, cfg.repr_layers, cfg.codebook_reset) == (0.01, 32, [2.0], [5, 6, 7, 8],
                                                                                        True)
     assert type(cfg.d_model) is int and type(cfg.probe_C[0]) is float
-    layers = [TimeMAEEncoder(flags={"repr_layers": v})._config(None, 0).repr_layers for v in (5, [3, 3, 1], (8,))]
+    layers = [TimeMAEEncoder(flags={"repr_layers": v})._config(0).repr_layers for v in (5, [3, 3, 1], (8,))]
     assert layers == [[5], [1, 3], [8]]                   # through the flag's own parser, as text is
-    assert TimeMAEEncoder(flags={"repr_layers": []})._config(None, 0).repr_layers == []   # args.json's default
+    assert TimeMAEEncoder(flags={"repr_layers": []})._config(0).repr_layers == []   # args.json's default
 
 
 def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors(encoder, tmp_path):

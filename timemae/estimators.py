@@ -28,8 +28,7 @@ from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from common.unpickling import refused_global
-from datautils import (DESCRIPTION_DEFAULTS, as_series_array, check_labels, label_vector, prepare_series,
-                       splits_from_arrays)
+from datautils import as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
@@ -94,10 +93,11 @@ class _TimeMAE(BaseEstimator):
         self.preset = preset
 
     # ------------------------------------------------------------------------------------------ training
-    def _config(self, save_path, num_epoch, seed=None):
+    def _config(self, num_epoch=None, seed=None):
         """main.py's configuration for these parameters: its defaults, the preset's flags, the parameters (those
-        not None), then `flags`. num_epoch: fine-tuning epochs (None: the preset's or main.py's); seed: the seed
-        to take (None: random_state's, drawn from it when it is None or a RandomState)."""
+        not None), then `flags`; no run folder yet (save_path None). num_epoch: fine-tuning epochs (None: the
+        preset's, main.py's or `flags`'); seed: the seed to take (None: random_state's, drawn from it when it is
+        None or a RandomState: once per fit, so a fit resolves its configuration once)."""
         if self.preset is not None and self.preset not in PRESETS:
             raise TimeMAEError(f"preset must be one of {', '.join(PRESETS)} or None (main.py's defaults), got "
                                f"{self.preset!r}")
@@ -113,7 +113,7 @@ class _TimeMAE(BaseEstimator):
                 seed = check_random_state(seed).randint(2**31)
             except ValueError:
                 raise TimeMAEError(f"random_state must be an int, a numpy RandomState or None, got {seed!r}") from None
-        settings.update(dataset="numpy", seed=int(seed), no_progress=not self.verbose, save_path=save_path,
+        settings.update(dataset="numpy", seed=int(seed), no_progress=not self.verbose,
                         **({"num_epoch": num_epoch} if num_epoch is not None else {}),
                         **({"device": self.device} if self.device else {}))
         try:
@@ -123,17 +123,17 @@ class _TimeMAE(BaseEstimator):
         except ValueError as e:
             raise TimeMAEError(f"{type(self).__name__}: {e}") from None
 
-    def _train(self, X, y, num_epoch, classes=None):
-        """main.run on X (and labels y, or None; `classes`: the names of y's codes 0..K-1, for the run folder's
-        files); the estimator's _keep(cfg, trainer) then takes what it needs from the run folder, before a
-        temporary one is removed, and from the run's Trainer."""
+    def _train(self, X, y, cfg, classes=None):
+        """main.run with the configuration `cfg` (from _config) on X (and labels y, or None; `classes`: the names
+        of y's codes 0..K-1, for the run folder's files); the estimator's _keep(cfg, trainer) then takes what it
+        needs from the run folder, before a temporary one is removed, and from the run's Trainer."""
         trainers = []
 
         def trainer(*args, **kwargs):   # main.run builds the Trainer: kept for _keep
             trainers.append(Trainer(*args, **kwargs))
             return trainers[-1]
         with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
-            cfg = self._config(self.save_path or os.path.join(tmp, "run"), num_epoch)
+            cfg.save_path = self.save_path or os.path.join(tmp, "run")
             log = print if self.verbose else (lambda *_: None)
             try:
                 splits = splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y,
@@ -154,7 +154,7 @@ class _TimeMAE(BaseEstimator):
         fit's configuration (None: loaded, built from the parameters)."""
         self.device_ = resolve_device(self.device or default_device())
         # the encoding batch, fixed with the fit: set_params after it changes what a next fit does, not predict
-        self.batch_ = eval_batch_size(cfg or self._config(None, 0), self.device_)
+        self.batch_ = self._encoding_batch(cfg)
         ckpt = open_checkpoint(path) if ckpt is None else ckpt
         model = model_from_checkpoint(ckpt, path)
         self.model_, self.data_, self.head_ = model.to(self.device_), training_data(ckpt, path), head
@@ -168,11 +168,16 @@ class _TimeMAE(BaseEstimator):
             if name != "self" and name not in state:
                 setattr(self, name, parameter.default)
         if hasattr(self, "model_"):
-            self.data_ = {**DESCRIPTION_DEFAULTS, **self.data_}
-            if not hasattr(self, "batch_"):   # the seed given: nothing is drawn from a RandomState random_state
-                self.batch_ = eval_batch_size(self._config(None, 0, seed=0), self.device_)
+            self.data_ = training_data({"data": self.data_}, "the pickled estimator")
+            if not hasattr(self, "batch_"):
+                self.batch_ = self._encoding_batch()
             if not hasattr(self, "provenance_"):
                 self.provenance_ = None
+
+    def _encoding_batch(self, cfg=None):
+        """The batch transform/predict encode with on device_: the fit's configuration `cfg`'s, or (loaded, or
+        pickled before the estimator kept it) the parameters' (the seed given: no draw from a RandomState)."""
+        return eval_batch_size(cfg or self._config(0, seed=0), self.device_)
 
     # ------------------------------------------------------------------------------------------ encoding
     def _series(self, X, what="X"):
@@ -293,7 +298,7 @@ class TimeMAEEncoder(TransformerMixin, _TimeMAE):
     arrays."""
 
     def fit(self, X, y=None):
-        return self._train(X, y, num_epoch=0)
+        return self._train(X, y, self._config(num_epoch=0))
 
     def _keep(self, cfg, trainer):
         self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), None, cfg=cfg)
@@ -324,10 +329,12 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if y is None:
             raise TimeMAEError("TimeMAEClassifier.fit needs labels y; to pretrain on unlabelled series use "
                                "TimeMAEEncoder")
-        # None: the preset's (or main.py's); seed given, so the fit draws from a RandomState once, as the encoder's
-        epochs = self._config(None, self.num_epoch, seed=0).num_epoch
-        if self.finetune and epochs < 1:
-            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {epochs} (finetune=False: the linear probe)")
+        cfg = self._config(self.num_epoch)   # num_epoch None: the preset's (or main.py's)
+        if self.finetune and cfg.num_epoch < 1:
+            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {cfg.num_epoch} (finetune=False: the "
+                               "linear probe)")
+        if not self.finetune:   # FineLast: the probe alone, whatever num_epoch says
+            cfg.num_epoch = 0
         labels = label_vector(y, "fit(X, y): train labels")
         check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
         try:
@@ -335,7 +342,7 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         except TypeError:   # sorting fails on mixed types
             raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
         codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
-        return self._train(X, codes, num_epoch=epochs if self.finetune else 0, classes=self.classes_)
+        return self._train(X, codes, cfg, classes=self.classes_)
 
     def _keep(self, cfg, trainer):
         if self.finetune:
