@@ -17,6 +17,7 @@ from engine.distributed import exit_process, init_distributed, is_main_process, 
 from engine.provenance import provenance
 from engine.resume import check_last_state, check_resumable, check_same_data, resumes, resumes_from_state, rewind_logs
 from engine.runfiles import RUN_STATE, atomic_write_json, prepare_run_dir
+from engine.speed import check_compile
 from engine.transfer import describe_transfer, transfer_weights
 from model import TimeMAE
 from model.bert import BERT_LR, bert_config, resolve_bert_path
@@ -110,9 +111,7 @@ def check_flags(cfg):
     bert_flags = [k for k, v in vars(cfg).items() if k.startswith("bert_") and v != flag_defaults()[k]]
     if cfg.encoder != "bert" and bert_flags:   # given for a BERT run, they would be ignored without a word
         raise TimeMAEError(f"--{bert_flags[0]} applies to the BERT encoder: add --encoder bert, or leave it out")
-    if cfg.compile and cfg.compile_backend not in torch.compiler.list_backends(exclude_tags=()):
-        raise TimeMAEError(f"--compile_backend {cfg.compile_backend!r} is not a torch.compile backend (one of "
-                           f"{', '.join(torch.compiler.list_backends())}, or a debugging one such as aot_eager)")
+    check_compile(cfg)
     if cfg.resume and cfg.overwrite:
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")
     for flag in ("data_path", "save_path"):   # '' would silently mean the default folder

@@ -4,8 +4,18 @@ import contextlib
 
 import torch
 
+from common.errors import TimeMAEError
+
 GPU_EVAL_BATCH = 8192  # inference batch on a GPU: a few hundred MB of activations at d_model 64
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+
+
+def check_compile(cfg):
+    """--compile_backend must name a backend torch.compile knows, checked before the run starts (torch would
+    first complain at the first compiled step)."""
+    if cfg.compile and cfg.compile_backend not in torch.compiler.list_backends(exclude_tags=()):
+        raise TimeMAEError(f"--compile_backend {cfg.compile_backend!r} is not a torch.compile backend (one of "
+                           f"{', '.join(torch.compiler.list_backends())}, or a debugging one such as aot_eager)")
 
 
 def compiled(forward, cfg):
