@@ -14,8 +14,10 @@ from conftest import assert_reported
 from engine.distributed import Dist, exit_process, rank_seed
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 
-# dropout off and a higher lr: the curves then differ only by each rank's own masks and fall clearly
-RUN = dict(num_epoch_pretrain=4, num_epoch=1, probe_every=2, dropout=0, lr=0.004, train_batch_size=16)
+# dropout off and a higher lr: the curves then differ only by each rank's own masks and fall clearly; the EMA
+# codebook, whose statistics the ranks must sum before each EMA step, so that the replicas' check covers them too
+RUN = dict(num_epoch_pretrain=4, num_epoch=1, probe_every=2, dropout=0, lr=0.004, train_batch_size=16,
+           codebook_ema=0.9)
 
 # main.py with a hook: at every last.pkl (RunRecord.save_last, end of each epoch) each rank also saves its own model's
 # state_dict and EMA codebook statistics to $REPLICAS/<phase>_rank<r>.pt, so after the run the files hold every
@@ -112,14 +114,18 @@ def test_two_process_loss_curve_matches_one_process(runs):
     one, two = loss_curve(single), loss_curve(multi)
     assert len(one) == len(two) == RUN["num_epoch_pretrain"]
     assert one[-1] < 0.9 * one[0] and two[-1] < 0.9 * two[0]  # both learn, by more than the tolerance below
-    np.testing.assert_allclose(two, one, rtol=0.06)  # measured gaps: 0.7%, 1.3%, 1.4%, 3.6%
+    np.testing.assert_allclose(two, one, rtol=0.06)  # measured gaps: 1.1%, 0.7%, 1.5%, 3.9%
 
 
 def test_two_process_ranks_end_with_bitwise_equal_weights(runs):
     """DDP averages the gradients, so after pretraining and after FineAll both ranks hold the same weights, bit for
-    bit (the loss tolerance above cannot tell unsynchronised ranks from synchronised ones; this can)."""
-    for phase in ("pretrain", "fineall"):
-        assert_replicas_equal(runs[3], phase)
+    bit (the loss tolerance above cannot tell unsynchronised ranks from synchronised ones; this can). Each rank's
+    codeword statistics are summed over ranks before the EMA step: the codebook and its EMA statistics
+    (ema_count, ema_sum) end pretraining bitwise equal too, after EMA steps that changed them."""
+    pretrained = assert_replicas_equal(runs[3], "pretrain")
+    assert set(pretrained["ema"]) == {"ema_count", "ema_sum"} and "tokenizer.codebook.weight" in pretrained["model"]
+    assert not torch.equal(pretrained["ema"]["ema_count"], torch.ones_like(pretrained["ema"]["ema_count"]))  # updated
+    assert_replicas_equal(runs[3], "fineall")
 
 
 def test_check_replicas_stops_every_rank_when_one_differs(tmp_path):
@@ -167,19 +173,6 @@ def test_single_process_dist_is_a_pass_through():
 def test_rank_seeds_differ_across_ranks_and_runs():
     seeds = {rank_seed(seed, rank) for seed in range(3) for rank in range(4)}
     assert len(seeds) == 12  # seed + rank would give run 0 / rank 1 the draws of run 1 / rank 0
-
-
-def test_ema_codebook_stays_the_same_on_every_rank(tmp_path):
-    """Each rank's codeword statistics are summed over ranks before the EMA step: the codebook and its EMA
-    statistics (ema_count, ema_sum) stay bitwise equal on both ranks after EMA steps that changed them."""
-    data = write_pt_dataset(str(tmp_path / "data"), n_train=96, n_val=32)
-    script, replicas = saving_main(tmp_path)
-    proc = torchrun(script, *tiny_flags(data, str(tmp_path / "run"), num_epoch_pretrain=2, num_epoch=0,
-                                        codebook_ema=0.9), env={"REPLICAS": str(replicas)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = assert_replicas_equal(replicas, "pretrain")
-    assert set(final["ema"]) == {"ema_count", "ema_sum"} and "tokenizer.codebook.weight" in final["model"]
-    assert not torch.equal(final["ema"]["ema_count"], torch.ones_like(final["ema"]["ema_count"]))  # (V,) updated
 
 
 def test_exit_process_outside_torchrun_is_sys_exit(monkeypatch):
