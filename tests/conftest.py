@@ -61,6 +61,11 @@ def assert_reported(run, metrics):
         assert fineall.startswith(f"final, acc{metrics['fineall']['acc']:.4f}, f1{metrics['fineall']['f1']:.4f}")
 
 
+def folder_bytes(folder):
+    """{file name: its bytes} of every file in `folder`: what a refused or failed command must leave as it was."""
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
 @pytest.fixture
 def tstcc_dir(tmp_path):
     return write_tstcc(tmp_path / "Synthetic")

@@ -20,7 +20,7 @@ import engine.record
 import process
 from engine.resume import LAST, LOGS
 from common.errors import TimeMAEError
-from conftest import scripted_selection
+from conftest import folder_bytes, scripted_selection
 from model import TimeMAE
 from scale_helpers import PYTHON, ROOT, subprocess_env, tiny_flags, write_pt_dataset
 from engine.runfiles import append_line, atomic_save, prepare_run_dir
@@ -32,15 +32,19 @@ class Crash(Exception):
     """Stands for the process dying at the point where it is raised."""
 
 
-def crash_on_call(monkeypatch, method, n):
-    """process.Trainer.<method> raises Crash (the process dying there) on its n-th call."""
+def crash_at(method, n, argv):
+    """main.main(argv) up to the n-th call of process.Trainer.<method>, which raises Crash (the process dying
+    there); the stand-in is gone afterwards."""
     real, calls = getattr(process.Trainer, method), itertools.count(1)
 
     def crashing(self, *args):
         if next(calls) == n:
             raise Crash
         return real(self, *args)
-    monkeypatch.setattr(process.Trainer, method, crashing)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(process.Trainer, method, crashing)
+        with pytest.raises(Crash):
+            main.main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +138,10 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_run(data, reference, tmp_p
 
 def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_path, monkeypatch, capsys):
     run = str(tmp_path / "run")
-    crash_on_call(monkeypatch, "_scores", 3)   # fine-tuning epoch 2, step 6: mid-epoch, after last.pkl of epoch 1
-    with pytest.raises(Crash):  # --resume from the start, as torchrun --max_restarts would rerun the command
-        main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"])
+    # fine-tuning epoch 2, step 6: mid-epoch, after last.pkl of epoch 1; --resume from the start, as torchrun
+    # --max_restarts would rerun the command
+    crash_at("_scores", 3, tiny_flags(data, run, **EPOCHS) + ["--resume"])
     assert "starting the run from the beginning" in capsys.readouterr().out
-    monkeypatch.undo()
     state = torch.load(os.path.join(run, LAST), weights_only=True)
     assert (state["phase"], state["epoch"]) == ("fineall", 1)
     with open(os.path.join(reference, "metrics.json")) as f:
@@ -156,60 +159,50 @@ def test_crash_in_fine_tuning_resumes_from_its_last_epoch(data, reference, tmp_p
         assert json.load(f)["baseline_seconds"] == state["baseline_seconds"]
 
 
-def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, reference, tmp_path, monkeypatch, capsys):
+def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, reference, tmp_path, capsys):
     """--data_path may change on --resume (the data may have moved), what it holds may not: series of the same
     shape drawn anew are another dataset, refused in one line before the logs are rewound."""
     run, other = str(tmp_path / "run"), write_pt_dataset(str(tmp_path / "other"), seed=1)
-    crash_on_call(monkeypatch, "_scores", 3)
-    with pytest.raises(Crash):
-        main.main(tiny_flags(data, run, **EPOCHS))
-    monkeypatch.undo()
-    before = {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))}
+    crash_at("_scores", 3, tiny_flags(data, run, **EPOCHS))
+    before = folder_bytes(run)
     capsys.readouterr()
     assert main.main(tiny_flags(other, run, **EPOCHS) + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --resume: the data differs from the one the run in") and "\n" not in err
     assert "(mean, std changed)" in err
-    assert {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))} == before
+    assert folder_bytes(run) == before
     moved = shutil.copytree(data, str(tmp_path / "moved"))              # the same data elsewhere: resumed
     assert main.main(tiny_flags(moved, run, **EPOCHS) + ["--resume"]) == 0
     assert_same_run(run, reference)
 
 
 @pytest.mark.parametrize("change", ["emptied", "removed"])
-def test_a_log_cut_after_the_checkpoint_is_refused_and_the_run_left_as_it_was(data, tmp_path, monkeypatch, capsys,
-                                                                              change):
+def test_a_log_cut_after_the_checkpoint_is_refused_and_the_run_left_as_it_was(data, tmp_path, capsys, change):
     """Truncating a log to the size last.pkl recorded would pad a shorter one with zero bytes."""
     run = str(tmp_path / "run")
-    crash_on_call(monkeypatch, "_scores", 3)
-    with pytest.raises(Crash):
-        main.main(tiny_flags(data, run, **EPOCHS))
-    monkeypatch.undo()
+    crash_at("_scores", 3, tiny_flags(data, run, **EPOCHS))
     log = os.path.join(run, "pretrain_log.jsonl")
     if change == "emptied":
         open(log, "w").close()
     else:
         os.remove(log)
-    before = {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))}
+    before = folder_bytes(run)
     capsys.readouterr()
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert re.fullmatch(r"error: --resume: \S+pretrain_log.jsonl holds 0 bytes but last.pkl recorded [1-9]\d*: "
                         r"the log was cut or removed after the checkpoint; restore it, or start afresh with "
                         r"--overwrite", err), err
-    assert {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))} == before
+    assert folder_bytes(run) == before
 
 
-def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path, monkeypatch):
+def test_ema_codebook_resumes_with_its_running_statistics(data, tmp_path):
     """The EMA codebook's counts and sums live outside the state_dict: last.pkl keeps them, so a run crashed
     in pretraining epoch 3 resumes to the weights of the run never interrupted."""
     flags = dict(num_epoch_pretrain=4, probe_every=4, num_epoch=0, codebook_ema=0.9)   # epoch 4's weights kept
     reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
     assert main.main(tiny_flags(data, reference, **flags)) == 0
-    crash_on_call(monkeypatch, "pretrain_epoch", 3)
-    with pytest.raises(Crash):
-        main.main(tiny_flags(data, run, **flags))
-    monkeypatch.undo()
+    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **flags))
     state = torch.load(os.path.join(run, LAST), weights_only=True)
     assert state["epoch"] == 2 and state["codebook_ema"]["ema_sum"].shape == (16, 16)
     assert not torch.equal(state["codebook_ema"]["ema_count"], torch.ones(16))   # statistics the resume needs
@@ -418,27 +411,24 @@ def test_overwrite_with_a_checkpoint_that_cannot_be_read_leaves_the_old_run(data
     """--pretrained_path is checked before --overwrite clears the folder: a refused transfer loses nothing, and a
     new folder is not even created."""
     run = shutil.copytree(reference, str(tmp_path / "run"))
-    before = {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))}
+    before = folder_bytes(run)
     bad = tmp_path / "pretrain_model.pkl"
     bad.write_bytes(open(os.path.join(run, "pretrain_model.pkl"), "rb").read()[:1000])     # truncated
     assert main.main(tiny_flags(data, run) + ["--overwrite", f"--pretrained_path={bad}"]) == 2
     assert "cannot read checkpoint" in capsys.readouterr().err
-    assert {name: open(os.path.join(run, name), "rb").read() for name in sorted(os.listdir(run))} == before
+    assert folder_bytes(run) == before
     assert main.main(tiny_flags(data, str(tmp_path / "new")) + [f"--pretrained_path={bad}"]) == 2
     assert not os.path.exists(tmp_path / "new")
 
 
-def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp_path, monkeypatch, capsys):
+def test_a_transfer_run_resumes_without_its_pretrained_file(data, reference, tmp_path, capsys):
     """last.pkl holds the weights a resumed run goes on from: the checkpoint it started from may be gone. The run
     resumes after pretraining epoch 1 (no transfer again) and ends as the same transfer run never interrupted."""
     source = shutil.copy(os.path.join(reference, "pretrain_model.pkl"), tmp_path / "source.pkl")
     run, uninterrupted = str(tmp_path / "run"), str(tmp_path / "uninterrupted")
     assert main.main(tiny_flags(data, uninterrupted, **EPOCHS) + [f"--pretrained_path={source}"]) == 0
     flags = tiny_flags(data, run, **EPOCHS) + [f"--pretrained_path={source}"]
-    crash_on_call(monkeypatch, "pretrain_epoch", 2)
-    with pytest.raises(Crash):
-        main.main(flags)
-    monkeypatch.undo()
+    crash_at("pretrain_epoch", 2, flags)
     os.remove(source)
     capsys.readouterr()
     assert main.main(flags + ["--resume"]) == 0

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY
+from conftest import TINY, folder_bytes
 from experiments.presets import PRESETS
 from tools.summarize import main as summarize_main
 from visualize import main as visualize_main
@@ -610,14 +610,14 @@ def test_subset_refuses_its_source_as_destination_and_checks_every_size_before_w
     from conftest import write_tstcc
     from tools.subset import main as subset_main
     src = write_tstcc(tmp_path / "src")
-    before = {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()}
+    before = folder_bytes(tmp_path / "src")
     sizes = ["--train", "30", "--val", "8", "--test", "12"]
     os.symlink(src, tmp_path / "link")
     for dst in (src, str(tmp_path / "link")):
         assert subset_main([src, dst, *sizes]) == 2
         assert capsys.readouterr().err == (f"error: destination {dst!r} is the source folder: the subset would "
                                            "replace the dataset; choose another destination\n")
-    assert {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()} == before
+    assert folder_bytes(tmp_path / "src") == before
     dst = tmp_path / "dst"
     assert subset_main([src, str(dst), *sizes[:-1], "999999"]) == 2
     assert capsys.readouterr().err == "error: --test must lie in 3..45 (test.pt holds 48 series of 3 classes), got " \
@@ -673,7 +673,7 @@ def test_subset_replaces_a_dataset_only_with_overwrite_and_whole(tmp_path, capsy
     args = [src, dst, "--train", "30", "--val", "8", "--test", "12"]
     smaller = [src, dst, "--train", "20", "--val", "8", "--test", "12"]
     assert tools.subset.main(args) == 0
-    before = {f: open(os.path.join(dst, f), "rb").read() for f in sorted(os.listdir(dst))}
+    before = folder_bytes(dst)
     capsys.readouterr()
     assert tools.subset.main(smaller) == 2
     assert capsys.readouterr().err == (f"error: destination {dst!r} already holds test.pt, train.pt, val.pt: pass "
@@ -688,7 +688,7 @@ def test_subset_replaces_a_dataset_only_with_overwrite_and_whole(tmp_path, capsy
     monkeypatch.setattr(tools.subset, "atomic_save", fails_second)
     assert tools.subset.main([*smaller, "--overwrite"]) == 2
     monkeypatch.undo()
-    assert {f: open(os.path.join(dst, f), "rb").read() for f in sorted(os.listdir(dst))} == before
+    assert folder_bytes(dst) == before
     assert tools.subset.main([*smaller, "--overwrite"]) == 0
     assert torch.load(os.path.join(dst, "train.pt"))["labels"].shape == (20,)
     capsys.readouterr()
