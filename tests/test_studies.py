@@ -88,7 +88,12 @@ def assert_rows_are_their_runs(tmp_path, study, runs):
 
 # ----------------------------------------------------------------------------------------------- studies
 
-def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
+def test_ablation_runs_every_configuration_and_reruns_reuse_finished_runs(studies_env, tmp_path, monkeypatch):
+    """The quick ablation runs every configuration (FineZero rows for the untrained one). A second epilepsy
+    invocation runs nothing (main.run is never called: CPU runs are deterministic, so equal numbers alone would not
+    show it) and reads the same rows back; uwave's rows are kept beside them."""
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda cfg, **kw: calls.append(cfg.dataset) or main_run(cfg, **kw))
     ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
     runs = outputs(tmp_path, "ablation")
     assert set(runs.config) == {c for c, _ in ablation.CONFIGS} and (runs.status == "ok").all()
@@ -97,14 +102,6 @@ def test_ablation_quick_runs_every_configuration(studies_env, tmp_path):
     assert_rows_are_their_runs(tmp_path, "ablation", runs)
     args = json.load(open(tmp_path / "studies/ablation/quick/epilepsy/no_decouple/seed1/args.json"))
     assert args["no_decouple"] and args["num_windows"] == 8
-
-
-def test_ablation_reruns_reuse_finished_runs_and_keep_other_datasets(studies_env, tmp_path, monkeypatch):
-    """A second epilepsy invocation runs nothing (main.run is never called: CPU runs are deterministic, so equal
-    numbers alone would not show it) and reads the same rows back; uwave's rows are kept beside them."""
-    calls = []
-    monkeypatch.setattr(runner, "run", lambda cfg, **kw: calls.append(cfg.dataset) or main_run(cfg, **kw))
-    ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
     first = pd.read_csv(tmp_path / "studies/ablation/results.csv")
     ablation.main(["--dataset", "uwave", *studies_env, *STUDY_FLAGS])
     assert calls == ["epilepsy"] * len(ablation.CONFIGS) + ["uwave"] * len(ablation.CONFIGS)
