@@ -78,8 +78,9 @@ def run_data(folder, data_path=None, settings=None):
     except TimeMAEError as e:   # with several runs, say whose data it is; the error keeps its kind (a ConfigError
         e.args = (f"{folder!r}: {e}",)   # its settings, which the tools spell as --flags)
         raise
-    ckpt = open_checkpoint(os.path.join(folder, CHECKPOINT))
-    changed = description_changes(training_data(ckpt, CHECKPOINT), data_description(splits)) if "data" in ckpt else []
+    path = os.path.join(folder, CHECKPOINT)
+    ckpt = open_checkpoint(path)
+    changed = description_changes(training_data(ckpt, path), data_description(splits)) if "data" in ckpt else []
     if changed:
         raise TimeMAEError(f"{folder!r}: the data in {cfg.data_path!r} is not what the run trained on "
                            f"({', '.join(changed)} differ): pass --data_path with the run's data")
