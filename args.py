@@ -1,8 +1,9 @@
 """Command-line flags, and a run's flags read back from its args.json. Nothing here loads data or runs on a
 device (the defaults ask whether a GPU is present and how many CPUs this process may use).
 
-Every flag name and default of the reference repository is kept, so its commands keep working;
-the flags it lacked are grouped after them.
+Every flag name of the reference repository is kept, so its commands keep working; defaults differ where the
+reference's suited only its authors' runs (--dataset, --UCR_folder, --data_path, --save_path, and one epoch of
+pretraining and of fine-tuning). The flags it lacked are grouped after them.
 """
 import argparse
 import functools

@@ -3,7 +3,7 @@
     python examples/own_data.py "$TIMEMAE_DATA"/ArrowHead --seeds 1 2 3 --threads 1
     python examples/own_data.py "$TIMEMAE_DATA"/ArrowHead --quick     # a smoke run of the path (seconds)
 
-Per seed: TimeMAEClassifier (pretrain, then fine-tune: FineAll), Pipeline(TimeMAEEncoder, LogisticRegression)
+Per seed: TimeMAEClassifier (pretrain, then fine-tune: FineAll), Pipeline(TimeMAEEncoder, StandardScaler, LogisticRegression)
 (frozen representations: FineLast), and FineZero (the same classifier without pretraining); once: a
 LogisticRegression on the raw (normalised, zero-padded) series. Test accuracy on the dataset's test split.
 Every estimator at its defaults (preset 'ucr'), or with --preset none main.py's (the paper's).
