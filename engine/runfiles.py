@@ -4,6 +4,7 @@ import io
 import json
 import numbers
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -31,13 +32,27 @@ def prepare_run_dir(path, overwrite):
         raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
                            "that run, --overwrite to replace it, or choose another --save_path")
     make_writable_dir(path, "--save_path")
-    for stale in (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED):
-        try:
-            os.remove(os.path.join(path, stale))
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise TimeMAEError(f"--overwrite: cannot remove {os.path.join(path, stale)!r}: {e.strerror}") from None
+    stale = [f for f in (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED) if os.path.lexists(os.path.join(path, f))]
+    if not stale:
+        return path
+    # all or nothing: the old files move aside first (renames in one folder), and back if one cannot
+    aside = tempfile.mkdtemp(dir=path, prefix=".tmp-overwrite-")
+    moved = []
+    try:
+        for name in stale:
+            os.rename(os.path.join(path, name), os.path.join(aside, name))
+            moved.append(name)
+    except OSError as e:
+        for name in moved:
+            os.rename(os.path.join(aside, name), os.path.join(path, name))
+        os.rmdir(aside)
+        raise TimeMAEError(f"--overwrite: cannot remove {os.path.join(path, stale[len(moved)])!r}: {e.strerror}; "
+                           "the old run is left as it was") from None
+    try:
+        shutil.rmtree(aside)
+    except OSError as e:
+        raise TimeMAEError(f"--overwrite: the old run's files, moved to {aside!r}, cannot be removed: "
+                           f"{e.strerror}") from None
     return path
 
 

@@ -407,6 +407,26 @@ def test_overwrite_drops_the_old_runs_outputs_and_nothing_else(tmp_path):
     assert sorted(os.listdir(run)) == ["notes.md"]          # the user's own file stays
 
 
+def test_overwrite_that_cannot_remove_one_file_leaves_the_whole_old_run(tmp_path, monkeypatch):
+    """A file --overwrite cannot remove (immutable, say) is met before any other is gone: the one-line error
+    names it, and the folder holds the old run as it was."""
+    run = str(tmp_path)
+    for name in ("args.json", "pretrain_log.jsonl", "pretrain_model.pkl", "model.pkl", "metrics.json", "tsne.png"):
+        with open(os.path.join(run, name), "w") as f:
+            f.write(name)
+    before, rename = folder_bytes(run), os.rename
+
+    def refuse_model(src, dst):
+        if src.endswith(os.sep + "model.pkl"):
+            raise PermissionError(1, "Operation not permitted")
+        rename(src, dst)
+    monkeypatch.setattr(os, "rename", refuse_model)
+    with pytest.raises(TimeMAEError, match=r"^--overwrite: cannot remove '.*/model\.pkl': Operation not permitted; "
+                                           r"the old run is left as it was$"):
+        prepare_run_dir(run, overwrite=True)
+    assert folder_bytes(run) == before                     # pretrain_model.pkl, moved aside first, is back too
+
+
 def test_overwrite_with_a_checkpoint_that_cannot_be_read_leaves_the_old_run(data, reference, tmp_path, capsys):
     """--pretrained_path is checked before --overwrite clears the folder: a refused transfer loses nothing, and a
     new folder is not even created."""
