@@ -134,7 +134,7 @@ def open_run(cfg, model, data):
         check_same_data(training_data(state, last), data, last)
         rewind_logs(cfg.save_path, state["logs"])
         return state
-    prepare_run_dir(cfg.save_path, cfg.overwrite)
+    prepare_run_dir(cfg.save_path, cfg.overwrite, cfg.resume)
     return None
 
 

@@ -8,6 +8,7 @@ log, so a resumed run rewinds the logs to that moment and replays the lost epoch
 import glob
 import os
 import random
+import shutil
 
 import numpy as np
 import torch
@@ -118,7 +119,22 @@ def check_resumable(run_dir, cfg, runtime):
     if changed:
         raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
                            "with the original flags or start a new run")
-    for tmp in glob.glob(os.path.join(glob.escape(run_dir), ".tmp-*")):  # half-written files of the killed process
-        os.remove(tmp)
     last = os.path.join(run_dir, LAST)
+    if not os.path.isfile(last) and (os.path.lexists(last) or _epochs_logged(run_dir) > 1):
+        what = f"{LAST} is not a file" if os.path.lexists(last) else \
+            f"its logs hold {_epochs_logged(run_dir)} finished epochs, but {LAST} is gone"
+        raise TimeMAEError(f"--resume: nothing to continue from in {run_dir!r}: {what}; restore {LAST}, or start "
+                           "afresh with --overwrite")
+    for tmp in glob.glob(os.path.join(glob.escape(run_dir), ".tmp-*")):  # half-written files of the killed process
+        shutil.rmtree(tmp) if os.path.isdir(tmp) and not os.path.islink(tmp) else os.remove(tmp)
     return last if os.path.isfile(last) else None
+
+
+def _epochs_logged(run_dir):
+    """Epochs the run's logs say finished (pretraining's, then fine-tuning's). From the second on, the run had
+    written last.pkl (after each epoch's line): a run without it then lost it, and starting again in place
+    would replace those logs. One epoch may be logged by a run killed before its first last.pkl."""
+    def lines(name):
+        path = os.path.join(run_dir, name)
+        return open(path).read().count("\n") if os.path.isfile(path) else 0
+    return lines("pretrain_log.jsonl") + lines("result.txt")

@@ -23,11 +23,15 @@ CANDIDATES = "fineall_candidates.npz"
 RUN_DERIVED = (*FIGURES.values(), CANDIDATES)
 
 
-def prepare_run_dir(path, overwrite):
-    """Create the run folder; refuse to reuse one that holds results unless overwrite is set. Overwriting
-    removes every output of the old run at once (and the files drawn from them), so that none of them can pass
-    for the new run's: a new run that writes fewer files (no fine-tuning, say) leaves no old model.pkl behind."""
+def prepare_run_dir(path, overwrite, resume=False):
+    """Create the run folder; refuse to reuse one that holds results unless overwrite is set (`resume`: --resume
+    was given, and the folder has no args.json to resume by). Overwriting removes every output of the old run at
+    once (and the files drawn from them), so that none of them can pass for the new run's: a new run that writes
+    fewer files (no fine-tuning, say) leaves no old model.pkl behind."""
     existing = [f for f in (*RUN_OUTPUTS, RUN_STATE) if os.path.exists(os.path.join(path, f))]
+    if existing and resume and not overwrite:
+        raise TimeMAEError(f"--resume: run folder {path!r} holds {', '.join(existing)} but no args.json, so the "
+                           "run's flags cannot be checked: restore it, or start afresh with --overwrite")
     if existing and not overwrite:
         raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
                            "that run, --overwrite to replace it, or choose another --save_path")

@@ -176,6 +176,50 @@ def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, refere
     assert_same_run(run, reference)
 
 
+@pytest.mark.parametrize("last", ["removed", "a folder"])
+def test_a_run_whose_last_state_is_gone_is_refused_and_left_as_it_was(data, tmp_path, capsys, last):
+    """Two logged epochs mean last.pkl had been written: without it (removed, or a folder in its place)
+    --resume refuses in one line instead of starting again in place over the logs."""
+    run = str(tmp_path / "run")
+    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    os.remove(os.path.join(run, LAST))
+    if last == "a folder":
+        os.mkdir(os.path.join(run, LAST))
+    before = folder_bytes(run) if last == "removed" else sorted(os.listdir(run))
+    capsys.readouterr()
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
+    what = "last.pkl is not a file" if last == "a folder" else "its logs hold 2 finished epochs, but last.pkl is gone"
+    assert capsys.readouterr().err == (f"error: --resume: nothing to continue from in {run!r}: {what}; restore "
+                                       "last.pkl, or start afresh with --overwrite\n")
+    assert (folder_bytes(run) if last == "removed" else sorted(os.listdir(run))) == before
+
+
+def test_resume_without_args_json_is_refused_and_left_as_it_was(data, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    os.remove(os.path.join(run, "args.json"))
+    before = folder_bytes(run)
+    capsys.readouterr()
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
+    assert capsys.readouterr().err == (f"error: --resume: run folder {run!r} holds pretrain_result.txt, "
+                                       "pretrain_log.jsonl, linear_result.txt, pretrain_model.pkl, last.pkl but no "
+                                       "args.json, so the run's flags cannot be checked: restore it, or start "
+                                       "afresh with --overwrite\n")
+    assert folder_bytes(run) == before
+
+
+def test_resume_clears_a_folder_an_overwrite_left_aside(data, reference, tmp_path):
+    """A process killed while --overwrite removed the old run's files leaves them in a .tmp- folder; --resume
+    clears it with the half-written files."""
+    run = str(tmp_path / "run")
+    crash_at("pretrain_epoch", 2, tiny_flags(data, run, **EPOCHS))
+    aside = os.path.join(run, ".tmp-overwrite-x")
+    os.mkdir(aside)
+    open(os.path.join(aside, "model.pkl"), "w").close()
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0
+    assert_same_run(run, reference)
+
+
 @pytest.mark.parametrize("change", ["emptied", "removed"])
 def test_a_log_cut_after_the_checkpoint_is_refused_and_the_run_left_as_it_was(data, tmp_path, capsys, change):
     """Truncating a log to the size last.pkl recorded would pad a shorter one with zero bytes."""
