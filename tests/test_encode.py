@@ -99,7 +99,7 @@ def test_gaps_interpolate_run_encodes_new_series_with_gaps_as_it_filled_its_own(
     np.testing.assert_allclose(np.load(tmp_path / "z_gappy.npy"), np.load(tmp_path / "z_filled.npy"), atol=1e-6)
 
 
-def test_meanmax_run_encodes_and_predicts_from_the_command_line(tmp_path):
+def test_meanmax_run_encodes_and_predicts_from_the_command_line(tmp_path, capsys):
     data = write_tstcc(tmp_path / "Synthetic", n_train=48, n_val=16, n_test=16)
     out = tmp_path / "run"
     assert main(["--dataset", "har", "--data_path", data, "--save_path", str(out), "--wave_length", "4",
@@ -110,6 +110,15 @@ def test_meanmax_run_encodes_and_predicts_from_the_command_line(tmp_path):
     assert model.cfg.pooling == "meanmax" and np.load(tmp_path / "z.npy").shape == (6, 32)   # 2 x d_model 16
     assert encode([str(out), str(tmp_path / "x.npy"), "--predict", "--out", str(tmp_path / "p.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "p.csv")) == 6
+    series = (tmp_path / "x.npy").read_bytes()
+    for given in ([], ["--predict"]):                             # --out naming the series it reads
+        assert encode([str(out), str(tmp_path / "x.npy"), *given, "--out", str(tmp_path / "x.npy")]) == 2
+        assert capsys.readouterr().err == (f"error: --out '{tmp_path / 'x.npy'}' would replace "
+                                           f"'{tmp_path / 'x.npy'}', which this command reads: name another file\n")
+    os.rename(tmp_path / "x.npy", tmp_path / "p_proba.npy")       # --predict --out p.npy writes p_proba.npy too
+    assert encode([str(out), str(tmp_path / "p_proba.npy"), "--predict", "--out", str(tmp_path / "p.npy")]) == 2
+    assert "would replace" in capsys.readouterr().err and not (tmp_path / "p.npy").exists()
+    assert (tmp_path / "p_proba.npy").read_bytes() == series
 
 
 def test_checkpoint_alone_encodes_as_the_training_data_prepares(run, tmp_path):

@@ -105,6 +105,12 @@ def encode(model, inputs, out, predict=False, device=None):
         raise TimeMAEError(f"--out {out!r}: write .npy or .csv")
     check_output_file(out, "--out")
     path = checkpoint_path(model, predict)
+    written = [out] + ([out[: -len(".npy")] + "_proba.npy"] if predict and out.endswith(".npy") else [])
+    for target in written:   # writing would replace what it reads
+        for source in (inputs, path):
+            if os.path.exists(target) and os.path.exists(source) and os.path.samefile(target, source):
+                raise TimeMAEError(f"--out {out!r} would replace {source!r}, which this command reads: name "
+                                   "another file")
     est = (TimeMAEClassifier if predict else TimeMAEEncoder).load(path, device)
     series = read_series(inputs)
     if predict:
