@@ -97,6 +97,10 @@ def _read_rows(path, comment, split_row, strip=str.strip):
         if not dims:
             raise TimeMAEError(f"{path}:{lineno}: expected values and a label")
         series.append([_floats(d, path, lineno) for d in dims])
+        lengths = [len(d) for d in series[-1]]
+        if len(set(lengths)) > 1:   # padding one channel would pass its missing tail off as the series' end
+            raise TimeMAEError(f"{path}:{lineno}: the series' channels have different lengths {lengths}; every "
+                               "channel of a series needs the same length")
         label = label if label is None else label.strip().strip("'\"")
         if label in ("", "?"):   # '?' is how .ts and .arff write a missing value
             raise TimeMAEError(f"{path}:{lineno}: the label is missing ({label or 'empty'}); every series needs a "
@@ -123,6 +127,9 @@ def read_ts(path):
         if not labelled:
             return line.split(":"), None
         *dims, label = line.split(":")
+        if "," in label.strip():   # values where the label should be
+            raise ValueError(f"no label after the values, which the header's @classLabel {' '.join(declared)} asks "
+                             "for (@classLabel false: series without labels)")
         return dims, label
     x, labels = _read_rows(path, "#", split_row)
     if labelled:

@@ -116,6 +116,22 @@ def test_ts_variable_length_with_string_labels(tmp_path):
     assert np.isfinite(s.train_x[1]).all()
 
 
+def test_ts_rows_with_channels_of_unequal_length_or_without_a_label_are_one_line_errors(tmp_path):
+    """Padding one channel of a series would pass its missing tail off as the series' end; a row whose last part
+    holds values where the header declares labels is named by its line, not by the values as labels."""
+    ragged = tmp_path / "R_TRAIN.ts"
+    _write_ts(ragged, [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3, 4], [5, 6, 7]]], ["a", "b"])
+    with pytest.raises(TimeMAEError, match=r"^.*R_TRAIN.ts:10: the series' channels have different lengths \[4, 3\]; "
+                                           r"every channel of a series needs the same length$"):
+        read_ts(ragged)
+    unlabelled = tmp_path / "N_TRAIN.ts"
+    unlabelled.write_text("@classLabel true a b\n@data\n1,2,3:4,5,6\n")
+    with pytest.raises(TimeMAEError, match=r"^.*N_TRAIN.ts:3: no label after the values, which the header's "
+                                           r"@classLabel true a b asks for \(@classLabel false: series without "
+                                           r"labels\)$"):
+        read_ts(unlabelled)
+
+
 def test_ts_header_unlabelled_files_undeclared_labels_and_timestamps(tmp_path):
     """`@classLabel false`: every ':'-separated part is a channel and the labels are None (tools.encode reads
     such files; the ucr loader refuses them in one line); a label `@classLabel true ...` does not declare, and
