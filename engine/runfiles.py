@@ -2,6 +2,7 @@
 its JSON files."""
 import io
 import json
+import math
 import numbers
 import os
 import shutil
@@ -178,9 +179,13 @@ def is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+SCORES = ("acc", "f1")   # metrics.json's entries that are fractions of series
+
+
 def metric(metrics, path, *keys):
-    """metrics[keys[0]][keys[1]]... of metrics.json at `path`: None where an entry is absent (or null), a number,
-    or a one-line error for anything else."""
+    """metrics[keys[0]][keys[1]]... of metrics.json at `path`: None where an entry is absent (or null), a finite
+    number (a score, SCORES, in [0, 1]), or a one-line error for anything else: a file edited by hand is never
+    averaged or plotted as it stands."""
     value = metrics
     for i, key in enumerate(keys):
         if value is None:
@@ -190,6 +195,9 @@ def metric(metrics, path, *keys):
         value = value.get(key)
     if value is not None and not is_number(value):
         raise TimeMAEError(f"cannot read {path}: expected {'.'.join(keys)} to be a number, got {value!r}")
+    if value is not None and not (0 <= value <= 1 if keys[-1] in SCORES else math.isfinite(value)):
+        kind = "a score in [0, 1]" if keys[-1] in SCORES else "a finite number"
+        raise TimeMAEError(f"cannot read {path}: expected {'.'.join(keys)} to be {kind}, got {value!r}")
     return value
 
 

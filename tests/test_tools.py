@@ -279,6 +279,11 @@ def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in
     for path, content, error in (   # valid JSON of the wrong shape, edited by hand, say
             (metrics_json, {**metrics, "finelast": 5}, "expected finelast to be an object, got 5"),
             (metrics_json, {**metrics, "finelast": {"acc": "x"}}, "expected finelast.acc to be a number, got 'x'"),
+            (metrics_json, {**metrics, "finelast": {"acc": 1.7}}, "expected finelast.acc to be a score in [0, 1], got 1.7"),
+            (metrics_json, {**metrics, "fineall": {"acc": float("nan")}},
+             "expected fineall.acc to be a score in [0, 1], got nan"),
+            (metrics_json, {**metrics, "finelast": {**metrics["finelast"], "epoch": float("inf")}},
+             "expected finelast.epoch to be a finite number, got inf"),
             (metrics_json, {**metrics, "baselines": {"nn1": {"acc": None}, "logistic": []}},
              "expected baselines.logistic to be an object, got []"),
             (log, '{"epoch": "x"}\n', 'record 1 is not a pretraining epoch\'s (an object with the numbers epoch, '
@@ -289,12 +294,16 @@ def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in
         good = path.read_text()
         path.write_text(content if isinstance(content, str) else json.dumps(content))
         for command in (summarize_main, visualize_main):
-            if command is visualize_main and "baselines" in error:
-                continue   # visualize does not read the baselines
+            if command is visualize_main and "baselines" in error or command is summarize_main and "epoch" in error:
+                continue   # visualize does not read the baselines, summarize not FineLast's epoch
             assert command([str(exp / "labelled")]) == 2
             err = capsys.readouterr().err
             assert err.startswith(f"error: cannot read {path}: {error}") and err.count("\n") == 1, err
         path.write_text(good)
+    os.remove(exp / "labelled" / "args.json")                           # its dataset and flags would be defaults
+    assert summarize_main([str(exp)]) == 2
+    assert capsys.readouterr().err == (f"error: {str(exp / 'labelled')!r} holds metrics.json but no args.json: the "
+                                       "run's flags are unknown; restore it, or move the folder out of the summary\n")
 
 
 def test_summarize_groups_every_run_below_a_root_by_the_flags_that_differ(two_runs, tmp_path, capsys):

@@ -56,6 +56,9 @@ def collect_runs(roots):
     for path in sorted(found.values()):
         folder = os.path.dirname(path)
         metrics = read_json(path)
+        if not os.path.isfile(os.path.join(folder, "args.json")):   # its dataset and flags would read as defaults
+            raise TimeMAEError(f"{folder!r} holds metrics.json but no args.json: the run's flags are unknown; "
+                               "restore it, or move the folder out of the summary")
         config = saved_flags(folder)
         provenance = config.get("provenance") or {}   # runs from before provenance have none
         row = {"run": folder, "dataset": dataset_name(config["dataset"], config["UCR_folder"]),
