@@ -279,7 +279,8 @@ def test_summarize_notes_runs_without_test_scores_and_refuses_unreadable_json_in
     for path, content, error in (   # valid JSON of the wrong shape, edited by hand, say
             (metrics_json, {**metrics, "finelast": 5}, "expected finelast to be an object, got 5"),
             (metrics_json, {**metrics, "finelast": {"acc": "x"}}, "expected finelast.acc to be a number, got 'x'"),
-            (metrics_json, {**metrics, "finelast": {"acc": 1.7}}, "expected finelast.acc to be a score in [0, 1], got 1.7"),
+            (metrics_json, {**metrics, "finelast": {"acc": 1.7}},
+             "expected finelast.acc to be a score in [0, 1], got 1.7"),
             (metrics_json, {**metrics, "fineall": {"acc": float("nan")}},
              "expected fineall.acc to be a score in [0, 1], got nan"),
             (metrics_json, {**metrics, "finelast": {**metrics["finelast"], "epoch": float("inf")}},
