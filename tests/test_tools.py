@@ -164,9 +164,12 @@ def test_visualize_draws_the_t_sne_of_a_run_without_pretraining_epochs(two_runs,
 def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refuses_bad_input_in_one_line(
         two_runs, tmp_path, capsys):
     """--dataset numpy runs: unlabelled (no probe panel; the t-SNE in one colour, or none without a test split) and
-    labelled without a test split (no t-SNE); data of another channel count, --max_points 1 and a damaged args.json
-    are refused in one line."""
+    labelled without a test split (no t-SNE); data other than the run's (another channel count, or the same shape
+    with other statistics), --max_points 1 and a damaged args.json are refused in one line."""
+    import torch
+
     from conftest import synthetic_series, write_tstcc
+    from datautils import data_description, load_dataset, normalize
     folder, _, data = two_runs
     x, y = synthetic_series(40)                                         # the runs' shape: 2 channels, 32 steps
     x = x.transpose(0, 2, 1)
@@ -183,6 +186,9 @@ def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refus
         log.to_json(run / "pretrain_log.jsonl", orient="records", lines=True)
         if "y" not in arrays:
             (run / "result.txt").unlink()                               # nothing to fine-tune on
+        ckpt = torch.load(run / "pretrain_model.pkl", weights_only=False)   # as if trained on this data
+        ckpt["data"] = data_description(normalize(load_dataset("numpy", str(tmp_path / f"{name}.npz"))))
+        torch.save(ckpt, run / "pretrain_model.pkl")
     assert visualize_main([str(tmp_path / "unlabelled")]) == 0
     assert capsys.readouterr().out.splitlines()[1::2] == [
         f"{tmp_path / 'unlabelled'}: no probe ran (unlabelled data): curves.png has no probe panel",
@@ -194,9 +200,12 @@ def test_visualize_skips_what_a_run_without_labels_or_test_split_lacks_and_refus
     assert sorted(p.name for p in (tmp_path / "no_test").glob("*.png")) == ["codebook.png", "curves.png",
                                                                            "finetune.png"]
     run = str(folder / "seed1")
-    wide = write_tstcc(tmp_path / "wide", channels=3)
-    for argv, error in (([run, "--data_path", wide], f"the test split of {wide} has 3 channels but the model was "
-                                                     "trained on 2"),
+    wide, other = write_tstcc(tmp_path / "wide", channels=3), write_tstcc(tmp_path / "other", n_train=50)
+    for argv, error in (([run, "--data_path", wide], f"{run!r}: the data in {wide!r} is not what the run trained on "
+                                                     "(channels, mean, std differ): pass --data_path with the run's "
+                                                     "data\n"),
+                        ([run, "--data_path", other], f"{run!r}: the data in {other!r} is not what the run trained "
+                                                      "on (mean, std differ)"),
                         ([run, "--data_path", data, "--max_points", "1"], "--max_points must be 2 or more")):
         assert visualize_main(argv) == 2
         err = capsys.readouterr().err
