@@ -111,6 +111,9 @@ def check_flags(cfg):
     bert_flags = [k for k, v in vars(cfg).items() if k.startswith("bert_") and v != flag_defaults()[k]]
     if cfg.encoder != "bert" and bert_flags:   # given for a BERT run, they would be ignored without a word
         raise TimeMAEError(f"--{bert_flags[0]} applies to the BERT encoder: add --encoder bert, or leave it out")
+    if cfg.UCR_folder is not None and cfg.dataset != "ucr":   # as would the set it names
+        raise TimeMAEError(f"--UCR_folder applies to --dataset ucr, not {cfg.dataset}: leave it out, or pass "
+                           "--dataset ucr")
     check_compile(cfg)
     if cfg.resume and cfg.overwrite:
         raise TimeMAEError("--resume continues a run and --overwrite replaces it: pass one of them")

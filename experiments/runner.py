@@ -89,6 +89,16 @@ def main_flags(argv):
     return p.parse_args(argv)
 
 
+def without_flag(argv, flag):
+    """argv without `flag` and its value (`flag value` or `flag=value`)."""
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and arg != flag and not arg.startswith(flag + "="):
+            kept.append(arg)
+        skip = arg == flag and not skip
+    return kept
+
+
 def base_flags(dataset, quick):
     """Flags of one dataset at one budget, before the study's own."""
     full = ALL.get(dataset, ["--wave_length", "8"])
@@ -108,7 +118,9 @@ class Study:
         self.prefix = {}   # each dataset's main.py flags before a run's own: checked here, as every run gets them
         data_path = vars(a).get("data_path")    # transfer reads each dataset from its default folder
         for dataset in [a.dataset] if "dataset" in a else a.datasets:   # before any run writes a folder
-            self.prefix[dataset] = [*base_flags(dataset, a.quick), *a.extra,
+            # the UCR/UEA set a transfer study names goes to its ucr runs alone (main.py refuses it elsewhere)
+            extra = a.extra if dataset == "ucr" else without_flag(a.extra, "--UCR_folder")
+            self.prefix[dataset] = [*base_flags(dataset, a.quick), *extra,
                                     *(["--data_path", data_path] if data_path else [])]
             cfg = main_flags(self.prefix[dataset])
             if cfg.dataset == "ucr" and not cfg.UCR_folder:

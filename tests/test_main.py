@@ -210,6 +210,8 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
                                                             "it as --data_path"),
     (["--bert_path", "/models/my-bert"], "--bert_path applies to the BERT encoder: add --encoder bert, or leave it "
                                          "out"),
+    (["--UCR_folder", "ArrowHead"], "--UCR_folder applies to --dataset ucr, not har: leave it out, or pass --dataset "
+                                    "ucr"),
     (["--compile", "--compile_backend", "nonsense"], "--compile_backend 'nonsense' is not a torch.compile backend"),
     (["--resized_crop", "1"], "--resized_crop must be at least 0 (off) and below 1"),
     (["--codebook_usage", "nan"], "--codebook_usage must be a finite weight, 0 or more, got nan"),

@@ -18,7 +18,7 @@ from common.errors import TimeMAEError
 from experiments import ablation, label_fraction, mask_ratio, model_size, pretrain_fraction, transfer
 from experiments.presets import UCR
 from experiments import runner
-from experiments.runner import base_flags, main_guard
+from experiments.runner import Study, base_flags, main_guard, parse, parser
 from loss import pretrain_loss
 import process
 from main import main as main_cli
@@ -302,6 +302,19 @@ def test_pretrain_ratio_keeps_the_normalisation_statistics_of_all_pretraining_da
         np.testing.assert_allclose(data[ratio]["mean"], pool.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(data[ratio]["std"], pool.std(axis=(0, 2)), rtol=1e-5)
     assert (data["0.25"]["mean"], data["0.25"]["std"]) == (data["1"]["mean"], data["1"]["std"])
+
+
+def test_a_transfer_study_gives_its_ucr_set_to_the_ucr_runs_alone(data_root, tmp_path):
+    """main.py refuses --UCR_folder without --dataset ucr: a transfer between epilepsy and a UCR/UEA set passes
+    the set's name to the ucr runs only, whichever way the flag is spelt."""
+    for given in (["--UCR_folder", "ToyA"], ["--UCR_folder=ToyA"]):
+        a = parse(parser(transfer.__doc__, "experiments.transfer", datasets="many"),
+                  ["--datasets", "epilepsy", "ucr", "--quick", *given, "--out", str(tmp_path), "--data_path",
+                   str(data_root), "--probe_every", "2"])
+        study = Study("transfer", a)
+        assert not any(f.startswith("--UCR_folder") for f in study.prefix["epilepsy"])
+        assert given[-1] in study.prefix["ucr"] and "--probe_every" in study.prefix["epilepsy"]
+        assert study.names == {"epilepsy": "epilepsy", "ucr": "ToyA"}
 
 
 def test_label_subsets_are_stratified_deterministic_and_refuse_empty_classes():
