@@ -121,6 +121,8 @@ def resolve_folder(dataset, data_path=None, ucr_folder=None):
         raise TimeMAEError(f"--UCR_folder {ucr_folder!r}: expected an archive name such as ArrowHead, not a path; "
                            "pass the folder that holds it as --data_path")
     if data_path:
+        if dataset != "numpy" and os.path.isfile(data_path):   # a file of the dataset, say
+            raise TimeMAEError(f"--data_path {data_path!r} is a file; pass the folder that holds it")
         if dataset != "ucr" or not ucr_folder:
             return data_path
         inner = os.path.join(data_path, ucr_folder)
@@ -292,6 +294,8 @@ def _load_numpy(path, gaps="refuse"):
     """--dataset numpy: NUMPY_FORMAT; arrays in the aeon layout (N, C, T), labels of any type."""
     if not os.path.isfile(path):
         raise TimeMAEError(f"--data_path {path!r} is not a file; --dataset numpy reads {NUMPY_FORMAT}")
+    if not path.lower().endswith((".npy", ".npz")):   # a torch .pt is a zip too, which numpy would open as .npz
+        raise TimeMAEError(f"--data_path {path!r}: --dataset numpy reads {NUMPY_FORMAT}; name a .npy or .npz file")
     try:
         loaded = load_numpy_file(path)
         arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else loaded

@@ -224,6 +224,18 @@ def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, m
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_data_file_given_as_data_path_is_named_as_a_file(tstcc_dir, tmp_path, capsys):
+    """--data_path naming a dataset's file rather than its folder; a torch .pt file for --dataset numpy (a zip,
+    which numpy would open as an .npz of torch's internals)."""
+    train = os.path.join(tstcc_dir, "train.pt")
+    for dataset, extra, error in (("har", [], f"--data_path {train!r} is a file; pass the folder that holds it"),
+                                  ("ucr", ["--UCR_folder", "Toy"], f"--data_path {train!r} is a file; pass the "
+                                                                   "folder that holds it"),
+                                  ("numpy", [], f"--data_path {train!r}: --dataset numpy reads a .npy array")):
+        code, err = run_main(["--dataset", dataset, "--data_path", train, *extra, *TINY], capsys)
+        assert code == 2 and err.startswith(f"error: {error}") and err.count("\n") == 1, err
+
+
 def test_missing_files_name_the_path(tmp_path, capsys):
     code, err = run_main(["--dataset", "epilepsy", "--data_path", str(tmp_path), *TINY], capsys)
     assert code == 2 and str(tmp_path) in err and "train.pt + test.pt" in err
