@@ -13,6 +13,7 @@ import types
 
 import torch
 
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import DATA_ENV, GAPS
 from engine.runfiles import read_json
@@ -90,7 +91,8 @@ def layer_spec(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
+        prog="main.py",   # as its usage and errors name it wherever the parser runs (the studies, the API, tests)
         description="TimeMAE: pretrain a decoupled masked autoencoder on time series, then probe (FineLast) "
                     "and fine-tune (FineAll) it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

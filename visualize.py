@@ -9,7 +9,6 @@ folder. codebook.png shows, per pretraining epoch, how many of the tokenizer's c
 the perplexity of their distribution (the number of equally used codewords it equals): a tokenizer that collapsed
 onto a few codewords shows at a glance.
 """
-import argparse
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ import torch
 
 from args import saved_flags
 from classification import extract_representations
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import data_description, description_changes, load_dataset, normalize, prepare_series
 from engine.checkpoint import load_model, training_data
@@ -211,7 +211,7 @@ def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--data_path", help="dataset folder, if it moved since the run")
     p.add_argument("--max_points", type=int, default=2000, help="test series shown in the t-SNE")

@@ -19,12 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import default_threads, positive_int, whole_numbers  # noqa: E402
 from benchmarks.throughput import SHAPES, check_shapes, pretrain_setup, print_machine, write_table  # noqa: E402
+from common.cli import ArgumentParser  # noqa: E402
 from engine.speed import COMPILE_MODES  # noqa: E402
 from model import TimeMAE  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmarks/compile_ab.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python benchmarks/compile_ab.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
     p.add_argument("--shapes", default="har,epilepsy", help="comma-separated subset of " + ",".join(SHAPES))

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import positive_int  # noqa: E402
 from benchmarks.throughput import SHAPES, pretrain_flops, pretrain_optimizer, pretrain_setup, sync, timed  # noqa: E402
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError  # noqa: E402
 from engine.distributed import resolve_device  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast  # noqa: E402
@@ -35,7 +36,7 @@ from model import TimeMAE  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmarks/profile_step.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python benchmarks/profile_step.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shape", default="har", choices=sorted(SHAPES))
     p.add_argument("--wave_length", type=int, default=0, help="0: run.sh's preset for the shape")
@@ -59,9 +60,9 @@ def parse(argv=None):
     try:
         args.device = resolve_device(args.device)
     except TimeMAEError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     if args.parts and args.compile:
-        p.error("--parts times the eager modules by hooks; it does not combine with --compile")
+        p.refuse("--parts times the eager modules by hooks; it does not combine with --compile")
     return args
 
 

@@ -16,11 +16,12 @@ from torch.utils.benchmark import Timer
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import positive_int, whole_numbers  # noqa: E402
+from common.cli import ArgumentParser  # noqa: E402
 from model.layers import SHORT_ROWS, SoftmaxLastDim  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmarks/softmax_rows.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python benchmarks/softmax_rows.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--batch_size", type=positive_int, default=128)

@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from args import default_threads, non_negative_int, positive_int, whole_numbers  # noqa: E402
 from benchmarks.end_to_end import REFERENCE_FIXES, end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
@@ -57,7 +58,7 @@ SHAPES = {name: (*size, int(PRESETS[name][PRESETS[name].index("--wave_length") +
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmarks/throughput.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python benchmarks/throughput.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="all", help="cpu, cuda, cuda:N, or all (cpu, then cuda when present)")
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
@@ -88,16 +89,16 @@ def parse(argv=None):
     args = p.parse_args(argv)
     needed = ["model/TimeMAE.py", *REFERENCE_FIXES]
     if args.reference and not all(os.path.isfile(os.path.join(args.reference, f)) for f in needed):
-        p.error(f"--reference {args.reference}: expected a checkout of Mingyue-Cheng/TimeMAE holding "
+        p.refuse(f"--reference {args.reference}: expected a checkout of Mingyue-Cheng/TimeMAE holding "
                 f"{', '.join(needed)}")
     try:
         args.devices = devices(args.device)
     except TimeMAEError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     try:   # refused before the measurements, not after them (write_table creates the folder, at the end)
         check_output_file(args.out, "--out", create_folder=True)
     except TimeMAEError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     args.test_batch_size = args.batch_size
     check_shapes(p, args.shapes)
     return args
@@ -107,7 +108,7 @@ def check_shapes(parser, shapes):
     """Refuse (through the parser's one-line error) names in the comma-separated `shapes` outside SHAPES."""
     unknown = set(shapes.split(",")) - set(SHAPES)
     if unknown:
-        parser.error(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
+        parser.refuse(f"unknown shapes {sorted(unknown)}; choose from {','.join(SHAPES)}")
 
 
 def print_machine():

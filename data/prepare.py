@@ -12,7 +12,6 @@ Downloads come from the publisher, or from a mirror laid out like it: --base-url
 The output is built in a hidden sibling folder, loaded back with datautils.load_dataset as a check, and only
 then renamed to its final name: an interrupted or failed run never leaves a half-written dataset folder.
 """
-import argparse
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ from data.download import Unreachable, fetch
 from data.formats import did_you_mean
 from data.sources import SourceTree, UnreadableArchive
 from datautils import load_dataset, resolve_folder
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError, WriteError
 from common.modes import umask
 
@@ -154,7 +154,7 @@ def _publish(staging, out):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m data.prepare",
         description="Prepare a benchmark (har, epilepsy, uwave, ps, ad, or any UEA/UCR dataset by name) from its "
                     "publisher's distribution into the files the TimeMAE loaders read.")

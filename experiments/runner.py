@@ -6,7 +6,6 @@ in the tables); a run folder that already holds metrics.json is reused, so an in
 stopped. results.csv gathers every run of the study done so far (all datasets and budgets), one row per run and
 protocol, so Epilepsy and UWave invocations add up.
 """
-import argparse
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from args import DATASETS, build_parser, parse_args
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from main import flag_message, run
@@ -41,7 +41,7 @@ PRETRAIN_ONLY = ["--num_epoch", "0", "--probe_every", "100000"]
 def parser(doc, module, datasets="one"):
     """The command line of the study `module` (run as python -m module; its docstring `doc`, whose first paragraph
     describes it); flags it does not know are passed on to every main.py run (last wins)."""
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
+    p = ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
                                 epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
                                        "they override the budget's flags, not the study's own.")
     if datasets == "one":

@@ -224,6 +224,22 @@ def test_bad_settings_give_one_line_errors(tstcc_dir, tmp_path, capsys, extra, m
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_usage_errors_are_one_line_in_every_command(capsys):
+    """argparse's own errors (a value its type refuses, an unknown flag, a missing argument) print one line and
+    a pointer to --help, not the whole usage first: main.py's 45 lines of it, say."""
+    from tools.encode import main as encode_main
+    for command, argv, message in (
+            (main, ["--lr", "abc"], "argument --lr: invalid float value: 'abc' (`main.py --help` lists the "
+                                    "arguments)"),
+            (main, ["--no_such_flag"], "unrecognized arguments: --no_such_flag (`main.py --help` lists the "
+                                       "arguments)"),
+            (encode_main, ["run"], "the following arguments are required: inputs, --out (`python -m tools.encode "
+                                   "--help` lists the arguments)")):
+        with pytest.raises(SystemExit) as e:
+            command(argv)
+        assert e.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_a_data_file_given_as_data_path_is_named_as_a_file(tstcc_dir, tmp_path, capsys):
     """--data_path naming a dataset's file rather than its folder; a torch .pt file for --dataset numpy (a zip,
     which numpy would open as an .npz of torch's internals)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from args import positive_int
 from classification import scores
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from main import flag_message
@@ -99,7 +100,7 @@ def summary(table):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.baselines", description=__doc__,
+    p = ArgumentParser(prog="python -m tools.baselines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="finished run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),

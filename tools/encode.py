@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError, one_line
 from data.formats import UEA_READERS
 from datautils import load_numpy_file, read_pt
@@ -129,7 +130,7 @@ def encode(model, inputs, out, predict=False, device=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.encode", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m tools.encode", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a run folder (exp/<dataset>/seed<k>) or a checkpoint file")
     p.add_argument("inputs", help=f"file of series: {', '.join(INPUTS)}")

@@ -15,7 +15,6 @@ compares the rules of `--fineall_margin` on those runs:
         --seed 1 --save_path exp/margin/ArrowHead/seed1
     python -m tools.fineall_margin screen exp/margin/*/seed*
 """
-import argparse
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ import pandas as pd
 
 from args import parse_args
 from classification import accuracy_standard_error
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from engine.distributed import is_main_process
 from engine.runfiles import CANDIDATES, atomic_save_npz
@@ -151,7 +151,7 @@ def main(argv=None):
             print(f"error: {flag_message(e)}", file=sys.stderr)
             return 2
         return 0
-    p = argparse.ArgumentParser(prog="python -m tools.fineall_margin", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m tools.fineall_margin", description=__doc__.split("\n\n")[0],
                                 usage="python -m tools.fineall_margin run <main.py flags> | screen RUN [RUN ...]")
     p.add_argument("command", choices=("screen",))
     p.add_argument("runs", nargs="+", help="run folders written by `run`")

@@ -27,7 +27,6 @@ accuracy and macro-F1 as mean and standard deviation, in % (as the results table
 be the data their checkpoints trained on; --data_path says where it is now when it moved (one folder for every run
 named: a UCR runs' parent folder serves each set).
 """
-import argparse
 import copy
 import dataclasses
 import itertools
@@ -40,6 +39,7 @@ import torch
 from args import layer_spec, positive_int
 from classification import (PhaseSampleProbe, cross_validated_accuracy, extract_representations, fold_count,
                             refit_probe, scores, select_phase_sample_probe, select_probe, untuned_probe)
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
@@ -156,7 +156,7 @@ def printable(means):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.pooling", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m tools.pooling", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--out", help="CSV file for the rows")
     p.add_argument("--data_path", help="where the runs' data is now, when it moved (default: each run's args.json)")

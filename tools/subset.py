@@ -6,13 +6,13 @@ The destination must be another folder than the source, and one holding a datase
 --overwrite; every size is checked before any file is written, and the three files are written before any of them
 replaces a file there.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 import torch
 
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import read_pt, stratified_split, unpack_pt
 from engine.runfiles import atomic_save, make_writable_dir
@@ -67,7 +67,7 @@ def write_subset(src, dst, sizes, seed=0, overwrite=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.subset", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m tools.subset", description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
     for split, n in (("train", 800), ("val", 200), ("test", 1000)):

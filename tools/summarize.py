@@ -16,7 +16,6 @@ tracked files differed). --plot draws the test accuracies, one panel per dataset
 and logistic regression. Runs without a test accuracy (unlabelled data, or no test split) count in `runs` with empty
 accuracy columns, are listed in a note, and are left out of the plot.
 """
-import argparse
 import glob
 import os
 import re
@@ -25,6 +24,7 @@ import sys
 import pandas as pd
 
 from args import flag_defaults, runtime_flags, saved_flags
+from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.provenance import short_commit
@@ -245,7 +245,7 @@ def plot_summary(summary):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.summarize", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m tools.summarize", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", metavar="folder",
                    help="folders searched recursively for run folders (metrics.json), or run folders")
     p.add_argument("--out", help="CSV to write the summary to")
