@@ -468,11 +468,17 @@ def _label_array(y, split, dataset):
 
 
 def check_labels(y, split, dataset):
-    """A missing label (NaN, or None in an object array) is refused rather than read as a class 'nan'."""
-    n = int(pd.isna(np.asarray(y)).sum())
+    """A missing label (NaN, or None in an object array) is refused rather than read as a class 'nan', and an
+    infinite one (a division gone wrong, say) rather than read as a class of its own."""
+    y = np.asarray(y)
+    n = int(pd.isna(y).sum())
     if n:
         raise TimeMAEError(f"{dataset}: {split} labels hold {n} missing value{'s' * (n > 1)} (NaN or None); "
                            "every series needs a label")
+    infinite = int(np.isinf(y).sum()) if y.dtype.kind == "f" else 0
+    if infinite:
+        raise TimeMAEError(f"{dataset}: {split} labels hold {infinite} infinite value{'s' * (infinite > 1)}; "
+                           "labels are class names or numbers")
 
 
 def _finalise(dataset, trx, try_, vax, vay, tex, tey, fixed=True, gaps="refuse"):

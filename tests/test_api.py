@@ -441,6 +441,9 @@ def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors
         TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.nan, y))
     with pytest.raises(TimeMAEError, match="train labels hold 10 missing values"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([None, "a"] * 10, dtype=object))
+    with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels hold 1 infinite value; labels are class "
+                                           "names or numbers$"):
+        TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.inf, y))
     with pytest.raises(TimeMAEError, match="labels of one kind"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([0, "a"] * 10, dtype=object))
     with pytest.raises(TimeMAEError, match=r"^X holds no series"):
