@@ -62,6 +62,8 @@ def parser(doc, module, datasets="one"):
 def parse(p, argv):
     a, extra = p.parse_known_args(argv)
     a.seeds = list(dict.fromkeys(a.seeds or ([1] if a.quick else [1, 2, 3])))   # a repeated seed is one run
+    if any(not 0 <= s < 2**32 for s in a.seeds):   # main.py's --seed range, before any run folder
+        raise TimeMAEError(f"--seeds must lie in 0..{2**32 - 1}, got {' '.join(map(str, a.seeds))}")
     if "datasets" in a:
         a.datasets = list(dict.fromkeys(a.datasets))
     a.scale = "quick" if a.quick else "full"  # picks the sweep's default values
@@ -150,6 +152,7 @@ class Study:
                 metrics = json.load(f)
         except TimeMAEError as e:
             reason = flag_message(e)
+            self.drop_empty(folder)
             tqdm.write(f"{self.name}: {self.names[dataset]}/{config} seed {seed} refused: {reason}")
             self.rows.append({**row, "protocol": "refused", "status": reason})
             return None
@@ -160,6 +163,13 @@ class Study:
                                   "labelled": metrics[protocol].get("fitted", metrics.get("labelled")),
                                   **{m: 100 * metrics[protocol][m] for m in METRICS}})
         return folder
+
+    def drop_empty(self, folder):
+        """Remove `folder`, a run main.py refused before it wrote anything, and the folders above it that it
+        leaves empty, up to the study's own: no empty run folder looks like a run to come."""
+        while folder != self.folder and os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+            folder = os.path.dirname(folder)
 
     def sweep(self, dataset, configs):
         """Run [(config name, main.py flags, fields)] over the seeds, with a progress bar."""

@@ -133,6 +133,10 @@ def test_a_refused_setting_is_a_row_of_the_study_and_a_study_of_refusals_one_err
     assert (runs[runs.mask_ratio == 0.5].status == "ok").all()
     message = "--mask_ratio 0.05 masks 0 of 8 windows: at least one window must be masked and one visible"
     assert (refused.status == message).all()
+    # a refused run leaves no folder that looks like a run to come; a finished one holds its metrics
+    study = tmp_path / "studies/mask_ratio"
+    assert sorted(p.parent.name for p in study.rglob("seed*")) == sorted(runs[runs.status == "ok"].config.unique())
+    assert all((p / "metrics.json").exists() for p in study.rglob("seed*"))
     table = (tmp_path / "studies/mask_ratio/results.md").read_text()
     assert sum(message in line and "| refused |" in line for line in table.splitlines()) == 2   # cells, not 'nan'
     capsys.readouterr()
@@ -169,7 +173,8 @@ def test_bad_input_is_one_line_before_any_run_or_folder(studies_env, tmp_path, c
     for flags, message in ((["--mask_mode", "x"], "error: a flag passed on to main.py: argument --mask_mode: "
                                                   "invalid choice: 'x' (choose from 'sample', 'batch')\n"),
                            (["--out", str(tmp_path / "file")], f"error: --out folder '{tmp_path / 'file'}' cannot "
-                                                               "be created: ")):
+                                                               "be created: "),
+                           (["--seeds", "1", "-1"], "error: --seeds must lie in 0..4294967295, got 1 -1\n")):
         monkeypatch.setattr(sys, "argv", ["ablation", "--dataset", "epilepsy", *studies_env, *STUDY_FLAGS, *flags])
         assert main_guard(ablation.main) == 2
         err = capsys.readouterr().err
