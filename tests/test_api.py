@@ -441,6 +441,13 @@ def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors
         TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.nan, y))
     with pytest.raises(TimeMAEError, match="train labels hold 10 missing values"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([None, "a"] * 10, dtype=object))
+    clf = TimeMAEClassifier(**SMALL, finetune=False).fit(X, y)
+    assert clf.score(X, y) == pytest.approx(np.mean(clf.predict(X) == y))
+    with pytest.raises(TimeMAEError, match=r"^score\(X, y\): 20 series but 5 labels$"):
+        clf.score(X, y[:5])
+    with pytest.raises(TimeMAEError, match=r"^score\(X, y\): y holds text but the classifier was fitted on numbers "
+                                           r"\(classes_ \[0, 1, 2\]\)$"):
+        clf.score(X, np.array(["cat", "dog"] * 10))
     with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels hold 1 infinite value; labels are class "
                                            "names or numbers$"):
         TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.inf, y))

@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
@@ -367,6 +368,20 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
     def predict(self, X, what="X"):
         proba = self.predict_proba(X, what)   # first: it checks that the estimator is fitted
         return self.classes_[proba.argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy of predict(X) against y, as scikit-learn's; labels y of another count than X's series, or of
+        another kind than the fit's (text against numbers), are a one-line error."""
+        predicted = self.predict(X)
+        labels = label_vector(y, "score(X, y): y")
+        if len(labels) != len(predicted):
+            raise TimeMAEError(f"score(X, y): {len(predicted)} series but {len(labels)} labels")
+        text = lambda a: a.dtype.kind in "OUS" and any(isinstance(v, str) for v in a.tolist())  # noqa: E731
+        if text(labels) != text(self.classes_):
+            kinds = ("text", "numbers") if text(labels) else ("numbers", "text")
+            raise TimeMAEError(f"score(X, y): y holds {kinds[0]} but the classifier was fitted on {kinds[1]} "
+                               f"(classes_ {self.classes_.tolist()[:5]})")
+        return accuracy_score(labels, predicted, sample_weight=sample_weight)
 
 
 def load(path, device=None):
