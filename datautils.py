@@ -451,8 +451,11 @@ def _check_values(x, split, dataset, hint=GAPS_HINT):
         n = int(bad.any(axis=(1, 2)).sum())
         raise TimeMAEError(f"{dataset}: {split} data has non-finite values (NaN/inf) inside {n} series; "
                            f"only trailing NaN padding of variable-length series is allowed: {hint}")
-    if trailing.all(axis=1).any():
-        raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel")
+    empty = trailing.all(axis=1)                                              # (N, C) channels of no value
+    if empty.any():
+        series, channel = (int(i[0]) for i in np.nonzero(empty))
+        raise TimeMAEError(f"{dataset}: {split} data has a series with an empty channel (series {series}, "
+                           f"channel {channel}, counted from 0: all NaN or no values); drop it or give it values")
 
 
 def _label_array(y, split, dataset):

@@ -391,7 +391,9 @@ def test_bad_uses_are_one_line_errors(tmp_path):
         TimeMAEEncoder(**SMALL).fit(big)
     with pytest.raises(TimeMAEError, match=r"^fit\(X\): train labels must be one label a series"):
         splits_from_arrays("fit(X)", np.zeros((20, 8, 1)), [(0, 1)] * 20)
-    with pytest.raises(TimeMAEError, match=r"^fit\(X\): train data has a series with an empty channel"):
+    with pytest.raises(TimeMAEError, match=rf"^fit\(X\): train data has a series with an empty channel \(series "
+                                           rf"{len(X)}, channel 0, counted from 0: all NaN or no values\); drop it or "
+                                           "give it values$"):
         TimeMAEEncoder(**SMALL).fit(np.concatenate([X, np.full((1,) + X.shape[1:], np.nan)]))
     assert not os.path.exists("exp/numpy")                          # nothing written to the working folder
 
