@@ -37,7 +37,9 @@ def prepare_run_dir(path, overwrite, resume=False):
         raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
                            "that run, --overwrite to replace it, or choose another --save_path")
     make_writable_dir(path, "--save_path")
-    stale = [f for f in (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED) if os.path.lexists(os.path.join(path, f))]
+    # with them what a killed process left half-written (.tmp- files, an earlier overwrite's folder)
+    stale = [f for f in (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED) if os.path.lexists(os.path.join(path, f))] + \
+        sorted(f for f in os.listdir(path) if f.startswith(".tmp-"))
     if not stale:
         return path
     # all or nothing: the old files move aside first (renames in one folder), and back if one cannot
