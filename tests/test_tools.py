@@ -662,6 +662,7 @@ def test_subset_reads_a_split_as_main_does(tmp_path, capsys):
     import torch
 
     from conftest import write_tstcc
+    from datautils import read_pt, unpack_pt
     from tools.subset import main as subset_main
     src, val = tmp_path / "src", tmp_path / "src" / "val.pt"
     write_tstcc(src)
@@ -671,10 +672,16 @@ def test_subset_reads_a_split_as_main_does(tmp_path, capsys):
     assert subset_main(args) == 0
     assert torch.load(tmp_path / "dst" / "val.pt")["samples"].shape == (8, 2, 32)
     capsys.readouterr()
+    torch.save({"samples": data["samples"].numpy(), "labels": np.array(list("ab") * 16)}, val)   # text labels
+    assert subset_main(args) == 0
+    kept = torch.load(tmp_path / "dst" / "val.pt", weights_only=False)["labels"]
+    assert kept.tolist().count("a") == kept.tolist().count("b") == 4                   # stratified, kept as text
+    subset = str(tmp_path / "dst" / "val.pt")
+    assert sorted(set(unpack_pt(read_pt(subset), subset)[1].tolist())) == ["a", "b"]   # as main.py reads them
     for stored, message in (({"samples": data["samples"]}, "expected a dict with 'samples' and 'labels' (or a pair "
                                                            "(samples, labels))"),
-                            ({"samples": data["samples"].numpy(), "labels": np.array(list("ab") * 16)},
-                             "labels must be class numbers, got <U1")):
+                            ({"samples": data["samples"].numpy(), "labels": np.array([1, "a"] * 16, dtype=object)},
+                             "labels must be of one kind (all numbers or all text)")):
         torch.save(stored, val)
         assert subset_main(args) == 2
         assert capsys.readouterr().err == f"error: {val}: {message}\n"

@@ -42,15 +42,18 @@ def write_subset(src, dst, sizes, seed=0, overwrite=False):
         if not os.path.isfile(path):
             raise TimeMAEError(f"{path!r} does not exist: expected a folder with train.pt, val.pt and test.pt")
         samples, labels = unpack_pt(read_pt(path), path)   # read and checked as main.py reads the file
-        if labels.dtype.kind not in "biuf":   # the draw is stratified by class number, and kept as a tensor
-            raise TimeMAEError(f"{path}: labels must be class numbers, got {labels.dtype}")
-        codes = np.unique(labels, return_inverse=True)[1]     # 0..K-1 whatever the labels (-1/1, 0.5, ...)
+        try:
+            codes = np.unique(labels, return_inverse=True)[1]     # 0..K-1 whatever the labels (-1/1, 'walk', ...)
+        except TypeError:   # labels of mixed kinds cannot be sorted
+            raise TimeMAEError(f"{path}: labels must be of one kind (all numbers or all text)") from None
         classes = int(codes.max()) + 1
         if not classes <= n <= len(labels) - classes:   # the draw keeps and leaves out a series of every class
             raise TimeMAEError(f"--{split} must lie in {classes}..{len(labels) - classes} ({split}.pt holds "
                                f"{len(labels)} series of {classes} classes), got {n}")
         _, keep = stratified_split(codes, n, seed, f"each class needs 2 series or more for --{split}")   # exactly n
-        subsets[split] = {"samples": torch.from_numpy(samples[keep]), "labels": torch.from_numpy(labels[keep])}
+        # numbers as a tensor, text as the array it was (a .pt file holds NumPy arrays, which main.py reads)
+        kept = torch.from_numpy(labels[keep]) if labels.dtype.kind in "biuf" else labels[keep]
+        subsets[split] = {"samples": torch.from_numpy(samples[keep]), "labels": kept}
     make_writable_dir(dst, "destination")
     temporary = {split: os.path.join(dst, f".tmp-subset-{split}.pt") for split in subsets}
     try:
