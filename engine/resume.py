@@ -8,6 +8,7 @@ log, so a resumed run rewinds the logs to that moment and replays the lost epoch
 import glob
 import os
 import random
+import re
 import shutil
 
 import numpy as np
@@ -120,9 +121,9 @@ def check_resumable(run_dir, cfg, runtime):
         raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
                            "with the original flags or start a new run")
     last = os.path.join(run_dir, LAST)
-    if not os.path.isfile(last) and (os.path.lexists(last) or _epochs_logged(run_dir) > 1):
+    if not os.path.isfile(last) and (os.path.lexists(last) or _had_last_state(run_dir)):
         what = f"{LAST} is not a file" if os.path.lexists(last) else \
-            f"its logs hold {_epochs_logged(run_dir)} finished epochs, but {LAST} is gone"
+            f"its logs show epochs after which {LAST} was written, but it is gone"
         raise TimeMAEError(f"--resume: nothing to continue from in {run_dir!r}: {what}; restore {LAST}, or start "
                            "afresh with --overwrite")
     for tmp in glob.glob(os.path.join(glob.escape(run_dir), ".tmp-*")):  # half-written files of the killed process
@@ -130,11 +131,14 @@ def check_resumable(run_dir, cfg, runtime):
     return last if os.path.isfile(last) else None
 
 
-def _epochs_logged(run_dir):
-    """Epochs the run's logs say finished (pretraining's, then fine-tuning's). From the second on, the run had
-    written last.pkl (after each epoch's line): a run without it then lost it, and starting again in place
-    would replace those logs. One epoch may be logged by a run killed before its first last.pkl."""
-    def lines(name):
+def _had_last_state(run_dir):
+    """Whether the run's logs show an epoch after which last.pkl was written (each epoch logs its line first,
+    then writes last.pkl): a second pretraining epoch logged, fine-tuning begun after pretraining, or a second
+    fine-tuning epoch begun (result.txt's lines name their epoch). A run without last.pkl then lost it, and
+    starting again in place would replace those logs; one killed in its first epoch starts again."""
+    def text(name):
         path = os.path.join(run_dir, name)
-        return open(path).read().count("\n") if os.path.isfile(path) else 0
-    return lines("pretrain_log.jsonl") + lines("result.txt")
+        return open(path, errors="replace").read() if os.path.isfile(path) else ""
+    pretrained = text("pretrain_log.jsonl").count("\n")
+    finetuning = max((int(e) for e in re.findall(r"^epoch(\d+), step", text("result.txt"), re.M)), default=0)
+    return pretrained >= 2 or (pretrained >= 1 and finetuning >= 1) or finetuning >= 2

@@ -188,10 +188,21 @@ def test_a_run_whose_last_state_is_gone_is_refused_and_left_as_it_was(data, tmp_
     before = folder_bytes(run) if last == "removed" else sorted(os.listdir(run))
     capsys.readouterr()
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
-    what = "last.pkl is not a file" if last == "a folder" else "its logs hold 2 finished epochs, but last.pkl is gone"
+    what = "last.pkl is not a file" if last == "a folder" else \
+        "its logs show epochs after which last.pkl was written, but it is gone"
     assert capsys.readouterr().err == (f"error: --resume: nothing to continue from in {run!r}: {what}; restore "
                                        "last.pkl, or start afresh with --overwrite\n")
     assert (folder_bytes(run) if last == "removed" else sorted(os.listdir(run))) == before
+
+
+def test_a_run_killed_in_its_first_fine_tuning_epoch_without_pretraining_starts_again(data, tmp_path):
+    """FineZero (no pretraining) writes no last.pkl before its first fine-tuning epoch ends, however many
+    evaluations result.txt logged in it: --resume starts it again in place, as torchrun --max_restarts would."""
+    run, flags = str(tmp_path / "run"), dict(EPOCHS, num_epoch_pretrain=0, eval_per_steps=1)
+    crash_at("fineall_candidate", 3, tiny_flags(data, run, **flags))   # at step 3 of fine-tuning epoch 1
+    assert not os.path.exists(os.path.join(run, LAST))
+    assert open(os.path.join(run, "result.txt")).read().count("epoch1, step") >= 2
+    assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
 
 
 def test_resume_without_args_json_is_refused_and_left_as_it_was(data, tmp_path, capsys):
