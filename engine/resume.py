@@ -110,7 +110,10 @@ def check_resumable(run_dir, cfg, runtime):
         saved = read_json(os.path.join(run_dir, "args.json"))
     except TimeMAEError as e:
         raise TimeMAEError(f"--resume: {e}") from None
-    differ = [k for k, v in sorted(vars(cfg).items()) if k in saved and k not in runtime and saved[k] != v]
+    # a run started with --UCR_folder beside another dataset (refused since) resumes without it: it read nothing
+    unread = () if cfg.dataset == "ucr" else ("UCR_folder",)
+    differ = [k for k, v in sorted(vars(cfg).items())
+              if k in saved and k not in runtime and k not in unread and saved[k] != v]
     changed = [f"--{k} {saved[k]} -> {getattr(cfg, k)}" for k in differ]
     if differ and set(differ) <= set(BUDGET):   # no flag changed: the number of processes did
         processes = (saved.get("provenance") or {}).get("processes", "as many")

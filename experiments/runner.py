@@ -121,7 +121,7 @@ class Study:
         data_path = vars(a).get("data_path")    # transfer reads each dataset from its default folder
         for dataset in [a.dataset] if "dataset" in a else a.datasets:   # before any run writes a folder
             # the UCR/UEA set a transfer study names goes to its ucr runs alone (main.py refuses it elsewhere)
-            extra = a.extra if dataset == "ucr" else without_flag(a.extra, "--UCR_folder")
+            extra = a.extra if dataset == "ucr" or "dataset" in a else without_flag(a.extra, "--UCR_folder")
             self.prefix[dataset] = [*base_flags(dataset, a.quick), *extra,
                                     *(["--data_path", data_path] if data_path else [])]
             cfg = main_flags(self.prefix[dataset])

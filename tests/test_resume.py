@@ -205,6 +205,18 @@ def test_a_run_killed_in_its_first_fine_tuning_epoch_without_pretraining_starts_
     assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
 
 
+def test_a_run_started_with_an_unread_ucr_folder_resumes_without_it(data, reference, tmp_path):
+    """--UCR_folder beside another dataset is refused now; a run started with it before, which read nothing of
+    it, resumes without the flag."""
+    run = str(tmp_path / "run")
+    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    args = json.load(open(os.path.join(run, "args.json")))
+    with open(os.path.join(run, "args.json"), "w") as f:
+        json.dump({**args, "UCR_folder": "ArrowHead"}, f)
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 0
+    assert_same_run(run, reference)
+
+
 def test_resume_without_args_json_is_refused_and_left_as_it_was(data, tmp_path, capsys):
     run = str(tmp_path / "run")
     crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))

@@ -311,7 +311,8 @@ def test_pretrain_ratio_keeps_the_normalisation_statistics_of_all_pretraining_da
 
 def test_a_transfer_study_gives_its_ucr_set_to_the_ucr_runs_alone(data_root, tmp_path):
     """main.py refuses --UCR_folder without --dataset ucr: a transfer between epilepsy and a UCR/UEA set passes
-    the set's name to the ucr runs only, whichever way the flag is spelt."""
+    the set's name to the ucr runs only, whichever way the flag is spelt; a study of one dataset passes it on,
+    to be refused there."""
     for given in (["--UCR_folder", "ToyA"], ["--UCR_folder=ToyA"]):
         a = parse(parser(transfer.__doc__, "experiments.transfer", datasets="many"),
                   ["--datasets", "epilepsy", "ucr", "--quick", *given, "--out", str(tmp_path), "--data_path",
@@ -320,6 +321,10 @@ def test_a_transfer_study_gives_its_ucr_set_to_the_ucr_runs_alone(data_root, tmp
         assert not any(f.startswith("--UCR_folder") for f in study.prefix["epilepsy"])
         assert given[-1] in study.prefix["ucr"] and "--probe_every" in study.prefix["epilepsy"]
         assert study.names == {"epilepsy": "epilepsy", "ucr": "ToyA"}
+    one = Study("ablation", parse(parser(ablation.__doc__, "experiments.ablation"),        # one dataset: main.py's
+                                  ["--dataset", "epilepsy", "--quick", "--UCR_folder", "ToyA", "--out",   # refusal
+                                   str(tmp_path)]))
+    assert "--UCR_folder" in one.prefix["epilepsy"]
 
 
 def test_label_subsets_are_stratified_deterministic_and_refuse_empty_classes():
