@@ -6,7 +6,6 @@ in the tables); a run folder that already holds metrics.json is reused, so an in
 stopped. results.csv gathers every run of the study done so far (all datasets and budgets), one row per run and
 protocol, so Epilepsy and UWave invocations add up.
 """
-import json
 import os
 import sys
 
@@ -21,7 +20,7 @@ from datautils import dataset_name
 from main import flag_message, run
 from experiments.presets import ALL
 from tools.summarize import markdown, mean_std
-from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir
+from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir, metric, read_json
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.
 # UWave's 120 training series make one batch of 128, so quick UWave runs take batches of 16 instead.
@@ -148,20 +147,20 @@ class Study:
                 os.makedirs(folder, exist_ok=True)
                 run(parse_args([*argv, "--overwrite"]), log=lambda *m: append_line(os.path.join(folder, "log.txt"),
                                                                                     " ".join(map(str, m))))
-            with open(done) as f:
-                metrics = json.load(f)
         except TimeMAEError as e:
             reason = flag_message(e)
             self.drop_empty(folder)
             tqdm.write(f"{self.name}: {self.names[dataset]}/{config} seed {seed} refused: {reason}")
             self.rows.append({**row, "protocol": "refused", "status": reason})
             return None
+        metrics = read_json(done)   # a reused run's file is checked as the tools check it
         for protocol in PROTOCOLS:
             if protocol in metrics:
+                scores = {m: metric(metrics, done, protocol, m) for m in METRICS}
                 self.rows.append({**row, "protocol": protocol_name(config, protocol), "status": "ok",
-                                  "seconds": metrics["seconds"],
+                                  "seconds": metric(metrics, done, "seconds"),
                                   "labelled": metrics[protocol].get("fitted", metrics.get("labelled")),
-                                  **{m: 100 * metrics[protocol][m] for m in METRICS}})
+                                  **{m: None if v is None else 100 * v for m, v in scores.items()}})
         return folder
 
     def drop_empty(self, folder):

@@ -111,6 +111,11 @@ def test_ablation_runs_every_configuration_and_reruns_reuse_finished_runs(studie
     assert set(runs.dataset) == {"epilepsy", "uwave"}
     again = runs[runs.dataset == "epilepsy"].reset_index(drop=True)
     pd.testing.assert_frame_equal(again[["config", "protocol", "acc"]], first[["config", "protocol", "acc"]])
+    reused = tmp_path / "studies/ablation/quick/epilepsy/no_decouple/seed1/metrics.json"   # edited by hand, say
+    reused.write_text(json.dumps({**json.loads(reused.read_text()), "finelast": {"acc": 1.7, "f1": 0.5}}))
+    with pytest.raises(TimeMAEError, match=rf"^cannot read {re.escape(str(reused))}: expected finelast.acc to be a "
+                                           r"score in \[0, 1\], got 1.7$"):
+        ablation.main(["--dataset", "epilepsy", *studies_env, *STUDY_FLAGS])
 
 
 def test_mask_ratio_quick_sweeps_ratios_and_modes(studies_env, tmp_path):

@@ -28,7 +28,7 @@ from classification import accuracy_standard_error
 from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from engine.distributed import is_main_process
-from engine.runfiles import CANDIDATES, atomic_save_npz
+from engine.runfiles import CANDIDATES, atomic_save_npz, metric, read_json
 from main import flag_message, run
 from process import Trainer
 
@@ -98,15 +98,14 @@ def screen_run(folder, repeats=500, seed=0):
     """One run's row: the halves figures (B accuracy of each rule's pick, and of the probe alone) and the test
     accuracy each rule gives on the whole selection split."""
     z = np.load(os.path.join(folder, CANDIDATES))
-    with open(os.path.join(folder, "metrics.json")) as f:
-        metrics = json.load(f)
+    metrics = read_json(os.path.join(folder, "metrics.json"))
     with open(os.path.join(folder, "args.json")) as f:
         args = json.load(f)
     if z["step"][0] != 0:
         raise TimeMAEError(f"{folder}: FineAll's first candidate is not the probe (run with --fineall_head probe)")
     correct = z["sel_pred"] == z["sel_y"][None, :]                        # (candidates, selection series)
     test = (z["test_pred"] == z["test_y"][None, :]).mean(1)                # (candidates,)
-    test[0] = metrics["finelast"]["acc"]                                   # step 0 kept: FineLast's refit probe
+    test[0] = metric(metrics, os.path.join(folder, "metrics.json"), "finelast", "acc")   # step 0: FineLast's probe
     n = correct.shape[1]
     if n < 2:
         raise TimeMAEError(f"{folder}: a selection split of {n} series cannot be cut in halves")
