@@ -22,6 +22,7 @@ RUN_STATE = "last.pkl"  # the state to resume from; present only while a run is 
 FIGURES = {"curves": "curves.png", "codebook": "codebook.png", "finetune": "finetune.png", "tsne": "tsne.png"}
 CANDIDATES = "fineall_candidates.npz"
 RUN_DERIVED = (*FIGURES.values(), CANDIDATES)
+OVERWRITE_ASIDE = ".tmp-overwrite-"   # the folder --overwrite moves the old run's files to before removing them
 
 
 def prepare_run_dir(path, overwrite, resume=False):
@@ -37,13 +38,12 @@ def prepare_run_dir(path, overwrite, resume=False):
         raise TimeMAEError(f"run folder {path!r} already holds {', '.join(existing)}; pass --resume to continue "
                            "that run, --overwrite to replace it, or choose another --save_path")
     make_writable_dir(path, "--save_path")
-    # with them what a killed process left half-written (.tmp- files, an earlier overwrite's folder)
     stale = [f for f in (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED) if os.path.lexists(os.path.join(path, f))] + \
-        sorted(f for f in os.listdir(path) if f.startswith(".tmp-"))
+        half_written(path)
     if not stale:
         return path
     # all or nothing: the old files move aside first (renames in one folder), and back if one cannot
-    aside = tempfile.mkdtemp(dir=path, prefix=".tmp-overwrite-")
+    aside = tempfile.mkdtemp(dir=path, prefix=OVERWRITE_ASIDE)
     moved = []
     try:
         for name in stale:
@@ -61,6 +61,14 @@ def prepare_run_dir(path, overwrite, resume=False):
         raise TimeMAEError(f"--overwrite: the old run's files, moved to {aside!r}, cannot be removed: "
                            f"{e.strerror}") from None
     return path
+
+
+def half_written(path):
+    """What a killed process left in run folder `path`: _atomic's temporary files of the run's file names, and
+    the folder an --overwrite moved an old run to. A user's own .tmp- file is none of them."""
+    names = (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED)
+    return sorted(f for f in os.listdir(path)
+                  if f.startswith(OVERWRITE_ASIDE) or f.startswith(".tmp-") and f.endswith(names))
 
 
 def make_writable_dir(path, what):

@@ -467,16 +467,16 @@ def test_skipped_step_leaves_weights_and_optimiser_untouched():
 
 
 def test_overwrite_drops_the_old_runs_outputs_and_nothing_else(tmp_path):
-    """... with what a killed process left half-written: a .tmp- file, the folder an earlier --overwrite moved
-    its old run to."""
+    """... with what a killed process left half-written: a temporary file of a run file's name, the folder an
+    earlier --overwrite moved its old run to."""
     run = str(tmp_path)
     for name in (LAST, "metrics.json", "pretrain_result.txt", "model.pkl", "result.txt", "tsne.png", "notes.md",
-                 ".tmp-x-last.pkl"):
+                 ".tmp-x-last.pkl", ".tmp-mine"):
         open(os.path.join(run, name), "w").close()
     os.mkdir(os.path.join(run, ".tmp-overwrite-x"))
     open(os.path.join(run, ".tmp-overwrite-x", "model.pkl"), "w").close()
     prepare_run_dir(run, overwrite=True)
-    assert sorted(os.listdir(run)) == ["notes.md"]          # the user's own file stays
+    assert sorted(os.listdir(run)) == [".tmp-mine", "notes.md"]          # the user's own files stay
 
 
 def test_overwrite_that_cannot_remove_one_file_leaves_the_whole_old_run(tmp_path, monkeypatch):
