@@ -110,7 +110,7 @@ def check_resumable(run_dir, cfg, runtime):
     except TimeMAEError as e:
         raise TimeMAEError(f"--resume: {e}") from None
     # a run started with --UCR_folder beside another dataset (refused since) resumes without it: it read nothing
-    unread = () if cfg.dataset == "ucr" else ("UCR_folder",)
+    unread = () if saved.get("dataset") == "ucr" else ("UCR_folder",)
     differ = [k for k, v in sorted(vars(cfg).items())
               if k in saved and k not in runtime and k not in unread and saved[k] != v]
     changed = [f"--{k} {saved[k]} -> {getattr(cfg, k)}" for k in differ]
