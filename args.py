@@ -92,7 +92,7 @@ def layer_spec(text):
 
 def build_parser():
     p = ArgumentParser(
-        prog="main.py",   # as its usage and errors name it wherever the parser runs (the studies, the API, tests)
+        prog="python main.py",   # as usage and errors name it wherever the parser runs (the studies, the API, tests)
         description="TimeMAE: pretrain a decoupled masked autoencoder on time series, then probe (FineLast) "
                     "and fine-tune (FineAll) it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -211,7 +211,7 @@ def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
 
 
 def main(argv=None):
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python visualize.py", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--data_path", help="dataset folder, if it moved since the run")
     p.add_argument("--max_points", type=int, default=2000, help="test series shown in the t-SNE")

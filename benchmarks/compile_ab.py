@@ -26,7 +26,7 @@ from model import TimeMAE  # noqa: E402
 
 def parse(argv=None):
     p = ArgumentParser(prog="python benchmarks/compile_ab.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
     p.add_argument("--shapes", default="har,epilepsy", help="comma-separated subset of " + ",".join(SHAPES))
     p.add_argument("--waves", type=functools.partial(whole_numbers, least=0), default="0",

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from args import positive_int  # noqa: E402
 from benchmarks.throughput import SHAPES, pretrain_flops, pretrain_optimizer, pretrain_setup, sync, timed  # noqa: E402
-from common.cli import ArgumentParser
+from common.cli import ArgumentParser  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
 from engine.distributed import resolve_device  # noqa: E402
 from engine.speed import COMPILE_MODES, autocast  # noqa: E402
@@ -37,7 +37,7 @@ from model import TimeMAE  # noqa: E402
 
 def parse(argv=None):
     p = ArgumentParser(prog="python benchmarks/profile_step.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shape", default="har", choices=sorted(SHAPES))
     p.add_argument("--wave_length", type=int, default=0, help="0: run.sh's preset for the shape")
     p.add_argument("--batch_size", type=positive_int, default=128)

@@ -22,7 +22,7 @@ from model.layers import SHORT_ROWS, SoftmaxLastDim  # noqa: E402
 
 def parse(argv=None):
     p = ArgumentParser(prog="python benchmarks/softmax_rows.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--batch_size", type=positive_int, default=128)
     p.add_argument("--heads", type=positive_int, default=4)

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from args import default_threads, non_negative_int, positive_int, whole_numbers  # noqa: E402
 from benchmarks.end_to_end import REFERENCE_FIXES, end_to_end  # noqa: E402
 from classification import extract_representations  # noqa: E402
-from common.cli import ArgumentParser
+from common.cli import ArgumentParser  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
 from experiments.presets import PRESETS  # noqa: E402
 from loss import hits_ndcg, pretrain_loss  # noqa: E402
@@ -59,7 +59,7 @@ SHAPES = {name: (*size, int(PRESETS[name][PRESETS[name].index("--wave_length") +
 
 def parse(argv=None):
     p = ArgumentParser(prog="python benchmarks/throughput.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="all", help="cpu, cuda, cuda:N, or all (cpu, then cuda when present)")
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="torch CPU threads")
     p.add_argument("--batch_size", type=positive_int, default=128, help="training batch (pretraining and fine-tuning)")

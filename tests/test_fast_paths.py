@@ -239,7 +239,7 @@ def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monke
     assert exit_info.value.code == 2
     choices = ", ".join(f"'{m}'" for m in COMPILE_MODES)
     assert capsys.readouterr().err == (f"error: argument --compile_mode: invalid choice: 'fast' (choose from "
-                                       f"{choices}) (`main.py --help` lists the arguments)\n")   # one line
+                                       f"{choices}) (`python main.py --help` lists the arguments)\n")   # one line
 
 
 @pytest.mark.parametrize("lengths", ["fixed", "variable"])

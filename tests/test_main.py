@@ -230,9 +230,9 @@ def test_usage_errors_are_one_line_in_every_command(capsys):
     a pointer to --help, not the whole usage first: main.py's 45 lines of it, say."""
     from tools.encode import main as encode_main
     for command, argv, message in (
-            (main, ["--lr", "abc"], "argument --lr: invalid float value: 'abc' (`main.py --help` lists the "
+            (main, ["--lr", "abc"], "argument --lr: invalid float value: 'abc' (`python main.py --help` lists the "
                                     "arguments)"),
-            (main, ["--no_such_flag"], "unrecognized arguments: --no_such_flag (`main.py --help` lists the "
+            (main, ["--no_such_flag"], "unrecognized arguments: --no_such_flag (`python main.py --help` lists the "
                                        "arguments)"),
             (encode_main, ["run"], "the following arguments are required: inputs, --out (`python -m tools.encode "
                                    "--help` lists the arguments)")):

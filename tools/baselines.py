@@ -101,7 +101,7 @@ def summary(table):
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m tools.baselines", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="finished run folders (args.json, pretrain_model.pkl)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="default: both (1-NN DTW takes long on large sets: 35 min on Epilepsy here, on 2 cores "

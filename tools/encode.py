@@ -131,7 +131,7 @@ def encode(model, inputs, out, predict=False, device=None):
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m tools.encode", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a run folder (exp/<dataset>/seed<k>) or a checkpoint file")
     p.add_argument("inputs", help=f"file of series: {', '.join(INPUTS)}")
     p.add_argument("--out", required=True, help=".npy or .csv")

@@ -151,7 +151,7 @@ def main(argv=None):
             return 2
         return 0
     p = ArgumentParser(prog="python -m tools.fineall_margin", description=__doc__.split("\n\n")[0],
-                                usage="python -m tools.fineall_margin run <main.py flags> | screen RUN [RUN ...]")
+                       usage="python -m tools.fineall_margin run <main.py flags> | screen RUN [RUN ...]")
     p.add_argument("command", choices=("screen",))
     p.add_argument("runs", nargs="+", help="run folders written by `run`")
     p.add_argument("--repeats", type=int, default=500, help="random halves per run")
