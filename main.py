@@ -97,7 +97,8 @@ def check_flags(cfg):
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
     check_probe_grid(cfg.probe_C)
     if cfg.threads > (os.cpu_count() or 1):   # torch would try to start them all (100000: a MemoryError)
-        raise TimeMAEError(f"--threads {cfg.threads} exceeds the {os.cpu_count()} CPUs of this machine")
+        raise TimeMAEError(f"--threads {cfg.threads} exceeds the {os.cpu_count()} CPUs of this machine: pass at most "
+                           f"{os.cpu_count()}, or leave it out for the default")
     # `not low < value` refuses NaN too
     for flag in ("lr", "lr_decay_rate") + (("bert_lr",) if cfg.bert_lr is not None else ()):
         if not 0 < getattr(cfg, flag) < math.inf:
