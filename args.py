@@ -329,9 +329,9 @@ def runtime_flags():
 def saved_flags(folder):
     """The flags of the run in `folder`: its args.json over today's defaults (a flag newer than the run had what is
     now its default), each flag's value checked as its parser would take it (checked_value: a file edited by hand
-    is a one-line error); the defaults alone where there is no args.json."""
+    is a one-line error, as is a folder without args.json)."""
     path = os.path.join(folder, "args.json")
-    saved = read_json(path) if os.path.isfile(path) else {}
+    saved = read_json(path)
     actions = flag_actions()
     try:
         saved = {k: checked_value(actions[k], v) if k in actions else v for k, v in saved.items()}
