@@ -478,7 +478,8 @@ def check_labels(y, split, dataset):
     if n:
         raise TimeMAEError(f"{dataset}: {split} labels hold {n} missing value{'s' * (n > 1)} (NaN or None); "
                            "every series needs a label")
-    infinite = int(np.isinf(y).sum()) if y.dtype.kind == "f" else 0
+    infinite = int(np.isinf(y).sum()) if y.dtype.kind == "f" else \
+        sum(isinstance(v, float) and math.isinf(v) for v in y.tolist()) if y.dtype.kind == "O" else 0
     if infinite:
         raise TimeMAEError(f"{dataset}: {split} labels hold {infinite} infinite value{'s' * (infinite > 1)}; "
                            "labels are class names or numbers")

@@ -166,7 +166,7 @@ class Study:
     def drop_empty(self, folder):
         """Remove `folder`, a run main.py refused before it wrote anything, and the folders above it that it
         leaves empty, up to the study's own: no empty run folder looks like a run to come."""
-        while folder != self.folder and os.path.isdir(folder) and not os.listdir(folder):
+        while folder != self.folder and not os.path.islink(folder) and os.path.isdir(folder) and not os.listdir(folder):
             os.rmdir(folder)
             folder = os.path.dirname(folder)
 

@@ -453,6 +453,10 @@ def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors
     with pytest.raises(TimeMAEError, match=r"^fit\(X, y\): train labels hold 1 infinite value; labels are class "
                                            "names or numbers$"):
         TimeMAEClassifier(**SMALL).fit(X, np.where(np.arange(20) == 3, np.inf, y))
+    rs = np.random.RandomState(0)                                     # a refused fit draws no seed from it
+    with pytest.raises(TimeMAEError, match="train labels hold 10 infinite values"):
+        TimeMAEClassifier(**{**SMALL, "random_state": rs}).fit(X, np.array([np.inf, 0] * 10, dtype=object))
+    assert rs.randint(2**31) == np.random.RandomState(0).randint(2**31)
     with pytest.raises(TimeMAEError, match="labels of one kind"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([0, "a"] * 10, dtype=object))
     with pytest.raises(TimeMAEError, match=r"^X holds no series"):

@@ -330,18 +330,20 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
         if y is None:
             raise TimeMAEError("TimeMAEClassifier.fit needs labels y; to pretrain on unlabelled series use "
                                "TimeMAEEncoder")
+        labels = label_vector(y, "fit(X, y): train labels")
+        check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
+        try:
+            classes = np.unique(labels)
+        except TypeError:   # sorting fails on mixed types
+            raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
+        # after the labels' checks: a refused fit draws no seed from a RandomState random_state
         cfg = self._config(self.num_epoch)   # num_epoch None: the preset's (or main.py's)
         if self.finetune and cfg.num_epoch < 1:
             raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {cfg.num_epoch} (finetune=False: the "
                                "linear probe)")
         if not self.finetune:   # FineLast: the probe alone, whatever num_epoch says
             cfg.num_epoch = 0
-        labels = label_vector(y, "fit(X, y): train labels")
-        check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
-        try:
-            self.classes_ = np.unique(labels)
-        except TypeError:   # sorting fails on mixed types
-            raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
+        self.classes_ = classes
         codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
         return self._train(X, codes, cfg, classes=self.classes_)
 
