@@ -60,6 +60,8 @@ def test_run_sh_rejects_unknown_dataset():
     proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "mnist"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown dataset 'mnist'; usage: bash run.sh <")
     assert proc.stderr.count("\n") == 1
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no dataset given; usage: bash run.sh <")
 
 
 def test_run_sh_refuses_the_seed_and_run_folder_it_sets_in_one_line(two_runs, tmp_path):
