@@ -23,8 +23,8 @@ from args import saved_flags
 from classification import extract_representations
 from common.cli import ArgumentParser
 from common.errors import TimeMAEError
-from datautils import data_description, description_changes, load_dataset, normalize, prepare_series
-from engine.checkpoint import load_model, training_data
+from datautils import load_dataset, normalize, prepare_series
+from engine.checkpoint import check_trained_on, load_model, training_data
 from engine.record import EPOCH_LOG, read_epoch_log
 from engine.runfiles import FIGURES, atomic_save_figure, metric, read_json
 
@@ -183,13 +183,10 @@ def plot_tsne(run_dir, cfg, data_path=None, max_points=2000, seed=0):
         return f"{run_dir}: {held}, a t-SNE needs 2 or more: no tsne.png"
     ckpt_path = os.path.join(run_dir, "pretrain_model.pkl")
     model, ckpt = load_model(ckpt_path)
-    trained_on, test_x = training_data(ckpt, ckpt_path), splits.test_x
-    changed = description_changes(trained_on, data_description(normalize(splits, cfg["normalize"])))
-    if changed:
-        raise TimeMAEError(f"{run_dir!r}: the data in {path!r} is not what the run trained on ({', '.join(changed)} "
-                           "differ): pass --data_path with the run's data")
+    test_x = splits.test_x   # raw: prepare_series normalises it with the checkpoint's statistics
+    check_trained_on(ckpt, ckpt_path, normalize(splits, cfg["normalize"]), run_dir, path)
     idx = np.random.default_rng(seed).permutation(len(test_x))[:max_points]
-    x = prepare_series(test_x[idx], trained_on, f"the test split of {path}")
+    x = prepare_series(test_x[idx], training_data(ckpt, ckpt_path), f"the test split of {path}")
     reps = extract_representations(model, torch.from_numpy(x), 512)
     xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(idx) - 1)).fit_transform(reps)
     fig = Figure(figsize=(7, 6))

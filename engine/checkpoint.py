@@ -14,7 +14,7 @@ import torch
 
 from common.errors import TimeMAEError, one_line
 from common.unpickling import refused_global
-from datautils import DESCRIPTION_DEFAULTS
+from datautils import DESCRIPTION_DEFAULTS, data_description, description_changes
 from engine.runfiles import atomic_save
 from model import TimeMAE
 from model.config import architecture_settings, config_defaults
@@ -104,6 +104,16 @@ def training_data(ckpt, path):
         raise TimeMAEError(f"{path!r} holds no description of its training data (written by an earlier "
                            "version): see docs/api.md#old-checkpoints")
     return {**DESCRIPTION_DEFAULTS, **ckpt["data"]}
+
+
+def check_trained_on(ckpt, path, splits, run_dir, data_path):
+    """Refuse data (`splits`, normalised as the run did, loaded from `data_path`) that is not what the run in
+    `run_dir` trained on, as its checkpoint dict `ckpt` (read from `path`) describes it (shape, class names,
+    normalisation statistics); a checkpoint from before checkpoints described their data is taken at its word."""
+    changed = description_changes(training_data(ckpt, path), data_description(splits)) if "data" in ckpt else []
+    if changed:
+        raise TimeMAEError(f"{run_dir!r}: the data in {data_path!r} is not what the run trained on "
+                           f"({', '.join(changed)} differ): pass --data_path with the run's data")
 
 
 def model_from_checkpoint(ckpt, path):

@@ -7,8 +7,8 @@ import pandas as pd
 
 from args import saved_flags
 from common.errors import TimeMAEError
-from datautils import data_description, dataset_name, description_changes
-from engine.checkpoint import open_checkpoint, training_data
+from datautils import dataset_name
+from engine.checkpoint import check_trained_on, open_checkpoint
 from main import load_splits
 from process import labelled_splits
 from tools.summarize import comparable, config_flags, config_labels
@@ -80,10 +80,7 @@ def run_data(folder, data_path=None, settings=None):
         raise
     path = os.path.join(folder, CHECKPOINT)
     ckpt = open_checkpoint(path)
-    changed = description_changes(training_data(ckpt, path), data_description(splits)) if "data" in ckpt else []
-    if changed:
-        raise TimeMAEError(f"{folder!r}: the data in {cfg.data_path!r} is not what the run trained on "
-                           f"({', '.join(changed)} differ): pass --data_path with the run's data")
+    check_trained_on(ckpt, path, splits, folder, cfg.data_path)
     if not splits.labelled or splits.test_x is None:
         raise TimeMAEError(f"{folder!r}: the run's data has no labels or no test split")
     fit, held = labelled_splits(splits, cfg.select_on, cfg.val_ratio, cfg.label_ratio, cfg.seed)
