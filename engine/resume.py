@@ -8,14 +8,13 @@ log, so a resumed run rewinds the logs to that moment and replays the lost epoch
 import os
 import random
 import re
-import shutil
 
 import numpy as np
 import torch
 
 from common.errors import TimeMAEError
 from datautils import description_changes
-from engine.runfiles import RUN_STATE as LAST, half_written, read_json
+from engine.runfiles import RUN_STATE as LAST, clear_half_written, read_json
 
 # the step budget main.py derives from the flags, the data and the number of processes (process.training_budget)
 BUDGET = ("pretrain_batch_size", "pretrain_epochs", "finetune_batch_size", "finetune_epochs")
@@ -128,9 +127,7 @@ def check_resumable(run_dir, cfg, runtime):
             f"its logs show epochs after which {LAST} was written, but it is gone"
         raise TimeMAEError(f"--resume: nothing to continue from in {run_dir!r}: {what}; restore {LAST}, or start "
                            "afresh with --overwrite")
-    for name in half_written(run_dir):   # the killed process's
-        tmp = os.path.join(run_dir, name)
-        shutil.rmtree(tmp) if os.path.isdir(tmp) and not os.path.islink(tmp) else os.remove(tmp)
+    clear_half_written(run_dir)   # the killed process's
     return last if os.path.isfile(last) else None
 
 

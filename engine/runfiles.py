@@ -71,6 +71,13 @@ def half_written(path):
                   if f.startswith(OVERWRITE_ASIDE) or f.startswith(".tmp-") and f.endswith(names))
 
 
+def clear_half_written(path):
+    """Remove what half_written finds in run folder `path` (--resume, before the run goes on)."""
+    for name in half_written(path):
+        leftover = os.path.join(path, name)
+        shutil.rmtree(leftover) if os.path.isdir(leftover) and not os.path.islink(leftover) else os.remove(leftover)
+
+
 def make_writable_dir(path, what):
     """Create folder `path` (and its parents) and check that files can be written in it; `what` names the
     setting in the one-line error."""

@@ -51,8 +51,8 @@ def main(argv):
     """Print a preset's flags; run.sh passes its extra main.py flags along, which are not read."""
     if len(argv) < 1 or argv[0] not in ALL:
         problem = f"unknown dataset {argv[0]!r}" if argv and argv[0] else "no dataset given"
-        print(f"error: {problem}; usage: bash run.sh <{'|'.join(ALL)}> [runs] [extra main.py flags; for ucr: --UCR_folder "
-              "<Name>]", file=sys.stderr)
+        print(f"error: {problem}; usage: bash run.sh <{'|'.join(ALL)}> [runs] [extra main.py flags; for ucr: "
+              "--UCR_folder <Name>]", file=sys.stderr)
         return 2
     print(" ".join(ALL[argv[0]]))
     return 0

@@ -15,7 +15,6 @@ compares the rules of `--fineall_margin` on those runs:
         --seed 1 --save_path exp/margin/ArrowHead/seed1
     python -m tools.fineall_margin screen exp/margin/*/seed*
 """
-import json
 import os
 import sys
 import zipfile
@@ -98,14 +97,13 @@ def screen_run(folder, repeats=500, seed=0):
     """One run's row: the halves figures (B accuracy of each rule's pick, and of the probe alone) and the test
     accuracy each rule gives on the whole selection split."""
     z = np.load(os.path.join(folder, CANDIDATES))
-    metrics = read_json(os.path.join(folder, "metrics.json"))
-    with open(os.path.join(folder, "args.json")) as f:
-        args = json.load(f)
+    metrics_path = os.path.join(folder, "metrics.json")
+    metrics, args = read_json(metrics_path), read_json(os.path.join(folder, "args.json"))
     if z["step"][0] != 0:
         raise TimeMAEError(f"{folder}: FineAll's first candidate is not the probe (run with --fineall_head probe)")
     correct = z["sel_pred"] == z["sel_y"][None, :]                        # (candidates, selection series)
     test = (z["test_pred"] == z["test_y"][None, :]).mean(1)                # (candidates,)
-    test[0] = metric(metrics, os.path.join(folder, "metrics.json"), "finelast", "acc")   # step 0: FineLast's probe
+    test[0] = metric(metrics, metrics_path, "finelast", "acc")             # step 0 kept: FineLast's refit probe
     n = correct.shape[1]
     if n < 2:
         raise TimeMAEError(f"{folder}: a selection split of {n} series cannot be cut in halves")
