@@ -34,7 +34,7 @@ def two_runs(tmp_path_factory):
 def test_run_sh_runs_each_seed_and_summarises(two_runs):
     folder, stdout, _ = two_runs
     assert (folder / "seed1" / "metrics.json").exists() and (folder / "seed2" / "metrics.json").exists()
-    summary = pd.read_csv(folder / "summary.csv")
+    summary = pd.read_csv(folder / "summary.csv", dtype={"commit": str})   # a short hash may be all digits, or 1e5...
     assert summary.loc[0, "runs"] == 2 and summary.loc[0, "select_on"] == "val"
     runs = [pd.read_json(folder / f"seed{k}" / "metrics.json", typ="series") for k in (1, 2)]
     for protocol in ("finelast", "fineall"):       # mean and the sample standard deviation (ddof 1) over seeds
