@@ -139,7 +139,8 @@ class Trainer:
         """metrics.json: `metrics` with the codebook report of `epochs` (pretrain_log.jsonl's rows) and the time."""
         metrics.update(self.codebook_report(epochs))
         seconds = self.record.elapsed_seconds()
-        metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 1),
+        # the probes to the millisecond: a small set's take less than the 0.05 s that would round to 0.0
+        metrics.update(seconds=round(seconds, 1), probe_seconds=round(self.probe_seconds, 3),
                        probe_share=round(self.probe_seconds / seconds, 3))
         if self.dist.is_main:
             atomic_write_json(metrics, self.record.path("metrics.json"))

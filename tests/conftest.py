@@ -11,6 +11,16 @@ from model.config import as_flags
 
 torch.set_num_threads(1)
 
+@pytest.fixture(autouse=True, scope="session")
+def no_proxy_for_loopback():
+    """The download tests' servers listen on 127.0.0.1: never reached through a proxy the environment names
+    (http_proxy without no_proxy sends urllib's requests there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("no_proxy", "NO_PROXY"):
+            mp.setenv(name, ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"])))
+        yield
+
+
 TINY = ["--d_model", "16", "--attn_heads", "2", "--layers", "1", "--reg_layers", "1", "--vocab_size", "16",
         "--train_batch_size", "32", "--threads", "1", "--no_progress", "--device", "cpu",
         *as_flags(process.NO_STEP_BUDGET)]  # exactly the epochs asked for

@@ -13,7 +13,7 @@ from main import main
 from model import TimeMAE
 from model.bert import BertEncoder, bert_config, param_groups, require_transformers
 from engine.checkpoint import read_checkpoint
-from tests.conftest import TINY, assert_reported
+from conftest import TINY, assert_reported
 
 B, T, C, D = 4, 32, 2, 16
 

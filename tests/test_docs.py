@@ -116,8 +116,9 @@ def test_the_layout_page_names_every_source_file_in_its_folder():
     """docs/layout.md's tree is where a reader finds a file's job: every tracked source file outside tests/ is
     listed there under its own folder (a package's __init__.py aside)."""
     import subprocess
-    files = subprocess.run(["git", "ls-files", "*.py", "*.sh"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    # safe.directory: a checkout owned by another user than the tests' (a container's root) is still listed
+    files = subprocess.run(["git", "-c", f"safe.directory={ROOT}", "ls-files", "*.py", "*.sh"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
     listed = tree_paths((pathlib.Path(ROOT) / "docs" / "layout.md").read_text())
     missing = [f for f in files if not f.startswith("tests/") and not f.endswith("__init__.py") and f not in listed]
     assert files and not missing, missing
@@ -129,10 +130,11 @@ def test_the_layout_page_names_every_source_file_in_its_folder():
     "experiments.ablation", "experiments.label_fraction", "experiments.mask_ratio", "experiments.model_size",
     "experiments.pretrain_fraction", "experiments.transfer", "tools.baselines", "tools.encode",
     "tools.fineall_margin", "tools.pooling", "tools.subset", "tools.summarize", "visualize"])
-def test_every_commands_help_gives_its_whole_first_paragraph(module, capsys):
+def test_every_commands_help_gives_its_whole_first_paragraph(module, capsys, monkeypatch):
     """--help describes the command by its module doc's first paragraph, whole (not its first line, cut
     mid-sentence)."""
     import importlib
+    monkeypatch.setenv("COLUMNS", "10000")   # argparse wraps at the terminal's width, and breaks words at hyphens
     mod = importlib.import_module(module)
     with pytest.raises(SystemExit):
         mod.main(["--help"])

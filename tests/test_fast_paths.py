@@ -237,9 +237,9 @@ def test_compile_modes_that_replay_cuda_graphs_mark_each_step(mode, marks, monke
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--compile_mode", "fast"])
     assert exit_info.value.code == 2
-    choices = ", ".join(f"'{m}'" for m in COMPILE_MODES)
-    assert capsys.readouterr().err == (f"error: argument --compile_mode: invalid choice: 'fast' (choose from "
-                                       f"{choices}) (`python main.py --help` lists the arguments)\n")   # one line
+    expected = (f"error: argument --compile_mode: invalid choice: fast (choose from {', '.join(COMPILE_MODES)}) "
+                "(`python main.py --help` lists the arguments)\n")   # one line
+    assert capsys.readouterr().err.replace("'", "") == expected   # Python versions differ in quoting the choices
 
 
 @pytest.mark.parametrize("lengths", ["fixed", "variable"])
