@@ -187,7 +187,7 @@ class Study:
         path = os.path.join(self.folder, "results.csv")
         runs = pd.DataFrame(self.rows)
         if os.path.isfile(path):
-            old = pd.read_csv(path)
+            old = read_results(path)
             key = ["budget", "dataset", "config", "seed"]
             fresh = old.merge(runs[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"] == "left_only"
             runs = pd.concat([old[fresh.to_numpy()], runs], ignore_index=True)
@@ -218,6 +218,13 @@ def protocol_name(config, protocol):
     if config.startswith("no_pretraining"):
         return {"finelast": "FineZero", "fineall": "FineZero+"}[protocol]
     return {"finelast": "FineLast", "fineall": "FineAll"}[protocol]
+
+
+def read_results(path):
+    """A study's results.csv as written: its names as text, as the new rows hold them (a budget named 2, a
+    dataset NA or a config 01 would otherwise come back as numbers or missing and never match them)."""
+    return pd.read_csv(path, dtype={k: str for k in ("study", "budget", "dataset", "config", "protocol", "status")},
+                       keep_default_na=False, na_values=[""])
 
 
 def aggregate(runs, order=None):
