@@ -237,6 +237,8 @@ def unpack_pt(obj, path):
         raise TimeMAEError(f"{path}: expected a dict with 'samples' and 'labels' (or a pair (samples, labels))")
     try:
         x = float32_values(_numpy_values(x, f"{path}: samples"), f"{path}: samples")
+    except TimeMAEError:   # its own words already (a ValueError too)
+        raise
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{path}: samples must be numbers in an array of equal-length series ({e})") from None
     y = label_vector(_numpy_values(y, f"{path}: labels"), f"{path}: labels")
@@ -332,6 +334,8 @@ def as_series_array(x, what="X"):
         return np.ascontiguousarray(float32_values(x, what).transpose(0, 2, 1))
     try:
         series = [np.atleast_2d(float32_values(_numpy_values(s, what), what)) for s in x]
+    except TimeMAEError:   # its own words already (a ValueError too)
+        raise
     except (TypeError, ValueError) as e:
         raise TimeMAEError(f"{what}: each series must be an array (n_channels, length) of numbers ({e})") from None
     if not series or any(s.ndim != 2 for s in series):

@@ -2,8 +2,9 @@
 form of a library's error message that such messages quote."""
 
 
-class TimeMAEError(Exception):
-    """A problem with the user's input (paths, data, flags, checkpoints) that they can fix."""
+class TimeMAEError(ValueError):
+    """A problem with the user's input (paths, data, flags, checkpoints) that they can fix; a ValueError, as
+    scikit-learn raises for input it refuses, so that `except ValueError` catches it."""
 
 
 class WriteError(TimeMAEError, OSError):

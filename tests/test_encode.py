@@ -172,6 +172,7 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     ("truncated", "x.npy: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("not_zip", "x.npz: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
     ("npz_objects", "x.npz: not a NumPy array file of numbers (numpy.save / savez), or a damaged or truncated one; "),
+    ("npz_two", "error: " + "{tmp}/x.npz: holds ['a', 'b']; expected an array 'x' (or a single array)\n"),  # once
 ])
 def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     _, _, out = run
@@ -192,6 +193,8 @@ def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
         path.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
     if case == "npz_objects":
         np.savez(path, x=np.array([0, "a"], dtype=object))
+    if case == "npz_two":
+        np.savez(path, a=x, b=x)
     model = str(out / "pretrain_model.pkl") if case == "no_head" else str(out)
     if case == "no_model":                                        # a run folder of FineLast only
         model = str(tmp_path / "finelast")
@@ -205,7 +208,7 @@ def test_refusals_are_one_line(run, tmp_path, capsys, case, message):
     predict = ["--predict"] * (case in ("no_head", "no_model", "unfinished"))
     assert encode([model, str(path), "--out", str(tmp_path / "z.npy"), *predict]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert message.format(tmp=tmp_path) in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "z.npy").exists()
 
 

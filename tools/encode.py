@@ -61,6 +61,8 @@ def read_series(path):
             return x.transpose(0, 2, 1)
         if ext == ".csv":
             return pd.read_csv(path, header=None, dtype=np.float64).to_numpy()
+    except TimeMAEError:   # the readers' own words already (a ValueError too)
+        raise
     except (OSError, ValueError, RuntimeError) as e:
         raise TimeMAEError(f"cannot read {path}: {one_line(e)}") from None
     raise TimeMAEError(f"input {path!r}: unknown file type {ext or '(none)'}; use one of {', '.join(INPUTS)}")
