@@ -600,16 +600,23 @@ def stratified_split(y, size, seed, hint="change --val_ratio or use --select_on 
     """Indices (fit, held_out) with `size` held out, stratified by class: a share of the series (float) or a count
     (int, exactly that many), with at least one series of every class on each side; `hint` ends the refusal."""
     from sklearn.model_selection import train_test_split
-    idx = np.arange(len(y))
+    refusal = unstratifiable(y, size)
+    if refusal:
+        raise TimeMAEError(f"{refusal}; {hint}")
+    fit, held = train_test_split(np.arange(len(y)), test_size=size, stratify=y, random_state=seed)
+    return np.sort(fit), np.sort(held)
+
+
+def unstratifiable(y, size):
+    """Why a stratified `size` (a share or a count) of class codes y cannot be held out with a series of every
+    class on each side, or '' when it can."""
     counts = np.bincount(y)
     held_out = size if isinstance(size, numbers.Integral) else math.ceil(size * len(y))   # as train_test_split
     classes = np.count_nonzero(counts)
-    if not classes <= held_out <= len(y) - classes or counts[counts > 0].min() < 2:
-        share = size if isinstance(size, numbers.Integral) else f"{size:.0%}"
-        raise TimeMAEError(f"cannot hold out a stratified {share} of {len(y)} labelled series with class "
-                           f"counts {counts.tolist()}; {hint}")
-    fit, held = train_test_split(idx, test_size=size, stratify=y, random_state=seed)
-    return np.sort(fit), np.sort(held)
+    if classes <= held_out <= len(y) - classes and counts[counts > 0].min() >= 2:
+        return ""
+    share = size if isinstance(size, numbers.Integral) else f"{size:.0%}"
+    return f"cannot hold out a stratified {share} of {len(y)} labelled series with class counts {counts.tolist()}"
 
 
 def stratified_subset(y, ratio, seed):

@@ -89,6 +89,37 @@ def test_pipeline_in_cross_val_score_and_clone():
     assert not hasattr(twin, "model_")
 
 
+def test_encoder_in_a_regression_pipeline_and_with_labels_it_cannot_select_with_pretrains_as_without_y(encoder):
+    """A transformer gets whatever y a pipeline's last step needs: a continuous target selects nothing, and class
+    labels the held-out split cannot stratify (a class of one series) are set aside with a warning; both fits
+    then train exactly as fit(X). The classifier refuses such labels in the API's words (no test split here)."""
+    from sklearn.linear_model import Ridge
+    X, y = aeon(48)
+    Z = encoder.transform(X)
+    regression = Pipeline([("timemae", TimeMAEEncoder(**SMALL)), ("ridge", Ridge())]).fit(X, np.linspace(0, 1, 48))
+    np.testing.assert_array_equal(regression["timemae"].transform(X), Z)
+    with pytest.warns(UserWarning, match=r"class counts \[47, 1\].*y is not used and the last epoch is kept"):
+        rare = TimeMAEEncoder(**SMALL).fit(X, (np.arange(48) == 0).astype(int))
+    np.testing.assert_array_equal(rare.transform(X), Z)
+    labelled = TimeMAEEncoder(**SMALL).fit(X, y)                     # labels that select: another checkpoint path
+    assert labelled.metrics_["labelled"] > 0 and encoder.metrics_["labelled"] == 0
+    with pytest.raises(TimeMAEError, match=r"class counts \[47, 1\] for selection; give every class 2 series or "
+                                           r"more, or change val_ratio$"):
+        TimeMAEClassifier(**SMALL).fit(X, (np.arange(48) == 0).astype(int))
+
+
+def test_feature_names_and_set_output_name_the_representations_columns(encoder):
+    X, _ = aeon(5, seed=2)
+    names = encoder.get_feature_names_out()
+    assert names.tolist() == [f"timemaeencoder{i}" for i in range(16)]
+    frame = copy.deepcopy(encoder).set_output(transform="pandas").transform(X)
+    assert frame.columns.tolist() == names.tolist()
+    np.testing.assert_array_equal(frame.to_numpy(), encoder.transform(X))
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        TimeMAEEncoder(**SMALL).get_feature_names_out()
+
+
 def test_save_and_load_in_a_fresh_process_is_bitwise_equal(encoder, tmp_path):
     X, _ = aeon(12, seed=7)
     np.save(tmp_path / "x.npy", X)
@@ -456,7 +487,14 @@ def test_unfitted_estimators_bad_labels_and_unwritable_files_are_one_line_errors
     rs = np.random.RandomState(0)                                     # a refused fit draws no seed from it
     with pytest.raises(TimeMAEError, match="train labels hold 10 infinite values"):
         TimeMAEClassifier(**{**SMALL, "random_state": rs}).fit(X, np.array([np.inf, 0] * 10, dtype=object))
+    with pytest.raises(TimeMAEError, match="class counts"):
+        TimeMAEClassifier(**{**SMALL, "random_state": rs}).fit(X, np.arange(20))
     assert rs.randint(2**31) == np.random.RandomState(0).randint(2**31)
+    with pytest.raises(ValueError, match="has 3 channels but the model was trained on 2"):   # scikit-learn's kind
+        encoder.transform(np.zeros((3, 3, 32)))
+    from datautils import as_series_array
+    with pytest.raises(TimeMAEError, match=r"^X: 4 value\(s\) beyond float32's range"):    # not wrapped again
+        as_series_array([np.full((1, 4), 1e39)])
     with pytest.raises(TimeMAEError, match="labels of one kind"):
         TimeMAEClassifier(**SMALL).fit(X, np.array([0, "a"] * 10, dtype=object))
     with pytest.raises(TimeMAEError, match=r"^X holds no series"):

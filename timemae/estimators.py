@@ -15,13 +15,15 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state, metadata_routing
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 import main
@@ -29,7 +31,8 @@ from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from common.unpickling import refused_global
-from datautils import as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays
+from datautils import (as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays,
+                       unstratifiable)
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
@@ -124,10 +127,18 @@ class _TimeMAE(BaseEstimator):
         except ValueError as e:
             raise TimeMAEError(f"{type(self).__name__}: {e}") from None
 
-    def _train(self, X, y, cfg, classes=None):
-        """main.run with the configuration `cfg` (from _config) on X (and labels y, or None; `classes`: the names
-        of y's codes 0..K-1, for the run folder's files); the estimator's _keep(cfg, trainer) then takes what it
-        needs from the run folder, before a temporary one is removed, and from the run's Trainer."""
+    def _splits(self, X, y, gaps):
+        """X and its labels y (or None) as the engine's DatasetSplits (training series only), checked in the
+        API's words."""
+        try:
+            return splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y, gaps=gaps)
+        except TimeMAEError as e:
+            raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
+
+    def _train(self, splits, cfg):
+        """main.run with the configuration `cfg` (from _config) on `splits` (from _splits); the estimator's
+        _keep(cfg, trainer) then takes what it needs from the run folder, before a temporary one is removed, and
+        from the run's Trainer."""
         trainers = []
 
         def trainer(*args, **kwargs):   # main.run builds the Trainer: kept for _keep
@@ -137,10 +148,6 @@ class _TimeMAE(BaseEstimator):
             cfg.save_path = self.save_path or os.path.join(tmp, "run")
             log = print if self.verbose else (lambda *_: None)
             try:
-                splits = splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y,
-                                            gaps=cfg.gaps)
-                if classes is not None:
-                    splits = replace(splits, classes=tuple(str(c) for c in classes))
                 metrics = main.run(cfg, log=log, splits=splits, trainer=trainer)
             except TimeMAEError as e:
                 raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
@@ -292,14 +299,43 @@ def _params_of_run(args, head):
     return params
 
 
-class TimeMAEEncoder(TransformerMixin, _TimeMAE):
-    """fit(X, y=None) pretrains TimeMAE on X (y, when given, selects the pretraining checkpoint with the
-    periodic linear probe, as main.py does; without it the last epoch is kept); transform(X) gives the
-    representations (see transform). X: (n_cases, n_channels, n_timepoints), or a list of (n_channels, length_i)
-    arrays."""
+class TimeMAEEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TimeMAE):
+    """fit(X, y=None) pretrains TimeMAE on X (y, when it holds class labels, selects the pretraining checkpoint
+    with the periodic linear probe, as main.py does; without them the last epoch is kept); transform(X) gives the
+    representations (see transform), whose columns get_feature_names_out names timemaeencoder0, 1, ... X:
+    (n_cases, n_channels, n_timepoints), or a list of (n_channels, length_i) arrays."""
 
     def fit(self, X, y=None):
-        return self._train(X, y, self._config(num_epoch=0))
+        labels = self._selection_labels(y)
+        cfg = self._config(num_epoch=0)
+        splits = self._splits(X, labels, cfg.gaps)
+        refusal = labels is not None and unstratifiable(splits.train_y, cfg.val_ratio)
+        if refusal:   # a pipeline's labels that the probe cannot select with: pretraining alone, as without y
+            warnings.warn(f"TimeMAEEncoder.fit: {refusal} for selecting the pretraining checkpoint; y is not used "
+                          "and the last epoch is kept", UserWarning, stacklevel=2)
+            splits = self._splits(X, None, cfg.gaps)
+        return self._train(splits, cfg)
+
+    @staticmethod
+    def _selection_labels(y):
+        """y as labels for selection, or None: a target that is not class labels (a regression pipeline's
+        continuous y, which a transformer passes on) selects nothing."""
+        if y is None:
+            return None
+        labels = label_vector(y, "fit(X, y): y")
+        check_labels(labels, "train", "fit(X, y)")      # before type_of_target, which cannot read NaN
+        _class_codes(labels)                            # labels of one kind
+        return labels if type_of_target(labels) in ("binary", "multiclass") else None
+
+    def transform(self, X, what="X"):
+        # defined on this class, as scikit-learn's set_output wraps only a transform its class defines itself
+        return super().transform(X, what)
+
+    @property
+    def _n_features_out(self):
+        """transform's output width, for get_feature_names_out (and so scikit-learn's set_output)."""
+        check_is_fitted(self, "model_")
+        return self.model_.cfg.representation_size
 
     def _keep(self, cfg, trainer):
         self._adopt(os.path.join(cfg.save_path, "pretrain_model.pkl"), None, cfg=cfg)
@@ -332,20 +368,22 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
                                "TimeMAEEncoder")
         labels = label_vector(y, "fit(X, y): train labels")
         check_labels(labels, "train", "fit(X, y)")      # before np.unique, which cannot sort NaN or None
-        try:
-            classes = np.unique(labels)
-        except TypeError:   # sorting fails on mixed types
-            raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
-        # after the labels' checks: a refused fit draws no seed from a RandomState random_state
-        cfg = self._config(self.num_epoch)   # num_epoch None: the preset's (or main.py's)
-        if self.finetune and cfg.num_epoch < 1:
-            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {cfg.num_epoch} (finetune=False: the "
+        classes, codes = _class_codes(labels)           # codes: 0..K-1 in classes order, which the engine keeps
+        checked = self._config(self.num_epoch, seed=0)   # num_epoch None: the preset's (or main.py's)
+        if self.finetune and checked.num_epoch < 1:
+            raise TimeMAEError(f"finetune=True needs num_epoch >= 1, got {checked.num_epoch} (finetune=False: the "
                                "linear probe)")
+        splits = self._splits(X, codes, checked.gaps)
+        refusal = unstratifiable(codes, checked.val_ratio)
+        if refusal:   # the API has no test split to select on instead, which main.py's hint offers
+            raise TimeMAEError(f"fit(X, y): {refusal} for selection; give every class 2 series or more, or "
+                               "change val_ratio")
+        cfg = self._config(self.num_epoch)   # after every check: a refused fit draws no seed from a RandomState
         if not self.finetune:   # FineLast: the probe alone, whatever num_epoch says
             cfg.num_epoch = 0
         self.classes_ = classes
-        codes = np.searchsorted(self.classes_, labels)  # 0..K-1 in classes_ order, which the engine keeps
-        return self._train(X, codes, cfg, classes=self.classes_)
+        # the run folder's files name the classes as y does, not by their codes
+        return self._train(replace(splits, classes=tuple(str(c) for c in classes)), cfg)
 
     def _keep(self, cfg, trainer):
         if self.finetune:
@@ -384,6 +422,15 @@ class TimeMAEClassifier(ClassifierMixin, _TimeMAE):
             raise TimeMAEError(f"score(X, y): y holds {kinds[0]} but the classifier was fitted on {kinds[1]} "
                                f"(classes_ {self.classes_.tolist()[:5]})")
         return accuracy_score(labels, predicted, sample_weight=sample_weight)
+
+
+def _class_codes(labels):
+    """(the sorted classes, each label's code 0..K-1 in their order)."""
+    try:
+        classes, codes = np.unique(labels, return_inverse=True)
+    except TypeError:   # sorting fails on mixed types
+        raise TimeMAEError("y must hold labels of one kind (all numbers or all strings)") from None
+    return classes, codes.reshape(-1)
 
 
 def load(path, device=None):
