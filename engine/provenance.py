@@ -1,4 +1,4 @@
-"""Where a run came from: its command line, the code's commit, the library versions and the machine. main.run
+"""Where a run came from: its command line, the code's commit, the library versions and the machine. A run
 keeps them in args.json ("provenance"), so that a figure read from a run folder can name what produced it."""
 import datetime
 import os

@@ -1,4 +1,4 @@
-"""What every study shares: the command line, the flags of each budget, running main.run per configuration
+"""What every study shares: the command line, the flags of each budget, running engine.pipeline.run per configuration
 and seed, and writing results.csv, results.md and a figure.
 
 A run lands in <out>/<study>/<budget>/<dataset>/<config>/seed<k> (for ucr <dataset> is the --UCR_folder name, as
@@ -17,7 +17,7 @@ from args import DATASETS, build_parser, parse_args
 from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
-from main import flag_message, run
+from engine.pipeline import flag_message, run
 from experiments.presets import ALL
 from tools.summarize import markdown, mean_std
 from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir, metric, read_json

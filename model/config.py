@@ -1,5 +1,5 @@
-"""TimeMAEConfig: the one list of TimeMAE's settings. The model, the command line (main.build_model), checkpoints
-and `config_defaults` all read it.
+"""TimeMAEConfig: the one list of TimeMAE's settings. The model, the command line (engine.pipeline.build_model),
+checkpoints and `config_defaults` all read it.
 
 Settings whose field metadata says `architecture=False` shape training, not the weights (dropout, momentum,
 masking): a checkpoint may be loaded into a model that differs in them.

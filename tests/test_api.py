@@ -292,11 +292,11 @@ def test_finelast_classifier_takes_the_probe_the_engine_fitted(flags, fitted):
     on the same series (all 48 labelled series by default; without the refit the 38 left after selection; with
     half the labels, those 24), taken over from the Trainer: nothing is fitted again after the run, and nothing
     fine-tuned, even where `flags` ask for fine-tuning epochs."""
-    import main
     import process
+    from engine import pipeline
     X, y = aeon(48)
     heads, fits = [], []
-    real_head, real_fit, real_run = process.probe_as_head, LogisticRegression.fit, main.run
+    real_head, real_fit, real_run = process.probe_as_head, LogisticRegression.fit, pipeline.run
 
     def head(probe, num_classes):   # the engine's last one is its final FineLast probe's
         heads.append((probe, real_head(probe, num_classes)))
@@ -313,7 +313,7 @@ def test_finelast_classifier_takes_the_probe_the_engine_fitted(flags, fitted):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(process, "probe_as_head", head)
         mp.setattr(LogisticRegression, "fit", fit)
-        mp.setattr(main, "run", run)
+        mp.setattr(pipeline, "run", run)
         clf = TimeMAEClassifier(**SMALL, finetune=False, flags=flags).fit(X, y)
     assert fits == [] and "fineall" not in clf.metrics_
     probe, (weight, bias) = heads[-1]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import args
-import main
+from engine import pipeline
 from common.errors import TimeMAEError
 from timemae.estimators import _params_of_run
 from tools.summarize import collect_runs
@@ -44,10 +44,10 @@ def test_the_flags_of_the_system_and_speed_groups_and_a_new_one_are_runtime_flag
     run.mkdir()
     cfg = args.parse_args(["--save_path", str(run), "--resume"])
     (run / "args.json").write_text(json.dumps({**vars(cfg), **dict.fromkeys(runtime - {"save_path"}, "other")}))
-    assert main.open_run(cfg, None, None) is None     # resumable (no epoch had finished: it starts in place)
+    assert pipeline.open_run(cfg, None, None) is None     # resumable (no epoch had finished: it starts in place)
     cfg.amp = True
     with pytest.raises(TimeMAEError, match=r"flags differ from the run's args.json \(--amp False -> True\)"):
-        main.open_run(cfg, None, None)
+        pipeline.open_run(cfg, None, None)
 
     actions = {a.dest: a for a in args.build_parser()._actions}
 

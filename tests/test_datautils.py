@@ -469,7 +469,7 @@ def test_channel_normalisation_makes_the_pretraining_series_zero_mean_unit_std()
 
 def test_normalize_none_leaves_the_data_untouched(tmp_path):
     from args import parse_args
-    from main import load_splits
+    from engine.pipeline import load_splits
     x, y, xv, yv, xt, yt = _padded_splits()
     s = normalize(splits_from_arrays("numpy", x, y, xv, yv, xt, yt), "none")
     for got, raw in ((s.train_x, x), (s.val_x, xv), (s.test_x, xt)):

@@ -320,7 +320,7 @@ def test_bad_config_is_refused_in_one_line(kw, message):
 def test_one_config_lists_every_setting_and_the_cli_maps_each_flag():
     """TimeMAEConfig is the single list: the model's config, the defaults and the command line agree on it."""
     from args import parse_args
-    from main import NEGATED, model_config
+    from engine.pipeline import NEGATED, model_config
     from model.config import TimeMAEConfig, config_defaults
     from types import SimpleNamespace
     model = tiny()
@@ -335,7 +335,7 @@ def test_one_config_lists_every_setting_and_the_cli_maps_each_flag():
 
 
 def test_model_errors_name_settings_and_the_cli_names_flags():
-    from main import flag_message
+    from engine.pipeline import flag_message
     from model.config import ConfigError
     with pytest.raises(ConfigError) as err:
         tiny(d_model=18, attn_heads=4)

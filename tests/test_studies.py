@@ -22,7 +22,7 @@ from experiments.runner import Study, base_flags, main_guard, parse, parser
 from loss import pretrain_loss
 import process
 from main import main as main_cli
-from main import run as main_run
+from engine.pipeline import run as main_run
 from model import TimeMAE
 
 STUDY_FLAGS = [*TINY, "--wave_length", "4", "--num_epoch_pretrain", "2", "--num_epoch", "1", "--probe_every", "2"]

@@ -6,7 +6,7 @@
     clf = TimeMAEClassifier().fit(X, y); clf.predict(X_new)
     clf.save("clf.pkl"); load("clf.pkl").predict_proba(X_new)
 
-Both estimators train through main.run, the command line's engine, with run.sh's UCR/UEA preset
+Both estimators train through engine.pipeline.run, main.py's engine, with run.sh's UCR/UEA preset
 (preset='ucr'; preset=None: main.py's defaults).
 """
 from timemae.estimators import TimeMAEClassifier, TimeMAEEncoder, load

@@ -1,10 +1,10 @@
-"""TimeMAEEncoder and TimeMAEClassifier: scikit-learn estimators over main.run, the command line's engine.
+"""TimeMAEEncoder and TimeMAEClassifier: scikit-learn estimators over engine.pipeline.run, main.py's engine.
 
 fit() builds the command line's configuration (args.defaults: parse_args of the preset's flags, with the
-estimator's parameters set over them), turns X and y into DatasetSplits and calls main.run with them, in a
+estimator's parameters set over them), turns X and y into DatasetSplits and calls pipeline.run with them, in a
 temporary run folder (or `save_path`). It then keeps the selected checkpoint in memory: pretrain_model.pkl for
 the encoder, model.pkl (fine-tuned) or the pretrained encoder plus the FineLast probe folded into its head for the
-classifier (the probe main.run's Trainer fitted, taken from it).
+classifier (the probe pipeline.run's Trainer fitted, taken from it).
 transform/predict prepare new series as the training data was (the checkpoint's data description) and encode
 them with the visible encoder. save/load write and read one self-contained, weights-only checkpoint.
 """
@@ -26,7 +26,6 @@ from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-import main
 from args import default_device, defaults, flag_defaults, runtime_flags
 from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
@@ -34,6 +33,7 @@ from common.unpickling import refused_global
 from datautils import (as_series_array, check_labels, label_vector, prepare_series, splits_from_arrays,
                        unstratifiable)
 from engine.checkpoint import model_from_checkpoint, open_checkpoint, save_checkpoint, training_data
+from engine import pipeline
 from engine.distributed import resolve_device
 from engine.runfiles import read_json
 from engine.speed import eval_batch_size
@@ -133,24 +133,24 @@ class _TimeMAE(BaseEstimator):
         try:
             return splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y, gaps=gaps)
         except TimeMAEError as e:
-            raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
+            raise TimeMAEError(api_spelling(pipeline.flag_message(e), self.get_params(deep=False))) from None
 
     def _train(self, splits, cfg):
-        """main.run with the configuration `cfg` (from _config) on `splits` (from _splits); the estimator's
+        """pipeline.run with the configuration `cfg` (from _config) on `splits` (from _splits); the estimator's
         _keep(cfg, trainer) then takes what it needs from the run folder, before a temporary one is removed, and
         from the run's Trainer."""
         trainers = []
 
-        def trainer(*args, **kwargs):   # main.run builds the Trainer: kept for _keep
+        def trainer(*args, **kwargs):   # pipeline.run builds the Trainer: kept for _keep
             trainers.append(Trainer(*args, **kwargs))
             return trainers[-1]
         with tempfile.TemporaryDirectory(prefix="timemae-") as tmp:
             cfg.save_path = self.save_path or os.path.join(tmp, "run")
             log = print if self.verbose else (lambda *_: None)
             try:
-                metrics = main.run(cfg, log=log, splits=splits, trainer=trainer)
+                metrics = pipeline.run(cfg, log=log, splits=splits, trainer=trainer)
             except TimeMAEError as e:
-                raise TimeMAEError(api_spelling(main.flag_message(e), self.get_params(deep=False))) from None
+                raise TimeMAEError(api_spelling(pipeline.flag_message(e), self.get_params(deep=False))) from None
             self.metrics_, self.seed_ = metrics, cfg.seed   # seed_: the seed a RandomState random_state gave
             # where this fit ran: commit, versions, ...
             self.provenance_ = read_json(os.path.join(cfg.save_path, "args.json"))["provenance"]

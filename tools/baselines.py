@@ -29,7 +29,7 @@ from classification import scores
 from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
-from main import flag_message
+from engine.pipeline import flag_message
 from tools.runs import run_data, run_table
 from tools.summarize import check_table_out, quoted, report_runs, run_means
 

@@ -28,7 +28,7 @@ from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from engine.distributed import is_main_process
 from engine.runfiles import CANDIDATES, atomic_save_npz, metric, read_json
-from main import flag_message, run
+from engine.pipeline import flag_message, run
 from process import Trainer
 
 RULES = ("none", "1se")

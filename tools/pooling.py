@@ -43,7 +43,7 @@ from common.cli import ArgumentParser
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import model_from_checkpoint
-from main import check_probe_grid, flag_message
+from engine.pipeline import check_probe_grid, flag_message
 from model.config import POOLINGS
 from tools.runs import CHECKPOINT, run_data, run_table
 from tools.summarize import check_table_out, quoted, report_runs, run_means

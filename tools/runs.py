@@ -9,7 +9,7 @@ from args import saved_flags
 from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.checkpoint import check_trained_on, open_checkpoint
-from main import load_splits
+from engine.pipeline import load_splits
 from process import labelled_splits
 from tools.summarize import comparable, config_flags, config_labels
 
