@@ -75,6 +75,12 @@ def non_negative_int(text):
     return whole_number(text, 0)
 
 
+def dataset_choice(text):
+    """An argparse type: the dataset's name, the reference code's `mat` read as `uwave` (both load train.pt /
+    test.pt of (N, T, C) series with labels 1..K)."""
+    return {"mat": "uwave"}.get(text, text)
+
+
 def layer_spec(text):
     """'8' -> [8]; '5-8' -> [5, 6, 7, 8]; '0,8' -> [0, 8]; in increasing order, each once: visible-encoder
     layers, 0 being the window embeddings (the encoder's input) and k the output of block k. A list, as args.json
@@ -98,7 +104,8 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="ucr", choices=DATASETS)
+    g.add_argument("--dataset", default="ucr", choices=DATASETS, type=dataset_choice,
+                   help="the loader (mat, the reference code's name for uwave's .pt files, reads as uwave)")
     g.add_argument("--UCR_folder", default=None,
                    help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts, .arff or .tsv) for --dataset ucr")
     g.add_argument("--val_ratio", type=float, default=0.2,
@@ -207,7 +214,8 @@ def build_parser():
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--num_epoch", type=int, default=100, help="fine-tuning (FineAll) epochs; 0 skips it")
     g.add_argument("--load_pretrained_model", type=int, default=1, choices=(0, 1),
-                   help="1: fine-tune from the selected pretrained checkpoint; 0: from scratch")
+                   help="1: fine-tune from the selected pretrained checkpoint; 0: from scratch (the reference "
+                        "code's 0 fine-tuned the last pretraining epoch's weights)")
     g.add_argument("--eval_per_steps", type=int, default=16, help="fine-tuning steps between evaluations")
     g.add_argument("--fineall_head", default="random", choices=("random", "probe"),
                    help="FineAll's linear head: random (paper), or the FineLast probe (linear probing, then "

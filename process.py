@@ -25,7 +25,7 @@ from dataset import SeriesDataset
 from datautils import data_description, stratified_split, stratified_subset
 from engine.checkpoint import checkpoint, load_state, read_checkpoint
 from engine.distributed import Dist
-from engine.record import EPOCH_LOG, RunRecord, read_epoch_log
+from engine.record import EPOCH_LOG, RunRecord, epoch_stats, read_epoch_log
 from engine.resume import BUDGET, LAST
 from engine.runfiles import atomic_save, atomic_write_json
 from engine.speed import autocast, compiled, eval_batch_size
@@ -230,6 +230,11 @@ class Trainer:
                 self.probe(0)
                 record.write_best("pretrain_model.pkl")
         bar = self.bar(cfg.pretrain_epochs, "pretrain", first - 1)
+        # the console's epoch lines: about 20 of them, and every probe's (pretrain_result.txt holds every epoch)
+        every = math.ceil(cfg.pretrain_epochs / 20)
+        if every > 1 and first == 1:
+            self.log(f"pretraining {cfg.pretrain_epochs} epochs: a line every {every} epochs and at each probe "
+                     "here; pretrain_result.txt has every epoch")
         for epoch in range(first, cfg.pretrain_epochs + 1):
             self.dist.set_epoch(loader, epoch)
             stats, counts = self.pretrain_epoch(forward, loader, opt, sched, scaler, epoch)
@@ -244,7 +249,8 @@ class Trainer:
             record.write_best("pretrain_model.pkl")
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("loss", "ce", "hits", "probe")})
             bar.update()
-            self.log(f"pretrain epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+            if epoch % every == 0 or "probe" in stats or epoch in (1, cfg.pretrain_epochs):
+                self.log(f"pretrain epoch {epoch}: " + epoch_stats(stats, " "))
         bar.close()
         how = "the last: no labels" if self.protocol == "last" else f"{self.protocol} acc {record.best[0]:.4f}"
         epochs = self.epoch_log()

@@ -33,6 +33,13 @@ def read_epoch_log(path):
     return rows
 
 
+
+def epoch_stats(stats, sep, skip=()):
+    """`name{sep}value, ...` of an epoch's figures: counts (codewords used, reset) as whole numbers, the rest to 4
+    decimals."""
+    return ", ".join(f"{k}{sep}{v}" if isinstance(v, int) else f"{k}{sep}{v:.4f}"
+                     for k, v in stats.items() if k not in skip)
+
 class RunRecord:
     """`data`: the training data's description (datautils.data_description) that every checkpoint carries, so
     that a checkpoint alone can prepare and encode new series."""
@@ -57,10 +64,10 @@ class RunRecord:
             append_line(self.path(name), line)
 
     def epoch(self, epoch, stats):
-        """One pretraining epoch in the reference format (pretrain_result.txt, whose probe accuracy goes to
-        linear_result.txt) and as JSON with everything (pretrain_log.jsonl)."""
-        self.line("pretrain_result.txt",
-                  f"epoch{epoch}, " + ", ".join(f"{k}{v:.4f}" for k, v in stats.items() if k != "probe"))
+        """One pretraining epoch as the reference code began its line (`pretrain epoch1, loss..., mse..., ce...,
+        hits..., ndcg...`, hits a share here, a count there), then the codebook's figures (pretrain_result.txt,
+        whose probe accuracy goes to linear_result.txt), and as JSON with everything (pretrain_log.jsonl)."""
+        self.line("pretrain_result.txt", f"pretrain epoch{epoch}, " + epoch_stats(stats, "", skip=("probe",)))
         self.line(EPOCH_LOG, json.dumps({"epoch": epoch, **stats}))
 
     def elapsed_seconds(self):

@@ -83,3 +83,12 @@ def test_the_whole_number_types_refuse_in_one_line_naming_the_least_value(parse,
     with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected (a )?whole numbers? of {least} or more.*"
                                                          rf"got {text!r}$"):
         parse(text)
+
+
+def test_the_reference_codes_dataset_mat_reads_as_uwave_and_other_names_are_refused(capsys):
+    """The reference code's `--dataset mat` (train.pt / test.pt of (N, T, C) series) is uwave's loader here."""
+    assert args.parse_args(["--dataset", "mat"]).dataset == "uwave"
+    assert args.parse_args(["--dataset", "har"]).dataset == "har"
+    with pytest.raises(SystemExit):
+        args.parse_args(["--dataset", "mnist"])
+    assert "invalid choice: 'mnist'" in capsys.readouterr().err

@@ -25,7 +25,7 @@ def test_end_to_end_writes_every_output(tstcc_dir, tmp_path):
     for name in RUN_OUTPUTS:
         assert (out / name).stat().st_size > 0, name
     pre = (out / "pretrain_result.txt").read_text().splitlines()
-    assert len(pre) == 2 and pre[0].startswith("epoch1, loss") and "ce" in pre[0] and "ndcg" in pre[0]
+    assert len(pre) == 2 and pre[0].startswith("pretrain epoch1, loss") and "ce" in pre[0] and "ndcg" in pre[0]
     linear = (out / "linear_result.txt").read_text().splitlines()
     assert linear[0].startswith("epoch1, acc") and linear[-1].startswith("epoch0, acc")
     assert all(line.endswith("select_on=val") for line in linear)
@@ -113,6 +113,21 @@ def test_fewer_than_five_epochs_and_finezero(tstcc_dir, tmp_path):
         linear = (out / "linear_result.txt").read_text().splitlines()
         assert linear[0].startswith(f"epoch{epochs}, acc")           # probed after the last epoch
         assert json.loads((out / "metrics.json").read_text())["finelast"]["epoch"] == int(epochs)
+
+
+def test_a_long_pretraining_prints_about_20_epoch_lines_and_logs_every_epoch(tstcc_dir, tmp_path, capsys):
+    """The console shows every ceil(epochs / 20)-th epoch, the first, the last and each probe's; the log file every
+    epoch, in the reference code's form (`pretrain epoch1, loss...`), codeword counts as whole numbers."""
+    import re
+    out = tmp_path / "run"
+    assert main(["--dataset", "har", "--data_path", tstcc_dir, "--save_path", str(out), "--wave_length", "16",
+                 "--num_epoch_pretrain", "43", "--probe_every", "7", "--num_epoch", "0", "--codebook_reset",
+                 *TINY]) == 0
+    printed = [int(e) for e in re.findall(r"^pretrain epoch (\d+): ", capsys.readouterr().out, re.M)]
+    assert printed == sorted({1, 43} | set(range(3, 44, 3)) | set(range(7, 44, 7)))   # every 3rd: 43 / 20 -> 3
+    logged = (out / "pretrain_result.txt").read_text().splitlines()
+    assert [int(re.match(r"pretrain epoch(\d+), loss", line)[1]) for line in logged] == list(range(1, 44))
+    assert all(re.search(r", used\d+, ppl\d+\.\d{4}, sec\d+\.\d{4}, reset\d+$", line) for line in logged), logged[0]
 
 
 def test_the_selection_line_says_how_many_probes_tied(tstcc_dir, tmp_path, capsys, monkeypatch):
