@@ -27,6 +27,7 @@ import math
 import numbers
 import os
 import pickle
+import shlex
 import tempfile
 import zipfile
 from dataclasses import dataclass, replace
@@ -159,15 +160,24 @@ def _layout(folder):
     return None
 
 
+def existing_folder(dataset, data_path=None, ucr_folder=None):
+    """The dataset's folder (resolve_folder), or a one-line error that says how to fetch it when it is missing."""
+    folder = resolve_folder(dataset, data_path, ucr_folder)
+    if not os.path.isdir(folder):
+        prepare = " ".join(["python -m data.prepare", dataset, "--download",
+                            *(["--data_path", shlex.quote(data_path)] if data_path else []),
+                            *(["--UCR_folder", shlex.quote(ucr_folder)] if ucr_folder else [])])
+        raise TimeMAEError(f"data folder {folder!r} does not exist{did_you_mean(folder)} (set --data_path or "
+                           f"${DATA_ENV}, or fetch it: {prepare})")
+    return folder
+
+
 def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
     """Load a benchmark by name (har, epilepsy, uwave, ps, ad, ucr) from its folder, or `numpy` from its .npy/.npz
     file; `gaps`: one of GAPS; see the module doc."""
-    folder = resolve_folder(dataset, data_path, ucr_folder)
     if dataset == "numpy":
-        return _load_numpy(folder, gaps)
-    if not os.path.isdir(folder):
-        raise TimeMAEError(f"data folder {folder!r} does not exist{did_you_mean(folder)} (set --data_path or "
-                           f"${DATA_ENV})")
+        return _load_numpy(resolve_folder(dataset, data_path, ucr_folder), gaps)
+    folder = existing_folder(dataset, data_path, ucr_folder)
     layout = _layout(folder)
     if layout == "pt_new":
         splits = _load_pt(folder, "train_new.pt", None, "test_new.pt", time_major=True)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from args import DATASETS, build_parser, parse_args
 from common.cli import ArgumentParser
 from common.errors import TimeMAEError
-from datautils import dataset_name
+from datautils import dataset_name, existing_folder
 from engine.pipeline import flag_message, run
 from experiments.presets import ALL
 from tools.summarize import markdown, mean_std
@@ -128,6 +128,8 @@ class Study:
                 raise TimeMAEError("--dataset ucr needs --UCR_folder <Name>: the study's folders and tables are "
                                    "named by the set")
             self.names[dataset] = dataset_name(cfg.dataset, cfg.UCR_folder)
+            if cfg.dataset != "numpy":   # missing data refused once, not by every run
+                existing_folder(cfg.dataset, cfg.data_path, cfg.UCR_folder)
         make_writable_dir(a.out, "--out folder")
 
     def run_dir(self, dataset, config, seed):
@@ -173,7 +175,8 @@ class Study:
     def sweep(self, dataset, configs):
         """Run [(config name, main.py flags, fields)] over the seeds, with a progress bar."""
         jobs = [(c, s) for c in configs for s in self.a.seeds]
-        progress = tqdm(jobs, desc=f"{self.name} {self.names[dataset]}", dynamic_ncols=True)
+        # disable None: drawn on a terminal only, so a log file gets no carriage-return frames
+        progress = tqdm(jobs, desc=f"{self.name} {self.names[dataset]}", dynamic_ncols=True, disable=None)
         for (config, flags, fields), seed in progress:
             self.run(dataset, config, flags, seed, **fields)
 

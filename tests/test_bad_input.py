@@ -335,7 +335,8 @@ def unknown_device(data, run):
 
 
 CASES = [
-    (no_folder, "does not exist"),
+    (no_folder, ("does not exist", " or fetch it: python -m data.prepare epilepsy --download --data_path ",
+                 "/data/missing)")),
     (no_files, "no dataset files in"),
     (empty_pt, ("cannot read ", "/data/train.pt: ")),            # the damaged file named: test.pt is intact
     (corrupt_pt, ("cannot read ", "/data/train.pt: ")),

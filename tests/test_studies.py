@@ -191,7 +191,11 @@ def test_bad_input_is_one_line_before_any_run_or_folder(studies_env, tmp_path, c
                                                   "invalid choice: 'x' (choose from 'sample', 'batch')\n"),
                            (["--out", str(tmp_path / "file")], f"error: --out folder '{tmp_path / 'file'}' cannot "
                                                                "be created: "),
-                           (["--seeds", "1", "-1"], "error: --seeds must lie in 0..4294967295, got 1 -1\n")):
+                           (["--seeds", "1", "-1"], "error: --seeds must lie in 0..4294967295, got 1 -1\n"),
+                           (["--data_path", str(tmp_path / "nowhere")],     # once, not by each of the runs
+                            f"error: data folder '{tmp_path / 'nowhere'}' does not exist (set --data_path or "
+                            f"$TIMEMAE_DATA, or fetch it: python -m data.prepare epilepsy --download --data_path "
+                            f"{tmp_path / 'nowhere'})\n")):
         monkeypatch.setattr(sys, "argv", ["ablation", "--dataset", "epilepsy", *studies_env, *STUDY_FLAGS, *flags])
         assert main_guard(ablation.main) == 2
         err = capsys.readouterr().err
