@@ -374,10 +374,12 @@ def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["FineLast", "raw 1-NN"]
     errors = [c for c in arrow.containers if hasattr(c, "errorbar")][0].errorbar.lines[2][0].get_segments()
     assert [s[1][0] - s[0][0] for s in errors] == pytest.approx([6.4, 2.0])    # 2 std: mean - std to mean + std
-    assert group_label({"pretrain_epochs": 5, "config": "x" * 60, "runs": 2}) == "5 epochs, " + "x" * 35 + "... (n=2)"
+    long = {"pretrain_epochs": 5, "config": "attn_heads=2 vocab_size=64 tokenizer=argmax no_mcc=True", "runs": 2}
+    assert group_label(long) == "5 epochs, attn_heads=2 vocab_size=64\ntokenizer=argmax no_mcc=True (n=2)"   # whole
     assert group_label({"pretrain_epochs": 0, "config": "", "runs": 1, "transfer": True}) == "0 epochs (n=1)"
     old = plot_summary(summary.assign(dataset=float("nan")))      # metrics.json without a dataset: one panel
-    assert [ax.get_title() for ax in old.axes] == ["dataset not recorded: test accuracy (%), mean ± std over seeds"]
+    assert [(ax.get_title(), ax.get_xlabel()) for ax in old.axes] == [("dataset not recorded",
+                                                                        "test accuracy (%), mean ± std over seeds")]
 
 
 def test_summarize_reads_a_flag_missing_from_an_older_args_json_as_its_default(two_runs, tmp_path):

@@ -20,6 +20,7 @@ import glob
 import os
 import re
 import sys
+import textwrap
 
 import pandas as pd
 
@@ -200,17 +201,19 @@ def markdown(table):
     return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
 
 
+LABEL_WIDTH = 48   # characters a line of a group's label in the plot
 PLOTTED = {"finelast_acc": "FineLast", "fineall_acc": "FineAll", "raw_nn1_acc": "raw 1-NN",
            "raw_logistic_acc": "raw logistic"}   # summary columns (their _mean and _std) drawn by plot_summary
 
 
 def group_label(row):
-    """A summary row's name in the plot: FineZero for runs without pretraining, else its epochs and config."""
+    """A summary row's name in the plot: FineZero for runs without pretraining, else its epochs and config, whole
+    (the flags that tell groups apart may come last), in lines of at most LABEL_WIDTH characters."""
     name = "FineZero" if row["pretrain_epochs"] == 0 and not row.get("transfer", False) \
         else f"{row['pretrain_epochs']} epochs"
     config = str(row["config"]) if row["config"] == row["config"] and row["config"] else ""
     label = f"{name}, {config}" if config else name
-    return (label if len(label) <= 48 else label[:45] + "...") + f" (n={row['runs']})"
+    return "\n".join(textwrap.wrap(f"{label} (n={row['runs']})", LABEL_WIDTH, break_on_hyphens=False))
 
 
 def plot_summary(summary):
@@ -223,8 +226,10 @@ def plot_summary(summary):
     from matplotlib.figure import Figure   # only --plot needs matplotlib; no pyplot, so no backend is chosen
     summary = summary.assign(dataset=summary.dataset.fillna("dataset not recorded"))   # a metrics.json without one
     datasets = list(dict.fromkeys(summary.dataset))
+    labels = [group_label(r) for _, r in summary.iterrows()]
+    lines = max(label.count("\n") + 1 for label in labels)        # a group's rows: its bars, or its label's lines
     heights = [len(summary[summary.dataset == d]) for d in datasets]
-    fig = Figure(figsize=(9, 1.2 + sum(0.3 * len(columns) * h + 0.6 for h in heights)))
+    fig = Figure(figsize=(9, 1.2 + sum(max(0.3 * len(columns), 0.2 * lines) * h + 0.8 for h in heights)))
     axes = fig.subplots(len(datasets), 1, squeeze=False, gridspec_kw={"height_ratios": heights})
     bar = 0.8 / max(1, len(columns))
     for ax, dataset in zip(axes[:, 0], datasets):
@@ -237,7 +242,8 @@ def plot_summary(summary):
         ax.set_yticks(part.index + bar * (len(columns) - 1) / 2, [group_label(r) for _, r in part.iterrows()])
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
-        ax.set_title(f"{dataset}: test accuracy (%), mean ± std over seeds")
+        ax.set_title(dataset)
+        ax.set_xlabel("test accuracy (%), mean ± std over seeds")
         ax.grid(axis="x", alpha=0.3)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=len(columns), fontsize="small")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
