@@ -109,6 +109,8 @@ def plot_curves(run_dir, cfg, pre, metrics):
                 ax.legend()
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        # every panel over the same epochs, half an epoch either side: a single probe's panel gets a whole-number tick
+        ax.set_xlim(pre.epoch.min() - 0.5, pre.epoch.max() + 0.5)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))   # no epoch 1.5 on short runs
         ax.grid(alpha=0.3)
     fig.suptitle(f"{run_dir}  " + ("(no probe: unlabelled data)" if probe is None

@@ -358,6 +358,20 @@ def test_summarize_names_a_ucr_run_by_its_set_as_its_run_folder_is_named(two_run
     assert summary.pretrain_epochs.tolist() == [40, args["pretrain_epochs"]] and summary.config.isna().all()
 
 
+def test_curves_panels_share_the_epochs_and_a_single_probe_sits_on_a_whole_number_tick(monkeypatch, tmp_path):
+    import visualize
+    figures = []
+    monkeypatch.setattr(visualize, "atomic_save_figure", lambda fig, path: figures.append(fig))
+    pre = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.9], "mse": [0.5, 0.4], "ce": [0.5, 0.5], "hits": [0.1, 0.2],
+                        "ndcg": [0.2, 0.3], "used": [10, 12], "ppl": [5.0, 6.0], "probe": [float("nan"), 0.8]})
+    visualize.plot_curves(str(tmp_path), {"select_on": "val"}, pre, {"finelast": {"epoch": 2, "acc": 0.9}})
+    axes = figures[0].axes
+    assert {ax.get_xlim() for ax in axes} == {(0.5, 2.5)}                  # the probe panel had 1.9 .. 2.1
+    probe = axes[5]
+    assert probe.get_title() == "probe accuracy"
+    assert [t for t in probe.get_xticks() if 0.5 <= t <= 2.5] == [1.0, 2.0]
+
+
 def test_summary_plot_draws_each_groups_means_and_stds_beside_the_baselines_per_dataset():
     from tools.summarize import group_label, plot_summary
     summary = pd.DataFrame({"dataset": ["ArrowHead", "ArrowHead", "OSULeaf"], "pretrain_epochs": [100, 0, 100],
