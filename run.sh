@@ -65,6 +65,19 @@ python -m data.prepare "$dataset" --download --if-missing ${data_path:+--data_pa
 exp_dir=${EXP_DIR:-exp}
 name=$dataset
 if [ "$dataset" = ucr ]; then name=$ucr_folder; fi   # each UCR/UEA set in its own folder
+# a run already in a seed folder: main.py would refuse it and point to --save_path, which run.sh sets itself
+again=""
+for arg in "$@"; do
+  flag=${arg%%=*}
+  if [[ $flag == --res* && --resume == "$flag"* ]] || [[ $flag == --ov* && --overwrite == "$flag"* ]]; then again=1; fi
+done
+for seed in $(seq 1 "$runs"); do
+  if [ -z "$again" ] && [ -e "$exp_dir/$name/seed$seed/args.json" ]; then
+    echo "error: $exp_dir/$name/seed$seed holds a run: pass --resume to continue the runs, --overwrite to replace" \
+      "them, or set EXP_DIR to run into another folder" >&2
+    exit 2
+  fi
+done
 folders=()
 for seed in $(seq 1 "$runs"); do
   echo "== $name run $seed/$runs (seed $seed)"

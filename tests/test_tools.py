@@ -76,6 +76,19 @@ def test_run_sh_refuses_the_seed_and_run_folder_it_sets_in_one_line(two_runs, tm
     assert not (tmp_path / "exp").exists()
 
 
+def test_run_sh_again_on_its_runs_names_resume_overwrite_and_exp_dir_before_any_run(two_runs):
+    """Its runs are there: the hint names what run.sh takes (main.py's would name --save_path, which it refuses)."""
+    folder = two_runs[0]
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), "har", "2", "--data_path", two_runs[2], *FAST],
+                          env={**os.environ, "EXP_DIR": str(folder.parent)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {folder}/seed1 holds a run: pass --resume to continue the runs, --overwrite to replace them, or set "
+        "EXP_DIR to run into another folder\n")
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+
+
 def test_run_sh_summarises_its_own_runs_only(two_runs, tmp_path):
     """A seed folder left by an earlier invocation with more runs is not one of this invocation's runs."""
     shutil.copytree(two_runs[0] / "seed2", tmp_path / "exp" / "har" / "seed2")
