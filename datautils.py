@@ -632,6 +632,7 @@ def unstratifiable(y, size):
 def stratified_subset(y, ratio, seed):
     """Sorted indices of a seeded, stratified `ratio` (in (0, 1], checked by main) of labels y: round(ratio * n_c)
     series of every class c, drawn at random within the class. Refuses a ratio that leaves a class empty."""
+    # by hand, not train_test_split: it rounds each class on its own and keeps a class of a single series
     counts = np.bincount(y)
     keep = np.floor(ratio * counts + 0.5).astype(np.int64)                 # (K,) series kept per class
     empty = np.flatnonzero((counts > 0) & (keep < 1))

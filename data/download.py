@@ -24,9 +24,9 @@ TIMEOUT_S = 60
 class Unreachable(TimeMAEError):
     """The publisher's host could not be reached (no network): the caller says how to go on offline."""
 
-    def __init__(self, message, reason, url, name):
+    def __init__(self, message, reason):
         super().__init__(message)
-        self.reason, self.url, self.name = reason, url, name
+        self.reason = reason   # what failed, without the advice: the caller words its own
 
 
 def sha256_of(path):
@@ -97,7 +97,7 @@ def _download(url, part, name):
         host = urllib.parse.urlsplit(url).netloc
         what = f"cannot reach {host} to download {name} ({reason})"
         raise Unreachable(f"{what}; this machine looks offline: download {url} elsewhere and pass it with --source",
-                          what, url, name) from None
+                          what) from None
     os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)
     with response:
         resumed = "Range" in headers and response.status == 206

