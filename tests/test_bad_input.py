@@ -337,7 +337,7 @@ def unknown_device(data, run):
 CASES = [
     (no_folder, ("does not exist", " or fetch it: python -m data.prepare epilepsy --download --data_path ",
                  "/data/missing)")),
-    (no_files, "no dataset files in"),
+    (no_files, ("no dataset files in", "train.pt + test.pt")),
     (empty_pt, ("cannot read ", "/data/train.pt: ")),            # the damaged file named: test.pt is intact
     (corrupt_pt, ("cannot read ", "/data/train.pt: ")),
     (truncated_pt, ("cannot read ", "/data/test.pt: ")),

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from classification import extract_representations
+from classification import extract_representations, predict_proba
 from common.errors import TimeMAEError
 from conftest import TINY, synthetic_series, write_tstcc
-from datautils import load_dataset, normalize
+from datautils import load_dataset, normalize, prepare_series
 from engine.checkpoint import load_model, open_checkpoint
 from main import main
 from tools.encode import main as encode
@@ -145,8 +145,12 @@ def test_predict_writes_labels_and_probabilities(run, tmp_path):
     table = pd.read_csv(tmp_path / "p.csv")
     assert list(table.columns) == ["label", "p_0", "p_1", "p_2"] and len(table) == 6
     proba = table[["p_0", "p_1", "p_2"]].to_numpy()
-    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
-    assert (table["label"].to_numpy() == proba.argmax(1)).all()
+    # the fine-tuned model's own softmax on the series prepared as its training data was, not through the API
+    model, ckpt = load_model(str(out / "model.pkl"))
+    x = torch.as_tensor(prepare_series(new_series().transpose(0, 2, 1), ckpt["data"]))
+    expected = predict_proba(model, x, 4)
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-7)
+    assert table["label"].astype(str).tolist() == [ckpt["data"]["classes"][k] for k in expected.argmax(1)]
     assert encode([str(out), str(tmp_path / "x.npy"), "--predict", "--out", str(tmp_path / "p.npy")]) == 0
     assert (np.load(tmp_path / "p.npy") == table["label"].astype(str).to_numpy()).all()
     np.testing.assert_allclose(np.load(tmp_path / "p_proba.npy"), proba, rtol=1e-6)

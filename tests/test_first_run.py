@@ -1,5 +1,6 @@
 """A fresh machine: `bash run.sh <dataset>` prepares a missing dataset (from a local mirror on 127.0.0.1), then
 runs; offline it stops with one line that says what to download and which --source command to run."""
+import hashlib
 import json
 import os
 import subprocess
@@ -22,12 +23,13 @@ def run_sh(tmp_path, mirror, *flags, dataset="epilepsy", runs=("1",)):
 def test_missing_data_is_downloaded_then_run(tmp_path):
     publisher = Publisher()
     try:
-        publisher.files[f"/static/public/388/{EPILEPSY_ZIP}"] = small_epilepsy_zip()
+        body = publisher.files[f"/static/public/388/{EPILEPSY_ZIP}"] = small_epilepsy_zip()
         data = tmp_path / "data" / "Epilepsy"
         done = run_sh(tmp_path, publisher.url + "/static/public", "--data_path", str(data), *BUDGET)
         assert done.returncode == 0, done.stderr[-2000:]
         assert sorted(os.listdir(data)) == ["test.pt", "train.pt", "val.pt"]
-        assert "SHA-256" in done.stdout + done.stderr                   # the download's digest was computed
+        digest = hashlib.sha256(body).hexdigest()                       # the download's own digest, printed
+        assert f"SHA-256 {digest}" in done.stdout + done.stderr
         metrics = json.loads((tmp_path / "exp" / "epilepsy" / "seed1" / "metrics.json").read_text())
         assert metrics["dataset"] == "epilepsy" and metrics["labelled"] > 0
         assert_reported(tmp_path / "exp" / "epilepsy" / "seed1", metrics)

@@ -203,6 +203,9 @@ def test_a_run_killed_in_its_first_fine_tuning_epoch_without_pretraining_starts_
     assert not os.path.exists(os.path.join(run, LAST))
     assert open(os.path.join(run, "result.txt")).read().count("epoch1, step") >= 2
     assert main.main(tiny_flags(data, run, **flags) + ["--resume"]) == 0
+    whole = str(tmp_path / "whole")                                   # the same run, never interrupted
+    assert main.main(tiny_flags(data, whole, **flags)) == 0
+    assert_same_run(run, whole)                                       # the killed attempt's evaluations gone too
 
 
 def test_a_run_started_with_an_unread_ucr_folder_resumes_without_it(data, reference, tmp_path):

@@ -149,13 +149,33 @@ def test_summarize_refuses_an_unwritable_output_in_one_line(two_runs, tmp_path, 
     assert capsys.readouterr().err.startswith(f"error: cannot write '{tmp_path / 's.png'}': No space left")
 
 
-def test_visualize_writes_curves_and_tsne(two_runs, tmp_path):
+def test_visualize_writes_curves_and_tsne(two_runs, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+    from sklearn.manifold import TSNE
+    import visualize
+    from classification import extract_representations
+    from datautils import load_dataset, prepare_series
+    from engine.checkpoint import load_model
     folder, _, data = two_runs
     run = folder / "seed1"
+    embedded, figures = [], {}
+    real_fit, real_save = TSNE.fit_transform, visualize.atomic_save_figure
+    monkeypatch.setattr(TSNE, "fit_transform", lambda self, x: embedded.append(x) or real_fit(self, x))
+    monkeypatch.setattr(visualize, "atomic_save_figure",
+                        lambda fig, path: figures.setdefault(os.path.basename(path), fig) and real_save(fig, path))
     assert visualize_main([str(run), "--data_path", data, "--max_points", "40"]) == 0
     for name in ("curves.png", "codebook.png", "finetune.png", "tsne.png"):
         with open(run / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the t-SNE embeds the selected encoder's representations of 40 test series drawn with seed 0, one colour a class
+    test = load_dataset("har", data)
+    idx = np.random.default_rng(0).permutation(len(test.test_x))[:40]
+    model, ckpt = load_model(str(run / "pretrain_model.pkl"))
+    reps = extract_representations(model, torch.from_numpy(prepare_series(test.test_x[idx], ckpt["data"])), 512)
+    np.testing.assert_array_equal(embedded[0], reps)
+    points = [len(c.get_offsets()) for c in figures["tsne.png"].axes[0].collections]
+    assert points == np.bincount(test.test_y[idx], minlength=test.num_classes).tolist()
     from visualize import read_finetune                       # what finetune.png draws: result.txt's evaluations
     steps, kept = read_finetune(str(run))
     lines = (run / "result.txt").read_text().splitlines()
