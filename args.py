@@ -75,12 +75,6 @@ def non_negative_int(text):
     return whole_number(text, 0)
 
 
-def dataset_choice(text):
-    """An argparse type: the dataset's name, the reference code's `mat` read as `uwave` (both load train.pt /
-    test.pt of (N, T, C) series with labels 1..K)."""
-    return {"mat": "uwave"}.get(text, text)
-
-
 def layer_spec(text):
     """'8' -> [8]; '5-8' -> [5, 6, 7, 8]; '0,8' -> [0, 8]; in increasing order, each once: visible-encoder
     layers, 0 being the window embeddings (the encoder's input) and k the output of block k. A list, as args.json
@@ -104,8 +98,8 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="ucr", choices=DATASETS, type=dataset_choice,
-                   help="the loader (mat, the reference code's name for uwave's .pt files, reads as uwave)")
+    g.add_argument("--dataset", default="ucr", choices=(*DATASETS, "mat"),
+                   help="the loader (mat, the reference code's name for uwave's .pt files, runs as uwave)")
     g.add_argument("--UCR_folder", default=None,
                    help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts, .arff or .tsv) for --dataset ucr")
     g.add_argument("--val_ratio", type=float, default=0.2,
@@ -309,7 +303,10 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    cfg = build_parser().parse_args(argv)
+    if cfg.dataset == "mat":   # the reference code's loader of train.pt / test.pt of (N, T, C) series: uwave's
+        cfg.dataset = "uwave"
+    return cfg
 
 
 @functools.cache
