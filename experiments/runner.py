@@ -19,7 +19,7 @@ from common.errors import TimeMAEError
 from datautils import dataset_name, existing_folder
 from engine.pipeline import flag_message, run
 from experiments.presets import ALL
-from tools.summarize import markdown, mean_std
+from tools.tables import markdown, mean_std
 from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir, metric, read_json
 
 # --quick: a small model, few epochs and a quarter of the pretraining data: minutes on 2 CPU cores.

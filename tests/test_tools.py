@@ -852,7 +852,7 @@ def test_config_labels_are_one_word_per_flag():
     """A list-valued flag (--probe_C 0.1 1) reads as one word, so a printed label splits at its flags."""
     import pandas as pd
 
-    from tools.summarize import comparable, config_labels
+    from tools.tables import comparable, config_labels
     assert comparable([0.1, 1.0]) == "0.1,1.0" and comparable("exp/x/seed3/m.pkl") == "exp/x/seed*/m.pkl"
     runs = pd.DataFrame({"dataset": ["a", "a"], "args": [{"probe_C": comparable([0.1, 1.0]), "lr": "0.001"},
                                                          {"probe_C": comparable([1.0]), "lr": "0.001"}]})

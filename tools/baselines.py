@@ -31,7 +31,7 @@ from common.errors import TimeMAEError
 from datautils import dataset_name
 from engine.pipeline import flag_message
 from tools.runs import run_data, run_table
-from tools.summarize import check_table_out, quoted, report_runs, run_means
+from tools.tables import check_table_out, quoted, report_runs, run_means
 
 METHODS = ("minirocket", "dtw")
 MINIROCKET_STEPS = 9   # the length of its kernels

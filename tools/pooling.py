@@ -46,7 +46,7 @@ from engine.checkpoint import model_from_checkpoint
 from engine.pipeline import check_probe_grid, flag_message
 from model.config import POOLINGS
 from tools.runs import CHECKPOINT, run_data, run_table
-from tools.summarize import check_table_out, quoted, report_runs, run_means
+from tools.tables import check_table_out, quoted, report_runs, run_means
 
 
 def layer_name(layers):

@@ -11,7 +11,7 @@ from datautils import dataset_name
 from engine.checkpoint import check_trained_on, open_checkpoint
 from engine.pipeline import load_splits
 from process import labelled_splits
-from tools.summarize import comparable, config_flags, config_labels
+from tools.tables import comparable, config_flags, config_labels
 
 CHECKPOINT = "pretrain_model.pkl"
 
