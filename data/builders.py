@@ -18,6 +18,7 @@ HAR_SIGNALS = tuple(f"{kind}_{axis}" for kind in ("body_acc", "body_gyro", "tota
 EPILEPSY_TEST_RATIO = 0.2
 EPILEPSY_VAL_RATIO = 0.2   # of what the test split leaves
 EPILEPSY_CSV_NAMES = ("data.csv", "Epileptic Seizure Recognition.csv")
+EPILEPSY_STEPS = 178       # one EEG segment: columns X1..X178
 UWAVE_AXES = tuple(f"UWaveGestureLibrary{axis}" for axis in "XYZ")
 
 
@@ -34,7 +35,7 @@ def _integer_labels(values, path, low, high):
         raise TimeMAEError(f"{path}: labels must be whole numbers {low}..{high}") from None
     bad = (values != np.round(values)) | (values < low) | (values > high)
     if bad.any():
-        raise TimeMAEError(f"{path}: labels must be whole numbers {low}..{high}, found {values[bad][0]!r}")
+        raise TimeMAEError(f"{path}: labels must be whole numbers {low}..{high}, found {values[bad][0]:g}")
     return values.astype(np.int64)
 
 
@@ -111,12 +112,19 @@ def build_epilepsy(tree, out):
         table = pd.read_csv(path)
     except (ValueError, pd.errors.ParserError) as e:
         raise TimeMAEError(f"{path}: cannot read the CSV ({e})") from None
-    values = table.iloc[:, 1:-1]
-    if values.shape[1] < 2 or not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
+    named = [f"X{i}" for i in range(1, EPILEPSY_STEPS + 1)]
+    if set(named) <= set(table.columns) and "y" in table.columns:   # by name: a copy saved without the id column too
+        values, labels = table[named], table["y"]
+    elif table.shape[1] == EPILEPSY_STEPS + 2:
+        values, labels = table.iloc[:, 1:-1], table.iloc[:, -1]
+    else:
+        raise TimeMAEError(f"{path}: expected columns X1..X{EPILEPSY_STEPS} and y (an id column first or not), or "
+                           f"{EPILEPSY_STEPS + 2} unnamed ones; found {table.shape[1]} columns")
+    if not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
         raise TimeMAEError(f"{path}: expected an id column, numeric value columns and a label column y")
     if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
         raise TimeMAEError(f"{path}: has empty or infinite values; expected a number in every value column")
-    raw_labels = _integer_labels(table.iloc[:, -1].to_numpy(), path, 1, 5)
+    raw_labels = _integer_labels(labels.to_numpy(), path, 1, 5)
     x = MinMaxScaler().fit_transform(values.to_numpy())  # per column, over all rows (float64)
     y = (raw_labels != 1).astype(np.int64)                 # 1 = seizure activity -> 0; every other -> 1
     rest_x, test_x, rest_y, test_y = _split(x, y, EPILEPSY_TEST_RATIO, stratify=False, where="Epilepsy test split")

@@ -44,8 +44,12 @@ def _uea(name, loader="ucr"):
                          ucr_folder=name if loader == "ucr" else None)
 
 
-def lookup(dataset):
-    """The source of `dataset`: har, epilepsy, uwave, ps, ad, or any UEA/UCR archive name (e.g. BasicMotions)."""
+def lookup(dataset, archive=False):
+    """The source of `dataset`: har, epilepsy, uwave, ps, ad, or any UEA/UCR archive name (e.g. BasicMotions);
+    archive=True (main.py's --dataset ucr): the archive's set of that name, even where a benchmark shares it (the
+    archive's Epilepsy, 3 channels and 4 classes, is not the paper's UCI Epilepsy)."""
+    if archive and UEA_NAME.match(dataset):
+        return _uea(dataset)
     key = ALIASES.get(dataset.lower(), dataset.lower())
     if key == "har":
         return DatasetSource("HAR", "har", UCI_URL, ("240/human+activity+recognition+using+smartphones.zip",),

@@ -49,7 +49,7 @@ def _content_lines(path, comment, strip=str.strip):
     """(line number, line stripped by `strip`) of every non-empty line that is not a comment (comment None: no
     comments)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:   # -sig: a byte-order mark is no text
             for lineno, line in enumerate(f, 1):
                 line = strip(line)
                 if line and (comment is None or not line.startswith(comment)):
@@ -119,6 +119,9 @@ def read_ts(path):
     if header.get("@timestamps", "false").lower() != "false":
         raise TimeMAEError(f"{path}: timestamped series (@timestamps true) are not supported; write the values "
                            "alone, one series per line")
+    if header.get("@targetlabel", "false").lower() != "false":
+        raise TimeMAEError(f"{path}: @targetLabel true: its values are regression targets, not the class labels "
+                           "this classifier needs")
     declared = [v.strip("'\"") for v in header.get("@classlabel", "").split()] or ["true"]
     labelled = declared[0].lower() != "false"
 
@@ -165,7 +168,7 @@ def read_arff(path):
     class attribute does not declare is refused."""
     def split_row(line):
         if line[0] in "'\"":
-            end = line.rfind(line[0])
+            end = line.find(line[0], 1)   # the field's closing quote, not a quoted label's
             return line[1:end].replace("\\n", "\n").split("\n"), line[end + 1:].lstrip(",")
         body, _, label = line.rpartition(",")
         return [body], label

@@ -37,10 +37,11 @@ def default_out(source):
     return resolve_folder(source.loader, None, source.ucr_folder)
 
 
-def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=None, overwrite=False, log=print):
+def prepare(dataset, out=None, download=False, sources=(), cache=None, base_url=None, overwrite=False, log=print,
+            archive=False):
     """Build `dataset` into `out` from the publisher's files (download=True) or local `sources`; returns the
-    DatasetSplits that datautils reads from the result."""
-    source = lookup(dataset)
+    DatasetSplits that datautils reads from the result. archive: `dataset` names a UEA/UCR archive set (lookup)."""
+    source = lookup(dataset, archive)
     out = os.path.abspath(out or default_out(source))
     if download == bool(sources):
         raise TimeMAEError("pass either --download (fetch from the publisher) or --source PATH (an archive or "
@@ -190,7 +191,7 @@ def main(argv=None):
         if args.if_missing and is_prepared(dataset, out):
             return 0
         prepare(dataset, out=out, download=args.download, sources=args.source, cache=args.cache,
-                base_url=args.base_url, overwrite=args.overwrite)
+                base_url=args.base_url, overwrite=args.overwrite, archive=args.dataset == "ucr")
     except TimeMAEError as e:
         # a name one typo off a set beside it gets a hint, only when it fails (FordA beside FordB is a real set)
         hint = did_you_mean(out) if args.if_missing and out else ""

@@ -635,3 +635,62 @@ def test_run_target_is_the_folder_main_reads(tmp_path, monkeypatch):
     assert run_target("epilepsy", str(tmp_path / "E")) == ("epilepsy", str(tmp_path / "E"))
     with pytest.raises(TimeMAEError, match="--UCR_folder"):
         run_target("ucr", str(tmp_path / "P"))
+
+
+# ----------------------------------------------------------------------------------------------- realistic quirks
+
+def test_the_archives_epilepsy_is_not_the_papers(tmp_path, publisher):
+    """`ucr --UCR_folder Epilepsy` is the UEA archive's Epilepsy (3 channels, 4 classes), fetched and read as such;
+    a folder of the paper's Epilepsy .pt files under that name is refused, not read as the archive's set."""
+    body, _, _ = uea_archive("Epilepsy", 3, [20], 4, 8, 8)
+    publisher.files["/uea/Epilepsy.zip"] = body
+    assert main(["ucr", "--UCR_folder", "Epilepsy", "--data_path", str(tmp_path / "uea"), "--download",
+                 "--base-url", publisher.url + "/uea"]) == 0
+    s = load_dataset("ucr", str(tmp_path / "uea"), "Epilepsy")
+    assert s.train_x.shape == (8, 20, 3) and s.num_classes == 4
+    paper = tmp_path / "paper" / "Epilepsy"
+    paper.mkdir(parents=True)
+    for split in ("train", "test"):
+        torch.save({"samples": torch.zeros(4, 1, 178), "labels": torch.arange(4) % 2}, paper / f"{split}.pt")
+    with pytest.raises(TimeMAEError, match="holds one of the paper's benchmark layouts .* not the UEA/UCR archive's "
+                                           "Epilepsy_TRAIN file"):
+        load_dataset("ucr", str(tmp_path / "paper"), "Epilepsy")
+    assert load_dataset("epilepsy", str(paper)).train_x.shape == (4, 178, 1)
+
+
+def test_an_epilepsy_csv_without_its_id_column_keeps_every_step(tmp_path):
+    values = (np.arange(20 * 178).reshape(20, 178) % 97).astype(float)
+    without_id = pd.DataFrame(values, columns=[f"X{i + 1}" for i in range(178)]).assign(y=np.arange(20) % 5 + 1)
+    (tmp_path / "data.csv").write_text(without_id.to_csv(index=False))
+    s = prepare("epilepsy", out=str(tmp_path / "out"), sources=[str(tmp_path / "data.csv")], log=lambda _: None)
+    assert s.seq_len == 178                                          # X1 had been taken for the id and dropped
+    without_id.iloc[:, :100].assign(y=1).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(TimeMAEError, match=r"short.csv: expected columns X1..X178 and y .* found 101 columns"):
+        prepare("epilepsy", out=str(tmp_path / "out2"), sources=[str(tmp_path / "short.csv")], log=lambda _: None)
+
+
+def test_a_regression_ts_file_is_refused(tmp_path):
+    from data.formats import read_ts
+    (tmp_path / "r.ts").write_text("@problemName R\n@targetLabel true\n@data\n1,2,3:0.5\n4,5,6:1.75\n")
+    with pytest.raises(TimeMAEError, match="@targetLabel true: its values are regression targets"):
+        read_ts(str(tmp_path / "r.ts"))
+
+
+def test_an_arff_class_label_in_quotes_after_a_relational_field(tmp_path):
+    from data.formats import read_arff
+    (tmp_path / "a.arff").write_text("@relation A\n@attribute s relational\n@attribute t0 numeric\n@attribute t1 "
+                                     "numeric\n@end s\n@attribute c {'walk fast',run}\n@data\n"
+                                     "'1,2\\n3,4','walk fast'\n'5,6\\n7,8',run\n")
+    x, labels = read_arff(str(tmp_path / "a.arff"))
+    assert x.shape == (2, 2, 2) and labels.tolist() == ["walk fast", "run"]
+    np.testing.assert_array_equal(x[0], [[1, 3], [2, 4]])               # (T, C): channel 2 is 3,4
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    from data.formats import read_ts, read_ucr_tsv
+    (tmp_path / "t.tsv").write_bytes(b"\xef\xbb\xbf1\t1\t2\t3\n2\t4\t5\t6\n1\t1\t1\t1\n")
+    _, labels = read_ucr_tsv(str(tmp_path / "t.tsv"))
+    assert sorted(set(labels.tolist())) == ["1", "2"]
+    (tmp_path / "b.ts").write_bytes(b"\xef\xbb\xbf@classLabel true a b\n@data\n1,2:a\n3,4:c\n")
+    with pytest.raises(TimeMAEError, match=r"labels \['c'\] are not among those @classLabel declares"):
+        read_ts(str(tmp_path / "b.ts"))                              # the header is read, so is its check
