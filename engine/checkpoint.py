@@ -17,6 +17,7 @@ from common.unpickling import refused_global
 from datautils import DESCRIPTION_DEFAULTS, data_description, description_changes
 from engine.runfiles import atomic_save
 from model import TimeMAE
+from model.bert import require_transformers
 from model.config import architecture_settings, config_defaults
 
 
@@ -118,8 +119,11 @@ def check_trained_on(ckpt, path, splits, run_dir, data_path):
 
 def model_from_checkpoint(ckpt, path):
     """The TimeMAE the checkpoint dict `ckpt` (read from `path`) describes, with its weights, in eval mode."""
+    settings = saved_settings(ckpt)
+    if settings.get("encoder") == "bert":   # a missing package, not a version that cannot build the settings
+        require_transformers()
     try:
-        model = TimeMAE.from_config(saved_settings(ckpt))
+        model = TimeMAE.from_config(settings)
     except (TypeError, TimeMAEError) as e:
         raise TimeMAEError(f"checkpoint {path!r} holds settings this version cannot build: {e}") from None
     load_state(model, ckpt, path)

@@ -48,8 +48,10 @@ def flag_message(error):
 
 
 def build_model(cfg, splits, log=print):
-    bert = bert_settings(cfg, log) if cfg.encoder == "bert" else {}
+    bert, described = bert_settings(cfg) if cfg.encoder == "bert" else ({}, None)
     model = TimeMAE(model_config(cfg, splits, bert))
+    if described:   # once the model took the settings (it refuses a freeze deeper than the BERT, say)
+        log(described)
     if bert and cfg.bert_init == "pretrained":
         copied = model.visible_encoder.load_pretrained(cfg.bert_path)
         model.momentum_encoder.load_state_dict(model.visible_encoder.state_dict())
@@ -57,9 +59,9 @@ def build_model(cfg, splits, log=print):
     return model
 
 
-def bert_settings(cfg, log):
-    """The BERT encoder's model arguments; sets cfg.d_model to its hidden size (refusing another width)
-    and resolves cfg.bert_path (None: the packaged MiniLM)."""
+def bert_settings(cfg):
+    """The BERT encoder's model arguments and the line that describes them; sets cfg.d_model to its hidden size
+    (refusing another width) and resolves cfg.bert_path (None: the packaged MiniLM)."""
     cfg.bert_path = resolve_bert_path(cfg.bert_path)
     config = bert_config(cfg.bert_path, cfg.bert_positions)
     if cfg.d_model is not None and cfg.d_model != config["hidden_size"]:
@@ -68,12 +70,12 @@ def bert_settings(cfg, log):
     cfg.d_model = config["hidden_size"]
     if cfg.bert_lr is None:
         cfg.bert_lr = BERT_LR
-    log(f"BERT encoder ({cfg.bert_init} init from {cfg.bert_path}): d_model {cfg.d_model} (BERT's hidden size), "
-        f"{config['num_hidden_layers']} layers, {config['num_attention_heads']} heads; --layers is not used; "
-        f"lr {cfg.bert_lr}; lowest {cfg.bert_freeze_layers} layers frozen; positions {cfg.bert_positions}, input norm "
-        f"{cfg.bert_input_norm}")
+    described = (f"BERT encoder ({cfg.bert_init} init from {cfg.bert_path}): d_model {cfg.d_model} (BERT's hidden "
+                 f"size), {config['num_hidden_layers']} layers, {config['num_attention_heads']} heads; --layers is "
+                 f"not used; lr {cfg.bert_lr}; lowest {cfg.bert_freeze_layers} layers frozen; positions "
+                 f"{cfg.bert_positions}, input norm {cfg.bert_input_norm}")
     return dict(encoder="bert", bert_config=config, bert_positions=cfg.bert_positions,
-                bert_input_norm=cfg.bert_input_norm, bert_freeze_layers=cfg.bert_freeze_layers)
+                bert_input_norm=cfg.bert_input_norm, bert_freeze_layers=cfg.bert_freeze_layers), described
 
 
 def check_probe_grid(grid):

@@ -62,15 +62,24 @@ def resolve_bert_path(path):
 def bert_config(path, positions="timemae"):
     """The BertConfig at `path` as a plain dict (what checkpoints store), shrunk to the tables we use."""
     transformers = require_transformers()
+    if os.path.isfile(path):   # transformers reads a config.json given alone, then fails on weights it cannot find
+        raise ConfigError(f"bert_path {path!r} is a file: give the folder that holds config.json and the weights",
+                          ("bert_path",))
+    if path.startswith((os.sep, ".")) and not os.path.exists(path):   # a path, not a Hub name: say so
+        raise ConfigError(f"bert_path {path!r}: no such folder", ("bert_path",))
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):   # else BERT-base's defaults
         raise ConfigError(f"bert_path {path!r} has no config.json: expected a folder saved by transformers' "
                           "save_pretrained (config.json and the weights)", ("bert_path",))
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()   # its warnings about another model type: the error below says it
     try:
         cfg = transformers.BertConfig.from_pretrained(path)
     except Exception as e:   # transformers' errors for a bad file or name have no common type
         where = "" if os.path.isdir(path) else " (no folder here, nor a model the Hugging Face Hub or its cache has)"
         raise ConfigError(f"cannot read a BERT config from bert_path {path!r}{where}: {_reason(e)}",
                           ("bert_path",)) from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     if cfg.model_type != "bert":
         raise ConfigError(f"bert_path {path!r} holds a {cfg.model_type!r} model; expected a BERT (model_type "
                           "'bert')", ("bert_path",))

@@ -4,6 +4,7 @@ import builtins
 import json
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -190,6 +191,12 @@ def broken_bert(tiny_bert, case):
         os.mkdir(folder)
     elif case == "gone":
         shutil.rmtree(folder)
+    elif case == "distilbert":   # another model type: transformers warns, then reads it as a BERT's config
+        settings = json.load(open(config))
+        with open(config, "w") as f:
+            json.dump({**settings, "model_type": "distilbert"}, f)
+    elif case == "file":
+        return config
     return folder
 
 
@@ -200,8 +207,9 @@ def broken_bert(tiny_bert, case):
     ("heads", "pretrained", "cannot build a BERT from its config (config.json): ValueError: The hidden size (16) is "
                             "not a multiple of the number of attention heads (3)"),
     ("empty", "random", "--bert_path '{}' has no config.json"),
-    ("gone", "pretrained", "cannot read a BERT config from --bert_path '{}' (no folder here, nor a model the Hugging "
-                           "Face Hub or its cache has): OSError: "),
+    ("gone", "pretrained", "--bert_path '{}': no such folder"),
+    ("file", "pretrained", "--bert_path '{}' is a file: give the folder that holds config.json and the weights"),
+    ("distilbert", "pretrained", "--bert_path '{}' holds a 'distilbert' model; expected a BERT"),   # no warning first
 ])
 def test_a_broken_bert_folder_is_a_one_line_error(tiny_bert, tstcc_dir, tmp_path, capsys, case, init, message):
     folder = broken_bert(tiny_bert, case)
@@ -209,6 +217,26 @@ def test_a_broken_bert_folder_is_a_one_line_error(tiny_bert, tstcc_dir, tmp_path
                  "--encoder", "bert", "--bert_path", folder, "--bert_init", init]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message.format(folder) in err, err
+
+
+def test_another_model_type_is_one_line_without_transformers_warning_first(tiny_bert, tstcc_dir, tmp_path):
+    """In a process of its own: transformers' logging writes to the stream it found at its first message."""
+    import subprocess
+    from scale_helpers import ROOT
+    folder = broken_bert(tiny_bert, "distilbert")
+    proc = subprocess.run([sys.executable, "main.py", "--dataset", "epilepsy", "--data_path", tstcc_dir,
+                           "--save_path", str(tmp_path / "run"), *TINY, "--encoder", "bert", "--bert_path", folder],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and proc.stderr == (f"error: --bert_path '{folder}' holds a 'distilbert' model; "
+                                                    "expected a BERT (model_type 'bert')\n"), proc.stderr
+
+
+def test_a_freeze_deeper_than_the_bert_is_refused_before_it_is_described(tiny_bert, tstcc_dir, tmp_path, capsys):
+    assert main(["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"), *TINY,
+                 "--encoder", "bert", "--bert_path", tiny_bert, "--bert_freeze_layers", "7"]) == 2
+    out, err = capsys.readouterr()
+    assert "layers frozen" not in out and "bert_freeze_layers must lie in 0..2" in err, (out, err)
 
 
 def test_without_transformers_a_one_line_install_hint(monkeypatch, tstcc_dir, tmp_path, capsys):
@@ -228,6 +256,15 @@ def test_without_transformers_a_one_line_install_hint(monkeypatch, tstcc_dir, tm
     assert "pip install -r requirements-bert.txt" in err and "\n" not in err
     assert main(["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "native"), *TINY,
                  "--num_epoch_pretrain", "1", "--num_epoch", "0"]) == 0   # the native encoder needs no transformers
+
+
+def test_a_bert_checkpoint_without_transformers_names_the_package(tiny_bert, tstcc_dir, tmp_path, monkeypatch):
+    from engine.checkpoint import load_model
+    assert main(["--dataset", "epilepsy", "--data_path", tstcc_dir, "--save_path", str(tmp_path / "run"), *TINY,
+                 "--encoder", "bert", "--bert_path", tiny_bert, "--num_epoch_pretrain", "1", "--num_epoch", "0"]) == 0
+    monkeypatch.setitem(sys.modules, "transformers", None)          # as if it were not installed
+    with pytest.raises(TimeMAEError, match=r"^the BERT encoder needs the 'transformers' package: pip install"):
+        load_model(str(tmp_path / "run" / "pretrain_model.pkl"))   # not "settings this version cannot build"
 
 
 def test_packaged_minilm_loads_completely():
