@@ -8,7 +8,8 @@ the last epoch, so no label chooses it); every label fraction then probes and fi
 
     python -m experiments.label_fraction --dataset epilepsy --quick
 """
-from experiments.runner import NO_PRETRAINING, PRETRAIN_ONLY, Study, lines, main_guard, parse, parser, shares
+from experiments.runner import (FIXED_BUDGET, NO_PRETRAINING, PRETRAIN_ONLY, Study, lines, main_guard, parse, parser,
+                                shares)
 
 FRACTIONS = {"quick": [0.05, 0.1, 0.25, 0.5, 1.0], "full": [0.01, 0.05, 0.1, 0.25, 0.5, 1.0]}
 
@@ -26,7 +27,7 @@ def main(argv=None):
     for seed in a.seeds:
         pretrained = study.run(a.dataset, "pretrained", PRETRAIN_ONLY, seed, label_ratio=1.0)
         for r in fractions:
-            ratio = ["--label_ratio", str(r)]
+            ratio = ["--label_ratio", str(r), *FIXED_BUDGET]   # the same epochs and batch at every share
             if pretrained:
                 study.run(a.dataset, f"timemae_{r:g}", [*ratio, "--num_epoch_pretrain", "0", "--pretrained_path",
                                                         f"{pretrained}/pretrain_model.pkl"], seed, label_ratio=r)

@@ -3,7 +3,7 @@ FineZero+, no pretraining). All labelled data is used for the probe and fine-tun
 
     python -m experiments.pretrain_fraction --dataset epilepsy --quick
 """
-from experiments.runner import NO_PRETRAINING, Study, lines, main_guard, parse, parser, shares
+from experiments.runner import FIXED_BUDGET, NO_PRETRAINING, Study, lines, main_guard, parse, parser, shares
 
 FRACTIONS = {"quick": [0.05, 0.1, 0.25], "full": [0.1, 0.25, 0.5, 1.0]}
 
@@ -18,8 +18,9 @@ def main(argv=None):
     p.add_argument("--fractions", type=float, nargs="+",
                    help="each in (0, 1]; default: 0.05 0.1 0.25 (--quick), else 0.1 .. 1")
     a = parse(p, argv)
-    configs = [("no_pretraining", NO_PRETRAINING, dict(pretrain_ratio=0.0))]
-    configs += [(f"pretrain_{r:g}", ["--pretrain_ratio", str(r)], dict(pretrain_ratio=r))
+    # the same epochs and batch at every share (FIXED_BUDGET)
+    configs = [("no_pretraining", [*NO_PRETRAINING, *FIXED_BUDGET], dict(pretrain_ratio=0.0))]
+    configs += [(f"pretrain_{r:g}", ["--pretrain_ratio", str(r), *FIXED_BUDGET], dict(pretrain_ratio=r))
                 for r in shares(a.fractions or FRACTIONS[a.scale], "--fractions")]
     study = Study("pretrain_fraction", a)
     study.sweep(a.dataset, configs)

@@ -19,6 +19,8 @@ from common.errors import TimeMAEError
 from datautils import dataset_name, existing_folder
 from engine.pipeline import flag_message, run
 from experiments.presets import ALL
+from model.config import as_flags
+from process import NO_STEP_BUDGET
 from tools.tables import markdown, mean_std
 from engine.runfiles import append_line, atomic_save_figure, atomic_write_text, make_writable_dir, metric, read_json
 
@@ -35,6 +37,10 @@ NO_PRETRAINING = ["--num_epoch_pretrain", "0"]  # FineZero (its FineLast) and Fi
 # Pretraining whose checkpoint is the last epoch (probed once, so no label selects it), not fine-tuned: the
 # source of runs that start from it with --pretrained_path.
 PRETRAIN_ONLY = ["--num_epoch", "0", "--probe_every", "100000"]
+# The budget's epochs and batch as asked, at every point of a sweep over data shares: main.py's small-set step budget
+# would give a small share more steps than a larger one (below 4 batches it raises the epochs), so the points would
+# differ in training as well as in data.
+FIXED_BUDGET = as_flags(NO_STEP_BUDGET)
 
 
 def parser(doc, module, datasets="one"):

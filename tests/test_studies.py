@@ -236,15 +236,20 @@ def test_model_size_and_pretrain_fraction_quick(studies_env, tmp_path):
         d_model, layers = map(int, re.fullmatch(r"d(\d+)_L(\d+)", config).groups())
         args = json.load(open(tmp_path / f"studies/model_size/quick/epilepsy/{config}/seed1/args.json"))
         assert (args["d_model"], args["layers"]) == (d_model, layers), config
-    pretrain_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", *studies_env, *STUDY_FLAGS])
+    budget = ["--min_batches", "4", "--min_pretrain_steps", "40", "--min_steps", "20"]   # main.py's, asked for
+    pretrain_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", *studies_env, *STUDY_FLAGS, *budget])
     runs = outputs(tmp_path, "pretrain_fraction")
     assert set(runs.pretrain_ratio) == {0.0, 0.25} and (runs.status == "ok").all()
     log = open(tmp_path / "studies/pretrain_fraction/quick/epilepsy/pretrain_0.25/seed1/log.txt").read()
     assert "pretraining on 32 series" in log          # a quarter of train 96 + val 32
+    args = json.load(open(tmp_path / "studies/pretrain_fraction/quick/epilepsy/pretrain_0.25/seed1/args.json"))
+    # every share trains the epochs and batch asked for: the step budget would have raised a small share's
+    assert (args["pretrain_epochs"], args["pretrain_batch_size"]) == (2, 32)
 
 
 def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_path):
-    label_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", "1", *studies_env, *STUDY_FLAGS])
+    budget = ["--min_batches", "4", "--min_steps", "20"]   # main.py's step budget, asked for: the sweep holds it off
+    label_fraction.main(["--dataset", "epilepsy", "--fractions", "0.25", "1", *studies_env, *STUDY_FLAGS, *budget])
     runs = outputs(tmp_path, "label_fraction")
     assert_rows_are_their_runs(tmp_path, "label_fraction", runs)
     ok = runs[runs.config == "timemae_0.25"]
@@ -254,6 +259,10 @@ def test_label_fraction_quick_reuses_one_pretrained_encoder(studies_env, tmp_pat
     assert set(runs[runs.config == "no_pretraining_1"].protocol) == {"FineZero", "FineZero+"}
     log = open(tmp_path / "studies/label_fraction/quick/epilepsy/timemae_0.25/seed1/log.txt").read()
     assert "transfer from" in log and "re-initialised: none; not used: none" in log
+    for config in ("timemae_0.25", "timemae_1", "no_pretraining_0.25"):    # the same epochs and batch at every share
+        args = json.load(open(tmp_path / f"studies/label_fraction/quick/epilepsy/{config}/seed1/args.json"))
+        fit = json.load(open(tmp_path / f"studies/label_fraction/quick/epilepsy/{config}/seed1/metrics.json"))
+        assert (args["finetune_epochs"], args["finetune_batch_size"]) == (1, min(32, fit["labelled"])), config
 
 
 def test_transfer_quick_fills_the_matrix(studies_env, tmp_path):
