@@ -105,6 +105,16 @@ def test_run_sh_summarises_its_own_runs_only(two_runs, tmp_path):
     assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2
 
 
+def test_summarize_counts_a_run_found_in_two_study_folders_once(two_runs, tmp_path, capsys):
+    """The same run in two folders (one configuration in two studies): one seed, not two."""
+    folder = two_runs[0]
+    shutil.copytree(folder / "seed1", tmp_path / "other_study" / "seed1")
+    assert summarize_main([str(folder), str(tmp_path / "other_study"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert pd.read_csv(tmp_path / "s.csv").loc[0, "runs"] == 2                    # seed1 once, seed2
+    assert (f"note: 1 run(s) repeat another's configuration, seed, commit and scores, and count once: "
+            f"{tmp_path / 'other_study' / 'seed1'}") in capsys.readouterr().out
+
+
 def test_run_sh_reads_relative_paths_from_the_callers_folder(two_runs, tmp_path):
     """run.sh starts the runs in the repository; a relative --data_path and EXP_DIR are still the caller's."""
     caller = tmp_path / "caller"

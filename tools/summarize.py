@@ -182,6 +182,9 @@ def main(argv=None):
         runs = collect_runs(a.roots)
         if runs.empty:
             raise TimeMAEError(f"no run folder with metrics.json under {', '.join(map(repr, a.roots))}")
+        # one run in several study folders (the ablation's full model is mask_ratio's 0.6): one seed, not several
+        repeats = runs.astype(str).duplicated([c for c in runs if c != "run"])
+        runs, repeated = runs[~repeats], runs.run[repeats]
         summary = summarize(runs)
         table = format_table(summary)
         if a.out:
@@ -194,6 +197,9 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table.to_string(index=False))
+    if len(repeated):
+        print(f"note: {len(repeated)} run(s) repeat another's configuration, seed, commit and scores, and count once: "
+              f"{', '.join(repeated)}")
     untested = runs.run[runs.filter(["finelast_acc", "fineall_acc"]).isna().all(axis=1)]
     if len(untested):
         print(f"note: {len(untested)} run(s) without a test accuracy (unlabelled data, or no test split), counted "
