@@ -95,9 +95,10 @@ def test_default_run_folder_is_exp_dataset_seed_under_the_working_directory(tstc
     assert main(["--dataset", "har", "--data_path", tstcc_dir, "--seed", "3", *flags]) == 0
     ucr = tmp_path / "ucr"
     ucr.mkdir()
-    x, y = synthetic_series(24)
-    for name in ("train_new.pt", "test_new.pt"):
-        torch.save({"samples": torch.from_numpy(x), "labels": torch.from_numpy(y + 1)}, ucr / name)
+    x, y = synthetic_series(24, channels=1)
+    for split in ("TRAIN", "TEST"):   # the UCR 2018 archive's .tsv: the label, then the values
+        (ucr / f"Wavy_{split}.tsv").write_text("".join(f"{label}\t" + "\t".join(map(str, series[:, 0])) + "\n"
+                                                      for series, label in zip(x, y + 1)))
     assert main(["--dataset", "ucr", "--UCR_folder", "Wavy", "--data_path", str(ucr), *flags]) == 0
     for run in ("exp/har/seed3", "exp/Wavy/seed0"):
         assert json.loads((tmp_path / run / "metrics.json").read_text())["seed"] == int(run[-1])
