@@ -32,6 +32,8 @@ QUICK = {"uwave": ["--num_epoch_pretrain", "20", "--num_epoch", "50",
                    "--train_batch_size", "16"]}
 QUICK_DEFAULT = ["--num_epoch_pretrain", "5", "--num_epoch", "3", "--pretrain_ratio", "0.25"]
 METRICS = ("acc", "f1")
+# the raw-series baselines each run scores on its own test split (metrics.json's baselines): beside every row
+RAW = {"raw_nn1": ("nn1", "raw 1-NN"), "raw_logistic": ("logistic", "raw logistic")}
 PROTOCOLS = ("finelast", "fineall")
 NO_PRETRAINING = ["--num_epoch_pretrain", "0"]  # FineZero (its FineLast) and FineZero+ (its FineAll)
 # Pretraining whose checkpoint is the last epoch (probed once, so no label selects it), not fine-tuned: the
@@ -162,13 +164,15 @@ class Study:
             self.rows.append({**row, "protocol": "refused", "status": reason})
             return None
         metrics = read_json(done)   # a reused run's file is checked as the tools check it
+        raw = {column: metric(metrics, done, "baselines", name, "acc") for column, (name, _) in RAW.items()}
         for protocol in PROTOCOLS:
             if protocol in metrics:
                 scores = {m: metric(metrics, done, protocol, m) for m in METRICS}
                 self.rows.append({**row, "protocol": protocol_name(config, protocol), "status": "ok",
                                   "seconds": metric(metrics, done, "seconds"),
                                   "labelled": metrics[protocol].get("fitted", metrics.get("labelled")),
-                                  **{m: None if v is None else 100 * v for m, v in scores.items()}})
+                                  **{m: None if v is None else 100 * v for m, v in scores.items()},
+                                  **{c: None if v is None else 100 * v for c, v in raw.items()}})
         return folder
 
     def drop_empty(self, folder):
@@ -238,14 +242,15 @@ def read_results(path):
 
 def aggregate(runs, order=None):
     """Mean, std and count over seeds of every (budget, dataset, config, protocol) with the study's fields."""
+    scored = [*METRICS, *RAW]
     fields = [c for c in runs.columns if c not in
-              ("study", "seed", "status", "seconds", "acc", "f1", "budget", "dataset", "config", "protocol")]
+              ("study", "seed", "status", "seconds", "budget", "dataset", "config", "protocol", *scored)]
     keys = ["budget", "dataset", "config", "protocol"] + fields  # 'labelled': series the probe or FineAll fit on
-    for m in METRICS:
+    for m in scored:
         if m not in runs:
             runs[m] = float("nan")
     grouped = runs.groupby(keys, dropna=False, sort=False)
-    table = grouped[list(METRICS)].mean().join(grouped[list(METRICS)].std(ddof=1), rsuffix="_std")
+    table = grouped[scored].mean().join(grouped[scored].std(ddof=1), rsuffix="_std")
     table["runs"] = grouped.size()
     table["note"] = grouped["status"].first().where(lambda s: s != "ok", "")
     table = table.reset_index()
@@ -256,10 +261,12 @@ def aggregate(runs, order=None):
 
 
 def study_table(table):
-    """The aggregate table with 'mean ± std' cells, for results.md."""
-    out = table[[c for c in table.columns if c not in ("acc", "f1", "acc_std", "f1_std", "runs", "note")]].copy()
-    out["accuracy"] = [mean_std(m, s) for m, s in zip(table.acc, table.acc_std)]
-    out["macro-F1"] = [mean_std(m, s) for m, s in zip(table.f1, table.f1_std)]
+    """The aggregate table with 'mean ± std' cells, for results.md: TimeMAE's accuracy and macro-F1, then the
+    raw-series baselines' accuracy on the same test split."""
+    scores = {"acc": "accuracy", "f1": "macro-F1", **{c: name for c, (_, name) in RAW.items()}}
+    out = table[[c for c in table.columns if c not in (*scores, *(f"{c}_std" for c in scores), "runs", "note")]].copy()
+    for column, name in scores.items():
+        out[name] = [mean_std(m, s) for m, s in zip(table[column], table[f"{column}_std"])]
     return out.assign(runs=table.runs, note=table.note)
 
 

@@ -89,13 +89,18 @@ PROTOCOL_KEYS = {"FineLast": "finelast", "FineZero": "finelast", "FineAll": "fin
 
 
 def assert_rows_are_their_runs(tmp_path, study, runs):
-    """Every row's acc and f1 are 100 x its run folder's metrics.json scores of the row's protocol."""
+    """Every row's acc and f1 are 100 x its run folder's metrics.json scores of the row's protocol, and its raw
+    1-NN and logistic accuracies the run's raw-series baselines; results.md shows both beside each row."""
     assert len(runs) > 0
     for row in runs.itertuples():
         folder = tmp_path / "studies" / study / row.budget / row.dataset / row.config / f"seed{row.seed}"
-        metrics = json.loads((folder / "metrics.json").read_text())[PROTOCOL_KEYS[row.protocol]]
+        saved = json.loads((folder / "metrics.json").read_text())
+        metrics, raw = saved[PROTOCOL_KEYS[row.protocol]], saved["baselines"]
         assert (row.acc, row.f1) == pytest.approx((100 * metrics["acc"], 100 * metrics["f1"]), rel=1e-12, abs=0), \
             (row.config, row.protocol)
+        assert (row.raw_nn1, row.raw_logistic) == pytest.approx((100 * raw["nn1"]["acc"], 100 * raw["logistic"]["acc"]))
+    header = (tmp_path / "studies" / study / "results.md").read_text().split("\n| ---")[0].splitlines()[-1]
+    assert header.endswith("| accuracy | macro-F1 | raw 1-NN | raw logistic | runs | note |"), header
 
 
 # ----------------------------------------------------------------------------------------------- studies
