@@ -180,6 +180,18 @@ class Dist:
                                    f"{list(state)[diff[0]]} (and {len(diff) - 1} more tensors)")
 
 
+def attempt_store(rank, world):
+    """init_process_group's store for this torchrun attempt: the agents' shared TCP store under a prefix of the
+    restart count. A worker torchrun --max_restarts starts again must not read the killed attempt's keys there,
+    where its process group setup can wait for peers that are gone (pytorch#135712: 3 of 6 restarts hung here).
+    Empty (torch's own env:// store) outside torchrun or where torchrun does not share its store."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") == "1":
+        return {}
+    shared = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+    return dict(store=td.PrefixStore(f"timemae/attempt{attempt}", shared), rank=rank, world_size=world)
+
+
 @contextlib.contextmanager
 def init_distributed(device_name):
     """Yield the Dist of this process. Under torchrun (WORLD_SIZE > 1) join the process group whose
@@ -205,7 +217,7 @@ def init_distributed(device_name):
         backend = "gloo"
     else:
         raise TimeMAEError(f"distributed training runs on cuda or cpu, not {device.type}")
-    td.init_process_group(backend)
+    td.init_process_group(backend, **attempt_store(rank, world))
     try:
         yield Dist(device, rank, world)
     finally:

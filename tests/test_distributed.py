@@ -181,3 +181,23 @@ def test_exit_process_outside_torchrun_is_sys_exit(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         exit_process(2)
     assert stop.value.code == 2
+
+
+def test_each_torchrun_attempt_keeps_its_keys_apart_in_the_shared_store(monkeypatch):
+    """A worker torchrun --max_restarts starts again joins through a store prefixed by the restart count, so the
+    killed attempt's keys in torchrun's shared store cannot be read as its own (pytorch#135712); outside torchrun,
+    or where torchrun does not share its store, torch's env:// store as before."""
+    import torch.distributed as td
+    from engine.distributed import attempt_store
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    assert attempt_store(0, 2) == {}
+    host = td.TCPStore("127.0.0.1", 0, 1, is_master=True)      # what torchrun's agent hosts
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(host.port))
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    joined = attempt_store(1, 2)
+    assert (joined["rank"], joined["world_size"]) == (1, 2)
+    joined["store"].set("key", "attempt 2")
+    assert host.get("timemae/attempt2/key") == b"attempt 2"
+    monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    assert attempt_store(1, 2) == {}
