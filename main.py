@@ -18,7 +18,8 @@ def resume_hint(run_dir):
     if run_dir and os.path.isfile(os.path.join(run_dir, RUN_STATE)):
         return f"{run_dir}/{RUN_STATE} holds the state after the last finished epoch; rerun with --resume (the same " \
                "flags, without --overwrite) to continue from it"
-    return "no epoch had finished, nothing to resume"
+    return ("no epoch had finished; rerun with --resume (it starts again in place) or --overwrite" if run_dir and
+            os.path.isfile(os.path.join(run_dir, "args.json")) else "no epoch had finished, nothing to resume")
 
 
 def main(argv=None):

@@ -378,17 +378,22 @@ def test_wave_length_0_takes_the_window_from_the_training_length_and_resumes(tmp
     assert torch.load(out / "pretrain_model.pkl", weights_only=True)["config"]["wave_length"] == 4
 
 
-def test_ctrl_c_before_any_epoch_finished_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_before_any_epoch_finished_says_how_to_start_again(tmp_path, capsys, monkeypatch):
     x, _ = synthetic_series(40, length=32)
     np.save(tmp_path / "x.npy", x.transpose(0, 2, 1))
 
     def interrupted(*_, **__):
         raise KeyboardInterrupt
     monkeypatch.setattr(process.Trainer, "pretrain_epoch", interrupted)
-    out = tmp_path / "run"
-    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out), *TINY]) == 130
-    assert capsys.readouterr().err == "interrupted: no epoch had finished, nothing to resume\n"
+    out, flags = tmp_path / "run", ["--num_epoch_pretrain", "1", "--num_epoch", "0"]
+    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out), *TINY,
+                 *flags]) == 130
+    assert capsys.readouterr().err == ("interrupted: no epoch had finished; rerun with --resume (it starts again in "
+                                       "place) or --overwrite\n")
     assert not (out / "last.pkl").exists()
+    monkeypatch.undo()                                                 # and the hint's command does start it again
+    assert main(["--dataset", "numpy", "--data_path", str(tmp_path / "x.npy"), "--save_path", str(out), *TINY,
+                 *flags, "--resume"]) == 0
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])
