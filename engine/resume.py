@@ -102,6 +102,10 @@ def check_resumable(run_dir, cfg, runtime):
     (args.runtime_flags: the data may move, check_same_data compares what it holds); return the path of last.pkl,
     or None when the run was killed before its first epoch ended."""
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        # a run killed after its metrics.json, before it removed last.pkl: finished, so that is left over
+        if os.path.isfile(os.path.join(run_dir, LAST)):
+            os.remove(os.path.join(run_dir, LAST))
+        clear_half_written(run_dir)
         raise TimeMAEError(f"--resume: the run in {run_dir!r} has finished (metrics.json exists); nothing to "
                            "resume")
     try:

@@ -610,3 +610,17 @@ def test_resuming_with_other_processes_that_change_a_small_sets_batch_names_the_
     cfg.lr = 0.01                                                   # a flag changed too: the flags are named
     with pytest.raises(TimeMAEError, match=r"flags differ from the run's args.json \(--lr 0.001 -> 0.01, "):
         check_resumable(str(tmp_path), cfg, runtime=set())
+
+
+def test_resume_of_a_finished_run_removes_a_last_pkl_left_by_a_kill_after_its_metrics(data, reference, tmp_path,
+                                                                                       capsys):
+    """Killed between writing metrics.json and removing last.pkl, a run is finished: --resume refuses it, as any
+    finished run, and takes the leftover away (nothing else)."""
+    run = str(tmp_path / "run")
+    shutil.copytree(reference, run)
+    shutil.copy(os.path.join(run, "pretrain_model.pkl"), os.path.join(run, LAST))
+    before = {f: open(os.path.join(run, f), "rb").read() for f in os.listdir(run) if f != LAST}
+    assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
+    assert "has finished (metrics.json exists); nothing to resume" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(run, LAST))
+    assert {f: open(os.path.join(run, f), "rb").read() for f in os.listdir(run)} == before
