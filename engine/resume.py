@@ -122,8 +122,9 @@ def check_resumable(run_dir, cfg, runtime):
         raise TimeMAEError(f"--resume: the step budget differs from the run's ({', '.join(changed)}): a small set's "
                            f"batch is capped to a multiple of the processes; resume with {processes} process(es), "
                            "as the run had")
-    if changed:
-        raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(changed)}); resume "
+    if changed:   # the flags alone: the budget derived from them (finetune_epochs, ...) follows, and is no flag
+        flags = [text for k, text in zip(differ, changed) if k not in BUDGET]
+        raise TimeMAEError(f"--resume: flags differ from the run's args.json ({', '.join(flags)}); resume "
                            "with the original flags or start a new run")
     last = os.path.join(run_dir, LAST)
     if not os.path.isfile(last) and (os.path.lexists(last) or _had_last_state(run_dir)):
