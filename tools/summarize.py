@@ -182,8 +182,10 @@ def main(argv=None):
         runs = collect_runs(a.roots)
         if runs.empty:
             raise TimeMAEError(f"no run folder with metrics.json under {', '.join(map(repr, a.roots))}")
-        # one run in several study folders (the ablation's full model is mask_ratio's 0.6): one seed, not several
-        repeats = runs.astype(str).duplicated([c for c in runs if c != "run"])
+        # one run in several study folders (the ablation's full model is mask_ratio's 0.6): one seed, not several;
+        # runs without test scores have too little to tell them apart by, and are all kept
+        scored = runs.filter(["finelast_acc", "fineall_acc"]).notna().any(axis=1)
+        repeats = runs.astype(str).duplicated([c for c in runs if c != "run"]) & scored
         runs, repeated = runs[~repeats], runs.run[repeats]
         summary = summarize(runs)
         table = format_table(summary)
