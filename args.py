@@ -28,13 +28,18 @@ def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def available_cpus():
+    """The CPUs this process may use (its affinity, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_threads():
     """The CPUs this process may use, shared out among the processes torchrun starts on this machine
     (LOCAL_WORLD_SIZE): each taking every CPU oversubscribes them."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     try:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:

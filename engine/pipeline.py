@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from args import flag_defaults, runtime_flags
+from args import available_cpus, flag_defaults, runtime_flags
 from common.errors import TimeMAEError
 from datautils import data_description, dataset_name, load_dataset, normalize, resolve_folder, restrict_pretraining
 from engine.checkpoint import load_checkpoint, open_checkpoint, training_data
@@ -96,9 +96,9 @@ def check_flags(cfg):
         if getattr(cfg, flag) < 0:
             raise TimeMAEError(f"--{flag} must be 0 or more, got {getattr(cfg, flag)}")
     check_probe_grid(cfg.probe_C)
-    if cfg.threads > (os.cpu_count() or 1):   # torch would try to start them all (100000: a MemoryError)
-        raise TimeMAEError(f"--threads {cfg.threads} exceeds the {os.cpu_count()} CPUs of this machine: pass at most "
-                           f"{os.cpu_count()}, or leave it out for the default")
+    if cfg.threads > available_cpus():   # torch would try to start them all (100000: a MemoryError)
+        raise TimeMAEError(f"--threads {cfg.threads} exceeds the {available_cpus()} CPUs this process may use: pass "
+                           f"at most {available_cpus()}, or leave it out for the default")
     # `not low < value` refuses NaN too
     for flag in ("lr", "lr_decay_rate") + (("bert_lr",) if cfg.bert_lr is not None else ()):
         if not 0 < getattr(cfg, flag) < math.inf:

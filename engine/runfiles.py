@@ -22,7 +22,8 @@ RUN_STATE = "last.pkl"  # the state to resume from; present only while a run is 
 FIGURES = {"curves": "curves.png", "codebook": "codebook.png", "finetune": "finetune.png", "tsne": "tsne.png"}
 CANDIDATES = "fineall_candidates.npz"
 RUN_DERIVED = (*FIGURES.values(), CANDIDATES)
-OVERWRITE_ASIDE = ".tmp-overwrite-"   # the folder --overwrite moves the old run's files to before removing them
+TMP_PREFIX = ".tmp-"                       # _atomic's temporary files, which half_written recognises
+OVERWRITE_ASIDE = f"{TMP_PREFIX}overwrite-"   # the folder --overwrite moves the old run's files to before removing them
 
 
 def prepare_run_dir(path, overwrite, resume=False):
@@ -68,7 +69,7 @@ def half_written(path):
     the folder an --overwrite moved an old run to. A user's own .tmp- file is none of them."""
     names = (*RUN_OUTPUTS, RUN_STATE, *RUN_DERIVED)
     return sorted(f for f in os.listdir(path)
-                  if f.startswith(OVERWRITE_ASIDE) or f.startswith(".tmp-") and f.endswith(names))
+                  if f.startswith(OVERWRITE_ASIDE) or f.startswith(TMP_PREFIX) and f.endswith(names))
 
 
 def clear_half_written(path):
@@ -119,7 +120,7 @@ def _atomic(path, write):
     """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.basename(path))
     except OSError as e:
         raise write_error(path, e, " (its folder must exist and be writable)") from None
     try:

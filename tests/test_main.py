@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from args import available_cpus
 from conftest import TINY, assert_reported, synthetic_series
 from main import main
 import process
@@ -216,7 +217,7 @@ def test_switches_spelled_0_or_1_take_nothing_else(flag, capsys):
     (["--weight_decay", "-1"], "--weight_decay must be 0 or more, got -1.0"),
     (["--beta", "-1"], "--beta must be 0 or more, got -1.0"),
     (["--seed", "-1"], "--seed must lie in 0..4294967295, got -1"),
-    (["--threads", "100000"], f"--threads 100000 exceeds the {os.cpu_count()} CPUs of this machine"),
+    (["--threads", "100000"], f"--threads 100000 exceeds the {available_cpus()} CPUs this process may use"),
     (["--num_workers", "-1"], "--num_workers must be 0 or more, got -1"),
     (["--dropout", "1"], "--dropout must lie in [0, 1), got 1.0"),
     (["--codebook", "cosine", "--codebook_tau", "0"], "--codebook_tau must be a positive finite number, got 0.0"),

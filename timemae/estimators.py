@@ -133,7 +133,11 @@ class _TimeMAE(BaseEstimator):
         try:
             return splits_from_arrays("fit(X, y)" if y is not None else "fit(X)", as_series_array(X), y, gaps=gaps)
         except TimeMAEError as e:
-            raise TimeMAEError(api_spelling(pipeline.flag_message(e), self.get_params(deep=False))) from None
+            raise self._api_error(e) from None
+
+    def _api_error(self, error):
+        """An engine error in the API's words (api_spelling: parameters and flags keys, not --flags)."""
+        return TimeMAEError(api_spelling(pipeline.flag_message(error), self.get_params(deep=False)))
 
     def _train(self, splits, cfg):
         """pipeline.run with the configuration `cfg` (from _config) on `splits` (from _splits); the estimator's
@@ -150,7 +154,7 @@ class _TimeMAE(BaseEstimator):
             try:
                 metrics = pipeline.run(cfg, log=log, splits=splits, trainer=trainer)
             except TimeMAEError as e:
-                raise TimeMAEError(api_spelling(pipeline.flag_message(e), self.get_params(deep=False))) from None
+                raise self._api_error(e) from None
             self.metrics_, self.seed_ = metrics, cfg.seed   # seed_: the seed a RandomState random_state gave
             # where this fit ran: commit, versions, ...
             self.provenance_ = read_json(os.path.join(cfg.save_path, "args.json"))["provenance"]
@@ -306,26 +310,25 @@ class TimeMAEEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TimeMAE
     (n_cases, n_channels, n_timepoints), or a list of (n_channels, length_i) arrays."""
 
     def fit(self, X, y=None):
-        labels = self._selection_labels(y)
+        labels, codes = self._selection_labels(y)
         cfg = self._config(num_epoch=0)
-        splits = self._splits(X, labels, cfg.gaps)
-        refusal = labels is not None and unstratifiable(splits.train_y, cfg.val_ratio)
+        refusal = labels is not None and unstratifiable(codes, cfg.val_ratio)
         if refusal:   # a pipeline's labels that the probe cannot select with: pretraining alone, as without y
             warnings.warn(f"TimeMAEEncoder.fit: {refusal} for selecting the pretraining checkpoint; y is not used "
                           "and the last epoch is kept", UserWarning, stacklevel=2)
-            splits = self._splits(X, None, cfg.gaps)
-        return self._train(splits, cfg)
+            labels = None
+        return self._train(self._splits(X, labels, cfg.gaps), cfg)
 
     @staticmethod
     def _selection_labels(y):
-        """y as labels for selection, or None: a target that is not class labels (a regression pipeline's
-        continuous y, which a transformer passes on) selects nothing."""
+        """(y as labels for selection, their codes), or (None, None): a target that is not class labels (a
+        regression pipeline's continuous y, which a transformer passes on) selects nothing."""
         if y is None:
-            return None
+            return None, None
         labels = label_vector(y, "fit(X, y): y")
         check_labels(labels, "train", "fit(X, y)")      # before type_of_target, which cannot read NaN
-        _class_codes(labels)                            # labels of one kind
-        return labels if type_of_target(labels) in ("binary", "multiclass") else None
+        codes = _class_codes(labels)[1]                 # labels of one kind
+        return (labels, codes) if type_of_target(labels) in ("binary", "multiclass") else (None, None)
 
     def transform(self, X, what="X"):
         # defined on this class, as scikit-learn's set_output wraps only a transform its class defines itself
