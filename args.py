@@ -47,6 +47,14 @@ def default_threads():
     return max(1, cpus // local)
 
 
+class DatasetChoice(argparse.Action):
+    """--dataset as every parser of the flags reads it: the reference code's `mat` (its loader of train.pt /
+    test.pt of (N, T, C) series) is uwave's."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, "uwave" if value == "mat" else value)
+
+
 def whole_numbers(text, least=1):
     """An argparse type: comma-separated whole numbers of `least` or more ('8,16' -> [8, 16]); functools.partial
     sets another least."""
@@ -103,7 +111,7 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="ucr", choices=(*DATASETS, "mat"),
+    g.add_argument("--dataset", default="ucr", choices=(*DATASETS, "mat"), action=DatasetChoice,
                    help="the loader (mat, the reference code's name for uwave's .pt files, runs as uwave)")
     g.add_argument("--UCR_folder", default=None,
                    help="name of a UEA/UCR dataset (files <name>_TRAIN/_TEST .ts, .arff or .tsv) for --dataset ucr")
@@ -308,10 +316,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    cfg = build_parser().parse_args(argv)
-    if cfg.dataset == "mat":   # the reference code's loader of train.pt / test.pt of (N, T, C) series: uwave's
-        cfg.dataset = "uwave"
-    return cfg
+    return build_parser().parse_args(argv)
 
 
 @functools.cache
