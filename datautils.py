@@ -180,13 +180,6 @@ def load_dataset(dataset, data_path=None, ucr_folder=None, gaps="refuse"):
     folder = existing_folder(dataset, data_path, ucr_folder)
     # --UCR_folder NAME reads the archive's NAME files alone: the archive's Epilepsy is not the paper's .pt files
     layout = None if dataset == "ucr" and ucr_folder else _layout(folder)
-    if layout is None and dataset == "ucr" and ucr_folder and _uea_train(folder, ucr_folder) is None \
-            and _layout(folder):
-        raise TimeMAEError(f"{folder!r} holds one of the paper's benchmark layouts (.pt files or the UCI HAR "
-                           f"folder), not the UEA/UCR archive's {ucr_folder}_TRAIN file that --dataset ucr "
-                           f"--UCR_folder {ucr_folder} reads: put the archive's files in another folder (python -m "
-                           f"data.prepare ucr --UCR_folder {ucr_folder} --download --data_path DIR), or read these "
-                           "with --dataset har, epilepsy or uwave")
     if layout == "pt_new":
         splits = _load_pt(folder, "train_new.pt", None, "test_new.pt", time_major=True)
     elif layout == "pt":
@@ -398,6 +391,12 @@ def _uea_train(folder, name):
 
 def _load_uea(folder, name):
     found = _uea_train(folder, name)
+    if found is None and name and _layout(folder):   # --dataset ucr --UCR_folder NAME: the archive's files alone
+        raise TimeMAEError(f"{folder!r} holds one of the paper's benchmark layouts (.pt files or the UCI HAR "
+                           f"folder), not the UEA/UCR archive's {name}_TRAIN file that --dataset ucr "
+                           f"--UCR_folder {name} reads: put the archive's files in another folder (python -m "
+                           f"data.prepare ucr --UCR_folder {name} --download --data_path DIR), or read these "
+                           "with --dataset har, epilepsy or uwave")
     if found is None:
         want = name or "<Name>"
         raise TimeMAEError(
