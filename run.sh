@@ -38,6 +38,7 @@ if [ $# -ge 1 ] && [[ "$1" != --* ]]; then runs=$1; shift; fi
 preset_line=$(python -m experiments.presets "$dataset" "$@") || exit 2
 read -ra preset <<< "$preset_line"
 if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then echo "error: runs must be a positive integer, got '$runs'" >&2; exit 2; fi
+again=""   # --resume or --overwrite among the extra flags: runs already in the seed folders may go on
 for arg in "$@"; do   # main.py reads a flag's unambiguous prefix as the flag: --see 7 is --seed 7
   flag=${arg%%=*}
   if [[ $flag == --see* && --seed == "$flag"* ]] || [[ $flag == --sa* && --save_path == "$flag"* ]]; then
@@ -45,6 +46,7 @@ for arg in "$@"; do   # main.py reads a flag's unambiguous prefix as the flag: -
       "$arg from the extra flags" >&2
     exit 2
   fi
+  if [[ $flag == --res* && --resume == "$flag"* ]] || [[ $flag == --ov* && --overwrite == "$flag"* ]]; then again=1; fi
 done
 
 # the data the runs will read: the last --data_path and --UCR_folder among the extra flags, else the defaults
@@ -66,11 +68,6 @@ exp_dir=${EXP_DIR:-exp}
 name=$dataset
 if [ "$dataset" = ucr ]; then name=$ucr_folder; fi   # each UCR/UEA set in its own folder
 # a run already in a seed folder: main.py would refuse it and point to --save_path, which run.sh sets itself
-again=""
-for arg in "$@"; do
-  flag=${arg%%=*}
-  if [[ $flag == --res* && --resume == "$flag"* ]] || [[ $flag == --ov* && --overwrite == "$flag"* ]]; then again=1; fi
-done
 for seed in $(seq 1 "$runs"); do
   if [ -z "$again" ] && [ -e "$exp_dir/$name/seed$seed/args.json" ]; then
     echo "error: $exp_dir/$name/seed$seed holds a run: pass --resume to continue the runs, --overwrite to replace" \
