@@ -142,8 +142,8 @@ def plot_summary(summary):
     from matplotlib.figure import Figure   # only --plot needs matplotlib; no pyplot, so no backend is chosen
     summary = summary.assign(dataset=summary.dataset.fillna("dataset not recorded"))   # a metrics.json without one
     datasets = list(dict.fromkeys(summary.dataset))
-    labels = [group_label(r) for _, r in summary.iterrows()]
-    lines = max(label.count("\n") + 1 for label in labels)        # a group's rows: its bars, or its label's lines
+    summary = summary.assign(label=[group_label(r) for _, r in summary.iterrows()])
+    lines = max(label.count("\n") + 1 for label in summary.label)   # a group's rows: its bars, or its label's lines
     heights = [len(summary[summary.dataset == d]) for d in datasets]
     fig = Figure(figsize=(9, 1.2 + sum(max(0.3 * len(columns), 0.2 * lines) * h + 0.8 for h in heights)))
     axes = fig.subplots(len(datasets), 1, squeeze=False, gridspec_kw={"height_ratios": heights})
@@ -155,7 +155,7 @@ def plot_summary(summary):
                            xerr=part[f"{column}_std"].fillna(0), label=PLOTTED[column], color=f"C{k}", capsize=2)
             ax.bar_label(bars, [f"{v:.1f}" if v == v else "" for v in part[f"{column}_mean"]], label_type="center",
                          fontsize="x-small", color="white")
-        ax.set_yticks(part.index + bar * (len(columns) - 1) / 2, [group_label(r) for _, r in part.iterrows()])
+        ax.set_yticks(part.index + bar * (len(columns) - 1) / 2, part.label.tolist())
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
         ax.set_title(dataset)
@@ -202,7 +202,7 @@ def main(argv=None):
     if len(repeated):
         print(f"note: {len(repeated)} run(s) repeat another's configuration, seed, commit and scores, and count once: "
               f"{', '.join(repeated)}")
-    untested = runs.run[runs.filter(["finelast_acc", "fineall_acc"]).isna().all(axis=1)]
+    untested = runs.run[~scored[runs.index]]
     if len(untested):
         print(f"note: {len(untested)} run(s) without a test accuracy (unlabelled data, or no test split), counted "
               f"in `runs` with empty accuracy columns: {', '.join(untested)}")
