@@ -60,6 +60,14 @@ def reference(data, tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def crashed(data, tmp_path_factory):
+    """The same run, killed in pretraining epoch 2 (after epoch 1's last.pkl): a copy for each test that needs one."""
+    run = str(tmp_path_factory.mktemp("crashed") / "run")
+    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    return run
+
+
 def outputs(run):
     """Metrics (less wall time), logs (less per-epoch seconds) and the weights of both best checkpoints."""
     with open(os.path.join(run, "metrics.json")) as f:
@@ -177,11 +185,11 @@ def test_resume_on_other_data_is_refused_and_the_run_left_as_it_was(data, refere
 
 
 @pytest.mark.parametrize("last", ["removed", "a folder"])
-def test_a_run_whose_last_state_is_gone_is_refused_and_left_as_it_was(data, tmp_path, capsys, last):
+def test_a_run_whose_last_state_is_gone_is_refused_and_left_as_it_was(data, crashed, tmp_path, capsys, last):
     """Two logged epochs mean last.pkl had been written: without it (removed, or a folder in its place)
     --resume refuses in one line instead of starting again in place over the logs."""
     run = str(tmp_path / "run")
-    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    shutil.copytree(crashed, run)
     os.remove(os.path.join(run, LAST))
     if last == "a folder":
         os.mkdir(os.path.join(run, LAST))
@@ -208,11 +216,11 @@ def test_a_run_killed_in_its_first_fine_tuning_epoch_without_pretraining_starts_
     assert_same_run(run, whole)                                       # the killed attempt's evaluations gone too
 
 
-def test_a_run_started_with_an_unread_ucr_folder_resumes_without_it(data, reference, tmp_path):
+def test_a_run_started_with_an_unread_ucr_folder_resumes_without_it(data, crashed, reference, tmp_path):
     """--UCR_folder beside another dataset is refused now; a run started with it before, which read nothing of
     it, resumes without the flag."""
     run = str(tmp_path / "run")
-    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    shutil.copytree(crashed, run)
     args = json.load(open(os.path.join(run, "args.json")))
     with open(os.path.join(run, "args.json"), "w") as f:
         json.dump({**args, "UCR_folder": "ArrowHead"}, f)
@@ -220,9 +228,9 @@ def test_a_run_started_with_an_unread_ucr_folder_resumes_without_it(data, refere
     assert_same_run(run, reference)
 
 
-def test_resume_without_args_json_is_refused_and_left_as_it_was(data, tmp_path, capsys):
+def test_resume_without_args_json_is_refused_and_left_as_it_was(data, crashed, tmp_path, capsys):
     run = str(tmp_path / "run")
-    crash_at("pretrain_epoch", 3, tiny_flags(data, run, **EPOCHS))
+    shutil.copytree(crashed, run)
     os.remove(os.path.join(run, "args.json"))
     before = folder_bytes(run)
     capsys.readouterr()
@@ -619,8 +627,7 @@ def test_resume_of_a_finished_run_removes_a_last_pkl_left_by_a_kill_after_its_me
     run = str(tmp_path / "run")
     shutil.copytree(reference, run)
     shutil.copy(os.path.join(run, "pretrain_model.pkl"), os.path.join(run, LAST))
-    before = {f: open(os.path.join(run, f), "rb").read() for f in os.listdir(run) if f != LAST}
+    before = {f: b for f, b in folder_bytes(run).items() if f != LAST}
     assert main.main(tiny_flags(data, run, **EPOCHS) + ["--resume"]) == 2
     assert "has finished (metrics.json exists); nothing to resume" in capsys.readouterr().err
-    assert not os.path.exists(os.path.join(run, LAST))
-    assert {f: open(os.path.join(run, f), "rb").read() for f in os.listdir(run)} == before
+    assert folder_bytes(run) == before                                  # last.pkl gone, nothing else touched
